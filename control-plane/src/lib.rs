@@ -1,0 +1,1 @@
+//! Herald's control plane: apps, API keys, tokens and publishing.

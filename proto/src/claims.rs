@@ -1,0 +1,92 @@
+//! The claims of a Herald token.
+//!
+//! The control plane mints a JWT for an end user with these claims and signs
+//! it with an asymmetric key named by the header's `kid`; edges verify it
+//! offline against the control plane's JWKS. The JSON shape:
+//!
+//! ```json
+//! {
+//!   "iss": "herald", "aud": "herald",
+//!   "sub": "user-42", "app": "app_1", "key": "key_9",
+//!   "iat": 1764100000, "nbf": 1764100000, "exp": 1764103600,
+//!   "jti": "tok_…",
+//!   "caps": {"chat:*": ["subscribe", "publish"]},
+//!   "info": {"name": "Ada"}
+//! }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::caps::Capabilities;
+use crate::ids::{AppId, ClientId, KeyId};
+
+/// The `aud` every Herald token carries.
+pub const AUDIENCE: &str = "herald";
+
+/// The default `iss`; deployments may configure their own.
+pub const DEFAULT_ISSUER: &str = "herald";
+
+/// Longest `info` object, serialized, in bytes.
+pub const MAX_INFO_BYTES: usize = 1024;
+
+/// Longest token accepted anywhere, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Claims of a Herald token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience: always [`AUDIENCE`].
+    pub aud: String,
+    /// The end user (client id).
+    pub sub: ClientId,
+    /// The app the token belongs to.
+    pub app: AppId,
+    /// The API key that minted the token; revoking the key closes the
+    /// connections holding the token.
+    pub key: KeyId,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Not before (Unix seconds).
+    pub nbf: i64,
+    /// Expiry (Unix seconds). Required.
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// What the token allows.
+    pub caps: Capabilities,
+    /// Optional JSON object shown to other presence members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let json = r#"{"iss":"herald","aud":"herald","sub":"user-42","app":"app_1","key":"key_9",
+            "iat":1,"nbf":1,"exp":3601,"jti":"t1","caps":{"chat:*":["subscribe"]},"info":{"name":"Ada"}}"#;
+        let claims: Claims = serde_json::from_str(json).expect("claims");
+        assert_eq!(claims.sub.as_str(), "user-42");
+        let back: Claims = serde_json::from_str(&serde_json::to_string(&claims).expect("ser")).expect("de");
+        assert_eq!(back, claims);
+    }
+
+    #[test]
+    fn invalid_fields_are_refused() {
+        let base = r#"{"iss":"herald","aud":"herald","sub":"u","app":"APP","key":"k","iat":1,"nbf":1,"exp":2,"jti":"t","caps":{}}"#;
+        serde_json::from_str::<Claims>(base).expect("base is valid");
+        for (from, to) in [
+            (r#""app":"APP""#, r#""app":"a.b""#),
+            (r#""caps":{}"#, r#""caps":{"a>":["subscribe"]}"#),
+            (r#""sub":"u""#, r#""sub":"""#),
+            (r#","exp":2"#, ""),
+        ] {
+            let bad = base.replace(from, to);
+            assert!(serde_json::from_str::<Claims>(&bad).is_err(), "{bad}");
+        }
+    }
+}

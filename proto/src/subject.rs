@@ -1,0 +1,225 @@
+//! The mapping from Herald's names to NATS subjects.
+//!
+//! Every subject Herald uses is built here and nowhere else. A deployment (or
+//! a test) picks a prefix; below it:
+//!
+//! | subject | carries |
+//! |---|---|
+//! | `<prefix>.ch.<app>.<channel>` | [`crate::bus::ChannelMessage`] for one channel |
+//! | `<prefix>.presence.<app>` | [`crate::bus::PresenceReport`] from edges |
+//! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
+//!
+//! App ids and channel names cannot hold `.`, `*`, `>` or whitespace, so a
+//! channel subject always has exactly `prefix tokens + 3` tokens, never a
+//! wildcard, and maps back to the one (app, channel) pair it came from: a
+//! message can never leave its app's subject space.
+
+use std::fmt;
+
+use crate::channel::ChannelName;
+use crate::ids::AppId;
+
+/// Longest subject prefix, in bytes.
+pub const MAX_PREFIX_LEN: usize = 64;
+
+/// The prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "herald";
+
+/// Why a string is not a valid subject prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid subject prefix {prefix:?}: it must be 1-{MAX_PREFIX_LEN} bytes of dot-separated, non-empty tokens of ASCII letters, digits, '_' and '-'"
+)]
+pub struct PrefixError {
+    /// The rejected prefix.
+    pub prefix: String,
+}
+
+/// The subject space of one Herald deployment.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SubjectSpace {
+    prefix: Box<str>,
+    prefix_tokens: usize,
+}
+
+impl fmt::Debug for SubjectSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectSpace({:?})", self.prefix)
+    }
+}
+
+impl Default for SubjectSpace {
+    fn default() -> Self {
+        Self { prefix: DEFAULT_PREFIX.into(), prefix_tokens: 1 }
+    }
+}
+
+impl SubjectSpace {
+    /// A subject space under `prefix`, e.g. `herald` or `test.3f2a`.
+    ///
+    /// # Errors
+    ///
+    /// [`PrefixError`] when the prefix is empty, too long, has an empty token
+    /// or holds anything but ASCII letters, digits, `_`, `-` and the dots
+    /// between tokens.
+    pub fn new(prefix: &str) -> Result<Self, PrefixError> {
+        let valid = !prefix.is_empty()
+            && prefix.len() <= MAX_PREFIX_LEN
+            && prefix
+                .split('.')
+                .all(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+        if !valid {
+            return Err(PrefixError { prefix: prefix.to_owned() });
+        }
+        Ok(Self { prefix: prefix.into(), prefix_tokens: prefix.split('.').count() })
+    }
+
+    /// The prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The subject of one channel.
+    #[must_use]
+    pub fn channel(&self, app: &AppId, channel: &ChannelName) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + app.as_str().len() + channel.as_str().len() + 5);
+        s.push_str(&self.prefix);
+        s.push_str(".ch.");
+        s.push_str(app.as_str());
+        s.push('.');
+        s.push_str(channel.as_str());
+        s
+    }
+
+    /// The wildcard subject matching every channel of one app (for the app's
+    /// history stream). The only wildcard this module hands out.
+    #[must_use]
+    pub fn app_channels(&self, app: &AppId) -> String {
+        format!("{}.ch.{}.*", self.prefix, app)
+    }
+
+    /// Maps a channel subject back to its app and channel.
+    ///
+    /// Returns `None` for any subject [`Self::channel`] cannot produce.
+    #[must_use]
+    pub fn parse_channel(&self, subject: &str) -> Option<(AppId, ChannelName)> {
+        let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".ch.")?;
+        let (app, channel) = rest.split_once('.')?;
+        Some((AppId::new(app).ok()?, ChannelName::new(channel).ok()?))
+    }
+
+    /// The subject on which edges report presence for one app.
+    #[must_use]
+    pub fn presence(&self, app: &AppId) -> String {
+        format!("{}.presence.{}", self.prefix, app)
+    }
+
+    /// The wildcard subject of every app's presence reports (what the control
+    /// plane subscribes to).
+    #[must_use]
+    pub fn all_presence(&self) -> String {
+        format!("{}.presence.*", self.prefix)
+    }
+
+    /// The subject of control events.
+    #[must_use]
+    pub fn control(&self) -> String {
+        format!("{}.control", self.prefix)
+    }
+
+    /// How many tokens every channel subject has.
+    #[must_use]
+    pub fn channel_subject_tokens(&self) -> usize {
+        self.prefix_tokens + 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn space() -> SubjectSpace {
+        SubjectSpace::new("t.x-1").expect("valid prefix")
+    }
+
+    #[test]
+    fn builds_the_documented_subjects() {
+        let s = space();
+        let app = AppId::new("app1").expect("app");
+        let ch = ChannelName::new("chat:room/1").expect("channel");
+        assert_eq!(s.channel(&app, &ch), "t.x-1.ch.app1.chat:room/1");
+        assert_eq!(s.app_channels(&app), "t.x-1.ch.app1.*");
+        assert_eq!(s.presence(&app), "t.x-1.presence.app1");
+        assert_eq!(s.all_presence(), "t.x-1.presence.*");
+        assert_eq!(s.control(), "t.x-1.control");
+        assert_eq!(SubjectSpace::default().prefix(), "herald");
+    }
+
+    #[test]
+    fn rejects_bad_prefixes() {
+        for bad in ["", ".", "a.", ".a", "a..b", "a*", "a.>", "a b", "a\tb", &"a".repeat(65)] {
+            assert!(SubjectSpace::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parse_refuses_foreign_subjects() {
+        let s = space();
+        for subject in [
+            "t.x-1.ch.app1",
+            "t.x-1.ch.app1.a.b",
+            "t.x-1.ch.app1.*",
+            "t.x-1.ch.*.room",
+            "t.x-1.ch.app1.>",
+            "other.ch.app1.room",
+            "t.x-1.presence.app1",
+            "t.x-1.ch..room",
+        ] {
+            assert_eq!(s.parse_channel(subject), None, "{subject}");
+        }
+    }
+
+    fn app_id() -> impl Strategy<Value = AppId> {
+        "[A-Za-z0-9_-]{1,64}".prop_map(|s| AppId::new(&s).expect("generated app id is valid"))
+    }
+
+    fn channel() -> impl Strategy<Value = ChannelName> {
+        "[A-Za-z0-9_=@,;!#/+~-][A-Za-z0-9_=@,;:!#/+~-]{0,254}"
+            .prop_filter_map("valid channel", |s| ChannelName::new(&s).ok())
+    }
+
+    proptest! {
+        #[test]
+        fn channel_subjects_round_trip_and_have_fixed_shape(app in app_id(), ch in channel()) {
+            let s = space();
+            let subject = s.channel(&app, &ch);
+            let tokens: Vec<&str> = subject.split('.').collect();
+            prop_assert_eq!(tokens.len(), s.channel_subject_tokens());
+            for t in &tokens {
+                prop_assert!(!t.is_empty());
+                prop_assert!(*t != "*" && *t != ">");
+                prop_assert!(!t.contains(|c: char| c.is_whitespace() || c == '*' || c == '>'));
+            }
+            prop_assert_eq!(s.parse_channel(&subject), Some((app, ch)));
+        }
+
+        // Small alphabets, so that equal and near-equal inputs are common.
+        #[test]
+        fn mapping_is_injective(
+            a1 in "[ab_]{1,3}", c1 in "[ab][ab:_]{0,3}", a2 in "[ab_]{1,3}", c2 in "[ab][ab:_]{0,3}",
+        ) {
+            let (a1, a2) = (AppId::new(&a1).expect("app"), AppId::new(&a2).expect("app"));
+            let (c1, c2) = (ChannelName::new(&c1).expect("channel"), ChannelName::new(&c2).expect("channel"));
+            let s = space();
+            let same_input = a1 == a2 && c1 == c2;
+            prop_assert_eq!(s.channel(&a1, &c1) == s.channel(&a2, &c2), same_input);
+        }
+
+        #[test]
+        fn parse_never_panics(subject in any::<String>()) {
+            let _ = space().parse_channel(&subject);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Herald's Rust SDK: a realtime client and an API publisher.

@@ -1,0 +1,1 @@
+//! Herald's end-to-end test harness.
