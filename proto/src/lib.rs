@@ -13,6 +13,7 @@
 //! - [`caps`]: [`Capabilities`], channel patterns to allowed operations.
 //! - [`claims`]: [`Claims`], what a Herald token says.
 //! - [`codes`]: [`CloseCode`] and [`ErrorCode`], the one table of each.
+//! - [`units`]: [`units::ByteSize`] and [`units::HumanDuration`] for configuration.
 //!
 //! The wire schemas live in `schemas/` and are compiled by `build.rs`;
 //! `docs/protocol.md` describes them for client authors.
@@ -25,6 +26,7 @@ pub mod claims;
 pub mod codes;
 pub mod ids;
 pub mod subject;
+pub mod units;
 
 /// The client protocol, `herald.client.v1` (generated from
 /// `schemas/herald/client/v1/client.proto`).
