@@ -81,6 +81,7 @@ pub struct Backplane {
     inner: Arc<Inner>,
 }
 
+#[allow(clippy::large_enum_variant)] // one per process, behind an Arc
 enum Inner {
     Nats(NatsBackplane),
     Local(LocalHandle),
@@ -128,11 +129,7 @@ impl Backplane {
     /// # Errors
     ///
     /// [`BackplaneError::Unavailable`] when NATS cannot be reached at start.
-    pub async fn connect_nats(
-        url: &str,
-        subjects: SubjectSpace,
-        options: NatsOptions,
-    ) -> Result<Self, BackplaneError> {
+    pub async fn connect_nats(url: &str, subjects: SubjectSpace, options: NatsOptions) -> Result<Self, BackplaneError> {
         let sink: Arc<OnceLock<Arc<dyn Sink>>> = Arc::new(OnceLock::new());
         let connected = Arc::new(AtomicBool::new(false));
         let events_connected = connected.clone();
@@ -141,9 +138,7 @@ impl Backplane {
             .subscription_capacity(options.subscription_capacity)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((100 * attempts as u64).min(2_000))
-            })
+            .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2_000)))
             .event_callback(move |event| {
                 let connected = events_connected.clone();
                 async move {
@@ -364,7 +359,12 @@ impl NatsBackplane {
         Ok(())
     }
 
-    async fn subscribe(&self, app: &AppId, channel: &ChannelName, id: u64) -> Result<SubscriptionInner, BackplaneError> {
+    async fn subscribe(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        id: u64,
+    ) -> Result<SubscriptionInner, BackplaneError> {
         let sink = self.sink.get().cloned().ok_or_else(|| BackplaneError::Failed("no sink attached".into()))?;
         self.check_connected()?;
         let subject = self.subjects.channel(app, channel);

@@ -1,7 +1,160 @@
 //! Herald's edge: terminates client WebSockets, authenticates them, and fans
-//! channel messages out to them.
+//! channel messages out to them. It is stateless: all it holds is its own
+//! connections, so any edge can serve any client.
 //!
 //! # Layout
 //!
+//! - [`config`]: [`EdgeConfig`], every limit and timeout, validated.
 //! - [`backplane`]: the NATS and in-process backplanes behind one handle.
+//! - [`auth`]: offline token verification against the control plane's JWKS.
+//! - [`hub`]: channel → local subscribers, and the encode-once fan-out.
+//! - [`outbox`]: a connection's bounded send queue.
+//! - [`ws`]: WebSocket framing after the upgrade.
+//! - `conn`: one connection's reader and writer tasks.
+//! - `server`: the listener, HTTP routes and the drain.
+//! - [`telemetry`]: the process's Prometheus recorder.
+//!
+//! # Running
+//!
+//! [`run`] takes its listener, configuration, backplane and a shutdown
+//! future, so tests bind `127.0.0.1:0` and stop it cleanly:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herald_edge::EdgeError> {
+//! use herald_edge::{EdgeConfig, backplane::{Backplane, LocalBus}};
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let backplane = Backplane::local(&LocalBus::new());
+//! herald_edge::run(listener, EdgeConfig::default(), backplane, std::future::pending()).await
+//! # }
+//! ```
+
+pub mod auth;
 pub mod backplane;
+pub mod config;
+mod conn;
+pub mod hub;
+pub mod outbox;
+mod server;
+pub mod telemetry;
+pub mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+pub use config::{ConfigError, EdgeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::Verifier;
+use crate::backplane::Backplane;
+use crate::conn::Shared;
+use crate::hub::Hub;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The backplane refused the edge.
+    #[error(transparent)]
+    Backplane(#[from] backplane::BackplaneError),
+    /// An I/O error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn tls_acceptor(tls: &config::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, EdgeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| EdgeError::Tls(format!("certificate {}: {e}", tls.cert.display())))?;
+    if certs.is_empty() {
+        return Err(EdgeError::Tls(format!("certificate {}: no certificate found", tls.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| EdgeError::Tls(format!("key {}: {e}", tls.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EdgeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| EdgeError::Tls(e.to_string()))?;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+}
+
+/// Runs an edge on `listener` until `shutdown` resolves, then drains: no
+/// new connections, every client closed with 1001 (reconnect elsewhere),
+/// and a return once they are gone or `drain_timeout` passed.
+///
+/// # Errors
+///
+/// [`EdgeError`] when the configuration is invalid, TLS files cannot be
+/// loaded, or the backplane refuses the edge. Once running, it only returns
+/// `Ok`.
+pub async fn run(
+    listener: TcpListener,
+    mut config: EdgeConfig,
+    backplane: Backplane,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), EdgeError> {
+    config.validate()?;
+    if config.edge_id.is_empty() {
+        config.edge_id = format!("edge-{:08x}", rand_u32());
+    }
+    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let verifier =
+        Verifier::new(&config.jwks_url, &config.issuer, config.token_leeway.0, config.jwks_min_refetch_interval.0);
+    let hub = Hub::new(backplane.clone());
+    backplane.attach(hub.clone()).await?;
+    let (draining_tx, draining_rx) = watch::channel(false);
+    let edge_id = config.edge_id.clone();
+    let shared = Arc::new(Shared {
+        hub: hub.clone(),
+        verifier: verifier.clone(),
+        config,
+        edge_id,
+        open: AtomicUsize::new(0),
+        draining: draining_rx,
+    });
+    // Keys: first load (retried until it works), periodic refresh, and a
+    // refetch on every rotation event.
+    let refresh = verifier.spawn_refresh(shared.config.jwks_refresh_interval.0);
+    let rotations = {
+        let verifier = verifier.clone();
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while verifier.refresh(true).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            loop {
+                hub.keys_rotated.notified().await;
+                let _ = verifier.refresh(true).await;
+            }
+        })
+    };
+    tracing::info!(
+        edge = %shared.edge_id,
+        addr = %listener.local_addr()?,
+        tls = tls.is_some(),
+        "edge listening"
+    );
+    server::accept_loop(listener, shared, tls, draining_tx, shutdown).await;
+    refresh.abort();
+    rotations.abort();
+    Ok(())
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64));
+    h.finish() as u32
+}

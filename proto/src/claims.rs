@@ -11,7 +11,9 @@
 //!   "iat": 1764100000, "nbf": 1764100000, "exp": 1764103600,
 //!   "jti": "tok_…",
 //!   "caps": {"chat:*": ["subscribe", "publish"]},
-//!   "info": {"name": "Ada"}
+//!   "info": {"name": "Ada"},
+//!   "origins": ["https://app.example.com"],
+//!   "lim": {"max_message_bytes": 65536, "publish_rate": 50, "max_connections": 10000}
 //! }
 //! ```
 
@@ -31,6 +33,12 @@ pub const MAX_INFO_BYTES: usize = 1024;
 
 /// Longest token accepted anywhere, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Longest event name, in bytes.
+pub const MAX_EVENT_NAME_LEN: usize = 128;
+
+/// Longest idempotency id (message id), in bytes.
+pub const MAX_MESSAGE_ID_LEN: usize = 128;
 
 /// Claims of a Herald token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +67,30 @@ pub struct Claims {
     /// Optional JSON object shown to other presence members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The app's exact `Origin` allowlist when the token was minted; absent
+    /// or empty allows every origin. Carried in the token so edges decide
+    /// offline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<String>,
+    /// The app's limits when the token was minted; edges apply the stricter
+    /// of these and their own configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lim: Option<AppLimits>,
+}
+
+/// Per-app limits carried in a token (`lim` claim). Absent fields mean "the
+/// edge's default".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AppLimits {
+    /// Largest message payload, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<u32>,
+    /// Publishes per second per connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_rate: Option<u32>,
+    /// Connections of the app on one edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
 }
 
 #[cfg(test)]

@@ -48,7 +48,8 @@ impl FromStr for ByteSize {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num.parse().map_err(|_| UnitError(format!("invalid size {s:?}: expected e.g. 512, 64KiB, 4MiB")))?;
+        let n: u64 =
+            num.parse().map_err(|_| UnitError(format!("invalid size {s:?}: expected e.g. 512, 64KiB, 4MiB")))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "K" | "KB" | "kB" | "k" => 1024,
@@ -63,11 +64,11 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n != 0 && n % (1024 * 1024 * 1024) == 0 {
+        if n != 0 && n.is_multiple_of(1024 * 1024 * 1024) {
             write!(f, "{}GiB", n / (1024 * 1024 * 1024))
-        } else if n != 0 && n % (1024 * 1024) == 0 {
+        } else if n != 0 && n.is_multiple_of(1024 * 1024) {
             write!(f, "{}MiB", n / (1024 * 1024))
-        } else if n != 0 && n % 1024 == 0 {
+        } else if n != 0 && n.is_multiple_of(1024) {
             write!(f, "{}KiB", n / 1024)
         } else {
             write!(f, "{n}B")
@@ -143,11 +144,11 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms != 0 && ms % 3_600_000 == 0 {
+        if ms != 0 && ms.is_multiple_of(3_600_000) {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms != 0 && ms % 60_000 == 0 {
+        } else if ms != 0 && ms.is_multiple_of(60_000) {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else {
             write!(f, "{ms}ms")

@@ -1,0 +1,213 @@
+//! The edge's listener: accepts TCP (and TLS) connections, serves HTTP/1.1
+//! on them, upgrades `GET /v1/connect` to WebSocket connections and answers
+//! `/healthz`, `/readyz` and `/metrics`. Also the drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_proto::{CONNECT_PATH, CloseCode, SUBPROTOCOL};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::conn::{self, Shared};
+use crate::telemetry;
+
+type Body = Full<Bytes>;
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// Whether the edge should receive traffic.
+pub(crate) fn ready(shared: &Shared) -> bool {
+    !*shared.draining.borrow() && shared.hub.backplane().is_connected() && shared.verifier.has_keys()
+}
+
+fn offers_subprotocol(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL)
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+async fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if req.method() != Method::GET {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+    }
+    let response = match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if ready(&shared) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(telemetry::render())));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response
+        }
+        p if p == CONNECT_PATH => upgrade(shared, &mut req),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(response)
+}
+
+fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return text(StatusCode::UPGRADE_REQUIRED, "websocket upgrade required\n");
+    }
+    if !offers_subprotocol(req) {
+        return text(StatusCode::BAD_REQUEST, "the herald.v1 websocket subprotocol is required\n");
+    }
+    if *shared.draining.borrow() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "edge is draining\n");
+    }
+    let over_limit = shared.open.load(Ordering::Acquire) >= shared.config.max_connections as usize;
+    let bearer = bearer(req);
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "bad upgrade request");
+            return text(StatusCode::BAD_REQUEST, "bad websocket upgrade request\n");
+        }
+    };
+    shared.open.fetch_add(1, Ordering::AcqRel);
+    metrics::counter!("herald_connections_accepted_total").increment(1);
+    tokio::spawn(async move {
+        let io = match fut.await {
+            Ok(ws) => ws.into_inner(),
+            Err(e) => {
+                shared.open.fetch_sub(1, Ordering::AcqRel);
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        if over_limit {
+            refuse(io, shared, CloseCode::ConnectionLimit).await;
+            return;
+        }
+        conn::serve(io, shared, bearer, origin).await;
+    });
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Closes a freshly upgraded connection at once with `code`.
+async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, code: CloseCode) {
+    use tokio::io::AsyncWriteExt;
+    metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
+    let mut bytes = conn::disconnect_frame(code, code.reason()).to_vec();
+    bytes.extend_from_slice(&crate::ws::close_frame(code.number(), code.reason()));
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = io.write_all(&bytes).await;
+        let _ = io.shutdown().await;
+    })
+    .await;
+    shared.open.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn serve_http<S>(io: S, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let header_timeout = shared.config.http_header_timeout.0;
+    tokio::spawn(async move {
+        let service = service_fn(move |req| route(shared.clone(), req));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
+        if let Err(e) = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await {
+            tracing::trace!(error = %e, "http connection ended");
+        }
+    });
+}
+
+/// Accepts until `shutdown`, then drains.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    draining: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match &tls {
+            None => serve_http(stream, shared.clone()),
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                let limit = shared.config.http_header_timeout.0;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_http(tls_stream, shared),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    drain(&shared, &draining).await;
+}
+
+/// Not ready → no new connections → every client told to reconnect
+/// elsewhere (1001) → wait until they are gone or the deadline passes.
+async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
+    let _ = draining.send(true);
+    let open = shared.open.load(Ordering::Acquire);
+    tracing::info!(connections = open, "draining");
+    shared.hub.close_where(CloseCode::GoingAway, CloseCode::GoingAway.reason(), |_| true);
+    let deadline = tokio::time::Instant::now() + shared.config.drain_timeout.0;
+    while shared.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = shared.open.load(Ordering::Acquire);
+    if left > 0 {
+        tracing::warn!(connections = left, "drain deadline passed; exiting with connections open");
+    } else {
+        tracing::info!("drained");
+    }
+    shared.hub.backplane().close().await;
+}
