@@ -1,1 +1,333 @@
-//! Herald's control plane: apps, API keys, tokens and publishing.
+//! Herald's control plane: apps, API keys, tokens, signing keys and
+//! publishing, behind a REST API and a gRPC API on one port.
+//!
+//! # Layout
+//!
+//! - [`config`]: [`Config`], every setting and limit, with env-var names.
+//! - [`store`]: [`store::Store`], apps, keys and signing keys in PostgreSQL
+//!   or SQLite (one enum, one query text, numbered migrations).
+//! - [`keys`]: API key secrets (`hk_<id>_<secret>`), hashing, random ids.
+//! - [`auth`]: admin token and API key authentication, and the per-replica
+//!   caches of keys and apps with their invalidation.
+//! - [`tokens`]: Ed25519 signing keys, minting JWTs, the JWKS, rotation.
+//! - [`publish`]: rate limits, idempotency, onto the bus.
+//! - [`service`]: the operations both APIs expose, with their checks.
+//! - [`api`]: `api::rest` (axum, OpenAPI) and `api::grpc` (tonic), and the
+//!   router that serves both on one port.
+//! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
+//! - [`metrics`]: the Prometheus metrics behind `/metrics`.
+//!
+//! The entry point is [`run`] (or [`ControlPlane`] for finer control):
+//! it takes its listener, config, backplane and a shutdown future, so tests
+//! bind `127.0.0.1:0` and the binary chooses NATS or the in-process bus.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod publish;
+pub mod service;
+pub mod store;
+pub mod tokens;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use herald_edge::backplane::{Backplane, Sink};
+use herald_proto::{AppId, ChannelName, bus};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ConfigError, Secret};
+pub use error::ApiError;
+pub use service::Core;
+pub use tokens::Rotation;
+
+use crate::auth::Auth;
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::store::{Store, StoreError};
+use crate::tokens::{Signer, SigningError};
+
+/// Why the control plane could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The signing keys could not be loaded.
+    #[error("signing keys: {0}")]
+    Signing(#[from] SigningError),
+    /// Serving failed.
+    #[error("serve: {0}")]
+    Io(#[from] std::io::Error),
+    /// An operation was refused.
+    #[error("{0}")]
+    Api(#[from] ApiError),
+}
+
+/// Unix time in milliseconds.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A running control plane's state, and its background tasks (stopped on
+/// drop).
+pub struct ControlPlane {
+    core: Arc<Core>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Hands control events from the bus to the core; holds it weakly.
+struct ControlSink(Weak<Core>);
+
+impl Sink for ControlSink {
+    fn deliver(&self, _app: &AppId, _channel: &ChannelName, _subscription: u64, _payload: bytes::Bytes) {}
+
+    fn control(&self, event: bus::ControlEvent) {
+        if let Some(core) = self.0.upgrade() {
+            core.on_control(&event);
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Validates the config, opens and migrates the database, loads (or
+    /// creates) the signing keys, subscribes to control events and starts
+    /// the background tasks.
+    ///
+    /// Give the control plane its own backplane handle (its own NATS
+    /// connection, or its own `Backplane::local` on the shared bus): it
+    /// attaches a sink for control events, and a handle has one sink.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`], [`Error::Store`], [`Error::Signing`].
+    pub async fn new(config: Config, backplane: Backplane) -> Result<Self, Error> {
+        config.validate()?;
+        if config.admin_token.is_none() {
+            tracing::warn!("no admin token configured: the admin API refuses every call");
+        }
+        let store = Store::connect(
+            &config.database_url,
+            config.database_max_connections,
+            Duration::from_millis(config.database_acquire_timeout_ms),
+        )
+        .await?;
+        tracing::info!(backend = store.backend(), "database ready");
+        let signer = Signer::load(store.clone(), config.issuer.clone()).await?;
+        let metrics = Arc::new(Metrics::new());
+        let publisher = Publisher::new(
+            backplane.clone(),
+            metrics.clone(),
+            Duration::from_secs(config.idempotency_window_secs),
+            config.idempotency_max_entries,
+            config.max_publishes_in_flight,
+        );
+        let auth = Auth::new(store.clone(), config.admin_token.clone(), config.cache_ttl(), config.cache_max_entries);
+        let (retry_tx, retry_rx) = mpsc::channel(1024);
+        let core = Arc::new(Core {
+            config,
+            store,
+            auth,
+            signer,
+            publisher,
+            metrics,
+            ready: AtomicBool::new(true),
+            refresh_signer: Notify::new(),
+            retry_events: retry_tx,
+        });
+        if let Err(e) = backplane.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
+            tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
+        }
+        let tasks =
+            vec![tokio::spawn(refresh_loop(Arc::downgrade(&core))), tokio::spawn(retry_loop(backplane, retry_rx))];
+        Ok(Self { core, tasks })
+    }
+
+    /// The shared state and operations.
+    #[must_use]
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The router serving REST and gRPC (h2c) on one port.
+    #[must_use]
+    pub fn router(&self) -> axum::Router {
+        api::router(self.core.clone())
+    }
+
+    /// Rotates the signing keys; the previous key stays in the JWKS for
+    /// `overlap` (the config's `signing_key_overlap_secs` when `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Api`] when the database fails.
+    pub async fn rotate_signing_keys(&self, overlap: Option<Duration>) -> Result<Rotation, Error> {
+        Ok(self.core.rotate_signing_keys(&auth::Principal::Admin, overlap.map(|d| d.as_secs())).await?)
+    }
+
+    /// Serves until `shutdown` resolves, then stops: not ready, no new
+    /// connections, in-flight requests finish within
+    /// `shutdown_timeout_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the listener fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let core = self.core.clone();
+        let timeout = Duration::from_millis(core.config.shutdown_timeout_ms);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let flag = core.clone();
+        let graceful = async move {
+            shutdown.await;
+            flag.ready.store(false, Ordering::Release);
+            tracing::info!("control plane shutting down");
+            let _ = stop_tx.send(());
+        };
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, self.router()).with_graceful_shutdown(graceful);
+        let mut server = Box::pin(server.into_future());
+        tokio::select! {
+            r = &mut server => r?,
+            _ = async { let _ = stop_rx.await; tokio::time::sleep(timeout).await } => {
+                tracing::warn!("in-flight requests did not finish before the shutdown deadline");
+            }
+        }
+        drop(self);
+        core.store.close().await;
+        Ok(())
+    }
+}
+
+/// Runs a control plane on `listener` until `shutdown` resolves.
+///
+/// # Errors
+///
+/// As [`ControlPlane::new`] and [`ControlPlane::serve`].
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    backplane: Backplane,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    ControlPlane::new(config, backplane).await?.serve(listener, shutdown).await
+}
+
+/// Rotates the signing keys directly in the database named by `config`
+/// (for an operator command), and tells edges and other replicas when a
+/// backplane is given. Replicas pick the new key up on their next refresh
+/// at the latest.
+///
+/// # Errors
+///
+/// [`Error::Config`], [`Error::Store`], [`Error::Signing`].
+pub async fn rotate_signing_keys(
+    config: &Config,
+    backplane: Option<&Backplane>,
+    overlap: Option<Duration>,
+) -> Result<Rotation, Error> {
+    config.validate()?;
+    let store = Store::connect(
+        &config.database_url,
+        config.database_max_connections,
+        Duration::from_millis(config.database_acquire_timeout_ms),
+    )
+    .await?;
+    let signer = Signer::load(store.clone(), config.issuer.clone()).await?;
+    let rotation = signer.rotate(overlap.unwrap_or(Duration::from_secs(config.signing_key_overlap_secs))).await?;
+    if let Some(bp) = backplane {
+        let event = bus::ControlEvent {
+            timestamp_ms: now_ms(),
+            kind: Some(bus::control_event::Kind::SigningKeysRotated(bus::SigningKeysRotated {
+                current_kid: rotation.kid.clone(),
+            })),
+        };
+        if let Err(e) = bp.publish_control(&event).await {
+            tracing::warn!(error = %e, "rotation event not published; replicas and edges refresh on their own");
+        }
+    }
+    store.close().await;
+    Ok(rotation)
+}
+
+/// Reloads signing keys periodically and on rotation events; purges
+/// idempotency ids; keeps the metrics tidy.
+async fn refresh_loop(core: Weak<Core>) {
+    let period = match core.upgrade() {
+        Some(c) => Duration::from_secs(c.config.signing_key_refresh_secs),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period.min(Duration::from_secs(10)).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_refresh = tokio::time::Instant::now();
+    loop {
+        let notified = {
+            let Some(c) = core.upgrade() else { return };
+            let notify = async move {
+                c.refresh_signer.notified().await;
+            };
+            tokio::select! {
+                _ = tick.tick() => false,
+                () = notify => true,
+            }
+        };
+        let Some(c) = core.upgrade() else { return };
+        c.publisher.purge();
+        c.metrics.upkeep();
+        if notified || last_refresh.elapsed() >= period {
+            last_refresh = tokio::time::Instant::now();
+            if let Err(e) = c.signer.refresh().await {
+                tracing::warn!(error = %e, "signing keys not refreshed");
+            }
+        }
+    }
+}
+
+/// Re-sends control events that could not be published at once, for up to
+/// ten minutes each.
+async fn retry_loop(backplane: Backplane, mut rx: mpsc::Receiver<bus::ControlEvent>) {
+    while let Some(event) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            tokio::time::sleep(delay).await;
+            match backplane.publish_control(&event).await {
+                Ok(()) => {
+                    tracing::info!("delayed control event published");
+                    break;
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::error!(error = %e, "control event given up after ten minutes");
+                    break;
+                }
+                Err(_) => delay = (delay * 2).min(Duration::from_secs(5)),
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService` and
+//! `PublishService`, on the REST port (h2c).
+//!
+//! Credentials travel in the `authorization` metadata entry, exactly like
+//! the REST header (`Bearer <admin token>` or `Bearer <API key>`). Errors are
+//! the same [`ApiError`]s as REST, as a status with the mapped gRPC code and
+//! the error code's name in `herald-error-code`. `PublishStream` publishes
+//! messages as they arrive, up to `max_publishes_in_flight` at once, and
+//! answers with every result when the stream ends.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
+use herald_proto::Capabilities;
+use herald_proto::api::admin_service_server::{AdminService, AdminServiceServer};
+use herald_proto::api::publish_service_server::{PublishService, PublishServiceServer};
+use herald_proto::api::token_service_server::{TokenService, TokenServiceServer};
+use herald_proto::api::{self as pb, publish_result};
+use tonic::server::NamedService;
+use tonic::{Request, Response as GrpcResponse, Status, Streaming};
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::service::{AppSpec, Core};
+use crate::store::{ApiKey, App, LimitOverrides};
+
+/// The gRPC services over the shared core.
+#[derive(Clone)]
+pub struct Grpc {
+    core: Arc<Core>,
+}
+
+/// Adds the gRPC services to `router`, each under `/<package.Service>/…`.
+pub fn add_services(router: Router, core: Arc<Core>) -> Router {
+    let max = core.config.max_body_bytes;
+    let svc = Grpc { core };
+    let admin = AdminServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let token = TokenServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let publish = PublishServiceServer::new(svc).max_decoding_message_size(max);
+    router
+        .route_service(&format!("/{}/{{*method}}", <AdminServiceServer<Grpc> as NamedService>::NAME), admin)
+        .route_service(&format!("/{}/{{*method}}", <TokenServiceServer<Grpc> as NamedService>::NAME), token)
+        .route_service(&format!("/{}/{{*method}}", <PublishServiceServer<Grpc> as NamedService>::NAME), publish)
+}
+
+/// Whether a request is a gRPC call.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The answer to a call of an unknown gRPC service.
+pub(crate) fn unimplemented() -> Response {
+    Status::unimplemented("no such gRPC service on this server").into_http::<axum::body::Body>().into_response()
+}
+
+impl Grpc {
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let value = match req.metadata().get("authorization") {
+            Some(v) => Some(v.to_str().map_err(|_| Status::from(ApiError::unauthorized("malformed authorization")))?),
+            None => None,
+        };
+        Ok(self.core.auth.authenticate(value).await?)
+    }
+
+    async fn publish_one(&self, who: &Principal, m: pb::PublishRequest) -> Result<pb::PublishResponse, ApiError> {
+        let (app, key, limits) = self.core.publish_context(who, &m.app_id).await?;
+        let channels: Vec<&str> = match (m.channel.is_empty(), m.channels.is_empty()) {
+            (false, true) => vec![m.channel.as_str()],
+            (true, false) => m.channels.iter().map(String::as_str).collect(),
+            (false, false) => return Err(ApiError::bad_request("give `channel` or `channels`, not both")),
+            (true, true) => return Err(ApiError::bad_request("give `channel` or `channels`")),
+        };
+        let msg = self.core.prepare(key, &limits, &channels, m.data, m.event, m.idempotency_id)?;
+        let published = self.core.publish_one(&app, &limits, msg).await?;
+        Ok(pb::PublishResponse { id: published.id, seq: None })
+    }
+}
+
+fn result(r: Result<pb::PublishResponse, ApiError>) -> pb::PublishResult {
+    pb::PublishResult {
+        result: Some(match r {
+            Ok(ok) => publish_result::Result::Ok(ok),
+            Err(e) => publish_result::Result::Error(pb::ApiError {
+                code: e.code.name().to_owned(),
+                message: e.message.into_owned(),
+            }),
+        }),
+    }
+}
+
+fn caps_from_pb(caps: &[pb::Capability]) -> Result<Option<Capabilities>, ApiError> {
+    if caps.is_empty() {
+        return Ok(None);
+    }
+    Capabilities::from_pairs(caps.iter().map(|c| (c.pattern.as_str(), c.operations.iter().map(String::as_str))))
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("`capabilities`: {e}")))
+}
+
+fn caps_to_pb(caps: &Capabilities) -> Vec<pb::Capability> {
+    caps.iter()
+        .map(|(pattern, ops)| pb::Capability {
+            pattern: pattern.to_string(),
+            operations: ops.iter().map(|o| o.as_str().to_owned()).collect(),
+        })
+        .collect()
+}
+
+fn limits_from_pb(l: Option<pb::AppLimits>) -> LimitOverrides {
+    let l = l.unwrap_or_default();
+    LimitOverrides {
+        max_connections: Some(l.max_connections),
+        max_message_bytes: Some(l.max_message_bytes),
+        publish_rate_per_sec: Some(l.publish_rate_per_sec),
+    }
+}
+
+fn app_to_pb(core: &Core, app: &App) -> pb::App {
+    let l = core.effective_limits(app);
+    pb::App {
+        id: app.id.to_string(),
+        name: app.name.clone(),
+        limits: Some(pb::AppLimits {
+            max_connections: l.max_connections,
+            max_message_bytes: l.max_message_bytes,
+            publish_rate_per_sec: l.publish_rate_per_sec,
+        }),
+        allowed_origins: app.allowed_origins.clone(),
+        created_at_ms: app.created_at_ms,
+    }
+}
+
+fn key_to_pb(key: &ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: key.id.to_string(),
+        app_id: key.app_id.to_string(),
+        name: key.name.clone(),
+        capabilities: caps_to_pb(&key.capabilities),
+        created_at_ms: key.created_at_ms,
+        revoked_at_ms: key.revoked_at_ms.unwrap_or(0),
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Grpc {
+    async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Result<GrpcResponse<pb::App>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let spec =
+            AppSpec { name: Some(r.name), limits: limits_from_pb(r.limits), allowed_origins: Some(r.allowed_origins) };
+        let app = self.core.create_app(&who, None, spec).await?;
+        Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
+    }
+
+    async fn list_apps(&self, req: Request<pb::ListAppsRequest>) -> Result<GrpcResponse<pb::ListAppsResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let apps = self.core.list_apps(&who).await?;
+        Ok(GrpcResponse::new(pb::ListAppsResponse { apps: apps.iter().map(|a| app_to_pb(&self.core, a)).collect() }))
+    }
+
+    async fn get_app(&self, req: Request<pb::GetAppRequest>) -> Result<GrpcResponse<pb::App>, Status> {
+        let who = self.caller(&req).await?;
+        let app = self.core.get_app(&who, &req.get_ref().app_id).await?;
+        Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
+    }
+
+    async fn delete_app(
+        &self,
+        req: Request<pb::DeleteAppRequest>,
+    ) -> Result<GrpcResponse<pb::DeleteAppResponse>, Status> {
+        let who = self.caller(&req).await?;
+        self.core.delete_app(&who, &req.get_ref().app_id).await?;
+        Ok(GrpcResponse::new(pb::DeleteAppResponse {}))
+    }
+
+    async fn create_key(
+        &self,
+        req: Request<pb::CreateKeyRequest>,
+    ) -> Result<GrpcResponse<pb::CreateKeyResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let caps = caps_from_pb(&r.capabilities)?;
+        let (key, secret) = self.core.create_key(&who, &r.app_id, &r.name, caps).await?;
+        Ok(GrpcResponse::new(pb::CreateKeyResponse { key: Some(key_to_pb(&key)), secret }))
+    }
+
+    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<GrpcResponse<pb::ListKeysResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let keys = self.core.list_keys(&who, &req.get_ref().app_id).await?;
+        Ok(GrpcResponse::new(pb::ListKeysResponse { keys: keys.iter().map(key_to_pb).collect() }))
+    }
+
+    async fn revoke_key(
+        &self,
+        req: Request<pb::RevokeKeyRequest>,
+    ) -> Result<GrpcResponse<pb::RevokeKeyResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        self.core.revoke_key(&who, &r.app_id, &r.key_id).await?;
+        Ok(GrpcResponse::new(pb::RevokeKeyResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl TokenService for Grpc {
+    async fn mint_token(
+        &self,
+        req: Request<pb::MintTokenRequest>,
+    ) -> Result<GrpcResponse<pb::MintTokenResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let caps = caps_from_pb(&r.capabilities)?;
+        let ttl = (r.ttl_seconds != 0).then_some(u64::from(r.ttl_seconds));
+        let info = if r.info.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&r.info)
+                    .map_err(|e| ApiError::bad_request(format!("`info` must be a JSON object: {e}")))?,
+            )
+        };
+        let (token, expires_at) = self.core.mint_token(&who, &r.app_id, &r.client_id, caps, ttl, info).await?;
+        Ok(GrpcResponse::new(pb::MintTokenResponse { token, expires_at_ms: expires_at.saturating_mul(1000) }))
+    }
+}
+
+#[tonic::async_trait]
+impl PublishService for Grpc {
+    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<GrpcResponse<pb::PublishResponse>, Status> {
+        let who = self.caller(&req).await?;
+        Ok(GrpcResponse::new(self.publish_one(&who, req.into_inner()).await?))
+    }
+
+    async fn publish_batch(
+        &self,
+        req: Request<pb::PublishBatchRequest>,
+    ) -> Result<GrpcResponse<pb::PublishBatchResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let messages = req.into_inner().messages;
+        let max = self.core.config.max_batch_messages;
+        if messages.is_empty() {
+            return Err(ApiError::bad_request("`messages` is empty").into());
+        }
+        if messages.len() > max {
+            return Err(ApiError::limit_exceeded(format!(
+                "{} messages in the batch; the limit is {max}",
+                messages.len()
+            ))
+            .into());
+        }
+        let results = futures_util::stream::iter(messages)
+            .map(|m| self.publish_one(&who, m))
+            .buffered(self.core.config.max_publishes_in_flight)
+            .map(result)
+            .collect()
+            .await;
+        Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
+    }
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<GrpcResponse<pb::PublishBatchResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let mut stream = req.into_inner();
+        let max = self.core.config.max_stream_messages;
+        let in_flight = self.core.config.max_publishes_in_flight;
+        let mut pending = FuturesOrdered::new();
+        let mut results = Vec::new();
+        let mut count = 0usize;
+        let mut open = true;
+        while open || !pending.is_empty() {
+            tokio::select! {
+                Some(r) = pending.next(), if !pending.is_empty() => results.push(result(r)),
+                next = stream.next(), if open && pending.len() < in_flight => match next {
+                    Some(Ok(m)) => {
+                        count += 1;
+                        if count > max {
+                            open = false;
+                            let e = ApiError::limit_exceeded(format!(
+                                "the stream carried more than {max} messages; the rest were not read"
+                            ));
+                            // Keep results in order: finish what is in flight first.
+                            while let Some(r) = pending.next().await {
+                                results.push(result(r));
+                            }
+                            results.push(result(Err(e)));
+                        } else {
+                            pending.push_back(self.publish_one(&who, m));
+                        }
+                    }
+                    Some(Err(status)) => return Err(status),
+                    None => open = false,
+                },
+            }
+        }
+        Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
+    }
+}

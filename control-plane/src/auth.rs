@@ -1,0 +1,185 @@
+//! Who is calling: the admin token, or an API key of an app — and the
+//! per-replica caches that keep a database round trip off every request.
+//!
+//! [`Auth::authenticate`] turns an `Authorization: Bearer …` value into a
+//! [`Principal`]. API keys and apps are cached for `cache_ttl_ms`, found or
+//! not (so random keys cannot hammer the database). Invalidation:
+//!
+//! - on this replica, revoking a key or deleting an app evicts the entry
+//!   before the call returns: the key stops working here at once;
+//! - other replicas evict on the `KeyRevoked` / `AppDeleted` /
+//!   `AppLimitsChanged` control events the bus delivers (milliseconds), and
+//!   in any case trust an entry no longer than the TTL (the bound when the
+//!   bus is down).
+//!
+//! Every cache is bounded (`cache_max_entries`); a full cache is emptied
+//! and refilled, which costs some database reads, never memory.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use herald_proto::{AppId, KeyId};
+
+use crate::config::Secret;
+use crate::error::ApiError;
+use crate::keys;
+use crate::store::{ApiKey, App, Store};
+
+/// The caller of a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An operator with the admin token.
+    Admin,
+    /// An app's API key (active, secret checked).
+    Key(Arc<ApiKey>),
+}
+
+/// A bounded map whose entries expire.
+pub(crate) struct TtlCache<K, V> {
+    map: RwLock<HashMap<K, (Instant, Option<V>)>>,
+    ttl: Duration,
+    max_entries: usize,
+}
+
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
+    pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self { map: RwLock::new(HashMap::new()), ttl, max_entries: max_entries.max(1) }
+    }
+
+    /// `Some(entry)` when cached and fresh; the entry is `None` for a cached
+    /// miss.
+    pub(crate) fn get(&self, k: &K) -> Option<Option<V>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(k) {
+            Some((at, v)) if at.elapsed() < self.ttl => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn insert(&self, k: K, v: Option<V>) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.max_entries && !map.contains_key(&k) {
+            map.clear();
+        }
+        map.insert(k, (Instant::now(), v));
+    }
+
+    pub(crate) fn remove(&self, k: &K) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).remove(k);
+    }
+
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&K, &Option<V>) -> bool) {
+        self.map.write().unwrap_or_else(|e| e.into_inner()).retain(|k, (_, v)| keep(k, v));
+    }
+}
+
+/// Authentication and the app/key caches of one replica.
+pub struct Auth {
+    store: Store,
+    admin_token: Option<Secret>,
+    keys: TtlCache<KeyId, Arc<ApiKey>>,
+    apps: TtlCache<AppId, Arc<App>>,
+}
+
+impl Auth {
+    pub(crate) fn new(store: Store, admin_token: Option<Secret>, ttl: Duration, max_entries: usize) -> Self {
+        Self { store, admin_token, keys: TtlCache::new(ttl, max_entries), apps: TtlCache::new(ttl, max_entries) }
+    }
+
+    /// Authenticates an `Authorization` header value.
+    ///
+    /// # Errors
+    ///
+    /// `unauthorized` for a missing, malformed, unknown, wrong or revoked
+    /// credential; `unavailable` when the key must be read and the
+    /// database is down.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        let Some(value) = authorization else {
+            return Err(ApiError::unauthorized("missing credentials: send `Authorization: Bearer <API key>`"));
+        };
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header: expected `Bearer <API key>`"))?;
+        if let Some(admin) = &self.admin_token
+            && keys::constant_time_eq(token.as_bytes(), admin.expose().as_bytes())
+        {
+            return Ok(Principal::Admin);
+        }
+        let Some((key_id, secret)) = keys::parse_key(token) else {
+            return Err(ApiError::unauthorized("invalid API key"));
+        };
+        let key = self.key(&key_id).await?;
+        let Some(key) = key else {
+            return Err(ApiError::unauthorized("invalid API key"));
+        };
+        if !keys::verify_secret(secret, &key.secret_hash) {
+            return Err(ApiError::unauthorized("invalid API key"));
+        }
+        if key.revoked_at_ms.is_some() {
+            return Err(ApiError::unauthorized("this API key was revoked"));
+        }
+        Ok(Principal::Key(key))
+    }
+
+    async fn key(&self, id: &KeyId) -> Result<Option<Arc<ApiKey>>, ApiError> {
+        if let Some(hit) = self.keys.get(id) {
+            return Ok(hit);
+        }
+        let key = self.store.get_key(id).await?.map(Arc::new);
+        self.keys.insert(id.clone(), key.clone());
+        Ok(key)
+    }
+
+    /// The app, from the cache or the store.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` when no such app exists; `unavailable` when the database
+    /// is down.
+    pub async fn app(&self, id: &AppId) -> Result<Arc<App>, ApiError> {
+        let app = match self.apps.get(id) {
+            Some(hit) => hit,
+            None => {
+                let app = self.store.get_app(id).await?.map(Arc::new);
+                self.apps.insert(id.clone(), app.clone());
+                app
+            }
+        };
+        app.ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))
+    }
+
+    /// Forgets a key (it was revoked).
+    pub fn evict_key(&self, id: &KeyId) {
+        self.keys.remove(id);
+    }
+
+    /// Forgets an app and its keys (it was deleted or changed).
+    pub fn evict_app(&self, id: &AppId) {
+        self.apps.remove(id);
+        self.keys.retain(|_, key| key.as_ref().is_none_or(|k| &k.app_id != id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_cache_expires_and_is_bounded() {
+        let c: TtlCache<u32, u32> = TtlCache::new(Duration::from_millis(30), 2);
+        c.insert(1, Some(10));
+        c.insert(2, None);
+        assert_eq!(c.get(&1), Some(Some(10)));
+        assert_eq!(c.get(&2), Some(None));
+        c.insert(3, Some(30));
+        assert!(c.get(&1).is_none(), "a full cache is emptied");
+        assert_eq!(c.get(&3), Some(Some(30)));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.get(&3).is_none(), "expired");
+    }
+}

@@ -1,0 +1,70 @@
+//! The control plane's Prometheus metrics, served at `/metrics`.
+//!
+//! Each control plane owns its own recorder instead of installing a global
+//! one, so an embedded process (control plane and edge together) or a test
+//! running several servers never fights over the global slot. Handles are
+//! registered once and cloned into the hot paths.
+
+use std::time::Duration;
+
+use herald_proto::{AppId, ErrorCode};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+const META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The metrics of one control plane.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    publish_latency: Histogram,
+    tokens_minted: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let builder = PrometheusBuilder::new();
+        let builder = builder
+            .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0])
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let publish_latency =
+            recorder.register_histogram(&Key::from_static_name("herald_cp_publish_duration_seconds"), &META);
+        let tokens_minted = recorder.register_counter(&Key::from_static_name("herald_cp_tokens_minted_total"), &META);
+        Self { recorder, handle, publish_latency, tokens_minted }
+    }
+
+    /// Counts messages accepted by the bus for `app` (one per channel).
+    pub(crate) fn published(&self, app: &AppId, n: u64) {
+        let key = Key::from_parts("herald_cp_messages_published_total", vec![Label::new("app", app.to_string())]);
+        self.recorder.register_counter(&key, &META).increment(n);
+    }
+
+    /// Counts a failed publish by error code.
+    pub(crate) fn publish_failed(&self, code: ErrorCode) {
+        let key = Key::from_parts("herald_cp_publish_errors_total", vec![Label::new("code", code.name())]);
+        self.recorder.register_counter(&key, &META).increment(1);
+    }
+
+    /// Records how long a publish took to be accepted.
+    pub(crate) fn publish_latency(&self, d: Duration) {
+        self.publish_latency.record(d.as_secs_f64());
+    }
+
+    /// Counts a minted token.
+    pub(crate) fn token_minted(&self) {
+        self.tokens_minted.increment(1);
+    }
+
+    /// Counts an API request by protocol, operation and outcome.
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    pub(crate) fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}

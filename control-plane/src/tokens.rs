@@ -1,0 +1,299 @@
+//! Token signing: the Ed25519 signing keys, minting JWTs, the JWKS and
+//! rotation.
+//!
+//! Signing keys live in the database (private key as PKCS#8). Exactly one is
+//! current and signs new tokens; a rotation retires it and stores when it
+//! leaves the JWKS (`now + overlap`), so every replica serves the same JWKS
+//! and edges keep verifying older tokens through the overlap — and stop once
+//! it has passed. Each replica keeps the keys in memory ([`Signer`]),
+//! reloads them every `signing_key_refresh_secs` and at once on a
+//! `SigningKeysRotated` event, and filters expired keys out of the JWKS at
+//! serve time.
+//!
+//! Tokens carry exactly [`herald_proto::Claims`], `alg: EdDSA` and the
+//! signing key's `kid` in the header.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use herald_proto::claims::{AUDIENCE, AppLimits, MAX_TOKEN_BYTES};
+use herald_proto::{AppId, Capabilities, Claims, ClientId, KeyId};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::keys::random_alnum;
+use crate::now_ms;
+use crate::store::{SigningKey, Store, StoreError};
+
+/// Why signing keys could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key could not be generated or read.
+    #[error("signing key: {0}")]
+    Key(String),
+}
+
+impl From<SigningError> for ApiError {
+    fn from(e: SigningError) -> Self {
+        match e {
+            SigningError::Store(e) => e.into(),
+            SigningError::Key(msg) => {
+                tracing::error!(error = %msg, "signing key failure");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+/// One key of the JWKS, in the JSON shape edges read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Jwk {
+    /// Always `OKP`.
+    pub kty: String,
+    /// Always `Ed25519`.
+    pub crv: String,
+    /// Always `EdDSA`.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// The key id, as in the tokens' header.
+    pub kid: String,
+    /// The 32-byte public key, base64url without padding.
+    pub x: String,
+}
+
+/// The JWKS document: `{"keys": [...]}`, current key first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Jwks {
+    /// The keys that verify tokens now.
+    pub keys: Vec<Jwk>,
+}
+
+/// The outcome of a rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Rotation {
+    /// The new current `kid`.
+    pub kid: String,
+    /// The `kid` that retired, if any.
+    pub previous_kid: Option<String>,
+    /// When the retired key leaves the JWKS (Unix seconds).
+    pub previous_expires_at: Option<i64>,
+}
+
+struct Published {
+    jwk: Jwk,
+    expires_at_ms: Option<i64>,
+}
+
+struct State {
+    kid: String,
+    encoding: EncodingKey,
+    published: Vec<Published>,
+}
+
+/// What a token is minted for.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    /// The app.
+    pub app: AppId,
+    /// The API key that asked (or `admin` for the admin token).
+    pub key: KeyId,
+    /// The end user.
+    pub client_id: ClientId,
+    /// The capabilities (already checked against the key's).
+    pub capabilities: Capabilities,
+    /// Lifetime (already checked against the bounds).
+    pub ttl: Duration,
+    /// Optional presence info (already checked for size).
+    pub info: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The app's Origin allowlist, for edges to check offline.
+    pub origins: Vec<String>,
+    /// The app's limits, for edges to apply.
+    pub limits: Option<AppLimits>,
+}
+
+/// The signing keys of one replica.
+pub struct Signer {
+    store: Store,
+    issuer: String,
+    state: RwLock<Arc<State>>,
+}
+
+fn generate(now_ms: i64) -> Result<SigningKey, SigningError> {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| SigningError::Key("generate ed25519".into()))?;
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|e| SigningError::Key(e.to_string()))?;
+    Ok(SigningKey {
+        kid: format!("sk{}", random_alnum(22)),
+        private_key: pkcs8.as_ref().to_vec(),
+        public_key: pair.public_key().as_ref().to_vec(),
+        created_at_ms: now_ms,
+        retired_at_ms: None,
+        expires_at_ms: None,
+    })
+}
+
+fn build_state(keys: &[SigningKey]) -> Result<Option<State>, SigningError> {
+    let Some(current) = keys.first().filter(|k| k.retired_at_ms.is_none()) else {
+        return Ok(None);
+    };
+    let published = keys
+        .iter()
+        .map(|k| Published {
+            jwk: Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                alg: "EdDSA".into(),
+                use_: "sig".into(),
+                kid: k.kid.clone(),
+                x: URL_SAFE_NO_PAD.encode(&k.public_key),
+            },
+            expires_at_ms: k.expires_at_ms,
+        })
+        .collect();
+    Ok(Some(State { kid: current.kid.clone(), encoding: EncodingKey::from_ed_der(&current.private_key), published }))
+}
+
+impl Signer {
+    /// Loads the signing keys, creating the first one when the database has
+    /// none.
+    ///
+    /// # Errors
+    ///
+    /// [`SigningError`] when the store fails or a key cannot be made.
+    pub async fn load(store: Store, issuer: String) -> Result<Self, SigningError> {
+        let state = Self::load_state(&store).await?;
+        Ok(Self { store, issuer, state: RwLock::new(Arc::new(state)) })
+    }
+
+    async fn load_state(store: &Store) -> Result<State, SigningError> {
+        for _ in 0..3 {
+            let keys = store.signing_keys(now_ms()).await?;
+            if let Some(state) = build_state(&keys)? {
+                return Ok(state);
+            }
+            let first = generate(now_ms())?;
+            if store.insert_first_signing_key(&first).await? {
+                tracing::info!(kid = %first.kid, "created the first signing key");
+            }
+        }
+        Err(SigningError::Key("no current signing key after creating one".into()))
+    }
+
+    /// Reloads the keys from the database.
+    ///
+    /// # Errors
+    ///
+    /// [`SigningError`] when the store fails; the keys in memory stay.
+    pub async fn refresh(&self) -> Result<(), SigningError> {
+        let state = Self::load_state(&self.store).await?;
+        let changed = self.current_kid() != state.kid;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        if changed {
+            tracing::info!(kid = %self.current_kid(), "signing key changed");
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The `kid` new tokens are signed with.
+    #[must_use]
+    pub fn current_kid(&self) -> String {
+        self.state().kid.clone()
+    }
+
+    /// The JWKS at `now_ms`: the current key and every retired key whose
+    /// overlap has not passed.
+    #[must_use]
+    pub fn jwks(&self, now_ms: i64) -> Jwks {
+        let state = self.state();
+        Jwks {
+            keys: state
+                .published
+                .iter()
+                .filter(|p| p.expires_at_ms.is_none_or(|t| t > now_ms))
+                .map(|p| p.jwk.clone())
+                .collect(),
+        }
+    }
+
+    /// Signs a token; returns it with its expiry (Unix seconds).
+    ///
+    /// # Errors
+    ///
+    /// `too_large` when the token would exceed the size edges accept;
+    /// `internal` when signing fails.
+    pub fn mint(&self, req: MintRequest) -> Result<(String, i64), ApiError> {
+        let state = self.state();
+        let now = now_ms() / 1000;
+        let ttl = i64::try_from(req.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.to_owned(),
+            sub: req.client_id,
+            app: req.app,
+            key: req.key,
+            iat: now,
+            nbf: now,
+            exp: now + ttl,
+            jti: format!("t{}", random_alnum(22)),
+            caps: req.capabilities,
+            info: req.info,
+            origins: req.origins,
+            lim: req.limits,
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(state.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &state.encoding).map_err(|e| {
+            tracing::error!(error = %e, "token signing failed");
+            ApiError::internal()
+        })?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::too_large(format!(
+                "the token would be {} bytes; edges accept at most {MAX_TOKEN_BYTES}: use fewer or shorter capability patterns or less info",
+                token.len()
+            )));
+        }
+        Ok((token, claims.exp))
+    }
+
+    /// Makes a new current key; the current one stays in the JWKS for
+    /// `overlap`.
+    ///
+    /// # Errors
+    ///
+    /// [`SigningError`] when the store fails (a concurrent rotation on
+    /// another replica is retried once).
+    pub async fn rotate(&self, overlap: Duration) -> Result<Rotation, SigningError> {
+        let mut attempt = 0;
+        let (key, previous, expires_at_ms) = loop {
+            attempt += 1;
+            let now = now_ms();
+            let key = generate(now)?;
+            let expires_at_ms = now.saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX / 2));
+            match self.store.rotate_signing_key(&key, now, expires_at_ms).await {
+                Ok(previous) => break (key, previous, expires_at_ms),
+                Err(StoreError::Conflict(_)) if attempt < 3 => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        self.refresh().await?;
+        tracing::info!(kid = %key.kid, previous = ?previous, "signing keys rotated");
+        Ok(Rotation {
+            kid: key.kid,
+            previous_expires_at: previous.as_ref().map(|_| expires_at_ms / 1000),
+            previous_kid: previous,
+        })
+    }
+}

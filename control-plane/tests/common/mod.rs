@@ -1,0 +1,295 @@
+//! Test harness: a fresh database per test (PostgreSQL or SQLite), a NATS
+//! backplane under a random subject prefix, a server on `127.0.0.1:0`, a
+//! small HTTP client, and a TCP proxy that can cut NATS off.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use herald_control_plane::{Config, ControlPlane, Secret};
+use herald_edge::backplane::{Backplane, NatsOptions};
+use herald_proto::SubjectSpace;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use sqlx::Connection as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "test-admin-token-0123456789";
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// PostgreSQL server URL: `DATABASE_URL` or the local test database.
+pub fn pg_admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+pub fn random_suffix() -> String {
+    herald_control_plane::keys::random_alnum(12)
+}
+
+/// A database that exists for one test and is dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    cleanup: Option<Cleanup>,
+}
+
+enum Cleanup {
+    Postgres { admin: String, name: String },
+    Sqlite(std::path::PathBuf),
+}
+
+impl TestDb {
+    pub async fn postgres() -> Result<Self> {
+        let admin = pg_admin_url();
+        let name = format!("cp_test_{}", random_suffix());
+        let mut conn = sqlx::PgConnection::connect(&admin).await.context("connect to postgres")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        conn.close().await?;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
+        Ok(Self { url: format!("{base}/{name}"), cleanup: Some(Cleanup::Postgres { admin, name }) })
+    }
+
+    pub fn sqlite() -> Self {
+        let path = std::env::temp_dir().join(format!("cp_test_{}.db", random_suffix()));
+        Self { url: format!("sqlite://{}", path.display()), cleanup: Some(Cleanup::Sqlite(path)) }
+    }
+
+    pub async fn both() -> Result<Vec<Self>> {
+        Ok(vec![Self::postgres().await?, Self::sqlite()])
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self.cleanup.take() {
+            Some(Cleanup::Postgres { admin, name }) => {
+                // Drop runs outside any runtime guarantee: use a thread.
+                let _ = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                    rt.block_on(async move {
+                        if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                        }
+                    });
+                })
+                .join();
+            }
+            Some(Cleanup::Sqlite(path)) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+pub fn subjects() -> SubjectSpace {
+    SubjectSpace::new(&format!("t{}", random_suffix())).expect("prefix")
+}
+
+pub async fn nats_backplane_at(url: &str, subjects: SubjectSpace) -> Result<Backplane> {
+    let options = NatsOptions { publish_timeout: Duration::from_secs(2), ..NatsOptions::default() };
+    Ok(Backplane::connect_nats(url, subjects, options).await?)
+}
+
+pub fn config(db: &TestDb) -> Config {
+    Config { database_url: db.url.clone(), admin_token: Some(Secret::new(ADMIN)), ..Config::default() }
+}
+
+/// A control plane serving on `127.0.0.1:0`.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub subjects: SubjectSpace,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub db: TestDb,
+}
+
+impl Server {
+    /// With a real NATS backplane under a fresh prefix.
+    pub async fn start(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Result<Self> {
+        let subjects = subjects();
+        let backplane = nats_backplane_at(NATS_URL, subjects.clone()).await?;
+        Self::start_with(db, backplane, subjects, tweak).await
+    }
+
+    pub async fn start_with(
+        db: TestDb,
+        backplane: Backplane,
+        subjects: SubjectSpace,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
+        let mut cfg = config(&db);
+        tweak(&mut cfg);
+        let cp = ControlPlane::new(cfg, backplane).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = cp
+                .serve(listener, async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(Self { addr, subjects, stop: Some(stop), task: Some(task), db })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A minimal JSON HTTP client.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self { client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The error code name of an error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+impl Http {
+    pub async fn send(&self, method: &str, url: &str, auth: Option<&str>, body: Option<Bytes>) -> Result<Reply> {
+        let mut req = http::Request::builder().method(method).uri(url);
+        if let Some(a) = auth {
+            req = req.header("authorization", format!("Bearer {a}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        let res = self.client.request(req).await?;
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+
+    pub async fn json(&self, method: &str, url: &str, auth: Option<&str>, body: Value) -> Result<Reply> {
+        self.send(method, url, auth, Some(Bytes::from(serde_json::to_vec(&body)?))).await
+    }
+
+    pub async fn raw(&self, method: &str, url: &str, auth: Option<&str>, body: &str) -> Result<Reply> {
+        self.send(method, url, auth, Some(Bytes::from(body.to_owned()))).await
+    }
+
+    pub async fn get(&self, url: &str, auth: Option<&str>) -> Result<Reply> {
+        self.send("GET", url, auth, None).await
+    }
+}
+
+/// Creates an app and an API key through the REST API; returns (app id, key id, key).
+pub async fn app_with_key(http: &Http, server: &Server, caps: Option<Value>) -> Result<(String, String, String)> {
+    let r = http.json("POST", &server.url("/v1/apps"), Some(ADMIN), serde_json::json!({"name": "test app"})).await?;
+    anyhow::ensure!(r.status == 201, "create app: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    let app = r.json()["id"].as_str().context("app id")?.to_owned();
+    let mut body = serde_json::json!({"name": "backend"});
+    if let Some(caps) = caps {
+        body["capabilities"] = caps;
+    }
+    let r = http.json("POST", &server.url(&format!("/v1/apps/{app}/keys")), Some(ADMIN), body).await?;
+    anyhow::ensure!(r.status == 201, "create key: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    Ok((app, j["id"].as_str().context("key id")?.to_owned(), j["key"].as_str().context("key")?.to_owned()))
+}
+
+/// A TCP proxy in front of NATS that can cut every connection and refuse
+/// new ones, to make NATS unreachable for one test.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: &'static str) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
+        let up2 = up.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::Acquire) {
+                    continue;
+                }
+                let mut cut_rx = cut_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self { addr, up, cut, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::Release);
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,164 @@
+//! One store test suite, run against PostgreSQL and SQLite.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::TestDb;
+use herald_control_plane::keys;
+use herald_control_plane::store::{ApiKey, App, LimitOverrides, SigningKey, Store, StoreError};
+use herald_proto::{AppId, Capabilities, KeyId};
+
+fn app(id: &str) -> App {
+    App {
+        id: AppId::new(id).expect("id"),
+        name: format!("app {id}"),
+        limits: LimitOverrides { max_connections: Some(10), max_message_bytes: None, publish_rate_per_sec: Some(5) },
+        allowed_origins: vec!["https://example.com".into()],
+        created_at_ms: 1_000,
+    }
+}
+
+fn key(app: &str, id: &str, at: i64) -> ApiKey {
+    ApiKey {
+        id: KeyId::new(id).expect("id"),
+        app_id: AppId::new(app).expect("app"),
+        name: "k".into(),
+        capabilities: serde_json::from_str(r#"{"chat:*": ["publish", "subscribe"]}"#).expect("caps"),
+        secret_hash: keys::hash_secret("s"),
+        created_at_ms: at,
+        revoked_at_ms: None,
+    }
+}
+
+fn signing(kid: &str, at: i64) -> SigningKey {
+    SigningKey {
+        kid: kid.into(),
+        private_key: vec![1, 2, 3],
+        public_key: vec![4; 32],
+        created_at_ms: at,
+        retired_at_ms: None,
+        expires_at_ms: None,
+    }
+}
+
+async fn suite(store: Store) -> Result<()> {
+    let backend = store.backend();
+    store.ping().await?;
+
+    // Apps.
+    store.insert_app(&app("a1")).await?;
+    store.insert_app(&app("a2")).await?;
+    assert!(matches!(store.insert_app(&app("a1")).await, Err(StoreError::Conflict(_))), "{backend}: duplicate app");
+    let got = store.get_app(&AppId::new("a1")?).await?.expect("a1");
+    assert_eq!(got, app("a1"), "{backend}");
+    assert!(store.get_app(&AppId::new("nope")?).await?.is_none());
+    let ids: Vec<String> = store.list_apps().await?.iter().map(|a| a.id.to_string()).collect();
+    assert_eq!(ids, ["a1", "a2"], "{backend}");
+    let mut changed = app("a2");
+    changed.name = "renamed".into();
+    changed.allowed_origins = vec![];
+    changed.limits.max_message_bytes = Some(100);
+    assert!(store.update_app(&changed).await?);
+    assert_eq!(store.get_app(&changed.id).await?.expect("a2"), changed, "{backend}");
+    assert!(!store.update_app(&app("ghost")).await?);
+
+    // Keys.
+    store.insert_key(&key("a1", "k1", 10)).await?;
+    store.insert_key(&key("a1", "k2", 20)).await?;
+    store.insert_key(&key("a2", "k3", 30)).await?;
+    assert!(
+        matches!(store.insert_key(&key("ghost", "k4", 40)).await, Err(StoreError::Missing(_))),
+        "{backend}: key of a missing app"
+    );
+    assert!(
+        matches!(store.insert_key(&key("a1", "k1", 50)).await, Err(StoreError::Conflict(_))),
+        "{backend}: duplicate key"
+    );
+    assert_eq!(store.count_keys(&AppId::new("a1")?).await?, 2);
+    let k1 = store.get_key(&KeyId::new("k1")?).await?.expect("k1");
+    assert_eq!(k1, key("a1", "k1", 10), "{backend}");
+    let listed: Vec<String> = store.list_keys(&AppId::new("a1")?).await?.iter().map(|k| k.id.to_string()).collect();
+    assert_eq!(listed, ["k1", "k2"], "{backend}");
+
+    // Revocation: only within the app; the first time sticks.
+    assert_eq!(store.revoke_key(&AppId::new("a2")?, &KeyId::new("k1")?, 99).await?, None, "{backend}: other app");
+    assert_eq!(store.revoke_key(&AppId::new("a1")?, &KeyId::new("k1")?, 100).await?, Some(100));
+    assert_eq!(store.revoke_key(&AppId::new("a1")?, &KeyId::new("k1")?, 200).await?, Some(100));
+    assert_eq!(store.get_key(&KeyId::new("k1")?).await?.expect("k1").revoked_at_ms, Some(100));
+
+    // Deleting an app deletes its keys.
+    assert!(store.delete_app(&AppId::new("a1")?).await?);
+    assert!(!store.delete_app(&AppId::new("a1")?).await?);
+    assert!(store.get_key(&KeyId::new("k2")?).await?.is_none(), "{backend}: keys go with their app");
+    assert!(store.get_key(&KeyId::new("k3")?).await?.is_some());
+
+    // Signing keys: one current; rotation retires it with an expiry.
+    assert!(store.signing_keys(0).await?.is_empty());
+    assert!(store.insert_first_signing_key(&signing("s1", 1)).await?);
+    assert!(!store.insert_first_signing_key(&signing("s2", 2)).await?, "{backend}: only one current key");
+    let prev = store.rotate_signing_key(&signing("s3", 3), 1_000, 5_000).await?;
+    assert_eq!(prev.as_deref(), Some("s1"));
+    let at = |now| {
+        let store = store.clone();
+        async move { store.signing_keys(now).await.map(|ks| ks.iter().map(|k| k.kid.clone()).collect::<Vec<_>>()) }
+    };
+    assert_eq!(at(2_000).await?, ["s3", "s1"], "{backend}: current first, then the previous in its overlap");
+    assert_eq!(at(5_000).await?, ["s3"], "{backend}: the previous key expires");
+    let keys_now = store.signing_keys(2_000).await?;
+    assert_eq!(keys_now[1].retired_at_ms, Some(1_000));
+    assert_eq!(keys_now[1].expires_at_ms, Some(5_000));
+    assert_eq!(keys_now[0].public_key, vec![4; 32]);
+    // A second rotation purges keys expired by then.
+    store.rotate_signing_key(&signing("s4", 6), 6_000, 9_000).await?;
+    assert_eq!(at(6_500).await?, ["s4", "s3"], "{backend}");
+
+    // Capabilities round-trip exactly.
+    let caps: Capabilities = serde_json::from_str(r#"{"a": ["subscribe"], "b:*": ["history", "presence"]}"#)?;
+    let mut k = key("a2", "k9", 60);
+    k.capabilities = caps.clone();
+    store.insert_key(&k).await?;
+    assert_eq!(store.get_key(&KeyId::new("k9")?).await?.expect("k9").capabilities, caps);
+
+    store.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn store_suite_postgres() -> Result<()> {
+    let db = TestDb::postgres().await?;
+    suite(Store::connect(&db.url, 4, Duration::from_secs(5)).await?).await
+}
+
+#[tokio::test]
+async fn store_suite_sqlite() -> Result<()> {
+    let db = TestDb::sqlite();
+    suite(Store::connect(&db.url, 4, Duration::from_secs(5)).await?).await
+}
+
+#[tokio::test]
+async fn store_suite_sqlite_in_memory() -> Result<()> {
+    suite(Store::connect("sqlite::memory:", 4, Duration::from_secs(5)).await?).await
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_concurrent_replicas_share_a_database() -> Result<()> {
+    for db in TestDb::both().await? {
+        let (a, b) = tokio::join!(
+            Store::connect(&db.url, 2, Duration::from_secs(5)),
+            Store::connect(&db.url, 2, Duration::from_secs(5))
+        );
+        let (a, b) = (a?, b?);
+        a.insert_app(&app("shared")).await?;
+        assert!(b.get_app(&AppId::new("shared")?).await?.is_some(), "{}", a.backend());
+        a.close().await;
+        b.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    assert!(matches!(Store::connect("mysql://x/y", 1, Duration::from_secs(1)).await, Err(StoreError::UnsupportedUrl)));
+}
