@@ -62,6 +62,11 @@ impl TestDb {
         Self { url: format!("sqlite://{}", path.display()), cleanup: Some(Cleanup::Sqlite(path)) }
     }
 
+    /// Another handle on an existing database, which it does not drop.
+    pub fn shared(url: &str) -> Self {
+        Self { url: url.to_owned(), cleanup: None }
+    }
+
     pub async fn both() -> Result<Vec<Self>> {
         Ok(vec![Self::postgres().await?, Self::sqlite()])
     }
