@@ -79,7 +79,10 @@ struct VerifierInner {
     validation: Validation,
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
     min_refetch: Duration,
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Serializes fetches.
+    fetching: tokio::sync::Mutex<()>,
+    /// When an unknown `kid` last caused a fetch.
+    last_unknown_fetch: std::sync::Mutex<Option<Instant>>,
     http: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
 }
 
@@ -103,7 +106,8 @@ impl Verifier {
                 validation,
                 keys: RwLock::new(Arc::new(HashMap::new())),
                 min_refetch,
-                last_fetch: tokio::sync::Mutex::new(None),
+                fetching: tokio::sync::Mutex::new(()),
+                last_unknown_fetch: std::sync::Mutex::new(None),
                 http,
             }),
         }
@@ -119,18 +123,13 @@ impl Verifier {
         self.inner.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Fetches the JWKS now (unless fetched within the minimum interval and
-    /// `force` is false).
+    /// Fetches the JWKS now.
     ///
     /// # Errors
     ///
     /// [`AuthError::KeysUnavailable`] when the fetch fails; the old keys stay.
-    pub async fn refresh(&self, force: bool) -> Result<(), AuthError> {
-        let mut last = self.inner.last_fetch.lock().await;
-        if !force && last.is_some_and(|t| t.elapsed() < self.inner.min_refetch) {
-            return Ok(());
-        }
-        *last = Some(Instant::now());
+    pub async fn refresh(&self) -> Result<(), AuthError> {
+        let _one_at_a_time = self.inner.fetching.lock().await;
         match self.fetch().await {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "signing keys loaded");
@@ -143,6 +142,19 @@ impl Verifier {
                 Err(AuthError::KeysUnavailable)
             }
         }
+    }
+
+    /// Refetches because a token named an unknown `kid` — at most once per
+    /// minimum interval, whatever the number of such tokens.
+    async fn refresh_for_unknown_kid(&self) {
+        {
+            let mut last = self.inner.last_unknown_fetch.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < self.inner.min_refetch) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let _ = self.refresh().await;
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
@@ -186,7 +198,7 @@ impl Verifier {
         let mut key = self.keys().get(&kid).cloned();
         if key.is_none() {
             // A failed or rate-limited refetch leaves the key unknown.
-            let _ = self.refresh(false).await;
+            self.refresh_for_unknown_kid().await;
             key = self.keys().get(&kid).cloned();
         }
         let key = match key {
@@ -223,7 +235,7 @@ impl Verifier {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                let _ = Verifier { inner }.refresh(true).await;
+                let _ = Verifier { inner }.refresh().await;
             }
         })
     }

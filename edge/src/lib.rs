@@ -13,6 +13,8 @@
 //! - `conn`: one connection's reader and writer tasks.
 //! - `server`: the listener, HTTP routes and the drain.
 //! - [`telemetry`]: the process's Prometheus recorder.
+//! - `testing` (feature `test-support`): a JWKS authority, an edge on port 0
+//!   and a raw WebSocket client for tests.
 //!
 //! # Running
 //!
@@ -36,6 +38,8 @@ pub mod hub;
 pub mod outbox;
 mod server;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod ws;
 
 use std::future::Future;
@@ -106,6 +110,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), EdgeError> {
     config.validate()?;
+    telemetry::prometheus();
     if config.edge_id.is_empty() {
         config.edge_id = format!("edge-{:08x}", rand_u32());
     }
@@ -131,12 +136,12 @@ pub async fn run(
         let verifier = verifier.clone();
         let hub = hub.clone();
         tokio::spawn(async move {
-            while verifier.refresh(true).await.is_err() {
+            while verifier.refresh().await.is_err() {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             loop {
                 hub.keys_rotated.notified().await;
-                let _ = verifier.refresh(true).await;
+                let _ = verifier.refresh().await;
             }
         })
     };
