@@ -24,7 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use std::future::Future;
+
 use futures_util::StreamExt as _;
+use futures_util::stream::FuturesOrdered;
 use herald_edge::backplane::Backplane;
 use herald_proto::{AppId, ChannelName, ErrorCode, bus};
 use prost::Message as _;
@@ -214,6 +217,65 @@ impl RateLimiter {
     }
 }
 
+/// The ordering key of a channel of an app.
+pub(crate) fn channel_key(app: &str, channel: &str) -> String {
+    let mut k = String::with_capacity(app.len() + channel.len() + 1);
+    k.push_str(app);
+    k.push('\0');
+    k.push_str(channel);
+    k
+}
+
+/// Runs futures concurrently — at most `limit` at once — and yields their
+/// outputs in push order. A future whose keys (channels) overlap those of
+/// one still in flight starts only after it, which keeps the order of
+/// messages to one channel: concurrent publishes may reach the bus in any
+/// order.
+pub(crate) struct InOrder<F: Future> {
+    pending: FuturesOrdered<F>,
+    keys: VecDeque<Vec<String>>,
+    limit: usize,
+}
+
+impl<F: Future> InOrder<F> {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self { pending: FuturesOrdered::new(), keys: VecDeque::new(), limit: limit.max(1) }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Starts `fut` once there is room and no overlapping future is in
+    /// flight; outputs finished meanwhile go to `out`.
+    pub(crate) async fn push(&mut self, keys: Vec<String>, fut: F, out: &mut Vec<F::Output>) {
+        while self.pending.len() >= self.limit || self.keys.iter().any(|ks| ks.iter().any(|k| keys.contains(k))) {
+            match self.next().await {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        self.pending.push_back(fut);
+        self.keys.push_back(keys);
+    }
+
+    /// The next output, in push order.
+    pub(crate) async fn next(&mut self) -> Option<F::Output> {
+        let r = self.pending.next().await;
+        if r.is_some() {
+            self.keys.pop_front();
+        }
+        r
+    }
+
+    /// Waits for every future in flight.
+    pub(crate) async fn drain(&mut self, out: &mut Vec<F::Output>) {
+        while let Some(r) = self.next().await {
+            out.push(r);
+        }
+    }
+}
+
 /// Puts messages on the bus.
 pub struct Publisher {
     backplane: Backplane,
@@ -283,25 +345,33 @@ impl Publisher {
         result
     }
 
-    /// Publishes several messages, concurrently but started in order; one
-    /// result per message, in order. Items that already failed validation
-    /// are passed through.
+    /// Publishes several messages, concurrently, with one result per
+    /// message, in order. Items that already failed validation are passed
+    /// through. Messages to the same channel go out one after the other, so
+    /// they reach subscribers in batch order.
     pub async fn publish_many(
         &self,
         app: &AppId,
         limits: PublishLimits,
         items: Vec<Result<Prepared, ApiError>>,
     ) -> Vec<Result<Published, ApiError>> {
-        futures_util::stream::iter(items)
-            .map(|item| async move {
+        let mut out = Vec::with_capacity(items.len());
+        let mut in_order = InOrder::new(self.max_in_flight);
+        for item in items {
+            let keys = match &item {
+                Ok(msg) => msg.channels.iter().map(|c| channel_key(app.as_str(), c.as_str())).collect(),
+                Err(_) => Vec::new(),
+            };
+            let fut = async move {
                 match item {
                     Ok(msg) => self.publish(app, limits, msg).await,
                     Err(e) => Err(e),
                 }
-            })
-            .buffered(self.max_in_flight)
-            .collect()
-            .await
+            };
+            in_order.push(keys, fut, &mut out).await;
+        }
+        in_order.drain(&mut out).await;
+        out
     }
 
     async fn publish_inner(&self, app: &AppId, limits: PublishLimits, msg: Prepared) -> Result<Published, ApiError> {

@@ -14,7 +14,6 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use futures_util::stream::FuturesOrdered;
 use herald_proto::Capabilities;
 use herald_proto::api::admin_service_server::{AdminService, AdminServiceServer};
 use herald_proto::api::publish_service_server::{PublishService, PublishServiceServer};
@@ -25,6 +24,7 @@ use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::publish::{InOrder, channel_key};
 use crate::service::{AppSpec, Core};
 use crate::store::{ApiKey, App, LimitOverrides};
 
@@ -81,6 +81,15 @@ impl Grpc {
         let published = self.core.publish_one(&app, &limits, msg).await?;
         Ok(pb::PublishResponse { id: published.id, seq: None })
     }
+}
+
+/// The channels a request publishes to, as ordering keys.
+fn order_keys(m: &pb::PublishRequest) -> Vec<String> {
+    let mut keys: Vec<String> = m.channels.iter().map(|c| channel_key(&m.app_id, c)).collect();
+    if !m.channel.is_empty() {
+        keys.push(channel_key(&m.app_id, &m.channel));
+    }
+    keys
 }
 
 fn result(r: Result<pb::PublishResponse, ApiError>) -> pb::PublishResult {
@@ -255,12 +264,13 @@ impl PublishService for Grpc {
             ))
             .into());
         }
-        let results = futures_util::stream::iter(messages)
-            .map(|m| self.publish_one(&who, m))
-            .buffered(self.core.config.max_publishes_in_flight)
-            .map(result)
-            .collect()
-            .await;
+        let mut results = Vec::with_capacity(messages.len());
+        let mut in_order = InOrder::new(self.core.config.max_publishes_in_flight);
+        for m in messages {
+            in_order.push(order_keys(&m), self.publish_one(&who, m), &mut results).await;
+        }
+        in_order.drain(&mut results).await;
+        let results = results.into_iter().map(result).collect();
         Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
     }
 
@@ -272,28 +282,24 @@ impl PublishService for Grpc {
         let mut stream = req.into_inner();
         let max = self.core.config.max_stream_messages;
         let in_flight = self.core.config.max_publishes_in_flight;
-        let mut pending = FuturesOrdered::new();
+        let mut in_order = InOrder::new(in_flight);
         let mut results = Vec::new();
         let mut count = 0usize;
         let mut open = true;
-        while open || !pending.is_empty() {
+        while open || !in_order.is_empty() {
             tokio::select! {
-                Some(r) = pending.next(), if !pending.is_empty() => results.push(result(r)),
-                next = stream.next(), if open && pending.len() < in_flight => match next {
+                Some(r) = in_order.next(), if !in_order.is_empty() => results.push(r),
+                next = stream.next(), if open => match next {
                     Some(Ok(m)) => {
                         count += 1;
                         if count > max {
                             open = false;
-                            let e = ApiError::limit_exceeded(format!(
+                            in_order.drain(&mut results).await;
+                            results.push(Err(ApiError::limit_exceeded(format!(
                                 "the stream carried more than {max} messages; the rest were not read"
-                            ));
-                            // Keep results in order: finish what is in flight first.
-                            while let Some(r) = pending.next().await {
-                                results.push(result(r));
-                            }
-                            results.push(result(Err(e)));
+                            ))));
                         } else {
-                            pending.push_back(self.publish_one(&who, m));
+                            in_order.push(order_keys(&m), self.publish_one(&who, m), &mut results).await;
                         }
                     }
                     Some(Err(status)) => return Err(status),
@@ -301,6 +307,7 @@ impl PublishService for Grpc {
                 },
             }
         }
+        let results = results.into_iter().map(result).collect();
         Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
     }
 }

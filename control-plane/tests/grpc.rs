@@ -1,0 +1,276 @@
+//! gRPC integration tests against a real PostgreSQL and NATS, on the REST
+//! port.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use common::{ADMIN, NATS_URL, Server, TestDb};
+use futures_util::StreamExt as _;
+use herald_proto::api::admin_service_client::AdminServiceClient;
+use herald_proto::api::publish_service_client::PublishServiceClient;
+use herald_proto::api::token_service_client::TokenServiceClient;
+use herald_proto::api::{self as pb, publish_result};
+use herald_proto::{AppId, ChannelName, bus};
+use prost::Message as _;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+fn error_code(status: &Status) -> &str {
+    status.metadata().get("herald-error-code").and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn channel(server: &Server) -> Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{}", server.addr))?.connect().await?)
+}
+
+struct Fixture {
+    server: Server,
+    admin: AdminServiceClient<Channel>,
+    tokens: TokenServiceClient<Channel>,
+    publish: PublishServiceClient<Channel>,
+    app: String,
+    key_id: String,
+    key: String,
+}
+
+async fn fixture() -> Result<Fixture> {
+    let server = Server::start(TestDb::postgres().await?, |c| c.max_batch_messages = 50).await?;
+    let ch = channel(&server).await?;
+    let mut admin = AdminServiceClient::new(ch.clone());
+    let app = admin
+        .create_app(authed(pb::CreateAppRequest { name: "grpc app".into(), ..Default::default() }, ADMIN))
+        .await?
+        .into_inner();
+    let created = admin
+        .create_key(authed(
+            pb::CreateKeyRequest {
+                app_id: app.id.clone(),
+                name: "backend".into(),
+                capabilities: vec![pb::Capability {
+                    pattern: "chat:*".into(),
+                    operations: vec!["publish".into(), "subscribe".into()],
+                }],
+            },
+            ADMIN,
+        ))
+        .await?
+        .into_inner();
+    let key_id = created.key.context("key")?.id;
+    Ok(Fixture {
+        server,
+        admin,
+        tokens: TokenServiceClient::new(ch.clone()),
+        publish: PublishServiceClient::new(ch),
+        app: app.id,
+        key_id,
+        key: created.secret,
+    })
+}
+
+fn msg(app: &str, channel: &str, data: &[u8]) -> pb::PublishRequest {
+    pb::PublishRequest { app_id: app.into(), channel: channel.into(), data: data.to_vec().into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
+    let mut f = fixture().await?;
+    let apps = f.admin.list_apps(authed(pb::ListAppsRequest {}, ADMIN)).await?.into_inner();
+    assert_eq!(apps.apps.len(), 1);
+    assert_eq!(apps.apps[0].limits.as_ref().map(|l| l.max_message_bytes), Some(64 * 1024));
+    let keys = f.admin.list_keys(authed(pb::ListKeysRequest { app_id: f.app.clone() }, ADMIN)).await?.into_inner();
+    assert_eq!(keys.keys.len(), 1);
+    assert_eq!(keys.keys[0].capabilities[0].pattern, "chat:*");
+
+    let minted = f
+        .tokens
+        .mint_token(authed(
+            pb::MintTokenRequest {
+                app_id: f.app.clone(),
+                client_id: "u1".into(),
+                ttl_seconds: 60,
+                ..Default::default()
+            },
+            &f.key,
+        ))
+        .await?
+        .into_inner();
+    assert!(!minted.token.is_empty());
+    let now_ms = herald_control_plane::now_ms();
+    assert!((minted.expires_at_ms - now_ms - 60_000).abs() < 5_000);
+
+    let nats = async_nats::connect(NATS_URL).await?;
+    let subject = f.server.subjects.channel(&AppId::new(&f.app)?, &ChannelName::new("chat:a")?);
+    let mut sub = nats.subscribe(subject).await?;
+    nats.flush().await?;
+
+    let one = f.publish.publish(authed(msg(&f.app, "chat:a", b"one"), &f.key)).await?.into_inner();
+    assert!(!one.id.is_empty());
+    let batch = f
+        .publish
+        .publish_batch(authed(
+            pb::PublishBatchRequest {
+                messages: vec![
+                    msg(&f.app, "chat:a", b"two"),
+                    msg(&f.app, "bad.channel", b"x"),
+                    msg(&f.app, "chat:a", b"three"),
+                ],
+            },
+            &f.key,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(batch.results.len(), 3);
+    assert!(matches!(batch.results[0].result, Some(publish_result::Result::Ok(_))));
+    match &batch.results[1].result {
+        Some(publish_result::Result::Error(e)) => assert_eq!(e.code, "invalid_channel"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    // Client-streaming publish: 500 messages, one summary.
+    let (app, key) = (f.app.clone(), f.key.clone());
+    let stream = futures_util::stream::iter((0..500u32).map(move |i| msg(&app, "chat:a", &i.to_be_bytes())));
+    let summary = f.publish.publish_stream(authed(stream, &key)).await?.into_inner();
+    assert_eq!(summary.results.len(), 500);
+    assert!(summary.results.iter().all(|r| matches!(r.result, Some(publish_result::Result::Ok(_)))));
+
+    let mut got = Vec::new();
+    while got.len() < 503 {
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await?.context("sub")?;
+        got.push(bus::ChannelMessage::decode(m.payload)?.data);
+    }
+    assert_eq!((&got[0][..], &got[1][..], &got[2][..]), (&b"one"[..], &b"two"[..], &b"three"[..]));
+    let streamed: Vec<u32> = got[3..].iter().map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]])).collect();
+    assert_eq!(streamed, (0..500).collect::<Vec<_>>(), "stream order is kept");
+
+    f.admin.revoke_key(authed(pb::RevokeKeyRequest { app_id: f.app.clone(), key_id: f.key_id.clone() }, ADMIN)).await?;
+    let err = f.publish.publish(authed(msg(&f.app, "chat:a", b"late"), &f.key)).await.expect_err("revoked");
+    assert_eq!((err.code(), error_code(&err)), (Code::Unauthenticated, "unauthorized"));
+    f.admin.delete_app(authed(pb::DeleteAppRequest { app_id: f.app.clone() }, ADMIN)).await?;
+    let err = f.admin.get_app(authed(pb::GetAppRequest { app_id: f.app.clone() }, ADMIN)).await.expect_err("deleted");
+    assert_eq!((err.code(), error_code(&err)), (Code::NotFound, "not_found"));
+    f.server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpc_errors_carry_codes() -> Result<()> {
+    let mut f = fixture().await?;
+    let check = |r: Result<(), Status>, code: Code, name: &str, what: &str| {
+        let err = r.expect_err(what);
+        assert_eq!((err.code(), error_code(&err)), (code, name), "{what}: {}", err.message());
+    };
+    check(
+        f.publish.publish(Request::new(msg(&f.app, "chat:a", b"x"))).await.map(drop),
+        Code::Unauthenticated,
+        "unauthorized",
+        "no credentials",
+    );
+    check(
+        f.publish.publish(authed(msg(&f.app, "chat:a", b"x"), "hk_kzzz_nope")).await.map(drop),
+        Code::Unauthenticated,
+        "unauthorized",
+        "wrong key",
+    );
+    check(
+        f.admin.list_apps(authed(pb::ListAppsRequest {}, &f.key)).await.map(drop),
+        Code::PermissionDenied,
+        "forbidden",
+        "admin with a key",
+    );
+    check(
+        f.publish.publish(authed(msg(&f.app, "a.b", b"x"), &f.key)).await.map(drop),
+        Code::InvalidArgument,
+        "invalid_channel",
+        "invalid channel",
+    );
+    check(
+        f.publish.publish(authed(msg(&f.app, "news", b"x"), &f.key)).await.map(drop),
+        Code::PermissionDenied,
+        "forbidden",
+        "no capability",
+    );
+    check(
+        f.publish.publish(authed(msg(&f.app, "chat:a", &vec![0u8; 70_000]), &f.key)).await.map(drop),
+        Code::InvalidArgument,
+        "too_large",
+        "too large",
+    );
+    check(
+        f.publish.publish(authed(msg("other-app", "chat:a", b"x"), &f.key)).await.map(drop),
+        Code::PermissionDenied,
+        "forbidden",
+        "another app",
+    );
+    let both = pb::PublishRequest { channels: vec!["chat:b".into()], ..msg(&f.app, "chat:a", b"x") };
+    check(
+        f.publish.publish(authed(both, &f.key)).await.map(drop),
+        Code::InvalidArgument,
+        "bad_request",
+        "channel and channels",
+    );
+    let many = pb::PublishBatchRequest { messages: (0..51).map(|_| msg(&f.app, "chat:a", b"x")).collect() };
+    check(
+        f.publish.publish_batch(authed(many, &f.key)).await.map(drop),
+        Code::ResourceExhausted,
+        "limit_exceeded",
+        "batch too big",
+    );
+    let escalate = pb::MintTokenRequest {
+        app_id: f.app.clone(),
+        client_id: "u".into(),
+        capabilities: vec![pb::Capability { pattern: "*".into(), operations: vec!["subscribe".into()] }],
+        ..Default::default()
+    };
+    check(
+        f.tokens.mint_token(authed(escalate, &f.key)).await.map(drop),
+        Code::PermissionDenied,
+        "forbidden",
+        "escalation",
+    );
+    let long = pb::MintTokenRequest {
+        app_id: f.app.clone(),
+        client_id: "u".into(),
+        ttl_seconds: 86_401,
+        ..Default::default()
+    };
+    check(
+        f.tokens.mint_token(authed(long, &f.key)).await.map(drop),
+        Code::InvalidArgument,
+        "bad_request",
+        "ttl too long",
+    );
+    let bad_info = pb::MintTokenRequest {
+        app_id: f.app.clone(),
+        client_id: "u".into(),
+        info: b"[1]".to_vec().into(),
+        ..Default::default()
+    };
+    check(
+        f.tokens.mint_token(authed(bad_info, &f.key)).await.map(drop),
+        Code::InvalidArgument,
+        "bad_request",
+        "info not an object",
+    );
+
+    // An unknown service on the shared port answers Unimplemented.
+    let mut presence =
+        herald_proto::api::presence_service_client::PresenceServiceClient::new(channel(&f.server).await?);
+    let err = presence
+        .get_presence(authed(pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into() }, &f.key))
+        .await
+        .expect_err("not served");
+    assert_eq!(err.code(), Code::Unimplemented);
+    f.server.stop().await;
+    Ok(())
+}
