@@ -1,0 +1,122 @@
+//! Edges over a real NATS: delivery across edges, interest that follows
+//! local subscribers, and recovery after a NATS restart.
+
+use std::time::Duration;
+
+use herald_edge::EdgeConfig;
+use herald_edge::testing::*;
+use herald_proto::ErrorCode;
+
+const ALL: &str = r#"{"*": ["subscribe", "publish"]}"#;
+
+fn config(auth: &TestAuthority) -> EdgeConfig {
+    EdgeConfig { jwks_url: auth.jwks_url(), ..EdgeConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_on_edge_a_receives_what_a_client_on_edge_b_publishes() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    assert!(is_ok(&sub.subscribe("chat:lobby").await));
+    let (mut publisher, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;
+    for i in 0..50u32 {
+        assert!(is_ok(&publisher.publish("chat:lobby", &i.to_be_bytes()).await));
+    }
+    for i in 0..50u32 {
+        let m = sub.message().await;
+        assert_eq!(&m.data[..], &i.to_be_bytes(), "in order");
+        assert_eq!(m.publisher, "bob");
+    }
+    // Another deployment (another subject prefix) on the same NATS sees none
+    // of it.
+    let other = TestEdge::start(config(&auth), nats_backplane(&nats_url(), unique_subjects()).await).await;
+    let (mut stranger, _) = RawClient::connect(other.addr, &auth.token("app1", "eve", ALL)).await;
+    assert!(is_ok(&stranger.subscribe("chat:lobby").await));
+    assert!(is_ok(&publisher.publish("chat:lobby", b"x").await));
+    assert_eq!(&sub.message().await.data[..], b"x");
+    assert_eq!(stranger.recv_within(Duration::from_millis(300)).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_interest_follows_local_subscribers() {
+    let nats = NatsServer::start().await;
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let prefix = format!("{}.ch.", subjects.prefix());
+    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects).await).await;
+    let token = auth.token("app1", "u", ALL);
+    let (mut c1, _) = RawClient::connect(edge.addr, &token).await;
+    let (mut c2, _) = RawClient::connect(edge.addr, &token).await;
+    assert!(nats.subscriptions_under(&prefix).await.is_empty());
+    assert!(is_ok(&c1.subscribe("room").await));
+    assert!(is_ok(&c2.subscribe("room").await));
+    let subs = nats.subscriptions_under(&prefix).await;
+    assert_eq!(subs.len(), 1, "one NATS subscription per channel, however many local subscribers: {subs:?}");
+    unsubscribe(&mut c1, "room").await;
+    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 1, "c2 still subscribes");
+    unsubscribe(&mut c2, "room").await;
+    let gone = async {
+        while !nats.subscriptions_under(&prefix).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    within(Duration::from_secs(5), "interest removed", gone).await;
+    // A closing connection removes its interest too.
+    assert!(is_ok(&c1.subscribe("other").await));
+    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 1);
+    drop(c1);
+    let gone = async {
+        while !nats.subscriptions_under(&prefix).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    within(Duration::from_secs(5), "interest removed on close", gone).await;
+}
+
+async fn unsubscribe(c: &mut RawClient, channel: &str) {
+    use herald_proto::client::{self, client_frame};
+    c.request(client_frame::Kind::Unsubscribe(client::Unsubscribe { channel: channel.into() })).await;
+    assert!(is_ok(&c.reply().await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_nats_restarts() {
+    let mut nats = NatsServer::start().await;
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects).await).await;
+    let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    assert!(is_ok(&sub.subscribe("feed").await));
+    let (mut publisher, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;
+    assert!(is_ok(&publisher.publish("feed", b"before").await));
+    assert_eq!(&sub.message().await.data[..], b"before");
+
+    nats.kill();
+    // While NATS is down, a publish fails with a retryable error — never a
+    // false success.
+    let reply = publisher.publish("feed", b"lost").await;
+    assert!(is_error(&reply, ErrorCode::Unavailable), "{reply:?}");
+    nats.restart().await;
+
+    // The edges reconnect and resubscribe on their own.
+    let resumed = async {
+        loop {
+            let reply = publisher.publish("feed", b"after").await;
+            if is_ok(&reply) {
+                if let Some(herald_edge::testing::Received::Frame(f)) = sub.recv_within(Duration::from_secs(1)).await
+                    && let Some(herald_proto::client::server_frame::Kind::Message(m)) = f.kind
+                    && &m.data[..] == b"after"
+                {
+                    return;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    within(Duration::from_secs(20), "delivery resumes after the restart", resumed).await;
+}
