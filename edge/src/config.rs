@@ -1,7 +1,13 @@
 //! The edge's configuration: every limit, timeout and bound, with defaults,
 //! strict parsing (`deny_unknown_fields`) and a validation that names the
 //! failing key.
+//!
+//! The struct is flat, so one table serves a TOML file, command-line flags
+//! and environment variables: field `foo_bar` is `--foo-bar` and
+//! `HERALD_EDGE_FOO_BAR` ([`EdgeConfig::set`], [`EdgeConfig::apply_env`]).
+//! Sizes and durations carry their unit in the value (`"64KiB"`, `"25s"`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +21,14 @@ pub const MAX_TOKEN_LEEWAY: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
+    /// Address the `herald edge` command listens on (the library takes a
+    /// listener instead).
+    pub listen: SocketAddr,
+    /// NATS server(s) of the backplane, comma-separated (`herald edge`).
+    pub nats_url: String,
+    /// Prefix of every NATS subject; deployments sharing a NATS use
+    /// different prefixes.
+    pub subject_prefix: String,
     /// Name of this edge in logs, `Connected` frames and presence reports.
     /// Empty: generated at start.
     pub edge_id: String,
@@ -29,8 +43,11 @@ pub struct EdgeConfig {
     pub jwks_min_refetch_interval: HumanDuration,
     /// Refetch the JWKS this often regardless.
     pub jwks_refresh_interval: HumanDuration,
-    /// TLS: serve `wss://` with this certificate chain and key (PEM).
-    pub tls: Option<TlsConfig>,
+    /// TLS: serve `wss://` with this certificate chain (PEM); needs
+    /// `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Largest WebSocket message accepted from a client (close 1009 above).
     pub max_frame_size: ByteSize,
     /// Largest publish payload (error `too_large` above); a token's app
@@ -67,26 +84,23 @@ pub struct EdgeConfig {
     pub drain_timeout: HumanDuration,
 }
 
-/// TLS files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file with the certificate chain.
-    pub cert: PathBuf,
-    /// PEM file with the private key.
-    pub key: PathBuf,
-}
+/// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
+pub const ENV_PREFIX: &str = "HERALD_EDGE_";
 
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            subject_prefix: herald_proto::subject::DEFAULT_PREFIX.to_owned(),
             edge_id: String::new(),
             jwks_url: "http://127.0.0.1:8080/.well-known/jwks.json".to_owned(),
             issuer: herald_proto::claims::DEFAULT_ISSUER.to_owned(),
             token_leeway: HumanDuration::secs(5),
             jwks_min_refetch_interval: HumanDuration::secs(5),
             jwks_refresh_interval: HumanDuration::secs(300),
-            tls: None,
+            tls_cert: None,
+            tls_key: None,
             max_frame_size: ByteSize::kib(68),
             max_message_size: ByteSize::kib(64),
             max_subscriptions: 128,
@@ -121,12 +135,109 @@ fn err(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl EdgeConfig {
+    /// Every field name, in declaration order.
+    pub const FIELDS: &'static [&'static str] = &[
+        "listen",
+        "nats_url",
+        "subject_prefix",
+        "edge_id",
+        "jwks_url",
+        "issuer",
+        "token_leeway",
+        "jwks_min_refetch_interval",
+        "jwks_refresh_interval",
+        "tls_cert",
+        "tls_key",
+        "max_frame_size",
+        "max_message_size",
+        "max_subscriptions",
+        "max_connections",
+        "max_connections_per_app",
+        "publish_rate",
+        "publish_burst",
+        "send_queue_frames",
+        "send_queue_bytes",
+        "write_timeout",
+        "handshake_timeout",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        "http_header_timeout",
+        "drain_timeout",
+    ];
+
+    /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
+    /// `"128"`, a path). Returns false when no field has that name.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the text is not a valid value for the field.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        let Some(key) = Self::FIELDS.iter().copied().find(|f| *f == key) else { return Ok(false) };
+        let json = serde_json::to_value(&*self).map_err(|e| err(key, e.to_string()))?;
+        let parsed = serde_json::from_str::<serde_json::Value>(value)
+            .ok()
+            .filter(|v| !v.is_string())
+            .unwrap_or_else(|| serde_json::Value::String(value.to_owned()));
+        let attempt = |v: serde_json::Value| {
+            let mut json = json.clone();
+            json[key] = v;
+            serde_json::from_value::<EdgeConfig>(json)
+        };
+        let updated = attempt(parsed)
+            .or_else(|_| attempt(serde_json::Value::String(value.to_owned())))
+            .map_err(|e| err(key, format!("invalid value {value:?}: {e}")))?;
+        *self = updated;
+        Ok(true)
+    }
+
+    /// Applies environment variables `HERALD_EDGE_<FIELD>` from `vars`.
+    /// Variables with the prefix that name no field are an error.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the variable.
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (k, v) in vars {
+            let Some(field) = k.as_ref().strip_prefix(ENV_PREFIX) else { continue };
+            if !self.set(&field.to_ascii_lowercase(), v.as_ref())? {
+                return Err(ConfigError { key: "environment", problem: format!("unknown setting {}", k.as_ref()) });
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS certificate and key, when both are set.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when only one of them is set.
+    pub fn tls(&self) -> Result<Option<(&PathBuf, &PathBuf)>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Ok(Some((c, k))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(err("tls_key", "must be set when tls_cert is")),
+            (None, Some(_)) => Err(err("tls_cert", "must be set when tls_key is")),
+        }
+    }
+
     /// Checks every value and the relations between them.
     ///
     /// # Errors
     ///
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.tls()?;
+        if herald_proto::SubjectSpace::new(&self.subject_prefix).is_err() {
+            return Err(err("subject_prefix", "must be dot-separated tokens of ASCII letters, digits, '_' and '-'"));
+        }
+        if self.nats_url.trim().is_empty() {
+            return Err(err("nats_url", "must not be empty"));
+        }
         if !self.jwks_url.starts_with("http://") {
             return Err(err("jwks_url", "must be an http:// URL of the control plane's /.well-known/jwks.json"));
         }
@@ -192,6 +303,37 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_settable_from_text() {
+        let mut c = EdgeConfig::default();
+        for key in EdgeConfig::FIELDS {
+            let v = serde_json::to_value(&c).expect("json");
+            assert!(v.get(*key).is_some(), "FIELDS lists unknown key {key}");
+        }
+        assert_eq!(
+            serde_json::to_value(&c).expect("json").as_object().map(|o| o.len()),
+            Some(EdgeConfig::FIELDS.len())
+        );
+        assert_eq!(c.set("max_frame_size", "1MiB"), Ok(true));
+        assert_eq!(c.max_frame_size, ByteSize::mib(1));
+        assert_eq!(c.set("heartbeat_interval", "10s"), Ok(true));
+        assert_eq!(c.heartbeat_interval, HumanDuration::secs(10));
+        assert_eq!(c.set("max_subscriptions", "7"), Ok(true));
+        assert_eq!(c.max_subscriptions, 7);
+        assert_eq!(c.set("edge_id", "e-1"), Ok(true));
+        assert_eq!(c.edge_id, "e-1");
+        assert_eq!(c.set("edge_id", "123"), Ok(true), "numbers are fine as strings");
+        assert_eq!(c.edge_id, "123");
+        assert_eq!(c.set("tls_cert", "/etc/cert.pem"), Ok(true));
+        assert_eq!(c.set("listen", "127.0.0.1:9000"), Ok(true));
+        assert_eq!(c.set("nope", "1"), Ok(false));
+        assert_eq!(c.set("max_subscriptions", "many").map_err(|e| e.key), Err("max_subscriptions"));
+        let mut c = EdgeConfig::default();
+        c.apply_env([("HERALD_EDGE_PUBLISH_RATE", "9"), ("PATH", "/bin")]).expect("env");
+        assert_eq!(c.publish_rate, 9);
+        assert!(c.apply_env([("HERALD_EDGE_PUBLISH_RAET", "9")]).is_err());
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let cases: Vec<(EdgeConfig, &str)> = vec![
             (EdgeConfig { jwks_url: "https://x".into(), ..Default::default() }, "jwks_url"),
@@ -201,6 +343,8 @@ mod tests {
             (EdgeConfig { send_queue_frames: 1, ..Default::default() }, "send_queue_frames"),
             (EdgeConfig { max_subscriptions: 0, ..Default::default() }, "max_subscriptions"),
             (EdgeConfig { write_timeout: HumanDuration::secs(0), ..Default::default() }, "write_timeout"),
+            (EdgeConfig { tls_cert: Some("c.pem".into()), ..Default::default() }, "tls_key"),
+            (EdgeConfig { subject_prefix: "a.>".into(), ..Default::default() }, "subject_prefix"),
         ];
         for (config, key) in cases {
             assert_eq!(config.validate().map_err(|e| e.key), Err(key));

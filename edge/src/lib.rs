@@ -72,17 +72,18 @@ pub enum EdgeError {
     Io(#[from] std::io::Error),
 }
 
-fn tls_acceptor(tls: &config::TlsConfig) -> Result<tokio_rustls::TlsAcceptor, EdgeError> {
+fn tls_acceptor(
+    (cert, key): (&std::path::PathBuf, &std::path::PathBuf),
+) -> Result<tokio_rustls::TlsAcceptor, EdgeError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(&tls.cert)
+    let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| EdgeError::Tls(format!("certificate {}: {e}", tls.cert.display())))?;
+        .map_err(|e| EdgeError::Tls(format!("certificate {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(EdgeError::Tls(format!("certificate {}: no certificate found", tls.cert.display())));
+        return Err(EdgeError::Tls(format!("certificate {}: no certificate found", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(&tls.key)
-        .map_err(|e| EdgeError::Tls(format!("key {}: {e}", tls.key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| EdgeError::Tls(format!("key {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -114,7 +115,7 @@ pub async fn run(
     if config.edge_id.is_empty() {
         config.edge_id = format!("edge-{:08x}", rand_u32());
     }
-    let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    let tls = config.tls()?.map(tls_acceptor).transpose()?;
     let verifier =
         Verifier::new(&config.jwks_url, &config.issuer, config.token_leeway.0, config.jwks_min_refetch_interval.0);
     let hub = Hub::new(backplane.clone());

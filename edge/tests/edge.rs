@@ -515,14 +515,11 @@ async fn shutdown_drains_every_client_with_going_away() {
 }
 
 #[tokio::test]
-async fn tls_serves_wss() {
-    // Without certificate files the edge refuses to start, naming them.
+async fn tls_files_that_cannot_be_read_stop_the_start() {
     let auth = TestAuthority::start().await;
     let config = EdgeConfig {
-        tls: Some(herald_edge::config::TlsConfig {
-            cert: "/nonexistent/cert.pem".into(),
-            key: "/nonexistent/key.pem".into(),
-        }),
+        tls_cert: Some("/nonexistent/cert.pem".into()),
+        tls_key: Some("/nonexistent/key.pem".into()),
         ..config(&auth)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -530,6 +527,57 @@ async fn tls_serves_wss() {
         .await
         .expect_err("missing tls files");
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn tls_serves_wss() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = TestAuthority::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("self-signed cert");
+    let dir = std::env::temp_dir().join(format!("herald-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let config = EdgeConfig { tls_cert: Some(cert_path), tls_key: Some(key_path), ..config(&auth) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _edge =
+        tokio::spawn(herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending()));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let mut tls = loop {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            break connector.connect(name, tcp).await.expect("tls handshake");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let token = auth.token("app1", "alice", ALL);
+    let request = format!(
+        "GET /v1/connect HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: herald.v1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the Connected frame (binary opcode) follows the 101 head.
+    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.contains(&0x82)) {
+        let n = within(Duration::from_secs(5), "tls read", tls.read(&mut buf)).await.expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 101"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
