@@ -27,8 +27,22 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// The metrics page in the Prometheus text format.
+/// The metrics page in the Prometheus text format, with the process's
+/// resident memory refreshed.
 #[must_use]
 pub fn render() -> String {
-    prometheus().render()
+    let handle = prometheus();
+    if let Some(bytes) = resident_memory() {
+        metrics::gauge!("herald_process_resident_memory_bytes").set(bytes as f64);
+    }
+    handle.render()
+}
+
+/// The process's resident set size, from `/proc/self/status` (Linux).
+#[must_use]
+pub fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }

@@ -1,0 +1,506 @@
+//! The load generator behind `herald bench`: many lean WebSocket
+//! subscribers, publishers that go as fast as the edge allows or at a fixed
+//! rate, and a report of deliveries per second and publish → receive
+//! latency percentiles. It speaks the `herald.v1` protocol directly (no SDK
+//! per subscriber) so one core can drive tens of thousands of connections.
+//!
+//! # Layout
+//!
+//! - [`BenchConfig`] and [`run`]: the fan-out benchmark.
+//! - [`idle_memory`]: resident memory per idle connection, read from the
+//!   edge's `/metrics`.
+//! - `wire`: the minimal client side of the protocol (handshake, frames).
+//! - [`Histogram`]: latency samples and percentiles.
+//!
+//! Latency is measured from the publisher's clock to the subscriber's: the
+//! first 8 bytes of every payload carry the send time (Unix nanoseconds), so
+//! generator and edge must share a clock (the same machine).
+
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use herald_proto::client::{self, client_frame};
+use tokio::sync::Semaphore;
+
+pub use wire::{Conn, WireError};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Edge addresses; subscribers are spread over them round-robin.
+    pub edges: Vec<SocketAddr>,
+    /// Token for subscribers and publishers (needs subscribe and publish on
+    /// the channel).
+    pub token: String,
+    /// The channel every subscriber joins.
+    pub channel: String,
+    /// Subscriber connections.
+    pub subscribers: usize,
+    /// Messages to publish.
+    pub messages: usize,
+    /// Payload size in bytes (at least 8: the send timestamp).
+    pub payload_size: usize,
+    /// Messages per second over all publishers; `None` = as fast as acks
+    /// come back.
+    pub rate: Option<f64>,
+    /// Publisher connections.
+    pub publishers: usize,
+    /// Unacknowledged publishes per publisher when unpaced.
+    pub window: usize,
+    /// Every `sample_every`-th subscriber decodes messages for latency (the
+    /// others only count frames).
+    pub sample_every: usize,
+    /// Longest wait for stragglers after the last publish.
+    pub grace: Duration,
+    /// Concurrent handshakes while connecting subscribers.
+    pub connect_concurrency: usize,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            edges: vec![],
+            token: String::new(),
+            channel: "bench".to_owned(),
+            subscribers: 1000,
+            messages: 10_000,
+            payload_size: 64,
+            rate: None,
+            publishers: 1,
+            window: 256,
+            sample_every: 10,
+            grace: Duration::from_secs(10),
+            connect_concurrency: 256,
+        }
+    }
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A connection failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Progress while the benchmark runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Subscribers connected so far.
+    Connecting { connected: usize, total: usize },
+    /// Publishing: messages sent and deliveries received so far.
+    Running { sent: u64, delivered: u64, expected: u64, elapsed: Duration },
+}
+
+/// The result.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Messages published (acknowledged when unpaced).
+    pub sent: u64,
+    /// Publishes the edge refused (rate limited and the like).
+    pub refused: u64,
+    /// Deliveries received by all subscribers.
+    pub delivered: u64,
+    /// Deliveries expected (`sent × subscribers`).
+    pub expected: u64,
+    /// From the first publish to the last delivery.
+    pub elapsed: Duration,
+    /// Publish → receive latency of the sampled subscribers.
+    pub latency: Histogram,
+    /// Subscribers closed by the edge during the run (e.g. slow consumers).
+    pub closed_subscribers: u64,
+}
+
+impl Report {
+    /// Deliveries per second.
+    #[must_use]
+    pub fn deliveries_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "messages sent:        {} ({} refused)", self.sent, self.refused)?;
+        writeln!(f, "deliveries:           {} of {} expected", self.delivered, self.expected)?;
+        writeln!(f, "elapsed:              {:.3} s", self.elapsed.as_secs_f64())?;
+        writeln!(f, "deliveries/s:         {:.0}", self.deliveries_per_sec())?;
+        writeln!(f, "closed subscribers:   {}", self.closed_subscribers)?;
+        let ms = |q: f64| self.latency.quantile(q).as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "latency (ms):         p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
+            ms(0.50),
+            ms(0.90),
+            ms(0.99),
+            ms(0.999),
+            self.latency.max().as_secs_f64() * 1000.0,
+            self.latency.len()
+        )
+    }
+}
+
+/// Latency samples.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    micros: Vec<u32>,
+    sorted: bool,
+}
+
+impl Histogram {
+    /// Records one sample.
+    pub fn record(&mut self, d: Duration) {
+        self.micros.push(u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        self.sorted = false;
+    }
+
+    /// Adds every sample of `other`.
+    pub fn merge(&mut self, other: &Histogram) {
+        self.micros.extend_from_slice(&other.micros);
+        self.sorted = false;
+    }
+
+    /// Number of samples.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.micros.len()
+    }
+
+    /// Whether there are no samples.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.micros.is_empty()
+    }
+
+    fn sort(&mut self) {
+        if !self.sorted {
+            self.micros.sort_unstable();
+            self.sorted = true;
+        }
+    }
+
+    /// The `q` quantile (0..=1); zero without samples.
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut copy = self.clone();
+        copy.sort();
+        if copy.micros.is_empty() {
+            return Duration::ZERO;
+        }
+        let idx = ((copy.micros.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+        Duration::from_micros(u64::from(copy.micros[idx]))
+    }
+
+    /// The largest sample.
+    #[must_use]
+    pub fn max(&self) -> Duration {
+        Duration::from_micros(u64::from(self.micros.iter().copied().max().unwrap_or(0)))
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+struct Counters {
+    delivered: AtomicU64,
+    closed: AtomicU64,
+    stopping: AtomicBool,
+    stop: tokio::sync::Notify,
+}
+
+/// Runs the fan-out benchmark. `progress` is called about once a second.
+///
+/// # Errors
+///
+/// [`BenchError`] when the configuration is unusable or connections fail
+/// before the run starts.
+pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Result<Report, BenchError> {
+    if config.edges.is_empty() {
+        return Err(BenchError::Config("no edge address".into()));
+    }
+    if config.payload_size < 8 {
+        return Err(BenchError::Config("payload size must be at least 8 bytes".into()));
+    }
+    if config.publishers == 0 || config.window == 0 {
+        return Err(BenchError::Config("need at least one publisher and a window of at least 1".into()));
+    }
+    let counters = Arc::new(Counters {
+        delivered: AtomicU64::new(0),
+        closed: AtomicU64::new(0),
+        stopping: AtomicBool::new(false),
+        stop: tokio::sync::Notify::new(),
+    });
+
+    // Connect and subscribe everyone before publishing.
+    let gate = Arc::new(Semaphore::new(config.connect_concurrency.max(1)));
+    let mut joins = Vec::with_capacity(config.subscribers);
+    for i in 0..config.subscribers {
+        let addr = config.edges[i % config.edges.len()];
+        let (token, channel, gate) = (config.token.clone(), config.channel.clone(), gate.clone());
+        joins.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let mut conn = Conn::connect(addr, &token).await?;
+            conn.subscribe(&channel).await?;
+            Ok::<_, WireError>(conn)
+        }));
+        if i % 1000 == 999 {
+            progress(Progress::Connecting { connected: i + 1, total: config.subscribers });
+        }
+    }
+    let mut conns = Vec::with_capacity(config.subscribers);
+    for join in joins {
+        conns.push(join.await.map_err(|e| BenchError::Config(e.to_string()))??);
+    }
+    progress(Progress::Connecting { connected: conns.len(), total: config.subscribers });
+
+    let sample_every = config.sample_every.max(1);
+    let mut readers = Vec::with_capacity(conns.len());
+    for (i, conn) in conns.into_iter().enumerate() {
+        let counters = counters.clone();
+        let sample = i % sample_every == 0;
+        readers.push(tokio::spawn(async move { read_deliveries(conn, counters, sample).await }));
+    }
+
+    // Publishers.
+    let started = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut publishers = Vec::new();
+    let per_publisher = config.messages.div_ceil(config.publishers);
+    for p in 0..config.publishers {
+        let addr = config.edges[p % config.edges.len()];
+        let count = per_publisher.min(config.messages.saturating_sub(p * per_publisher));
+        let rate = config.rate.map(|r| r / config.publishers as f64);
+        let (token, channel) = (config.token.clone(), config.channel.clone());
+        let (sent, refused) = (sent.clone(), refused.clone());
+        let (payload_size, window) = (config.payload_size, config.window);
+        publishers.push(tokio::spawn(async move {
+            publish(addr, &token, &channel, count, payload_size, rate, window, &sent, &refused).await
+        }));
+    }
+
+    // Progress while publishing and until deliveries stop coming.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut publishers_done = false;
+    let mut done_at: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let delivered = counters.delivered.load(Ordering::Relaxed);
+        let sent_now = sent.load(Ordering::Relaxed);
+        let alive = config.subscribers as u64 - counters.closed.load(Ordering::Relaxed);
+        let expected = sent_now * alive;
+        progress(Progress::Running { sent: sent_now, delivered, expected, elapsed: started.elapsed() });
+        if !publishers_done && publishers.iter().all(|p| p.is_finished()) {
+            publishers_done = true;
+            done_at = Some(Instant::now());
+        }
+        if publishers_done && (delivered >= expected || done_at.is_some_and(|t| t.elapsed() > config.grace)) {
+            break;
+        }
+    }
+    for p in publishers {
+        p.await.map_err(|e| BenchError::Config(e.to_string()))??;
+    }
+    counters.stopping.store(true, Ordering::Release);
+    counters.stop.notify_waiters();
+    let mut latency = Histogram::default();
+    let mut last_delivery = started;
+    for r in readers {
+        if let Ok((h, last)) = r.await {
+            latency.merge(&h);
+            last_delivery = last_delivery.max(last);
+        }
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    Ok(Report {
+        sent,
+        refused: refused.load(Ordering::Relaxed),
+        delivered: counters.delivered.load(Ordering::Relaxed),
+        expected: sent * config.subscribers as u64,
+        elapsed: last_delivery.saturating_duration_since(started).max(Duration::from_millis(1)),
+        latency,
+        closed_subscribers: counters.closed.load(Ordering::Relaxed),
+    })
+}
+
+/// Reads a subscriber's frames; counts deliveries and samples latency.
+/// Returns when the connection ends (or is aborted at the end of the run).
+async fn read_deliveries(mut conn: Conn, counters: Arc<Counters>, sample: bool) -> (Histogram, Instant) {
+    let mut histogram = Histogram::default();
+    let mut last = Instant::now();
+    loop {
+        let stop = counters.stop.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        if counters.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        // `next_batch` is cancel-safe: unread bytes stay in the connection.
+        let batch = conn.next_batch(|payload| {
+            if sample {
+                if let Ok(frame) = <client::ServerFrame as prost::Message>::decode(payload.clone())
+                    && let Some(client::server_frame::Kind::Message(m)) = frame.kind
+                    && m.data.len() >= 8
+                {
+                    let sent = u64::from_le_bytes(m.data[..8].try_into().unwrap_or([0; 8]));
+                    histogram.record(Duration::from_nanos(now_ns().saturating_sub(sent)));
+                    return true;
+                }
+                return false;
+            }
+            // Count message frames without decoding them: field 12 of
+            // ServerFrame, length-delimited (tag 0x62).
+            payload.first() == Some(&0x62)
+        });
+        let result = tokio::select! {
+            () = &mut stop => break,
+            result = batch => result,
+        };
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    counters.delivered.fetch_add(n, Ordering::Relaxed);
+                    last = Instant::now();
+                }
+            }
+            Err(_) => {
+                counters.closed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    (histogram, last)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    addr: SocketAddr,
+    token: &str,
+    channel: &str,
+    count: usize,
+    payload_size: usize,
+    rate: Option<f64>,
+    window: usize,
+    sent: &AtomicU64,
+    refused: &AtomicU64,
+) -> Result<(), BenchError> {
+    let conn = Conn::connect(addr, token).await?;
+    let (mut reader, mut writer) = conn.split();
+    let window = Arc::new(Semaphore::new(if rate.is_some() { 1 << 20 } else { window }));
+    let acks = {
+        let window = window.clone();
+        async move {
+            let mut acked = 0usize;
+            while acked < count {
+                let replies = reader.replies().await?;
+                for ok in replies {
+                    acked += 1;
+                    window.add_permits(1);
+                    if ok {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok::<_, WireError>(())
+        }
+    };
+    let sends = async {
+        let mut payload = vec![0u8; payload_size];
+        let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+        let start = tokio::time::Instant::now();
+        for i in 0..count {
+            if let Some(interval) = interval {
+                tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
+            }
+            let permit = window.acquire().await.map_err(|_| WireError::Closed)?;
+            permit.forget();
+            payload[..8].copy_from_slice(&now_ns().to_le_bytes());
+            let frame = client::ClientFrame {
+                request_id: i as u64 + 1,
+                kind: Some(client_frame::Kind::Publish(client::Publish {
+                    channel: channel.to_owned(),
+                    data: Bytes::copy_from_slice(&payload),
+                    event: None,
+                    idempotency_id: None,
+                })),
+            };
+            writer.send(&frame).await?;
+        }
+        Ok::<_, WireError>(())
+    };
+    let (a, s) = tokio::join!(acks, sends);
+    a?;
+    s?;
+    Ok(())
+}
+
+/// Result of [`idle_memory`].
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryReport {
+    /// Connections opened.
+    pub connections: usize,
+    /// Edge resident memory before, in bytes.
+    pub before: u64,
+    /// Edge resident memory with every connection open and idle.
+    pub after: u64,
+}
+
+impl MemoryReport {
+    /// Bytes per connection.
+    #[must_use]
+    pub fn per_connection(&self) -> f64 {
+        self.after.saturating_sub(self.before) as f64 / self.connections.max(1) as f64
+    }
+}
+
+/// Opens `connections` authenticated connections, each subscribed to its
+/// own channel, lets them idle, and compares the edge's resident memory
+/// (`herald_process_resident_memory_bytes` on its `/metrics`) before and
+/// after.
+///
+/// # Errors
+///
+/// [`BenchError`] when connecting fails or the edge does not report memory.
+pub async fn idle_memory(
+    edge: SocketAddr,
+    token: &str,
+    connections: usize,
+    mut progress: impl FnMut(Progress),
+) -> Result<MemoryReport, BenchError> {
+    let before = wire::resident_memory(edge).await?;
+    let gate = Arc::new(Semaphore::new(256));
+    let mut joins = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let (token, gate) = (token.to_owned(), gate.clone());
+        joins.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let mut conn = Conn::connect(edge, &token).await?;
+            conn.subscribe(&format!("idle-{i}")).await?;
+            Ok::<_, WireError>(conn)
+        }));
+    }
+    let mut conns = Vec::with_capacity(connections);
+    for (i, join) in joins.into_iter().enumerate() {
+        conns.push(join.await.map_err(|e| BenchError::Config(e.to_string()))??);
+        if i % 1000 == 999 {
+            progress(Progress::Connecting { connected: i + 1, total: connections });
+        }
+    }
+    // Let allocators settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = wire::resident_memory(edge).await?;
+    drop(conns);
+    Ok(MemoryReport { connections, before, after })
+}

@@ -1,0 +1,305 @@
+//! The minimal client side of `herald.v1` the load generator needs: the
+//! upgrade, masked client frames, and a reader that parses every frame in a
+//! read at once.
+
+use std::net::SocketAddr;
+
+use bytes::{Buf, Bytes, BytesMut};
+use herald_proto::client::{self, client_frame, server_frame};
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// An I/O error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The upgrade was refused.
+    #[error("upgrade refused: {0}")]
+    Upgrade(String),
+    /// The edge closed the connection (with this close code, if any).
+    #[error("closed by the edge{}", .0.map(|c| format!(" with code {c}")).unwrap_or_default())]
+    ClosedWith(Option<u16>),
+    /// The connection ended.
+    #[error("connection closed")]
+    Closed,
+    /// The edge refused a request.
+    #[error("request refused: {0}")]
+    Refused(String),
+    /// The edge sent something unexpected.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// One connection.
+pub struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    next_id: u64,
+}
+
+fn masked(payload: &[u8], opcode: u8) -> Vec<u8> {
+    let mask = [0x5a, 0x13, 0xc7, 0x2e];
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+enum Frame {
+    Binary(Bytes),
+    Ping(Bytes),
+    Close(Option<u16>),
+    Other,
+}
+
+/// Parses one server frame from `buf`, if complete.
+fn parse(buf: &mut BytesMut) -> Option<Frame> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    let len7 = (buf[1] & 0x7f) as usize;
+    let (len, header) = match len7 {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (n, 2),
+    };
+    if buf.len() < header + len {
+        buf.reserve(header + len - buf.len());
+        return None;
+    }
+    buf.advance(header);
+    let payload = buf.split_to(len).freeze();
+    Some(match opcode {
+        0x2 => Frame::Binary(payload),
+        0x9 => Frame::Ping(payload),
+        0x8 => Frame::Close((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
+        _ => Frame::Other,
+    })
+}
+
+async fn fill(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Result<(), WireError> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(16 * 1024);
+    }
+    if stream.read_buf(buf).await? == 0 {
+        return Err(WireError::Closed);
+    }
+    Ok(())
+}
+
+impl Conn {
+    /// Upgrades a connection to `addr` and authenticates with `token`.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError`] when the upgrade or the authentication fails.
+    pub async fn connect(addr: SocketAddr, token: &str) -> Result<Self, WireError> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: aGVyYWxkLWJlbmNoLWtleQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: {}\r\n\r\n",
+            herald_proto::CONNECT_PATH,
+            herald_proto::SUBPROTOCOL
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = BytesMut::with_capacity(1024);
+        let end = loop {
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break pos + 4;
+            }
+            if buf.len() > 16 * 1024 {
+                return Err(WireError::Upgrade("response head too large".into()));
+            }
+            fill(&mut stream, &mut buf).await?;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        if !head.starts_with("HTTP/1.1 101") {
+            return Err(WireError::Upgrade(head.lines().next().unwrap_or_default().to_owned()));
+        }
+        buf.advance(end);
+        let mut conn = Self { stream, buf, next_id: 1 };
+        conn.request(client_frame::Kind::Connect(client::Connect {
+            token: token.to_owned(),
+            client_name: "herald-bench".into(),
+        }))
+        .await?;
+        Ok(conn)
+    }
+
+    /// Subscribes to `channel` and waits for the `ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Refused`] when the edge refuses.
+    pub async fn subscribe(&mut self, channel: &str) -> Result<(), WireError> {
+        self.request(client_frame::Kind::Subscribe(client::Subscribe {
+            channel: channel.to_owned(),
+            recover_from: None,
+        }))
+        .await
+    }
+
+    /// Sends a request and waits for its reply (skipping other frames).
+    async fn request(&mut self, kind: client_frame::Kind) -> Result<(), WireError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = client::ClientFrame { request_id: id, kind: Some(kind) };
+        self.stream.write_all(&masked(&frame.encode_to_vec(), 2)).await?;
+        loop {
+            while let Some(frame) = parse(&mut self.buf) {
+                match frame {
+                    Frame::Binary(payload) => {
+                        let Ok(frame) = client::ServerFrame::decode(payload) else {
+                            return Err(WireError::Protocol("undecodable frame".into()));
+                        };
+                        match frame.kind {
+                            Some(server_frame::Kind::Reply(r)) if r.request_id == id => {
+                                return match r.result {
+                                    Some(client::reply::Result::Ok(_)) => Ok(()),
+                                    Some(client::reply::Result::Error(e)) => Err(WireError::Refused(e.message)),
+                                    None => Err(WireError::Protocol("empty reply".into())),
+                                };
+                            }
+                            Some(server_frame::Kind::Disconnect(d)) => {
+                                return Err(WireError::Refused(format!("{} ({})", d.reason, d.code)));
+                            }
+                            _ => {}
+                        }
+                    }
+                    Frame::Ping(p) => self.stream.write_all(&masked(&p, 0xA)).await?,
+                    Frame::Close(code) => return Err(WireError::ClosedWith(code)),
+                    Frame::Other => {}
+                }
+            }
+            fill(&mut self.stream, &mut self.buf).await?;
+        }
+    }
+
+    /// Waits for data, then handles every complete frame in the buffer:
+    /// binary payloads go to `count` (which says whether to count them),
+    /// pings are answered. Returns how many were counted.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError`] when the connection ends.
+    pub async fn next_batch(&mut self, mut count: impl FnMut(&Bytes) -> bool) -> Result<u64, WireError> {
+        fill(&mut self.stream, &mut self.buf).await?;
+        let mut n = 0;
+        while let Some(frame) = parse(&mut self.buf) {
+            match frame {
+                Frame::Binary(payload) => {
+                    if count(&payload) {
+                        n += 1;
+                    }
+                }
+                Frame::Ping(p) => self.stream.write_all(&masked(&p, 0xA)).await?,
+                Frame::Close(code) => return Err(WireError::ClosedWith(code)),
+                Frame::Other => {}
+            }
+        }
+        Ok(n)
+    }
+
+    /// Splits into a reader of replies and a writer of requests.
+    #[must_use]
+    pub fn split(self) -> (ReplyReader, RequestWriter) {
+        let (read, write) = self.stream.into_split();
+        (ReplyReader { read, buf: self.buf }, RequestWriter { write, buf: Vec::new() })
+    }
+}
+
+/// The read half of a publisher connection.
+pub struct ReplyReader {
+    read: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl ReplyReader {
+    /// Waits for data and returns the outcome of every reply in it
+    /// (`true` = ok).
+    ///
+    /// # Errors
+    ///
+    /// [`WireError`] when the connection ends.
+    pub async fn replies(&mut self) -> Result<Vec<bool>, WireError> {
+        fill(&mut self.read, &mut self.buf).await?;
+        let mut out = Vec::new();
+        while let Some(frame) = parse(&mut self.buf) {
+            match frame {
+                Frame::Binary(payload) => {
+                    if let Ok(client::ServerFrame { kind: Some(server_frame::Kind::Reply(r)) }) =
+                        client::ServerFrame::decode(payload)
+                    {
+                        out.push(matches!(r.result, Some(client::reply::Result::Ok(_))));
+                    }
+                }
+                Frame::Close(code) => return Err(WireError::ClosedWith(code)),
+                Frame::Ping(_) | Frame::Other => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The write half of a publisher connection.
+pub struct RequestWriter {
+    write: OwnedWriteHalf,
+    buf: Vec<u8>,
+}
+
+impl RequestWriter {
+    /// Sends one request frame.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError`] on I/O errors.
+    pub async fn send(&mut self, frame: &client::ClientFrame) -> Result<(), WireError> {
+        self.buf.clear();
+        frame.encode(&mut self.buf).map_err(|e| WireError::Protocol(e.to_string()))?;
+        let bytes = masked(&self.buf, 2);
+        self.write.write_all(&bytes).await?;
+        Ok(())
+    }
+}
+
+/// The edge's resident memory from its `/metrics`.
+///
+/// # Errors
+///
+/// [`WireError`] when the page cannot be read or lacks the metric.
+pub async fn resident_memory(edge: SocketAddr) -> Result<u64, crate::BenchError> {
+    let mut stream = TcpStream::connect(edge).await.map_err(WireError::from)?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {edge}\r\n\r\n").as_bytes())
+        .await
+        .map_err(WireError::from)?;
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).await.map_err(WireError::from)?;
+    let text = String::from_utf8_lossy(&body);
+    text.lines()
+        .find_map(|l| l.strip_prefix("herald_process_resident_memory_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| {
+            crate::BenchError::Config("the edge's /metrics lacks herald_process_resident_memory_bytes".into())
+        })
+}

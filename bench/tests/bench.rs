@@ -1,0 +1,39 @@
+//! The load generator against a real edge: every delivery is counted and
+//! latency is sampled.
+
+use std::time::Duration;
+
+use herald_bench::{BenchConfig, idle_memory, run};
+use herald_edge::EdgeConfig;
+use herald_edge::backplane::{Backplane, LocalBus};
+use herald_edge::testing::{TestAuthority, TestEdge};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_every_delivery_and_samples_latency() {
+    let auth = TestAuthority::start().await;
+    let config = EdgeConfig { jwks_url: auth.jwks_url(), publish_rate: 0, ..EdgeConfig::default() };
+    let edge = TestEdge::start(config, Backplane::local(&LocalBus::new())).await;
+    let token = auth.token("app1", "bench", r#"{"*": ["subscribe", "publish"]}"#);
+    let bench = BenchConfig {
+        edges: vec![edge.addr],
+        token: token.clone(),
+        subscribers: 50,
+        messages: 200,
+        publishers: 2,
+        sample_every: 5,
+        grace: Duration::from_secs(10),
+        ..BenchConfig::default()
+    };
+    let report = run(bench.clone(), |_| {}).await.expect("bench");
+    assert_eq!(report.sent, 200);
+    assert_eq!(report.delivered, 200 * 50, "{report}");
+    assert_eq!(report.latency.len(), 200 * 10);
+    assert!(report.deliveries_per_sec() > 0.0);
+
+    let paced = run(BenchConfig { rate: Some(400.0), messages: 100, ..bench }, |_| {}).await.expect("paced");
+    assert_eq!(paced.delivered, 100 * 50, "{paced}");
+    assert!(paced.elapsed >= Duration::from_millis(200), "{paced}");
+
+    let memory = idle_memory(edge.addr, &token, 200, |_| {}).await.expect("memory");
+    assert!(memory.after > 0 && memory.before > 0);
+}
