@@ -1,0 +1,541 @@
+//! [`Client`]: the `Clone` handle applications hold, and [`ClientBuilder`].
+//!
+//! Every call becomes a command to the one task that owns the connection
+//! (see the `driver` module); the handle waits for its answer with the
+//! configured timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_proto::{ChannelName, client};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::driver::{Command, Driver};
+use crate::state::{ConnectionInfo, ConnectionState, StateEvents};
+use crate::subscription::{Member, Position, Subscription};
+use crate::token::{TokenProvider, TokenSource};
+use crate::transport::{Connector, WsConnector};
+use crate::{Backoff, ClientConfig, Error};
+
+/// The edge's acknowledgement of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The message id (the idempotency id when one was given).
+    pub id: String,
+    /// The message's place in the channel's history, when it keeps one.
+    pub position: Option<Position>,
+}
+
+/// Options of one publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// An event name, e.g. `"order.updated"` (at most 128 bytes).
+    pub event: Option<String>,
+    /// An idempotency id (at most 128 bytes); it becomes the message id. A
+    /// publish with one that was in flight when the connection dropped is
+    /// sent again after the reconnect (subscribers can drop the duplicate
+    /// by id) instead of failing with [`Error::ConnectionLost`].
+    pub idempotency_id: Option<String>,
+    /// Overrides `ClientConfig::publish_timeout` for this publish.
+    pub timeout: Option<Duration>,
+}
+
+impl PublishOptions {
+    /// Options with an event name.
+    #[must_use]
+    pub fn event(name: impl Into<String>) -> Self {
+        Self { event: Some(name.into()), ..Self::default() }
+    }
+
+    /// Adds an idempotency id.
+    #[must_use]
+    pub fn with_idempotency_id(mut self, id: impl Into<String>) -> Self {
+        self.idempotency_id = Some(id.into());
+        self
+    }
+
+    /// Sets the timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    events: broadcast::Sender<ConnectionState>,
+    config: Arc<ClientConfig>,
+}
+
+/// A realtime client: a cheap `Clone` handle on one task that owns the
+/// WebSocket, reconnects on its own and restores every subscription.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_sdk::Error> {
+/// use herald_sdk::Client;
+///
+/// let client = Client::builder("ws://127.0.0.1:8081").token("eyJ…").connect().await?;
+/// let mut sub = client.subscribe("chat:lobby").await?;
+/// client.publish("chat:lobby", "hello").await?;
+/// if let Some(message) = sub.next_message().await {
+///     println!("{}", message.text().unwrap_or_default());
+/// }
+/// client.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("state", &*self.inner.state.borrow()).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts configuring a client for the edge at `url` (`ws://host:port`
+    /// or `wss://host`; the path defaults to `/v1/connect`).
+    #[must_use]
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        let config = ClientConfig { urls: vec![url.into()], ..ClientConfig::default() };
+        ClientBuilder { config, token: None, connector: None }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The current connection state.
+    #[must_use]
+    pub fn state(&self) -> ConnectionState {
+        self.inner.state.borrow().clone()
+    }
+
+    /// The current connection, when connected.
+    #[must_use]
+    pub fn connection(&self) -> Option<ConnectionInfo> {
+        match &*self.inner.state.borrow() {
+            ConnectionState::Connected(info) => Some(info.clone()),
+            _ => None,
+        }
+    }
+
+    /// A receiver of the latest state (for UIs: it may skip intermediate
+    /// states; see [`Self::state_events`] for every transition).
+    #[must_use]
+    pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.state.clone()
+    }
+
+    /// Every state transition from now on, in order.
+    #[must_use]
+    pub fn state_events(&self) -> StateEvents {
+        StateEvents::new(self.inner.events.subscribe())
+    }
+
+    /// Waits until the client is connected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] after `limit`; the error that stopped the client
+    /// when it is closed.
+    pub async fn wait_connected(&self, limit: Duration) -> Result<ConnectionInfo, Error> {
+        let mut state = self.inner.state.clone();
+        let wait = async {
+            loop {
+                let current = state.borrow_and_update().clone();
+                match current {
+                    ConnectionState::Connected(info) => return Ok(info),
+                    ConnectionState::Closed { error } => return Err(error.unwrap_or(Error::Closed)),
+                    _ => {}
+                }
+                if state.changed().await.is_err() {
+                    return Err(self.stopped());
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(Err(Error::TimedOut(limit)))
+    }
+
+    /// The error to report once the client task is gone.
+    fn stopped(&self) -> Error {
+        match &*self.inner.state.borrow() {
+            ConnectionState::Closed { error: Some(e) } => e.clone(),
+            _ => Error::Closed,
+        }
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Command,
+        limit: Duration,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + limit;
+        let sent = tokio::time::timeout_at(deadline, self.inner.commands.send(make(tx))).await;
+        match sent {
+            Err(_) => return Err(Error::TimedOut(limit)),
+            Ok(Err(_)) => return Err(self.stopped()),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Err(Error::TimedOut(limit)),
+            Ok(Err(_)) => Err(self.stopped()),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Subscribes to `channel`. Resolves once the edge confirmed it (while
+    /// disconnected, after the reconnect); messages that arrive meanwhile
+    /// are kept. Several subscriptions to one channel share one on the
+    /// edge.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidChannel`]; [`Error::Rejected`] when the edge refuses
+    /// (`forbidden`, `limit_exceeded`, …); [`Error::TimedOut`] after
+    /// `request_timeout`; [`Error::Closed`] or [`Error::Terminal`] when the
+    /// client stopped.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// use futures_util::StreamExt as _;
+    ///
+    /// let mut sub = client.subscribe("prices:eur-usd").await?;
+    /// while let Some(message) = sub.next().await {
+    ///     println!("{} {:?}", message.id, message.data);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe(&self, channel: impl AsRef<str>) -> Result<Subscription, Error> {
+        let channel = ChannelName::new(channel.as_ref())?;
+        let name = channel.clone();
+        let subscribed =
+            self.call(|reply| Command::Subscribe { channel: name, reply }, self.inner.config.request_timeout).await?;
+        Ok(Subscription {
+            channel,
+            id: subscribed.id,
+            history: subscribed.history,
+            rx: subscribed.rx,
+            commands: self.inner.commands.clone(),
+            request_timeout: self.inner.config.request_timeout,
+            ended: None,
+            unsubscribed: false,
+        })
+    }
+
+    /// Ends every subscription of this client to `channel` and tells the
+    /// edge.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidChannel`]; [`Error::Rejected`] when the edge refuses;
+    /// [`Error::TimedOut`] after `request_timeout`. A stopped client has no
+    /// subscriptions, so this is `Ok` then.
+    pub async fn unsubscribe(&self, channel: impl AsRef<str>) -> Result<(), Error> {
+        let channel = ChannelName::new(channel.as_ref())?;
+        let limit = self.inner.config.request_timeout;
+        match self.call(|reply| Command::Unsubscribe { channel, sub_id: None, reply: Some(reply) }, limit).await {
+            Err(Error::Closed | Error::Terminal { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Publishes `data` to `channel`; resolves with the edge's
+    /// acknowledgement. While disconnected the publish waits in the bounded
+    /// queue and goes out, in order, after the reconnect. The client keeps
+    /// to the edge's publish rate limit by itself.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueFull`] at once when `publish_queue_capacity` publishes
+    /// are waiting; [`Error::TimedOut`] after `publish_timeout`;
+    /// [`Error::Rejected`] when the edge refuses (`forbidden`, `too_large`,
+    /// …); [`Error::ConnectionLost`] when the connection dropped after it
+    /// was sent; [`Error::InvalidChannel`]; [`Error::Closed`] or
+    /// [`Error::Terminal`] when the client stopped.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// let ack = client.publish("chat:lobby", r#"{"text":"hi"}"#).await?;
+    /// println!("published as {}", ack.id);
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(&self, channel: impl AsRef<str>, data: impl Into<Bytes>) -> Result<PublishAck, Error> {
+        self.publish_with(channel, data, PublishOptions::default()).await
+    }
+
+    /// [`Self::publish`] with an event name, an idempotency id or a timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::event("order.updated").with_idempotency_id("order-42-v7");
+    /// client.publish_with("orders", r#"{"id":42}"#, options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_with(
+        &self,
+        channel: impl AsRef<str>,
+        data: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<PublishAck, Error> {
+        let channel = ChannelName::new(channel.as_ref())?;
+        let publish = client::Publish {
+            channel: channel.as_str().to_owned(),
+            data: data.into(),
+            event: options.event,
+            idempotency_id: options.idempotency_id,
+        };
+        let limit = options.timeout.unwrap_or(self.inner.config.publish_timeout);
+        self.call(|reply| Command::Publish { publish, reply }, limit).await
+    }
+
+    /// Sends an app-level `Ping` and returns the round-trip time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConnected`] between connections, [`Error::TimedOut`]
+    /// after `request_timeout`, [`Error::ConnectionLost`], [`Error::Closed`].
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        self.call(|reply| Command::Ping { reply }, self.inner.config.request_timeout).await
+    }
+
+    /// The members of a presence channel.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] with `not_enabled` when the channel has no
+    /// presence, `forbidden` without the `presence` capability; otherwise as
+    /// [`Self::ping`].
+    pub async fn presence(&self, channel: impl AsRef<str>) -> Result<Vec<Member>, Error> {
+        let channel = ChannelName::new(channel.as_ref())?;
+        self.call(|reply| Command::Presence { channel, reply }, self.inner.config.request_timeout).await
+    }
+
+    /// Closes the client gracefully: queued and in-flight publishes get up
+    /// to `close_timeout` to be acknowledged, then the WebSocket is closed
+    /// with 1000; subscriptions end; later calls fail with
+    /// [`Error::Closed`]. Resolves once the client stopped; closing twice is
+    /// harmless.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.commands.send(Command::Close { reply: tx }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Configures and starts a [`Client`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_sdk::Error> {
+/// use std::time::Duration;
+/// use herald_sdk::{Backoff, Client};
+///
+/// let client = Client::builder("wss://edge-1.example.com")
+///     .url("wss://edge-2.example.com")
+///     .token_provider(|| async { fetch_token_from_my_backend().await })
+///     .backoff(Backoff { max: Duration::from_secs(10), ..Backoff::default() })
+///     .publish_queue_capacity(500)
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// # async fn fetch_token_from_my_backend() -> Result<String, std::io::Error> { Ok(String::new()) }
+/// ```
+pub struct ClientBuilder {
+    config: ClientConfig,
+    token: Option<TokenSource>,
+    connector: Option<Arc<dyn Connector>>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder").field("config", &self.config).field("token", &self.token).finish()
+    }
+}
+
+impl ClientBuilder {
+    /// Adds another edge URL; reconnects move through them in order.
+    #[must_use]
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.urls.push(url.into());
+        self
+    }
+
+    /// A fixed token. The client cannot refresh it: when it expires the edge
+    /// closes with `token_expired` and the client stops with
+    /// [`Error::Terminal`]. Prefer [`Self::token_provider`].
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(TokenSource::Static(token.into()));
+        self
+    }
+
+    /// Where fresh tokens come from: called for the first connection, at
+    /// `token_refresh_at` of each token's lifetime (the new token is handed
+    /// to the edge in band, without a gap in delivery), and after the edge
+    /// closed with `token_expired` or `key_revoked`.
+    #[must_use]
+    pub fn token_provider(mut self, provider: impl TokenProvider) -> Self {
+        self.token = Some(TokenSource::Provider(Arc::new(provider)));
+        self
+    }
+
+    /// The reconnect policy.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// Bound of the queue of publishes waiting for a connection.
+    #[must_use]
+    pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
+        self.config.publish_queue_capacity = capacity;
+        self
+    }
+
+    /// Messages buffered per subscription.
+    #[must_use]
+    pub fn subscription_buffer(mut self, messages: usize) -> Self {
+        self.config.subscription_buffer = messages;
+        self
+    }
+
+    /// Default timeout of publishes.
+    #[must_use]
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.config.publish_timeout = timeout;
+        self
+    }
+
+    /// How long [`Self::connect`] keeps trying.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// TLS settings for `wss://` (e.g. with a private root certificate).
+    #[must_use]
+    pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Changes any other setting.
+    ///
+    /// ```
+    /// # fn demo(builder: herald_sdk::ClientBuilder) -> herald_sdk::ClientBuilder {
+    /// use std::time::Duration;
+    /// builder.configure(|c| {
+    ///     c.request_timeout = Duration::from_secs(5);
+    ///     c.ping_interval = Some(Duration::from_secs(10));
+    /// })
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn configure(mut self, change: impl FnOnce(&mut ClientConfig)) -> Self {
+        change(&mut self.config);
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connector = Some(connector);
+        self
+    }
+
+    /// Starts the client and waits for its first connection, retrying
+    /// failed attempts with backoff for up to `connect_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration or no token;
+    /// [`Error::Terminal`] when the edge refused the token (or anything else
+    /// terminal); [`Error::Connect`] naming the last failure when no
+    /// connection succeeded in time; [`Error::GaveUp`] when
+    /// `Backoff::max_attempts` ran out first.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let limit = self.config.connect_timeout;
+        let client = self.connect_lazy()?;
+        let mut events = client.state_events();
+        let mut last = None;
+        let wait = async {
+            // The state may have moved on before the events reader existed.
+            if let Some(result) = settled(&client.state()) {
+                return result;
+            }
+            while let Some(state) = events.next().await {
+                if let ConnectionState::Disconnected { reason } = &state {
+                    last = Some(reason.to_string());
+                }
+                if let Some(result) = settled(&state) {
+                    return result;
+                }
+            }
+            Err(client.stopped())
+        };
+        match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(())) => Ok(client),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                client.close().await;
+                Err(Error::Connect(last.unwrap_or_else(|| format!("no connection within {limit:?}"))))
+            }
+        }
+    }
+
+    /// Starts the client without waiting: it connects in the background,
+    /// and calls made meanwhile wait for the connection (within their
+    /// timeouts). Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration or no token.
+    pub fn connect_lazy(self) -> Result<Client, Error> {
+        let Self { config, token, connector } = self;
+        config.validate().map_err(Error::Config)?;
+        let token = token
+            .ok_or_else(|| Error::Config("no token: call .token(…) or .token_provider(…) on the builder".into()))?;
+        let config = Arc::new(config);
+        let connector = connector.unwrap_or_else(|| {
+            Arc::new(WsConnector {
+                tls: config.tls.clone().unwrap_or_else(crate::transport::default_tls),
+                max_message: config.max_inbound_message_bytes,
+                write_buffer: config.write_buffer,
+                inbound_buffer: config.inbound_buffer,
+                write_timeout: config.write_timeout,
+            })
+        });
+        let (commands_tx, commands_rx) = mpsc::channel(config.command_buffer);
+        let (state_tx, state_rx) =
+            watch::channel(ConnectionState::Connecting { url: config.urls[0].clone(), attempt: 0 });
+        let (events_tx, _) = broadcast::channel(config.state_event_buffer);
+        let driver = Driver::new(config.clone(), connector, token, commands_rx, state_tx, events_tx.clone());
+        tokio::spawn(driver.run());
+        Ok(Client { inner: Arc::new(Inner { commands: commands_tx, state: state_rx, events: events_tx, config }) })
+    }
+}
+
+/// `Some` once the first connection succeeded or the client stopped.
+fn settled(state: &ConnectionState) -> Option<Result<(), Error>> {
+    match state {
+        ConnectionState::Connected(_) => Some(Ok(())),
+        ConnectionState::Closed { error } => Some(Err(error.clone().unwrap_or(Error::Closed))),
+        _ => None,
+    }
+}

@@ -1,0 +1,225 @@
+//! The connection's state as the application sees it: [`ConnectionState`],
+//! why a connection ended ([`DisconnectReason`]), and [`StateEvents`], every
+//! transition in order.
+//!
+//! A connection goes `Connecting → Connected`; when it drops it becomes
+//! `Disconnected` (with the reason and, when the edge gave one, the close
+//! code), then `Reconnecting` (attempt number and delay), then `Connecting`
+//! again. `Closed` is final: after `close()`, a terminal close code, or when
+//! the reconnect policy gave up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use herald_proto::{Advice, CloseCode};
+use tokio::sync::broadcast;
+
+use crate::Error;
+
+/// The state of a client's connection.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Opening a connection to `url` (attempt 0 is the first connection).
+    Connecting {
+        /// The edge URL being tried.
+        url: String,
+        /// Consecutive failed attempts before this one.
+        attempt: u32,
+    },
+    /// Connected and authenticated.
+    Connected(ConnectionInfo),
+    /// The connection ended; a reconnect follows unless the state becomes
+    /// `Closed`.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Waiting `delay` before attempt `attempt`.
+    Reconnecting {
+        /// The attempt number (1 for the first reconnect after a drop).
+        attempt: u32,
+        /// How long the client waits before it.
+        delay: Duration,
+    },
+    /// The client stopped for good; `error` is `None` after `close()`.
+    Closed {
+        /// Why it stopped, when it was not asked to.
+        error: Option<Error>,
+    },
+}
+
+impl ConnectionState {
+    /// True when connected.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Self::Connected(_))
+    }
+
+    /// True when closed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self, Self::Closed { .. })
+    }
+}
+
+/// What the edge said when the connection was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// The URL connected to.
+    pub url: String,
+    /// The connection's id (for logs and support).
+    pub connection_id: String,
+    /// The token's subject.
+    pub client_id: String,
+    /// The edge node reached.
+    pub edge_id: String,
+    /// The token's expiry, Unix milliseconds.
+    pub token_expires_at_ms: i64,
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The edge closed it with `code` (from its `Disconnect` frame or the
+    /// WebSocket close frame).
+    Closed {
+        /// The close code.
+        code: u16,
+        /// The reason given.
+        reason: String,
+    },
+    /// Nothing was heard from the edge for the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The socket failed or the edge could not be reached.
+    Transport(String),
+    /// The edge did not finish the handshake in time.
+    Timeout,
+    /// The token provider failed.
+    TokenProvider(String),
+}
+
+impl DisconnectReason {
+    /// The close code, when the edge sent one.
+    #[must_use]
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::Closed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// What the protocol says to do after this: the close code's advice
+    /// (unknown codes in 4000–4499 reconnect, in 4500–4999 are terminal),
+    /// and "reconnect" for everything that is not a close code.
+    #[must_use]
+    pub fn advice(&self) -> Advice {
+        match self {
+            Self::Closed { code, .. } => advice_for(*code),
+            _ => Advice::Reconnect,
+        }
+    }
+}
+
+/// The advice for a close code, with the protocol's rule for unknown codes.
+#[must_use]
+pub fn advice_for(code: u16) -> Advice {
+    match CloseCode::from_number(code) {
+        Some(c) => c.advice(),
+        None if (4500..=4999).contains(&code) => Advice::Terminal,
+        // Unknown 4000–4499, 1005/1006 (no code, abnormal) and the rest.
+        None => Advice::Reconnect,
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed { code, reason } => match CloseCode::from_number(*code) {
+                Some(c) => write!(f, "closed by the edge with {c}: {reason}"),
+                None => write!(f, "closed by the edge with {code}: {reason}"),
+            },
+            Self::HeartbeatTimeout => f.write_str("no heartbeat from the edge within the timeout"),
+            Self::Transport(e) => write!(f, "{e}"),
+            Self::Timeout => f.write_str("the edge did not complete the handshake in time"),
+            Self::TokenProvider(e) => write!(f, "token provider failed: {e}"),
+        }
+    }
+}
+
+/// Every state transition, in order (from [`crate::Client::state_events`]).
+///
+/// The buffer holds `ClientConfig::state_event_buffer` transitions; a
+/// reader that falls further behind skips the oldest and goes on.
+pub struct StateEvents {
+    rx: Option<broadcast::Receiver<ConnectionState>>,
+    fut: Option<Pin<Box<dyn Future<Output = Next> + Send>>>,
+}
+
+type Next = (Option<ConnectionState>, broadcast::Receiver<ConnectionState>);
+
+async fn recv(mut rx: broadcast::Receiver<ConnectionState>) -> Next {
+    loop {
+        match rx.recv().await {
+            Ok(state) => return (Some(state), rx),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(skipped = n, "state events reader fell behind");
+            }
+            Err(broadcast::error::RecvError::Closed) => return (None, rx),
+        }
+    }
+}
+
+impl StateEvents {
+    pub(crate) fn new(rx: broadcast::Receiver<ConnectionState>) -> Self {
+        Self { rx: Some(rx), fut: None }
+    }
+
+    /// The next transition; `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<ConnectionState> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl Stream for StateEvents {
+    type Item = ConnectionState;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.fut.is_none() {
+            let Some(rx) = this.rx.take() else { return Poll::Ready(None) };
+            this.fut = Some(Box::pin(recv(rx)));
+        }
+        let Some(fut) = this.fut.as_mut() else { return Poll::Ready(None) };
+        match fut.as_mut().poll(cx) {
+            Poll::Ready((next, rx)) => {
+                this.fut = None;
+                this.rx = Some(rx);
+                Poll::Ready(next)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advice_follows_the_table_and_the_ranges() {
+        assert_eq!(advice_for(1001), Advice::ReconnectNow);
+        assert_eq!(advice_for(4100), Advice::RefreshToken);
+        assert_eq!(advice_for(4500), Advice::Terminal);
+        assert_eq!(advice_for(4001), Advice::Reconnect);
+        assert_eq!(advice_for(4321), Advice::Reconnect);
+        assert_eq!(advice_for(4777), Advice::Terminal);
+        assert_eq!(advice_for(1006), Advice::Reconnect);
+        assert_eq!(advice_for(1000), Advice::Terminal);
+        assert_eq!(DisconnectReason::HeartbeatTimeout.advice(), Advice::Reconnect);
+    }
+}
