@@ -1,6 +1,8 @@
 //! `herald`: the one binary. It only parses the command line and calls into
 //! the crates; every behaviour lives in a library crate and is tested there.
 
+mod bench;
+mod dev;
 mod settings;
 
 use anyhow::{Context, Result};
@@ -32,6 +34,10 @@ enum Command {
         #[command(flatten)]
         settings: Overrides<EdgeConfig>,
     },
+    /// Run Herald embedded for development: control plane + one edge, SQLite, no services.
+    Dev(dev::DevArgs),
+    /// Load-test a deployment: N subscribers, M messages; prints deliveries/s and latency.
+    Bench(bench::BenchArgs),
     /// Print the close-code and error-code tables of the client protocol (Markdown).
     Codes,
 }
@@ -101,6 +107,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Codes => {
             print!("{}", herald_proto::codes::markdown_tables());
             Ok(())
+        }
+        Command::Bench(args) => {
+            // One core for the generator: a single-threaded runtime.
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
+        }
+        Command::Dev(args) => {
+            init_tracing(&cli.log_format);
+            let mut cp = herald_control_plane::Config::default();
+            cp.apply_env(std::env::vars())?;
+            let mut edge = EdgeConfig::default();
+            edge.apply_env(std::env::vars())?;
+            tokio::runtime::Runtime::new()?.block_on(dev::run(args, cp, edge, shutdown_signal()))
         }
         Command::Edge { print_config, settings } => {
             let config = settings.load()?;

@@ -1,0 +1,115 @@
+//! `herald bench`: parses its options and runs the load generator of
+//! `herald-bench` against any deployment, printing progress and a report.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use herald_bench::{BenchConfig, Progress};
+
+/// Options of `herald bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Edge URL(s), e.g. ws://127.0.0.1:8081/v1/connect (comma-separated).
+    #[arg(long, env = "HERALD_EDGE_URL", value_delimiter = ',')]
+    pub edge_url: Vec<String>,
+    /// Token with subscribe and publish on the channel (HERALD_TOKEN).
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Subscriber connections.
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Messages to publish.
+    #[arg(long, short = 'm', default_value_t = 10_000)]
+    pub messages: usize,
+    /// Payload size in bytes (at least 8).
+    #[arg(long, default_value_t = 64)]
+    pub payload_size: usize,
+    /// Messages per second over all publishers (default: as fast as acks return).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Publisher connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Unacknowledged publishes per publisher when unpaced.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Channel to use.
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Decode every N-th subscriber's messages for latency.
+    #[arg(long, default_value_t = 10)]
+    pub sample_every: usize,
+    /// Instead of the fan-out run: open this many idle connections and
+    /// report the edge's resident memory per connection.
+    #[arg(long)]
+    pub idle_connections: Option<usize>,
+}
+
+/// Resolves `ws://host:port/...` to a socket address.
+async fn resolve(url: &str) -> Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("ws://")
+        .with_context(|| format!("{url}: herald bench speaks ws:// (put it beside the edge, not behind TLS)"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    tokio::net::lookup_host(authority)
+        .await
+        .with_context(|| format!("resolving {authority}"))?
+        .next()
+        .with_context(|| format!("{authority} has no address"))
+}
+
+pub async fn run(args: BenchArgs) -> Result<()> {
+    if args.edge_url.is_empty() {
+        bail!("give --edge-url or HERALD_EDGE_URL");
+    }
+    let mut edges = Vec::new();
+    for url in &args.edge_url {
+        edges.push(resolve(url).await?);
+    }
+    let progress = |p: Progress| {
+        match p {
+            Progress::Connecting { connected, total } => eprint!("\rconnecting {connected}/{total}        "),
+            Progress::Running { sent, delivered, expected, elapsed } => {
+                eprint!("\r{:>6.1}s  sent {sent}  delivered {delivered}/{expected}        ", elapsed.as_secs_f64())
+            }
+        }
+        let _ = std::io::stderr().flush();
+    };
+    if let Some(n) = args.idle_connections {
+        let report = herald_bench::idle_memory(edges[0], &args.token, n, progress).await?;
+        eprintln!();
+        println!("idle connections:     {}", report.connections);
+        println!("edge resident before: {:.1} MiB", report.before as f64 / 1048576.0);
+        println!("edge resident after:  {:.1} MiB", report.after as f64 / 1048576.0);
+        println!("per connection:       {:.2} KiB", report.per_connection() / 1024.0);
+        return Ok(());
+    }
+    let config = BenchConfig {
+        edges,
+        token: args.token,
+        channel: args.channel,
+        subscribers: args.subscribers,
+        messages: args.messages,
+        payload_size: args.payload_size,
+        rate: args.rate,
+        publishers: args.publishers,
+        window: args.window,
+        sample_every: args.sample_every,
+        grace: Duration::from_secs(10),
+        ..BenchConfig::default()
+    };
+    println!(
+        "bench: {} subscribers, {} messages of {} bytes, {} publisher(s), rate {}",
+        config.subscribers,
+        config.messages,
+        config.payload_size,
+        config.publishers,
+        config.rate.map_or("unpaced".to_owned(), |r| format!("{r}/s"))
+    );
+    let report = herald_bench::run(config, progress).await?;
+    eprintln!();
+    println!("{report}");
+    Ok(())
+}

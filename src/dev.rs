@@ -1,0 +1,186 @@
+//! `herald dev`: the control plane and one edge in one process, SQLite in a
+//! data folder, the in-process backplane — no services needed.
+//!
+//! On first start it creates an admin token, a `demo` app and an API key and
+//! writes them to `DIR/dev.json`; later starts reuse them (and the signing
+//! keys in the database, so tokens minted before a restart still verify).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use herald_control_plane::auth::Principal;
+use herald_control_plane::service::AppSpec;
+use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
+use herald_edge::EdgeConfig;
+use herald_edge::backplane::{Backplane, LocalBus};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// What `dev.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevState {
+    pub api_url: String,
+    pub edge_url: String,
+    pub admin_token: String,
+    pub app_id: String,
+    pub api_key: String,
+}
+
+/// The demo app's id.
+const DEMO_APP: &str = "demo";
+
+/// Options of `herald dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Folder for the SQLite database and dev.json.
+    #[arg(long, env = "HERALD_DEV_DATA_DIR", default_value = "herald-data")]
+    pub data_dir: PathBuf,
+    /// Address of the REST/gRPC API.
+    #[arg(long, env = "HERALD_DEV_API_ADDR", default_value = "127.0.0.1:8080")]
+    pub api_addr: SocketAddr,
+    /// Address of the edge (WebSocket connections).
+    #[arg(long, env = "HERALD_DEV_EDGE_ADDR", default_value = "127.0.0.1:8081")]
+    pub edge_addr: SocketAddr,
+}
+
+fn local_url(addr: SocketAddr) -> String {
+    // A wildcard address is reachable on loopback.
+    let host = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    host.to_string()
+}
+
+fn random_token() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    Ok(format!("hadm_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+fn read_state(path: &Path) -> Result<Option<DevState>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_state(path: &Path, state: &DevState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+/// Runs `herald dev` until `shutdown` resolves.
+pub async fn run(
+    args: DevArgs,
+    mut cp_config: CpConfig,
+    mut edge_config: EdgeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let state_path = args.data_dir.join("dev.json");
+    let previous = read_state(&state_path)?;
+    let admin_token = match &previous {
+        Some(s) => s.admin_token.clone(),
+        None => random_token()?,
+    };
+    let db = args.data_dir.join("control-plane.db");
+    cp_config.database_url = format!("sqlite://{}", db.display());
+    cp_config.admin_token = Some(Secret::new(admin_token.clone()));
+
+    let api_listener = tokio::net::TcpListener::bind(args.api_addr)
+        .await
+        .with_context(|| format!("binding the API to {}", args.api_addr))?;
+    let edge_listener = tokio::net::TcpListener::bind(args.edge_addr)
+        .await
+        .with_context(|| format!("binding the edge to {}", args.edge_addr))?;
+    let api_addr = api_listener.local_addr()?;
+    let edge_addr = edge_listener.local_addr()?;
+
+    let bus = LocalBus::new();
+    let cp = ControlPlane::new(cp_config, Backplane::local(&bus)).await?;
+    let core = cp.core().clone();
+
+    // The demo app and its key, created once.
+    let app_exists = core.get_app(&Principal::Admin, DEMO_APP).await.is_ok();
+    let api_key = match (&previous, app_exists) {
+        (Some(s), true) => s.api_key.clone(),
+        _ => {
+            if !app_exists {
+                let spec = AppSpec { name: Some("Demo".into()), ..AppSpec::default() };
+                core.create_app(&Principal::Admin, Some(DEMO_APP), spec).await?;
+            }
+            let (_, secret) = core.create_key(&Principal::Admin, DEMO_APP, "dev", None).await?;
+            secret
+        }
+    };
+    let state = DevState {
+        api_url: format!("http://{}", local_url(api_addr)),
+        edge_url: format!("ws://{}{}", local_url(edge_addr), herald_proto::CONNECT_PATH),
+        admin_token,
+        app_id: DEMO_APP.to_owned(),
+        api_key,
+    };
+    write_state(&state_path, &state)?;
+
+    edge_config.jwks_url = format!("{}/.well-known/jwks.json", state.api_url);
+    if edge_config.edge_id.is_empty() {
+        edge_config.edge_id = "dev-edge".into();
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let cp_task = tokio::spawn(cp.serve(api_listener, stopped(stop_rx.clone())));
+    let edge_task =
+        tokio::spawn(herald_edge::run(edge_listener, edge_config, Backplane::local(&bus), stopped(stop_rx)));
+
+    print_welcome(&state, &state_path);
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    edge_task.await.context("edge task")??;
+    cp_task.await.context("control plane task")??;
+    Ok(())
+}
+
+fn print_welcome(s: &DevState, path: &Path) {
+    println!(
+        r#"
+Herald is running (embedded: control plane + edge, SQLite, in-process backplane).
+
+  REST/gRPC API  {api}
+  Edge           {edge}
+  App            {app}
+  Saved to       {path}
+
+Next, in another terminal:
+
+  export HERALD_API_URL={api} HERALD_EDGE_URL={edge} \
+         HERALD_APP_ID={app} HERALD_API_KEY={key} HERALD_ADMIN_TOKEN={admin}
+
+  cargo run -- subscribe chat                 # waits for messages on channel "chat"
+
+and in a third:
+
+  curl -X POST "$HERALD_API_URL/v1/apps/$HERALD_APP_ID/channels/chat/messages" \
+       -H "Authorization: Bearer $HERALD_API_KEY" -H 'Content-Type: application/json' \
+       -d '{{"data": {{"text": "hello"}}}}'
+  cargo run -- publish chat '{{"text": "hi again"}}'
+
+Stop with Ctrl-C.
+"#,
+        api = s.api_url,
+        edge = s.edge_url,
+        app = s.app_id,
+        key = s.api_key,
+        admin = s.admin_token,
+        path = path.display(),
+    );
+}
