@@ -4,7 +4,10 @@
 //! (see the `driver` module); the handle waits for its answer with the
 //! configured timeout.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -60,6 +63,39 @@ impl PublishOptions {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+}
+
+/// The acknowledgement of a publish started with [`Client::start_publish`];
+/// resolves as [`Client::publish`] does.
+#[must_use = "a publish's outcome is only known by awaiting it"]
+pub struct PendingPublish {
+    rx: oneshot::Receiver<Result<PublishAck, Error>>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    client: Client,
+}
+
+impl std::fmt::Debug for PendingPublish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPublish").field("limit", &self.limit).finish_non_exhaustive()
+    }
+}
+
+impl Future for PendingPublish {
+    type Output = Result<PublishAck, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match Pin::new(&mut this.rx).poll(cx) {
+            Poll::Ready(Ok(result)) => return Poll::Ready(result),
+            Poll::Ready(Err(_)) => return Poll::Ready(Err(this.client.stopped())),
+            Poll::Pending => {}
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Error::TimedOut(this.limit))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -292,6 +328,40 @@ impl Client {
         data: impl Into<Bytes>,
         options: PublishOptions,
     ) -> Result<PublishAck, Error> {
+        self.start_publish(channel, data, options).await?.await
+    }
+
+    /// Hands a publish to the client task and returns at once with a future
+    /// of its acknowledgement: publishes started one after the other go out
+    /// in that order, however their acknowledgements are awaited. For
+    /// pipelining many publishes from one task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidChannel`]; [`Error::TimedOut`] when the client task
+    /// did not take the publish within its timeout; [`Error::Closed`] or
+    /// [`Error::Terminal`] when the client stopped. The returned future
+    /// resolves with the errors of [`Self::publish`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let mut pending = Vec::new();
+    /// for i in 0..100 {
+    ///     pending.push(client.start_publish("ticks", i.to_string(), PublishOptions::default()).await?);
+    /// }
+    /// for ack in pending {
+    ///     ack.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_publish(
+        &self,
+        channel: impl AsRef<str>,
+        data: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<PendingPublish, Error> {
         let channel = ChannelName::new(channel.as_ref())?;
         let publish = client::Publish {
             channel: channel.as_str().to_owned(),
@@ -300,7 +370,19 @@ impl Client {
             idempotency_id: options.idempotency_id,
         };
         let limit = options.timeout.unwrap_or(self.inner.config.publish_timeout);
-        self.call(|reply| Command::Publish { publish, reply }, limit).await
+        let deadline = tokio::time::Instant::now() + limit;
+        let (tx, rx) = oneshot::channel();
+        match tokio::time::timeout_at(deadline, self.inner.commands.send(Command::Publish { publish, reply: tx })).await
+        {
+            Err(_) => Err(Error::TimedOut(limit)),
+            Ok(Err(_)) => Err(self.stopped()),
+            Ok(Ok(())) => Ok(PendingPublish {
+                rx,
+                sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                limit,
+                client: self.clone(),
+            }),
+        }
     }
 
     /// Sends an app-level `Ping` and returns the round-trip time.

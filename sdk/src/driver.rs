@@ -813,6 +813,10 @@ impl Driver {
             Command::Unsubscribe { channel, sub_id, reply } => self.unsubscribe(&channel, sub_id, reply).await,
             Command::Publish { publish, reply } => {
                 if self.queue.len() >= self.cfg.publish_queue_capacity {
+                    // Publishes whose callers gave up do not count.
+                    self.queue.retain(|q| !q.reply.is_closed());
+                }
+                if self.queue.len() >= self.cfg.publish_queue_capacity {
                     let _ = reply.send(Err(Error::QueueFull { capacity: self.cfg.publish_queue_capacity }));
                     return;
                 }

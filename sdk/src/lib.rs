@@ -67,7 +67,7 @@ pub mod token;
 mod transport;
 
 pub use backoff::Backoff;
-pub use client::{Client, ClientBuilder, PublishAck, PublishOptions};
+pub use client::{Client, ClientBuilder, PendingPublish, PublishAck, PublishOptions};
 pub use config::ClientConfig;
 pub use error::Error;
 pub use herald_proto::{ChannelName, CloseCode, ErrorCode};
@@ -75,3 +75,6 @@ pub use publisher::{Accepted, BatchMessage, Data, MintedToken, Publisher, RestEr
 pub use state::{ConnectionInfo, ConnectionState, DisconnectReason, StateEvents};
 pub use subscription::{Member, Message, Position, PresenceChange, Subscription, SubscriptionEvent};
 pub use token::{BoxError, TokenProvider};
+
+#[cfg(test)]
+mod tests;

@@ -619,7 +619,6 @@ impl Publisher {
     /// A [`crate::TokenProvider`] that mints `request` on each call: the
     /// simplest way to run the realtime client in a trusted process (a
     /// service, a CLI, a test).
-    #[must_use]
     pub fn token_provider(
         &self,
         request: TokenRequest,
