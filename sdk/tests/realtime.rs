@@ -515,3 +515,51 @@ async fn close_waits_for_queued_publishes() {
     // Closing twice is harmless.
     c.close().await;
 }
+
+#[tokio::test]
+async fn wss_with_a_private_root_certificate() {
+    let auth = TestAuthority::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("self-signed cert");
+    let dir = std::env::temp_dir().join(format!("herald-sdk-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    let config = EdgeConfig { tls_cert: Some(cert_path), tls_key: Some(key_path), ..edge_config(&auth) };
+    // Not a TestEdge: its readiness probe speaks plain HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let edge =
+        tokio::spawn(herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending()));
+    let url = format!("wss://localhost:{port}");
+
+    // The public roots do not trust a self-signed certificate.
+    let err = Client::builder(&url)
+        .token(auth.token("app1", "u", ALL))
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect_err("untrusted certificate");
+    assert!(matches!(&err, Error::Connect(reason) if reason.contains("certificate")), "{err}");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let c = Client::builder(&url)
+        .token(auth.token("app1", "u", ALL))
+        .tls_config(Arc::new(tls))
+        .connect()
+        .await
+        .expect("connect over wss");
+    let mut sub = c.subscribe("secure").await.expect("subscribe");
+    c.publish("secure", "over tls").await.expect("publish");
+    assert_eq!(next_text(&mut sub).await, "over tls");
+    c.close().await;
+    edge.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
