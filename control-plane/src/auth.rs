@@ -78,14 +78,21 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 /// Authentication and the app/key caches of one replica.
 pub struct Auth {
     store: Store,
-    admin_token: Option<Secret>,
+    /// SHA-256 of the admin token: compared in constant time, whatever the
+    /// length of what the caller sent.
+    admin_hash: Option<Vec<u8>>,
     keys: TtlCache<KeyId, Arc<ApiKey>>,
     apps: TtlCache<AppId, Arc<App>>,
 }
 
 impl Auth {
     pub(crate) fn new(store: Store, admin_token: Option<Secret>, ttl: Duration, max_entries: usize) -> Self {
-        Self { store, admin_token, keys: TtlCache::new(ttl, max_entries), apps: TtlCache::new(ttl, max_entries) }
+        Self {
+            store,
+            admin_hash: admin_token.map(|t| keys::hash_secret(t.expose())),
+            keys: TtlCache::new(ttl, max_entries),
+            apps: TtlCache::new(ttl, max_entries),
+        }
     }
 
     /// Authenticates an `Authorization` header value.
@@ -105,8 +112,8 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("malformed Authorization header: expected `Bearer <API key>`"))?;
-        if let Some(admin) = &self.admin_token
-            && keys::constant_time_eq(token.as_bytes(), admin.expose().as_bytes())
+        if let Some(admin) = &self.admin_hash
+            && keys::verify_secret(token, admin)
         {
             return Ok(Principal::Admin);
         }

@@ -171,7 +171,6 @@ impl ControlPlane {
     }
 
     /// The router serving REST and gRPC (h2c) on one port.
-    #[must_use]
     pub fn router(&self) -> axum::Router {
         api::router(self.core.clone())
     }

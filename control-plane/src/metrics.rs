@@ -57,8 +57,6 @@ impl Metrics {
         self.tokens_minted.increment(1);
     }
 
-    /// Counts an API request by protocol, operation and outcome.
-
     /// The Prometheus text exposition.
     pub(crate) fn render(&self) -> String {
         self.handle.render()

@@ -477,20 +477,28 @@ mod tests {
         assert!(matches!(waiter.await.expect("join"), Ok(Claim::Duplicate)));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn idempotency_window_expires() {
-        let idem = Arc::new(Idempotency::new(Duration::from_secs(120), 10));
+        let idem = Arc::new(Idempotency::new(Duration::from_millis(50), 10));
         let Ok(Claim::New(guard)) = idem.claim(key("x"), Duration::from_secs(1)).await else { panic!("new") };
         guard.accept();
-        // std Instant is not paused; check expiry through `expire` directly.
-        {
-            let mut inner = idem.inner.lock().expect("lock");
-            let (at, _) = inner.done.front().cloned().expect("entry");
-            inner.done[0].0 = at - Duration::from_secs(121);
-            let k = key("x");
-            inner.map.insert(k, IdemEntry::Done(at - Duration::from_secs(121)));
+        assert!(matches!(idem.claim(key("x"), Duration::from_secs(1)).await, Ok(Claim::Duplicate)));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(matches!(idem.claim(key("x"), Duration::from_secs(1)).await, Ok(Claim::New(_))), "expired");
+    }
+
+    #[tokio::test]
+    async fn idempotency_is_bounded() {
+        let idem = Arc::new(Idempotency::new(Duration::from_secs(120), 3));
+        for i in 0..10 {
+            let Ok(Claim::New(guard)) = idem.claim(key(&i.to_string()), Duration::from_secs(1)).await else {
+                panic!("new")
+            };
+            guard.accept();
         }
-        assert!(matches!(idem.claim(key("x"), Duration::from_secs(1)).await, Ok(Claim::New(_))));
+        let inner = idem.inner.lock().expect("lock");
+        assert_eq!(inner.map.len(), 3);
+        assert_eq!(inner.done.len(), 3);
     }
 
     #[test]

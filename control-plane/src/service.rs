@@ -650,11 +650,10 @@ impl Core {
                     self.auth.evict_app(&id);
                 }
             }
-            Some(Kind::SigningKeysRotated(r)) => {
-                if r.current_kid != self.signer.current_kid() {
-                    self.refresh_signer.notify_one();
-                }
+            Some(Kind::SigningKeysRotated(r)) if r.current_kid != self.signer.current_kid() => {
+                self.refresh_signer.notify_one();
             }
+            Some(Kind::SigningKeysRotated(_)) => {}
             None => {}
         }
     }

@@ -13,8 +13,8 @@
 //! Tokens carry exactly [`herald_proto::Claims`], `alg: EdDSA` and the
 //! signing key's `kid` in the header.
 
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -125,7 +125,14 @@ pub struct Signer {
     store: Store,
     issuer: String,
     state: RwLock<Arc<State>>,
+    loaded_at: Mutex<Instant>,
+    reloading: tokio::sync::Mutex<()>,
 }
+
+/// How stale the JWKS may be when served: an edge that meets an unknown
+/// `kid` refetches it, so a rotation on another replica must show within
+/// this bound even when the rotation event is lost.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(1);
 
 fn generate(now_ms: i64) -> Result<SigningKey, SigningError> {
     let rng = ring::rand::SystemRandom::new();
@@ -171,7 +178,13 @@ impl Signer {
     /// [`SigningError`] when the store fails or a key cannot be made.
     pub async fn load(store: Store, issuer: String) -> Result<Self, SigningError> {
         let state = Self::load_state(&store).await?;
-        Ok(Self { store, issuer, state: RwLock::new(Arc::new(state)) })
+        Ok(Self {
+            store,
+            issuer,
+            state: RwLock::new(Arc::new(state)),
+            loaded_at: Mutex::new(Instant::now()),
+            reloading: tokio::sync::Mutex::new(()),
+        })
     }
 
     async fn load_state(store: &Store) -> Result<State, SigningError> {
@@ -197,6 +210,7 @@ impl Signer {
         let state = Self::load_state(&self.store).await?;
         let changed = self.current_kid() != state.kid;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        *self.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         if changed {
             tracing::info!(kid = %self.current_kid(), "signing key changed");
         }
@@ -226,6 +240,20 @@ impl Signer {
                 .map(|p| p.jwk.clone())
                 .collect(),
         }
+    }
+
+    /// The JWKS, reloaded from the database first when older than a second
+    /// (one reload at a time; others get what is loaded). Errors leave the
+    /// loaded keys in place.
+    pub async fn jwks_fresh(&self, now_ms: i64) -> Jwks {
+        let stale = self.loaded_at.lock().unwrap_or_else(|e| e.into_inner()).elapsed() > JWKS_MAX_AGE;
+        if stale
+            && let Ok(_guard) = self.reloading.try_lock()
+            && let Err(e) = self.refresh().await
+        {
+            tracing::warn!(error = %e, "signing keys not reloaded for the jwks");
+        }
+        self.jwks(now_ms)
     }
 
     /// Signs a token; returns it with its expiry (Unix seconds).

@@ -464,7 +464,7 @@ async fn metrics(State(core): Shared) -> Response {
 /// their overlap.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = TAG_OPS, responses((status = 200, body = Jwks)))]
 async fn jwks(State(core): Shared) -> Response {
-    ([(header::CACHE_CONTROL, "public, max-age=60")], Json(core.signer.jwks(now_ms()))).into_response()
+    ([(header::CACHE_CONTROL, "public, max-age=60")], Json(core.signer.jwks_fresh(now_ms()).await)).into_response()
 }
 
 /// This document.
