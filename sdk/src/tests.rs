@@ -23,6 +23,8 @@ enum Script {
     /// Accept, send `Connected` with these heartbeat settings, answer
     /// requests, then end as `end` says after `after`.
     Accept { heartbeat_ms: (u32, u32), after: Duration, end: End },
+    /// Accept and hand the server side of the connection to the test.
+    Hand(mpsc::UnboundedSender<(mpsc::Receiver<Outgoing>, mpsc::Sender<Inbound>)>),
 }
 
 #[derive(Clone, Debug)]
@@ -120,6 +122,12 @@ impl Connector for Arc<FakeEdge> {
         Box::pin(async move {
             match next {
                 Script::Refuse => Err("connection refused".to_owned()),
+                Script::Hand(to_test) => {
+                    let (out_tx, out_rx) = mpsc::channel(64);
+                    let (in_tx, in_rx) = mpsc::channel(64);
+                    let _ = to_test.send((out_rx, in_tx));
+                    Ok(Link { out: out_tx, inbound: in_rx, _tasks: Vec::new() })
+                }
                 Script::Accept { heartbeat_ms, after, end } => {
                     let (out_tx, out_rx) = mpsc::channel(64);
                     let (in_tx, in_rx) = mpsc::channel(64);
@@ -310,4 +318,175 @@ async fn connect_reports_the_last_failure_when_it_times_out() {
         .await
         .expect_err("no edge");
     assert_eq!(err, Error::Connect("connection refused".into()));
+}
+
+/// The test's side of a handed-over connection.
+struct Server {
+    out: mpsc::Receiver<Outgoing>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl Server {
+    async fn request(&mut self) -> client::ClientFrame {
+        loop {
+            match self.out.recv().await {
+                Some(Outgoing::Frame(bytes)) => {
+                    let frame = client::ClientFrame::decode(bytes).expect("client frame");
+                    if !matches!(frame.kind, Some(client_frame::Kind::Ping(_))) {
+                        return frame;
+                    }
+                }
+                Some(_) => {}
+                None => panic!("client hung up"),
+            }
+        }
+    }
+
+    async fn send(&self, kind: server_frame::Kind) {
+        self.inbound.send(frame(kind)).await.expect("client listening");
+    }
+
+    async fn accept(&mut self) {
+        let connect = self.request().await;
+        assert!(matches!(connect.kind, Some(client_frame::Kind::Connect(_))));
+        let connected =
+            client::Connected { heartbeat_interval_ms: 25_000, heartbeat_timeout_ms: 60_000, ..Default::default() };
+        self.send(server_frame::Kind::Connected(connected)).await;
+    }
+
+    async fn reply(&self, request_id: u64, value: Option<client::reply_ok::Value>) {
+        let reply = client::Reply { request_id, result: Some(reply::Result::Ok(client::ReplyOk { value })) };
+        self.send(server_frame::Kind::Reply(reply)).await;
+    }
+
+    async fn message(&self, seq: u64, epoch: &str, text: &str) {
+        let m = client::Message {
+            channel: "prices".into(),
+            data: text.as_bytes().to_vec().into(),
+            seq,
+            epoch: epoch.into(),
+            id: format!("m{seq}"),
+            ..Default::default()
+        };
+        self.send(server_frame::Kind::Message(m)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resubscribes_resume_from_the_last_position_seen() {
+    let (hand, mut handed) = mpsc::unbounded_channel();
+    let edge = FakeEdge::new([Script::Hand(hand.clone()), Script::Hand(hand.clone()), Script::Hand(hand)]);
+    let client = client(&edge, Backoff::default(), &["ws://a"]);
+    let next_server = |handed: &mut mpsc::UnboundedReceiver<_>| {
+        let (out, inbound) = handed.try_recv().expect("a connection");
+        Server { out, inbound }
+    };
+    tokio::task::yield_now().await;
+    let mut server = loop {
+        if let Ok((out, inbound)) = handed.try_recv() {
+            break Server { out, inbound };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    server.accept().await;
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("prices").await }
+    });
+    let subscribe = server.request().await;
+    let Some(client_frame::Kind::Subscribe(s)) = &subscribe.kind else { panic!("{subscribe:?}") };
+    assert_eq!(s.recover_from, None);
+    // A message may arrive before the subscribe's reply; it is kept.
+    server.message(7, "e1", "first").await;
+    let position = client::StreamPosition { seq: 6, epoch: "e1".into() };
+    let result = client::SubscribeResult { history: true, recovered: false, position: Some(position) };
+    server.reply(subscribe.request_id, Some(client::reply_ok::Value::Subscribed(result))).await;
+    let mut sub = subscribing.await.expect("join").expect("subscribed");
+    assert!(sub.has_history());
+    let m = sub.next_message().await.expect("first");
+    assert_eq!((m.text(), m.position.as_ref().map(|p| p.seq)), (Some("first"), Some(7)));
+    server.message(8, "e1", "second").await;
+    assert_eq!(sub.next_message().await.expect("second").text(), Some("second"));
+
+    // The connection drops; the next one resumes after seq 8 of epoch e1.
+    drop(server);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut server = next_server(&mut handed);
+    server.accept().await;
+    let subscribe = server.request().await;
+    let Some(client_frame::Kind::Subscribe(s)) = &subscribe.kind else { panic!("{subscribe:?}") };
+    assert_eq!(s.recover_from, Some(client::StreamPosition { seq: 8, epoch: "e1".into() }));
+    // Replayed messages: one the client already has (dropped), then new ones.
+    server.message(8, "e1", "second again").await;
+    server.message(9, "e1", "third").await;
+    let position = client::StreamPosition { seq: 9, epoch: "e1".into() };
+    let result = client::SubscribeResult { history: true, recovered: true, position: Some(position) };
+    server.reply(subscribe.request_id, Some(client::reply_ok::Value::Subscribed(result))).await;
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        events.push(sub.next_event().await.expect("event"));
+    }
+    assert!(matches!(&events[0], crate::SubscriptionEvent::Message(m) if m.text() == Some("third")), "{events:?}");
+    assert_eq!(events[1], crate::SubscriptionEvent::Resubscribed { recovered: true });
+
+    // The stream was lost meanwhile: not recovered, and the client takes the
+    // new epoch's position from the reply.
+    drop(server);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut server = next_server(&mut handed);
+    server.accept().await;
+    let subscribe = server.request().await;
+    let Some(client_frame::Kind::Subscribe(s)) = &subscribe.kind else { panic!("{subscribe:?}") };
+    assert_eq!(s.recover_from, Some(client::StreamPosition { seq: 9, epoch: "e1".into() }));
+    let position = client::StreamPosition { seq: 2, epoch: "e2".into() };
+    let result = client::SubscribeResult { history: true, recovered: false, position: Some(position) };
+    server.reply(subscribe.request_id, Some(client::reply_ok::Value::Subscribed(result))).await;
+    assert_eq!(sub.next_event().await, Some(crate::SubscriptionEvent::Resubscribed { recovered: false }));
+    server.message(3, "e2", "fresh").await;
+    assert_eq!(sub.next_message().await.expect("fresh").text(), Some("fresh"));
+    drop(server);
+    client.close().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_loses_the_newest_messages_and_is_told_how_many() {
+    let (hand, mut handed) = mpsc::unbounded_channel();
+    let edge = FakeEdge::new([Script::Hand(hand)]);
+    let client = Client::builder("ws://a")
+        .token("t")
+        .subscription_buffer(4)
+        .connector(Arc::new(edge.clone()))
+        .connect_lazy()
+        .expect("client");
+    let mut server = loop {
+        if let Ok((out, inbound)) = handed.try_recv() {
+            break Server { out, inbound };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    server.accept().await;
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("prices").await }
+    });
+    let subscribe = server.request().await;
+    server.reply(subscribe.request_id, None).await;
+    let mut sub = subscribing.await.expect("join").expect("subscribed");
+    for seq in 1..=10 {
+        server.message(0, "", &format!("m{seq}")).await;
+    }
+    // Let the client task deliver everything before reading.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.message(0, "", "m11").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(sub.next_message().await.expect("message").text().map(str::to_owned).unwrap_or_default());
+    }
+    assert_eq!(seen, ["m1", "m2", "m3", "m4"]);
+    server.message(0, "", "m12").await;
+    assert_eq!(sub.next_event().await, Some(crate::SubscriptionEvent::Lagged { dropped: 7 }));
+    assert_eq!(sub.next_message().await.expect("m12").text(), Some("m12"));
+    drop(server);
+    client.close().await;
 }
