@@ -164,12 +164,11 @@ async fn an_edge_killed_mid_stream_is_survived_with_queued_publishes_delivered()
     wait_for(&mut states, LONG, "reconnecting", |s| matches!(s, ConnectionState::Reconnecting { .. })).await;
 
     // Publishes made while disconnected wait in the queue.
-    let queued: Vec<_> = (0..5)
-        .map(|i| {
-            let subject = subject.clone();
-            tokio::spawn(async move { subject.publish("feed", format!("queued-{i}")).await })
-        })
-        .collect();
+    let mut queued = Vec::new();
+    for i in 0..5 {
+        let pending = subject.start_publish("feed", format!("queued-{i}"), PublishOptions::default()).await;
+        queued.push(pending.expect("queued"));
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!subject.state().is_connected());
 
@@ -178,7 +177,7 @@ async fn an_edge_killed_mid_stream_is_survived_with_queued_publishes_delivered()
     proxy.set_target(reborn.addr);
     wait_for(&mut states, LONG, "reconnected", ConnectionState::is_connected).await;
     for (i, publish) in queued.into_iter().enumerate() {
-        let ack = within(LONG, "queued publish", publish).await.expect("join");
+        let ack = within(LONG, "queued publish", publish).await;
         assert!(ack.is_ok(), "queued-{i}: {ack:?}");
     }
 
