@@ -27,7 +27,7 @@ pub struct ClientConfig {
     /// Reconnect policy.
     pub backoff: Backoff,
     /// Longest time one attempt may take: TCP, TLS, the upgrade and the
-    /// edge's `Connected`.
+    /// edge's `Connected`; also the longest wait for the token provider.
     pub attempt_timeout: Duration,
     /// How long [`crate::ClientBuilder::connect`] keeps trying before it
     /// returns [`crate::Error::Connect`].

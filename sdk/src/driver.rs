@@ -469,7 +469,7 @@ impl Driver {
                 let token = token.clone();
                 Box::pin(async move { Ok(token) })
             }
-            _ => self.tokens.fetch(),
+            _ => self.tokens.fetch(self.cfg.attempt_timeout),
         };
         let fut = attempt(self.connector.clone(), url, token, self.cfg.client_name.clone(), self.cfg.attempt_timeout);
         self.phase = Phase::Connecting { fut: Box::pin(fut) };
@@ -1293,7 +1293,7 @@ impl Driver {
                     conn.refresh.is_none() && !conn.refresh_in_flight && conn.refresh_at.is_some_and(|t| now >= t);
                 if refresh_due {
                     conn.refresh_at = None;
-                    conn.refresh = Some(self.tokens.fetch());
+                    conn.refresh = Some(self.tokens.fetch(self.cfg.attempt_timeout));
                 }
                 (ping_due, refresh_due)
             }

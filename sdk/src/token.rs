@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A boxed error from a token provider.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -59,8 +60,22 @@ impl TokenSource {
         matches!(self, Self::Provider(_))
     }
 
-    /// A token: the fixed one, or a fresh one from the provider.
-    pub(crate) fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>> {
+    /// A token: the fixed one, or a fresh one from the provider within
+    /// `limit`.
+    pub(crate) fn fetch(
+        &self,
+        limit: Duration,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>> {
+        let fut = self.fetch_unbounded();
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("the token provider gave no token within {limit:?}")),
+            }
+        })
+    }
+
+    fn fetch_unbounded(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>> {
         match self {
             Self::Static(token) => {
                 let token = token.clone();
