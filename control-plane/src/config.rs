@@ -100,6 +100,14 @@ macro_rules! config {
 }
 
 config! {
+    /// Address the `herald control-plane` command listens on (REST and
+    /// gRPC); the library takes a listener instead.
+    listen: std::net::SocketAddr = std::net::SocketAddr::from(([0, 0, 0, 0], 8080));
+    /// NATS server(s) of the backplane, comma-separated (`herald
+    /// control-plane`).
+    nats_url: String = "nats://127.0.0.1:4222".to_owned();
+    /// Prefix of every NATS subject; must match the edges'.
+    subject_prefix: String = herald_proto::subject::DEFAULT_PREFIX.to_owned();
     /// `postgres://…` (cluster) or `sqlite:…` (embedded; the file and its
     /// folder are created).
     database_url: String = "sqlite://herald-data/control-plane.db".to_owned();
@@ -207,6 +215,15 @@ impl Config {
     ///
     /// [`ConfigError`] naming the first failing key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if herald_proto::SubjectSpace::new(&self.subject_prefix).is_err() {
+            return Err(ConfigError::new(
+                "subject_prefix",
+                "must be dot-separated tokens of ASCII letters, digits, '_' and '-'",
+            ));
+        }
+        if self.nats_url.trim().is_empty() {
+            return Err(ConfigError::new("nats_url", "must not be empty"));
+        }
         let url = &self.database_url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));

@@ -5,6 +5,8 @@
 //! running several servers never fights over the global slot. Handles are
 //! registered once and cloned into the hot paths.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use herald_proto::{AppId, ErrorCode};
@@ -19,7 +21,12 @@ pub struct Metrics {
     handle: PrometheusHandle,
     publish_latency: Histogram,
     tokens_minted: Counter,
+    /// Per-app counters, looked up without allocating on the hot path.
+    published: RwLock<HashMap<AppId, Counter>>,
 }
+
+/// Most per-app counter handles kept (the series stay in the recorder).
+const MAX_APP_SERIES: usize = 100_000;
 
 impl Metrics {
     pub(crate) fn new() -> Self {
@@ -32,13 +39,23 @@ impl Metrics {
         let publish_latency =
             recorder.register_histogram(&Key::from_static_name("herald_cp_publish_duration_seconds"), &META);
         let tokens_minted = recorder.register_counter(&Key::from_static_name("herald_cp_tokens_minted_total"), &META);
-        Self { recorder, handle, publish_latency, tokens_minted }
+        Self { recorder, handle, publish_latency, tokens_minted, published: RwLock::new(HashMap::new()) }
     }
 
     /// Counts messages accepted by the bus for `app` (one per channel).
     pub(crate) fn published(&self, app: &AppId, n: u64) {
+        if let Some(counter) = self.published.read().unwrap_or_else(|e| e.into_inner()).get(app) {
+            counter.increment(n);
+            return;
+        }
         let key = Key::from_parts("herald_cp_messages_published_total", vec![Label::new("app", app.to_string())]);
-        self.recorder.register_counter(&key, &META).increment(n);
+        let counter = self.recorder.register_counter(&key, &META);
+        counter.increment(n);
+        let mut map = self.published.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_APP_SERIES {
+            map.clear();
+        }
+        map.insert(app.clone(), counter);
     }
 
     /// Counts a failed publish by error code.

@@ -201,7 +201,10 @@ impl RateLimiter {
         let n = f64::from(n);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let bucket = buckets.entry(app.clone()).or_insert(Bucket { tokens: rate, last: now });
+        if !buckets.contains_key(app) {
+            buckets.insert(app.clone(), Bucket { tokens: rate, last: now });
+        }
+        let Some(bucket) = buckets.get_mut(app) else { return Ok(()) };
         bucket.tokens = (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate);
         bucket.last = now;
         if bucket.tokens >= n {

@@ -706,3 +706,16 @@ async fn embedded_mode_sqlite_and_in_process_bus() -> Result<()> {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn shutdown_stops_serving_within_the_deadline() -> Result<()> {
+    let server = Server::start(TestDb::sqlite(), |c| c.shutdown_timeout_ms = 2_000).await?;
+    let http = Http::default();
+    assert_eq!(http.get(&server.url("/healthz"), None).await?.status, 200);
+    let addr = server.addr;
+    let started = std::time::Instant::now();
+    server.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown is bounded");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    Ok(())
+}
