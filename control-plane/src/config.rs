@@ -10,6 +10,7 @@
 //! `***`, so logging the config never logs it.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -267,6 +268,12 @@ impl Config {
                 format!("must be at least {MIN_IDEMPOTENCY_WINDOW_SECS}"),
             ));
         }
+        if let Err(e) = herald_proto::SubjectSpace::new(&self.subject_prefix) {
+            return Err(ConfigError::new("subject_prefix", e.to_string()));
+        }
+        if self.nats_url.is_empty() {
+            return Err(ConfigError::new("nats_url", "must not be empty"));
+        }
         if self.issuer.is_empty() {
             return Err(ConfigError::new("issuer", "must not be empty"));
         }
@@ -304,6 +311,9 @@ mod tests {
         .expect("env");
         assert_eq!(c.database_url, "postgres://x/y");
         assert_eq!(c.max_batch_messages, 7);
+        c.apply_env([("HERALD_CP_LISTEN", "127.0.0.1:9000"), ("HERALD_CP_SUBJECT_PREFIX", "prod.eu")]).expect("env");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.subject_prefix, "prod.eu");
         assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("s3cret-admin-token"));
         assert!(!format!("{c:?}").contains("s3cret"), "the admin token must not be in Debug output");
 
@@ -331,5 +341,7 @@ mod tests {
         assert_eq!(c.validate().expect_err("long").key, "token_default_ttl_secs");
         let c = Config { database_url: "mysql://x".into(), ..Config::default() };
         assert_eq!(c.validate().expect_err("scheme").key, "database_url");
+        let c = Config { subject_prefix: "a..b".into(), ..Config::default() };
+        assert_eq!(c.validate().expect_err("prefix").key, "subject_prefix");
     }
 }
