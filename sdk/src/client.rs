@@ -267,8 +267,8 @@ impl Client {
         })
     }
 
-    /// Ends every subscription of this client to `channel` and tells the
-    /// edge.
+    /// Ends every subscription of this client to `channel` (each one's last
+    /// event is `Ended(Error::Closed)`) and tells the edge.
     ///
     /// # Errors
     ///

@@ -77,7 +77,8 @@ pub struct ConnectionInfo {
     pub client_id: String,
     /// The edge node reached.
     pub edge_id: String,
-    /// The token's expiry, Unix milliseconds.
+    /// The expiry of the token the connection was opened with, Unix
+    /// milliseconds (in-band refreshes extend the connection past it).
     pub token_expires_at_ms: i64,
 }
 
