@@ -2,6 +2,7 @@
 //! the crates; every behaviour lives in a library crate and is tested there.
 
 mod bench;
+mod cli;
 mod dev;
 mod settings;
 
@@ -34,8 +35,87 @@ enum Command {
         #[command(flatten)]
         settings: Overrides<EdgeConfig>,
     },
+    /// Run the control plane: apps, keys, tokens, REST and gRPC APIs, publishing.
+    ControlPlane {
+        /// Print the effective configuration (secrets redacted) and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Apply the database migrations and exit (for a deploy hook).
+        #[arg(long)]
+        migrate_only: bool,
+        #[command(flatten)]
+        settings: Overrides<herald_control_plane::Config>,
+    },
     /// Run Herald embedded for development: control plane + one edge, SQLite, no services.
     Dev(dev::DevArgs),
+    /// Manage apps (needs HERALD_ADMIN_TOKEN).
+    Apps {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(subcommand)]
+        command: cli::AppsCommand,
+    },
+    /// Manage an app's API keys (needs HERALD_ADMIN_TOKEN).
+    Keys {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[arg(long, env = "HERALD_APP_ID")]
+        app_id: String,
+        #[command(subcommand)]
+        command: cli::KeysCommand,
+    },
+    /// Mint a token for an end user with the API key; prints the JWT.
+    Token {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_APP_ID")]
+        app_id: String,
+        #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The end user's id.
+        #[arg(long, default_value = "herald-cli")]
+        client_id: String,
+        /// Capabilities as JSON (default: everything the key allows on every channel).
+        #[arg(long)]
+        capabilities: Option<String>,
+        /// Lifetime in seconds (default 1 h, at most 24 h).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// Publish DATA (JSON, or text) to CHANNEL through the REST API.
+    Publish {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_APP_ID")]
+        app_id: String,
+        #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The channel.
+        channel: String,
+        /// The data: JSON when it parses as JSON, text otherwise.
+        data: String,
+        /// Event name.
+        #[arg(long)]
+        event: Option<String>,
+        /// Idempotency id.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Print each message of CHANNEL on its own line (reconnects on its own).
+    Subscribe {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_APP_ID")]
+        app_id: Option<String>,
+        #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        #[command(flatten)]
+        args: cli::SubscribeArgs,
+    },
     /// Load-test a deployment: N subscribers, M messages; prints deliveries/s and latency.
     Bench(bench::BenchArgs),
     /// Print the close-code and error-code tables of the client protocol (Markdown).
@@ -51,6 +131,19 @@ fn init_tracing(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// Client commands log warnings only, to keep their output clean.
+fn init_tracing_quiet(format: &str) {
+    if std::env::var_os("HERALD_LOG").is_none() {
+        // SAFETY: single-threaded at this point (before any runtime starts).
+        unsafe { std::env::set_var("HERALD_LOG", "warn") };
+    }
+    init_tracing(format);
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -90,6 +183,35 @@ async fn run_edge(config: EdgeConfig) -> Result<()> {
     Ok(())
 }
 
+async fn run_control_plane(config: herald_control_plane::Config) -> Result<()> {
+    config.validate()?;
+    let subjects = SubjectSpace::new(&config.subject_prefix)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the control plane to {}", config.listen))?;
+    let options = NatsOptions { connection_name: "herald-control-plane".into(), ..NatsOptions::default() };
+    let backplane = Backplane::connect_nats(&config.nats_url, subjects, options)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+    herald_control_plane::run(listener, config, backplane.clone(), shutdown_signal()).await?;
+    backplane.close().await;
+    Ok(())
+}
+
+async fn migrate(config: herald_control_plane::Config) -> Result<()> {
+    config.validate()?;
+    let store = herald_control_plane::store::Store::connect(
+        &config.database_url,
+        1,
+        std::time::Duration::from_millis(config.database_acquire_timeout_ms),
+    )
+    .await
+    .context("connecting to the database and applying migrations")?;
+    store.close().await;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -108,6 +230,20 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", herald_proto::codes::markdown_tables());
             Ok(())
         }
+        Command::Apps { api, admin_token, command } => client_runtime()?.block_on(cli::apps(api, admin_token, command)),
+        Command::Keys { api, admin_token, app_id, command } => {
+            client_runtime()?.block_on(cli::keys(api, admin_token, app_id, command))
+        }
+        Command::Token { api, app_id, api_key, client_id, capabilities, ttl } => {
+            client_runtime()?.block_on(cli::token(api, app_id, api_key, client_id, capabilities, ttl))
+        }
+        Command::Publish { api, app_id, api_key, channel, data, event, id } => {
+            client_runtime()?.block_on(cli::publish(api, app_id, api_key, channel, data, event, id))
+        }
+        Command::Subscribe { api, app_id, api_key, args } => {
+            init_tracing_quiet(&cli.log_format);
+            client_runtime()?.block_on(cli::subscribe(api, app_id, api_key, args))
+        }
         Command::Bench(args) => {
             // One core for the generator: a single-threaded runtime.
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
@@ -119,6 +255,22 @@ fn run(cli: Cli) -> Result<()> {
             let mut edge = EdgeConfig::default();
             edge.apply_env(std::env::vars())?;
             tokio::runtime::Runtime::new()?.block_on(dev::run(args, cp, edge, shutdown_signal()))
+        }
+        Command::ControlPlane { print_config, migrate_only, settings } => {
+            let config = settings.load()?;
+            let mut shown = config.clone();
+            shown.database_url = settings::redact_url(&shown.database_url);
+            if print_config {
+                println!("{shown:#?}");
+                return Ok(());
+            }
+            init_tracing(&cli.log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            if migrate_only {
+                return runtime.block_on(migrate(config));
+            }
+            tracing::info!(config = ?shown, "starting control plane");
+            runtime.block_on(run_control_plane(config))
         }
         Command::Edge { print_config, settings } => {
             let config = settings.load()?;

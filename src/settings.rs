@@ -35,6 +35,18 @@ impl Settings for herald_edge::EdgeConfig {
     }
 }
 
+impl Settings for herald_control_plane::Config {
+    const ENV_PREFIX: &'static str = herald_control_plane::config::ENV_PREFIX;
+
+    fn fields() -> &'static [&'static str] {
+        Self::FIELDS
+    }
+
+    fn set_key(&mut self, key: &str, value: &str) -> Result<bool> {
+        Ok(self.set(key, value)?)
+    }
+}
+
 /// The flags of a component: `--config FILE` plus one flag per key.
 #[derive(Debug, Clone)]
 pub struct Overrides<S> {
@@ -142,4 +154,42 @@ pub fn redacted_toml(value: &impl serde::Serialize) -> String {
         }
     }
     toml::to_string(&json).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+}
+
+/// A URL with the password of its user info replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@db:5432/h"), "postgres://u:***@db:5432/h");
+        assert_eq!(redact_url("postgres://u@db/h"), "postgres://u@db/h");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_printed_config() {
+        let text =
+            redacted_toml(&serde_json::json!({"admin_token": "s3cret", "jwks_url": "http://x", "tls_key": null}));
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("jwks_url"));
+    }
+
+    #[test]
+    fn the_readme_documents_every_setting() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+        for key in herald_edge::EdgeConfig::FIELDS.iter().chain(herald_control_plane::Config::FIELDS) {
+            assert!(readme.contains(&format!("`{key}`")), "README.md's config reference lacks `{key}`");
+        }
+    }
 }

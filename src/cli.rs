@@ -1,0 +1,270 @@
+//! The operator and developer commands: `apps`, `keys`, `token`, `publish`,
+//! `subscribe`. They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
+//! `HERALD_APP_ID`, `HERALD_API_KEY`, `HERALD_ADMIN_TOKEN` (and
+//! `HERALD_TOKEN`), parse, and call the SDK (REST, WebSocket) or the gRPC
+//! admin API.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt as _;
+use herald_proto::api::admin_service_client::AdminServiceClient;
+use herald_proto::api::{self, Capability};
+use herald_sdk::{Client, ConnectionState, Data, Publisher, TokenRequest};
+use tonic::metadata::MetadataValue;
+
+/// Where the API is and who we are.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// The control plane's URL, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "HERALD_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
+}
+
+/// `herald apps …` (admin token).
+#[derive(Debug, clap::Subcommand)]
+pub enum AppsCommand {
+    /// Create an app; prints its id.
+    Create {
+        /// Display name.
+        name: String,
+        /// Allowed Origin values (repeat; none = every origin).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+    /// List apps.
+    List,
+}
+
+/// `herald keys …` (admin token).
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; prints the secret (shown this once).
+    Create {
+        /// A name for the key.
+        name: String,
+        /// Capabilities as JSON, e.g. '{"chat:*": ["subscribe", "publish"]}' (default: everything).
+        #[arg(long)]
+        capabilities: Option<String>,
+    },
+    /// List the app's keys.
+    List,
+    /// Revoke a key; connections holding its tokens are closed.
+    Revoke {
+        /// The key id.
+        key_id: String,
+    },
+}
+
+fn capabilities_to_api(json: &str) -> Result<Vec<Capability>> {
+    let caps: herald_proto::Capabilities =
+        serde_json::from_str(json).context("--capabilities must be a JSON object of pattern -> operations")?;
+    Ok(caps
+        .iter()
+        .map(|(pattern, ops)| Capability {
+            pattern: pattern.as_str().to_owned(),
+            operations: ops.iter().map(|o| o.as_str().to_owned()).collect(),
+        })
+        .collect())
+}
+
+async fn admin(api: &ApiArgs) -> Result<AdminServiceClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(api.api_url.clone())
+        .with_context(|| format!("invalid API URL {}", api.api_url))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", api.api_url))?;
+    Ok(AdminServiceClient::new(channel))
+}
+
+fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> =
+        format!("Bearer {token}").parse().context("the admin token holds characters a header cannot")?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", e.code(), e.message())
+}
+
+/// `herald apps …`.
+pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Result<()> {
+    let mut client = admin(&api).await?;
+    match command {
+        AppsCommand::Create { name, origins } => {
+            let request = api::CreateAppRequest { name, limits: None, allowed_origins: origins };
+            let app = client.create_app(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            println!("{}", app.id);
+        }
+        AppsCommand::List => {
+            let apps = client.list_apps(authorized(api::ListAppsRequest {}, &admin_token)?).await.map_err(status)?;
+            for app in apps.into_inner().apps {
+                println!("{}\t{}", app.id, app.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `herald keys …`.
+pub async fn keys(api: ApiArgs, admin_token: String, app_id: String, command: KeysCommand) -> Result<()> {
+    let mut client = admin(&api).await?;
+    match command {
+        KeysCommand::Create { name, capabilities } => {
+            let capabilities = capabilities.as_deref().map(capabilities_to_api).transpose()?.unwrap_or_default();
+            let request = api::CreateKeyRequest { app_id, name, capabilities };
+            let created = client.create_key(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            let id = created.key.map(|k| k.id).unwrap_or_default();
+            eprintln!("key {id} created; the secret below is shown this once:");
+            println!("{}", created.secret);
+        }
+        KeysCommand::List => {
+            let keys = client
+                .list_keys(authorized(api::ListKeysRequest { app_id }, &admin_token)?)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .keys;
+            for key in keys {
+                let state = if key.revoked_at_ms > 0 { "revoked" } else { "active" };
+                println!("{}\t{}\t{state}", key.id, key.name);
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            let request = api::RevokeKeyRequest { app_id, key_id: key_id.clone() };
+            client.revoke_key(authorized(request, &admin_token)?).await.map_err(status)?;
+            eprintln!("key {key_id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn publisher(api: &ApiArgs, app_id: &str, api_key: &str) -> Result<Publisher> {
+    Ok(Publisher::new(&api.api_url, app_id, api_key)?)
+}
+
+fn token_request(client_id: &str, capabilities: Option<&str>, ttl: Option<u64>) -> Result<TokenRequest> {
+    let mut request = TokenRequest::new(client_id);
+    match capabilities {
+        Some(json) => {
+            for cap in capabilities_to_api(json)? {
+                request = request.allow(cap.pattern, cap.operations);
+            }
+        }
+        None => request = request.allow("*", ["subscribe", "publish", "presence", "history"]),
+    }
+    if let Some(ttl) = ttl {
+        request = request.ttl(Duration::from_secs(ttl));
+    }
+    Ok(request)
+}
+
+/// `herald token`: prints a JWT.
+pub async fn token(
+    api: ApiArgs,
+    app_id: String,
+    api_key: String,
+    client_id: String,
+    capabilities: Option<String>,
+    ttl: Option<u64>,
+) -> Result<()> {
+    let minted = publisher(&api, &app_id, &api_key)?
+        .mint_token(&token_request(&client_id, capabilities.as_deref(), ttl)?)
+        .await?;
+    println!("{}", minted.token);
+    Ok(())
+}
+
+/// `herald publish CHANNEL DATA`: JSON when DATA parses as JSON, text
+/// otherwise.
+pub async fn publish(
+    api: ApiArgs,
+    app_id: String,
+    api_key: String,
+    channel: String,
+    data: String,
+    event: Option<String>,
+    id: Option<String>,
+) -> Result<()> {
+    let data = match serde_json::from_str::<serde_json::Value>(&data) {
+        Ok(json) => Data::Json(json),
+        Err(_) => Data::Text(data),
+    };
+    let accepted =
+        publisher(&api, &app_id, &api_key)?.publish_message(&channel, data, event.as_deref(), id.as_deref()).await?;
+    eprintln!("published {}", accepted.id);
+    Ok(())
+}
+
+/// Options of `herald subscribe`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubscribeArgs {
+    /// The channel.
+    pub channel: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Client id for the minted token.
+    #[arg(long, default_value = "herald-cli")]
+    pub client_id: String,
+    /// Edge URL(s), comma-separated; reconnects move to the next.
+    #[arg(long, env = "HERALD_EDGE_URL", value_delimiter = ',', default_value = "ws://127.0.0.1:8081/v1/connect")]
+    pub edge_url: Vec<String>,
+    /// A token to use instead of minting one with the API key.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `herald subscribe CHANNEL`: prints each message's data on its own line;
+/// survives edge restarts (the SDK reconnects and resubscribes).
+pub async fn subscribe(
+    api: ApiArgs,
+    app_id: Option<String>,
+    api_key: Option<String>,
+    args: SubscribeArgs,
+) -> Result<()> {
+    let mut urls = args.edge_url.iter();
+    let Some(first) = urls.next() else { bail!("give --edge-url or HERALD_EDGE_URL") };
+    let mut builder = Client::builder(first.clone());
+    for url in urls {
+        builder = builder.url(url.clone());
+    }
+    let builder = match (args.token, app_id, api_key) {
+        (Some(token), _, _) => builder.token(token),
+        (None, Some(app), Some(key)) => {
+            let publisher = publisher(&api, &app, &key)?;
+            let request = TokenRequest::new(args.client_id).allow(args.channel.clone(), ["subscribe"]);
+            builder.token_provider(publisher.token_provider(request))
+        }
+        _ => bail!("set HERALD_TOKEN, or HERALD_APP_ID and HERALD_API_KEY to mint a token"),
+    };
+    let client = builder.connect().await?;
+    let mut states = client.state_events();
+    tokio::spawn(async move {
+        while let Some(state) = states.next().await {
+            match state {
+                ConnectionState::Reconnecting { attempt, delay } => {
+                    eprintln!("reconnecting (attempt {attempt}) in {:.1}s", delay.as_secs_f64());
+                }
+                ConnectionState::Connected(_) => eprintln!("connected"),
+                ConnectionState::Disconnected { reason } => eprintln!("disconnected: {reason}"),
+                _ => {}
+            }
+        }
+    });
+    let mut subscription = client.subscribe(&args.channel).await?;
+    eprintln!("subscribed to {}", args.channel);
+    let mut seen = 0u64;
+    while let Some(message) = subscription.next().await {
+        println!("{}", String::from_utf8_lossy(&message.data));
+        seen += 1;
+        if args.count.is_some_and(|n| seen >= n) {
+            break;
+        }
+    }
+    client.close().await;
+    Ok(())
+}
