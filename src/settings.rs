@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 pub trait Settings: DeserializeOwned + Default {
     /// The environment variable prefix, e.g. `HERALD_EDGE_`.
     const ENV_PREFIX: &'static str;
+    /// Variables with the prefix that are not settings.
+    const ENV_NOT_SETTINGS: &'static [&'static str] = &[];
     /// Every key.
     fn fields() -> &'static [&'static str];
     /// Sets one key from its text form; false for an unknown key.
@@ -25,6 +27,7 @@ pub trait Settings: DeserializeOwned + Default {
 
 impl Settings for herald_edge::EdgeConfig {
     const ENV_PREFIX: &'static str = herald_edge::config::ENV_PREFIX;
+    const ENV_NOT_SETTINGS: &'static [&'static str] = herald_edge::config::ENV_NOT_SETTINGS;
 
     fn fields() -> &'static [&'static str] {
         Self::FIELDS
@@ -124,6 +127,9 @@ impl<S: Settings> Overrides<S> {
         // Variables with the prefix that name no key are typos: refuse them.
         for (name, _) in std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v))) {
             if let Some(key) = name.strip_prefix(S::ENV_PREFIX) {
+                if S::ENV_NOT_SETTINGS.contains(&name.as_str()) {
+                    continue;
+                }
                 let key = key.to_ascii_lowercase();
                 if key != "config" && !S::fields().contains(&key.as_str()) {
                     bail!("unknown setting in the environment: {name}");

@@ -87,6 +87,10 @@ pub struct EdgeConfig {
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
 pub const ENV_PREFIX: &str = "HERALD_EDGE_";
 
+/// Variables with the prefix that are not settings: the edge URL the client
+/// commands read, and the config file of `herald edge`.
+pub const ENV_NOT_SETTINGS: &[&str] = &["HERALD_EDGE_URL", "HERALD_EDGE_CONFIG"];
+
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
@@ -204,6 +208,9 @@ impl EdgeConfig {
     {
         for (k, v) in vars {
             let Some(field) = k.as_ref().strip_prefix(ENV_PREFIX) else { continue };
+            if ENV_NOT_SETTINGS.contains(&k.as_ref()) {
+                continue;
+            }
             if !self.set(&field.to_ascii_lowercase(), v.as_ref())? {
                 return Err(ConfigError { key: "environment", problem: format!("unknown setting {}", k.as_ref()) });
             }
@@ -328,7 +335,7 @@ mod tests {
         assert_eq!(c.set("nope", "1"), Ok(false));
         assert_eq!(c.set("max_subscriptions", "many").map_err(|e| e.key), Err("max_subscriptions"));
         let mut c = EdgeConfig::default();
-        c.apply_env([("HERALD_EDGE_PUBLISH_RATE", "9"), ("PATH", "/bin")]).expect("env");
+        c.apply_env([("HERALD_EDGE_PUBLISH_RATE", "9"), ("PATH", "/bin"), ("HERALD_EDGE_URL", "ws://x")]).expect("env");
         assert_eq!(c.publish_rate, 9);
         assert!(c.apply_env([("HERALD_EDGE_PUBLISH_RAET", "9")]).is_err());
     }

@@ -445,8 +445,8 @@ async fn connections_past_the_limit_are_refused() {
 async fn a_stalled_reader_is_closed_as_a_slow_consumer_while_others_keep_receiving() {
     let auth = TestAuthority::start().await;
     let config = EdgeConfig {
-        send_queue_frames: 16,
-        send_queue_bytes: ByteSize::kib(256),
+        send_queue_frames: 64,
+        send_queue_bytes: ByteSize::mib(1),
         publish_rate: 0,
         max_frame_size: ByteSize::kib(68),
         ..config(&auth)
@@ -480,8 +480,8 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_while_others_keep_receivi
         };
         backplane.publish(&app, &channel, &message).await.expect("publish");
         // A publisher at a pace a healthy reader keeps up with.
-        if i % 4 == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
     within(Duration::from_secs(20), "healthy subscriber receives everything", reader).await.expect("reader");

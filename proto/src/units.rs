@@ -2,9 +2,10 @@
 //! value, so a config file says `max_message_size = "64KiB"` and
 //! `heartbeat_interval = "25s"` instead of bare numbers.
 //!
-//! Both parse from strings (`"64KiB"`, `"1MiB"`, `"512"`; `"250ms"`, `"10s"`,
-//! `"5m"`, `"1h"`) or plain integers (bytes; milliseconds), and print back in
-//! the same notation.
+//! Sizes parse from strings (`"64KiB"`, `"1MiB"`, `"512"`) or plain integers
+//! (bytes). Durations always need their unit (`"250ms"`, `"10s"`, `"5m"`,
+//! `"1h"`): a bare `30` could mean seconds or milliseconds, so it is refused.
+//! Both print back in the same notation.
 
 use std::fmt;
 use std::str::FromStr;
@@ -132,7 +133,8 @@ impl FromStr for HumanDuration {
             num.parse().map_err(|_| UnitError(format!("invalid duration {s:?}: expected e.g. 250ms, 10s, 5m, 1h")))?;
         let d = match unit.trim() {
             "ms" => Duration::from_millis(n),
-            "s" | "" => Duration::from_secs(n),
+            "s" => Duration::from_secs(n),
+            "" => return Err(UnitError(format!("duration {s:?} needs a unit: ms, s, m or h"))),
             "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             other => return Err(UnitError(format!("invalid duration unit {other:?} in {s:?}: use ms, s, m or h"))),
@@ -171,7 +173,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
             S(String),
         }
         match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Self(Duration::from_millis(n))),
+            Raw::N(n) => Err(serde::de::Error::custom(format!("duration {n} needs a unit: \"{n}ms\" or \"{n}s\""))),
             Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
         }
     }
@@ -200,7 +202,7 @@ mod tests {
         assert_eq!("10s".parse::<HumanDuration>(), Ok(HumanDuration::secs(10)));
         assert_eq!("5m".parse::<HumanDuration>(), Ok(HumanDuration::secs(300)));
         assert_eq!("1h".parse::<HumanDuration>(), Ok(HumanDuration::secs(3600)));
-        for bad in ["", "s", "1.5s", "10 parsecs", "-3s"] {
+        for bad in ["", "s", "1.5s", "10 parsecs", "-3s", "30"] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
         }
         assert_eq!(HumanDuration::secs(90).to_string(), "90s");
@@ -211,8 +213,7 @@ mod tests {
     fn serde_accepts_strings_and_numbers() {
         let d: HumanDuration = serde_json::from_str("\"25s\"").expect("duration");
         assert_eq!(d, HumanDuration::secs(25));
-        let d: HumanDuration = serde_json::from_str("1500").expect("ms");
-        assert_eq!(d, HumanDuration::millis(1500));
+        assert!(serde_json::from_str::<HumanDuration>("1500").is_err(), "a bare number is ambiguous");
         let b: ByteSize = serde_json::from_str("\"1MiB\"").expect("size");
         assert_eq!(b, ByteSize::mib(1));
         assert!(serde_json::from_str::<ByteSize>("\"1 XB\"").is_err());

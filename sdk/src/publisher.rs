@@ -622,7 +622,8 @@ impl Publisher {
     pub fn token_provider(
         &self,
         request: TokenRequest,
-    ) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>> + Send + Sync + 'static {
+    ) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>> + Send + Sync + 'static + use<>
+    {
         let publisher = self.clone();
         let request = Arc::new(request);
         move || {

@@ -18,12 +18,7 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> Resul
 }
 
 fn tokens(publisher: &Publisher, client: &str) -> impl herald_sdk::TokenProvider + use<> {
-    let publisher = publisher.clone();
-    let request = std::sync::Arc::new(TokenRequest::new(client).allow("*", ["subscribe", "publish"]));
-    move || {
-        let (publisher, request) = (publisher.clone(), request.clone());
-        async move { publisher.mint_token(&request).await.map(|t| t.token) }
-    }
+    publisher.token_provider(TokenRequest::new(client).allow("*", ["subscribe", "publish"]))
 }
 
 async fn next_text(sub: &mut Subscription) -> Result<String> {
