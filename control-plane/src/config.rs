@@ -10,7 +10,6 @@
 //! `***`, so logging the config never logs it.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;

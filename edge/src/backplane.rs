@@ -261,8 +261,9 @@ impl Backplane {
     }
 
     /// Starts receiving the messages of one channel; they go to the sink with
-    /// `id`. Resolves once the backplane holds the interest, so a message
-    /// published after this returns is delivered.
+    /// `id`. Resolves once the backplane holds the interest (for NATS: the
+    /// server confirmed it), so a message published after this returns is
+    /// delivered.
     ///
     /// # Errors
     ///
@@ -338,6 +339,19 @@ impl NatsBackplane {
         }
     }
 
+    /// Waits until the server processed everything this connection sent so
+    /// far: a request nobody answers comes back as "no responders" only
+    /// after the server handled the commands before it (a subscription is
+    /// then live, and messages published from now on reach it).
+    async fn sync(&self) -> Result<(), BackplaneError> {
+        use async_nats::RequestErrorKind;
+        match self.client.request(self.subjects.sync(), Bytes::new()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+            Err(e) => Err(BackplaneError::Unavailable(format!("nats did not confirm the subscription: {e}"))),
+        }
+    }
+
     async fn attach(&self, sink: Arc<dyn Sink>) -> Result<(), BackplaneError> {
         if self.sink.set(sink.clone()).is_err() {
             return Ok(());
@@ -347,6 +361,7 @@ impl NatsBackplane {
             .subscribe(self.subjects.control())
             .await
             .map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+        self.sync().await?;
         let task = tokio::spawn(async move {
             while let Some(msg) = control.next().await {
                 match bus::ControlEvent::decode(msg.payload) {
@@ -370,7 +385,7 @@ impl NatsBackplane {
         let subject = self.subjects.channel(app, channel);
         let work = async {
             let sub = self.client.subscribe(subject).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
-            self.client.flush().await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+            self.sync().await?;
             Ok::<_, BackplaneError>(sub)
         };
         let mut sub = match tokio::time::timeout(self.options.publish_timeout, work).await {

@@ -8,6 +8,7 @@
 //! | `<prefix>.ch.<app>.<channel>` | [`crate::bus::ChannelMessage`] for one channel |
 //! | `<prefix>.presence.<app>` | [`crate::bus::PresenceReport`] from edges |
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
+//! | `<prefix>.sync` | nothing: requests on it prove earlier commands were processed |
 //!
 //! App ids and channel names cannot hold `.`, `*`, `>` or whitespace, so a
 //! channel subject always has exactly `prefix tokens + 3` tokens, never a
@@ -126,6 +127,14 @@ impl SubjectSpace {
     #[must_use]
     pub fn control(&self) -> String {
         format!("{}.control", self.prefix)
+    }
+
+    /// A subject nobody subscribes to: a request on it comes back as "no
+    /// responders" once the server processed everything sent before it on
+    /// the same connection (how the backplane knows a subscription is live).
+    #[must_use]
+    pub fn sync(&self) -> String {
+        format!("{}.sync", self.prefix)
     }
 
     /// How many tokens every channel subject has.
