@@ -17,7 +17,9 @@
 //! single-message route; more = the batch route with B messages per
 //! request), `--channels C` (100 distinct channels), `--payload BYTES` (100),
 //! `--nats URL` (nats://127.0.0.1:4222), `--database URL` (a temporary
-//! SQLite file), `--server-threads T` (2), `--client-threads T` (1).
+//! SQLite file), `--server-threads T` (2), `--client-threads T` (1),
+//! `--local-bus` (the in-process bus instead of NATS, to tell the HTTP
+//! side's cost from the bus's).
 
 use std::time::{Duration, Instant};
 
@@ -40,6 +42,7 @@ struct Args {
     database: Option<String>,
     server_threads: usize,
     client_threads: usize,
+    local_bus: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -53,6 +56,7 @@ fn parse_args() -> Result<Args> {
         database: None,
         server_threads: 2,
         client_threads: 1,
+        local_bus: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +71,7 @@ fn parse_args() -> Result<Args> {
             "--database" => a.database = Some(value()?),
             "--server-threads" => a.server_threads = value()?.parse()?,
             "--client-threads" => a.client_threads = value()?.parse()?,
+            "--local-bus" => a.local_bus = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -84,8 +89,11 @@ fn main() -> Result<()> {
     let database = args.database.clone().unwrap_or_else(|| format!("sqlite://{}", db_path.display()));
 
     // The server: its own runtime, as if it were its own process.
-    let server_rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.server_threads).enable_all().build()?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.server_threads)
+        .thread_name("cp-server")
+        .enable_all()
+        .build()?;
     let config = Config {
         database_url: database.clone(),
         admin_token: Some(Secret::new(ADMIN)),
@@ -93,9 +101,14 @@ fn main() -> Result<()> {
         ..Config::default()
     };
     let nats = args.nats.clone();
+    let local_bus = args.local_bus;
     let addr = server_rt.block_on(async move {
         let subjects = SubjectSpace::new(&format!("bench{}", std::process::id()))?;
-        let backplane = Backplane::connect_nats(&nats, subjects, NatsOptions::default()).await?;
+        let backplane = if local_bus {
+            Backplane::local(&herald_edge::backplane::LocalBus::new())
+        } else {
+            Backplane::connect_nats(&nats, subjects, NatsOptions::default()).await?
+        };
         let cp = ControlPlane::new(config, backplane).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -107,8 +120,11 @@ fn main() -> Result<()> {
         anyhow::Ok(addr)
     })?;
 
-    let client_rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads)
+        .thread_name("load-client")
+        .enable_all()
+        .build()?;
     let result = client_rt.block_on(drive(addr, &args));
     drop(server_rt);
     for suffix in ["", "-wal", "-shm"] {
