@@ -163,6 +163,13 @@ config! {
     cache_ttl_ms: u64 = 5_000;
     /// Most API keys and apps cached per replica.
     cache_max_entries: usize = 100_000;
+    /// Most HTTP connections (REST and gRPC) at once; more are closed at
+    /// once.
+    max_http_connections: usize = 10_000;
+    /// Most concurrent requests (streams) on one HTTP/2 connection.
+    max_http2_streams: u32 = 256;
+    /// Longest wait for a request's head, in milliseconds.
+    header_read_timeout_ms: u64 = 10_000;
     /// Longest wait for in-flight requests at shutdown, in milliseconds.
     shutdown_timeout_ms: u64 = 10_000;
     /// Longest wait for the database in `/readyz`, in milliseconds.
@@ -228,7 +235,10 @@ impl Config {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 14] = [
+            ("max_http_connections", self.max_http_connections as u64),
+            ("max_http2_streams", u64::from(self.max_http2_streams)),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("database_max_connections", u64::from(self.database_max_connections)),
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_batch_messages", self.max_batch_messages as u64),

@@ -14,6 +14,7 @@
 //! - [`service`]: the operations both APIs expose, with their checks.
 //! - [`api`]: `api::rest` (axum, OpenAPI) and `api::grpc` (tonic), and the
 //!   router that serves both on one port.
+//! - [`server`]: the accept loop: connection bounds, timeouts, draining.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
 //!
@@ -28,12 +29,13 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod publish;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod tokens;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -198,28 +200,10 @@ impl ControlPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let core = self.core.clone();
-        let timeout = Duration::from_millis(core.config.shutdown_timeout_ms);
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let flag = core.clone();
-        let graceful = async move {
-            shutdown.await;
-            flag.ready.store(false, Ordering::Release);
-            tracing::info!("control plane shutting down");
-            let _ = stop_tx.send(());
-        };
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, self.router()).with_graceful_shutdown(graceful);
-        let mut server = Box::pin(server.into_future());
-        tokio::select! {
-            r = &mut server => r?,
-            _ = async { let _ = stop_rx.await; tokio::time::sleep(timeout).await } => {
-                tracing::warn!("in-flight requests did not finish before the shutdown deadline");
-            }
-        }
+        server::serve(listener, self.router(), core.clone(), shutdown).await;
         drop(self);
         core.store.close().await;
+        tracing::info!("control plane stopped");
         Ok(())
     }
 }

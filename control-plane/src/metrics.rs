@@ -21,6 +21,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     publish_latency: Histogram,
     tokens_minted: Counter,
+    connections_refused: Counter,
     /// Per-app counters, looked up without allocating on the hot path.
     published: RwLock<HashMap<AppId, Counter>>,
 }
@@ -39,7 +40,16 @@ impl Metrics {
         let publish_latency =
             recorder.register_histogram(&Key::from_static_name("herald_cp_publish_duration_seconds"), &META);
         let tokens_minted = recorder.register_counter(&Key::from_static_name("herald_cp_tokens_minted_total"), &META);
-        Self { recorder, handle, publish_latency, tokens_minted, published: RwLock::new(HashMap::new()) }
+        let connections_refused =
+            recorder.register_counter(&Key::from_static_name("herald_cp_connections_refused_total"), &META);
+        Self {
+            recorder,
+            handle,
+            publish_latency,
+            tokens_minted,
+            connections_refused,
+            published: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Counts messages accepted by the bus for `app` (one per channel).
@@ -72,6 +82,11 @@ impl Metrics {
     /// Counts a minted token.
     pub(crate) fn token_minted(&self) {
         self.tokens_minted.increment(1);
+    }
+
+    /// Counts a connection closed because `max_http_connections` was reached.
+    pub(crate) fn connection_refused(&self) {
+        self.connections_refused.increment(1);
     }
 
     /// The Prometheus text exposition.

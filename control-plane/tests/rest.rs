@@ -719,3 +719,38 @@ async fn shutdown_stops_serving_within_the_deadline() -> Result<()> {
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
     Ok(())
 }
+
+#[tokio::test]
+async fn slow_request_heads_and_excess_connections_are_cut() -> Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start(TestDb::sqlite(), |c| {
+        c.header_read_timeout_ms = 300;
+        c.max_http_connections = 2;
+    })
+    .await?;
+    // A request head that never completes is cut after the timeout.
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await?;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await?;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(3), slow.read(&mut buf)).await??;
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Two connections are served; a third is closed at once.
+    let mut a = tokio::net::TcpStream::connect(server.addr).await?;
+    let mut b = tokio::net::TcpStream::connect(server.addr).await?;
+    for s in [&mut a, &mut b] {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await??;
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    let mut c = tokio::net::TcpStream::connect(server.addr).await?;
+    let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf)).await?.unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the limit is closed");
+    drop((a, b));
+    server.stop().await;
+    Ok(())
+}
