@@ -389,43 +389,15 @@ impl Publisher {
         }
         let id = msg.idempotency_id.clone().unwrap_or_else(new_message_id);
         let timestamp_ms = now_ms();
-        let mut sent = 0u64;
-        let mut duplicates = 0usize;
-        // A message to several channels: each channel is its own publish
-        // (and idempotency claim); they go out together.
-        let sends = msg.channels.iter().map(|channel| {
-            let id = &id;
-            let msg = &msg;
-            async move {
-                let guard = match &msg.idempotency_id {
-                    Some(idem) => match self
-                        .idempotency
-                        .claim((app.clone(), channel.clone(), idem.as_str().into()), self.idempotency_wait)
-                        .await?
-                    {
-                        Claim::Duplicate => return Ok(false),
-                        Claim::New(guard) => Some(guard),
-                    },
-                    None => None,
-                };
-                let envelope = bus::ChannelMessage {
-                    app_id: app.to_string(),
-                    channel: channel.to_string(),
-                    data: msg.data.clone(),
-                    event: msg.event.clone(),
-                    id: id.clone(),
-                    publisher: String::new(),
-                    timestamp_ms,
-                };
-                self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await?;
-                if let Some(guard) = guard {
-                    guard.accept();
-                }
-                Ok::<bool, ApiError>(true)
-            }
-        });
-        let results = futures_util::future::join_all(sends).await;
-        let mut first_error = None;
+        let results = if let [channel] = msg.channels.as_slice() {
+            vec![self.send(app, channel, &msg, &id, timestamp_ms).await]
+        } else {
+            // A message to several channels: each channel is its own
+            // publish (and idempotency claim); they go out together.
+            let sends = msg.channels.iter().map(|channel| self.send(app, channel, &msg, &id, timestamp_ms));
+            futures_util::future::join_all(sends).await
+        };
+        let (mut sent, mut duplicates, mut first_error) = (0u64, 0usize, None);
         for r in results {
             match r {
                 Ok(true) => sent += 1,
@@ -442,6 +414,45 @@ impl Publisher {
             return Err(e);
         }
         Ok(Published { id, duplicate: duplicates == msg.channels.len() })
+    }
+
+    /// Sends `msg` to one channel; `Ok(false)` when its idempotency id was
+    /// already accepted there.
+    async fn send(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        msg: &Prepared,
+        id: &str,
+        timestamp_ms: i64,
+    ) -> Result<bool, ApiError> {
+        let guard = match &msg.idempotency_id {
+            Some(idem) => {
+                match self
+                    .idempotency
+                    .claim((app.clone(), channel.clone(), idem.as_str().into()), self.idempotency_wait)
+                    .await?
+                {
+                    Claim::Duplicate => return Ok(false),
+                    Claim::New(guard) => Some(guard),
+                }
+            }
+            None => None,
+        };
+        let envelope = bus::ChannelMessage {
+            app_id: app.to_string(),
+            channel: channel.to_string(),
+            data: msg.data.clone(),
+            event: msg.event.clone(),
+            id: id.to_owned(),
+            publisher: String::new(),
+            timestamp_ms,
+        };
+        self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await?;
+        if let Some(guard) = guard {
+            guard.accept();
+        }
+        Ok(true)
     }
 }
 
