@@ -22,6 +22,8 @@
 //! it takes its listener, config, backplane and a shutdown future, so tests
 //! bind `127.0.0.1:0` and the binary chooses NATS or the in-process bus.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod auth;
 pub mod config;
