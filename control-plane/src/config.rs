@@ -155,6 +155,10 @@ config! {
     signing_key_refresh_secs: u64 = 30;
     /// How long an idempotency id is remembered, in seconds (at least 120).
     idempotency_window_secs: u64 = 300;
+    /// With PostgreSQL, share idempotency ids between replicas through the
+    /// database (two more queries per publish that carries an id). SQLite
+    /// serves one process and never needs it.
+    idempotency_shared: bool = true;
     /// Most idempotency ids remembered per replica.
     idempotency_max_entries: usize = 1_000_000;
     /// How long a replica trusts a cached API key or app, in milliseconds.

@@ -54,7 +54,7 @@ pub use tokens::Rotation;
 
 use crate::auth::Auth;
 use crate::metrics::Metrics;
-use crate::publish::Publisher;
+use crate::publish::{Publisher, SharedIdempotency};
 use crate::store::{Store, StoreError};
 use crate::tokens::{Signer, SigningError};
 
@@ -140,8 +140,11 @@ impl ControlPlane {
         tracing::info!(backend = store.backend(), "database ready");
         let signer = Signer::load(store.clone(), config.issuer.clone()).await?;
         let metrics = Arc::new(Metrics::new());
+        let shared = (config.idempotency_shared && matches!(store, Store::Postgres(_)))
+            .then(|| SharedIdempotency::new(store.clone(), Duration::from_secs(config.idempotency_window_secs)));
         let publisher = Publisher::new(
             backplane.clone(),
+            shared,
             metrics.clone(),
             Duration::from_secs(config.idempotency_window_secs),
             config.idempotency_max_entries,
@@ -271,6 +274,7 @@ async fn refresh_loop(core: Weak<Core>) {
     let mut tick = tokio::time::interval(period.min(Duration::from_secs(10)).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_refresh = tokio::time::Instant::now();
+    let mut last_purge = tokio::time::Instant::now();
     loop {
         let notified = {
             let Some(c) = core.upgrade() else { return };
@@ -285,6 +289,10 @@ async fn refresh_loop(core: Weak<Core>) {
         let Some(c) = core.upgrade() else { return };
         c.publisher.purge();
         c.metrics.upkeep();
+        if last_purge.elapsed() >= Duration::from_secs(60) {
+            last_purge = tokio::time::Instant::now();
+            c.publisher.purge_shared().await;
+        }
         if notified || last_refresh.elapsed() >= period {
             last_refresh = tokio::time::Instant::now();
             if let Err(e) = c.signer.refresh().await {

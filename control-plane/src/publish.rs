@@ -37,6 +37,7 @@ use crate::error::ApiError;
 use crate::keys::new_message_id;
 use crate::metrics::Metrics;
 use crate::now_ms;
+use crate::store::{IdempotencyClaim, Store};
 
 /// A message ready to publish: validated, for one app.
 #[derive(Debug, Clone)]
@@ -92,22 +93,27 @@ enum Claim {
 
 /// Releases a claim when dropped unfinished (failure or cancellation).
 struct ClaimGuard {
-    idem: Arc<Idempotency>,
+    idem: Option<Arc<Idempotency>>,
     key: Option<IdemKey>,
 }
 
 impl ClaimGuard {
+    /// A guard with nothing to release (claims held elsewhere).
+    fn detached() -> Self {
+        Self { idem: None, key: None }
+    }
+
     fn accept(mut self) {
-        if let Some(key) = self.key.take() {
-            self.idem.finish(key, true);
+        if let (Some(idem), Some(key)) = (&self.idem, self.key.take()) {
+            idem.finish(key, true);
         }
     }
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.idem.finish(key, false);
+        if let (Some(idem), Some(key)) = (&self.idem, self.key.take()) {
+            idem.finish(key, false);
         }
     }
 }
@@ -129,7 +135,7 @@ impl Idempotency {
                     None => {
                         let (tx, _) = watch::channel(());
                         inner.map.insert(key.clone(), IdemEntry::Pending(tx));
-                        return Ok(Claim::New(ClaimGuard { idem: self.clone(), key: Some(key) }));
+                        return Ok(Claim::New(ClaimGuard { idem: Some(self.clone()), key: Some(key) }));
                     }
                 }
             };
@@ -282,6 +288,7 @@ impl<F: Future> InOrder<F> {
 /// Puts messages on the bus.
 pub struct Publisher {
     backplane: Backplane,
+    shared: Option<SharedIdempotency>,
     idempotency: Arc<Idempotency>,
     limiter: RateLimiter,
     metrics: Arc<Metrics>,
@@ -299,6 +306,7 @@ pub struct PublishLimits {
 impl Publisher {
     pub(crate) fn new(
         backplane: Backplane,
+        shared: Option<SharedIdempotency>,
         metrics: Arc<Metrics>,
         idempotency_window: Duration,
         idempotency_max_entries: usize,
@@ -306,6 +314,7 @@ impl Publisher {
     ) -> Self {
         Self {
             backplane,
+            shared,
             idempotency: Arc::new(Idempotency::new(idempotency_window, idempotency_max_entries)),
             limiter: RateLimiter::default(),
             metrics,
@@ -439,6 +448,19 @@ impl Publisher {
             }
             None => None,
         };
+        // With several replicas, the database decides across them.
+        let shared = match (&msg.idempotency_id, &self.shared) {
+            (Some(idem), Some(shared)) => match shared.claim(app, channel, idem, self.idempotency_wait).await? {
+                Claim::Duplicate => {
+                    if let Some(guard) = guard {
+                        guard.accept();
+                    }
+                    return Ok(false);
+                }
+                Claim::New(_) => Some((shared, idem)),
+            },
+            _ => None,
+        };
         let envelope = bus::ChannelMessage {
             app_id: app.to_string(),
             channel: channel.to_string(),
@@ -448,11 +470,73 @@ impl Publisher {
             publisher: String::new(),
             timestamp_ms,
         };
-        self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await?;
+        let sent = self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await;
+        if let Some((shared, idem)) = shared {
+            shared.finish(app, channel, idem, sent.is_ok()).await;
+        }
+        sent?;
         if let Some(guard) = guard {
             guard.accept();
         }
         Ok(true)
+    }
+
+    /// Drops expired shared idempotency ids.
+    pub(crate) async fn purge_shared(&self) {
+        if let Some(shared) = &self.shared
+            && let Err(e) = shared.store.purge_idempotency(now_ms()).await
+        {
+            tracing::warn!(error = %e, "expired idempotency ids not purged");
+        }
+    }
+}
+
+/// Idempotency ids in the database, shared by every replica (PostgreSQL).
+pub(crate) struct SharedIdempotency {
+    store: Store,
+    window: Duration,
+    /// How long a claim may stay pending before another attempt may take it
+    /// over (its replica may have died).
+    pending_ttl: Duration,
+}
+
+impl SharedIdempotency {
+    pub(crate) fn new(store: Store, window: Duration) -> Self {
+        Self { store, window, pending_ttl: Duration::from_secs(30) }
+    }
+
+    /// `New` when this attempt owns the id, `Duplicate` when it was accepted
+    /// within the window; waits while another attempt is in flight.
+    async fn claim(&self, app: &AppId, channel: &ChannelName, id: &str, wait: Duration) -> Result<Claim, ApiError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = now_ms();
+            let pending_until = now.saturating_add(i64::try_from(self.pending_ttl.as_millis()).unwrap_or(i64::MAX / 4));
+            match self.store.claim_idempotency(app.as_str(), channel.as_str(), id, now, pending_until).await? {
+                IdempotencyClaim::Claimed => return Ok(Claim::New(ClaimGuard::detached())),
+                IdempotencyClaim::Accepted => return Ok(Claim::Duplicate),
+                IdempotencyClaim::Pending if tokio::time::Instant::now() >= deadline => {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        "a publish with this idempotency id is still in progress; retry later",
+                    ));
+                }
+                IdempotencyClaim::Pending => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Marks the id accepted (for the window) or releases it.
+    async fn finish(&self, app: &AppId, channel: &ChannelName, id: &str, accepted: bool) {
+        let result = if accepted {
+            let until = now_ms().saturating_add(i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX / 4));
+            self.store.accept_idempotency(app.as_str(), channel.as_str(), id, until).await
+        } else {
+            self.store.release_idempotency(app.as_str(), channel.as_str(), id).await
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, accepted, "shared idempotency id not updated");
+        }
     }
 }
 

@@ -539,6 +539,37 @@ async fn idempotency_id_dedupes_retries() -> Result<()> {
 }
 
 #[tokio::test]
+async fn idempotency_is_shared_between_replicas_over_postgres() -> Result<()> {
+    let db = TestDb::postgres().await?;
+    let url = db.url.clone();
+    let a = Server::start(db, |_| {}).await?;
+    let b_bp = common::nats_backplane_at(NATS_URL, a.subjects.clone()).await?;
+    let b = Server::start_with(TestDb::shared(&url), b_bp, a.subjects.clone(), |_| {}).await?;
+    let http = Http::default();
+    let (app, _, key) = app_with_key(&http, &a, None).await?;
+    let mut sub = nats_sub(&a, &app, "orders").await?;
+    let body = json!({"data": "A", "id": "order-7"});
+    let first = http.json("POST", &publish_url(&a, &app, "orders"), Some(&key), body.clone()).await?;
+    let retry = http.json("POST", &publish_url(&b, &app, "orders"), Some(&key), body.clone()).await?;
+    assert_eq!((first.status, retry.status), (202, 202));
+    assert_eq!(retry.json()["duplicate"], true, "the other replica knows the id");
+    // Concurrent attempts on both replicas: one message.
+    let other = json!({"data": "B", "id": "order-8"});
+    let (url_a, url_b) = (publish_url(&a, &app, "orders"), publish_url(&b, &app, "orders"));
+    let (x, y) = tokio::join!(
+        http.json("POST", &url_a, Some(&key), other.clone()),
+        http.json("POST", &url_b, Some(&key), other.clone())
+    );
+    assert_eq!((x?.status, y?.status), (202, 202));
+    assert_eq!(next_message(&mut sub).await?.id, "order-7");
+    assert_eq!(next_message(&mut sub).await?.id, "order-8");
+    assert!(tokio::time::timeout(Duration::from_millis(300), sub.next()).await.is_err(), "no second copy");
+    b.stop().await;
+    a.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn publish_rate_limit_answers_429() -> Result<()> {
     let server = pg_server().await?;
     let http = Http::default();

@@ -121,6 +121,21 @@ async fn suite(store: Store) -> Result<()> {
     store.insert_key(&k).await?;
     assert_eq!(store.get_key(&KeyId::new("k9")?).await?.expect("k9").capabilities, caps);
 
+    // Shared idempotency ids: claim, wait on a pending one, accept, expire,
+    // release after a failure.
+    use herald_control_plane::store::IdempotencyClaim::{Accepted, Claimed, Pending};
+    assert_eq!(store.claim_idempotency("a2", "c", "x", 1_000, 2_000).await?, Claimed, "{backend}");
+    assert_eq!(store.claim_idempotency("a2", "c", "x", 1_100, 2_100).await?, Pending, "{backend}");
+    assert_eq!(store.claim_idempotency("a2", "d", "x", 1_100, 2_100).await?, Claimed, "{backend}: per channel");
+    store.accept_idempotency("a2", "c", "x", 10_000).await?;
+    assert_eq!(store.claim_idempotency("a2", "c", "x", 1_200, 2_200).await?, Accepted, "{backend}");
+    assert_eq!(store.claim_idempotency("a2", "c", "x", 10_000, 11_000).await?, Claimed, "{backend}: window over");
+    store.release_idempotency("a2", "c", "x").await?;
+    assert_eq!(store.claim_idempotency("a2", "c", "x", 10_001, 11_000).await?, Claimed, "{backend}: released");
+    // A pending claim of a dead replica is taken over once it expires.
+    assert_eq!(store.claim_idempotency("a2", "d", "x", 2_100, 3_000).await?, Claimed, "{backend}: takeover");
+    assert_eq!(store.purge_idempotency(20_000).await?, 2, "{backend}");
+
     store.close().await;
     Ok(())
 }
