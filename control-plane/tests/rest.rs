@@ -643,6 +643,10 @@ async fn tokens_verify_against_jwks_until_rotated_out_and_the_overlap_passed() -
     assert_eq!(claims.exp - claims.iat, 600);
     assert_eq!(serde_json::to_value(&claims.caps)?, json!({"chat:room": ["subscribe"]}));
     assert_eq!(claims.info.as_ref().and_then(|i| i.get("name")), Some(&json!("Ada")));
+    // The app's limits travel in the token, for edges to apply offline.
+    let lim = claims.lim.context("lim claim")?;
+    assert_eq!((lim.max_message_bytes, lim.max_connections), (Some(64 * 1024), Some(10_000)));
+    assert!(claims.origins.is_empty(), "no allowlist: every origin");
     // Without capabilities, the token gets the key's; without TTL, one hour.
     let r = http.json("POST", &tokens, Some(&key), json!({"client_id": "user-2"})).await?;
     let claims = verify(r.json()["token"].as_str().context("token")?, &jwks)?;
