@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Decode every N-th subscriber's messages for latency.
     #[arg(long, default_value_t = 10)]
     pub sample_every: usize,
+    /// Unpaced runs: publishers wait while the slowest sampled subscriber is
+    /// this many messages behind (0 = never wait).
+    #[arg(long, default_value_t = 2000)]
+    pub max_lag: u64,
     /// Instead of the fan-out run: open this many idle connections and
     /// report the edge's resident memory per connection.
     #[arg(long)]
@@ -98,6 +102,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         window: args.window,
         sample_every: args.sample_every,
         grace: Duration::from_secs(10),
+        max_lag: args.max_lag,
         ..BenchConfig::default()
     };
     println!(

@@ -59,6 +59,11 @@ pub struct BenchConfig {
     pub grace: Duration,
     /// Concurrent handshakes while connecting subscribers.
     pub connect_concurrency: usize,
+    /// End-to-end flow control for unpaced runs: publishers wait while the
+    /// slowest sampled subscriber is this many messages behind (0 = never
+    /// wait). Without it a publisher faster than the subscribers only
+    /// measures how fast their queues overflow.
+    pub max_lag: u64,
 }
 
 impl Default for BenchConfig {
@@ -76,6 +81,7 @@ impl Default for BenchConfig {
             sample_every: 10,
             grace: Duration::from_secs(10),
             connect_concurrency: 256,
+            max_lag: 2000,
         }
     }
 }
@@ -211,6 +217,8 @@ fn now_ns() -> u64 {
 }
 
 struct Counters {
+    /// Messages received by each sampled subscriber.
+    sampled: Vec<AtomicU64>,
     delivered: AtomicU64,
     closed: AtomicU64,
     stopping: AtomicBool,
@@ -233,7 +241,9 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     if config.publishers == 0 || config.window == 0 {
         return Err(BenchError::Config("need at least one publisher and a window of at least 1".into()));
     }
+    let sample_every = config.sample_every.max(1);
     let counters = Arc::new(Counters {
+        sampled: (0..config.subscribers.div_ceil(sample_every)).map(|_| AtomicU64::new(0)).collect(),
         delivered: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
@@ -262,11 +272,10 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     }
     progress(Progress::Connecting { connected: conns.len(), total: config.subscribers });
 
-    let sample_every = config.sample_every.max(1);
     let mut readers = Vec::with_capacity(conns.len());
     for (i, conn) in conns.into_iter().enumerate() {
         let counters = counters.clone();
-        let sample = i % sample_every == 0;
+        let sample = (i % sample_every == 0).then_some(i / sample_every);
         readers.push(tokio::spawn(async move { read_deliveries(conn, counters, sample).await }));
     }
 
@@ -283,8 +292,9 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         let (token, channel) = (config.token.clone(), config.channel.clone());
         let (sent, refused) = (sent.clone(), refused.clone());
         let (payload_size, window) = (config.payload_size, config.window);
+        let lag = (config.rate.is_none() && config.max_lag > 0).then(|| (counters.clone(), config.max_lag));
         publishers.push(tokio::spawn(async move {
-            publish(addr, &token, &channel, count, payload_size, rate, window, &sent, &refused).await
+            publish(addr, &token, &channel, count, payload_size, rate, window, &sent, &refused, lag).await
         }));
     }
 
@@ -335,7 +345,7 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
 
 /// Reads a subscriber's frames; counts deliveries and samples latency.
 /// Returns when the connection ends (or is aborted at the end of the run).
-async fn read_deliveries(mut conn: Conn, counters: Arc<Counters>, sample: bool) -> (Histogram, Instant) {
+async fn read_deliveries(mut conn: Conn, counters: Arc<Counters>, sample: Option<usize>) -> (Histogram, Instant) {
     let mut histogram = Histogram::default();
     let mut last = Instant::now();
     loop {
@@ -347,7 +357,7 @@ async fn read_deliveries(mut conn: Conn, counters: Arc<Counters>, sample: bool) 
         }
         // `next_batch` is cancel-safe: unread bytes stay in the connection.
         let batch = conn.next_batch(|payload| {
-            if sample {
+            if sample.is_some() {
                 if let Ok(frame) = <client::ServerFrame as prost::Message>::decode(payload.clone())
                     && let Some(client::server_frame::Kind::Message(m)) = frame.kind
                     && m.data.len() >= 8
@@ -370,6 +380,9 @@ async fn read_deliveries(mut conn: Conn, counters: Arc<Counters>, sample: bool) 
             Ok(n) => {
                 if n > 0 {
                     counters.delivered.fetch_add(n, Ordering::Relaxed);
+                    if let Some(slot) = sample {
+                        counters.sampled[slot].fetch_add(n, Ordering::Relaxed);
+                    }
                     last = Instant::now();
                 }
             }
@@ -393,6 +406,7 @@ async fn publish(
     window: usize,
     sent: &AtomicU64,
     refused: &AtomicU64,
+    lag: Option<(Arc<Counters>, u64)>,
 ) -> Result<(), BenchError> {
     let conn = Conn::connect(addr, token).await?;
     let (mut reader, mut writer) = conn.split();
@@ -426,6 +440,17 @@ async fn publish(
             }
             let permit = window.acquire().await.map_err(|_| WireError::Closed)?;
             permit.forget();
+            if let Some((counters, max_lag)) = &lag {
+                // Wait while the slowest sampled subscriber lags too far.
+                loop {
+                    let slowest = counters.sampled.iter().map(|c| c.load(Ordering::Relaxed)).min().unwrap_or(0);
+                    let published = sent.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed);
+                    if published.saturating_sub(slowest) < *max_lag || counters.stopping.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
             payload[..8].copy_from_slice(&now_ns().to_le_bytes());
             let frame = client::ClientFrame {
                 request_id: i as u64 + 1,

@@ -162,7 +162,9 @@ where
     let mut reader = FrameReader::new(config.max_frame_size.as_usize());
     let id = shared.hub.next_id();
 
-    let close = match handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin).await {
+    // Boxed: the handshake's state is needed once; keeping it out of this
+    // future keeps every idle connection small.
+    let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin)).await {
         Ok(mut session) => {
             let close = run(&shared, &mut reader, &mut rd, &outbox, &mut session).await;
             for channel in session.subscriptions.drain() {
@@ -356,7 +358,10 @@ async fn run<R: AsyncRead + Unpin>(
             return Some(Close::code(CloseCode::BadFrame));
         };
         metrics::counter!("herald_requests_total").increment(1);
-        let reply = handle(shared, session, frame).await;
+        // Boxed: requests are rare next to idle time, and their state
+        // (backplane futures included) would otherwise sit in every
+        // connection's future.
+        let reply = Box::pin(handle(shared, session, frame)).await;
         if outbox.push(reply).is_err() {
             return None;
         }
@@ -577,5 +582,33 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Durat
     match tokio::time::timeout(limit, wr.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::{Backplane, LocalBus};
+
+    #[tokio::test]
+    async fn future_sizes() {
+        let (_tx, draining) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            hub: Hub::new(Backplane::local(&LocalBus::new())),
+            verifier: Verifier::new("http://127.0.0.1:1/jwks", "herald", Duration::ZERO, Duration::from_secs(1)),
+            config: EdgeConfig::default(),
+            edge_id: "e".into(),
+            open: AtomicUsize::new(0),
+            draining,
+        });
+        let (io, _other) = tokio::io::duplex(64);
+        let serve = serve(io, shared.clone(), None, None);
+        let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
+        let writer = write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1), Duration::from_secs(1));
+        eprintln!(
+            "serve future: {} bytes, write_loop future: {} bytes",
+            std::mem::size_of_val(&serve),
+            std::mem::size_of_val(&writer)
+        );
     }
 }

@@ -12,7 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Read-buffer capacity kept while a connection is idle.
-const IDLE_BUFFER: usize = 512;
+const IDLE_BUFFER: usize = 128;
 
 /// A message from the client.
 #[derive(Debug, PartialEq, Eq)]
