@@ -130,6 +130,11 @@ pub async fn run(
     write_state(&state_path, &state)?;
 
     edge_config.jwks_url = format!("{}/.well-known/jwks.json", state.api_url);
+    // Development: no per-connection publish rate unless one is asked for,
+    // so `herald bench` against `herald dev` measures the edge.
+    if std::env::var_os("HERALD_EDGE_PUBLISH_RATE").is_none() {
+        edge_config.publish_rate = 0;
+    }
     if edge_config.edge_id.is_empty() {
         edge_config.edge_id = "dev-edge".into();
     }
