@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use common::{ADMIN, NATS_URL, Server, TestDb};
+use common::{ADMIN, Server, TestDb};
 use futures_util::StreamExt as _;
 use herald_proto::api::admin_service_client::AdminServiceClient;
 use herald_proto::api::publish_service_client::PublishServiceClient;
@@ -109,10 +109,8 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
     let now_ms = herald_control_plane::now_ms();
     assert!((minted.expires_at_ms - now_ms - 60_000).abs() < 5_000);
 
-    let nats = async_nats::connect(NATS_URL).await?;
     let subject = f.server.subjects.channel(&AppId::new(&f.app)?, &ChannelName::new("chat:a")?);
-    let mut sub = nats.subscribe(subject).await?;
-    nats.flush().await?;
+    let mut sub = common::subscribe_ready(subject).await?;
 
     let one = f.publish.publish(authed(msg(&f.app, "chat:a", b"one"), &f.key)).await?.into_inner();
     assert!(!one.id.is_empty());

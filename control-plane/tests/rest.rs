@@ -20,11 +20,7 @@ async fn pg_server() -> Result<Server> {
 }
 
 async fn nats_sub(server: &Server, app: &str, channel: &str) -> Result<async_nats::Subscriber> {
-    let client = async_nats::connect(NATS_URL).await?;
-    let subject = server.subjects.channel(&AppId::new(app)?, &ChannelName::new(channel)?);
-    let sub = client.subscribe(subject).await?;
-    client.flush().await?;
-    Ok(sub)
+    common::subscribe_ready(server.subjects.channel(&AppId::new(app)?, &ChannelName::new(channel)?)).await
 }
 
 async fn next_message(sub: &mut async_nats::Subscriber) -> Result<bus::ChannelMessage> {
@@ -447,9 +443,7 @@ async fn revocation_event_reaches_nats_within_a_second_and_other_replicas_follow
     let r = http.json("POST", &publish_url(&b, &app, "c"), Some(&key), json!({"data": 1})).await?;
     assert_eq!(r.status, 202);
 
-    let nats = async_nats::connect(NATS_URL).await?;
-    let mut control = nats.subscribe(a.subjects.control()).await?;
-    nats.flush().await?;
+    let mut control = common::subscribe_ready(a.subjects.control()).await?;
     let started = std::time::Instant::now();
     let r = http.send("DELETE", &a.url(&format!("/v1/apps/{app}/keys/{key_id}")), Some(ADMIN), None).await?;
     assert_eq!(r.status, 200);

@@ -100,6 +100,20 @@ impl Drop for TestDb {
     }
 }
 
+/// Subscribes to `subject` and returns once the NATS server holds the
+/// interest: a probe sent on the same connection after the subscription has
+/// come back (a client flush only means the bytes left the socket).
+pub async fn subscribe_ready(subject: String) -> Result<async_nats::Subscriber> {
+    use futures_util::StreamExt as _;
+    let client = async_nats::connect(NATS_URL).await?;
+    let mut sub = client.subscribe(subject.clone()).await?;
+    client.publish(subject, Bytes::from_static(b"probe")).await?;
+    client.flush().await?;
+    let probe = tokio::time::timeout(Duration::from_secs(5), sub.next()).await?.context("subscription ended")?;
+    anyhow::ensure!(&probe.payload[..] == b"probe", "unexpected first message");
+    Ok(sub)
+}
+
 pub fn subjects() -> SubjectSpace {
     SubjectSpace::new(&format!("t{}", random_suffix())).expect("prefix")
 }
