@@ -302,21 +302,22 @@ impl Store {
                 }
             }
             // An in-memory database lives in its one connection: keep it.
-            let pool = if in_memory {
-                SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(options)
-                    .await?
+            let pool_options = if in_memory {
+                SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
             } else {
-                SqlitePoolOptions::new()
-                    .max_connections(max_connections.max(1))
-                    .acquire_timeout(acquire_timeout)
-                    .connect_with(options)
-                    .await?
+                SqlitePoolOptions::new().max_connections(max_connections.max(1))
+            }
+            .acquire_timeout(acquire_timeout);
+            // Two processes opening a new file at once may meet "database is
+            // locked" while one switches it to WAL: try again briefly.
+            let mut attempt = 0;
+            let pool = loop {
+                attempt += 1;
+                match pool_options.clone().connect_with(options.clone()).await {
+                    Ok(pool) => break pool,
+                    Err(e) if attempt >= 5 => return Err(e.into()),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50 * attempt)).await,
+                }
             };
             Self::Sqlite(pool)
         } else {
