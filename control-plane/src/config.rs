@@ -226,15 +226,6 @@ impl Config {
     ///
     /// [`ConfigError`] naming the first failing key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if herald_proto::SubjectSpace::new(&self.subject_prefix).is_err() {
-            return Err(ConfigError::new(
-                "subject_prefix",
-                "must be dot-separated tokens of ASCII letters, digits, '_' and '-'",
-            ));
-        }
-        if self.nats_url.trim().is_empty() {
-            return Err(ConfigError::new("nats_url", "must not be empty"));
-        }
         let url = &self.database_url;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
@@ -284,7 +275,7 @@ impl Config {
         if let Err(e) = herald_proto::SubjectSpace::new(&self.subject_prefix) {
             return Err(ConfigError::new("subject_prefix", e.to_string()));
         }
-        if self.nats_url.is_empty() {
+        if self.nats_url.trim().is_empty() {
             return Err(ConfigError::new("nats_url", "must not be empty"));
         }
         if self.issuer.is_empty() {
