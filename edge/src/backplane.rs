@@ -11,8 +11,22 @@
 //!   mode and fast tests; several handles on one [`LocalBus`] behave like
 //!   several nodes on one NATS.
 //!
-//! Whoever receives (an edge) attaches a [`Sink`]; the backplane hands it
-//! every message of the channels it subscribed to, and every control event.
+//! Whoever receives (an edge, or the control plane) attaches a [`Sink`]; the
+//! backplane hands it every message of the channels it subscribed to, every
+//! control event, and the presence and occupancy reports it asked for.
+//!
+//! Beyond channel messages the backplane carries:
+//!
+//! - **History**: a JetStream stream per (app, namespace) that keeps the
+//!   namespace's channels ([`Backplane::ensure_history`]); a history
+//!   message is published into the stream ([`Backplane::publish_history`]),
+//!   which stores it and republishes it on the channel subject with its
+//!   sequence, so live subscribers get the [`Position`] with the message.
+//!   [`Backplane::read_history`] reads a channel back.
+//! - **Namespaces**: edges ask the control plane for an app's namespace
+//!   options by request/reply ([`Backplane::fetch_namespaces`],
+//!   [`Backplane::serve_namespaces`]).
+//! - **Presence** and **occupancy** reports from edges.
 //!
 //! A publish resolves once the message was handed to NATS: the client must
 //! be connected, and its write buffer holding the message must have been
@@ -27,19 +41,48 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use herald_proto::{AppId, ChannelName, SubjectSpace, bus};
+use futures_util::future::BoxFuture;
+use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
 use prost::Message as _;
 use tokio::task::JoinHandle;
+
+use crate::history::LocalHistory;
+pub use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position};
 
 /// Receives what the backplane delivers. Implemented by the edge's hub.
 pub trait Sink: Send + Sync + 'static {
     /// A message for `channel` of `app`, as an encoded
     /// [`bus::ChannelMessage`]. `subscription` is the id the subscription was
     /// made with, so late deliveries of an old subscription can be told apart.
-    fn deliver(&self, app: &AppId, channel: &ChannelName, subscription: u64, payload: Bytes);
+    /// `position` is set for messages of channels with history.
+    fn deliver(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        subscription: u64,
+        payload: Bytes,
+        position: Option<&Position>,
+    );
 
     /// A control event from the control plane.
     fn control(&self, event: bus::ControlEvent);
+
+    /// A presence report about `channel`, for a presence subscription.
+    fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
+        let _ = (app, channel, report);
+    }
+
+    /// An edge's occupancy report, for [`Backplane::subscribe_occupancy_all`].
+    fn occupancy(&self, report: bus::OccupancyReport) {
+        let _ = report;
+    }
+}
+
+/// Answers edges' questions about an app's namespaces. Implemented by the
+/// control plane.
+pub trait NamespaceSource: Send + Sync + 'static {
+    /// The app's configured namespaces; `None` when the app does not exist.
+    fn namespaces(&self, app: AppId) -> BoxFuture<'static, Option<Vec<bus::Namespace>>>;
 }
 
 /// Why a backplane operation failed.
@@ -52,6 +95,9 @@ pub enum BackplaneError {
     /// The backplane refused the operation for good.
     #[error("backplane error: {0}")]
     Failed(String),
+    /// The channel's namespace keeps no history (no stream exists for it).
+    #[error("no history: {0}")]
+    NoHistory(String),
 }
 
 /// Tuning of the NATS backplane.
@@ -63,6 +109,8 @@ pub struct NatsOptions {
     pub subscription_capacity: usize,
     /// Name shown in NATS monitoring.
     pub connection_name: String,
+    /// Namespace requests the control plane answers at once.
+    pub request_concurrency: usize,
 }
 
 impl Default for NatsOptions {
@@ -71,6 +119,7 @@ impl Default for NatsOptions {
             publish_timeout: Duration::from_secs(5),
             subscription_capacity: 8192,
             connection_name: "herald".to_owned(),
+            request_concurrency: 32,
         }
     }
 }
@@ -103,20 +152,29 @@ pub struct ChannelSubscription {
 
 enum SubscriptionInner {
     Nats(JoinHandle<()>),
-    Local { bus: Weak<LocalBusInner>, key: ChannelKey, handle: u64, id: u64 },
+    Local { bus: Weak<LocalBusInner>, topic: Topic, handle: u64, id: u64 },
 }
 
 impl Drop for SubscriptionInner {
     fn drop(&mut self) {
         match self {
             Self::Nats(task) => task.abort(),
-            Self::Local { bus, key, handle, id } => {
+            Self::Local { bus, topic, handle, id } => {
                 if let Some(bus) = bus.upgrade() {
-                    bus.remove_interest(key, *handle, *id);
+                    bus.remove_interest(topic, *handle, *id);
                 }
             }
         }
     }
+}
+
+/// What a local subscription listens to.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Topic {
+    Channel(ChannelKey),
+    Presence(ChannelKey),
+    AllPresence,
+    AllOccupancy,
 }
 
 type ChannelKey = (AppId, ChannelName);
@@ -167,7 +225,18 @@ impl Backplane {
             .map_err(|e| BackplaneError::Unavailable(format!("connect to {url}: {e}")))?;
         connected.store(true, Ordering::Release);
         metrics::gauge!("herald_backplane_connected").set(1.0);
-        let nats = NatsBackplane { client, subjects, options, sink, connected, control_task: Mutex::new(None) };
+        let epochs =
+            Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: Mutex::new(HashMap::new()) });
+        let nats = NatsBackplane {
+            client,
+            subjects,
+            options,
+            sink,
+            connected,
+            control_task: Mutex::new(None),
+            serve_task: Mutex::new(None),
+            epochs,
+        };
         Ok(Self { inner: Arc::new(Inner::Nats(nats)) })
     }
 
@@ -281,20 +350,238 @@ impl Backplane {
                 if l.sink.get().is_none() {
                     return Err(BackplaneError::Failed("no sink attached".into()));
                 }
-                let key = (app.clone(), channel.clone());
-                l.bus.add_interest(key.clone(), l.id, id);
-                SubscriptionInner::Local { bus: Arc::downgrade(&l.bus), key, handle: l.id, id }
+                l.subscribe(Topic::Channel((app.clone(), channel.clone())), id)?
             }
         };
         Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Creates the stream that keeps the history of one namespace's
+    /// channels, or changes its bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Unavailable`] when JetStream did not answer;
+    /// `Failed` when it refused the stream.
+    pub async fn ensure_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        spec: &HistorySpec,
+    ) -> Result<(), BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.ensure_history(app, ns, spec).await,
+            Inner::Local(l) => {
+                l.bus.history().ensure(app, ns, spec);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a namespace's stream and the history it held. Deleting a
+    /// stream that does not exist succeeds.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::ensure_history`].
+    pub async fn drop_history(&self, app: &AppId, ns: &NamespaceName) -> Result<(), BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.drop_history(app, ns).await,
+            Inner::Local(l) => {
+                l.bus.history().drop_stream(app, ns);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes a message of a channel with history: it is stored in the
+    /// namespace's stream, then delivered with its position. Resolves with
+    /// the position once stored. The message id doubles as the stream's
+    /// de-duplication id.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::NoHistory`] when the channel has no namespace or
+    /// the namespace no stream; `Unavailable` when JetStream did not store
+    /// it in time.
+    pub async fn publish_history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        message: &bus::ChannelMessage,
+    ) -> Result<Position, BackplaneError> {
+        let ns = history_namespace(channel)?;
+        let payload = Bytes::from(message.encode_to_vec());
+        match &*self.inner {
+            Inner::Nats(n) => n.publish_history(app, &ns, channel, &message.id, payload).await,
+            Inner::Local(l) => l.bus.publish_history(app, &ns, channel, payload),
+        }
+    }
+
+    /// Reads up to `limit` messages of a channel with history after
+    /// `after_seq` (0: from the start).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish_history`].
+    pub async fn read_history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, BackplaneError> {
+        let ns = history_namespace(channel)?;
+        match &*self.inner {
+            Inner::Nats(n) => n.read_history(app, &ns, channel, after_seq, limit).await,
+            Inner::Local(l) => l
+                .bus
+                .history()
+                .read(app, &ns, channel, after_seq, limit)
+                .ok_or_else(|| BackplaneError::NoHistory(format!("namespace {ns} of app {app} keeps no history"))),
+        }
+    }
+
+    /// Answers edges' namespace requests from `source` (the control plane
+    /// calls this once at start).
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Unavailable`] when the request subject cannot be
+    /// subscribed.
+    pub async fn serve_namespaces(&self, source: Arc<dyn NamespaceSource>) -> Result<(), BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.serve_namespaces(source).await,
+            Inner::Local(l) => {
+                *lock(&l.bus.namespaces) = Some(source);
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the control plane for an app's namespaces. `None` when the app
+    /// does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Unavailable`] when no control plane answered in
+    /// time.
+    pub async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.fetch_namespaces(app).await,
+            Inner::Local(l) => {
+                let source = lock(&l.bus.namespaces).clone();
+                match source {
+                    Some(source) => Ok(source.namespaces(app.clone()).await),
+                    None => Err(BackplaneError::Unavailable("no control plane serves namespaces".into())),
+                }
+            }
+        }
+    }
+
+    /// Publishes a presence report about one channel.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_presence(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        report: &bus::PresenceReport,
+    ) -> Result<(), BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish(n.subjects.presence(app, channel), Bytes::from(report.encode_to_vec())).await,
+            Inner::Local(l) => {
+                l.bus.publish_presence(app, channel, report);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes an occupancy report.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_occupancy(&self, app: &AppId, report: &bus::OccupancyReport) -> Result<(), BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish(n.subjects.occupancy(app), Bytes::from(report.encode_to_vec())).await,
+            Inner::Local(l) => {
+                l.bus.publish_occupancy(report);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts receiving the presence reports of one channel (for an edge
+    /// with local subscribers of a presence channel); they go to
+    /// [`Sink::presence`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_presence(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<ChannelSubscription, BackplaneError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe_reports(n.subjects.presence(app, channel), Report::Presence).await?,
+            Inner::Local(l) => l.subscribe(Topic::Presence((app.clone(), channel.clone())), 0)?,
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Starts receiving every presence report of every app (for the control
+    /// plane).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_presence_all(&self) -> Result<ChannelSubscription, BackplaneError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe_reports(n.subjects.all_presence(), Report::Presence).await?,
+            Inner::Local(l) => l.subscribe(Topic::AllPresence, 0)?,
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Starts receiving every occupancy report (for the control plane); they
+    /// go to [`Sink::occupancy`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_occupancy_all(&self) -> Result<ChannelSubscription, BackplaneError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe_reports(n.subjects.all_occupancy(), Report::Occupancy).await?,
+            Inner::Local(l) => l.subscribe(Topic::AllOccupancy, 0)?,
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Asks every edge to send its presence snapshots and occupancy now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn request_presence_sync(&self) -> Result<(), BackplaneError> {
+        let event = bus::ControlEvent {
+            timestamp_ms: crate::now_ms(),
+            kind: Some(bus::control_event::Kind::PresenceSyncAll(bus::PresenceSyncAll {})),
+        };
+        self.publish_control(&event).await
     }
 
     /// Flushes what was published and stops. Used on shutdown.
     pub async fn close(&self) {
         if let Inner::Nats(n) = &*self.inner {
             let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
-            if let Some(task) = n.control_task.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                task.abort();
+            for task in [&n.control_task, &n.serve_task] {
+                if let Some(task) = lock(task).take() {
+                    task.abort();
+                }
             }
         }
     }
@@ -309,6 +596,22 @@ impl Backplane {
     }
 }
 
+/// The namespace of a channel that is to have history.
+fn history_namespace(channel: &ChannelName) -> Result<NamespaceName, BackplaneError> {
+    channel.namespace_name().ok_or_else(|| BackplaneError::NoHistory(format!("channel {channel} has no namespace")))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Which kind of report a report subscription decodes.
+#[derive(Clone, Copy)]
+enum Report {
+    Presence,
+    Occupancy,
+}
+
 struct NatsBackplane {
     client: async_nats::Client,
     subjects: SubjectSpace,
@@ -316,6 +619,76 @@ struct NatsBackplane {
     sink: Arc<OnceLock<Arc<dyn Sink>>>,
     connected: Arc<AtomicBool>,
     control_task: Mutex<Option<JoinHandle<()>>>,
+    serve_task: Mutex<Option<JoinHandle<()>>>,
+    epochs: Arc<Epochs>,
+}
+
+/// The epochs of the history streams this process met, by stream name.
+///
+/// A stream's epoch is its creation time (ns). It is looked up once per
+/// stream; a sequence number that does not grow (the stream was recreated)
+/// makes the next lookup ask JetStream again, at most once per second.
+struct Epochs {
+    js: async_nats::jetstream::Context,
+    known: Mutex<HashMap<String, KnownEpoch>>,
+}
+
+struct KnownEpoch {
+    epoch: String,
+    last_seq: u64,
+    checked: std::time::Instant,
+}
+
+fn epoch_of(info: &async_nats::jetstream::stream::Info) -> String {
+    info.created.unix_timestamp_nanos().to_string()
+}
+
+impl Epochs {
+    /// The epoch of `stream`, for a message with sequence `seq`.
+    async fn get(&self, stream: &str, seq: u64) -> Option<String> {
+        {
+            let mut known = lock(&self.known);
+            if let Some(k) = known.get_mut(stream)
+                && (seq > k.last_seq || k.checked.elapsed() < Duration::from_secs(1))
+            {
+                k.last_seq = k.last_seq.max(seq);
+                return Some(k.epoch.clone());
+            }
+        }
+        match self.js.get_stream(stream).await {
+            Ok(s) => {
+                let info = s.cached_info();
+                let epoch = epoch_of(info);
+                let last_seq = info.state.last_sequence.max(seq);
+                lock(&self.known).insert(
+                    stream.to_owned(),
+                    KnownEpoch { epoch: epoch.clone(), last_seq, checked: std::time::Instant::now() },
+                );
+                Some(epoch)
+            }
+            Err(e) => {
+                tracing::warn!(stream, error = %e, "history stream epoch unknown");
+                None
+            }
+        }
+    }
+
+    fn forget(&self, stream: &str) {
+        lock(&self.known).remove(stream);
+    }
+}
+
+/// The stream and sequence of a message JetStream republished.
+fn republished(msg: &async_nats::Message) -> Option<(&str, u64)> {
+    let headers = msg.headers.as_ref()?;
+    let stream = headers.get(async_nats::header::NATS_STREAM)?.as_str();
+    let seq = headers.get(async_nats::header::NATS_SEQUENCE)?.as_str().parse().ok()?;
+    Some((stream, seq))
+}
+
+fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    matches!(e.kind(), GetStreamErrorKind::JetStream(err) if err.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND)
 }
 
 impl NatsBackplane {
@@ -393,9 +766,252 @@ impl NatsBackplane {
             Err(_) => return Err(BackplaneError::Unavailable("nats did not take the subscription in time".into())),
         };
         let (app, channel) = (app.clone(), channel.clone());
+        let epochs = self.epochs.clone();
         let task = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                sink.deliver(&app, &channel, id, msg.payload);
+                let position = match republished(&msg) {
+                    Some((stream, seq)) => epochs.get(stream, seq).await.map(|epoch| Position { seq, epoch }),
+                    None => None,
+                };
+                sink.deliver(&app, &channel, id, msg.payload, position.as_ref());
+            }
+        });
+        Ok(SubscriptionInner::Nats(task))
+    }
+
+    /// Runs `work` within the publish timeout.
+    async fn timed<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, BackplaneError>>,
+    ) -> Result<T, BackplaneError> {
+        match tokio::time::timeout(self.options.publish_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(BackplaneError::Unavailable(format!("nats did not answer {what} in time"))),
+        }
+    }
+
+    async fn ensure_history(&self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) -> Result<(), BackplaneError> {
+        use async_nats::jetstream::stream;
+        self.check_connected()?;
+        let source = self.subjects.history_stream_subjects(app, ns);
+        let config = stream::Config {
+            name: self.subjects.history_stream(app, ns),
+            description: Some(format!("Herald history of namespace {ns} of app {app}")),
+            subjects: vec![source.clone()],
+            max_messages_per_subject: i64::from(spec.size),
+            max_age: spec.ttl,
+            max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            allow_direct: true,
+            republish: Some(stream::Republish {
+                source,
+                destination: self.subjects.history_republish(app),
+                headers_only: false,
+            }),
+            ..Default::default()
+        };
+        let js = &self.epochs.js;
+        self.timed("the stream update", async {
+            js.create_or_update_stream(config)
+                .await
+                .map_err(|e| BackplaneError::Failed(format!("history stream: {e}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn drop_history(&self, app: &AppId, ns: &NamespaceName) -> Result<(), BackplaneError> {
+        self.check_connected()?;
+        let name = self.subjects.history_stream(app, ns);
+        let js = &self.epochs.js;
+        let result = self
+            .timed("the stream delete", async {
+                match js.delete_stream(&name).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_stream_not_found(&e) => Ok(()),
+                    Err(e) => Err(BackplaneError::Failed(format!("history stream: {e}"))),
+                }
+            })
+            .await;
+        self.epochs.forget(&name);
+        result
+    }
+
+    async fn publish_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<Position, BackplaneError> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        self.check_connected()?;
+        let subject = self.subjects.history(app, ns, channel);
+        let mut headers = async_nats::HeaderMap::new();
+        if !message_id.is_empty() {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+        }
+        let js = &self.epochs.js;
+        let ack = self
+            .timed("the history publish", async {
+                let map = |e: async_nats::jetstream::context::PublishError| match e.kind() {
+                    PublishErrorKind::StreamNotFound => {
+                        BackplaneError::NoHistory(format!("namespace {ns} of app {app} has no history stream"))
+                    }
+                    _ => BackplaneError::Unavailable(format!("history publish: {e}")),
+                };
+                js.publish_with_headers(subject, headers, payload).await.map_err(map)?.await.map_err(map)
+            })
+            .await?;
+        let epoch = self
+            .epochs
+            .get(&ack.stream, ack.sequence)
+            .await
+            .ok_or_else(|| BackplaneError::Unavailable("history stream epoch unknown".into()))?;
+        Ok(Position { seq: ack.sequence, epoch })
+    }
+
+    async fn read_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, BackplaneError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        self.check_connected()?;
+        let name = self.subjects.history_stream(app, ns);
+        let subject = self.subjects.history(app, ns, channel);
+        let js = &self.epochs.js;
+        self.timed("the history read", async {
+            let stream = js.get_stream(&name).await.map_err(|e| {
+                if is_stream_not_found(&e) {
+                    BackplaneError::NoHistory(format!("namespace {ns} of app {app} keeps no history"))
+                } else {
+                    BackplaneError::Unavailable(format!("history read: {e}"))
+                }
+            })?;
+            let info = stream.cached_info();
+            let epoch = epoch_of(info);
+            let state = &info.state;
+            let unavailable = |e: async_nats::jetstream::stream::DirectGetError| {
+                BackplaneError::Unavailable(format!("history read: {e}"))
+            };
+            let complete = if after_seq == 0 {
+                // Nothing was ever dropped from the stream.
+                state.first_sequence <= 1 && state.messages == state.last_sequence
+            } else if after_seq > state.last_sequence {
+                false
+            } else {
+                match stream.direct_get(after_seq).await {
+                    Ok(m) => m.subject.as_str() == subject,
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => false,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            };
+            let mut messages = Vec::new();
+            let mut next = after_seq + 1;
+            while messages.len() < limit {
+                match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+                    Ok(m) => {
+                        next = m.sequence + 1;
+                        messages.push(HistoryEntry { seq: m.sequence, payload: m.payload });
+                    }
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            let last_seq = match stream.direct_get_last_for_subject(subject.as_str()).await {
+                Ok(m) => m.sequence,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
+                Err(e) => return Err(unavailable(e)),
+            };
+            Ok(HistoryPage { epoch, messages, complete, last_seq })
+        })
+        .await
+    }
+
+    async fn serve_namespaces(&self, source: Arc<dyn NamespaceSource>) -> Result<(), BackplaneError> {
+        self.check_connected()?;
+        let requests = self
+            .client
+            .queue_subscribe(self.subjects.all_namespaces(), "herald-control-plane".into())
+            .await
+            .map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+        self.sync().await?;
+        let client = self.client.clone();
+        let subjects = self.subjects.clone();
+        let concurrency = self.options.request_concurrency.max(1);
+        let task = tokio::spawn(requests.for_each_concurrent(concurrency, move |msg| {
+            let (client, subjects, source) = (client.clone(), subjects.clone(), source.clone());
+            async move {
+                let (Some(reply), Some(app)) = (msg.reply, subjects.parse_namespaces(&msg.subject)) else { return };
+                let list = match source.namespaces(app).await {
+                    Some(namespaces) => bus::NamespaceList { app_exists: true, namespaces },
+                    None => bus::NamespaceList { app_exists: false, namespaces: Vec::new() },
+                };
+                if let Err(e) = client.publish(reply, Bytes::from(list.encode_to_vec())).await {
+                    tracing::warn!(error = %e, "namespace reply not sent");
+                }
+            }
+        }));
+        if let Some(old) = lock(&self.serve_task).replace(task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BackplaneError> {
+        use async_nats::RequestErrorKind;
+        self.check_connected()?;
+        let subject = self.subjects.namespaces(app);
+        let reply = self
+            .timed("the namespace request", async {
+                self.client.request(subject, Bytes::new()).await.map_err(|e| match e.kind() {
+                    RequestErrorKind::NoResponders => {
+                        BackplaneError::Unavailable("no control plane answers namespace requests".into())
+                    }
+                    _ => BackplaneError::Unavailable(format!("namespace request: {e}")),
+                })
+            })
+            .await?;
+        let list = bus::NamespaceList::decode(reply.payload)
+            .map_err(|e| BackplaneError::Failed(format!("undecodable namespace reply: {e}")))?;
+        Ok(list.app_exists.then_some(list.namespaces))
+    }
+
+    async fn subscribe_reports(&self, subject: String, kind: Report) -> Result<SubscriptionInner, BackplaneError> {
+        let sink = self.sink.get().cloned().ok_or_else(|| BackplaneError::Failed("no sink attached".into()))?;
+        self.check_connected()?;
+        let mut sub = self
+            .timed("the subscription", async {
+                let sub =
+                    self.client.subscribe(subject).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+                self.sync().await?;
+                Ok(sub)
+            })
+            .await?;
+        let subjects = self.subjects.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                match kind {
+                    Report::Presence => {
+                        let Some((app, channel)) = subjects.parse_presence(&msg.subject) else { continue };
+                        match bus::PresenceReport::decode(msg.payload) {
+                            Ok(report) if report.app_id == app.as_str() => sink.presence(&app, &channel, report),
+                            Ok(_) => tracing::warn!(subject = %msg.subject, "presence report for another app ignored"),
+                            Err(e) => tracing::warn!(error = %e, "undecodable presence report ignored"),
+                        }
+                    }
+                    Report::Occupancy => match bus::OccupancyReport::decode(msg.payload) {
+                        Ok(report) => sink.occupancy(report),
+                        Err(e) => tracing::warn!(error = %e, "undecodable occupancy report ignored"),
+                    },
+                }
             }
         });
         Ok(SubscriptionInner::Nats(task))
@@ -422,8 +1038,13 @@ struct LocalBusInner {
     next_id: AtomicU64,
     /// Handle id → its sink.
     sinks: Mutex<HashMap<u64, Weak<dyn Sink>>>,
-    /// Channel → (handle id, subscription id) holding interest.
-    interest: Mutex<HashMap<ChannelKey, Vec<(u64, u64)>>>,
+    /// Topic → (handle id, subscription id) holding interest.
+    interest: Mutex<HashMap<Topic, Vec<(u64, u64)>>>,
+    /// Who answers namespace requests.
+    namespaces: Mutex<Option<Arc<dyn NamespaceSource>>>,
+    /// The streams of history namespaces. Held while a history message is
+    /// stored and delivered, which keeps deliveries in sequence order.
+    history: Mutex<LocalHistory>,
 }
 
 struct LocalHandle {
@@ -432,41 +1053,82 @@ struct LocalHandle {
     sink: OnceLock<Arc<dyn Sink>>,
 }
 
-impl LocalBusInner {
-    fn add_interest(&self, key: ChannelKey, handle: u64, id: u64) {
-        self.interest.lock().unwrap_or_else(|e| e.into_inner()).entry(key).or_default().push((handle, id));
+impl LocalHandle {
+    fn subscribe(&self, topic: Topic, id: u64) -> Result<SubscriptionInner, BackplaneError> {
+        if self.sink.get().is_none() {
+            return Err(BackplaneError::Failed("no sink attached".into()));
+        }
+        lock(&self.bus.interest).entry(topic.clone()).or_default().push((self.id, id));
+        Ok(SubscriptionInner::Local { bus: Arc::downgrade(&self.bus), topic, handle: self.id, id })
     }
+}
 
-    fn remove_interest(&self, key: &ChannelKey, handle: u64, id: u64) {
-        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(list) = interest.get_mut(key) {
+impl LocalBusInner {
+    fn remove_interest(&self, topic: &Topic, handle: u64, id: u64) {
+        let mut interest = lock(&self.interest);
+        if let Some(list) = interest.get_mut(topic) {
             list.retain(|&(h, i)| !(h == handle && i == id));
             if list.is_empty() {
-                interest.remove(key);
+                interest.remove(topic);
             }
         }
     }
 
+    fn history(&self) -> std::sync::MutexGuard<'_, LocalHistory> {
+        lock(&self.history)
+    }
+
+    /// The sinks interested in `topic`, with their subscription ids.
+    fn targets(&self, topic: &Topic) -> Vec<(Arc<dyn Sink>, u64)> {
+        let targets: Vec<(u64, u64)> = match lock(&self.interest).get(topic) {
+            Some(list) => list.clone(),
+            None => return Vec::new(),
+        };
+        let sinks = lock(&self.sinks);
+        targets.iter().filter_map(|(h, id)| sinks.get(h).and_then(Weak::upgrade).map(|s| (s, *id))).collect()
+    }
+
     fn publish(&self, app: &AppId, channel: &ChannelName, payload: Bytes) {
-        let targets: Vec<(u64, u64)> = {
-            let interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-            match interest.get(&(app.clone(), channel.clone())) {
-                Some(list) => list.clone(),
-                None => return,
-            }
-        };
-        let sinks: Vec<(Arc<dyn Sink>, u64)> = {
-            let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-            targets.iter().filter_map(|(h, id)| sinks.get(h).and_then(Weak::upgrade).map(|s| (s, *id))).collect()
-        };
-        for (sink, id) in sinks {
-            sink.deliver(app, channel, id, payload.clone());
+        for (sink, id) in self.targets(&Topic::Channel((app.clone(), channel.clone()))) {
+            sink.deliver(app, channel, id, payload.clone(), None);
+        }
+    }
+
+    fn publish_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        payload: Bytes,
+    ) -> Result<Position, BackplaneError> {
+        let mut history = self.history();
+        let position = history
+            .append(app, ns, channel, payload.clone())
+            .ok_or_else(|| BackplaneError::NoHistory(format!("namespace {ns} of app {app} has no history stream")))?;
+        for (sink, id) in self.targets(&Topic::Channel((app.clone(), channel.clone()))) {
+            sink.deliver(app, channel, id, payload.clone(), Some(&position));
+        }
+        drop(history);
+        Ok(position)
+    }
+
+    fn publish_presence(&self, app: &AppId, channel: &ChannelName, report: &bus::PresenceReport) {
+        let key = (app.clone(), channel.clone());
+        let mut targets = self.targets(&Topic::Presence(key));
+        targets.extend(self.targets(&Topic::AllPresence));
+        for (sink, _) in targets {
+            sink.presence(app, channel, report.clone());
+        }
+    }
+
+    fn publish_occupancy(&self, report: &bus::OccupancyReport) {
+        for (sink, _) in self.targets(&Topic::AllOccupancy) {
+            sink.occupancy(report.clone());
         }
     }
 
     fn control(&self, event: &bus::ControlEvent) {
-        let sinks: Vec<Arc<dyn Sink>> =
-            self.sinks.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(Weak::upgrade).collect();
+        let sinks: Vec<Arc<dyn Sink>> = lock(&self.sinks).values().filter_map(Weak::upgrade).collect();
         for sink in sinks {
             sink.control(event.clone());
         }

@@ -66,10 +66,6 @@ impl Close {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 fn reply_ok(request_id: u64, value: Option<reply_ok::Value>) -> Bytes {
     ws::binary_frame(&client::ServerFrame {
         kind: Some(server_frame::Kind::Reply(client::Reply {
@@ -473,7 +469,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
         event: p.event,
         id: id.clone(),
         publisher: session.claims.sub.as_str().to_owned(),
-        timestamp_ms: now_ms(),
+        timestamp_ms: crate::now_ms(),
     };
     let mut buf = BytesMut::with_capacity(message.encoded_len());
     let _ = message.encode(&mut buf);

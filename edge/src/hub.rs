@@ -26,7 +26,7 @@ use herald_proto::{AppId, ChannelName, CloseCode, KeyId, bus};
 use prost::Message as _;
 use tokio::sync::OnceCell;
 
-use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Sink};
+use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Position, Sink};
 use crate::outbox::{Outbox, PushError};
 use crate::ws;
 
@@ -255,15 +255,19 @@ impl Hub {
 }
 
 /// Builds the client-facing frame for a backplane message, once.
-fn encode_delivery(channel: &ChannelName, payload: Bytes) -> Result<Bytes, prost::DecodeError> {
+fn encode_delivery(
+    channel: &ChannelName,
+    payload: Bytes,
+    position: Option<&Position>,
+) -> Result<Bytes, prost::DecodeError> {
     let msg = bus::ChannelMessage::decode(payload)?;
     let frame = client::ServerFrame {
         kind: Some(server_frame::Kind::Message(client::Message {
             channel: channel.as_str().to_owned(),
             data: msg.data,
             event: msg.event,
-            seq: 0,
-            epoch: String::new(),
+            seq: position.map_or(0, |p| p.seq),
+            epoch: position.map(|p| p.epoch.clone()).unwrap_or_default(),
             publisher: msg.publisher,
             timestamp_ms: msg.timestamp_ms,
             id: msg.id,
@@ -273,10 +277,17 @@ fn encode_delivery(channel: &ChannelName, payload: Bytes) -> Result<Bytes, prost
 }
 
 impl Sink for Hub {
-    fn deliver(&self, app: &AppId, channel: &ChannelName, subscription: u64, payload: Bytes) {
+    fn deliver(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        subscription: u64,
+        payload: Bytes,
+        position: Option<&Position>,
+    ) {
         let started = Instant::now();
         metrics::counter!("herald_messages_in_total").increment(1);
-        let frame = match encode_delivery(channel, payload) {
+        let frame = match encode_delivery(channel, payload, position) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::warn!(%app, %channel, error = %e, "undecodable backplane message dropped");
@@ -305,7 +316,7 @@ impl Sink for Hub {
                 tracing::info!(app = %deleted.app_id, closed = n, "app deleted");
             }
             Some(Kind::SigningKeysRotated(_)) => self.keys_rotated.notify_one(),
-            Some(Kind::AppLimitsChanged(_)) | None => {}
+            Some(Kind::AppLimitsChanged(_) | Kind::NamespacesChanged(_) | Kind::PresenceSyncAll(_)) | None => {}
         }
     }
 }

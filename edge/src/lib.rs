@@ -6,9 +6,11 @@
 //!
 //! - [`config`]: [`EdgeConfig`], every limit and timeout, validated.
 //! - [`backplane`]: the NATS and in-process backplanes behind one handle.
+//! - [`history`]: history positions and pages, and the in-process history store.
 //! - [`auth`]: offline token verification against the control plane's JWKS.
 //! - [`hub`]: channel → local subscribers, and the encode-once fan-out.
 //! - [`outbox`]: a connection's bounded send queue.
+//! - [`presence`]: presence members and channel occupancy, from edges' reports.
 //! - [`ws`]: WebSocket framing after the upgrade.
 //! - `conn`: one connection's reader and writer tasks.
 //! - `server`: the listener, HTTP routes and the drain.
@@ -34,8 +36,10 @@ pub mod auth;
 pub mod backplane;
 pub mod config;
 mod conn;
+pub mod history;
 pub mod hub;
 pub mod outbox;
+pub mod presence;
 mod server;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
@@ -54,6 +58,11 @@ use crate::auth::Verifier;
 use crate::backplane::Backplane;
 use crate::conn::Shared;
 use crate::hub::Hub;
+
+/// Wall-clock time in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]

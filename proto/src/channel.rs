@@ -102,6 +102,14 @@ impl ChannelName {
     pub fn namespace(&self) -> Option<&str> {
         self.0.split_once(NAMESPACE_SEPARATOR).map(|(ns, _)| ns)
     }
+
+    /// The namespace whose options apply to this channel: its
+    /// [`Self::namespace`] when that is a valid [`crate::NamespaceName`],
+    /// otherwise `None` (the app's default namespace).
+    #[must_use]
+    pub fn namespace_name(&self) -> Option<crate::NamespaceName> {
+        self.namespace().and_then(|ns| crate::NamespaceName::new(ns).ok())
+    }
 }
 
 /// Checks `name` against every rule without allocating.

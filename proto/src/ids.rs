@@ -153,6 +153,14 @@ string_id!(
 );
 
 string_id!(
+    /// A channel namespace: the part of a channel name before its first `:`
+    /// (`chat` in `chat:lobby`). 1–64 of `A-Z a-z 0-9 _ -`, so it is safe as a
+    /// NATS subject token and inside a JetStream stream name. A channel whose
+    /// prefix is not a valid namespace name belongs to the default namespace.
+    NamespaceName, "namespace name", MAX_ID_LEN, "ASCII letters, digits, '_' and '-'", is_token_char
+);
+
+string_id!(
     /// The end user a token was minted for: 1–255 bytes of printable text
     /// (no control characters).
     ClientId, "client id", MAX_CLIENT_ID_LEN, "printable characters", |c: char| !c.is_control()

@@ -7,7 +7,7 @@
 //! - [`api`]: the gRPC API `herald.api.v1` (services with the `grpc` feature).
 //! - [`channel`]: [`ChannelName`], the one place that decides what a valid
 //!   channel name is.
-//! - [`ids`]: [`AppId`], [`KeyId`], [`ClientId`].
+//! - [`ids`]: [`AppId`], [`KeyId`], [`ClientId`], [`NamespaceName`].
 //! - [`subject`]: [`SubjectSpace`], the mapping from (app, channel) to NATS
 //!   subjects.
 //! - [`caps`]: [`Capabilities`], channel patterns to allowed operations.
@@ -63,5 +63,5 @@ pub use caps::{Capabilities, ChannelPattern, Operation, Operations};
 pub use channel::{ChannelName, ChannelNameError};
 pub use claims::Claims;
 pub use codes::{Advice, CloseCode, ErrorCode};
-pub use ids::{AppId, ClientId, IdError, KeyId};
+pub use ids::{AppId, ClientId, IdError, KeyId, NamespaceName};
 pub use subject::SubjectSpace;

@@ -6,7 +6,10 @@
 //! | subject | carries |
 //! |---|---|
 //! | `<prefix>.ch.<app>.<channel>` | [`crate::bus::ChannelMessage`] for one channel |
-//! | `<prefix>.presence.<app>` | [`crate::bus::PresenceReport`] from edges |
+//! | `<prefix>.presence.<app>.<channel>` | [`crate::bus::PresenceReport`] from edges |
+//! | `<prefix>.occupancy.<app>` | [`crate::bus::OccupancyReport`] from edges |
+//! | `<prefix>.ns.<app>` | requests for the app's [`crate::bus::NamespaceList`], answered by the control plane |
+//! | `<prefix>.hs.<app>.<ns>.<channel>` | channel messages of history namespaces, captured by the namespace's JetStream stream, which republishes them on the channel subject |
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
 //! | `<prefix>.sync` | nothing: requests on it prove earlier commands were processed |
 //!
@@ -18,7 +21,7 @@
 use std::fmt;
 
 use crate::channel::ChannelName;
-use crate::ids::AppId;
+use crate::ids::{AppId, NamespaceName};
 
 /// Longest subject prefix, in bytes.
 pub const MAX_PREFIX_LEN: usize = 64;
@@ -93,13 +96,6 @@ impl SubjectSpace {
         s
     }
 
-    /// The wildcard subject matching every channel of one app (for the app's
-    /// history stream). The only wildcard this module hands out.
-    #[must_use]
-    pub fn app_channels(&self, app: &AppId) -> String {
-        format!("{}.ch.{}.*", self.prefix, app)
-    }
-
     /// Maps a channel subject back to its app and channel.
     ///
     /// Returns `None` for any subject [`Self::channel`] cannot produce.
@@ -110,17 +106,85 @@ impl SubjectSpace {
         Some((AppId::new(app).ok()?, ChannelName::new(channel).ok()?))
     }
 
-    /// The subject on which edges report presence for one app.
+    /// The subject on which edges report presence in one channel.
     #[must_use]
-    pub fn presence(&self, app: &AppId) -> String {
-        format!("{}.presence.{}", self.prefix, app)
+    pub fn presence(&self, app: &AppId, channel: &ChannelName) -> String {
+        format!("{}.presence.{}.{}", self.prefix, app, channel)
     }
 
-    /// The wildcard subject of every app's presence reports (what the control
-    /// plane subscribes to).
+    /// The wildcard subject of every presence report (what the control plane
+    /// subscribes to).
     #[must_use]
     pub fn all_presence(&self) -> String {
-        format!("{}.presence.*", self.prefix)
+        format!("{}.presence.*.*", self.prefix)
+    }
+
+    /// Maps a presence subject back to its app and channel.
+    #[must_use]
+    pub fn parse_presence(&self, subject: &str) -> Option<(AppId, ChannelName)> {
+        let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".presence.")?;
+        let (app, channel) = rest.split_once('.')?;
+        Some((AppId::new(app).ok()?, ChannelName::new(channel).ok()?))
+    }
+
+    /// The subject on which edges report their subscriber counts for one app.
+    #[must_use]
+    pub fn occupancy(&self, app: &AppId) -> String {
+        format!("{}.occupancy.{}", self.prefix, app)
+    }
+
+    /// The wildcard subject of every app's occupancy reports.
+    #[must_use]
+    pub fn all_occupancy(&self) -> String {
+        format!("{}.occupancy.*", self.prefix)
+    }
+
+    /// The subject of requests for one app's namespaces.
+    #[must_use]
+    pub fn namespaces(&self, app: &AppId) -> String {
+        format!("{}.ns.{}", self.prefix, app)
+    }
+
+    /// The wildcard subject of namespace requests (what the control plane
+    /// answers).
+    #[must_use]
+    pub fn all_namespaces(&self) -> String {
+        format!("{}.ns.*", self.prefix)
+    }
+
+    /// Maps a namespace-request subject back to its app.
+    #[must_use]
+    pub fn parse_namespaces(&self, subject: &str) -> Option<AppId> {
+        let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".ns.")?;
+        AppId::new(rest).ok()
+    }
+
+    /// The subject a message of a history channel is published on; the
+    /// namespace's stream captures it.
+    #[must_use]
+    pub fn history(&self, app: &AppId, ns: &NamespaceName, channel: &ChannelName) -> String {
+        format!("{}.hs.{}.{}.{}", self.prefix, app, ns, channel)
+    }
+
+    /// The subjects of one namespace's stream.
+    #[must_use]
+    pub fn history_stream_subjects(&self, app: &AppId, ns: &NamespaceName) -> String {
+        format!("{}.hs.{}.{}.*", self.prefix, app, ns)
+    }
+
+    /// Where the namespace's stream republishes what it stored: the
+    /// channel subject, as a subject transform of
+    /// [`Self::history_stream_subjects`].
+    #[must_use]
+    pub fn history_republish(&self, app: &AppId) -> String {
+        format!("{}.ch.{}.{{{{wildcard(1)}}}}", self.prefix, app)
+    }
+
+    /// The JetStream stream name of one namespace: unique per (prefix, app,
+    /// namespace), since none of them can hold `!` or `~`.
+    #[must_use]
+    pub fn history_stream(&self, app: &AppId, ns: &NamespaceName) -> String {
+        format!("herald!{}!{}!{}", self.prefix.replace('.', "~"), app, ns)
     }
 
     /// The subject of control events.
@@ -159,9 +223,19 @@ mod tests {
         let app = AppId::new("app1").expect("app");
         let ch = ChannelName::new("chat:room/1").expect("channel");
         assert_eq!(s.channel(&app, &ch), "t.x-1.ch.app1.chat:room/1");
-        assert_eq!(s.app_channels(&app), "t.x-1.ch.app1.*");
-        assert_eq!(s.presence(&app), "t.x-1.presence.app1");
-        assert_eq!(s.all_presence(), "t.x-1.presence.*");
+        assert_eq!(s.presence(&app, &ch), "t.x-1.presence.app1.chat:room/1");
+        assert_eq!(s.parse_presence("t.x-1.presence.app1.chat:room/1"), Some((app.clone(), ch.clone())));
+        assert_eq!(s.all_presence(), "t.x-1.presence.*.*");
+        assert_eq!(s.occupancy(&app), "t.x-1.occupancy.app1");
+        assert_eq!(s.all_occupancy(), "t.x-1.occupancy.*");
+        assert_eq!(s.namespaces(&app), "t.x-1.ns.app1");
+        assert_eq!(s.parse_namespaces("t.x-1.ns.app1"), Some(app.clone()));
+        assert_eq!(s.parse_namespaces("t.x-1.ns.a.b"), None);
+        let ns = ch.namespace_name().expect("namespace");
+        assert_eq!(s.history(&app, &ns, &ch), "t.x-1.hs.app1.chat.chat:room/1");
+        assert_eq!(s.history_stream_subjects(&app, &ns), "t.x-1.hs.app1.chat.*");
+        assert_eq!(s.history_republish(&app), "t.x-1.ch.app1.{{wildcard(1)}}");
+        assert_eq!(s.history_stream(&app, &ns), "herald!t~x-1!app1!chat");
         assert_eq!(s.control(), "t.x-1.control");
         assert_eq!(SubjectSpace::default().prefix(), "herald");
     }

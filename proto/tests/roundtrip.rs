@@ -160,11 +160,27 @@ fn bus_messages() -> Vec<String> {
         rt(AppDeleted { app_id: "a".into() }),
         rt(SigningKeysRotated { current_kid: "kid".into() }),
         rt(AppLimitsChanged { app_id: "a".into() }),
+        rt(NamespacesChanged { app_id: "a".into() }),
+        rt(PresenceSync {}),
+        rt(PresenceSyncAll {}),
+        rt(ChannelCount { channel: "c".into(), subscribers: 3 }),
+        rt(OccupancyReport {
+            edge_id: "e".into(),
+            app_id: "a".into(),
+            channels: vec![ChannelCount { channel: "c".into(), subscribers: 3 }],
+        }),
+        rt(NamespaceOptions { presence: true, join_leave: true, client_publish: false, history_size: 10, history_ttl_ms: 60_000 }),
+        rt(Namespace { name: "chat".into(), options: Some(NamespaceOptions { presence: true, ..Default::default() }) }),
+        rt(NamespaceList {
+            app_exists: true,
+            namespaces: vec![Namespace { name: "chat".into(), options: Some(NamespaceOptions::default()) }],
+        }),
     ];
     for kind in [
         presence_report::Kind::Join(PresenceJoin { entry: Some(entry.clone()) }),
         presence_report::Kind::Leave(PresenceLeave { entry: Some(entry.clone()) }),
         presence_report::Kind::Snapshot(PresenceSnapshot { entries: vec![entry.clone()], taken_at_ms: 1 }),
+        presence_report::Kind::Sync(PresenceSync {}),
     ] {
         names.push(rt(PresenceReport { edge_id: "e".into(), app_id: "a".into(), kind: Some(kind) }));
     }
@@ -173,6 +189,8 @@ fn bus_messages() -> Vec<String> {
         control_event::Kind::AppDeleted(AppDeleted { app_id: "a".into() }),
         control_event::Kind::SigningKeysRotated(SigningKeysRotated { current_kid: "k".into() }),
         control_event::Kind::AppLimitsChanged(AppLimitsChanged { app_id: "a".into() }),
+        control_event::Kind::NamespacesChanged(NamespacesChanged { app_id: "a".into() }),
+        control_event::Kind::PresenceSyncAll(PresenceSyncAll {}),
     ] {
         names.push(rt(ControlEvent { timestamp_ms: 3, kind: Some(kind) }));
     }

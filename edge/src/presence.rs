@@ -1,0 +1,384 @@
+//! Presence and occupancy state, built from the reports edges publish.
+//!
+//! Edges report every connection that joins or leaves a presence channel,
+//! and send snapshots of their entries periodically. Whoever follows a
+//! channel's reports (the control plane for every channel; an edge for the
+//! presence channels its own clients subscribe to) keeps a
+//! [`PresenceTable`]: entries keyed by (edge, connection), members counted
+//! per client id. An entry that is not refreshed within the TTL expires, so
+//! the entries of an edge that died disappear on their own.
+//!
+//! [`OccupancyTable`] does the same for the subscriber counts per channel
+//! that every edge reports for every app it serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use herald_proto::{AppId, ChannelName, bus};
+
+type ChannelKey = (AppId, ChannelName);
+
+/// A member of a presence channel: one client id, however many connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The client id.
+    pub client_id: String,
+    /// JSON object from the token's `info` claim; empty when none.
+    pub info: Bytes,
+    /// Its connections in the channel, across edges.
+    pub connections: u32,
+}
+
+/// A change of a channel's member list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A client id got its first connection in the channel.
+    Joined(Member),
+    /// A client id lost its last connection in the channel.
+    Left(Member),
+}
+
+struct Entry {
+    client_id: Arc<str>,
+    refreshed: Instant,
+}
+
+struct ClientState {
+    info: Bytes,
+    connections: u32,
+}
+
+#[derive(Default)]
+struct ChannelPresence {
+    /// (edge id, connection id) → entry.
+    entries: HashMap<(Box<str>, Box<str>), Entry>,
+    clients: HashMap<Arc<str>, ClientState>,
+}
+
+impl ChannelPresence {
+    fn join(&mut self, edge: &str, entry: &bus::PresenceEntry, now: Instant) -> Option<MemberChange> {
+        let key: (Box<str>, Box<str>) = (edge.into(), entry.connection_id.as_str().into());
+        if let Some(existing) = self.entries.get_mut(&key) {
+            existing.refreshed = now;
+            return None;
+        }
+        let client_id: Arc<str> = match self.clients.get_key_value(entry.client_id.as_str()) {
+            Some((id, _)) => id.clone(),
+            None => entry.client_id.as_str().into(),
+        };
+        self.entries.insert(key, Entry { client_id: client_id.clone(), refreshed: now });
+        let state =
+            self.clients.entry(client_id).or_insert_with(|| ClientState { info: entry.info.clone(), connections: 0 });
+        state.connections += 1;
+        (state.connections == 1).then(|| {
+            MemberChange::Joined(Member {
+                client_id: entry.client_id.clone(),
+                info: state.info.clone(),
+                connections: 1,
+            })
+        })
+    }
+
+    fn leave(&mut self, edge: &str, connection_id: &str) -> Option<MemberChange> {
+        let entry = self.entries.remove(&(Box::<str>::from(edge), Box::<str>::from(connection_id)))?;
+        self.release(&entry.client_id)
+    }
+
+    fn release(&mut self, client_id: &Arc<str>) -> Option<MemberChange> {
+        let state = self.clients.get_mut(client_id)?;
+        state.connections = state.connections.saturating_sub(1);
+        if state.connections > 0 {
+            return None;
+        }
+        let state = self.clients.remove(client_id)?;
+        Some(MemberChange::Left(Member { client_id: client_id.to_string(), info: state.info, connections: 0 }))
+    }
+}
+
+/// The members of presence channels.
+pub struct PresenceTable {
+    ttl: Duration,
+    channels: HashMap<ChannelKey, ChannelPresence>,
+}
+
+impl PresenceTable {
+    /// An empty table whose entries expire `ttl` after their last refresh.
+    #[must_use]
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, channels: HashMap::new() }
+    }
+
+    /// Applies one report about `channel`; returns the member changes it
+    /// caused. Entries naming another channel are ignored.
+    pub fn apply(
+        &mut self,
+        app: &AppId,
+        channel: &ChannelName,
+        report: &bus::PresenceReport,
+        now: Instant,
+    ) -> Vec<MemberChange> {
+        use bus::presence_report::Kind;
+        let mut changes = Vec::new();
+        let edge = report.edge_id.as_str();
+        let key = (app.clone(), channel.clone());
+        let valid = |e: &bus::PresenceEntry| e.channel == channel.as_str() && !e.client_id.is_empty();
+        match &report.kind {
+            Some(Kind::Join(bus::PresenceJoin { entry: Some(entry) })) if valid(entry) => {
+                changes.extend(self.channels.entry(key).or_default().join(edge, entry, now));
+            }
+            Some(Kind::Snapshot(snapshot)) => {
+                let ch = self.channels.entry(key.clone()).or_default();
+                for entry in snapshot.entries.iter().filter(|e| valid(e)) {
+                    changes.extend(ch.join(edge, entry, now));
+                }
+                if ch.entries.is_empty() {
+                    self.channels.remove(&key);
+                }
+            }
+            Some(Kind::Leave(bus::PresenceLeave { entry: Some(entry) })) => {
+                if let Some(ch) = self.channels.get_mut(&key) {
+                    changes.extend(ch.leave(edge, &entry.connection_id));
+                    if ch.entries.is_empty() {
+                        self.channels.remove(&key);
+                    }
+                }
+            }
+            _ => {}
+        }
+        changes
+    }
+
+    /// Drops the entries not refreshed within the TTL; returns the member
+    /// changes, per channel.
+    pub fn expire(&mut self, now: Instant) -> Vec<(AppId, ChannelName, MemberChange)> {
+        let ttl = self.ttl;
+        let mut changes = Vec::new();
+        self.channels.retain(|(app, channel), ch| {
+            let stale: Vec<(Box<str>, Box<str>)> = ch
+                .entries
+                .iter()
+                .filter(|(_, e)| now.saturating_duration_since(e.refreshed) > ttl)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in stale {
+                if let Some(entry) = ch.entries.remove(&key)
+                    && let Some(change) = ch.release(&entry.client_id)
+                {
+                    changes.push((app.clone(), channel.clone(), change));
+                }
+            }
+            !ch.entries.is_empty()
+        });
+        changes
+    }
+
+    /// Forgets a channel (an edge whose last subscriber left it).
+    pub fn forget(&mut self, app: &AppId, channel: &ChannelName) {
+        self.channels.remove(&(app.clone(), channel.clone()));
+    }
+
+    /// The channel's members, by client id.
+    #[must_use]
+    pub fn members(&self, app: &AppId, channel: &ChannelName) -> Vec<Member> {
+        let Some(ch) = self.channels.get(&(app.clone(), channel.clone())) else { return Vec::new() };
+        let mut members: Vec<Member> = ch
+            .clients
+            .iter()
+            .map(|(id, s)| Member { client_id: id.to_string(), info: s.info.clone(), connections: s.connections })
+            .collect();
+        members.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        members
+    }
+
+    /// How many client ids are in the channel.
+    #[must_use]
+    pub fn member_count(&self, app: &AppId, channel: &ChannelName) -> usize {
+        self.channels.get(&(app.clone(), channel.clone())).map_or(0, |c| c.clients.len())
+    }
+}
+
+/// Subscriber counts per channel, summed over the edges that report them.
+pub struct OccupancyTable {
+    ttl: Duration,
+    /// (edge id, app) → when reported, and the counts.
+    reports: HashMap<(Box<str>, AppId), (Instant, Vec<(ChannelName, u32)>)>,
+}
+
+impl OccupancyTable {
+    /// An empty table whose reports expire `ttl` after they arrived.
+    #[must_use]
+    pub fn new(ttl: Duration) -> Self {
+        Self { ttl, reports: HashMap::new() }
+    }
+
+    /// Replaces the reporting edge's counts for the report's app. Reports
+    /// with an invalid app id or channel name are ignored (entries one by
+    /// one).
+    pub fn apply(&mut self, report: &bus::OccupancyReport, now: Instant) {
+        let Ok(app) = AppId::new(&report.app_id) else { return };
+        let counts: Vec<(ChannelName, u32)> = report
+            .channels
+            .iter()
+            .filter(|c| c.subscribers > 0)
+            .filter_map(|c| ChannelName::new(&c.channel).ok().map(|n| (n, c.subscribers)))
+            .collect();
+        let key = (Box::<str>::from(report.edge_id.as_str()), app);
+        if counts.is_empty() {
+            self.reports.remove(&key);
+        } else {
+            self.reports.insert(key, (now, counts));
+        }
+    }
+
+    /// Drops the reports older than the TTL.
+    pub fn expire(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        self.reports.retain(|_, (at, _)| now.saturating_duration_since(*at) <= ttl);
+    }
+
+    /// The app's occupied channels with their subscriber counts, by name.
+    #[must_use]
+    pub fn channels(&self, app: &AppId) -> Vec<(ChannelName, u64)> {
+        let mut sums: HashMap<&ChannelName, u64> = HashMap::new();
+        for ((_, a), (_, counts)) in &self.reports {
+            if a == app {
+                for (name, n) in counts {
+                    *sums.entry(name).or_default() += u64::from(*n);
+                }
+            }
+        }
+        let mut out: Vec<(ChannelName, u64)> = sums.into_iter().map(|(n, c)| (n.clone(), c)).collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus::presence_report::Kind;
+
+    fn ids() -> (AppId, ChannelName) {
+        (AppId::new("a").expect("app"), ChannelName::new("room:1").expect("channel"))
+    }
+
+    fn entry(conn: &str, client: &str) -> bus::PresenceEntry {
+        bus::PresenceEntry {
+            channel: "room:1".into(),
+            connection_id: conn.into(),
+            client_id: client.into(),
+            info: Bytes::from_static(b"{}"),
+        }
+    }
+
+    fn report(edge: &str, kind: Kind) -> bus::PresenceReport {
+        bus::PresenceReport { edge_id: edge.into(), app_id: "a".into(), kind: Some(kind) }
+    }
+
+    fn join(edge: &str, conn: &str, client: &str) -> bus::PresenceReport {
+        report(edge, Kind::Join(bus::PresenceJoin { entry: Some(entry(conn, client)) }))
+    }
+
+    fn leave(edge: &str, conn: &str, client: &str) -> bus::PresenceReport {
+        report(edge, Kind::Leave(bus::PresenceLeave { entry: Some(entry(conn, client)) }))
+    }
+
+    #[test]
+    fn members_are_counted_per_client_across_connections_and_edges() {
+        let (app, ch) = ids();
+        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let now = Instant::now();
+        let changes = t.apply(&app, &ch, &join("e1", "c1", "ada"), now);
+        assert!(matches!(&changes[..], [MemberChange::Joined(m)] if m.client_id == "ada"));
+        assert!(t.apply(&app, &ch, &join("e2", "c9", "ada"), now).is_empty(), "second tab: no join");
+        assert!(t.apply(&app, &ch, &join("e1", "c1", "ada"), now).is_empty(), "repeated join is a refresh");
+        t.apply(&app, &ch, &join("e2", "c2", "bob"), now);
+        let members = t.members(&app, &ch);
+        assert_eq!(
+            members.iter().map(|m| (m.client_id.as_str(), m.connections)).collect::<Vec<_>>(),
+            vec![("ada", 2), ("bob", 1)]
+        );
+        assert!(t.apply(&app, &ch, &leave("e1", "c1", "ada"), now).is_empty(), "ada still has a tab");
+        let changes = t.apply(&app, &ch, &leave("e2", "c9", "ada"), now);
+        assert!(matches!(&changes[..], [MemberChange::Left(m)] if m.client_id == "ada"));
+        assert!(t.apply(&app, &ch, &leave("e2", "c9", "ada"), now).is_empty(), "leave twice: nothing");
+        assert_eq!(t.member_count(&app, &ch), 1);
+    }
+
+    #[test]
+    fn entries_of_a_silent_edge_expire_and_snapshots_keep_the_others() {
+        let (app, ch) = ids();
+        let ttl = Duration::from_secs(30);
+        let mut t = PresenceTable::new(ttl);
+        let start = Instant::now();
+        t.apply(&app, &ch, &join("dead", "c1", "ghost"), start);
+        t.apply(&app, &ch, &join("live", "c2", "ada"), start);
+        let later = start + ttl - Duration::from_secs(1);
+        let snapshot = bus::PresenceSnapshot { entries: vec![entry("c2", "ada")], taken_at_ms: 0 };
+        assert!(t.apply(&app, &ch, &report("live", Kind::Snapshot(snapshot)), later).is_empty());
+        let changes = t.expire(start + ttl + Duration::from_secs(1));
+        assert_eq!(changes.len(), 1);
+        assert!(matches!(&changes[0].2, MemberChange::Left(m) if m.client_id == "ghost"));
+        assert_eq!(t.members(&app, &ch).len(), 1);
+        assert!(t.expire(later + ttl + Duration::from_secs(1)).len() == 1, "ada expires once her edge is silent too");
+        assert_eq!(t.member_count(&app, &ch), 0);
+    }
+
+    #[test]
+    fn entries_for_another_channel_or_without_client_are_ignored() {
+        let (app, ch) = ids();
+        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let mut other = entry("c1", "ada");
+        other.channel = "room:2".into();
+        t.apply(&app, &ch, &report("e", Kind::Join(bus::PresenceJoin { entry: Some(other) })), Instant::now());
+        t.apply(&app, &ch, &join("e", "c2", ""), Instant::now());
+        assert_eq!(t.member_count(&app, &ch), 0);
+    }
+
+    #[test]
+    fn ten_thousand_members() {
+        let (app, ch) = ids();
+        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let now = Instant::now();
+        let entries: Vec<_> = (0..10_000).map(|i| entry(&format!("c{i}"), &format!("u{i}"))).collect();
+        for chunk in entries.chunks(500) {
+            let snapshot = bus::PresenceSnapshot { entries: chunk.to_vec(), taken_at_ms: 0 };
+            assert_eq!(t.apply(&app, &ch, &report("e", Kind::Snapshot(snapshot)), now).len(), chunk.len());
+        }
+        assert_eq!(t.members(&app, &ch).len(), 10_000);
+        assert_eq!(t.expire(now + Duration::from_secs(31)).len(), 10_000);
+    }
+
+    #[test]
+    fn occupancy_sums_edges_and_expires() {
+        let app = AppId::new("a").expect("app");
+        let mut t = OccupancyTable::new(Duration::from_secs(30));
+        let now = Instant::now();
+        let count = |c: &str, n| bus::ChannelCount { channel: c.into(), subscribers: n };
+        t.apply(
+            &bus::OccupancyReport {
+                edge_id: "e1".into(),
+                app_id: "a".into(),
+                channels: vec![count("x", 2), count("y", 1)],
+            },
+            now,
+        );
+        t.apply(
+            &bus::OccupancyReport {
+                edge_id: "e2".into(),
+                app_id: "a".into(),
+                channels: vec![count("x", 3), count("bad.name", 1)],
+            },
+            now + Duration::from_secs(20),
+        );
+        let names =
+            |t: &OccupancyTable| t.channels(&app).into_iter().map(|(n, c)| (n.to_string(), c)).collect::<Vec<_>>();
+        assert_eq!(names(&t), vec![("x".to_owned(), 5), ("y".to_owned(), 1)]);
+        t.expire(now + Duration::from_secs(31));
+        assert_eq!(names(&t), vec![("x".to_owned(), 3)]);
+        t.apply(&bus::OccupancyReport { edge_id: "e2".into(), app_id: "a".into(), channels: vec![] }, now);
+        assert!(t.channels(&app).is_empty());
+    }
+}
