@@ -473,7 +473,9 @@ impl Backplane {
                 let source = lock(&l.bus.namespaces).clone();
                 match source {
                     Some(source) => Ok(source.namespaces(app.clone()).await),
-                    None => Err(BackplaneError::Unavailable("no control plane serves namespaces".into())),
+                    // An in-process bus without a control plane: nothing is
+                    // configured, every channel takes the defaults.
+                    None => Ok(Some(Vec::new())),
                 }
             }
         }

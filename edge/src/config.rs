@@ -82,6 +82,15 @@ pub struct EdgeConfig {
     pub http_header_timeout: HumanDuration,
     /// On SIGTERM, the longest wait for connections to close.
     pub drain_timeout: HumanDuration,
+    /// How often the edge re-sends its presence entries and subscriber
+    /// counts.
+    pub presence_snapshot_interval: HumanDuration,
+    /// Presence entries (and subscriber counts) of other edges not refreshed
+    /// this long expire.
+    pub presence_ttl: HumanDuration,
+    /// How long an app's namespace options are cached (a change made through
+    /// the API also reaches edges at once, by a control event).
+    pub namespace_cache_ttl: HumanDuration,
 }
 
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
@@ -120,6 +129,9 @@ impl Default for EdgeConfig {
             heartbeat_timeout: HumanDuration::secs(60),
             http_header_timeout: HumanDuration::secs(10),
             drain_timeout: HumanDuration::secs(30),
+            presence_snapshot_interval: HumanDuration::secs(10),
+            presence_ttl: HumanDuration::secs(30),
+            namespace_cache_ttl: HumanDuration::secs(30),
         }
     }
 }
@@ -167,6 +179,9 @@ impl EdgeConfig {
         "heartbeat_timeout",
         "http_header_timeout",
         "drain_timeout",
+        "presence_snapshot_interval",
+        "presence_ttl",
+        "namespace_cache_ttl",
     ];
 
     /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
@@ -279,10 +294,15 @@ impl EdgeConfig {
             ("http_header_timeout", self.http_header_timeout),
             ("jwks_min_refetch_interval", self.jwks_min_refetch_interval),
             ("jwks_refresh_interval", self.jwks_refresh_interval),
+            ("presence_snapshot_interval", self.presence_snapshot_interval),
+            ("namespace_cache_ttl", self.namespace_cache_ttl),
         ] {
             if d.0.is_zero() {
                 return Err(err(key, "must be above 0"));
             }
+        }
+        if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
+            return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));
         }
         if self.heartbeat_timeout.0 <= self.heartbeat_interval.0 {
             return Err(err("heartbeat_timeout", "must be longer than heartbeat_interval"));

@@ -13,7 +13,7 @@
 //! Replies and deliveries share the outbox, so a slow client is closed by
 //! the same bound whatever filled its queue.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,7 +29,9 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::auth::{AuthError, Verifier};
 use crate::config::EdgeConfig;
-use crate::hub::{ConnEntry, Hub};
+use crate::backplane::{BackplaneError, Position};
+use crate::hub::{ConnEntry, Hub, SubscribeOptions};
+use crate::namespaces::keeps_history;
 use crate::outbox::Outbox;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
 
@@ -134,7 +136,9 @@ struct Session {
     id: u64,
     claims: Claims,
     entry: Arc<ConnEntry>,
-    subscriptions: HashSet<ChannelName>,
+    /// Subscribed channels → the presence entry reported for each, if any.
+    subscriptions: HashMap<ChannelName, Option<Arc<bus::PresenceEntry>>>,
+    connection_id: String,
     rate: RateLimit,
     max_message: usize,
     expires_at: Instant,
@@ -163,10 +167,21 @@ where
     let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin)).await {
         Ok(mut session) => {
             let close = run(&shared, &mut reader, &mut rd, &outbox, &mut session).await;
-            for channel in session.subscriptions.drain() {
+            let mut leaves = Vec::new();
+            for (channel, presence) in session.subscriptions.drain() {
                 shared.hub.unsubscribe(&session.claims.app, &channel, id);
+                leaves.extend(presence);
             }
             shared.hub.unregister(id);
+            if !leaves.is_empty() {
+                // In the background: the close must not wait for NATS.
+                let (hub, app) = (shared.hub.clone(), session.claims.app.clone());
+                tokio::spawn(async move {
+                    for entry in leaves {
+                        report_leave(&hub, &app, entry).await;
+                    }
+                });
+            }
             close
         }
         Err(close) => close,
@@ -272,9 +287,10 @@ async fn handshake<R: AsyncRead + Unpin>(
     let rate = lim
         .publish_rate
         .map_or(config.publish_rate, |r| if config.publish_rate == 0 { r } else { r.min(config.publish_rate) });
+    let connection_id = format!("{}-{id}", shared.edge_id);
     let connected = client::ServerFrame {
         kind: Some(server_frame::Kind::Connected(client::Connected {
-            connection_id: format!("{}-{id}", shared.edge_id),
+            connection_id: connection_id.clone(),
             client_id: claims.sub.as_str().to_owned(),
             heartbeat_interval_ms: config.heartbeat_interval.0.as_millis() as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout.0.as_millis() as u32,
@@ -298,7 +314,8 @@ async fn handshake<R: AsyncRead + Unpin>(
     Ok(Session {
         id,
         entry,
-        subscriptions: HashSet::new(),
+        subscriptions: HashMap::new(),
+        connection_id,
         rate: RateLimit::new(rate, config.publish_burst),
         max_message,
         expires_at,
@@ -358,74 +375,187 @@ async fn run<R: AsyncRead + Unpin>(
         // (backplane futures included) would otherwise sit in every
         // connection's future.
         let reply = Box::pin(handle(shared, session, frame)).await;
-        if outbox.push(reply).is_err() {
+        if let Some(reply) = reply
+            && outbox.push(reply).is_err()
+        {
             return None;
         }
     }
 }
 
-async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: client::ClientFrame) -> Bytes {
+/// Answers one request. `None` when the answer was already queued (a
+/// subscribe that replays history queues its reply before the replay).
+async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: client::ClientFrame) -> Option<Bytes> {
     let rid = frame.request_id;
     let Some(kind) = frame.kind else {
-        return reply_err(rid, ErrorCode::UnknownRequest, "unknown request kind");
+        return Some(reply_err(rid, ErrorCode::UnknownRequest, "unknown request kind"));
     };
-    match kind {
+    Some(match kind {
         client_frame::Kind::Connect(_) => reply_ok(rid, None),
         client_frame::Kind::Ping(_) => reply_ok(rid, None),
-        client_frame::Kind::Subscribe(s) => subscribe(shared, session, rid, s).await,
+        client_frame::Kind::Subscribe(s) => return subscribe(shared, session, rid, s).await,
         client_frame::Kind::Unsubscribe(u) => {
             let Ok(channel) = ChannelName::new(&u.channel) else {
-                return reply_err(rid, ErrorCode::InvalidChannel, "invalid channel name");
+                return Some(reply_err(rid, ErrorCode::InvalidChannel, "invalid channel name"));
             };
-            if !session.subscriptions.remove(&channel) {
-                return reply_err(rid, ErrorCode::NotSubscribed, "not subscribed to this channel");
-            }
+            let Some(presence) = session.subscriptions.remove(&channel) else {
+                return Some(reply_err(rid, ErrorCode::NotSubscribed, "not subscribed to this channel"));
+            };
             shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
+            if let Some(entry) = presence {
+                report_leave(&shared.hub, &session.claims.app, entry).await;
+            }
             reply_ok(rid, None)
         }
         client_frame::Kind::Publish(p) => publish(shared, session, rid, p).await,
         client_frame::Kind::RefreshToken(r) => refresh(shared, session, rid, &r.token).await,
-        client_frame::Kind::PresenceQuery(q) => {
-            let Ok(channel) = ChannelName::new(&q.channel) else {
-                return reply_err(rid, ErrorCode::InvalidChannel, "invalid channel name");
-            };
-            if !session.claims.caps.allows(channel.as_str(), Operation::Presence) {
-                return reply_err(rid, ErrorCode::Forbidden, "token does not allow presence on this channel");
-            }
-            reply_err(rid, ErrorCode::NotEnabled, "presence is not enabled for this channel")
-        }
+        client_frame::Kind::PresenceQuery(q) => presence_query(shared, session, rid, &q.channel).await,
+    })
+}
+
+/// The reply to a backplane failure.
+fn backplane_err(rid: u64, what: &str, e: &BackplaneError) -> Bytes {
+    tracing::warn!(error = %e, "{what} failed on the backplane");
+    match e {
+        BackplaneError::NoHistory(m) => reply_err(rid, ErrorCode::Unavailable, format!("history unavailable: {m}")),
+        _ => reply_err(rid, ErrorCode::Unavailable, "backplane unavailable; retry"),
     }
 }
 
-async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: client::Subscribe) -> Bytes {
+async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, channel: &str) -> Bytes {
+    let Ok(channel) = ChannelName::new(channel) else {
+        return reply_err(rid, ErrorCode::InvalidChannel, "invalid channel name");
+    };
+    if !session.claims.caps.allows(channel.as_str(), Operation::Presence) {
+        return reply_err(rid, ErrorCode::Forbidden, "token does not allow presence on this channel");
+    }
+    let options = match shared.hub.namespaces.options(shared.hub.backplane(), &session.claims.app, &channel).await {
+        Ok(o) => o,
+        Err(e) => return backplane_err(rid, "namespace lookup", &e),
+    };
+    if !options.presence {
+        return reply_err(rid, ErrorCode::NotEnabled, "presence is not enabled for this channel");
+    }
+    if !session.subscriptions.contains_key(&channel) {
+        return reply_err(rid, ErrorCode::NotSubscribed, "subscribe to the channel to see its members");
+    }
+    let members = shared.hub.members(&session.claims.app, &channel).unwrap_or_default();
+    let members = members.into_iter().map(|m| client::Member { client_id: m.client_id, info: m.info }).collect();
+    let result = client::PresenceResult { channel: channel.as_str().to_owned(), members };
+    reply_ok(rid, Some(reply_ok::Value::Presence(result)))
+}
+
+/// Reports that a connection left a presence channel.
+async fn report_leave(hub: &Hub, app: &herald_proto::AppId, entry: Arc<bus::PresenceEntry>) {
+    let Ok(channel) = ChannelName::new(&entry.channel) else { return };
+    let report = bus::PresenceReport {
+        edge_id: hub.edge_id().to_owned(),
+        app_id: app.as_str().to_owned(),
+        kind: Some(bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some((*entry).clone()) })),
+    };
+    if let Err(e) = hub.backplane().publish_presence(app, &channel, &report).await {
+        tracing::warn!(%app, %channel, error = %e, "presence leave not sent; it expires instead");
+    }
+}
+
+async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: client::Subscribe) -> Option<Bytes> {
     let channel = match ChannelName::new(&s.channel) {
         Ok(c) => c,
-        Err(e) => return reply_err(rid, ErrorCode::InvalidChannel, e.to_string()),
+        Err(e) => return Some(reply_err(rid, ErrorCode::InvalidChannel, e.to_string())),
     };
     if !session.claims.caps.allows(channel.as_str(), Operation::Subscribe) {
-        return reply_err(rid, ErrorCode::Forbidden, "token does not allow subscribe on this channel");
+        return Some(reply_err(rid, ErrorCode::Forbidden, "token does not allow subscribe on this channel"));
     }
-    let result = client::SubscribeResult { history: false, recovered: false, position: None };
-    if session.subscriptions.contains(&channel) {
-        return reply_ok(rid, Some(reply_ok::Value::Subscribed(result)));
+    if session.subscriptions.contains_key(&channel) {
+        let result = client::SubscribeResult { history: false, recovered: false, position: None };
+        return Some(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
     }
     if session.subscriptions.len() >= shared.config.max_subscriptions as usize {
-        return reply_err(
+        return Some(reply_err(
             rid,
             ErrorCode::LimitExceeded,
             format!("at most {} subscriptions per connection", shared.config.max_subscriptions),
-        );
+        ));
     }
-    match shared.hub.subscribe(&session.claims.app, &channel, session.id, &session.entry.outbox).await {
-        Ok(()) => {
-            session.subscriptions.insert(channel);
-            reply_ok(rid, Some(reply_ok::Value::Subscribed(result)))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "subscribe failed on the backplane");
-            reply_err(rid, ErrorCode::Unavailable, "backplane unavailable; retry")
+    let hub = &shared.hub;
+    let app = &session.claims.app;
+    let options = match hub.namespaces.options(hub.backplane(), app, &channel).await {
+        Ok(o) => o,
+        Err(e) => return Some(backplane_err(rid, "namespace lookup", &e)),
+    };
+    let history = keeps_history(&options);
+    let recover = s.recover_from.filter(|_| history);
+    let presence = (options.presence && session.claims.caps.allows(channel.as_str(), Operation::Presence)).then(|| {
+        Arc::new(bus::PresenceEntry {
+            channel: channel.as_str().to_owned(),
+            connection_id: session.connection_id.clone(),
+            client_id: session.claims.sub.as_str().to_owned(),
+            info: session.claims.info.as_ref().map(|i| Bytes::from(serde_json::to_vec(i).unwrap_or_default())).unwrap_or_default(),
+        })
+    });
+    let history_size = options.history_size as usize;
+    let how = SubscribeOptions { options, hold: history, presence: presence.clone() };
+    if let Err(e) = hub.subscribe(app, &channel, session.id, &session.entry.outbox, how).await {
+        return Some(backplane_err(rid, "subscribe", &e));
+    }
+    session.subscriptions.insert(channel.clone(), presence.clone());
+    if let Some(entry) = presence {
+        let report = bus::PresenceReport {
+            edge_id: hub.edge_id().to_owned(),
+            app_id: app.as_str().to_owned(),
+            kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some((*entry).clone()) })),
+        };
+        if let Err(e) = hub.backplane().publish_presence(app, &channel, &report).await {
+            tracing::warn!(%app, %channel, error = %e, "presence join not sent; the next snapshot carries it");
         }
     }
+    if !history {
+        let result = client::SubscribeResult { history: false, recovered: false, position: None };
+        return Some(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
+    }
+    // History: read what is to be replayed while live frames are held.
+    let (after, limit) = match &recover {
+        Some(p) => (p.seq, history_size),
+        None => (0, 0),
+    };
+    let page = hub.backplane().read_history(app, &channel, after, limit).await;
+    let (recovered, replay, position) = match (&recover, page) {
+        (Some(from), Ok(page)) if page.epoch == from.epoch && page.complete => {
+            let last = page.messages.last().map_or(from.seq, |m| m.seq);
+            (true, page.messages, Position { seq: last, epoch: page.epoch })
+        }
+        (_, Ok(page)) => (false, Vec::new(), Position { seq: page.last_seq, epoch: page.epoch }),
+        (_, Err(e)) => {
+            // Live delivery works without history: report no position.
+            tracing::warn!(%app, %channel, error = %e, "history read failed");
+            hub.release(app, &channel, session.id, 0);
+            let result = client::SubscribeResult { history: true, recovered: false, position: None };
+            return Some(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
+        }
+    };
+    let outbox = &session.entry.outbox;
+    let result = client::SubscribeResult {
+        history: true,
+        recovered,
+        position: Some(client::StreamPosition { seq: position.seq, epoch: position.epoch.clone() }),
+    };
+    let _ = outbox.push(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
+    let mut replayed = if recovered { position.seq } else { 0 };
+    for entry in replay {
+        let at = Position { seq: entry.seq, epoch: position.epoch.clone() };
+        match crate::hub::encode_replay(&channel, entry.payload, &at) {
+            Ok(frame) => {
+                if outbox.push(frame).is_err() {
+                    break;
+                }
+                metrics::counter!("herald_recovered_messages_total").increment(1);
+            }
+            Err(e) => tracing::warn!(%app, %channel, error = %e, "undecodable stored message skipped"),
+        }
+        replayed = replayed.max(entry.seq);
+    }
+    hub.release(app, &channel, session.id, replayed);
+    None
 }
 
 async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: client::Publish) -> Bytes {
@@ -435,6 +565,13 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
     };
     if !session.claims.caps.allows(channel.as_str(), Operation::Publish) {
         return reply_err(rid, ErrorCode::Forbidden, "token does not allow publish on this channel");
+    }
+    let options = match shared.hub.namespaces.options(shared.hub.backplane(), &session.claims.app, &channel).await {
+        Ok(o) => o,
+        Err(e) => return backplane_err(rid, "namespace lookup", &e),
+    };
+    if !options.client_publish {
+        return reply_err(rid, ErrorCode::Forbidden, "clients may not publish in this channel's namespace");
     }
     if p.data.len() > session.max_message {
         return reply_err(rid, ErrorCode::TooLarge, format!("data exceeds {} bytes", session.max_message));
@@ -471,10 +608,16 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
         publisher: session.claims.sub.as_str().to_owned(),
         timestamp_ms: crate::now_ms(),
     };
-    let mut buf = BytesMut::with_capacity(message.encoded_len());
-    let _ = message.encode(&mut buf);
-    match shared.hub.backplane().publish_encoded(&session.claims.app, &channel, buf.freeze()).await {
-        Ok(()) => {
+    let backplane = shared.hub.backplane();
+    let outcome = if keeps_history(&options) {
+        backplane.publish_history(&session.claims.app, &channel, &message).await.map(Some)
+    } else {
+        let mut buf = BytesMut::with_capacity(message.encoded_len());
+        let _ = message.encode(&mut buf);
+        backplane.publish_encoded(&session.claims.app, &channel, buf.freeze()).await.map(|()| None)
+    };
+    match outcome {
+        Ok(position) => {
             metrics::counter!("herald_client_publishes_total").increment(1);
             if p.idempotency_id.is_some() {
                 if session.recent_ids.len() >= RECENT_IDS {
@@ -482,12 +625,10 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
                 }
                 session.recent_ids.push_back(id.clone());
             }
-            reply_ok(rid, Some(reply_ok::Value::Published(client::PublishResult { id, position: None })))
+            let position = position.map(|p| client::StreamPosition { seq: p.seq, epoch: p.epoch });
+            reply_ok(rid, Some(reply_ok::Value::Published(client::PublishResult { id, position })))
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "client publish failed on the backplane");
-            reply_err(rid, ErrorCode::Unavailable, "backplane unavailable; retry")
-        }
+        Err(e) => backplane_err(rid, "client publish", &e),
     }
 }
 
@@ -506,12 +647,14 @@ async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u64, token: &
     // Subscriptions the new token no longer allows end now.
     let dropped: Vec<ChannelName> = session
         .subscriptions
-        .iter()
+        .keys()
         .filter(|c| !claims.caps.allows(c.as_str(), Operation::Subscribe))
         .cloned()
         .collect();
     for channel in dropped {
-        session.subscriptions.remove(&channel);
+        if let Some(Some(entry)) = session.subscriptions.remove(&channel) {
+            report_leave(&shared.hub, &session.claims.app, entry).await;
+        }
         shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
     }
     session.claims = claims;

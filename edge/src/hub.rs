@@ -12,13 +12,21 @@
 //!   outbox closes its connection as a slow consumer; nobody waits for it.
 //! - The hub also keeps the registry of live connections, for key
 //!   revocation, app deletion and draining.
+//! - A subscriber that recovers history is *held*: live frames for it are
+//!   kept aside, with their sequence, until the replay is in its outbox;
+//!   [`Hub::release`] then passes on those the replay did not cover.
+//! - For presence channels the hub follows the channel's presence reports
+//!   (a [`PresenceTable`]), turns member changes into join/leave events for
+//!   its subscribers, answers member queries, and publishes its own
+//!   connections' entries and every channel's subscriber count periodically
+//!   ([`Hub::report_loop`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald_proto::client::{self, server_frame};
@@ -27,17 +35,37 @@ use prost::Message as _;
 use tokio::sync::OnceCell;
 
 use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Position, Sink};
+use crate::namespaces::Namespaces;
 use crate::outbox::{Outbox, PushError};
+use crate::presence::{Member, MemberChange, PresenceTable};
 use crate::ws;
 
 const SHARDS: usize = 64;
 
+/// Entries per presence snapshot message.
+const SNAPSHOT_CHUNK: usize = 500;
+
+/// After an edge starts following a channel's presence, the members it
+/// learns from other edges' snapshots are not announced as joins for this
+/// long.
+const PRESENCE_WARMUP: Duration = Duration::from_millis(500);
+
 type ChannelKey = (AppId, ChannelName);
-type Ready = Arc<OnceCell<Result<ChannelSubscription, BackplaneError>>>;
+type Ready = Arc<OnceCell<Result<Following, BackplaneError>>>;
+
+/// The backplane subscriptions of one channel entry.
+struct Following {
+    _messages: ChannelSubscription,
+    _presence: Option<ChannelSubscription>,
+}
 
 struct Subscriber {
     conn_id: u64,
     outbox: Arc<Outbox>,
+    /// While the subscriber replays history: live frames kept aside.
+    held: Option<Vec<(u64, Bytes)>>,
+    /// The connection's presence entry, when it is reported as a member.
+    presence: Option<Arc<bus::PresenceEntry>>,
 }
 
 struct Channel {
@@ -46,6 +74,44 @@ struct Channel {
     id: u64,
     subscribers: Vec<Subscriber>,
     ready: Ready,
+    options: bus::NamespaceOptions,
+    /// Until then, member changes are not announced (see [`PRESENCE_WARMUP`]).
+    quiet_until: Instant,
+}
+
+/// How a hub reports presence; from the edge's configuration.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// This edge's id, in its presence and occupancy reports.
+    pub edge_id: String,
+    /// Expiry of other edges' entries.
+    pub presence_ttl: Duration,
+    /// Cache time of namespace options.
+    pub namespace_cache_ttl: Duration,
+    /// Most live frames kept aside for a subscriber replaying history; past
+    /// it the subscriber is closed as a slow consumer.
+    pub max_held: usize,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            edge_id: "edge".to_owned(),
+            presence_ttl: Duration::from_secs(30),
+            namespace_cache_ttl: Duration::from_secs(30),
+            max_held: 16_384,
+        }
+    }
+}
+
+/// What [`Hub::subscribe`] is to do besides adding the subscriber.
+pub struct SubscribeOptions {
+    /// The channel's namespace options.
+    pub options: bus::NamespaceOptions,
+    /// Hold live frames until [`Hub::release`] (for a history replay).
+    pub hold: bool,
+    /// The presence entry to report this subscriber with.
+    pub presence: Option<Arc<bus::PresenceEntry>>,
 }
 
 /// What the hub knows of a live connection.
@@ -68,8 +134,14 @@ pub struct Hub {
     per_app: Mutex<HashMap<AppId, u32>>,
     backplane: Backplane,
     next_id: AtomicU64,
+    settings: HubSettings,
+    presence: Mutex<PresenceTable>,
+    /// Namespace options of the apps this edge serves.
+    pub namespaces: Namespaces,
     /// Notified when the control plane rotated its signing keys.
     pub keys_rotated: tokio::sync::Notify,
+    /// Notified when the control plane asks for every report at once.
+    report_now: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,14 +153,30 @@ impl Hub {
     /// [`Backplane::attach`] to receive.
     #[must_use]
     pub fn new(backplane: Backplane) -> Arc<Self> {
+        Self::with_settings(backplane, HubSettings::default())
+    }
+
+    /// A hub with explicit presence settings.
+    #[must_use]
+    pub fn with_settings(backplane: Backplane, settings: HubSettings) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns: Mutex::new(HashMap::new()),
             per_app: Mutex::new(HashMap::new()),
             backplane,
             next_id: AtomicU64::new(1),
+            presence: Mutex::new(PresenceTable::new(settings.presence_ttl)),
+            namespaces: Namespaces::new(settings.namespace_cache_ttl),
+            settings,
             keys_rotated: tokio::sync::Notify::new(),
+            report_now: tokio::sync::Notify::new(),
         })
+    }
+
+    /// This edge's id.
+    #[must_use]
+    pub fn edge_id(&self) -> &str {
+        &self.settings.edge_id
     }
 
     /// The backplane.
@@ -155,7 +243,8 @@ impl Hub {
     }
 
     /// Adds a subscriber to a channel. Resolves once the backplane holds the
-    /// channel's interest.
+    /// channel's interest (and, for presence channels, its presence
+    /// reports).
     ///
     /// # Errors
     ///
@@ -166,18 +255,27 @@ impl Hub {
         channel: &ChannelName,
         conn_id: u64,
         outbox: &Arc<Outbox>,
+        how: SubscribeOptions,
     ) -> Result<(), BackplaneError> {
+        let follow_presence = how.options.presence;
         let (ready, id) = {
             let mut shard = lock(self.shard(app, channel));
             let entry = shard.entry((app.clone(), channel.clone())).or_insert_with(|| Channel {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 subscribers: Vec::new(),
                 ready: Arc::new(OnceCell::new()),
+                options: how.options,
+                quiet_until: Instant::now() + PRESENCE_WARMUP,
             });
-            entry.subscribers.push(Subscriber { conn_id, outbox: outbox.clone() });
+            entry.subscribers.push(Subscriber {
+                conn_id,
+                outbox: outbox.clone(),
+                held: how.hold.then(Vec::new),
+                presence: how.presence,
+            });
             (entry.ready.clone(), entry.id)
         };
-        let result = ready.get_or_init(|| self.backplane.subscribe(app, channel, id)).await;
+        let result = ready.get_or_init(|| self.follow(app, channel, id, follow_presence)).await;
         match result {
             Ok(_) => {
                 metrics::gauge!("herald_subscriptions").increment(1.0);
@@ -196,6 +294,60 @@ impl Hub {
         }
     }
 
+    /// Subscribes the backplane to a channel's messages and, for presence
+    /// channels, to its presence reports, then asks the other edges for
+    /// their entries.
+    async fn follow(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        id: u64,
+        presence: bool,
+    ) -> Result<Following, BackplaneError> {
+        let messages = self.backplane.subscribe(app, channel, id).await?;
+        let presence = if presence {
+            let sub = self.backplane.subscribe_presence(app, channel).await?;
+            let sync = bus::PresenceReport {
+                edge_id: self.settings.edge_id.clone(),
+                app_id: app.as_str().to_owned(),
+                kind: Some(bus::presence_report::Kind::Sync(bus::PresenceSync {})),
+            };
+            if let Err(e) = self.backplane.publish_presence(app, channel, &sync).await {
+                tracing::warn!(%app, %channel, error = %e, "presence sync request not sent");
+            }
+            Some(sub)
+        } else {
+            None
+        };
+        Ok(Following { _messages: messages, _presence: presence })
+    }
+
+    /// Ends the hold of a subscriber that replayed history up to
+    /// `replayed_seq`: the live frames kept aside that come after it go to
+    /// its outbox, and from now on frames go there directly.
+    pub fn release(&self, app: &AppId, channel: &ChannelName, conn_id: u64, replayed_seq: u64) {
+        let mut shard = lock(self.shard(app, channel));
+        let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return };
+        let Some(sub) = entry.subscribers.iter_mut().find(|s| s.conn_id == conn_id) else { return };
+        for (seq, frame) in sub.held.take().unwrap_or_default() {
+            if seq == 0 || seq > replayed_seq {
+                if let Err(PushError::Overflow) = sub.outbox.push(frame) {
+                    metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                }
+            }
+        }
+    }
+
+    /// The members of a presence channel this edge follows; `None` when it
+    /// does not follow the channel's presence.
+    #[must_use]
+    pub fn members(&self, app: &AppId, channel: &ChannelName) -> Option<Vec<Member>> {
+        let follows = lock(self.shard(app, channel))
+            .get(&(app.clone(), channel.clone()))
+            .is_some_and(|c| c.options.presence);
+        follows.then(|| lock(&self.presence).members(app, channel))
+    }
+
     /// Removes a subscriber. The channel's backplane subscription ends with
     /// its last local subscriber.
     pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, conn_id: u64) {
@@ -212,6 +364,9 @@ impl Hub {
                 None
             }
         };
+        if removed.as_ref().is_some_and(|c| c.options.presence) {
+            lock(&self.presence).forget(app, channel);
+        }
         drop(removed);
         metrics::gauge!("herald_subscriptions").decrement(1.0);
     }
@@ -230,16 +385,26 @@ impl Hub {
 
     /// Fans an encoded frame out to a channel's subscribers. Returns how
     /// many received it.
-    fn fan_out(&self, app: &AppId, channel: &ChannelName, subscription: u64, frame: &Bytes) -> usize {
+    fn fan_out(&self, app: &AppId, channel: &ChannelName, subscription: Option<u64>, seq: u64, frame: &Bytes) -> usize {
         let mut delivered = 0;
         let mut slow = 0u64;
         {
-            let shard = lock(self.shard(app, channel));
-            let Some(entry) = shard.get(&(app.clone(), channel.clone())) else { return 0 };
-            if entry.id != subscription {
+            let mut shard = lock(self.shard(app, channel));
+            let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return 0 };
+            if subscription.is_some_and(|id| entry.id != id) {
                 return 0;
             }
-            for sub in &entry.subscribers {
+            for sub in &mut entry.subscribers {
+                if let Some(held) = &mut sub.held {
+                    if held.len() < self.settings.max_held {
+                        held.push((seq, frame.clone()));
+                        delivered += 1;
+                    } else {
+                        sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
+                        slow += 1;
+                    }
+                    continue;
+                }
                 match sub.outbox.push(frame.clone()) {
                     Ok(()) => delivered += 1,
                     Err(PushError::Overflow) => slow += 1,
@@ -252,6 +417,145 @@ impl Hub {
         }
         delivered
     }
+}
+
+impl Hub {
+    /// Sends join/leave events for member changes of a channel to its
+    /// subscribers, when the channel's namespace wants them.
+    fn announce(&self, app: &AppId, channel: &ChannelName, changes: Vec<MemberChange>) {
+        if changes.is_empty() {
+            return;
+        }
+        let wanted = lock(self.shard(app, channel))
+            .get(&(app.clone(), channel.clone()))
+            .is_some_and(|c| c.options.join_leave && Instant::now() >= c.quiet_until);
+        if !wanted {
+            return;
+        }
+        for change in changes {
+            let (kind, member) = match change {
+                MemberChange::Joined(m) => (client::presence_event::Kind::Join, m),
+                MemberChange::Left(m) => (client::presence_event::Kind::Leave, m),
+            };
+            let frame = ws::binary_frame(&client::ServerFrame {
+                kind: Some(server_frame::Kind::PresenceEvent(client::PresenceEvent {
+                    channel: channel.as_str().to_owned(),
+                    kind: kind as i32,
+                    member: Some(client::Member { client_id: member.client_id, info: member.info }),
+                })),
+            });
+            let delivered = self.fan_out(app, channel, None, 0, &frame);
+            metrics::counter!("herald_presence_events_total").increment(delivered as u64);
+        }
+    }
+
+    /// This edge's presence entries for one channel, in snapshot chunks.
+    fn snapshot_reports(&self, app: &AppId, channel: &ChannelName) -> Vec<bus::PresenceReport> {
+        let entries: Vec<bus::PresenceEntry> = lock(self.shard(app, channel))
+            .get(&(app.clone(), channel.clone()))
+            .map(|c| c.subscribers.iter().filter_map(|s| s.presence.as_deref().cloned()).collect())
+            .unwrap_or_default();
+        let taken_at_ms = crate::now_ms();
+        entries
+            .chunks(SNAPSHOT_CHUNK)
+            .map(|chunk| bus::PresenceReport {
+                edge_id: self.settings.edge_id.clone(),
+                app_id: app.as_str().to_owned(),
+                kind: Some(bus::presence_report::Kind::Snapshot(bus::PresenceSnapshot {
+                    entries: chunk.to_vec(),
+                    taken_at_ms,
+                })),
+            })
+            .collect()
+    }
+
+    /// Publishes this edge's snapshot of one channel in the background (an
+    /// answer to another edge's sync request).
+    fn spawn_snapshot(&self, app: &AppId, channel: &ChannelName) {
+        let reports = self.snapshot_reports(app, channel);
+        if reports.is_empty() {
+            return;
+        }
+        let (backplane, app, channel) = (self.backplane.clone(), app.clone(), channel.clone());
+        tokio::spawn(async move {
+            for report in reports {
+                if let Err(e) = backplane.publish_presence(&app, &channel, &report).await {
+                    tracing::warn!(%app, %channel, error = %e, "presence snapshot not sent");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Publishes the snapshots of every presence channel and the subscriber
+    /// counts of every app.
+    async fn report_all(&self) {
+        let mut presence_channels = Vec::new();
+        let mut counts: HashMap<AppId, Vec<bus::ChannelCount>> = HashMap::new();
+        for shard in self.shards.iter() {
+            for ((app, channel), entry) in lock(shard).iter() {
+                if entry.options.presence {
+                    presence_channels.push((app.clone(), channel.clone()));
+                }
+                counts.entry(app.clone()).or_default().push(bus::ChannelCount {
+                    channel: channel.as_str().to_owned(),
+                    subscribers: entry.subscribers.len() as u32,
+                });
+            }
+        }
+        for (app, channel) in presence_channels {
+            for report in self.snapshot_reports(&app, &channel) {
+                if let Err(e) = self.backplane.publish_presence(&app, &channel, &report).await {
+                    tracing::warn!(%app, %channel, error = %e, "presence snapshot not sent");
+                    return;
+                }
+            }
+        }
+        for (app, channels) in counts {
+            let report = bus::OccupancyReport {
+                edge_id: self.settings.edge_id.clone(),
+                app_id: app.as_str().to_owned(),
+                channels,
+            };
+            if let Err(e) = self.backplane.publish_occupancy(&app, &report).await {
+                tracing::warn!(%app, error = %e, "occupancy report not sent");
+                return;
+            }
+        }
+    }
+
+    /// Runs until the hub is dropped: expires other edges' presence entries
+    /// every second (announcing the leaves) and publishes this edge's
+    /// reports every `interval` and whenever the control plane asks.
+    pub async fn report_loop(self: Arc<Self>, interval: Duration) {
+        let mut next_report = tokio::time::Instant::now() + interval;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let expired = lock(&self.presence).expire(Instant::now());
+                    for (app, channel, change) in expired {
+                        self.announce(&app, &channel, vec![change]);
+                    }
+                    if tokio::time::Instant::now() >= next_report {
+                        next_report = tokio::time::Instant::now() + interval;
+                        self.report_all().await;
+                    }
+                }
+                () = self.report_now.notified() => self.report_all().await,
+            }
+        }
+    }
+}
+
+/// Builds the client-facing frame of a stored message, for a replay.
+///
+/// # Errors
+///
+/// When the stored bytes are not a [`bus::ChannelMessage`].
+pub fn encode_replay(channel: &ChannelName, payload: Bytes, position: &Position) -> Result<Bytes, prost::DecodeError> {
+    encode_delivery(channel, payload, Some(position))
 }
 
 /// Builds the client-facing frame for a backplane message, once.
@@ -295,7 +599,7 @@ impl Sink for Hub {
                 return;
             }
         };
-        let delivered = self.fan_out(app, channel, subscription, &frame);
+        let delivered = self.fan_out(app, channel, Some(subscription), position.map_or(0, |p| p.seq), &frame);
         metrics::counter!("herald_deliveries_total").increment(delivered as u64);
         metrics::histogram!("herald_fanout_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -316,7 +620,20 @@ impl Sink for Hub {
                 tracing::info!(app = %deleted.app_id, closed = n, "app deleted");
             }
             Some(Kind::SigningKeysRotated(_)) => self.keys_rotated.notify_one(),
-            Some(Kind::AppLimitsChanged(_) | Kind::NamespacesChanged(_) | Kind::PresenceSyncAll(_)) | None => {}
+            Some(Kind::NamespacesChanged(changed)) => self.namespaces.invalidate(&changed.app_id),
+            Some(Kind::PresenceSyncAll(_)) => self.report_now.notify_one(),
+            Some(Kind::AppLimitsChanged(_)) | None => {}
         }
+    }
+
+    fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
+        if let Some(bus::presence_report::Kind::Sync(_)) = report.kind {
+            if report.edge_id != self.settings.edge_id {
+                self.spawn_snapshot(app, channel);
+            }
+            return;
+        }
+        let changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
+        self.announce(app, channel, changes);
     }
 }

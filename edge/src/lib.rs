@@ -9,6 +9,7 @@
 //! - [`history`]: history positions and pages, and the in-process history store.
 //! - [`auth`]: offline token verification against the control plane's JWKS.
 //! - [`hub`]: channel → local subscribers, and the encode-once fan-out.
+//! - [`namespaces`]: the cache of apps' namespace options.
 //! - [`outbox`]: a connection's bounded send queue.
 //! - [`presence`]: presence members and channel occupancy, from edges' reports.
 //! - [`ws`]: WebSocket framing after the upgrade.
@@ -38,6 +39,7 @@ pub mod config;
 mod conn;
 pub mod history;
 pub mod hub;
+pub mod namespaces;
 pub mod outbox;
 pub mod presence;
 mod server;
@@ -127,8 +129,15 @@ pub async fn run(
     let tls = config.tls()?.map(tls_acceptor).transpose()?;
     let verifier =
         Verifier::new(&config.jwks_url, &config.issuer, config.token_leeway.0, config.jwks_min_refetch_interval.0);
-    let hub = Hub::new(backplane.clone());
+    let settings = hub::HubSettings {
+        edge_id: config.edge_id.clone(),
+        presence_ttl: config.presence_ttl.0,
+        namespace_cache_ttl: config.namespace_cache_ttl.0,
+        max_held: config.send_queue_frames as usize,
+    };
+    let hub = Hub::with_settings(backplane.clone(), settings);
     backplane.attach(hub.clone()).await?;
+    let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
     let (draining_tx, draining_rx) = watch::channel(false);
     let edge_id = config.edge_id.clone();
     let shared = Arc::new(Shared {
@@ -164,6 +173,7 @@ pub async fn run(
     server::accept_loop(listener, shared, tls, draining_tx, shutdown).await;
     refresh.abort();
     rotations.abort();
+    reports.abort();
     Ok(())
 }
 
