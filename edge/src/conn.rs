@@ -28,8 +28,8 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::auth::{AuthError, Verifier};
-use crate::config::EdgeConfig;
 use crate::backplane::{BackplaneError, Position};
+use crate::config::EdgeConfig;
 use crate::hub::{ConnEntry, Hub, SubscribeOptions};
 use crate::namespaces::keeps_history;
 use crate::outbox::Outbox;
@@ -490,7 +490,12 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
             channel: channel.as_str().to_owned(),
             connection_id: session.connection_id.clone(),
             client_id: session.claims.sub.as_str().to_owned(),
-            info: session.claims.info.as_ref().map(|i| Bytes::from(serde_json::to_vec(i).unwrap_or_default())).unwrap_or_default(),
+            info: session
+                .claims
+                .info
+                .as_ref()
+                .map(|i| Bytes::from(serde_json::to_vec(i).unwrap_or_default()))
+                .unwrap_or_default(),
         })
     });
     let history_size = options.history_size as usize;

@@ -45,11 +45,6 @@ const SHARDS: usize = 64;
 /// Entries per presence snapshot message.
 const SNAPSHOT_CHUNK: usize = 500;
 
-/// After an edge starts following a channel's presence, the members it
-/// learns from other edges' snapshots are not announced as joins for this
-/// long.
-const PRESENCE_WARMUP: Duration = Duration::from_millis(500);
-
 type ChannelKey = (AppId, ChannelName);
 type Ready = Arc<OnceCell<Result<Following, BackplaneError>>>;
 
@@ -75,8 +70,6 @@ struct Channel {
     subscribers: Vec<Subscriber>,
     ready: Ready,
     options: bus::NamespaceOptions,
-    /// Until then, member changes are not announced (see [`PRESENCE_WARMUP`]).
-    quiet_until: Instant,
 }
 
 /// How a hub reports presence; from the edge's configuration.
@@ -265,7 +258,6 @@ impl Hub {
                 subscribers: Vec::new(),
                 ready: Arc::new(OnceCell::new()),
                 options: how.options,
-                quiet_until: Instant::now() + PRESENCE_WARMUP,
             });
             entry.subscribers.push(Subscriber {
                 conn_id,
@@ -330,10 +322,10 @@ impl Hub {
         let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return };
         let Some(sub) = entry.subscribers.iter_mut().find(|s| s.conn_id == conn_id) else { return };
         for (seq, frame) in sub.held.take().unwrap_or_default() {
-            if seq == 0 || seq > replayed_seq {
-                if let Err(PushError::Overflow) = sub.outbox.push(frame) {
-                    metrics::counter!("herald_slow_consumer_closes_total").increment(1);
-                }
+            if (seq == 0 || seq > replayed_seq)
+                && let Err(PushError::Overflow) = sub.outbox.push(frame)
+            {
+                metrics::counter!("herald_slow_consumer_closes_total").increment(1);
             }
         }
     }
@@ -342,9 +334,8 @@ impl Hub {
     /// does not follow the channel's presence.
     #[must_use]
     pub fn members(&self, app: &AppId, channel: &ChannelName) -> Option<Vec<Member>> {
-        let follows = lock(self.shard(app, channel))
-            .get(&(app.clone(), channel.clone()))
-            .is_some_and(|c| c.options.presence);
+        let follows =
+            lock(self.shard(app, channel)).get(&(app.clone(), channel.clone())).is_some_and(|c| c.options.presence);
         follows.then(|| lock(&self.presence).members(app, channel))
     }
 
@@ -426,9 +417,8 @@ impl Hub {
         if changes.is_empty() {
             return;
         }
-        let wanted = lock(self.shard(app, channel))
-            .get(&(app.clone(), channel.clone()))
-            .is_some_and(|c| c.options.join_leave && Instant::now() >= c.quiet_until);
+        let wanted =
+            lock(self.shard(app, channel)).get(&(app.clone(), channel.clone())).is_some_and(|c| c.options.join_leave);
         if !wanted {
             return;
         }
@@ -441,12 +431,29 @@ impl Hub {
                 kind: Some(server_frame::Kind::PresenceEvent(client::PresenceEvent {
                     channel: channel.as_str().to_owned(),
                     kind: kind as i32,
-                    member: Some(client::Member { client_id: member.client_id, info: member.info }),
+                    member: Some(client::Member { client_id: member.client_id.clone(), info: member.info }),
                 })),
             });
-            let delivered = self.fan_out(app, channel, None, 0, &frame);
+            let delivered = self.fan_out_presence(app, channel, &member.client_id, &frame);
             metrics::counter!("herald_presence_events_total").increment(delivered as u64);
         }
+    }
+
+    /// Sends a presence event to a channel's subscribers, except the
+    /// connections of the member it is about.
+    fn fan_out_presence(&self, app: &AppId, channel: &ChannelName, client_id: &str, frame: &Bytes) -> usize {
+        let shard = lock(self.shard(app, channel));
+        let Some(entry) = shard.get(&(app.clone(), channel.clone())) else { return 0 };
+        let mut delivered = 0;
+        for sub in &entry.subscribers {
+            if sub.presence.as_ref().is_some_and(|p| p.client_id == client_id) {
+                continue;
+            }
+            if sub.outbox.push(frame.clone()).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
     }
 
     /// This edge's presence entries for one channel, in snapshot chunks.
@@ -633,7 +640,13 @@ impl Sink for Hub {
             }
             return;
         }
-        let changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
+        let mut changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
+        if let Some(bus::presence_report::Kind::Snapshot(_)) = report.kind {
+            // Members first seen in a snapshot are not news: they were there
+            // before this edge started following the channel (or their join
+            // was lost). Only their leaving is announced.
+            changes.retain(|c| matches!(c, MemberChange::Left(_)));
+        }
         self.announce(app, channel, changes);
     }
 }

@@ -20,6 +20,9 @@ use herald_proto::{AppId, ChannelName, bus};
 
 type ChannelKey = (AppId, ChannelName);
 
+/// One edge's counts for one app: when they arrived, and the counts.
+type EdgeCounts = (Instant, Vec<(ChannelName, u32)>);
+
 /// A member of a presence channel: one client id, however many connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -203,7 +206,7 @@ impl PresenceTable {
 pub struct OccupancyTable {
     ttl: Duration,
     /// (edge id, app) → when reported, and the counts.
-    reports: HashMap<(Box<str>, AppId), (Instant, Vec<(ChannelName, u32)>)>,
+    reports: HashMap<(Box<str>, AppId), EdgeCounts>,
 }
 
 impl OccupancyTable {

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::EdgeConfig;
-use crate::backplane::{Backplane, NatsOptions};
+use crate::backplane::{Backplane, NamespaceSource, NatsOptions, Sink};
 
 struct SigningKey {
     kid: String,
@@ -178,6 +178,55 @@ pub async fn nats_backplane(url: &str, subjects: SubjectSpace) -> Backplane {
     Backplane::connect_nats(url, subjects, NatsOptions::default()).await.expect("connect to nats")
 }
 
+/// Answers namespace requests with the same list for every app, as a
+/// control plane would.
+pub struct StaticNamespaces(pub Vec<herald_proto::bus::Namespace>);
+
+impl NamespaceSource for StaticNamespaces {
+    fn namespaces(
+        &self,
+        _app: AppId,
+    ) -> futures_util::future::BoxFuture<'static, Option<Vec<herald_proto::bus::Namespace>>> {
+        let list = self.0.clone();
+        Box::pin(async move { Some(list) })
+    }
+}
+
+/// A sink that ignores everything (for a backplane handle that only serves).
+struct NullSink;
+
+impl Sink for NullSink {
+    fn deliver(
+        &self,
+        _: &AppId,
+        _: &herald_proto::ChannelName,
+        _: u64,
+        _: Bytes,
+        _: Option<&crate::backplane::Position>,
+    ) {
+    }
+    fn control(&self, _: herald_proto::bus::ControlEvent) {}
+}
+
+/// Serves `namespaces` to the edges of `subjects` on NATS at `url`, in
+/// place of a control plane; keep the returned handle alive.
+pub async fn serve_namespaces(
+    url: &str,
+    subjects: SubjectSpace,
+    namespaces: Vec<herald_proto::bus::Namespace>,
+) -> Backplane {
+    let backplane = nats_backplane(url, subjects).await;
+    backplane.attach(Arc::new(NullSink)).await.expect("attach");
+    backplane.serve_namespaces(Arc::new(StaticNamespaces(namespaces))).await.expect("serve namespaces");
+    backplane
+}
+
+/// A namespace with the given options.
+#[must_use]
+pub fn namespace(name: &str, options: herald_proto::bus::NamespaceOptions) -> herald_proto::bus::Namespace {
+    herald_proto::bus::Namespace { name: name.to_owned(), options: Some(options) }
+}
+
 /// An edge running on `127.0.0.1:0`.
 pub struct TestEdge {
     /// Its address.
@@ -282,6 +331,7 @@ pub struct RawClient {
     next_id: u64,
     /// Messages that arrived while waiting for a reply.
     pending: std::collections::VecDeque<client::Message>,
+    pending_presence: std::collections::VecDeque<client::PresenceEvent>,
 }
 
 impl RawClient {
@@ -322,7 +372,7 @@ impl RawClient {
         }
         assert!(head.to_ascii_lowercase().contains("sec-websocket-protocol: herald.v1"), "{head}");
         buf.advance(head_end);
-        Ok(Self { stream, buf, next_id: 1, pending: Default::default() })
+        Ok(Self { stream, buf, next_id: 1, pending: Default::default(), pending_presence: Default::default() })
     }
 
     /// Upgrades, sends `Connect` with `token` and returns the client and the
@@ -422,6 +472,9 @@ impl RawClient {
                 Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::Message(m)) }) => {
                     self.pending.push_back(m);
                 }
+                Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::PresenceEvent(e)) }) => {
+                    self.pending_presence.push_back(e)
+                }
                 Received::Frame(_) | Received::Ping => {}
                 other => panic!("expected a reply, got {other:?}"),
             }
@@ -438,10 +491,48 @@ impl RawClient {
                 Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::Message(m)) }) => {
                     return m;
                 }
+                Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::PresenceEvent(e)) }) => {
+                    self.pending_presence.push_back(e)
+                }
                 Received::Ping => {}
                 other => panic!("expected a message, got {other:?}"),
             }
         }
+    }
+
+    /// Receives until a presence event arrives (within `limit`), keeping
+    /// messages for [`Self::message`].
+    pub async fn presence_event_within(&mut self, limit: Duration) -> Option<client::PresenceEvent> {
+        if let Some(e) = self.pending_presence.pop_front() {
+            return Some(e);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_within(left).await? {
+                Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::PresenceEvent(e)) }) => {
+                    return Some(e);
+                }
+                Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::Message(m)) }) => {
+                    self.pending.push_back(m);
+                }
+                Received::Ping => {}
+                other => panic!("expected a presence event, got {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes with a recovery position and returns the reply.
+    pub async fn subscribe_from(&mut self, channel: &str, seq: u64, epoch: &str) -> client::Reply {
+        let recover_from = Some(client::StreamPosition { seq, epoch: epoch.into() });
+        self.request(client_frame::Kind::Subscribe(client::Subscribe { channel: channel.into(), recover_from })).await;
+        self.reply().await
+    }
+
+    /// Asks for a presence channel's members and returns the reply.
+    pub async fn presence_query(&mut self, channel: &str) -> client::Reply {
+        self.request(client_frame::Kind::PresenceQuery(client::PresenceQuery { channel: channel.into() })).await;
+        self.reply().await
     }
 
     /// Receives until the close frame; returns the `Disconnect` code seen
@@ -488,7 +579,7 @@ impl RawClient {
     /// Rebuilds a client from [`Self::into_stream`].
     #[must_use]
     pub fn from_stream(stream: TcpStream, buf: BytesMut) -> Self {
-        Self { stream, buf, next_id: 1000, pending: Default::default() }
+        Self { stream, buf, next_id: 1000, pending: Default::default(), pending_presence: Default::default() }
     }
 }
 

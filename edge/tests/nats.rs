@@ -17,6 +17,8 @@ fn config(auth: &TestAuthority) -> EdgeConfig {
 async fn a_subscriber_on_edge_a_receives_what_a_client_on_edge_b_publishes() {
     let auth = TestAuthority::start().await;
     let subjects = unique_subjects();
+    // Stands in for the control plane, which answers namespace requests.
+    let _namespaces = serve_namespaces(&nats_url(), subjects.clone(), Vec::new()).await;
     let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
     let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
     let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
@@ -32,7 +34,9 @@ async fn a_subscriber_on_edge_a_receives_what_a_client_on_edge_b_publishes() {
     }
     // Another deployment (another subject prefix) on the same NATS sees none
     // of it.
-    let other = TestEdge::start(config(&auth), nats_backplane(&nats_url(), unique_subjects()).await).await;
+    let other_subjects = unique_subjects();
+    let _other_namespaces = serve_namespaces(&nats_url(), other_subjects.clone(), Vec::new()).await;
+    let other = TestEdge::start(config(&auth), nats_backplane(&nats_url(), other_subjects).await).await;
     let (mut stranger, _) = RawClient::connect(other.addr, &auth.token("app1", "eve", ALL)).await;
     assert!(is_ok(&stranger.subscribe("chat:lobby").await));
     assert!(is_ok(&publisher.publish("chat:lobby", b"x").await));
@@ -46,6 +50,7 @@ async fn nats_interest_follows_local_subscribers() {
     let auth = TestAuthority::start().await;
     let subjects = unique_subjects();
     let prefix = format!("{}.ch.", subjects.prefix());
+    let _namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
     let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects).await).await;
     let token = auth.token("app1", "u", ALL);
     let (mut c1, _) = RawClient::connect(edge.addr, &token).await;

@@ -1,0 +1,221 @@
+//! History recovery and presence through the edge's WebSocket protocol, over
+//! a real NATS with JetStream (two edges, a stand-in for the control plane
+//! that answers namespace requests).
+
+use std::time::Duration;
+
+use herald_edge::EdgeConfig;
+use herald_edge::backplane::{Backplane, HistorySpec};
+use herald_edge::testing::*;
+use herald_proto::client::{self, presence_event, reply, reply_ok};
+use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
+
+const ALL: &str = r#"{"*": ["subscribe", "publish", "presence"]}"#;
+
+fn config(auth: &TestAuthority) -> EdgeConfig {
+    EdgeConfig {
+        jwks_url: auth.jwks_url(),
+        presence_snapshot_interval: herald_proto::units::HumanDuration(Duration::from_secs(1)),
+        presence_ttl: herald_proto::units::HumanDuration(Duration::from_secs(2)),
+        ..EdgeConfig::default()
+    }
+}
+
+fn subscribed(r: &client::Reply) -> client::SubscribeResult {
+    match &r.result {
+        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Subscribed(s)) })) => s.clone(),
+        other => panic!("expected a subscribe result, got {other:?}"),
+    }
+}
+
+fn published(r: &client::Reply) -> client::StreamPosition {
+    match &r.result {
+        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Published(p)) })) => {
+            p.position.clone().expect("a history channel's publish has a position")
+        }
+        other => panic!("expected a publish result, got {other:?}"),
+    }
+}
+
+fn history(size: u32) -> bus::NamespaceOptions {
+    bus::NamespaceOptions { client_publish: true, history_size: size, history_ttl_ms: 3_600_000, ..Default::default() }
+}
+
+async fn with_history(cp: &Backplane, ns: &str, size: u32) {
+    let spec = HistorySpec { size, ttl: Duration::from_secs(3600), max_bytes: 1 << 20 };
+    cp.ensure_history(&AppId::new("app1").expect("app"), &NamespaceName::new(ns).expect("ns"), &spec)
+        .await
+        .expect("stream");
+}
+
+async fn drop_history(cp: &Backplane, ns: &str) {
+    cp.drop_history(&AppId::new("app1").expect("app"), &NamespaceName::new(ns).expect("ns")).await.expect("drop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubscribe_with_a_position_replays_the_gap_then_goes_live() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let namespaces = vec![namespace("hist", history(100)), namespace("tiny", history(2))];
+    let cp = serve_namespaces(&nats_url(), subjects.clone(), namespaces).await;
+    with_history(&cp, "hist", 100).await;
+    with_history(&cp, "tiny", 2).await;
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+
+    let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    let first = subscribed(&sub.subscribe("hist:room").await);
+    assert!(first.history);
+    let epoch = first.position.expect("position").epoch;
+    assert!(!epoch.is_empty());
+    let (mut publisher, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;
+    let mut seqs = Vec::new();
+    for i in 0..3u8 {
+        let at = published(&publisher.publish("hist:room", &[i]).await);
+        assert_eq!(at.epoch, epoch);
+        seqs.push(at.seq);
+        let m = sub.message().await;
+        assert_eq!((m.seq, m.epoch.as_str(), &m.data[..]), (at.seq, epoch.as_str(), &[i][..]));
+    }
+    // The subscriber goes away; three more messages are published.
+    drop(sub);
+    for i in 3..6u8 {
+        seqs.push(published(&publisher.publish("hist:room", &[i]).await).seq);
+    }
+    // Back, from the last position it saw: exactly the three it missed, then
+    // live, no duplicate.
+    let (mut back, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    let result = subscribed(&back.subscribe_from("hist:room", seqs[2], &epoch).await);
+    assert!(result.recovered, "{result:?}");
+    assert_eq!(result.position.expect("position").seq, seqs[5]);
+    for (i, seq) in seqs.iter().enumerate().skip(3) {
+        let m = back.message().await;
+        assert_eq!((m.seq, &m.data[..]), (*seq, &[i as u8][..]));
+    }
+    let live = published(&publisher.publish("hist:room", b"live").await);
+    let m = back.message().await;
+    assert_eq!((m.seq, &m.data[..]), (live.seq, &b"live"[..]));
+    assert!(back.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicate");
+
+    // Another epoch: not recovered, nothing replayed.
+    let (mut stale, _) = RawClient::connect(a.addr, &auth.token("app1", "carol", ALL)).await;
+    let result = subscribed(&stale.subscribe_from("hist:room", seqs[2], "0").await);
+    assert!(!result.recovered);
+    assert!(stale.recv_within(Duration::from_millis(200)).await.is_none());
+
+    // A position that fell out of a two-message history: not recovered.
+    let tiny: Vec<_> = {
+        let mut v = Vec::new();
+        for i in 0..5u8 {
+            v.push(published(&publisher.publish("tiny:x", &[i]).await));
+        }
+        v
+    };
+    let (mut late, _) = RawClient::connect(a.addr, &auth.token("app1", "dan", ALL)).await;
+    let result = subscribed(&late.subscribe_from("tiny:x", tiny[0].seq, &tiny[0].epoch).await);
+    assert!(!result.recovered, "{result:?}");
+    assert_eq!(result.position.expect("position").seq, tiny[4].seq);
+    // From a position still held, it is recovered.
+    let (mut recent, _) = RawClient::connect(a.addr, &auth.token("app1", "erin", ALL)).await;
+    let result = subscribed(&recent.subscribe_from("tiny:x", tiny[3].seq, &tiny[3].epoch).await);
+    assert!(result.recovered);
+    assert_eq!(recent.message().await.seq, tiny[4].seq);
+
+    // Channels outside a history namespace have no history.
+    assert!(!subscribed(&recent.subscribe("plain").await).history);
+    drop_history(&cp, "hist").await;
+    drop_history(&cp, "tiny").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_and_leave_across_two_edges_and_ghosts_expire() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let presence =
+        bus::NamespaceOptions { presence: true, join_leave: true, client_publish: true, ..Default::default() };
+    let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("room", presence)]).await;
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+
+    let (mut alice, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    assert!(is_ok(&alice.subscribe("room:1").await));
+    let (mut bob, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;
+    assert!(is_ok(&bob.subscribe("room:1").await));
+    let joined = alice.presence_event_within(Duration::from_secs(5)).await.expect("bob's join");
+    assert_eq!(joined.kind, presence_event::Kind::Join as i32);
+    assert_eq!(joined.member.expect("member").client_id, "bob");
+    // A second tab of bob's is not a new member.
+    let (mut bob2, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
+    assert!(is_ok(&bob2.subscribe("room:1").await));
+    // Bob (on edge B) learns that alice was there before him, by the sync.
+    let members = |r: &client::Reply| match &r.result {
+        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Presence(p)) })) => {
+            p.members.iter().map(|m| m.client_id.clone()).collect::<Vec<_>>()
+        }
+        other => panic!("expected members, got {other:?}"),
+    };
+    within(Duration::from_secs(5), "bob sees alice", async {
+        while members(&bob.presence_query("room:1").await) != ["alice", "bob"] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(members(&alice.presence_query("room:1").await), ["alice", "bob"]);
+    drop(bob2);
+    assert!(alice.presence_event_within(Duration::from_millis(300)).await.is_none(), "bob still has a tab");
+    drop(bob);
+    let left = alice.presence_event_within(Duration::from_secs(5)).await.expect("bob's leave");
+    assert_eq!(left.kind, presence_event::Kind::Leave as i32);
+    assert_eq!(left.member.expect("member").client_id, "bob");
+
+    // An edge that died: its entries arrive once and are never refreshed.
+    let app = AppId::new("app1").expect("app");
+    let channel = ChannelName::new("room:1").expect("channel");
+    let ghost = |conn: usize| bus::PresenceEntry {
+        channel: "room:1".into(),
+        connection_id: format!("ghost-{conn}"),
+        client_id: format!("ghost{conn}"),
+        info: Default::default(),
+    };
+    let join = bus::PresenceReport {
+        edge_id: "dead-edge".into(),
+        app_id: "app1".into(),
+        kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some(ghost(0)) })),
+    };
+    cp.publish_presence(&app, &channel, &join).await.expect("publish");
+    let e = alice.presence_event_within(Duration::from_secs(5)).await.expect("ghost join");
+    assert_eq!((e.kind, e.member.expect("member").client_id.as_str()), (presence_event::Kind::Join as i32, "ghost0"));
+    // 10,000 more members, in snapshot chunks: no join storm, all listed.
+    let entries: Vec<_> = (1..=10_000).map(ghost).collect();
+    for chunk in entries.chunks(500) {
+        let snapshot = bus::PresenceReport {
+            edge_id: "dead-edge".into(),
+            app_id: "app1".into(),
+            kind: Some(bus::presence_report::Kind::Snapshot(bus::PresenceSnapshot {
+                entries: chunk.to_vec(),
+                taken_at_ms: 0,
+            })),
+        };
+        cp.publish_presence(&app, &channel, &snapshot).await.expect("publish");
+    }
+    within(Duration::from_secs(5), "10,002 members", async {
+        while members(&alice.presence_query("room:1").await).len() != 10_002 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // The dead edge never refreshes: within the TTL (2 s) plus a tick, every
+    // ghost leaves.
+    let mut leaves = 0;
+    while leaves < 10_001 {
+        let e = alice.presence_event_within(Duration::from_secs(6)).await.expect("ghost leaves");
+        assert_eq!(e.kind, presence_event::Kind::Leave as i32);
+        leaves += 1;
+    }
+    assert_eq!(members(&alice.presence_query("room:1").await), ["alice"]);
+
+    // Presence where the namespace has none, and without the capability.
+    assert!(is_error(&alice.presence_query("plain").await, ErrorCode::NotEnabled));
+    let (mut nocap, _) = RawClient::connect(a.addr, &auth.token("app1", "nocap", r#"{"*": ["subscribe"]}"#)).await;
+    assert!(is_error(&nocap.presence_query("room:1").await, ErrorCode::Forbidden));
+}
