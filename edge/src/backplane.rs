@@ -345,7 +345,7 @@ impl Backplane {
         id: u64,
     ) -> Result<ChannelSubscription, BackplaneError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => n.subscribe(app, channel, id).await?,
+            Inner::Nats(n) => n.subscribe(app, channel, id, Arc::downgrade(&self.inner)).await?,
             Inner::Local(l) => {
                 if l.sink.get().is_none() {
                     return Err(BackplaneError::Failed("no sink attached".into()));
@@ -680,12 +680,15 @@ impl Epochs {
     }
 }
 
-/// The stream and sequence of a message JetStream republished.
-fn republished(msg: &async_nats::Message) -> Option<(&str, u64)> {
+/// The stream, sequence and the channel's previous sequence of a message
+/// JetStream republished.
+fn republished(msg: &async_nats::Message) -> Option<(&str, u64, u64)> {
     let headers = msg.headers.as_ref()?;
     let stream = headers.get(async_nats::header::NATS_STREAM)?.as_str();
     let seq = headers.get(async_nats::header::NATS_SEQUENCE)?.as_str().parse().ok()?;
-    Some((stream, seq))
+    let previous =
+        headers.get(async_nats::header::NATS_LAST_SEQUENCE).and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
+    Some((stream, seq, previous))
 }
 
 fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
@@ -754,6 +757,7 @@ impl NatsBackplane {
         app: &AppId,
         channel: &ChannelName,
         id: u64,
+        backplane: Weak<Inner>,
     ) -> Result<SubscriptionInner, BackplaneError> {
         let sink = self.sink.get().cloned().ok_or_else(|| BackplaneError::Failed("no sink attached".into()))?;
         self.check_connected()?;
@@ -769,13 +773,46 @@ impl NatsBackplane {
         };
         let (app, channel) = (app.clone(), channel.clone());
         let epochs = self.epochs.clone();
+        let gap_limit = self.options.subscription_capacity;
         let task = tokio::spawn(async move {
+            // The sequence of the last history message delivered here.
+            let mut last: Option<u64> = None;
             while let Some(msg) = sub.next().await {
-                let position = match republished(&msg) {
-                    Some((stream, seq)) => epochs.get(stream, seq).await.map(|epoch| Position { seq, epoch }),
-                    None => None,
+                let Some((stream, seq, previous)) = republished(&msg) else {
+                    sink.deliver(&app, &channel, id, msg.payload, None);
+                    continue;
                 };
-                sink.deliver(&app, &channel, id, msg.payload, position.as_ref());
+                if last.is_some_and(|l| seq <= l) {
+                    continue; // already delivered by a gap fill
+                }
+                let Some(epoch) = epochs.get(stream, seq).await else {
+                    sink.deliver(&app, &channel, id, msg.payload, None);
+                    continue;
+                };
+                if let Some(l) = last
+                    && previous > l
+                {
+                    // Messages of this channel were stored but never reached
+                    // this subscription (NATS reconnected, or the client
+                    // dropped them): deliver them from the stream first.
+                    metrics::counter!("herald_history_gap_fills_total").increment(1);
+                    if let Some(inner) = backplane.upgrade()
+                        && let Inner::Nats(n) = &*inner
+                        && let Some(ns) = channel.namespace_name()
+                    {
+                        match n.read_history(&app, &ns, &channel, l, gap_limit).await {
+                            Ok(page) => {
+                                for m in page.messages.into_iter().filter(|m| m.seq < seq) {
+                                    let at = Position { seq: m.seq, epoch: epoch.clone() };
+                                    sink.deliver(&app, &channel, id, m.payload, Some(&at));
+                                }
+                            }
+                            Err(e) => tracing::warn!(%app, %channel, error = %e, "history gap not filled"),
+                        }
+                    }
+                }
+                last = Some(seq);
+                sink.deliver(&app, &channel, id, msg.payload, Some(&Position { seq, epoch }));
             }
         });
         Ok(SubscriptionInner::Nats(task))
