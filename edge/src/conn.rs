@@ -484,7 +484,10 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         Err(e) => return Some(backplane_err(rid, "namespace lookup", &e)),
     };
     let history = keeps_history(&options);
-    let recover = s.recover_from.filter(|_| history);
+    // Recovery needs the `history` capability; without it the subscribe
+    // still succeeds, live only, with `recovered: false`.
+    let recover =
+        s.recover_from.filter(|_| history && session.claims.caps.allows(channel.as_str(), Operation::History));
     let presence = (options.presence && session.claims.caps.allows(channel.as_str(), Operation::Presence)).then(|| {
         Arc::new(bus::PresenceEntry {
             channel: channel.as_str().to_owned(),

@@ -10,7 +10,7 @@ use herald_edge::testing::*;
 use herald_proto::client::{self, presence_event, reply, reply_ok};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
 
-const ALL: &str = r#"{"*": ["subscribe", "publish", "presence"]}"#;
+const ALL: &str = r#"{"*": ["subscribe", "publish", "presence", "history"]}"#;
 
 fn config(auth: &TestAuthority) -> EdgeConfig {
     EdgeConfig {
