@@ -140,6 +140,31 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A minimal HTTP/1.0 request with a bearer credential and an optional JSON
+/// body: status and body.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).context("no HTTP status")?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
 /// Waits until `GET addr/readyz` answers 200.
 pub async fn wait_ready(addr: SocketAddr, what: &str) -> Result<()> {
     for _ in 0..600 {
@@ -203,19 +228,22 @@ impl ControlPlaneProc {
     /// Starts `herald control-plane` on `db`, over NATS at `nats_url` with
     /// `prefix`.
     pub async fn start(db: &TestDb, nats_url: &str, prefix: &str) -> Result<Self> {
+        Self::start_with(db, nats_url, prefix, &[]).await
+    }
+
+    /// Like [`Self::start`], with more `HERALD_CP_*` settings.
+    pub async fn start_with(db: &TestDb, nats_url: &str, prefix: &str, extra: &[(&str, String)]) -> Result<Self> {
         let addr = free_addr();
         let admin_token = format!("adm-{}", random_suffix());
-        let process = Process::start(
-            "control-plane",
-            &["control-plane"],
-            &[
-                ("HERALD_CP_LISTEN", addr.to_string()),
-                ("HERALD_CP_DATABASE_URL", db.url.clone()),
-                ("HERALD_CP_ADMIN_TOKEN", admin_token.clone()),
-                ("HERALD_CP_NATS_URL", nats_url.to_owned()),
-                ("HERALD_CP_SUBJECT_PREFIX", prefix.to_owned()),
-            ],
-        )?;
+        let mut env = vec![
+            ("HERALD_CP_LISTEN", addr.to_string()),
+            ("HERALD_CP_DATABASE_URL", db.url.clone()),
+            ("HERALD_CP_ADMIN_TOKEN", admin_token.clone()),
+            ("HERALD_CP_NATS_URL", nats_url.to_owned()),
+            ("HERALD_CP_SUBJECT_PREFIX", prefix.to_owned()),
+        ];
+        env.extend(extra.iter().cloned());
+        let process = Process::start("control-plane", &["control-plane"], &env)?;
         wait_ready(addr, "control plane").await?;
         Ok(Self { addr, admin_token, process })
     }
@@ -272,19 +300,29 @@ impl EdgeProc {
         nats_url: &str,
         prefix: &str,
     ) -> Result<Self> {
-        let process = Process::start(
-            name,
-            &["edge"],
-            &[
-                ("HERALD_EDGE_LISTEN", addr.to_string()),
-                ("HERALD_EDGE_EDGE_ID", name.to_owned()),
-                ("HERALD_EDGE_NATS_URL", nats_url.to_owned()),
-                ("HERALD_EDGE_SUBJECT_PREFIX", prefix.to_owned()),
-                ("HERALD_EDGE_JWKS_URL", format!("{}/.well-known/jwks.json", cp.url())),
-                ("HERALD_EDGE_DRAIN_TIMEOUT", "10s".to_owned()),
-                ("HERALD_EDGE_PUBLISH_RATE", "0".to_owned()),
-            ],
-        )?;
+        Self::start_with(name, addr, cp, nats_url, prefix, &[]).await
+    }
+
+    /// Like [`Self::start_on`], with more `HERALD_EDGE_*` settings.
+    pub async fn start_with(
+        name: &str,
+        addr: SocketAddr,
+        cp: &ControlPlaneProc,
+        nats_url: &str,
+        prefix: &str,
+        extra: &[(&str, String)],
+    ) -> Result<Self> {
+        let mut env = vec![
+            ("HERALD_EDGE_LISTEN", addr.to_string()),
+            ("HERALD_EDGE_EDGE_ID", name.to_owned()),
+            ("HERALD_EDGE_NATS_URL", nats_url.to_owned()),
+            ("HERALD_EDGE_SUBJECT_PREFIX", prefix.to_owned()),
+            ("HERALD_EDGE_JWKS_URL", format!("{}/.well-known/jwks.json", cp.url())),
+            ("HERALD_EDGE_DRAIN_TIMEOUT", "10s".to_owned()),
+            ("HERALD_EDGE_PUBLISH_RATE", "0".to_owned()),
+        ];
+        env.extend(extra.iter().cloned());
+        let process = Process::start(name, &["edge"], &env)?;
         wait_ready(addr, name).await?;
         Ok(Self { addr, process })
     }
