@@ -1,5 +1,5 @@
-//! The operator and developer commands: `apps`, `keys`, `token`, `publish`,
-//! `subscribe`. They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
+//! The operator and developer commands: `apps`, `keys`, `namespaces`,
+//! `token`, `publish`, `subscribe`. They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
 //! `HERALD_APP_ID`, `HERALD_API_KEY`, `HERALD_ADMIN_TOKEN` (and
 //! `HERALD_TOKEN`), parse, and call the SDK (REST, WebSocket) or the gRPC
 //! admin API.
@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt as _;
 use herald_proto::api::admin_service_client::AdminServiceClient;
+use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::{self, Capability};
 use herald_sdk::{Client, ConnectionState, Data, Publisher, TokenRequest};
 use tonic::metadata::MetadataValue;
@@ -56,6 +57,44 @@ pub enum KeysCommand {
     },
 }
 
+/// `herald namespaces …` (admin token).
+#[derive(Debug, clap::Subcommand)]
+pub enum NamespacesCommand {
+    /// Create or replace a namespace: channels `<name>:…` take its options
+    /// (flags not given take their defaults).
+    Set {
+        /// The namespace name.
+        name: String,
+        /// Edges report who is subscribed; presence is served.
+        #[arg(long)]
+        presence: bool,
+        /// Subscribers get join and leave events (needs --presence).
+        #[arg(long)]
+        join_leave: bool,
+        /// Clients may not publish (API keys still may).
+        #[arg(long)]
+        no_client_publish: bool,
+        /// Messages kept per channel (with --history-ttl).
+        #[arg(long, default_value_t = 0)]
+        history_size: u32,
+        /// How long messages are kept, e.g. 30s, 15m, 24h (with --history-size).
+        #[arg(long)]
+        history_ttl: Option<herald_proto::units::HumanDuration>,
+    },
+    /// List the app's namespaces.
+    List,
+    /// Show one namespace.
+    Get {
+        /// The namespace name.
+        name: String,
+    },
+    /// Delete a namespace (and its history).
+    Delete {
+        /// The namespace name.
+        name: String,
+    },
+}
+
 fn capabilities_to_api(json: &str) -> Result<Vec<Capability>> {
     let caps: herald_proto::Capabilities =
         serde_json::from_str(json).context("--capabilities must be a JSON object of pattern -> operations")?;
@@ -68,14 +107,17 @@ fn capabilities_to_api(json: &str) -> Result<Vec<Capability>> {
         .collect())
 }
 
-async fn admin(api: &ApiArgs) -> Result<AdminServiceClient<tonic::transport::Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(api.api_url.clone())
+async fn connect(api: &ApiArgs) -> Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(api.api_url.clone())
         .with_context(|| format!("invalid API URL {}", api.api_url))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("connecting to {}", api.api_url))?;
-    Ok(AdminServiceClient::new(channel))
+        .with_context(|| format!("connecting to {}", api.api_url))
+}
+
+async fn admin(api: &ApiArgs) -> Result<AdminServiceClient<tonic::transport::Channel>> {
+    Ok(AdminServiceClient::new(connect(api).await?))
 }
 
 fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>> {
@@ -137,6 +179,60 @@ pub async fn keys(api: ApiArgs, admin_token: String, app_id: String, command: Ke
             let request = api::RevokeKeyRequest { app_id, key_id: key_id.clone() };
             client.revoke_key(authorized(request, &admin_token)?).await.map_err(status)?;
             eprintln!("key {key_id} revoked");
+        }
+    }
+    Ok(())
+}
+
+fn print_namespace(ns: &api::Namespace) {
+    let o = ns.options.unwrap_or_default();
+    let ttl = herald_proto::units::HumanDuration::millis(o.history_ttl_ms);
+    println!(
+        "{}\tpresence={}\tjoin_leave={}\tclient_publish={}\thistory_size={}\thistory_ttl={ttl}",
+        ns.name,
+        o.presence,
+        o.join_leave,
+        o.client_publish.unwrap_or(true),
+        o.history_size
+    );
+}
+
+/// `herald namespaces …`.
+pub async fn namespaces(api: ApiArgs, admin_token: String, app_id: String, command: NamespacesCommand) -> Result<()> {
+    let mut client = NamespaceServiceClient::new(connect(&api).await?);
+    match command {
+        NamespacesCommand::Set { name, presence, join_leave, no_client_publish, history_size, history_ttl } => {
+            let history_ttl_ms = history_ttl.map_or(0, |d| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX));
+            let options = api::NamespaceOptions {
+                presence,
+                join_leave,
+                client_publish: Some(!no_client_publish),
+                history_size,
+                history_ttl_ms,
+            };
+            let request = api::PutNamespaceRequest { app_id, name, options: Some(options) };
+            let r = client.put_namespace(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            if let Some(ns) = &r.namespace {
+                eprintln!("namespace {} {}", ns.name, if r.created { "created" } else { "replaced" });
+                print_namespace(ns);
+            }
+        }
+        NamespacesCommand::List => {
+            let request = api::ListNamespacesRequest { app_id };
+            let list = client.list_namespaces(authorized(request, &admin_token)?).await.map_err(status)?;
+            for ns in &list.get_ref().namespaces {
+                print_namespace(ns);
+            }
+        }
+        NamespacesCommand::Get { name } => {
+            let request = api::GetNamespaceRequest { app_id, name };
+            let ns = client.get_namespace(authorized(request, &admin_token)?).await.map_err(status)?;
+            print_namespace(ns.get_ref());
+        }
+        NamespacesCommand::Delete { name } => {
+            let request = api::DeleteNamespaceRequest { app_id, name: name.clone() };
+            client.delete_namespace(authorized(request, &admin_token)?).await.map_err(status)?;
+            eprintln!("namespace {name} deleted");
         }
     }
     Ok(())

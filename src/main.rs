@@ -68,6 +68,17 @@ enum Command {
         #[command(subcommand)]
         command: cli::KeysCommand,
     },
+    /// Manage an app's channel namespaces: presence, history, client publishes (needs HERALD_ADMIN_TOKEN).
+    Namespaces {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[arg(long, env = "HERALD_APP_ID")]
+        app_id: String,
+        #[command(subcommand)]
+        command: cli::NamespacesCommand,
+    },
     /// Mint a token for an end user with the API key; prints the JWT.
     Token {
         #[command(flatten)]
@@ -233,6 +244,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Apps { api, admin_token, command } => client_runtime()?.block_on(cli::apps(api, admin_token, command)),
         Command::Keys { api, admin_token, app_id, command } => {
             client_runtime()?.block_on(cli::keys(api, admin_token, app_id, command))
+        }
+        Command::Namespaces { api, admin_token, app_id, command } => {
+            client_runtime()?.block_on(cli::namespaces(api, admin_token, app_id, command))
         }
         Command::Token { api, app_id, api_key, client_id, capabilities, ttl } => {
             client_runtime()?.block_on(cli::token(api, app_id, api_key, client_id, capabilities, ttl))

@@ -178,6 +178,24 @@ config! {
     shutdown_timeout_ms: u64 = 10_000;
     /// Longest wait for the database in `/readyz`, in milliseconds.
     readiness_timeout_ms: u64 = 2_000;
+    /// Most channel namespaces per app.
+    max_namespaces_per_app: u64 = 100;
+    /// The largest `history_size` (messages kept per channel) a namespace
+    /// may be given.
+    max_history_size: u32 = 10_000;
+    /// The longest `history_ttl` a namespace may be given, in seconds.
+    max_history_ttl_secs: u64 = 7 * 86_400;
+    /// Most bytes one history stream (one namespace of one app) may hold in
+    /// JetStream; the oldest messages go first past it.
+    history_stream_max_bytes: u64 = 256 * 1024 * 1024;
+    /// Most messages one history read returns (`limit`).
+    max_history_limit: usize = 1_000;
+    /// How long presence and subscriber counts of an edge that stopped
+    /// reporting are kept, in milliseconds.
+    presence_ttl_ms: u64 = 30_000;
+    /// Most channels one channel listing returns (the rest are cut, and the
+    /// answer says so).
+    max_channels_listed: usize = 10_000;
 }
 
 fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -230,7 +248,7 @@ impl Config {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
-        let positive: [(&str, u64); 14] = [
+        let positive: [(&str, u64); 20] = [
             ("max_http_connections", self.max_http_connections as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
@@ -245,6 +263,12 @@ impl Config {
             ("default_publish_rate_per_sec", u64::from(self.default_publish_rate_per_sec)),
             ("token_min_ttl_secs", self.token_min_ttl_secs),
             ("signing_key_refresh_secs", self.signing_key_refresh_secs),
+            ("max_history_size", u64::from(self.max_history_size)),
+            ("max_history_ttl_secs", self.max_history_ttl_secs),
+            ("history_stream_max_bytes", self.history_stream_max_bytes),
+            ("max_history_limit", self.max_history_limit as u64),
+            ("presence_ttl_ms", self.presence_ttl_ms),
+            ("max_channels_listed", self.max_channels_listed as u64),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -280,6 +304,12 @@ impl Config {
         }
         if self.issuer.is_empty() {
             return Err(ConfigError::new("issuer", "must not be empty"));
+        }
+        if self.presence_ttl_ms < 1_000 {
+            return Err(ConfigError::new("presence_ttl_ms", "must be at least 1000 (edges report every few seconds)"));
+        }
+        if self.max_history_ttl_secs > 10 * 365 * 86_400 {
+            return Err(ConfigError::new("max_history_ttl_secs", "must be at most ten years"));
         }
         if let Some(token) = &self.admin_token
             && token.expose().is_empty()
@@ -347,5 +377,11 @@ mod tests {
         assert_eq!(c.validate().expect_err("scheme").key, "database_url");
         let c = Config { subject_prefix: "a..b".into(), ..Config::default() };
         assert_eq!(c.validate().expect_err("prefix").key, "subject_prefix");
+        let c = Config { presence_ttl_ms: 500, ..Config::default() };
+        assert_eq!(c.validate().expect_err("presence ttl").key, "presence_ttl_ms");
+        let c = Config { max_history_limit: 0, ..Config::default() };
+        assert_eq!(c.validate().expect_err("history limit").key, "max_history_limit");
+        let c = Config { history_stream_max_bytes: 0, ..Config::default() };
+        assert_eq!(c.validate().expect_err("stream bytes").key, "history_stream_max_bytes");
     }
 }

@@ -164,6 +164,10 @@ impl From<BackplaneError> for ApiError {
                 tracing::error!(%reason, "backplane refused a publish");
                 Self::internal()
             }
+            BackplaneError::NoHistory(reason) => {
+                tracing::debug!(%reason, "no history stream");
+                Self::new(ErrorCode::NotEnabled, "the channel's namespace keeps no history")
+            }
         }
     }
 }

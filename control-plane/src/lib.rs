@@ -9,8 +9,12 @@
 //! - [`keys`]: API key secrets (`hk_<id>_<secret>`), hashing, random ids.
 //! - [`auth`]: admin token and API key authentication, and the per-replica
 //!   caches of keys and apps with their invalidation.
+//! - [`channels`]: channel history, presence and occupancy.
 //! - [`tokens`]: Ed25519 signing keys, minting JWTs, the JWKS, rotation.
-//! - [`publish`]: rate limits, idempotency, onto the bus.
+//! - [`namespaces`]: channel namespaces (presence, history, client
+//!   publishes), their cache, their history streams, edges' lookups.
+//! - [`publish`]: rate limits, idempotency, onto the bus (through the
+//!   history stream for channels with history).
 //! - [`service`]: the operations both APIs expose, with their checks.
 //! - [`api`]: `api::rest` (axum, OpenAPI) and `api::grpc` (tonic), and the
 //!   router that serves both on one port.
@@ -26,10 +30,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod namespaces;
 pub mod publish;
 pub mod server;
 pub mod service;
@@ -41,7 +47,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use herald_edge::backplane::{Backplane, Sink};
+use herald_edge::backplane::{Backplane, ChannelSubscription, Sink};
 use herald_proto::{AppId, ChannelName, bus};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -91,6 +97,7 @@ pub fn now_ms() -> i64 {
 pub struct ControlPlane {
     core: Arc<Core>,
     tasks: Vec<JoinHandle<()>>,
+    _subscriptions: Vec<ChannelSubscription>,
 }
 
 impl Drop for ControlPlane {
@@ -105,19 +112,42 @@ impl Drop for ControlPlane {
 struct ControlSink(Weak<Core>);
 
 impl Sink for ControlSink {
-    fn deliver(&self, _app: &AppId, _channel: &ChannelName, _subscription: u64, _payload: bytes::Bytes) {}
+    fn deliver(
+        &self,
+        _app: &AppId,
+        _channel: &ChannelName,
+        _subscription: u64,
+        _payload: bytes::Bytes,
+        _position: Option<&herald_edge::backplane::Position>,
+    ) {
+    }
 
     fn control(&self, event: bus::ControlEvent) {
         if let Some(core) = self.0.upgrade() {
             core.on_control(&event);
         }
     }
+
+    fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
+        if let Some(core) = self.0.upgrade() {
+            core.reports.presence(app, channel, &report);
+        }
+    }
+
+    fn occupancy(&self, report: bus::OccupancyReport) {
+        if let Some(core) = self.0.upgrade() {
+            core.reports.occupancy(&report);
+        }
+    }
 }
 
 impl ControlPlane {
     /// Validates the config, opens and migrates the database, loads (or
-    /// creates) the signing keys, subscribes to control events and starts
-    /// the background tasks.
+    /// creates) the signing keys, subscribes to control events and to
+    /// edges' presence and occupancy reports (and asks edges to re-send
+    /// theirs), answers edges' namespace requests, and starts the
+    /// background tasks (among them re-creating the history streams of
+    /// every namespace with history).
     ///
     /// Give the control plane its own backplane handle (its own NATS
     /// connection, or its own `Backplane::local` on the shared bus): it
@@ -152,6 +182,8 @@ impl ControlPlane {
         );
         let auth = Auth::new(store.clone(), config.admin_token.clone(), config.cache_ttl(), config.cache_max_entries);
         let (retry_tx, retry_rx) = mpsc::channel(1024);
+        let (cache_ttl, cache_max_entries) = (config.cache_ttl(), config.cache_max_entries);
+        let presence_ttl = Duration::from_millis(config.presence_ttl_ms);
         let core = Arc::new(Core {
             config,
             store,
@@ -162,13 +194,43 @@ impl ControlPlane {
             ready: AtomicBool::new(true),
             refresh_signer: Notify::new(),
             retry_events: retry_tx,
+            namespaces: namespaces::NamespaceCache::new(cache_ttl, cache_max_entries),
+            reports: channels::Reports::new(presence_ttl),
         });
         if let Err(e) = backplane.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
         }
-        let tasks =
-            vec![tokio::spawn(refresh_loop(Arc::downgrade(&core))), tokio::spawn(retry_loop(backplane, retry_rx))];
-        Ok(Self { core, tasks })
+        if let Err(e) = backplane.serve_namespaces(Arc::new(namespaces::Source(Arc::downgrade(&core)))).await {
+            tracing::warn!(error = %e, "namespace requests of edges not served");
+        }
+        let mut subscriptions = Vec::new();
+        match backplane.subscribe_presence_all().await {
+            Ok(s) => subscriptions.push(s),
+            Err(e) => tracing::warn!(error = %e, "presence reports not subscribed; presence stays empty"),
+        }
+        match backplane.subscribe_occupancy_all().await {
+            Ok(s) => subscriptions.push(s),
+            Err(e) => tracing::warn!(error = %e, "occupancy reports not subscribed; channel lists stay empty"),
+        }
+        // A replica that starts knows nothing yet: edges re-send.
+        if let Err(e) = backplane.request_presence_sync().await {
+            tracing::warn!(error = %e, "presence sync not requested; presence fills in as edges report");
+        }
+        // In the background: with NATS down, each stream waits for its
+        // timeout, and serving must not.
+        let weak = Arc::downgrade(&core);
+        let ensure = tokio::spawn(async move {
+            if let Some(core) = weak.upgrade() {
+                core.ensure_all_history().await;
+            }
+        });
+        let tasks = vec![
+            tokio::spawn(refresh_loop(Arc::downgrade(&core))),
+            tokio::spawn(retry_loop(backplane, retry_rx)),
+            tokio::spawn(expiry_loop(Arc::downgrade(&core), presence_ttl)),
+            ensure,
+        ];
+        Ok(Self { core, tasks, _subscriptions: subscriptions })
     }
 
     /// The shared state and operations.
@@ -299,6 +361,18 @@ async fn refresh_loop(core: Weak<Core>) {
                 tracing::warn!(error = %e, "signing keys not refreshed");
             }
         }
+    }
+}
+
+/// Expires the presence entries and subscriber counts of edges that
+/// stopped reporting: at most a tenth of the TTL (and a second) late.
+async fn expiry_loop(core: Weak<Core>, ttl: Duration) {
+    let mut tick = tokio::time::interval((ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(core) = core.upgrade() else { return };
+        core.reports.expire();
     }
 }
 

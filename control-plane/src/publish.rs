@@ -28,7 +28,7 @@ use std::future::Future;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
-use herald_edge::backplane::Backplane;
+use herald_edge::backplane::{Backplane, BackplaneError, Position};
 use herald_proto::{AppId, ChannelName, ErrorCode, bus};
 use prost::Message as _;
 use tokio::sync::watch;
@@ -50,6 +50,10 @@ pub struct Prepared {
     pub event: Option<String>,
     /// Idempotency id; becomes the message id.
     pub idempotency_id: Option<String>,
+    /// Per channel (same order): whether it keeps history, so the message
+    /// goes through its namespace's stream and gets a position. Empty (or
+    /// shorter) means no history for the rest.
+    pub history: Vec<bool>,
 }
 
 /// A message accepted by the bus.
@@ -60,6 +64,19 @@ pub struct Published {
     /// Whether every channel had already received it within the
     /// idempotency window (nothing was sent again).
     pub duplicate: bool,
+    /// The position in each channel with history it was stored in (not for
+    /// duplicates), in channel order.
+    pub positions: Vec<(ChannelName, Position)>,
+    /// How many channels it went to.
+    pub channels: usize,
+}
+
+/// What one channel's send did.
+enum Sent {
+    /// Sent; with its position for a channel with history.
+    New(Option<Position>),
+    /// Already accepted within the idempotency window.
+    Duplicate,
 }
 
 type IdemKey = (AppId, ChannelName, Box<str>);
@@ -398,19 +415,30 @@ impl Publisher {
         }
         let id = msg.idempotency_id.clone().unwrap_or_else(new_message_id);
         let timestamp_ms = now_ms();
+        let history = |i: usize| msg.history.get(i).copied().unwrap_or(false);
         let results = if let [channel] = msg.channels.as_slice() {
-            vec![self.send(app, channel, &msg, &id, timestamp_ms).await]
+            vec![self.send(app, channel, history(0), &msg, &id, timestamp_ms).await]
         } else {
             // A message to several channels: each channel is its own
             // publish (and idempotency claim); they go out together.
-            let sends = msg.channels.iter().map(|channel| self.send(app, channel, &msg, &id, timestamp_ms));
+            let sends = msg
+                .channels
+                .iter()
+                .enumerate()
+                .map(|(i, channel)| self.send(app, channel, history(i), &msg, &id, timestamp_ms));
             futures_util::future::join_all(sends).await
         };
         let (mut sent, mut duplicates, mut first_error) = (0u64, 0usize, None);
-        for r in results {
+        let mut positions = Vec::new();
+        for (r, channel) in results.into_iter().zip(&msg.channels) {
             match r {
-                Ok(true) => sent += 1,
-                Ok(false) => duplicates += 1,
+                Ok(Sent::New(position)) => {
+                    sent += 1;
+                    if let Some(p) = position {
+                        positions.push((channel.clone(), p));
+                    }
+                }
+                Ok(Sent::Duplicate) => duplicates += 1,
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -422,19 +450,21 @@ impl Publisher {
         if let Some(e) = first_error {
             return Err(e);
         }
-        Ok(Published { id, duplicate: duplicates == msg.channels.len() })
+        Ok(Published { id, duplicate: duplicates == msg.channels.len(), positions, channels: msg.channels.len() })
     }
 
-    /// Sends `msg` to one channel; `Ok(false)` when its idempotency id was
-    /// already accepted there.
+    /// Sends `msg` to one channel (through its history stream when
+    /// `history`); `Sent::Duplicate` when its idempotency id was already
+    /// accepted there.
     async fn send(
         &self,
         app: &AppId,
         channel: &ChannelName,
+        history: bool,
         msg: &Prepared,
         id: &str,
         timestamp_ms: i64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Sent, ApiError> {
         let guard = match &msg.idempotency_id {
             Some(idem) => {
                 match self
@@ -442,7 +472,7 @@ impl Publisher {
                     .claim((app.clone(), channel.clone(), idem.as_str().into()), self.idempotency_wait)
                     .await?
                 {
-                    Claim::Duplicate => return Ok(false),
+                    Claim::Duplicate => return Ok(Sent::Duplicate),
                     Claim::New(guard) => Some(guard),
                 }
             }
@@ -455,7 +485,7 @@ impl Publisher {
                     if let Some(guard) = guard {
                         guard.accept();
                     }
-                    return Ok(false);
+                    return Ok(Sent::Duplicate);
                 }
                 Claim::New(_) => Some((shared, idem)),
             },
@@ -470,15 +500,29 @@ impl Publisher {
             publisher: String::new(),
             timestamp_ms,
         };
-        let sent = self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await;
+        let sent = if history {
+            self.backplane.publish_history(app, channel, &envelope).await.map(Some)
+        } else {
+            self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await.map(|()| None)
+        };
         if let Some((shared, idem)) = shared {
             shared.finish(app, channel, idem, sent.is_ok()).await;
         }
-        sent?;
+        let position = sent.map_err(|e| match e {
+            // The namespace's history was turned off (or its stream lost)
+            // since this replica looked: the message was not accepted.
+            BackplaneError::NoHistory(reason) => {
+                tracing::warn!(%app, %channel, %reason, "history publish found no stream");
+                ApiError::unavailable(
+                    "the channel's history stream is missing (its namespace just changed?); nothing was accepted; retry",
+                )
+            }
+            other => ApiError::from(other),
+        })?;
         if let Some(guard) = guard {
             guard.accept();
         }
-        Ok(true)
+        Ok(Sent::New(position))
     }
 
     /// Drops expired shared idempotency ids.

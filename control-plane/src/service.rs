@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys;
 use crate::metrics::Metrics;
+use crate::namespaces::NamespaceCache;
 use crate::now_ms;
 use crate::publish::{Prepared, PublishLimits, Published, Publisher};
 use crate::store::{ApiKey, App, LimitOverrides, Store, StoreError};
@@ -75,6 +76,8 @@ pub struct Core {
     pub(crate) ready: AtomicBool,
     pub(crate) refresh_signer: Notify,
     pub(crate) retry_events: mpsc::Sender<bus::ControlEvent>,
+    pub(crate) namespaces: NamespaceCache,
+    pub(crate) reports: crate::channels::Reports,
 }
 
 fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
@@ -311,11 +314,14 @@ impl Core {
     pub async fn delete_app(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
         self.require_admin(who)?;
         let id = parse_app_id(id)?;
+        let namespaces = self.store.list_namespaces(&id).await?;
         if !self.store.delete_app(&id).await? {
             return Err(ApiError::not_found(format!("no app {:?}", id.as_str())));
         }
         self.auth.evict_app(&id);
+        self.namespaces.evict(&id);
         self.publisher.forget_app(&id);
+        self.drop_app_history(&namespaces).await;
         self.notify(bus::control_event::Kind::AppDeleted(bus::AppDeleted { app_id: id.to_string() })).await;
         tracing::info!(app = %id, "app deleted");
         Ok(())
@@ -548,7 +554,7 @@ impl Core {
         if let Some(id) = &idempotency_id {
             check_text("id", id, MAX_MESSAGE_ID_LEN)?;
         }
-        Ok(Prepared { channels: names, data, event, idempotency_id })
+        Ok(Prepared { channels: names, data, event, idempotency_id, history: Vec::new() })
     }
 
     /// The caller's key (if any) and the app's limits, for publishing.
@@ -575,7 +581,23 @@ impl Core {
         items: Vec<Result<Prepared, ApiError>>,
     ) -> Vec<Result<Published, ApiError>> {
         let limits = PublishLimits { rate_per_sec: limits.publish_rate_per_sec };
-        self.publisher.publish_many(app, limits, items).await
+        let mut marked = Vec::with_capacity(items.len());
+        for item in items {
+            marked.push(match item {
+                Ok(msg) => self.resolve_history(app, msg).await,
+                Err(e) => Err(e),
+            });
+        }
+        self.publisher.publish_many(app, limits, marked).await
+    }
+
+    /// Marks the channels of `msg` that keep history (only channels with a
+    /// namespace prefix can).
+    async fn resolve_history(&self, app: &AppId, msg: Prepared) -> Result<Prepared, ApiError> {
+        if !msg.channels.iter().any(|c| c.namespace().is_some()) {
+            return Ok(msg);
+        }
+        self.mark_history(app, msg).await
     }
 
     /// Publishes one prepared message.
@@ -590,6 +612,7 @@ impl Core {
         msg: Prepared,
     ) -> Result<Published, ApiError> {
         let limits = PublishLimits { rate_per_sec: limits.publish_rate_per_sec };
+        let msg = self.resolve_history(app, msg).await?;
         self.publisher.publish(app, limits, msg).await
     }
 
@@ -642,9 +665,16 @@ impl Core {
             Some(Kind::AppDeleted(a)) => {
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.auth.evict_app(&id);
+                    self.namespaces.evict(&id);
                     self.publisher.forget_app(&id);
                 }
             }
+            Some(Kind::NamespacesChanged(a)) => {
+                if let Ok(id) = AppId::new(&a.app_id) {
+                    self.namespaces.evict(&id);
+                }
+            }
+            Some(Kind::PresenceSyncAll(_)) => {}
             Some(Kind::AppLimitsChanged(a)) => {
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.auth.evict_app(&id);

@@ -261,13 +261,37 @@ async fn grpc_errors_carry_codes() -> Result<()> {
         "info not an object",
     );
 
-    // An unknown service on the shared port answers Unimplemented.
+    // Presence without the capability, and on a channel whose namespace has
+    // none.
+    let mut presence_client =
+        herald_proto::api::presence_service_client::PresenceServiceClient::new(channel(&f.server).await?);
+    check(
+        presence_client
+            .get_presence(authed(pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into() }, &f.key))
+            .await
+            .map(drop),
+        Code::PermissionDenied,
+        "forbidden",
+        "no presence capability",
+    );
     let mut presence =
         herald_proto::api::presence_service_client::PresenceServiceClient::new(channel(&f.server).await?);
-    let err = presence
-        .get_presence(authed(pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into() }, &f.key))
-        .await
-        .expect_err("not served");
+    check(
+        presence
+            .get_presence(authed(pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into() }, ADMIN))
+            .await
+            .map(drop),
+        Code::FailedPrecondition,
+        "not_enabled",
+        "presence off",
+    );
+
+    // An unknown service on the shared port answers Unimplemented.
+    let mut grpc = tonic::client::Grpc::new(channel(&f.server).await?);
+    grpc.ready().await.map_err(|e| anyhow::anyhow!("not ready: {e}"))?;
+    let codec = tonic_prost::ProstCodec::<pb::GetPresenceRequest, pb::GetPresenceResponse>::default();
+    let path = http::uri::PathAndQuery::from_static("/herald.api.v1.NoSuchService/Call");
+    let err = grpc.unary(authed(pb::GetPresenceRequest::default(), &f.key), path, codec).await.expect_err("not served");
     assert_eq!(err.code(), Code::Unimplemented);
     f.server.stop().await;
     Ok(())

@@ -703,7 +703,14 @@ async fn health_readiness_metrics_and_openapi() -> Result<()> {
 struct Collect(Mutex<Vec<bus::ChannelMessage>>);
 
 impl Sink for Collect {
-    fn deliver(&self, _app: &AppId, _channel: &ChannelName, _subscription: u64, payload: bytes::Bytes) {
+    fn deliver(
+        &self,
+        _app: &AppId,
+        _channel: &ChannelName,
+        _subscription: u64,
+        payload: bytes::Bytes,
+        _position: Option<&herald_edge::backplane::Position>,
+    ) {
         if let Ok(m) = bus::ChannelMessage::decode(payload) {
             self.0.lock().expect("lock").push(m);
         }

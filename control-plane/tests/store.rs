@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Result;
 use common::TestDb;
 use herald_control_plane::keys;
-use herald_control_plane::store::{ApiKey, App, LimitOverrides, SigningKey, Store, StoreError};
-use herald_proto::{AppId, Capabilities, KeyId};
+use herald_control_plane::store::{ApiKey, App, LimitOverrides, Namespace, SigningKey, Store, StoreError};
+use herald_proto::{AppId, Capabilities, KeyId, NamespaceName, bus};
 
 fn app(id: &str) -> App {
     App {
@@ -155,6 +155,61 @@ async fn store_suite_sqlite() -> Result<()> {
 #[tokio::test]
 async fn store_suite_sqlite_in_memory() -> Result<()> {
     suite(Store::connect("sqlite::memory:", 4, Duration::from_secs(5)).await?).await
+}
+
+fn namespace(app: &str, name: &str, history: u32, at: i64) -> Namespace {
+    Namespace {
+        app_id: AppId::new(app).expect("app"),
+        name: NamespaceName::new(name).expect("name"),
+        options: bus::NamespaceOptions {
+            presence: true,
+            join_leave: false,
+            client_publish: true,
+            history_size: history,
+            history_ttl_ms: if history > 0 { u64::from(u32::MAX) + 5 } else { 0 },
+        },
+        created_at_ms: at,
+        updated_at_ms: at,
+    }
+}
+
+#[tokio::test]
+async fn namespaces_on_both_databases() -> Result<()> {
+    for db in TestDb::both().await? {
+        let store = Store::connect(&db.url, 2, Duration::from_secs(5)).await?;
+        let backend = store.backend();
+        store.insert_app(&app("n1")).await?;
+        store.insert_app(&app("n2")).await?;
+        let (n1, n2) = (AppId::new("n1")?, AppId::new("n2")?);
+        assert_eq!(store.put_namespace(&namespace("n1", "chat", 0, 10)).await?, namespace("n1", "chat", 0, 10));
+        // Replacing keeps the creation time.
+        let stored = store.put_namespace(&namespace("n1", "chat", 100, 20)).await?;
+        assert_eq!((stored.created_at_ms, stored.updated_at_ms), (10, 20), "{backend}");
+        assert_eq!(stored.options.history_ttl_ms, u64::from(u32::MAX) + 5, "{backend}: 64-bit ttl");
+        assert!(stored.has_history());
+        store.put_namespace(&namespace("n1", "feed", 0, 30)).await?;
+        store.put_namespace(&namespace("n2", "chat", 5, 30)).await?;
+        assert!(
+            matches!(store.put_namespace(&namespace("nope", "x", 0, 1)).await, Err(StoreError::Missing(_))),
+            "{backend}: unknown app"
+        );
+        let names: Vec<String> = store.list_namespaces(&n1).await?.iter().map(|n| n.name.to_string()).collect();
+        assert_eq!(names, ["chat", "feed"], "{backend}");
+        assert_eq!(store.count_namespaces(&n1).await?, 2);
+        let history: Vec<(String, String)> =
+            store.list_history_namespaces().await?.iter().map(|n| (n.app_id.to_string(), n.name.to_string())).collect();
+        assert_eq!(history, [("n1".into(), "chat".into()), ("n2".into(), "chat".into())], "{backend}");
+        let chat = NamespaceName::new("chat")?;
+        assert!(store.get_namespace(&n1, &NamespaceName::new("none")?).await?.is_none());
+        let deleted = store.delete_namespace(&n1, &chat).await?.expect("deleted");
+        assert_eq!(deleted.options.history_size, 100);
+        assert!(store.delete_namespace(&n1, &chat).await?.is_none());
+        // Deleting an app deletes its namespaces.
+        assert!(store.delete_app(&n2).await?);
+        assert_eq!(store.count_namespaces(&n2).await?, 0, "{backend}");
+        store.close().await;
+    }
+    Ok(())
 }
 
 #[tokio::test]

@@ -81,8 +81,9 @@ pub trait Sink: Send + Sync + 'static {
 /// Answers edges' questions about an app's namespaces. Implemented by the
 /// control plane.
 pub trait NamespaceSource: Send + Sync + 'static {
-    /// The app's configured namespaces; `None` when the app does not exist.
-    fn namespaces(&self, app: AppId) -> BoxFuture<'static, Option<Vec<bus::Namespace>>>;
+    /// The app's configured namespaces; `None` when the app does not exist;
+    /// an error (a description) when they cannot be looked up now.
+    fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>>;
 }
 
 /// Why a backplane operation failed.
@@ -472,7 +473,10 @@ impl Backplane {
             Inner::Local(l) => {
                 let source = lock(&l.bus.namespaces).clone();
                 match source {
-                    Some(source) => Ok(source.namespaces(app.clone()).await),
+                    Some(source) => source
+                        .namespaces(app.clone())
+                        .await
+                        .map_err(|e| BackplaneError::Unavailable(format!("namespace lookup: {e}"))),
                     // An in-process bus without a control plane: nothing is
                     // configured, every channel takes the defaults.
                     None => Ok(Some(Vec::new())),
@@ -891,7 +895,10 @@ impl NatsBackplane {
         let subject = self.subjects.history(app, ns, channel);
         let mut headers = async_nats::HeaderMap::new();
         if !message_id.is_empty() {
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+            // Per channel: one message sent to several channels of the
+            // namespace is one message per channel, not a duplicate.
+            let dedupe = format!("{}:{channel}:{message_id}", channel.as_str().len());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, dedupe.as_str());
         }
         let js = &self.epochs.js;
         let ack = self
@@ -990,8 +997,9 @@ impl NatsBackplane {
             async move {
                 let (Some(reply), Some(app)) = (msg.reply, subjects.parse_namespaces(&msg.subject)) else { return };
                 let list = match source.namespaces(app).await {
-                    Some(namespaces) => bus::NamespaceList { app_exists: true, namespaces },
-                    None => bus::NamespaceList { app_exists: false, namespaces: Vec::new() },
+                    Ok(Some(namespaces)) => bus::NamespaceList { app_exists: true, namespaces, error: String::new() },
+                    Ok(None) => bus::NamespaceList::default(),
+                    Err(error) => bus::NamespaceList { error, ..Default::default() },
                 };
                 if let Err(e) = client.publish(reply, Bytes::from(list.encode_to_vec())).await {
                     tracing::warn!(error = %e, "namespace reply not sent");
@@ -1020,6 +1028,9 @@ impl NatsBackplane {
             .await?;
         let list = bus::NamespaceList::decode(reply.payload)
             .map_err(|e| BackplaneError::Failed(format!("undecodable namespace reply: {e}")))?;
+        if !list.error.is_empty() {
+            return Err(BackplaneError::Unavailable(format!("namespace lookup: {}", list.error)));
+        }
         Ok(list.app_exists.then_some(list.namespaces))
     }
 

@@ -186,9 +186,9 @@ impl NamespaceSource for StaticNamespaces {
     fn namespaces(
         &self,
         _app: AppId,
-    ) -> futures_util::future::BoxFuture<'static, Option<Vec<herald_proto::bus::Namespace>>> {
+    ) -> futures_util::future::BoxFuture<'static, Result<Option<Vec<herald_proto::bus::Namespace>>, String>> {
         let list = self.0.clone();
-        Box::pin(async move { Some(list) })
+        Box::pin(async move { Ok(Some(list)) })
     }
 }
 

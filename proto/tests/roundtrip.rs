@@ -169,11 +169,18 @@ fn bus_messages() -> Vec<String> {
             app_id: "a".into(),
             channels: vec![ChannelCount { channel: "c".into(), subscribers: 3 }],
         }),
-        rt(NamespaceOptions { presence: true, join_leave: true, client_publish: false, history_size: 10, history_ttl_ms: 60_000 }),
+        rt(NamespaceOptions {
+            presence: true,
+            join_leave: true,
+            client_publish: false,
+            history_size: 10,
+            history_ttl_ms: 60_000,
+        }),
         rt(Namespace { name: "chat".into(), options: Some(NamespaceOptions { presence: true, ..Default::default() }) }),
         rt(NamespaceList {
             app_exists: true,
             namespaces: vec![Namespace { name: "chat".into(), options: Some(NamespaceOptions::default()) }],
+            error: "db down".into(),
         }),
     ];
     for kind in [
@@ -224,7 +231,20 @@ fn api_messages() -> Vec<String> {
         event: Some("e".into()),
         idempotency_id: Some("i".into()),
     };
-    let response = PublishResponse { id: "m".into(), seq: Some(4) };
+    let response = PublishResponse {
+        id: "m".into(),
+        seq: Some(4),
+        position: Some(HistoryPosition { seq: 4, epoch: "e".into() }),
+        positions: vec![ChannelPosition { channel: "c".into(), seq: 4, epoch: "e".into() }],
+    };
+    let ns_options = NamespaceOptions {
+        presence: true,
+        join_leave: true,
+        client_publish: Some(false),
+        history_size: 10,
+        history_ttl_ms: 60_000,
+    };
+    let namespace = Namespace { name: "chat".into(), options: Some(ns_options), created_at_ms: 1, updated_at_ms: 2 };
     let error = ApiError { code: "invalid_channel".into(), message: "bad".into() };
     let results = vec![
         PublishResult { result: Some(publish_result::Result::Ok(response.clone())) },
@@ -265,11 +285,13 @@ fn api_messages() -> Vec<String> {
         rt(PresenceMember { client_id: "u".into(), connections: 3, info: b("{}") }),
         rt(GetPresenceResponse {
             members: vec![PresenceMember { client_id: "u".into(), connections: 1, info: b("") }],
+            channel: "c".into(),
+            count: 1,
         }),
         rt(ListChannelsRequest { app_id: "a".into(), prefix: "chat:".into() }),
         rt(ChannelInfo { name: "c".into(), subscribers: 2 }),
-        rt(ListChannelsResponse { channels: vec![ChannelInfo { name: "c".into(), subscribers: 2 }] }),
-        rt(GetHistoryRequest { app_id: "a".into(), channel: "c".into(), since: 3, limit: 10 }),
+        rt(ListChannelsResponse { channels: vec![ChannelInfo { name: "c".into(), subscribers: 2 }], truncated: true }),
+        rt(GetHistoryRequest { app_id: "a".into(), channel: "c".into(), since: 3, limit: 10, epoch: "e".into() }),
         rt(HistoryMessage {
             seq: 1,
             data: b("d"),
@@ -278,7 +300,24 @@ fn api_messages() -> Vec<String> {
             publisher: "p".into(),
             timestamp_ms: 2,
         }),
-        rt(GetHistoryResponse { epoch: "e".into(), messages: vec![] }),
+        rt(GetHistoryResponse {
+            epoch: "e".into(),
+            messages: vec![],
+            complete: true,
+            last_seq: 3,
+            channel: "c".into(),
+        }),
+        rt(HistoryPosition { seq: 4, epoch: "e".into() }),
+        rt(ChannelPosition { channel: "c".into(), seq: 4, epoch: "e".into() }),
+        rt(ns_options),
+        rt(namespace.clone()),
+        rt(PutNamespaceRequest { app_id: "a".into(), name: "chat".into(), options: Some(ns_options) }),
+        rt(PutNamespaceResponse { namespace: Some(namespace.clone()), created: true }),
+        rt(GetNamespaceRequest { app_id: "a".into(), name: "chat".into() }),
+        rt(ListNamespacesRequest { app_id: "a".into() }),
+        rt(ListNamespacesResponse { namespaces: vec![namespace] }),
+        rt(DeleteNamespaceRequest { app_id: "a".into(), name: "chat".into() }),
+        rt(DeleteNamespaceResponse {}),
     ]
 }
 

@@ -1,5 +1,6 @@
-//! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService` and
-//! `PublishService`, on the REST port (h2c).
+//! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService`,
+//! `PublishService`, `NamespaceService`, `ChannelService` and
+//! `PresenceService`, on the REST port (h2c).
 //!
 //! Credentials travel in the `authorization` metadata entry, exactly like
 //! the REST header (`Bearer <admin token>` or `Bearer <API key>`). Errors are
@@ -14,19 +15,23 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
-use herald_proto::Capabilities;
 use herald_proto::api::admin_service_server::{AdminService, AdminServiceServer};
+use herald_proto::api::channel_service_server::{ChannelService, ChannelServiceServer};
+use herald_proto::api::namespace_service_server::{NamespaceService, NamespaceServiceServer};
+use herald_proto::api::presence_service_server::{PresenceService, PresenceServiceServer};
 use herald_proto::api::publish_service_server::{PublishService, PublishServiceServer};
 use herald_proto::api::token_service_server::{TokenService, TokenServiceServer};
 use herald_proto::api::{self as pb, publish_result};
+use herald_proto::{Capabilities, bus};
 use tonic::server::NamedService;
 use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::publish::Published;
 use crate::publish::{InOrder, channel_key};
 use crate::service::{AppSpec, Core};
-use crate::store::{ApiKey, App, LimitOverrides};
+use crate::store::{ApiKey, App, LimitOverrides, Namespace};
 
 /// The gRPC services over the shared core.
 #[derive(Clone)]
@@ -40,11 +45,17 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     let svc = Grpc { core };
     let admin = AdminServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let token = TokenServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let publish = PublishServiceServer::new(svc).max_decoding_message_size(max);
+    let publish = PublishServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let namespaces = NamespaceServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let channels = ChannelServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let presence = PresenceServiceServer::new(svc).max_decoding_message_size(max);
     router
         .route_service(&format!("/{}/{{*method}}", <AdminServiceServer<Grpc> as NamedService>::NAME), admin)
         .route_service(&format!("/{}/{{*method}}", <TokenServiceServer<Grpc> as NamedService>::NAME), token)
         .route_service(&format!("/{}/{{*method}}", <PublishServiceServer<Grpc> as NamedService>::NAME), publish)
+        .route_service(&format!("/{}/{{*method}}", <NamespaceServiceServer<Grpc> as NamedService>::NAME), namespaces)
+        .route_service(&format!("/{}/{{*method}}", <ChannelServiceServer<Grpc> as NamedService>::NAME), channels)
+        .route_service(&format!("/{}/{{*method}}", <PresenceServiceServer<Grpc> as NamedService>::NAME), presence)
 }
 
 /// Whether a request is a gRPC call.
@@ -79,7 +90,55 @@ impl Grpc {
         };
         let msg = self.core.prepare(key, &limits, &channels, m.data, m.event, m.idempotency_id)?;
         let published = self.core.publish_one(&app, &limits, msg).await?;
-        Ok(pb::PublishResponse { id: published.id, seq: None })
+        Ok(publish_response(published))
+    }
+}
+
+fn publish_response(p: Published) -> pb::PublishResponse {
+    match (p.channels, p.positions.as_slice()) {
+        (1, [(_, pos)]) => pb::PublishResponse {
+            id: p.id,
+            seq: Some(pos.seq),
+            position: Some(pb::HistoryPosition { seq: pos.seq, epoch: pos.epoch.clone() }),
+            positions: Vec::new(),
+        },
+        _ => pb::PublishResponse {
+            id: p.id,
+            seq: None,
+            position: None,
+            positions: p
+                .positions
+                .into_iter()
+                .map(|(c, pos)| pb::ChannelPosition { channel: c.to_string(), seq: pos.seq, epoch: pos.epoch })
+                .collect(),
+        },
+    }
+}
+
+fn options_from_pb(o: Option<pb::NamespaceOptions>) -> bus::NamespaceOptions {
+    let o = o.unwrap_or_default();
+    bus::NamespaceOptions {
+        presence: o.presence,
+        join_leave: o.join_leave,
+        client_publish: o.client_publish.unwrap_or(true),
+        history_size: o.history_size,
+        history_ttl_ms: o.history_ttl_ms,
+    }
+}
+
+fn namespace_to_pb(ns: &Namespace) -> pb::Namespace {
+    let o = &ns.options;
+    pb::Namespace {
+        name: ns.name.to_string(),
+        options: Some(pb::NamespaceOptions {
+            presence: o.presence,
+            join_leave: o.join_leave,
+            client_publish: Some(o.client_publish),
+            history_size: o.history_size,
+            history_ttl_ms: o.history_ttl_ms,
+        }),
+        created_at_ms: ns.created_at_ms,
+        updated_at_ms: ns.updated_at_ms,
     }
 }
 
@@ -309,5 +368,118 @@ impl PublishService for Grpc {
         }
         let results = results.into_iter().map(result).collect();
         Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
+    }
+}
+
+#[tonic::async_trait]
+impl NamespaceService for Grpc {
+    async fn put_namespace(
+        &self,
+        req: Request<pb::PutNamespaceRequest>,
+    ) -> Result<GrpcResponse<pb::PutNamespaceResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let (ns, created) = self.core.put_namespace(&who, &r.app_id, &r.name, options_from_pb(r.options)).await?;
+        Ok(GrpcResponse::new(pb::PutNamespaceResponse { namespace: Some(namespace_to_pb(&ns)), created }))
+    }
+
+    async fn get_namespace(
+        &self,
+        req: Request<pb::GetNamespaceRequest>,
+    ) -> Result<GrpcResponse<pb::Namespace>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        let ns = self.core.get_namespace(&who, &r.app_id, &r.name).await?;
+        Ok(GrpcResponse::new(namespace_to_pb(&ns)))
+    }
+
+    async fn list_namespaces(
+        &self,
+        req: Request<pb::ListNamespacesRequest>,
+    ) -> Result<GrpcResponse<pb::ListNamespacesResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let list = self.core.list_namespaces(&who, &req.get_ref().app_id).await?;
+        Ok(GrpcResponse::new(pb::ListNamespacesResponse { namespaces: list.iter().map(namespace_to_pb).collect() }))
+    }
+
+    async fn delete_namespace(
+        &self,
+        req: Request<pb::DeleteNamespaceRequest>,
+    ) -> Result<GrpcResponse<pb::DeleteNamespaceResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        self.core.delete_namespace(&who, &r.app_id, &r.name).await?;
+        Ok(GrpcResponse::new(pb::DeleteNamespaceResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl ChannelService for Grpc {
+    async fn list_channels(
+        &self,
+        req: Request<pb::ListChannelsRequest>,
+    ) -> Result<GrpcResponse<pb::ListChannelsResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        let prefix = (!r.prefix.is_empty()).then_some(r.prefix.as_str());
+        let occupancy = self.core.occupied_channels(&who, &r.app_id, prefix).await?;
+        Ok(GrpcResponse::new(pb::ListChannelsResponse {
+            truncated: occupancy.truncated,
+            channels: occupancy
+                .channels
+                .into_iter()
+                .map(|(name, subscribers)| pb::ChannelInfo { name: name.to_string(), subscribers })
+                .collect(),
+        }))
+    }
+
+    async fn get_history(
+        &self,
+        req: Request<pb::GetHistoryRequest>,
+    ) -> Result<GrpcResponse<pb::GetHistoryResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.into_inner();
+        let limit = (r.limit != 0).then_some(r.limit as usize);
+        let epoch = (!r.epoch.is_empty()).then_some(r.epoch.as_str());
+        let h = self.core.history(&who, &r.app_id, &r.channel, r.since, limit, epoch).await?;
+        Ok(GrpcResponse::new(pb::GetHistoryResponse {
+            channel: h.channel.to_string(),
+            epoch: h.epoch,
+            messages: h
+                .messages
+                .into_iter()
+                .map(|m| pb::HistoryMessage {
+                    seq: m.seq,
+                    data: m.message.data,
+                    event: m.message.event,
+                    id: m.message.id,
+                    publisher: m.message.publisher,
+                    timestamp_ms: m.message.timestamp_ms,
+                })
+                .collect(),
+            complete: h.complete,
+            last_seq: h.last_seq,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl PresenceService for Grpc {
+    async fn get_presence(
+        &self,
+        req: Request<pb::GetPresenceRequest>,
+    ) -> Result<GrpcResponse<pb::GetPresenceResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        let p = self.core.presence(&who, &r.app_id, &r.channel).await?;
+        Ok(GrpcResponse::new(pb::GetPresenceResponse {
+            channel: p.channel.to_string(),
+            count: u32::try_from(p.members.len()).unwrap_or(u32::MAX),
+            members: p
+                .members
+                .into_iter()
+                .map(|m| pb::PresenceMember { client_id: m.client_id, connections: m.connections, info: m.info })
+                .collect(),
+        }))
     }
 }

@@ -9,26 +9,29 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use base64::Engine as _;
 use bytes::Bytes;
 use herald_proto::Capabilities;
+use herald_proto::bus;
+use herald_proto::units::HumanDuration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::auth::Principal;
+use crate::channels::{History, Occupancy, Presence};
 use crate::error::{ApiError, ErrorBody};
 use crate::now_ms;
 use crate::publish::Published;
 use crate::service::{AppSpec, Core, EffectiveLimits};
-use crate::store::{ApiKey, App, LimitOverrides};
+use crate::store::{ApiKey, App, LimitOverrides, Namespace};
 use crate::tokens::{Jwks, Rotation};
 
 type Shared = State<Arc<Core>>;
@@ -98,6 +101,20 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .await
             .map(|Path(v)| Self(v))
             .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// Query parameters, strict, with errors in Herald's shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))
     }
 }
 
@@ -284,14 +301,42 @@ pub struct PublishBody {
     pub encoding: Option<String>,
 }
 
+/// Where a message sits in its channel's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PositionView {
+    /// Its sequence number in the namespace's stream.
+    pub seq: u64,
+    /// The stream's epoch (a new epoch restarts the numbering).
+    pub epoch: String,
+}
+
+/// A position in one channel of a message sent to several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChannelPosition {
+    /// The channel.
+    pub channel: String,
+    /// Its sequence number in the namespace's stream.
+    pub seq: u64,
+    /// The stream's epoch.
+    pub epoch: String,
+}
+
 /// A message accepted by the bus.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     /// The message id.
     pub id: String,
-    /// The channel sequence, for channels with history (when known).
+    /// The channel sequence, for a message to one channel with history
+    /// (`position.seq`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+    /// The message's position, for a message to one channel with history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<PositionView>,
+    /// The position in every channel with history, for a message to
+    /// several channels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<ChannelPosition>,
     /// True when the idempotency id was seen within the window and nothing
     /// was sent again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -300,8 +345,183 @@ pub struct Accepted {
 
 impl From<Published> for Accepted {
     fn from(p: Published) -> Self {
-        Self { id: p.id, seq: None, duplicate: p.duplicate }
+        let (position, positions) = match (p.channels, p.positions.as_slice()) {
+            (1, [(_, pos)]) => (Some(PositionView { seq: pos.seq, epoch: pos.epoch.clone() }), Vec::new()),
+            _ => (
+                None,
+                p.positions
+                    .into_iter()
+                    .map(|(c, pos)| ChannelPosition { channel: c.to_string(), seq: pos.seq, epoch: pos.epoch })
+                    .collect(),
+            ),
+        };
+        Self { id: p.id, seq: position.as_ref().map(|p| p.seq), position, positions, duplicate: p.duplicate }
     }
+}
+
+/// `PUT /v1/apps/{app_id}/namespaces/{name}`: the whole namespace; absent
+/// fields take their defaults.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceBody {
+    /// Edges report who is subscribed; presence is served (default false).
+    #[serde(default)]
+    pub presence: bool,
+    /// Subscribers get join and leave events; needs `presence` (default
+    /// false).
+    #[serde(default)]
+    pub join_leave: bool,
+    /// Clients may publish when their token allows it (default true). API
+    /// keys publish regardless.
+    pub client_publish: Option<bool>,
+    /// Messages kept per channel (default 0: no history).
+    #[serde(default)]
+    pub history_size: u32,
+    /// How long messages are kept, with a unit: `"30s"`, `"15m"`, `"24h"`
+    /// (default none: no history). Set with `history_size`.
+    #[schema(value_type = Option<String>)]
+    pub history_ttl: Option<HumanDuration>,
+}
+
+/// A channel namespace.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceView {
+    /// Its name: channels `<name>:…` take its options.
+    pub name: String,
+    /// Presence is reported and served.
+    pub presence: bool,
+    /// Subscribers get join and leave events.
+    pub join_leave: bool,
+    /// Clients may publish.
+    pub client_publish: bool,
+    /// Messages kept per channel; 0: no history.
+    pub history_size: u32,
+    /// How long messages are kept (`"0s"`: no history).
+    pub history_ttl: String,
+    /// The same, in milliseconds.
+    pub history_ttl_ms: u64,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Last change, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// `GET /v1/apps/{app_id}/namespaces`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceList {
+    /// The app's namespaces, by name.
+    pub namespaces: Vec<NamespaceView>,
+}
+
+/// A member of a presence channel.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberView {
+    /// The client id (the token's `sub`).
+    pub client_id: String,
+    /// The token's `info` object (`{}` when it had none).
+    #[schema(value_type = Object)]
+    pub info: Box<RawValue>,
+    /// The client's connections in the channel, across edges.
+    pub connections: u32,
+}
+
+/// `GET /v1/apps/{app_id}/channels/{channel}/presence`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PresenceView {
+    /// The channel.
+    pub channel: String,
+    /// Its members, by client id.
+    pub members: Vec<MemberView>,
+    /// The number of members.
+    pub count: usize,
+}
+
+/// `GET /v1/apps/{app_id}/channels`.
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChannelsQuery {
+    /// Only channels whose name starts with this.
+    pub prefix: Option<String>,
+}
+
+/// An occupied channel.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChannelView {
+    /// The channel name.
+    pub name: String,
+    /// Subscriptions across edges.
+    pub subscribers: u64,
+}
+
+/// The app's occupied channels.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChannelList {
+    /// Channels with subscribers, by name.
+    pub channels: Vec<ChannelView>,
+    /// True when more channels matched than the server lists
+    /// (`max_channels_listed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// `GET /v1/apps/{app_id}/channels/{channel}/history`.
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Messages after this sequence number (default 0: from the oldest
+    /// held).
+    pub since: Option<u64>,
+    /// Most messages to return (default 100, at most `max_history_limit`).
+    pub limit: Option<usize>,
+    /// The epoch `since` belongs to; when it is not the stream's, `since`
+    /// is ignored and the page is not `complete`.
+    pub epoch: Option<String>,
+}
+
+/// One message of a channel's history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryMessageView {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The message id.
+    pub id: String,
+    /// Event name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The payload, as publishing takes it: JSON text as that JSON value,
+    /// other UTF-8 text as a string, other bytes as a base64 string with
+    /// `encoding: "base64"`.
+    #[schema(value_type = Value)]
+    pub data: Box<RawValue>,
+    /// `"base64"` when `data` is base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// The publishing client, empty for the API.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub publisher: String,
+    /// When it was published, Unix ms.
+    pub timestamp_ms: i64,
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryView {
+    /// The channel.
+    pub channel: String,
+    /// The stream's epoch; sequence numbers of another epoch mean nothing
+    /// here.
+    pub epoch: String,
+    /// Messages after `since`, oldest first.
+    pub messages: Vec<HistoryMessageView>,
+    /// True when every message after `since` is still held: the page
+    /// continues exactly where the caller was. False when some fell out of
+    /// history (size or TTL) or the epoch changed.
+    pub complete: bool,
+    /// The channel's newest sequence number (0 when it holds none); read
+    /// on with `since` = the last message's `seq` while it is below this.
+    pub last_seq: u64,
 }
 
 /// One message of a batch.
@@ -393,6 +613,79 @@ fn key_view(key: &ApiKey) -> KeyView {
         capabilities: key.capabilities.clone(),
         created_at: secs(key.created_at_ms),
         revoked_at: key.revoked_at_ms.map(secs),
+    }
+}
+
+fn namespace_view(ns: &Namespace) -> NamespaceView {
+    let o = &ns.options;
+    NamespaceView {
+        name: ns.name.to_string(),
+        presence: o.presence,
+        join_leave: o.join_leave,
+        client_publish: o.client_publish,
+        history_size: o.history_size,
+        history_ttl: HumanDuration::millis(o.history_ttl_ms).to_string(),
+        history_ttl_ms: o.history_ttl_ms,
+        created_at: secs(ns.created_at_ms),
+        updated_at: secs(ns.updated_at_ms),
+    }
+}
+
+/// `data` for a payload, the way publishing takes it, and its `encoding`.
+pub(crate) fn data_view(payload: &[u8]) -> (Box<RawValue>, Option<String>) {
+    if let Ok(raw) = serde_json::from_slice::<Box<RawValue>>(payload) {
+        return (raw, None);
+    }
+    let (text, encoding) = match std::str::from_utf8(payload) {
+        Ok(text) => (text.to_owned(), None),
+        Err(_) => (base64::engine::general_purpose::STANDARD.encode(payload), Some("base64".to_owned())),
+    };
+    // A string always serializes; the default (`null`) is never used.
+    (serde_json::value::to_raw_value(&text).unwrap_or_default(), encoding)
+}
+
+fn presence_view(p: Presence) -> PresenceView {
+    let members: Vec<MemberView> = p
+        .members
+        .into_iter()
+        .map(|m| {
+            let info = if m.info.is_empty() { None } else { serde_json::from_slice::<Box<RawValue>>(&m.info).ok() };
+            let info = info.unwrap_or_else(|| RawValue::from_string("{}".to_owned()).unwrap_or_default());
+            MemberView { client_id: m.client_id, info, connections: m.connections }
+        })
+        .collect();
+    PresenceView { channel: p.channel.to_string(), count: members.len(), members }
+}
+
+fn channel_list(o: Occupancy) -> ChannelList {
+    ChannelList {
+        channels: o.channels.into_iter().map(|(n, c)| ChannelView { name: n.to_string(), subscribers: c }).collect(),
+        truncated: o.truncated,
+    }
+}
+
+fn history_view(h: History) -> HistoryView {
+    HistoryView {
+        channel: h.channel.to_string(),
+        epoch: h.epoch,
+        messages: h
+            .messages
+            .into_iter()
+            .map(|m| {
+                let (data, encoding) = data_view(&m.message.data);
+                HistoryMessageView {
+                    seq: m.seq,
+                    id: m.message.id,
+                    name: m.message.event,
+                    data,
+                    encoding,
+                    publisher: m.message.publisher,
+                    timestamp_ms: m.message.timestamp_ms,
+                }
+            })
+            .collect(),
+        complete: h.complete,
+        last_seq: h.last_seq,
     }
 }
 
@@ -700,6 +993,125 @@ async fn publish_batch(
     Ok((StatusCode::ACCEPTED, Json(BatchResults { results, error: None })).into_response())
 }
 
+/// Creates or replaces a channel namespace: channels `<name>:…` take its
+/// options. `201` when created, `200` when replaced.
+#[utoipa::path(put, path = "/v1/apps/{app_id}/namespaces/{name}", tag = TAG_ADMIN, request_body = NamespaceBody,
+    security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id"), ("name" = String, Path, description = "The namespace")),
+    responses((status = 200, body = NamespaceView, description = "replaced"), (status = 201, body = NamespaceView, description = "created"),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "the database or the bus (history stream) is unavailable; nothing was changed")))]
+async fn put_namespace(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, name)): ApiPath<(String, String)>,
+    Body(body): Body<NamespaceBody>,
+) -> Result<Response, ApiError> {
+    let history_ttl_ms = body.history_ttl.map_or(0, |d| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX));
+    let options = bus::NamespaceOptions {
+        presence: body.presence,
+        join_leave: body.join_leave,
+        client_publish: body.client_publish.unwrap_or(true),
+        history_size: body.history_size,
+        history_ttl_ms,
+    };
+    let (ns, created) = core.put_namespace(&who, &app_id, &name, options).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(namespace_view(&ns))).into_response())
+}
+
+/// Lists an app's namespaces.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/namespaces", tag = TAG_APP, security(("admin" = []), ("api_key" = [])),
+    params(("app_id" = String, Path, description = "The app id")),
+    responses((status = 200, body = NamespaceList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+async fn list_namespaces(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<NamespaceList>, ApiError> {
+    let list = core.list_namespaces(&who, &app_id).await?;
+    Ok(Json(NamespaceList { namespaces: list.iter().map(namespace_view).collect() }))
+}
+
+/// One namespace.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/namespaces/{name}", tag = TAG_APP, security(("admin" = []), ("api_key" = [])),
+    params(("app_id" = String, Path, description = "The app id"), ("name" = String, Path, description = "The namespace")),
+    responses((status = 200, body = NamespaceView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_namespace(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, name)): ApiPath<(String, String)>,
+) -> Result<Json<NamespaceView>, ApiError> {
+    Ok(Json(namespace_view(&core.get_namespace(&who, &app_id, &name).await?)))
+}
+
+/// Deletes a namespace: its channels fall back to the defaults, and its
+/// history is dropped.
+#[utoipa::path(delete, path = "/v1/apps/{app_id}/namespaces/{name}", tag = TAG_ADMIN, security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id"), ("name" = String, Path, description = "The namespace")),
+    responses((status = 204, description = "deleted"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "the database or the bus is unavailable; nothing was deleted")))]
+async fn delete_namespace(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    core.delete_namespace(&who, &app_id, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reads a channel's history (channels of a namespace with history).
+#[utoipa::path(get, path = "/v1/apps/{app_id}/channels/{channel}/history", tag = TAG_APP, security(("api_key" = [])),
+    params(("app_id" = String, Path, description = "The app id"),
+           ("channel" = String, Path, description = "The channel name, percent-encoded"), HistoryQuery),
+    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody,
+               description = "bad query or channel; `not_enabled` when the channel's namespace keeps no history"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+async fn history(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, channel)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let h = core.history(&who, &app_id, &channel, q.since.unwrap_or(0), q.limit, q.epoch.as_deref()).await?;
+    Ok(Json(history_view(h)))
+}
+
+/// The members of a channel (channels of a namespace with presence),
+/// counted per client id across connections and edges.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/channels/{channel}/presence", tag = TAG_APP, security(("api_key" = [])),
+    params(("app_id" = String, Path, description = "The app id"),
+           ("channel" = String, Path, description = "The channel name, percent-encoded")),
+    responses((status = 200, body = PresenceView), (status = 400, body = ErrorBody,
+               description = "bad channel; `not_enabled` when the channel's namespace has no presence"),
+              (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn presence(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, channel)): ApiPath<(String, String)>,
+) -> Result<Json<PresenceView>, ApiError> {
+    Ok(Json(presence_view(core.presence(&who, &app_id, &channel).await?)))
+}
+
+/// The app's channels with subscribers, and how many.
+#[utoipa::path(get, path = "/v1/apps/{app_id}/channels", tag = TAG_APP, security(("api_key" = [])),
+    params(("app_id" = String, Path, description = "The app id"), ChannelsQuery),
+    responses((status = 200, body = ChannelList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn channels(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath(app_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ChannelsQuery>,
+) -> Result<Json<ChannelList>, ApiError> {
+    Ok(Json(channel_list(core.occupied_channels(&who, &app_id, q.prefix.as_deref()).await?)))
+}
+
 async fn not_found(req: Request) -> Response {
     if crate::api::grpc::is_grpc(req.headers()) {
         return crate::api::grpc::unimplemented();
@@ -717,9 +1129,10 @@ async fn method_not_allowed(req: Request) -> Response {
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Herald control plane", description = "Apps, API keys, tokens and publishing. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
+    info(title = "Herald control plane", description = "Apps, API keys, tokens, namespaces, publishing, history and presence. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
     paths(healthz, readyz, metrics, jwks, openapi, create_app, list_apps, get_app, update_app, delete_app,
-          create_key, list_keys, revoke_key, rotate, mint_token, publish, publish_batch),
+          create_key, list_keys, revoke_key, rotate, mint_token, publish, publish_batch,
+          put_namespace, list_namespaces, get_namespace, delete_namespace, history, presence, channels),
     modifiers(&Security),
     tags((name = "admin", description = "Operators, with the admin token"),
          (name = "app", description = "Customers' backends, with an API key of the app"),
@@ -754,6 +1167,11 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/v1/apps/{app_id}/tokens", post(mint_token))
         .route("/v1/apps/{app_id}/channels/{channel}/messages", post(publish))
         .route("/v1/apps/{app_id}/messages", post(publish_batch))
+        .route("/v1/apps/{app_id}/namespaces", get(list_namespaces))
+        .route("/v1/apps/{app_id}/namespaces/{name}", put(put_namespace).get(get_namespace).delete(delete_namespace))
+        .route("/v1/apps/{app_id}/channels", get(channels))
+        .route("/v1/apps/{app_id}/channels/{channel}/history", get(history))
+        .route("/v1/apps/{app_id}/channels/{channel}/presence", get(presence))
         .route("/v1/signing-keys/rotate", post(rotate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -799,6 +1217,11 @@ mod tests {
             "/v1/apps/{app_id}/tokens",
             "/v1/apps/{app_id}/channels/{channel}/messages",
             "/v1/apps/{app_id}/messages",
+            "/v1/apps/{app_id}/namespaces",
+            "/v1/apps/{app_id}/namespaces/{name}",
+            "/v1/apps/{app_id}/channels",
+            "/v1/apps/{app_id}/channels/{channel}/history",
+            "/v1/apps/{app_id}/channels/{channel}/presence",
             "/v1/signing-keys/rotate",
             "/.well-known/jwks.json",
             "/healthz",

@@ -1,0 +1,260 @@
+//! What the control plane knows about channels: their history (read from
+//! the namespace's stream on the backplane) and, from edges' reports, who
+//! is present and how many subscribe.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use herald_edge::backplane::BackplaneError;
+use herald_edge::presence::{Member, OccupancyTable, PresenceTable};
+use herald_proto::caps::Operation;
+use herald_proto::{AppId, ChannelName, ErrorCode, bus};
+use prost::Message as _;
+
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::namespaces::keeps_history;
+use crate::service::{Core, parse_app_id, parse_channel};
+
+/// The number of messages a history read returns when the request names
+/// none (or the server's `max_history_limit` when lower).
+pub const DEFAULT_HISTORY_LIMIT: usize = 100;
+
+/// One message of a channel's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryMessage {
+    /// Its sequence number in the namespace's stream.
+    pub seq: u64,
+    /// The message.
+    pub message: bus::ChannelMessage,
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    /// The channel.
+    pub channel: ChannelName,
+    /// The stream's epoch: sequence numbers of another epoch mean nothing
+    /// here.
+    pub epoch: String,
+    /// Messages after `since`, oldest first.
+    pub messages: Vec<HistoryMessage>,
+    /// Whether every message after `since` (of the epoch asked for) is
+    /// still held, i.e. this page continues exactly where the caller was.
+    pub complete: bool,
+    /// The channel's newest sequence number (0 when empty).
+    pub last_seq: u64,
+}
+
+/// A channel's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The channel.
+    pub channel: ChannelName,
+    /// Its members by client id, connections counted across edges.
+    pub members: Vec<Member>,
+}
+
+/// The app's occupied channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Channel and subscriptions across edges, by name.
+    pub channels: Vec<(ChannelName, u64)>,
+    /// Whether more channels matched than `max_channels_listed`.
+    pub truncated: bool,
+}
+
+/// What edges report, kept by every replica (each follows every report).
+pub(crate) struct Reports {
+    presence: Mutex<PresenceTable>,
+    occupancy: Mutex<OccupancyTable>,
+}
+
+impl Reports {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self { presence: Mutex::new(PresenceTable::new(ttl)), occupancy: Mutex::new(OccupancyTable::new(ttl)) }
+    }
+
+    pub(crate) fn presence(&self, app: &AppId, channel: &ChannelName, report: &bus::PresenceReport) {
+        let mut table = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        table.apply(app, channel, report, Instant::now());
+    }
+
+    pub(crate) fn occupancy(&self, report: &bus::OccupancyReport) {
+        self.occupancy.lock().unwrap_or_else(|e| e.into_inner()).apply(report, Instant::now());
+    }
+
+    /// Drops what silent edges reported.
+    pub(crate) fn expire(&self) {
+        let now = Instant::now();
+        let left = self.presence.lock().unwrap_or_else(|e| e.into_inner()).expire(now).len();
+        self.occupancy.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
+        if left > 0 {
+            tracing::debug!(left, "presence entries of silent edges expired");
+        }
+    }
+}
+
+fn not_enabled(what: &str, channel: &ChannelName) -> ApiError {
+    let why = match channel.namespace_name() {
+        Some(ns) => format!("namespace {:?} does not turn on {what}", ns.as_str()),
+        None => "it belongs to no namespace (channels `<namespace>:<name>` do)".to_owned(),
+    };
+    ApiError::new(ErrorCode::NotEnabled, format!("channel {:?} keeps no {what}: {why}", channel.as_str()))
+}
+
+impl Core {
+    async fn read_history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        since: u64,
+        limit: usize,
+    ) -> Result<herald_edge::backplane::HistoryPage, ApiError> {
+        match self.publisher.backplane().read_history(app, channel, since, limit).await {
+            Ok(page) => Ok(page),
+            Err(BackplaneError::NoHistory(reason)) => {
+                tracing::warn!(%app, %channel, %reason, "history namespace without a stream");
+                Err(ApiError::unavailable(
+                    "the channel's history stream is missing (its namespace just changed?); retry later",
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The app and channel of a channel-scoped read, with the key's
+    /// capability `op` on the channel checked.
+    fn channel_reader(
+        &self,
+        who: &Principal,
+        app: &str,
+        channel: &str,
+        op: Operation,
+    ) -> Result<(AppId, ChannelName), ApiError> {
+        let app = parse_app_id(app)?;
+        let key = self.require_app(who, &app)?;
+        let channel = parse_channel(channel)?;
+        if let Some(key) = key
+            && !key.capabilities.allows(channel.as_str(), op)
+        {
+            return Err(ApiError::forbidden(format!(
+                "the API key does not allow `{}` on {:?}",
+                op.as_str(),
+                channel.as_str()
+            )));
+        }
+        Ok((app, channel))
+    }
+
+    /// Up to `limit` messages of a channel's history after sequence `since`
+    /// (0: from the oldest held). With `epoch`, a page of another epoch is
+    /// never `complete`.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden` (another app's key, no `history` capability),
+    /// `invalid_channel`, `not_found` (app), `not_enabled` (the channel's
+    /// namespace keeps no history), `bad_request` (limit), `unavailable`.
+    pub async fn history(
+        &self,
+        who: &Principal,
+        app: &str,
+        channel: &str,
+        since: u64,
+        limit: Option<usize>,
+        epoch: Option<&str>,
+    ) -> Result<History, ApiError> {
+        let (app, channel) = self.channel_reader(who, app, channel, Operation::History)?;
+        let max = self.config.max_history_limit;
+        let limit = match limit {
+            None => DEFAULT_HISTORY_LIMIT.min(max),
+            Some(n) if (1..=max).contains(&n) => n,
+            Some(n) => {
+                return Err(ApiError::bad_request(format!("`limit` is {n}; it must lie between 1 and {max}")));
+            }
+        };
+        self.auth.app(&app).await?;
+        if !keeps_history(&self.channel_options(&app, &channel).await?) {
+            return Err(not_enabled("history", &channel));
+        }
+        let mut page = self.read_history(&app, &channel, since, limit).await?;
+        let same_epoch = epoch.is_none_or(|e| e == page.epoch);
+        if !same_epoch && since > 0 {
+            // `since` counts in another epoch: everything held is new.
+            page = self.read_history(&app, &channel, 0, limit).await?;
+        }
+        let mut messages = Vec::with_capacity(page.messages.len());
+        for entry in page.messages {
+            match bus::ChannelMessage::decode(entry.payload) {
+                Ok(message) => messages.push(HistoryMessage { seq: entry.seq, message }),
+                Err(e) => {
+                    tracing::warn!(%app, %channel, seq = entry.seq, error = %e, "undecodable history entry skipped")
+                }
+            }
+        }
+        Ok(History {
+            channel,
+            epoch: page.epoch,
+            messages,
+            complete: page.complete && same_epoch,
+            last_seq: page.last_seq,
+        })
+    }
+}
+
+impl Core {
+    /// The members of a channel whose namespace has presence.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden` (another app's key, no `presence` capability),
+    /// `invalid_channel`, `not_found` (app), `not_enabled` (the channel's
+    /// namespace has no presence), `unavailable`.
+    pub async fn presence(&self, who: &Principal, app: &str, channel: &str) -> Result<Presence, ApiError> {
+        let (app, channel) = self.channel_reader(who, app, channel, Operation::Presence)?;
+        self.auth.app(&app).await?;
+        if !self.channel_options(&app, &channel).await?.presence {
+            return Err(not_enabled("presence", &channel));
+        }
+        let members = self.reports.presence.lock().unwrap_or_else(|e| e.into_inner()).members(&app, &channel);
+        Ok(Presence { channel, members })
+    }
+
+    /// The app's channels with subscribers, by name; with `prefix`, those
+    /// starting with it. An API key sees the channels its capabilities name.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden` (another app's key), `not_found` (app), `unavailable`.
+    pub async fn occupied_channels(
+        &self,
+        who: &Principal,
+        app: &str,
+        prefix: Option<&str>,
+    ) -> Result<Occupancy, ApiError> {
+        let app = parse_app_id(app)?;
+        let key = self.require_app(who, &app)?;
+        self.auth.app(&app).await?;
+        let all = self.reports.occupancy.lock().unwrap_or_else(|e| e.into_inner()).channels(&app);
+        let max = self.config.max_channels_listed;
+        let mut channels = Vec::new();
+        let mut truncated = false;
+        for (name, subscribers) in all {
+            if prefix.is_some_and(|p| !name.as_str().starts_with(p)) {
+                continue;
+            }
+            if let Some(key) = key
+                && !Operation::ALL.iter().any(|op| key.capabilities.allows(name.as_str(), *op))
+            {
+                continue;
+            }
+            if channels.len() == max {
+                truncated = true;
+                break;
+            }
+            channels.push((name, subscribers));
+        }
+        Ok(Occupancy { channels, truncated })
+    }
+}

@@ -1,0 +1,423 @@
+//! Channel namespaces: per app, the options of the channels `name:…`
+//! (presence, join/leave events, client publishes, history), their checks,
+//! the per-replica cache the publish path reads, the history streams they
+//! own on the backplane, and the answers to edges' namespace requests.
+//!
+//! A channel `ns:rest` belongs to namespace `ns` when `ns` is a valid
+//! [`NamespaceName`]; every other channel (and every channel of a namespace
+//! that is not configured) gets [`default_options`]: no presence, no
+//! history, client publishes allowed.
+//!
+//! A change first creates, changes or drops the namespace's history stream
+//! on the backplane (a failure answers `503 unavailable` and changes
+//! nothing), then writes the database, then publishes
+//! `NamespacesChanged{app}` so edges and other replicas drop their cached
+//! copy (retried in the background when the bus is down; caches trust an
+//! entry at most `cache_ttl_ms` anyway).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use herald_edge::backplane::{BackplaneError, HistorySpec, NamespaceSource};
+use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
+
+use crate::auth::{Principal, TtlCache};
+use crate::error::ApiError;
+use crate::now_ms;
+use crate::publish::Prepared;
+use crate::service::{Core, parse_app_id};
+use crate::store::{Namespace, StoreError};
+
+pub use herald_edge::namespaces::{default_options, keeps_history};
+
+/// The shortest history TTL accepted, in milliseconds.
+pub const MIN_HISTORY_TTL_MS: u64 = 1_000;
+
+/// An app's namespaces, as cached: looked up by a channel's prefix without
+/// allocating, with a flag for the common case of no history at all.
+pub(crate) struct AppNamespacesInner {
+    by_name: HashMap<Box<str>, bus::NamespaceOptions>,
+    any_history: bool,
+}
+
+pub(crate) type AppNamespaces = Arc<AppNamespacesInner>;
+
+impl AppNamespacesInner {
+    fn new<'a>(namespaces: impl IntoIterator<Item = (&'a str, bus::NamespaceOptions)>) -> Self {
+        let by_name: HashMap<Box<str>, bus::NamespaceOptions> =
+            namespaces.into_iter().map(|(name, o)| (Box::from(name), o)).collect();
+        let any_history = by_name.values().any(keeps_history);
+        Self { by_name, any_history }
+    }
+
+    /// The options in force for `channel`.
+    pub(crate) fn options(&self, channel: &ChannelName) -> bus::NamespaceOptions {
+        // A prefix that is not a valid name never matches a stored one.
+        channel.namespace().and_then(|ns| self.by_name.get(ns)).copied().unwrap_or_else(default_options)
+    }
+}
+
+/// Per-replica cache of every app's namespaces.
+pub(crate) struct NamespaceCache {
+    apps: TtlCache<AppId, AppNamespaces>,
+    /// Bumped on every eviction: a database read that started before one
+    /// does not fill the cache with what it read (it may be stale).
+    generation: AtomicU64,
+}
+
+impl NamespaceCache {
+    pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
+        Self { apps: TtlCache::new(ttl, max_entries), generation: AtomicU64::new(0) }
+    }
+
+    pub(crate) fn evict(&self, app: &AppId) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.apps.remove(app);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches what a read that started at `generation` found, unless an
+    /// eviction happened meanwhile.
+    fn fill(&self, app: &AppId, generation: u64, namespaces: AppNamespaces) {
+        if self.generation() == generation {
+            self.apps.insert(app.clone(), Some(namespaces));
+        }
+    }
+}
+
+/// Validates a namespace name from a path or request.
+///
+/// # Errors
+///
+/// `bad_request` naming the rule.
+pub fn parse_namespace(name: &str) -> Result<NamespaceName, ApiError> {
+    NamespaceName::new(name).map_err(|e| ApiError::bad_request(format!("namespace name: {e}")))
+}
+
+/// Wire form of stored namespaces for edges.
+fn to_bus(ns: &Namespace) -> bus::Namespace {
+    bus::Namespace { name: ns.name.to_string(), options: Some(ns.options) }
+}
+
+impl Core {
+    /// Checks options against the rules and the server's bounds.
+    ///
+    /// # Errors
+    ///
+    /// `bad_request` naming the field.
+    pub fn check_namespace_options(&self, o: &bus::NamespaceOptions) -> Result<(), ApiError> {
+        if o.join_leave && !o.presence {
+            return Err(ApiError::bad_request(
+                "`join_leave` needs `presence`: join and leave events come from presence",
+            ));
+        }
+        if (o.history_size == 0) != (o.history_ttl_ms == 0) {
+            return Err(ApiError::bad_request(
+                "`history_size` and `history_ttl` go together: both 0 (no history) or both greater than 0",
+            ));
+        }
+        if o.history_size > self.config.max_history_size {
+            return Err(ApiError::bad_request(format!(
+                "`history_size` is {}; the server allows at most {} (max_history_size)",
+                o.history_size, self.config.max_history_size
+            )));
+        }
+        let max_ttl_ms = self.config.max_history_ttl_secs.saturating_mul(1000);
+        if o.history_ttl_ms > max_ttl_ms {
+            return Err(ApiError::bad_request(format!(
+                "`history_ttl` is {} ms; the server allows at most {} s (max_history_ttl_secs)",
+                o.history_ttl_ms, self.config.max_history_ttl_secs
+            )));
+        }
+        if o.history_ttl_ms > 0 && o.history_ttl_ms < MIN_HISTORY_TTL_MS {
+            return Err(ApiError::bad_request(format!(
+                "`history_ttl` is {} ms; it must be at least {MIN_HISTORY_TTL_MS} ms",
+                o.history_ttl_ms
+            )));
+        }
+        Ok(())
+    }
+
+    fn history_spec(&self, o: &bus::NamespaceOptions) -> HistorySpec {
+        HistorySpec {
+            size: o.history_size,
+            ttl: Duration::from_millis(o.history_ttl_ms),
+            max_bytes: self.config.history_stream_max_bytes,
+        }
+    }
+
+    /// Reads are open to the admin and the app's own keys.
+    fn namespace_reader(&self, who: &Principal, app: &str) -> Result<AppId, ApiError> {
+        let app = parse_app_id(app)?;
+        self.require_app(who, &app)?;
+        Ok(app)
+    }
+
+    async fn existing_app(&self, app: &AppId) -> Result<(), ApiError> {
+        match self.store.get_app(app).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(format!("no app {:?}", app.as_str()))),
+        }
+    }
+
+    /// Creates or replaces a namespace (admin). Returns it and whether it
+    /// is new. A namespace with history gets its stream first (changed when
+    /// the bounds changed); turning history off drops the stream and what it
+    /// held.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found` (app), `bad_request`, `limit_exceeded`,
+    /// `unavailable` (database, or the backplane did not take the stream
+    /// change: nothing was changed).
+    pub async fn put_namespace(
+        &self,
+        who: &Principal,
+        app: &str,
+        name: &str,
+        options: bus::NamespaceOptions,
+    ) -> Result<(Namespace, bool), ApiError> {
+        self.require_admin(who)?;
+        let app = parse_app_id(app)?;
+        let name = parse_namespace(name)?;
+        self.check_namespace_options(&options)?;
+        self.existing_app(&app).await?;
+        let previous = self.store.get_namespace(&app, &name).await?;
+        if previous.is_none() && self.store.count_namespaces(&app).await? >= self.config.max_namespaces_per_app {
+            return Err(ApiError::limit_exceeded(format!(
+                "the app has {} namespaces, the limit; delete unused ones or raise max_namespaces_per_app",
+                self.config.max_namespaces_per_app
+            )));
+        }
+        let had_history = previous.as_ref().is_some_and(Namespace::has_history);
+        let backplane = self.publisher.backplane();
+        if keeps_history(&options) {
+            backplane.ensure_history(&app, &name, &self.history_spec(&options)).await.map_err(history_error)?;
+        } else if had_history {
+            backplane.drop_history(&app, &name).await.map_err(history_error)?;
+        }
+        let now = now_ms();
+        let ns = Namespace {
+            app_id: app.clone(),
+            name: name.clone(),
+            options,
+            created_at_ms: previous.as_ref().map_or(now, |p| p.created_at_ms),
+            updated_at_ms: now,
+        };
+        let stored = match self.store.put_namespace(&ns).await {
+            Ok(stored) => stored,
+            Err(StoreError::Missing(_)) => return Err(ApiError::not_found(format!("no app {:?}", app.as_str()))),
+            Err(e) => return Err(e.into()),
+        };
+        self.namespaces_changed(&app).await;
+        tracing::info!(app = %app, namespace = %name, created = previous.is_none(), "namespace stored");
+        Ok((stored, previous.is_none()))
+    }
+
+    /// One namespace (admin, or a key of the app).
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `bad_request`, `unavailable`.
+    pub async fn get_namespace(&self, who: &Principal, app: &str, name: &str) -> Result<Namespace, ApiError> {
+        let app = self.namespace_reader(who, app)?;
+        let name = parse_namespace(name)?;
+        match self.store.get_namespace(&app, &name).await? {
+            Some(ns) => Ok(ns),
+            None => {
+                self.existing_app(&app).await?;
+                Err(ApiError::not_found(format!("app {:?} has no namespace {:?}", app.as_str(), name.as_str())))
+            }
+        }
+    }
+
+    /// The app's namespaces by name (admin, or a key of the app).
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `unavailable`.
+    pub async fn list_namespaces(&self, who: &Principal, app: &str) -> Result<Vec<Namespace>, ApiError> {
+        let app = self.namespace_reader(who, app)?;
+        self.existing_app(&app).await?;
+        Ok(self.store.list_namespaces(&app).await?)
+    }
+
+    /// Deletes a namespace (admin): its channels fall back to the defaults,
+    /// and its history stream is dropped first.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `bad_request`, `unavailable` (nothing was
+    /// deleted).
+    pub async fn delete_namespace(&self, who: &Principal, app: &str, name: &str) -> Result<(), ApiError> {
+        self.require_admin(who)?;
+        let ns = self.get_namespace(who, app, name).await?;
+        if ns.has_history() {
+            self.publisher.backplane().drop_history(&ns.app_id, &ns.name).await.map_err(history_error)?;
+        }
+        if self.store.delete_namespace(&ns.app_id, &ns.name).await?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "app {:?} has no namespace {:?}",
+                ns.app_id.as_str(),
+                ns.name.as_str()
+            )));
+        }
+        self.namespaces_changed(&ns.app_id).await;
+        tracing::info!(app = %ns.app_id, namespace = %ns.name, "namespace deleted");
+        Ok(())
+    }
+
+    /// Drops the history streams of an app being deleted (best effort: a
+    /// stream left behind still expires by its TTL).
+    pub(crate) async fn drop_app_history(&self, namespaces: &[Namespace]) {
+        for ns in namespaces.iter().filter(|ns| ns.has_history()) {
+            if let Err(e) = self.publisher.backplane().drop_history(&ns.app_id, &ns.name).await {
+                tracing::warn!(app = %ns.app_id, namespace = %ns.name, error = %e, "history stream not dropped");
+            }
+        }
+    }
+
+    /// Re-creates the stream of every namespace with history (at start: a
+    /// NATS that lost its data gets them back). Returns how many failed.
+    pub async fn ensure_all_history(&self) -> usize {
+        let namespaces = match self.store.list_history_namespaces().await {
+            Ok(ns) => ns,
+            Err(e) => {
+                tracing::warn!(error = %e, "history namespaces not listed; their streams are not re-ensured");
+                return 1;
+            }
+        };
+        let mut failed = 0;
+        for ns in &namespaces {
+            let spec = self.history_spec(&ns.options);
+            if let Err(e) = self.publisher.backplane().ensure_history(&ns.app_id, &ns.name, &spec).await {
+                failed += 1;
+                tracing::warn!(app = %ns.app_id, namespace = %ns.name, error = %e, "history stream not ensured");
+            }
+        }
+        if !namespaces.is_empty() {
+            tracing::info!(streams = namespaces.len(), failed, "history streams ensured");
+        }
+        failed
+    }
+
+    async fn namespaces_changed(&self, app: &AppId) {
+        self.namespaces.evict(app);
+        let kind = bus::control_event::Kind::NamespacesChanged(bus::NamespacesChanged { app_id: app.to_string() });
+        self.notify(kind).await;
+    }
+
+    /// Marks the channels of `msg` that keep history, from the cache when
+    /// it holds the app (without touching its reference count), else from
+    /// the database.
+    pub(crate) async fn mark_history(&self, app: &AppId, mut msg: Prepared) -> Result<Prepared, ApiError> {
+        msg.history.clear();
+        let cached = self.namespaces.apps.get_with(app, |ns| match ns {
+            Some(ns) if ns.any_history => {
+                msg.history.extend(msg.channels.iter().map(|c| keeps_history(&ns.options(c))));
+            }
+            _ => {}
+        });
+        if cached.is_none() {
+            let ns = self.app_namespaces(app).await?;
+            if ns.any_history {
+                msg.history.extend(msg.channels.iter().map(|c| keeps_history(&ns.options(c))));
+            }
+        }
+        Ok(msg)
+    }
+
+    /// The app's namespaces, from the cache or the database.
+    pub(crate) async fn app_namespaces(&self, app: &AppId) -> Result<AppNamespaces, ApiError> {
+        if let Some(Some(cached)) = self.namespaces.apps.get(app) {
+            return Ok(cached);
+        }
+        let generation = self.namespaces.generation();
+        let list = self.store.list_namespaces(app).await?;
+        let map: AppNamespaces =
+            Arc::new(AppNamespacesInner::new(list.iter().map(|ns| (ns.name.as_str(), ns.options))));
+        self.namespaces.fill(app, generation, map.clone());
+        Ok(map)
+    }
+
+    /// The options in force for `channel` of `app`.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the namespaces are not cached and the database is
+    /// down.
+    pub async fn channel_options(&self, app: &AppId, channel: &ChannelName) -> Result<bus::NamespaceOptions, ApiError> {
+        if channel.namespace().is_none() {
+            return Ok(default_options());
+        }
+        Ok(self.app_namespaces(app).await?.options(channel))
+    }
+}
+
+/// A backplane failure while changing a history stream.
+fn history_error(e: BackplaneError) -> ApiError {
+    match e {
+        BackplaneError::Unavailable(reason) => {
+            tracing::warn!(%reason, "history stream not changed");
+            ApiError::unavailable(
+                "the message bus did not take the history stream change; nothing was changed; retry later",
+            )
+        }
+        other => {
+            tracing::error!(error = %other, "history stream refused");
+            ApiError::new(ErrorCode::Unavailable, "the message bus refused the history stream; nothing was changed")
+        }
+    }
+}
+
+/// Answers edges' namespace requests from the database.
+pub(crate) struct Source(pub(crate) Weak<Core>);
+
+impl NamespaceSource for Source {
+    fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {
+        let core = self.0.clone();
+        Box::pin(async move {
+            let Some(core) = core.upgrade() else { return Err("the control plane is shutting down".to_owned()) };
+            let generation = core.namespaces.generation();
+            let lookup = async {
+                if core.store.get_app(&app).await?.is_none() {
+                    return Ok::<_, StoreError>(None);
+                }
+                Ok(Some(core.store.list_namespaces(&app).await?))
+            };
+            match lookup.await {
+                Ok(Some(list)) => {
+                    let map: AppNamespaces =
+                        Arc::new(AppNamespacesInner::new(list.iter().map(|ns| (ns.name.as_str(), ns.options))));
+                    core.namespaces.fill(&app, generation, map);
+                    Ok(Some(list.iter().map(to_bus).collect()))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => {
+                    // The database is down: answer what this replica cached,
+                    // else tell the edge the lookup is unavailable (never
+                    // the defaults, which would treat a history channel as
+                    // a plain one).
+                    let Some(cached) = core.namespaces.apps.get(&app).flatten() else {
+                        tracing::warn!(app = %app, error = %e, "namespace request failed");
+                        return Err(format!("the control plane's store is unavailable: {e}"));
+                    };
+                    tracing::warn!(app = %app, error = %e, "namespace request answered from the cache");
+                    Ok(Some(
+                        cached
+                            .by_name
+                            .iter()
+                            .map(|(name, o)| bus::Namespace { name: name.to_string(), options: Some(*o) })
+                            .collect(),
+                    ))
+                }
+            }
+        })
+    }
+}
