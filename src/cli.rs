@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use futures_util::StreamExt as _;
 use herald_proto::api::admin_service_client::AdminServiceClient;
 use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::{self, Capability};
-use herald_sdk::{Client, ConnectionState, Data, Publisher, TokenRequest};
+use herald_sdk::{Client, ConnectionState, Data, Publisher, SubscriptionEvent, TokenRequest};
 use tonic::metadata::MetadataValue;
 
 /// Where the API is and who we are.
@@ -314,8 +313,9 @@ pub struct SubscribeArgs {
     pub token: Option<String>,
 }
 
-/// `herald subscribe CHANNEL`: prints each message's data on its own line;
-/// survives edge restarts (the SDK reconnects and resubscribes).
+/// `herald subscribe CHANNEL`: prints each message's data on its own line,
+/// and presence changes and resubscribes on stderr; survives edge restarts
+/// (the SDK reconnects, resubscribes and recovers history channels).
 pub async fn subscribe(
     api: ApiArgs,
     app_id: Option<String>,
@@ -332,7 +332,8 @@ pub async fn subscribe(
         (Some(token), _, _) => builder.token(token),
         (None, Some(app), Some(key)) => {
             let publisher = publisher(&api, &app, &key)?;
-            let request = TokenRequest::new(args.client_id).allow(args.channel.clone(), ["subscribe"]);
+            let request =
+                TokenRequest::new(args.client_id).allow(args.channel.clone(), ["subscribe", "presence", "history"]);
             builder.token_provider(publisher.token_provider(request))
         }
         _ => bail!("set HERALD_TOKEN, or HERALD_APP_ID and HERALD_API_KEY to mint a token"),
@@ -354,11 +355,26 @@ pub async fn subscribe(
     let mut subscription = client.subscribe(&args.channel).await?;
     eprintln!("subscribed to {}", args.channel);
     let mut seen = 0u64;
-    while let Some(message) = subscription.next().await {
-        println!("{}", String::from_utf8_lossy(&message.data));
-        seen += 1;
-        if args.count.is_some_and(|n| seen >= n) {
-            break;
+    while let Some(event) = subscription.next_event().await {
+        match event {
+            SubscriptionEvent::Message(message) => {
+                println!("{}", String::from_utf8_lossy(&message.data));
+                seen += 1;
+                if args.count.is_some_and(|n| seen >= n) {
+                    break;
+                }
+            }
+            SubscriptionEvent::Presence(change) => {
+                let what = if change.joined { "joined" } else { "left" };
+                eprintln!("{} {what}", change.member.client_id);
+            }
+            SubscriptionEvent::Resubscribed { recovered: true } => eprintln!("resubscribed; nothing was missed"),
+            SubscriptionEvent::Resubscribed { recovered: false } => {
+                eprintln!("resubscribed; messages published meanwhile are not recovered");
+            }
+            SubscriptionEvent::Lagged { dropped } => eprintln!("too slow: {dropped} messages dropped"),
+            SubscriptionEvent::Ended(e) => return Err(e.into()),
+            _ => {}
         }
     }
     client.close().await;

@@ -188,6 +188,9 @@ config! {
     /// Most bytes one history stream (one namespace of one app) may hold in
     /// JetStream; the oldest messages go first past it.
     history_stream_max_bytes: u64 = 256 * 1024 * 1024;
+    /// Copies JetStream keeps of each history stream (1, 3 or 5; at most the
+    /// number of NATS servers with JetStream).
+    history_replicas: u8 = 1;
     /// Most messages one history read returns (`limit`).
     max_history_limit: usize = 1_000;
     /// How long presence and subscriber counts of an edge that stopped
@@ -274,6 +277,9 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        if !matches!(self.history_replicas, 1 | 3 | 5) {
+            return Err(ConfigError::new("history_replicas", "must be 1, 3 or 5"));
         }
         if self.default_max_message_bytes > self.max_message_bytes_ceiling {
             return Err(ConfigError::new("default_max_message_bytes", "must not exceed max_message_bytes_ceiling"));

@@ -149,6 +149,7 @@ impl Core {
             size: o.history_size,
             ttl: Duration::from_millis(o.history_ttl_ms),
             max_bytes: self.config.history_stream_max_bytes,
+            replicas: self.config.history_replicas,
         }
     }
 

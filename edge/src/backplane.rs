@@ -847,6 +847,7 @@ impl NatsBackplane {
             max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
+            num_replicas: usize::from(spec.replicas.max(1)),
             allow_direct: true,
             republish: Some(stream::Republish {
                 source,

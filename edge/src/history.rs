@@ -38,6 +38,8 @@ pub struct HistorySpec {
     pub ttl: Duration,
     /// Bytes kept in the whole stream, oldest dropped first.
     pub max_bytes: u64,
+    /// Copies kept by the NATS cluster (the in-process store keeps one).
+    pub replicas: u8,
 }
 
 /// One stored message.
@@ -226,7 +228,7 @@ mod tests {
     }
 
     fn spec(size: u32) -> HistorySpec {
-        HistorySpec { size, ttl: Duration::from_secs(60), max_bytes: 1 << 20 }
+        HistorySpec { size, ttl: Duration::from_secs(60), max_bytes: 1 << 20, replicas: 1 }
     }
 
     #[test]
@@ -271,7 +273,7 @@ mod tests {
         let (app, ns, ch) = ids();
         let other = ChannelName::new("n:d").expect("ch");
         let mut h = LocalHistory::default();
-        h.ensure(&app, &ns, &HistorySpec { size: 100, ttl: Duration::from_secs(60), max_bytes: 10 });
+        h.ensure(&app, &ns, &HistorySpec { size: 100, ttl: Duration::from_secs(60), max_bytes: 10, replicas: 1 });
         h.append(&app, &ns, &ch, Bytes::from_static(b"12345"));
         h.append(&app, &ns, &other, Bytes::from_static(b"12345"));
         h.append(&app, &ns, &other, Bytes::from_static(b"12345"));

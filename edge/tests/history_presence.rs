@@ -42,7 +42,7 @@ fn history(size: u32) -> bus::NamespaceOptions {
 }
 
 async fn with_history(cp: &Backplane, ns: &str, size: u32) {
-    let spec = HistorySpec { size, ttl: Duration::from_secs(3600), max_bytes: 1 << 20 };
+    let spec = HistorySpec { size, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
     cp.ensure_history(&AppId::new("app1").expect("app"), &NamespaceName::new(ns).expect("ns"), &spec)
         .await
         .expect("stream");

@@ -579,7 +579,7 @@ async fn a_history_channel_is_recovered_with_no_gap_and_no_duplicate_after_an_ed
         ..Default::default()
     };
     cp.serve_namespaces(Arc::new(StaticNamespaces(vec![namespace("hist", options)]))).await.expect("serve");
-    let spec = HistorySpec { size: 10_000, ttl: Duration::from_secs(3600), max_bytes: 64 << 20 };
+    let spec = HistorySpec { size: 10_000, ttl: Duration::from_secs(3600), max_bytes: 64 << 20, replicas: 1 };
     let (app, ns) =
         (herald_proto::AppId::new("app1").expect("app"), herald_proto::NamespaceName::new("hist").expect("ns"));
     cp.ensure_history(&app, &ns, &spec).await.expect("history");
