@@ -6,9 +6,10 @@
 //!   reads its frames, answers every request, and watches the heartbeat and
 //!   token deadlines;
 //! - the **writer** owns the socket's write half and drains the
-//!   connection's [`Outbox`]: everything waiting goes out in one write, pings
-//!   go out on the heartbeat interval, and a requested close is written as a
-//!   `Disconnect` frame plus a close frame before the socket is shut.
+//!   connection's [`Outbox`]: everything waiting goes out in one write (pings
+//!   too: the hub queues them, see [`Hub::ping_loop`]), and a requested close
+//!   is written as a `Disconnect` frame plus a close frame before the socket
+//!   is shut.
 //!
 //! Replies and deliveries share the outbox, so a slow client is closed by
 //! the same bound whatever filled its queue.
@@ -158,7 +159,7 @@ where
     let config = &shared.config;
     let (mut rd, wr) = tokio::io::split(io);
     let outbox = Arc::new(Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()));
-    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.heartbeat_interval.0, config.write_timeout.0));
+    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
     let mut reader = FrameReader::new(config.max_frame_size.as_usize());
     let id = shared.hub.next_id();
 
@@ -671,34 +672,23 @@ async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u64, token: &
 
 /// The writer task: drains the outbox into the socket, pings on the
 /// heartbeat interval, and writes the close.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    outbox: Arc<Outbox>,
-    ping_every: Duration,
-    write_timeout: Duration,
-) {
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
+    // Counted locally and added to the shared counter in steps: an atomic
+    // add per write costs more than the rest of the bookkeeping.
+    let frames_out = metrics::counter!("herald_frames_out_total");
+    let mut uncounted = 0u64;
     let mut buf = BytesMut::new();
     loop {
-        let batch = tokio::select! {
-            batch = outbox.take() => batch,
-            _ = ping.tick() => {
-                if write_all(&mut wr, &ws::ping_frame(), write_timeout).await.is_err() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let n = batch.frames.len() as u64;
-        let ok = match batch.frames.len() {
-            0 => true,
-            1 => write_all(&mut wr, &batch.frames[0], write_timeout).await.is_ok(),
+        let batch = outbox.take().await;
+        let n = batch.len();
+        let ok = match (&batch.first, batch.rest.is_empty()) {
+            (None, _) => true,
+            (Some(frame), true) => write_fast(&mut wr, frame, write_timeout).await.is_ok(),
             _ => {
-                for frame in &batch.frames {
+                for frame in batch.frames() {
                     buf.extend_from_slice(frame);
                 }
-                let ok = write_all(&mut wr, &buf, write_timeout).await.is_ok();
+                let ok = write_fast(&mut wr, &buf, write_timeout).await.is_ok();
                 buf.clear();
                 if buf.capacity() > 64 * 1024 {
                     buf = BytesMut::new();
@@ -706,7 +696,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 ok
             }
         };
-        metrics::counter!("herald_frames_out_total").increment(n);
+        uncounted += n as u64;
+        if uncounted >= 64 {
+            frames_out.increment(uncounted);
+            uncounted = 0;
+        }
         if !ok {
             break;
         }
@@ -721,8 +715,29 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             break;
         }
     }
+    frames_out.increment(uncounted);
     // Whatever happened, nothing more is accepted for this connection.
     outbox.close(CloseCode::Normal, "closed");
+}
+
+/// Writes `bytes`: one attempt without a timer first (the socket almost
+/// always takes it all at once), then the rest within `limit`.
+async fn write_fast<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Duration) -> Result<(), ()> {
+    use std::task::Poll;
+    let first = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *wr).poll_write(cx, bytes) {
+        Poll::Pending => Poll::Ready(None),
+        Poll::Ready(result) => Poll::Ready(Some(result)),
+    })
+    .await;
+    let written = match first {
+        Some(Ok(0) | Err(_)) => return Err(()),
+        Some(Ok(n)) => n,
+        None => 0,
+    };
+    if written == bytes.len() {
+        return Ok(());
+    }
+    write_all(wr, &bytes[written..], limit).await
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Duration) -> Result<(), ()> {
@@ -753,7 +768,7 @@ mod tests {
         let (io, _other) = tokio::io::duplex(64);
         let serve = serve(io, shared.clone(), None, None);
         let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
-        let writer = write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1), Duration::from_secs(1));
+        let writer = write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
         eprintln!(
             "serve future: {} bytes, write_loop future: {} bytes",
             std::mem::size_of_val(&serve),

@@ -531,6 +531,29 @@ impl Hub {
         }
     }
 
+    /// Runs until aborted: queues a WebSocket ping for every registered
+    /// connection once per `every`. Connections are pinged in 16 slices
+    /// spread over the interval, so pings never burst onto every socket at
+    /// once, and they go out with whatever else the writer has queued — no
+    /// timer per connection.
+    pub async fn ping_loop(self: Arc<Self>, every: Duration) {
+        const SLICES: u64 = 16;
+        let mut tick = tokio::time::interval(every / SLICES as u32);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        for slice in (0..SLICES).cycle() {
+            tick.tick().await;
+            let due: Vec<Arc<Outbox>> =
+                lock(&self.conns).values().filter(|c| c.id % SLICES == slice).map(|c| c.outbox.clone()).collect();
+            let ping = ws::ping_frame();
+            for outbox in due {
+                if let Err(PushError::Overflow) = outbox.push(ping.clone()) {
+                    metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                }
+            }
+        }
+    }
+
     /// Runs until the hub is dropped: expires other edges' presence entries
     /// every second (announcing the leaves) and publishes this edge's
     /// reports every `interval` and whenever the control plane asks.

@@ -138,6 +138,7 @@ pub async fn run(
     let hub = Hub::with_settings(backplane.clone(), settings);
     backplane.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
+    let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));
     let (draining_tx, draining_rx) = watch::channel(false);
     let edge_id = config.edge_id.clone();
     let shared = Arc::new(Shared {
@@ -174,6 +175,7 @@ pub async fn run(
     refresh.abort();
     rotations.abort();
     reports.abort();
+    pings.abort();
     Ok(())
 }
 

@@ -7,13 +7,17 @@
 //! writer to close it. A push never blocks and never waits on the writer, so
 //! one stalled client cannot hold up the hub.
 //!
-//! An idle outbox owns no buffer: the queue is allocated on first use and
-//! released when the writer drains it.
+//! An idle outbox owns no buffer, and a lone frame needs none: the first
+//! frame waiting sits in place, and a queue is allocated only behind it (and
+//! released when the writer drains it). The writer is woken through an
+//! atomic waker, without a lock.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::task::Poll;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use herald_proto::CloseCode;
 use tokio::sync::Notify;
 
@@ -30,17 +34,39 @@ pub enum PushError {
 /// What the writer takes from the outbox.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// Frames to write, in order.
-    pub frames: VecDeque<Bytes>,
-    /// Set when the connection must close after writing `frames`, with the
-    /// code and reason.
+    /// The first frame to write, if any.
+    pub first: Option<Bytes>,
+    /// The frames after it, in order.
+    pub rest: VecDeque<Bytes>,
+    /// Set when the connection must close after writing the frames, with
+    /// the code and reason.
     pub close: Option<(CloseCode, String)>,
+}
+
+impl Batch {
+    /// How many frames.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Whether there is no frame.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The frames, in order.
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
+        self.first.iter().chain(self.rest.iter())
+    }
 }
 
 /// A bounded queue of encoded frames for one connection.
 pub struct Outbox {
     state: Mutex<State>,
-    notify: Notify,
+    /// The writer, waiting in [`Outbox::take`].
+    writer: AtomicWaker,
     /// Wakes everyone waiting in [`Outbox::closed`].
     closing: Notify,
     max_frames: usize,
@@ -49,11 +75,18 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
     bytes: usize,
     close: Option<(CloseCode, String)>,
     /// Set once the writer has taken the close: nothing more is accepted.
     closed: bool,
+}
+
+impl State {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
 }
 
 impl Outbox {
@@ -62,7 +95,7 @@ impl Outbox {
     pub fn new(max_frames: usize, max_bytes: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            notify: Notify::new(),
+            writer: AtomicWaker::new(),
             closing: Notify::new(),
             max_frames,
             max_bytes,
@@ -85,21 +118,26 @@ impl Outbox {
         if state.close.is_some() || state.closed {
             return Err(PushError::Closed);
         }
-        if state.frames.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
-            state.frames = VecDeque::new();
+        if state.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
+            state.first = None;
+            state.rest = VecDeque::new();
             state.bytes = 0;
             state.close = Some((CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason().to_owned()));
             drop(state);
-            self.notify.notify_one();
+            self.writer.wake();
             self.closing.notify_waiters();
             return Err(PushError::Overflow);
         }
-        let was_empty = state.frames.is_empty();
         state.bytes += frame.len();
-        state.frames.push_back(frame);
+        let was_empty = state.first.is_none();
+        if was_empty {
+            state.first = Some(frame);
+        } else {
+            state.rest.push_back(frame);
+        }
         drop(state);
         if was_empty {
-            self.notify.notify_one();
+            self.writer.wake();
         }
         Ok(())
     }
@@ -112,7 +150,7 @@ impl Outbox {
             state.close = Some((code, reason.to_owned()));
         }
         drop(state);
-        self.notify.notify_one();
+        self.writer.wake();
         self.closing.notify_waiters();
     }
 
@@ -136,30 +174,43 @@ impl Outbox {
         state.close.is_some() || state.closed
     }
 
-    /// Waits until something is queued or a close is requested, then takes
-    /// it all.
-    pub async fn take(&self) -> Batch {
-        loop {
-            {
-                let mut state = self.lock();
-                if !state.frames.is_empty() || state.close.is_some() {
-                    let frames = std::mem::take(&mut state.frames);
-                    state.bytes = 0;
-                    let close = state.close.take();
-                    if close.is_some() {
-                        state.closed = true;
-                    }
-                    return Batch { frames, close };
-                }
-            }
-            self.notify.notified().await;
+    /// Takes everything waiting, if anything is (or a close).
+    fn try_take(&self) -> Option<Batch> {
+        let mut state = self.lock();
+        if state.first.is_none() && state.close.is_none() {
+            return None;
         }
+        let first = state.first.take();
+        let rest = std::mem::take(&mut state.rest);
+        state.bytes = 0;
+        let close = state.close.take();
+        if close.is_some() {
+            state.closed = true;
+        }
+        Some(Batch { first, rest, close })
+    }
+
+    /// Waits until something is queued or a close is requested, then takes
+    /// it all. For the connection's one writer.
+    pub async fn take(&self) -> Batch {
+        std::future::poll_fn(|cx| {
+            if let Some(batch) = self.try_take() {
+                return Poll::Ready(batch);
+            }
+            self.writer.register(cx.waker());
+            // A push between the first look and the registration woke no one.
+            match self.try_take() {
+                Some(batch) => Poll::Ready(batch),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Frames waiting now.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().frames.len()
+        self.lock().len()
     }
 
     /// Whether nothing is waiting.
@@ -180,7 +231,7 @@ mod tests {
             outbox.push(Bytes::from(vec![i])).expect("push");
         }
         let batch = outbox.take().await;
-        assert_eq!(batch.frames.iter().map(|b| b[0]).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(batch.frames().map(|b| b[0]).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
         assert!(batch.close.is_none());
         assert!(outbox.is_empty());
     }
@@ -194,7 +245,7 @@ mod tests {
         assert_eq!(outbox.push(Bytes::from_static(b"x")), Err(PushError::Overflow));
         assert_eq!(outbox.push(Bytes::from_static(b"x")), Err(PushError::Closed));
         let batch = outbox.take().await;
-        assert!(batch.frames.is_empty(), "queued frames are dropped on overflow");
+        assert!(batch.is_empty(), "queued frames are dropped on overflow");
         assert_eq!(batch.close.map(|c| c.0), Some(CloseCode::SlowConsumer));
 
         let outbox = Outbox::new(16, 10);
@@ -209,7 +260,7 @@ mod tests {
         outbox.close(CloseCode::GoingAway, "bye");
         outbox.close(CloseCode::SlowConsumer, "ignored: first close wins");
         let batch = outbox.take().await;
-        assert_eq!(batch.frames.len(), 1);
+        assert_eq!(batch.len(), 1);
         assert_eq!(batch.close, Some((CloseCode::GoingAway, "bye".into())));
         assert_eq!(outbox.push(Bytes::from_static(b"b")), Err(PushError::Closed));
     }
@@ -218,7 +269,7 @@ mod tests {
     async fn take_waits_for_a_push() {
         let outbox = std::sync::Arc::new(Outbox::new(16, 1024));
         let o = outbox.clone();
-        let waiter = tokio::spawn(async move { o.take().await.frames.len() });
+        let waiter = tokio::spawn(async move { o.take().await.len() });
         tokio::task::yield_now().await;
         outbox.push(Bytes::from_static(b"a")).expect("push");
         assert_eq!(waiter.await.expect("join"), 1);
