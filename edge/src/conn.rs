@@ -696,6 +696,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write
                 ok
             }
         };
+        // TLS may keep records the socket did not take yet: push them out
+        // (a no-op for plain TCP).
+        let ok = ok && flush_fast(&mut wr, write_timeout).await.is_ok();
         uncounted += n as u64;
         if uncounted >= 64 {
             frames_out.increment(uncounted);
@@ -718,6 +721,24 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write
     frames_out.increment(uncounted);
     // Whatever happened, nothing more is accepted for this connection.
     outbox.close(CloseCode::Normal, "closed");
+}
+
+/// Flushes: one attempt without a timer first, then within `limit`.
+async fn flush_fast<W: AsyncWrite + Unpin>(wr: &mut W, limit: Duration) -> Result<(), ()> {
+    use std::task::Poll;
+    let first = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *wr).poll_flush(cx) {
+        Poll::Pending => Poll::Ready(None),
+        Poll::Ready(result) => Poll::Ready(Some(result)),
+    })
+    .await;
+    match first {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(()),
+        None => match tokio::time::timeout(limit, wr.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        },
+    }
 }
 
 /// Writes `bytes`: one attempt without a timer first (the socket almost
