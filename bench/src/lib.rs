@@ -222,7 +222,9 @@ struct Counters {
     delivered: AtomicU64,
     closed: AtomicU64,
     stopping: AtomicBool,
-    stop: tokio::sync::Notify,
+    /// When the last delivery arrived, in ns after `epoch`.
+    last_delivery_ns: AtomicU64,
+    epoch: Instant,
 }
 
 /// Runs the fan-out benchmark. `progress` is called about once a second.
@@ -247,7 +249,8 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         delivered: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
-        stop: tokio::sync::Notify::new(),
+        last_delivery_ns: AtomicU64::new(0),
+        epoch: Instant::now(),
     });
 
     // Connect and subscribe everyone before publishing.
@@ -273,9 +276,14 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     progress(Progress::Connecting { connected: conns.len(), total: config.subscribers });
 
     let mut readers = Vec::with_capacity(conns.len());
+    let mut histograms = Vec::new();
     for (i, conn) in conns.into_iter().enumerate() {
         let counters = counters.clone();
-        let sample = (i % sample_every == 0).then_some(i / sample_every);
+        let sample = (i % sample_every == 0).then(|| {
+            let histogram = Arc::new(std::sync::Mutex::new(Histogram::default()));
+            histograms.push(histogram.clone());
+            (i / sample_every, histogram)
+        });
         readers.push(tokio::spawn(async move { read_deliveries(conn, counters, sample).await }));
     }
 
@@ -322,15 +330,19 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         p.await.map_err(|e| BenchError::Config(e.to_string()))??;
     }
     counters.stopping.store(true, Ordering::Release);
-    counters.stop.notify_waiters();
-    let mut latency = Histogram::default();
-    let mut last_delivery = started;
-    for r in readers {
-        if let Ok((h, last)) = r.await {
-            latency.merge(&h);
-            last_delivery = last_delivery.max(last);
-        }
+    // Readers keep nothing of their own: stop them where they are.
+    for r in &readers {
+        r.abort();
     }
+    for r in readers {
+        let _ = r.await;
+    }
+    let mut latency = Histogram::default();
+    for h in &histograms {
+        latency.merge(&h.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    let last_delivery = counters.epoch + Duration::from_nanos(counters.last_delivery_ns.load(Ordering::Relaxed));
+    let last_delivery = last_delivery.max(started);
     let sent = sent.load(Ordering::Relaxed);
     Ok(Report {
         sent,
@@ -343,56 +355,50 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     })
 }
 
-/// Reads a subscriber's frames; counts deliveries and samples latency.
-/// Returns when the connection ends (or is aborted at the end of the run).
-async fn read_deliveries(mut conn: Conn, counters: Arc<Counters>, sample: Option<usize>) -> (Histogram, Instant) {
-    let mut histogram = Histogram::default();
-    let mut last = Instant::now();
+/// Reads a subscriber's frames; counts deliveries and, for a sampled
+/// subscriber, records latency into its shared histogram. Runs until the
+/// connection ends or the task is aborted at the end of the run.
+async fn read_deliveries(
+    mut conn: Conn,
+    counters: Arc<Counters>,
+    sample: Option<(usize, Arc<std::sync::Mutex<Histogram>>)>,
+) {
     loop {
-        let stop = counters.stop.notified();
-        tokio::pin!(stop);
-        stop.as_mut().enable();
-        if counters.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        // `next_batch` is cancel-safe: unread bytes stay in the connection.
-        let batch = conn.next_batch(|payload| {
-            if sample.is_some() {
-                if let Ok(frame) = <client::ServerFrame as prost::Message>::decode(payload.clone())
-                    && let Some(client::server_frame::Kind::Message(m)) = frame.kind
-                    && m.data.len() >= 8
-                {
-                    let sent = u64::from_le_bytes(m.data[..8].try_into().unwrap_or([0; 8]));
-                    histogram.record(Duration::from_nanos(now_ns().saturating_sub(sent)));
-                    return true;
-                }
-                return false;
-            }
-            // Count message frames without decoding them: field 12 of
-            // ServerFrame, length-delimited (tag 0x62).
-            payload.first() == Some(&0x62)
-        });
-        let result = tokio::select! {
-            () = &mut stop => break,
-            result = batch => result,
-        };
-        match result {
-            Ok(n) => {
-                if n > 0 {
-                    counters.delivered.fetch_add(n, Ordering::Relaxed);
-                    if let Some(slot) = sample {
-                        counters.sampled[slot].fetch_add(n, Ordering::Relaxed);
+        let result = conn
+            .next_batch(|payload| {
+                if let Some((_, histogram)) = &sample {
+                    if let Ok(frame) = <client::ServerFrame as prost::Message>::decode(payload)
+                        && let Some(client::server_frame::Kind::Message(m)) = frame.kind
+                        && m.data.len() >= 8
+                    {
+                        let sent = u64::from_le_bytes(m.data[..8].try_into().unwrap_or([0; 8]));
+                        let latency = Duration::from_nanos(now_ns().saturating_sub(sent));
+                        histogram.lock().unwrap_or_else(|e| e.into_inner()).record(latency);
+                        return true;
                     }
-                    last = Instant::now();
+                    return false;
                 }
+                // Count message frames without decoding them: field 12 of
+                // ServerFrame, length-delimited (tag 0x62).
+                payload.first() == Some(&0x62)
+            })
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                counters.delivered.fetch_add(n, Ordering::Relaxed);
+                if let Some((slot, _)) = &sample {
+                    counters.sampled[*slot].fetch_add(n, Ordering::Relaxed);
+                }
+                let at = counters.epoch.elapsed().as_nanos() as u64;
+                counters.last_delivery_ns.fetch_max(at, Ordering::Relaxed);
             }
             Err(_) => {
                 counters.closed.fetch_add(1, Ordering::Relaxed);
-                break;
+                return;
             }
         }
     }
-    (histogram, last)
 }
 
 #[allow(clippy::too_many_arguments)]
