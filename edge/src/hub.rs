@@ -538,7 +538,7 @@ impl Hub {
     /// timer per connection.
     pub async fn ping_loop(self: Arc<Self>, every: Duration) {
         const SLICES: u64 = 16;
-        let mut tick = tokio::time::interval(every / SLICES as u32);
+        let mut tick = tokio::time::interval((every / SLICES as u32).max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         for slice in (0..SLICES).cycle() {
