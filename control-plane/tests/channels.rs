@@ -432,7 +432,12 @@ async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration) -> Resu
 
     // Occupancy.
     let count = |c: &str, n| bus::ChannelCount { channel: c.into(), subscribers: n };
-    let report = |e: &str, cs| bus::OccupancyReport { edge_id: e.into(), app_id: app.clone(), channels: cs };
+    let report = |e: &str, cs| bus::OccupancyReport {
+        edge_id: e.into(),
+        app_id: app.clone(),
+        channels: cs,
+        ..Default::default()
+    };
     edge.publish_occupancy(&app_id, &report("e1", vec![count("room:1", 2), count("lobby", 5)])).await?;
     edge.publish_occupancy(&app_id, &report("e2", vec![count("room:1", 1)])).await?;
     let list = server.url(&format!("/v1/apps/{app}/channels"));
@@ -583,6 +588,7 @@ async fn namespaces_history_presence_and_channels_over_grpc() -> Result<()> {
             edge_id: "e".into(),
             app_id: app.clone(),
             channels: vec![bus::ChannelCount { channel: "g:1".into(), subscribers: 4 }],
+            ..Default::default()
         },
     )
     .await?;

@@ -45,6 +45,9 @@ const SHARDS: usize = 64;
 /// Entries per presence snapshot message.
 const SNAPSHOT_CHUNK: usize = 500;
 
+/// Channels per occupancy report message.
+const OCCUPANCY_CHUNK: usize = 2000;
+
 type ChannelKey = (AppId, ChannelName);
 type Ready = Arc<OnceCell<Result<Following, BackplaneError>>>;
 
@@ -519,14 +522,22 @@ impl Hub {
             }
         }
         for (app, channels) in counts {
-            let report = bus::OccupancyReport {
-                edge_id: self.settings.edge_id.clone(),
-                app_id: app.as_str().to_owned(),
-                channels,
-            };
-            if let Err(e) = self.backplane.publish_occupancy(&app, &report).await {
-                tracing::warn!(%app, error = %e, "occupancy report not sent");
-                return;
+            // In parts, so that an app with many channels stays far below
+            // NATS's payload limit.
+            let parts = channels.len().div_ceil(OCCUPANCY_CHUNK).max(1);
+            for part in 0..parts {
+                let chunk = channels.get(part * OCCUPANCY_CHUNK..).unwrap_or_default();
+                let report = bus::OccupancyReport {
+                    edge_id: self.settings.edge_id.clone(),
+                    app_id: app.as_str().to_owned(),
+                    channels: chunk.iter().take(OCCUPANCY_CHUNK).cloned().collect(),
+                    part: part as u32,
+                    parts: parts as u32,
+                };
+                if let Err(e) = self.backplane.publish_occupancy(&app, &report).await {
+                    tracing::warn!(%app, error = %e, "occupancy report not sent");
+                    return;
+                }
             }
         }
     }

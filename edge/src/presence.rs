@@ -205,8 +205,8 @@ impl PresenceTable {
 /// Subscriber counts per channel, summed over the edges that report them.
 pub struct OccupancyTable {
     ttl: Duration,
-    /// (edge id, app) → when reported, and the counts.
-    reports: HashMap<(Box<str>, AppId), EdgeCounts>,
+    /// (edge id, app, part) → when reported, and the counts.
+    reports: HashMap<(Box<str>, AppId, u32), EdgeCounts>,
 }
 
 impl OccupancyTable {
@@ -216,18 +216,24 @@ impl OccupancyTable {
         Self { ttl, reports: HashMap::new() }
     }
 
-    /// Replaces the reporting edge's counts for the report's app. Reports
-    /// with an invalid app id or channel name are ignored (entries one by
-    /// one).
+    /// Replaces the reporting edge's counts for the report's app and part
+    /// (and drops its parts past the report's count). Reports with an
+    /// invalid app id, and entries with an invalid channel name, are
+    /// ignored.
     pub fn apply(&mut self, report: &bus::OccupancyReport, now: Instant) {
         let Ok(app) = AppId::new(&report.app_id) else { return };
+        let parts = report.parts.max(1);
+        if report.part >= parts {
+            return;
+        }
+        self.reports.retain(|(edge, a, part), _| !(&**edge == report.edge_id.as_str() && *a == app && *part >= parts));
         let counts: Vec<(ChannelName, u32)> = report
             .channels
             .iter()
             .filter(|c| c.subscribers > 0)
             .filter_map(|c| ChannelName::new(&c.channel).ok().map(|n| (n, c.subscribers)))
             .collect();
-        let key = (Box::<str>::from(report.edge_id.as_str()), app);
+        let key = (Box::<str>::from(report.edge_id.as_str()), app, report.part);
         if counts.is_empty() {
             self.reports.remove(&key);
         } else {
@@ -245,7 +251,7 @@ impl OccupancyTable {
     #[must_use]
     pub fn channels(&self, app: &AppId) -> Vec<(ChannelName, u64)> {
         let mut sums: HashMap<&ChannelName, u64> = HashMap::new();
-        for ((_, a), (_, counts)) in &self.reports {
+        for ((_, a, _), (_, counts)) in &self.reports {
             if a == app {
                 for (name, n) in counts {
                     *sums.entry(name).or_default() += u64::from(*n);
@@ -365,6 +371,7 @@ mod tests {
                 edge_id: "e1".into(),
                 app_id: "a".into(),
                 channels: vec![count("x", 2), count("y", 1)],
+                ..Default::default()
             },
             now,
         );
@@ -373,6 +380,7 @@ mod tests {
                 edge_id: "e2".into(),
                 app_id: "a".into(),
                 channels: vec![count("x", 3), count("bad.name", 1)],
+                ..Default::default()
             },
             now + Duration::from_secs(20),
         );
@@ -381,7 +389,22 @@ mod tests {
         assert_eq!(names(&t), vec![("x".to_owned(), 5), ("y".to_owned(), 1)]);
         t.expire(now + Duration::from_secs(31));
         assert_eq!(names(&t), vec![("x".to_owned(), 3)]);
-        t.apply(&bus::OccupancyReport { edge_id: "e2".into(), app_id: "a".into(), channels: vec![] }, now);
+        t.apply(&bus::OccupancyReport { edge_id: "e2".into(), app_id: "a".into(), ..Default::default() }, now);
         assert!(t.channels(&app).is_empty());
+        // In parts: each part replaces itself; fewer parts drop the rest.
+        let part = |part, parts, c: &str| bus::OccupancyReport {
+            edge_id: "e3".into(),
+            app_id: "a".into(),
+            channels: vec![count(c, 1)],
+            part,
+            parts,
+        };
+        t.apply(&part(0, 2, "p"), now);
+        t.apply(&part(1, 2, "q"), now);
+        assert_eq!(names(&t), vec![("p".to_owned(), 1), ("q".to_owned(), 1)]);
+        t.apply(&part(0, 1, "p"), now);
+        assert_eq!(names(&t), vec![("p".to_owned(), 1)]);
+        t.apply(&part(5, 2, "bad"), now);
+        assert_eq!(names(&t), vec![("p".to_owned(), 1)]);
     }
 }

@@ -168,6 +168,8 @@ fn bus_messages() -> Vec<String> {
             edge_id: "e".into(),
             app_id: "a".into(),
             channels: vec![ChannelCount { channel: "c".into(), subscribers: 3 }],
+            part: 1,
+            parts: 2,
         }),
         rt(NamespaceOptions {
             presence: true,
