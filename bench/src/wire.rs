@@ -89,21 +89,8 @@ fn frame_bounds(buf: &mut BytesMut) -> Option<(usize, usize)> {
 
 /// Parses one server frame from `buf`, if complete.
 fn parse(buf: &mut BytesMut) -> Option<Frame> {
-    if buf.len() < 2 {
-        return None;
-    }
+    let (header, len) = frame_bounds(buf)?;
     let opcode = buf[0] & 0x0f;
-    let len7 = (buf[1] & 0x7f) as usize;
-    let (len, header) = match len7 {
-        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().ok()?) as usize, 10),
-        126 | 127 => return None,
-        n => (n, 2),
-    };
-    if buf.len() < header + len {
-        buf.reserve(header + len - buf.len());
-        return None;
-    }
     buf.advance(header);
     let payload = buf.split_to(len).freeze();
     Some(match opcode {

@@ -58,16 +58,6 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
-    /// Like [`Self::get`], applying `f` to the entry under the lock instead
-    /// of cloning it (no reference-count traffic on the hot path).
-    pub(crate) fn get_with<R>(&self, k: &K, f: impl FnOnce(Option<&V>) -> R) -> Option<R> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        match map.get(k) {
-            Some((at, v)) if at.elapsed() < self.ttl => Some(f(v.as_ref())),
-            _ => None,
-        }
-    }
-
     pub(crate) fn insert(&self, k: K, v: Option<V>) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.max_entries && !map.contains_key(&k) {

@@ -46,11 +46,11 @@ pub(crate) struct AppNamespacesInner {
 pub(crate) type AppNamespaces = Arc<AppNamespacesInner>;
 
 impl AppNamespacesInner {
-    fn new<'a>(namespaces: impl IntoIterator<Item = (&'a str, bus::NamespaceOptions)>) -> Self {
+    fn new(stored: &[Namespace]) -> AppNamespaces {
         let by_name: HashMap<Box<str>, bus::NamespaceOptions> =
-            namespaces.into_iter().map(|(name, o)| (Box::from(name), o)).collect();
+            stored.iter().map(|ns| (Box::from(ns.name.as_str()), ns.options)).collect();
         let any_history = by_name.values().any(keeps_history);
-        Self { by_name, any_history }
+        Arc::new(Self { by_name, any_history })
     }
 
     /// The options in force for `channel`.
@@ -314,22 +314,13 @@ impl Core {
         self.notify(kind).await;
     }
 
-    /// Marks the channels of `msg` that keep history, from the cache when
-    /// it holds the app (without touching its reference count), else from
-    /// the database.
+    /// Marks the channels of `msg` that keep history (namespaces from the
+    /// cache, else from the database).
     pub(crate) async fn mark_history(&self, app: &AppId, mut msg: Prepared) -> Result<Prepared, ApiError> {
         msg.history.clear();
-        let cached = self.namespaces.apps.get_with(app, |ns| match ns {
-            Some(ns) if ns.any_history => {
-                msg.history.extend(msg.channels.iter().map(|c| keeps_history(&ns.options(c))));
-            }
-            _ => {}
-        });
-        if cached.is_none() {
-            let ns = self.app_namespaces(app).await?;
-            if ns.any_history {
-                msg.history.extend(msg.channels.iter().map(|c| keeps_history(&ns.options(c))));
-            }
+        let ns = self.app_namespaces(app).await?;
+        if ns.any_history {
+            msg.history.extend(msg.channels.iter().map(|c| keeps_history(&ns.options(c))));
         }
         Ok(msg)
     }
@@ -340,9 +331,7 @@ impl Core {
             return Ok(cached);
         }
         let generation = self.namespaces.generation();
-        let list = self.store.list_namespaces(app).await?;
-        let map: AppNamespaces =
-            Arc::new(AppNamespacesInner::new(list.iter().map(|ns| (ns.name.as_str(), ns.options))));
+        let map = AppNamespacesInner::new(&self.store.list_namespaces(app).await?);
         self.namespaces.fill(app, generation, map.clone());
         Ok(map)
     }
@@ -394,9 +383,7 @@ impl NamespaceSource for Source {
             };
             match lookup.await {
                 Ok(Some(list)) => {
-                    let map: AppNamespaces =
-                        Arc::new(AppNamespacesInner::new(list.iter().map(|ns| (ns.name.as_str(), ns.options))));
-                    core.namespaces.fill(&app, generation, map);
+                    core.namespaces.fill(&app, generation, AppNamespacesInner::new(&list));
                     Ok(Some(list.iter().map(to_bus).collect()))
                 }
                 Ok(None) => Ok(None),

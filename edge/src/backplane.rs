@@ -763,18 +763,7 @@ impl NatsBackplane {
         id: u64,
         backplane: Weak<Inner>,
     ) -> Result<SubscriptionInner, BackplaneError> {
-        let sink = self.sink.get().cloned().ok_or_else(|| BackplaneError::Failed("no sink attached".into()))?;
-        self.check_connected()?;
-        let subject = self.subjects.channel(app, channel);
-        let work = async {
-            let sub = self.client.subscribe(subject).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
-            self.sync().await?;
-            Ok::<_, BackplaneError>(sub)
-        };
-        let mut sub = match tokio::time::timeout(self.options.publish_timeout, work).await {
-            Ok(result) => result?,
-            Err(_) => return Err(BackplaneError::Unavailable("nats did not take the subscription in time".into())),
-        };
+        let (sink, mut sub) = self.subscribe_confirmed(self.subjects.channel(app, channel)).await?;
         let (app, channel) = (app.clone(), channel.clone());
         let epochs = self.epochs.clone();
         let gap_limit = self.options.subscription_capacity;
@@ -1035,10 +1024,15 @@ impl NatsBackplane {
         Ok(list.app_exists.then_some(list.namespaces))
     }
 
-    async fn subscribe_reports(&self, subject: String, kind: Report) -> Result<SubscriptionInner, BackplaneError> {
+    /// Subscribes to `subject` and waits until NATS holds the interest
+    /// (within the publish timeout). Returns the attached sink too.
+    async fn subscribe_confirmed(
+        &self,
+        subject: String,
+    ) -> Result<(Arc<dyn Sink>, async_nats::Subscriber), BackplaneError> {
         let sink = self.sink.get().cloned().ok_or_else(|| BackplaneError::Failed("no sink attached".into()))?;
         self.check_connected()?;
-        let mut sub = self
+        let sub = self
             .timed("the subscription", async {
                 let sub =
                     self.client.subscribe(subject).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
@@ -1046,6 +1040,11 @@ impl NatsBackplane {
                 Ok(sub)
             })
             .await?;
+        Ok((sink, sub))
+    }
+
+    async fn subscribe_reports(&self, subject: String, kind: Report) -> Result<SubscriptionInner, BackplaneError> {
+        let (sink, mut sub) = self.subscribe_confirmed(subject).await?;
         let subjects = self.subjects.clone();
         let task = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {

@@ -430,7 +430,7 @@ async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, chann
     if !session.claims.caps.allows(channel.as_str(), Operation::Presence) {
         return reply_err(rid, ErrorCode::Forbidden, "token does not allow presence on this channel");
     }
-    let options = match shared.hub.namespaces.options(shared.hub.backplane(), &session.claims.app, &channel).await {
+    let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
         Ok(o) => o,
         Err(e) => return backplane_err(rid, "namespace lookup", &e),
     };
@@ -480,7 +480,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
     }
     let hub = &shared.hub;
     let app = &session.claims.app;
-    let options = match hub.namespaces.options(hub.backplane(), app, &channel).await {
+    let options = match hub.namespace_options(app, &channel).await {
         Ok(o) => o,
         Err(e) => return Some(backplane_err(rid, "namespace lookup", &e)),
     };
@@ -575,7 +575,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
     if !session.claims.caps.allows(channel.as_str(), Operation::Publish) {
         return reply_err(rid, ErrorCode::Forbidden, "token does not allow publish on this channel");
     }
-    let options = match shared.hub.namespaces.options(shared.hub.backplane(), &session.claims.app, &channel).await {
+    let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
         Ok(o) => o,
         Err(e) => return backplane_err(rid, "namespace lookup", &e),
     };

@@ -133,7 +133,7 @@ pub struct Hub {
     settings: HubSettings,
     presence: Mutex<PresenceTable>,
     /// Namespace options of the apps this edge serves.
-    pub namespaces: Namespaces,
+    namespaces: Namespaces,
     /// Notified when the control plane rotated its signing keys.
     pub keys_rotated: tokio::sync::Notify,
     /// Notified when the control plane asks for every report at once.
@@ -167,6 +167,21 @@ impl Hub {
             keys_rotated: tokio::sync::Notify::new(),
             report_now: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The namespace options of `channel` of `app` (cached; see
+    /// [`Namespaces`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BackplaneError::Unavailable`] when they are not cached and the
+    /// control plane cannot be asked.
+    pub async fn namespace_options(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<bus::NamespaceOptions, BackplaneError> {
+        self.namespaces.options(&self.backplane, app, channel).await
     }
 
     /// This edge's id.
@@ -379,13 +394,13 @@ impl Hub {
 
     /// Fans an encoded frame out to a channel's subscribers. Returns how
     /// many received it.
-    fn fan_out(&self, app: &AppId, channel: &ChannelName, subscription: Option<u64>, seq: u64, frame: &Bytes) -> usize {
+    fn fan_out(&self, app: &AppId, channel: &ChannelName, subscription: u64, seq: u64, frame: &Bytes) -> usize {
         let mut delivered = 0;
         let mut slow = 0u64;
         {
             let mut shard = lock(self.shard(app, channel));
             let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return 0 };
-            if subscription.is_some_and(|id| entry.id != id) {
+            if entry.id != subscription {
                 return 0;
             }
             for sub in &mut entry.subscribers {
@@ -640,7 +655,7 @@ impl Sink for Hub {
                 return;
             }
         };
-        let delivered = self.fan_out(app, channel, Some(subscription), position.map_or(0, |p| p.seq), &frame);
+        let delivered = self.fan_out(app, channel, subscription, position.map_or(0, |p| p.seq), &frame);
         metrics::counter!("herald_deliveries_total").increment(delivered as u64);
         metrics::histogram!("herald_fanout_seconds").record(started.elapsed().as_secs_f64());
     }
