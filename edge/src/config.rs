@@ -82,6 +82,10 @@ pub struct EdgeConfig {
     pub http_header_timeout: HumanDuration,
     /// On SIGTERM, the longest wait for connections to close.
     pub drain_timeout: HumanDuration,
+    /// On SIGTERM, how long clients told to move (`GoAway`) get to finish
+    /// their requests and leave before the edge closes them with 1001;
+    /// capped at `drain_timeout`.
+    pub drain_grace: HumanDuration,
     /// How often the edge re-sends its presence entries and subscriber
     /// counts.
     pub presence_snapshot_interval: HumanDuration,
@@ -129,6 +133,7 @@ impl Default for EdgeConfig {
             heartbeat_timeout: HumanDuration::secs(60),
             http_header_timeout: HumanDuration::secs(10),
             drain_timeout: HumanDuration::secs(30),
+            drain_grace: HumanDuration::secs(5),
             presence_snapshot_interval: HumanDuration::secs(10),
             presence_ttl: HumanDuration::secs(30),
             namespace_cache_ttl: HumanDuration::secs(30),
@@ -179,6 +184,7 @@ impl EdgeConfig {
         "heartbeat_timeout",
         "http_header_timeout",
         "drain_timeout",
+        "drain_grace",
         "presence_snapshot_interval",
         "presence_ttl",
         "namespace_cache_ttl",

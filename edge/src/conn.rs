@@ -103,6 +103,16 @@ pub(crate) fn disconnect_frame(code: CloseCode, reason: &str) -> Bytes {
     })
 }
 
+/// The `GoAway` frame: the edge is draining; the client has `within` to
+/// finish its requests and move.
+pub(crate) fn go_away_frame(within: Duration) -> Bytes {
+    ws::binary_frame(&client::ServerFrame {
+        kind: Some(server_frame::Kind::GoAway(client::GoAway {
+            within_ms: u32::try_from(within.as_millis()).unwrap_or(u32::MAX),
+        })),
+    })
+}
+
 /// A token bucket for client publishes.
 struct RateLimit {
     rate: f64,
@@ -187,12 +197,19 @@ where
         }
         Err(close) => close,
     };
-    if let Some(Close(code, reason)) = close {
-        if code != CloseCode::Normal {
-            tracing::debug!(conn = id, code = code.number(), %reason, "closing connection");
+    match close {
+        Some(Close(code, reason)) => {
+            if code != CloseCode::Normal {
+                tracing::debug!(conn = id, code = code.number(), %reason, "closing connection");
+            }
+            metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
+            outbox.close(code, &reason);
         }
-        metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
-        outbox.close(code, &reason);
+        // Closed by the hub: the writer sends the close frame.
+        None if outbox.is_closing() => {}
+        // The peer is gone (end of stream or a socket error): nothing more
+        // can reach it, and an idle writer would wait for ever.
+        None => writer.abort(),
     }
     // The writer ends after the close frame, or at once when the socket is
     // gone; either way within the write timeout.
@@ -343,6 +360,10 @@ async fn run<R: AsyncRead + Unpin>(
     let config = &shared.config;
     let heartbeat_timeout = config.heartbeat_timeout.0;
     let mut last_seen = Instant::now();
+    if *shared.draining.borrow() {
+        // Authenticated after the drain began: move on at once.
+        let _ = outbox.push(go_away_frame(config.drain_grace.0.min(config.drain_timeout.0)));
+    }
     loop {
         if outbox.is_closing() {
             // Closed by the hub (slow consumer, revocation, drain): the writer

@@ -243,6 +243,13 @@ impl Hub {
         lock(&self.conns).len()
     }
 
+    /// Queues `frame` on every registered connection; returns how many took
+    /// it (a connection whose queue is full is closed as a slow consumer).
+    pub fn send_to_all(&self, frame: &Bytes) -> usize {
+        let all: Vec<Arc<ConnEntry>> = lock(&self.conns).values().cloned().collect();
+        all.iter().filter(|c| c.outbox.push(frame.clone()).is_ok()).count()
+    }
+
     /// Closes every registered connection matching `filter` with `code`.
     /// Returns how many were told to close.
     pub fn close_where(&self, code: CloseCode, reason: &str, filter: impl Fn(&ConnEntry) -> bool) -> usize {

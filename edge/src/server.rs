@@ -192,17 +192,28 @@ pub(crate) async fn accept_loop(
     drain(&shared, &draining).await;
 }
 
-/// Not ready → no new connections → every client told to reconnect
-/// elsewhere (1001) → wait until they are gone or the deadline passes.
+/// Not ready → no new connections → every client told to move (`GoAway`)
+/// and served while it finishes its requests → those still there after
+/// `drain_grace` closed with 1001 (reconnect elsewhere) → wait until they are
+/// gone or `drain_timeout` passes.
 async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
     let _ = draining.send(true);
-    let open = shared.open.load(Ordering::Acquire);
-    tracing::info!(connections = open, "draining");
-    shared.hub.close_where(CloseCode::GoingAway, CloseCode::GoingAway.reason(), |_| true);
-    let deadline = tokio::time::Instant::now() + shared.config.drain_timeout.0;
-    while shared.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = tokio::time::Instant::now();
+    let config = &shared.config;
+    let grace = config.drain_grace.0.min(config.drain_timeout.0);
+    let told = shared.hub.send_to_all(&crate::conn::go_away_frame(grace));
+    tracing::info!(connections = shared.open.load(Ordering::Acquire), told, "draining");
+    let wait_until_gone = |deadline: tokio::time::Instant| async move {
+        while shared.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_until_gone(started + grace).await;
+    let staying = shared.hub.close_where(CloseCode::GoingAway, CloseCode::GoingAway.reason(), |_| true);
+    if staying > 0 {
+        tracing::info!(connections = staying, "closing the clients that did not move");
     }
+    wait_until_gone(started + config.drain_timeout.0).await;
     let left = shared.open.load(Ordering::Acquire);
     if left > 0 {
         tracing::warn!(connections = left, "drain deadline passed; exiting with connections open");

@@ -1,7 +1,7 @@
 //! The edge through its real surface: WebSocket clients against an edge on
 //! port 0, with the in-process backplane or a real NATS.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald_edge::EdgeConfig;
@@ -441,6 +441,36 @@ async fn connections_past_the_limit_are_refused() {
     let (_other_app, _) = RawClient::connect(edge.addr, &auth.token("big", "u", ALL)).await;
 }
 
+#[tokio::test]
+async fn connections_that_vanish_without_a_close_free_their_slot() {
+    let auth = TestAuthority::start().await;
+    let config = EdgeConfig { max_connections: 1, ..config(&auth) };
+    let (edge, _) = local_edge(&auth, config).await;
+    let token = auth.token("app1", "u", ALL);
+    // Clients that drop the TCP connection with no close frame, one after
+    // the other (idle ones and subscribed ones): each frees the only slot.
+    for round in 0..10 {
+        let mut c = within(Duration::from_secs(5), "the slot frees up", async {
+            loop {
+                let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+                let connect = client::Connect { token: token.clone(), client_name: String::new() };
+                c.request(client_frame::Kind::Connect(connect)).await;
+                match c.recv().await {
+                    Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::Connected(_)) }) => {
+                        return c;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await;
+        if round % 2 == 1 {
+            assert!(is_ok(&c.subscribe("a").await));
+        }
+        drop(c);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_reader_is_closed_as_a_slow_consumer_while_others_keep_receiving() {
     let auth = TestAuthority::start().await;
@@ -493,9 +523,10 @@ async fn a_stalled_reader_is_closed_as_a_slow_consumer_while_others_keep_receivi
 }
 
 #[tokio::test]
-async fn shutdown_drains_every_client_with_going_away() {
+async fn shutdown_tells_clients_to_move_serves_them_meanwhile_then_closes_with_going_away() {
     let auth = TestAuthority::start().await;
-    let (edge, _) = local_edge(&auth, config(&auth)).await;
+    let grace = Duration::from_millis(1_500);
+    let (mut edge, _) = local_edge(&auth, EdgeConfig { drain_grace: HumanDuration(grace), ..config(&auth) }).await;
     let token = auth.token("app1", "u", ALL);
     let mut clients = vec![];
     for _ in 0..5 {
@@ -505,12 +536,41 @@ async fn shutdown_drains_every_client_with_going_away() {
     }
     let mut pending = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
     let addr = edge.addr;
-    let done = tokio::spawn(edge.shutdown());
-    for mut c in clients {
+    let started = Instant::now();
+    edge.begin_shutdown();
+    // A connection still in its handshake has nothing to finish: closed at once.
+    assert_eq!(within(Duration::from_secs(5), "handshake close", pending.closed()).await, (Some(1001), 1001));
+    for c in &mut clients {
+        let within_ms = within(Duration::from_secs(5), "go away", async {
+            loop {
+                match c.recv().await {
+                    Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::GoAway(g)) }) => {
+                        return g.within_ms;
+                    }
+                    Received::Ping => {}
+                    other => panic!("expected GoAway, got {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(within_ms, 1_500);
+    }
+    // While told to move, a client is still served: its publish is answered
+    // and delivered.
+    let (mover, stayers) = clients.split_first_mut().expect("clients");
+    assert!(is_ok(&mover.publish("a", b"last words").await));
+    for c in stayers.iter_mut() {
+        assert_eq!(data_of(&c.message().await), b"last words");
+    }
+    // The client that leaves by itself gets its close answered...
+    mover.send_frame(true, 0x8, &1000u16.to_be_bytes()).await;
+    assert_eq!(within(Duration::from_secs(5), "close answered", mover.closed()).await.1, 1000);
+    // ...the others are closed with 1001 once the grace is over.
+    for c in stayers.iter_mut() {
         assert_eq!(within(Duration::from_secs(5), "drain close", c.closed()).await, (Some(1001), 1001));
     }
-    assert_eq!(within(Duration::from_secs(5), "drain close", pending.closed()).await, (Some(1001), 1001));
-    within(Duration::from_secs(5), "run returns", done).await.expect("join").expect("edge run");
+    assert!(started.elapsed() >= grace, "closed after {:?}, before the grace", started.elapsed());
+    within(Duration::from_secs(5), "run returns", edge.join()).await.expect("edge run");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
 }
 

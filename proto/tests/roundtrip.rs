@@ -113,6 +113,7 @@ fn client_messages() -> Vec<String> {
         server_frame::Kind::Message(message.clone()),
         server_frame::Kind::PresenceEvent(event.clone()),
         server_frame::Kind::Disconnect(disconnect.clone()),
+        server_frame::Kind::GoAway(GoAway { within_ms: 5_000 }),
     ];
     for ok in &oks {
         server.push(server_frame::Kind::Reply(Reply { request_id: 1, result: Some(reply::Result::Ok(ok.clone())) }));
@@ -121,6 +122,7 @@ fn client_messages() -> Vec<String> {
         names.push(rt(ServerFrame { kind: Some(kind) }));
     }
     names.push(rt(connected));
+    names.push(rt(GoAway { within_ms: 2_500 }));
     names.push(rt(limits));
     names.push(rt(Reply { request_id: 3, result: Some(reply::Result::Ok(oks[0].clone())) }));
     for ok in oks {

@@ -87,6 +87,10 @@ struct Conn {
     bucket: Option<Bucket>,
     /// The `Disconnect` frame, when the edge sent one.
     notice: Option<(u16, String)>,
+    /// Set by `GoAway`: the edge is draining. No new publishes go out on
+    /// this connection; once the ones in flight are answered (or by this
+    /// instant) the client leaves for another edge.
+    leave_by: Option<Instant>,
 }
 
 enum Pending {
@@ -368,6 +372,8 @@ impl Driver {
             }
             if self.close_requested {
                 self.progress_close().await;
+            } else {
+                self.progress_move();
             }
         }
         // Answer whatever is still queued for the task.
@@ -441,7 +447,11 @@ impl Driver {
                         consider(Some(t));
                     }
                 }
-                if !self.queue.is_empty() && self.in_flight < self.cfg.max_in_flight_publishes {
+                consider(conn.leave_by);
+                if !self.queue.is_empty()
+                    && self.in_flight < self.cfg.max_in_flight_publishes
+                    && conn.leave_by.is_none()
+                {
                     consider(self.queue_blocked_until);
                     if let Some(bucket) = &conn.bucket {
                         consider(Some(bucket.next_token_at()));
@@ -519,6 +529,7 @@ impl Driver {
             max_message,
             bucket: Bucket::new(limits.publish_rate_per_sec, limits.publish_burst),
             notice: None,
+            leave_by: None,
         }));
         self.queue_blocked_until = None;
         self.set_state(ConnectionState::Connected(info));
@@ -670,6 +681,27 @@ impl Driver {
         self.phase = Phase::Closing { link: conn.link, until };
     }
 
+    /// After `GoAway`: once every request on the connection is answered (or
+    /// the time to leave came), close it and reconnect at once elsewhere.
+    /// Queued publishes wait for the next connection.
+    fn progress_move(&mut self) {
+        let Phase::Connected(conn) = &self.phase else { return };
+        let Some(leave_by) = conn.leave_by else { return };
+        if !self.requests.is_empty() && Instant::now() < leave_by {
+            return;
+        }
+        let since = conn.since;
+        let Phase::Connected(conn) = std::mem::replace(&mut self.phase, Phase::Closed) else { return };
+        let mut link = conn.link;
+        // The close goes out and the edge answers it without holding up the
+        // reconnect.
+        let _ = link.out.try_send(Outgoing::Close(1000, String::new()));
+        tokio::spawn(async move {
+            let _ = timeout(Duration::from_secs(1), async { while link.inbound.recv().await.is_some() {} }).await;
+        });
+        self.on_lost(DisconnectReason::Moved, Some(since));
+    }
+
     /// Stops for good: everything pending fails with `error` (or
     /// [`Error::Closed`]), subscriptions end.
     fn finish_close(&mut self, error: Option<Error>) {
@@ -764,6 +796,9 @@ impl Driver {
                 return;
             }
             let Some(conn) = self.conn_mut() else { return };
+            if conn.leave_by.is_some() {
+                return;
+            }
             let max_message = conn.max_message;
             let Some(front) = self.queue.front() else { return };
             if front.reply.is_closed() {
@@ -942,6 +977,14 @@ impl Driver {
                     tracing::debug!(code, reason = %d.reason, "the edge is closing the connection");
                     if let Some(conn) = self.conn_mut() {
                         conn.notice = Some((code, d.reason));
+                    }
+                }
+                Some(server_frame::Kind::GoAway(g)) => {
+                    let within = Duration::from_millis(u64::from(g.within_ms));
+                    tracing::info!(within_ms = g.within_ms, "the edge is draining; moving once requests are answered");
+                    if let Some(conn) = self.conn_mut() {
+                        // Leave a margin before the edge's own close.
+                        conn.leave_by.get_or_insert(now + within.mul_f64(0.8));
                     }
                 }
                 Some(server_frame::Kind::Connected(_)) | None => {}

@@ -102,6 +102,10 @@ pub enum DisconnectReason {
     Timeout,
     /// The token provider failed.
     TokenProvider(String),
+    /// The edge is shutting down and told the client to move (`GoAway`):
+    /// the client finished its requests there and left, to reconnect at
+    /// once, to the next URL.
+    Moved,
 }
 
 impl DisconnectReason {
@@ -121,6 +125,7 @@ impl DisconnectReason {
     pub fn advice(&self) -> Advice {
         match self {
             Self::Closed { code, .. } => advice_for(*code),
+            Self::Moved => Advice::ReconnectNow,
             _ => Advice::Reconnect,
         }
     }
@@ -148,6 +153,7 @@ impl std::fmt::Display for DisconnectReason {
             Self::Transport(e) => write!(f, "{e}"),
             Self::Timeout => f.write_str("the edge did not complete the handshake in time"),
             Self::TokenProvider(e) => write!(f, "token provider failed: {e}"),
+            Self::Moved => f.write_str("the edge is shutting down; moving to another edge"),
         }
     }
 }

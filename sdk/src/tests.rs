@@ -490,3 +490,95 @@ async fn a_slow_reader_loses_the_newest_messages_and_is_told_how_many() {
     drop(server);
     client.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn go_away_lets_publishes_in_flight_finish_then_moves_with_the_rest() {
+    let (hand, mut handed) = mpsc::unbounded_channel();
+    let edge = FakeEdge::new([Script::Hand(hand.clone()), Script::Hand(hand)]);
+    let client = client(&edge, Backoff::default(), &["ws://a", "ws://b"]);
+    let mut states = client.state_events();
+    let mut a = loop {
+        if let Ok((out, inbound)) = handed.try_recv() {
+            break Server { out, inbound };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    a.accept().await;
+    let first = client.start_publish("orders", "1", crate::PublishOptions::default()).await.expect("queued");
+    let publish = a.request().await;
+    assert!(matches!(publish.kind, Some(client_frame::Kind::Publish(_))), "{publish:?}");
+
+    // The edge starts draining; what the client publishes now waits for the
+    // next edge.
+    a.send(server_frame::Kind::GoAway(client::GoAway { within_ms: 10_000 })).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = client.start_publish("orders", "2", crate::PublishOptions::default()).await.expect("queued");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(a.out.try_recv().is_err(), "nothing new goes to a draining edge");
+    assert_eq!(edge.attempts().len(), 1, "the client waits for its publish in flight");
+
+    // Its answer arrives: the client closes normally and moves to b at once.
+    let left_at = Instant::now();
+    a.reply(publish.request_id, None).await;
+    assert!(first.await.is_ok());
+    let close = loop {
+        match a.out.recv().await {
+            Some(Outgoing::Close(code, _)) => break code,
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert_eq!(close, 1000);
+    loop {
+        match states.next().await {
+            Some(ConnectionState::Disconnected { reason }) => {
+                assert_eq!(reason, DisconnectReason::Moved);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no disconnect"),
+        }
+    }
+    let mut b = loop {
+        if let Ok((out, inbound)) = handed.try_recv() {
+            break Server { out, inbound };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert!(Instant::now() - left_at <= Duration::from_millis(600), "reconnected after {:?}", Instant::now() - left_at);
+    assert_eq!(edge.attempts()[1].1, "ws://b");
+    b.accept().await;
+    let publish = b.request().await;
+    let Some(client_frame::Kind::Publish(p)) = &publish.kind else { panic!("{publish:?}") };
+    assert_eq!(&p.data[..], b"2");
+    b.reply(publish.request_id, None).await;
+    assert!(second.await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_away_with_an_unanswered_request_moves_at_the_deadline() {
+    let (hand, mut handed) = mpsc::unbounded_channel();
+    let edge = FakeEdge::new([Script::Hand(hand.clone()), Script::Hand(hand)]);
+    let client = client(&edge, Backoff::default(), &["ws://a", "ws://b"]);
+    let mut a = loop {
+        if let Ok((out, inbound)) = handed.try_recv() {
+            break Server { out, inbound };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    a.accept().await;
+    let pinging = tokio::spawn({
+        let client = client.clone();
+        async move { client.ping().await }
+    });
+    // The ping goes out and is never answered.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let told_at = Instant::now();
+    a.send(server_frame::Kind::GoAway(client::GoAway { within_ms: 5_000 })).await;
+    wait_attempts(&edge, 2).await;
+    let waited = edge.attempts()[1].0 - told_at;
+    // 80 % of the grace, plus the reconnect jitter (at most 500 ms).
+    assert!(waited >= Duration::from_secs(4) && waited <= Duration::from_millis(4600), "{waited:?}");
+    assert!(pinging.await.expect("join").is_err(), "the unanswered ping fails");
+    client.close().await;
+}
