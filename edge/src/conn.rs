@@ -159,18 +159,27 @@ struct Session {
 
 /// Serves one upgraded WebSocket until it closes.
 ///
-/// `bearer` is the token from the upgrade request's `Authorization` header,
-/// `origin` its `Origin` header.
-pub(crate) async fn serve<S>(io: S, shared: Arc<Shared>, bearer: Option<String>, origin: Option<String>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// `rd` and `wr` are the socket's halves and `early` what the client sent
+/// after its upgrade request that was already read; `bearer` is the token
+/// from the upgrade request's `Authorization` header, `origin` its `Origin`
+/// header.
+pub(crate) async fn serve<R, W>(
+    mut rd: R,
+    wr: W,
+    early: Bytes,
+    shared: Arc<Shared>,
+    bearer: Option<String>,
+    origin: Option<String>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     let _guard = OpenGuard(shared.clone());
     let config = &shared.config;
-    let (mut rd, wr) = tokio::io::split(io);
     let outbox = Arc::new(Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()));
     let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
     let mut reader = FrameReader::new(config.max_frame_size.as_usize());
+    reader.prime(&early);
     let id = shared.hub.next_id();
 
     // Boxed: the handshake's state is needed once; keeping it out of this
@@ -808,7 +817,8 @@ mod tests {
             draining,
         });
         let (io, _other) = tokio::io::duplex(64);
-        let serve = serve(io, shared.clone(), None, None);
+        let (rd, wr) = tokio::io::split(io);
+        let serve = serve(rd, wr, Bytes::new(), shared.clone(), None, None);
         let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
         let writer = write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
         eprintln!(

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
@@ -112,7 +112,19 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
             refuse(io, shared, CloseCode::ConnectionLimit).await;
             return;
         }
-        conn::serve(io, shared, bearer, origin).await;
+        // Plain TCP is served on the socket itself (no boxed stream, no lock
+        // between the halves: every delivery's write goes straight to it);
+        // TLS through the upgraded stream, split.
+        match io.into_inner().downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (rd, wr) = parts.io.into_inner().into_split();
+                conn::serve(rd, wr, parts.read_buf, shared, bearer, origin).await;
+            }
+            Err(upgraded) => {
+                let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+                conn::serve(rd, wr, Bytes::new(), shared, bearer, origin).await;
+            }
+        }
     });
     let (mut parts, _) = response.into_parts();
     parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));

@@ -70,6 +70,12 @@ impl FrameReader {
         Self { buf: BytesMut::new(), max_message, partial: None }
     }
 
+    /// Takes bytes the client sent that were read before this reader
+    /// existed; they are parsed before anything read from the socket.
+    pub fn prime(&mut self, early: &[u8]) {
+        self.buf.extend_from_slice(early);
+    }
+
     /// Reads the next complete message.
     ///
     /// # Errors
