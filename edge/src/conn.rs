@@ -9,7 +9,8 @@
 //!   connection's [`Outbox`]: everything waiting goes out in one write (pings
 //!   too: the hub queues them, see [`Hub::ping_loop`]), and a requested close
 //!   is written as a `Disconnect` frame plus a close frame before the socket
-//!   is shut.
+//!   is shut. On plain TCP a push to an idle outbox writes to the socket
+//!   itself; the writer takes over whatever the socket did not take.
 //!
 //! Replies and deliveries share the outbox, so a slow client is closed by
 //! the same bound whatever filled its queue.
@@ -167,6 +168,7 @@ pub(crate) async fn serve<R, W>(
     mut rd: R,
     wr: W,
     early: Bytes,
+    direct: Option<Arc<tokio::net::TcpStream>>,
     shared: Arc<Shared>,
     bearer: Option<String>,
     origin: Option<String>,
@@ -177,6 +179,9 @@ pub(crate) async fn serve<R, W>(
     let _guard = OpenGuard(shared.clone());
     let config = &shared.config;
     let outbox = Arc::new(Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()));
+    if let Some(sock) = direct {
+        outbox.write_through(sock);
+    }
     let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
     let mut reader = FrameReader::new(config.max_frame_size.as_usize());
     reader.prime(&early);
@@ -218,7 +223,10 @@ pub(crate) async fn serve<R, W>(
         None if outbox.is_closing() => {}
         // The peer is gone (end of stream or a socket error): nothing more
         // can reach it, and an idle writer would wait for ever.
-        None => writer.abort(),
+        None => {
+            outbox.close(CloseCode::Normal, "gone");
+            writer.abort();
+        }
     }
     // The writer ends after the close frame, or at once when the socket is
     // gone; either way within the write timeout.
@@ -818,7 +826,7 @@ mod tests {
         });
         let (io, _other) = tokio::io::duplex(64);
         let (rd, wr) = tokio::io::split(io);
-        let serve = serve(rd, wr, Bytes::new(), shared.clone(), None, None);
+        let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), None, None);
         let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
         let writer = write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
         eprintln!(
@@ -826,5 +834,52 @@ mod tests {
             std::mem::size_of_val(&serve),
             std::mem::size_of_val(&writer)
         );
+    }
+
+    /// Pushes that write straight to the socket and the writer taking over
+    /// what the socket could not take keep every byte in order, with a
+    /// reader far slower than the pushes (so the socket fills up many times).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_through_and_the_writer_keep_frames_in_order() {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        let (sock, _) = listener.accept().await.expect("accept");
+        let sock = Arc::new(sock);
+        let outbox = Arc::new(Outbox::new(1 << 20, 1 << 30));
+        outbox.write_through(sock.clone());
+        let writer = tokio::spawn(write_loop(crate::tcp::SharedWrite(sock), outbox.clone(), Duration::from_secs(10)));
+        // 4,000 frames of 1..=4 KiB, each filled with its own number.
+        let frames: Vec<Bytes> =
+            (0..4_000u32).map(|i| Bytes::from(vec![(i % 251) as u8; 1024 * (1 + (i as usize % 4))])).collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let pusher = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut queued = false;
+                for (i, frame) in frames.into_iter().enumerate() {
+                    outbox.push(frame).expect("push");
+                    queued |= !outbox.is_empty();
+                    if i % 50 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                queued
+            })
+        };
+        let mut got = Vec::with_capacity(expected.len());
+        let mut chunk = vec![0u8; 3000];
+        while got.len() < expected.len() {
+            let n = peer.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&chunk[..n]);
+            if got.len() % 7 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        assert!(pusher.await.expect("pusher"), "the socket filled up and frames were queued");
+        assert!(got == expected, "bytes out of order");
+        outbox.close(CloseCode::Normal, "done");
+        writer.await.expect("writer");
     }
 }

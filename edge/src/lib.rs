@@ -43,6 +43,7 @@ pub mod namespaces;
 pub mod outbox;
 pub mod presence;
 mod server;
+mod tcp;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{self, Shared};
+use crate::tcp::{SharedRead, SharedWrite};
 use crate::telemetry;
 
 type Body = Full<Bytes>;
@@ -117,12 +118,13 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
         // TLS through the upgraded stream, split.
         match io.into_inner().downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let (rd, wr) = parts.io.into_inner().into_split();
-                conn::serve(rd, wr, parts.read_buf, shared, bearer, origin).await;
+                let sock = Arc::new(parts.io.into_inner());
+                let (rd, wr) = (SharedRead(sock.clone()), SharedWrite(sock.clone()));
+                conn::serve(rd, wr, parts.read_buf, Some(sock), shared, bearer, origin).await;
             }
             Err(upgraded) => {
                 let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-                conn::serve(rd, wr, Bytes::new(), shared, bearer, origin).await;
+                conn::serve(rd, wr, Bytes::new(), None, shared, bearer, origin).await;
             }
         }
     });
