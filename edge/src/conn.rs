@@ -858,7 +858,7 @@ mod tests {
             tokio::spawn(async move {
                 let mut queued = false;
                 for (i, frame) in frames.into_iter().enumerate() {
-                    outbox.push(frame).expect("push");
+                    outbox.push_or_write(frame).expect("push");
                     queued |= !outbox.is_empty();
                     if i % 50 == 0 {
                         tokio::task::yield_now().await;

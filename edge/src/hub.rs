@@ -73,7 +73,17 @@ struct Channel {
     subscribers: Vec<Subscriber>,
     ready: Ready,
     options: bus::NamespaceOptions,
+    /// When the last fan-out of this channel ended: a message that follows
+    /// closely is queued (see [`CALM_GAP`]).
+    last_fan_out: Option<std::time::Instant>,
 }
+
+/// A message arriving at least this long after the channel's previous
+/// fan-out ended may be written straight to idle subscribers' sockets (one
+/// `send` each, nothing woken). Closer together, messages are queued, so
+/// each writer coalesces what piles up into one write: under a steady
+/// stream, fewer syscalls matter more than the wake-ups saved.
+const CALM_GAP: Duration = Duration::from_millis(1);
 
 /// How a hub reports presence; from the edge's configuration.
 #[derive(Debug, Clone)]
@@ -283,6 +293,7 @@ impl Hub {
                 subscribers: Vec::new(),
                 ready: Arc::new(OnceCell::new()),
                 options: how.options,
+                last_fan_out: None,
             });
             entry.subscribers.push(Subscriber {
                 conn_id,
@@ -410,6 +421,7 @@ impl Hub {
             if entry.id != subscription {
                 return 0;
             }
+            let calm = entry.last_fan_out.is_none_or(|t| t.elapsed() >= CALM_GAP);
             for sub in &mut entry.subscribers {
                 if let Some(held) = &mut sub.held {
                     if held.len() < self.settings.max_held {
@@ -421,12 +433,15 @@ impl Hub {
                     }
                     continue;
                 }
-                match sub.outbox.push(frame.clone()) {
+                let pushed =
+                    if calm { sub.outbox.push_or_write(frame.clone()) } else { sub.outbox.push(frame.clone()) };
+                match pushed {
                     Ok(()) => delivered += 1,
                     Err(PushError::Overflow) => slow += 1,
                     Err(PushError::Closed) => {}
                 }
             }
+            entry.last_fan_out = Some(std::time::Instant::now());
         }
         if slow > 0 {
             metrics::counter!("herald_slow_consumer_closes_total").increment(slow);

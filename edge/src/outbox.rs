@@ -7,12 +7,13 @@
 //! writer to close it. A push never blocks and never waits on the writer, so
 //! one stalled client cannot hold up the hub.
 //!
-//! On plain TCP a push to an idle outbox (nothing queued, the writer not in
-//! the middle of a write) writes the frame to the socket itself, without
-//! waiting: the usual case for a subscriber that keeps up, and one task
-//! wake-up, one lock and one trip through the writer less per delivery.
-//! What the socket does not take at once is queued for the writer, in
-//! order.
+//! On plain TCP, [`Outbox::push_or_write`] to an idle outbox (nothing
+//! queued, the writer not in the middle of a write) writes the frame to the
+//! socket itself, without waiting: one task wake-up, one lock and one trip
+//! through the writer less per delivery. What the socket does not take at
+//! once is queued for the writer, in order. The hub uses it for messages on
+//! a channel that is not busy; under a steady stream it queues, so that
+//! writers coalesce.
 //!
 //! An idle outbox owns no buffer, and a lone frame needs none: the first
 //! frame waiting sits in place, and a queue is allocated only behind it (and
@@ -148,12 +149,28 @@ impl Outbox {
     /// [`PushError::Overflow`] when a bound was passed (the connection is
     /// closing with [`CloseCode::SlowConsumer`] from now on);
     /// [`PushError::Closed`] when it was closing already.
-    pub fn push(&self, mut frame: Bytes) -> Result<(), PushError> {
+    pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_inner(frame, false)
+    }
+
+    /// As [`Self::push`], but when nothing is queued and the writer is idle
+    /// (and the connection is plain TCP), writes the frame to the socket at
+    /// once; only what the socket does not take is queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::push`].
+    pub fn push_or_write(&self, frame: Bytes) -> Result<(), PushError> {
+        self.push_inner(frame, true)
+    }
+
+    fn push_inner(&self, mut frame: Bytes, write: bool) -> Result<(), PushError> {
         let mut state = self.lock();
         if state.close.is_some() || state.closed {
             return Err(PushError::Closed);
         }
-        if state.first.is_none()
+        if write
+            && state.first.is_none()
             && !state.busy
             && let Some(sock) = &state.direct
         {
