@@ -185,6 +185,9 @@ pub(crate) async fn serve<R, W>(
     let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
     let mut reader = FrameReader::new(config.max_frame_size.as_usize());
     reader.prime(&early);
+    // It may point into the HTTP server's read buffer: let go of it now,
+    // not when the connection ends.
+    drop(early);
     let id = shared.hub.next_id();
 
     // Boxed: the handshake's state is needed once; keeping it out of this
