@@ -326,6 +326,18 @@ struct Server {
     inbound: mpsc::Sender<Inbound>,
 }
 
+/// The server side of the next connection handed to the test.
+async fn handed_server(
+    handed: &mut mpsc::UnboundedReceiver<(mpsc::Receiver<Outgoing>, mpsc::Sender<Inbound>)>,
+) -> Server {
+    loop {
+        if let Ok((out, inbound)) = handed.try_recv() {
+            return Server { out, inbound };
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 impl Server {
     async fn request(&mut self) -> client::ClientFrame {
         loop {
@@ -382,12 +394,7 @@ async fn resubscribes_resume_from_the_last_position_seen() {
         Server { out, inbound }
     };
     tokio::task::yield_now().await;
-    let mut server = loop {
-        if let Ok((out, inbound)) = handed.try_recv() {
-            break Server { out, inbound };
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let mut server = handed_server(&mut handed).await;
     server.accept().await;
     let subscribing = tokio::spawn({
         let client = client.clone();
@@ -458,12 +465,7 @@ async fn a_slow_reader_loses_the_newest_messages_and_is_told_how_many() {
         .connector(Arc::new(edge.clone()))
         .connect_lazy()
         .expect("client");
-    let mut server = loop {
-        if let Ok((out, inbound)) = handed.try_recv() {
-            break Server { out, inbound };
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let mut server = handed_server(&mut handed).await;
     server.accept().await;
     let subscribing = tokio::spawn({
         let client = client.clone();
@@ -497,12 +499,7 @@ async fn go_away_lets_publishes_in_flight_finish_then_moves_with_the_rest() {
     let edge = FakeEdge::new([Script::Hand(hand.clone()), Script::Hand(hand)]);
     let client = client(&edge, Backoff::default(), &["ws://a", "ws://b"]);
     let mut states = client.state_events();
-    let mut a = loop {
-        if let Ok((out, inbound)) = handed.try_recv() {
-            break Server { out, inbound };
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let mut a = handed_server(&mut handed).await;
     a.accept().await;
     let first = client.start_publish("orders", "1", crate::PublishOptions::default()).await.expect("queued");
     let publish = a.request().await;
@@ -539,12 +536,7 @@ async fn go_away_lets_publishes_in_flight_finish_then_moves_with_the_rest() {
             None => panic!("no disconnect"),
         }
     }
-    let mut b = loop {
-        if let Ok((out, inbound)) = handed.try_recv() {
-            break Server { out, inbound };
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let mut b = handed_server(&mut handed).await;
     assert!(Instant::now() - left_at <= Duration::from_millis(600), "reconnected after {:?}", Instant::now() - left_at);
     assert_eq!(edge.attempts()[1].1, "ws://b");
     b.accept().await;
@@ -560,12 +552,7 @@ async fn go_away_with_an_unanswered_request_moves_at_the_deadline() {
     let (hand, mut handed) = mpsc::unbounded_channel();
     let edge = FakeEdge::new([Script::Hand(hand.clone()), Script::Hand(hand)]);
     let client = client(&edge, Backoff::default(), &["ws://a", "ws://b"]);
-    let mut a = loop {
-        if let Ok((out, inbound)) = handed.try_recv() {
-            break Server { out, inbound };
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let mut a = handed_server(&mut handed).await;
     a.accept().await;
     let pinging = tokio::spawn({
         let client = client.clone();
