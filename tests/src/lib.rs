@@ -22,11 +22,28 @@ pub fn herald_bin() -> Result<PathBuf> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--bin", "herald"])
-            .current_dir(&root)
-            .status()
-            .map_err(|e| format!("running cargo build: {e}"))?;
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--bin", "herald"]).current_dir(&root);
+        // What cargo sets for this test process (its package's name, paths…)
+        // is not the environment of a plain build: inherited, it makes
+        // cargo rebuild a share of the workspace, twice per run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let set_for_tests = [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_BIN_",
+                "CARGO_CRATE_",
+                "CARGO_PRIMARY_",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix));
+            if set_for_tests {
+                build.env_remove(key.as_ref());
+            }
+        }
+        let status = build.status().map_err(|e| format!("running cargo build: {e}"))?;
         if !status.success() {
             return Err("cargo build --bin herald failed".into());
         }
