@@ -156,6 +156,13 @@ fn err(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl EdgeConfig {
+    /// How long clients told to move get before the edge closes them:
+    /// `drain_grace`, capped at `drain_timeout`.
+    #[must_use]
+    pub fn move_grace(&self) -> std::time::Duration {
+        self.drain_grace.0.min(self.drain_timeout.0)
+    }
+
     /// Every field name, in declaration order.
     pub const FIELDS: &'static [&'static str] = &[
         "listen",

@@ -382,7 +382,7 @@ async fn run<R: AsyncRead + Unpin>(
     let mut last_seen = Instant::now();
     if *shared.draining.borrow() {
         // Authenticated after the drain began: move on at once.
-        let _ = outbox.push(go_away_frame(config.drain_grace.0.min(config.drain_timeout.0)));
+        let _ = outbox.push(go_away_frame(config.move_grace()));
     }
     loop {
         if outbox.is_closing() {

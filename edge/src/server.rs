@@ -214,7 +214,7 @@ async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
     let _ = draining.send(true);
     let started = tokio::time::Instant::now();
     let config = &shared.config;
-    let grace = config.drain_grace.0.min(config.drain_timeout.0);
+    let grace = config.move_grace();
     let told = shared.hub.send_to_all(&crate::conn::go_away_frame(grace));
     tracing::info!(connections = shared.open.load(Ordering::Acquire), told, "draining");
     let wait_until_gone = |deadline: tokio::time::Instant| async move {
