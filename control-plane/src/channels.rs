@@ -20,6 +20,11 @@ use crate::service::{Core, parse_app_id, parse_channel};
 /// none (or the server's `max_history_limit` when lower).
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
 
+/// Most members in one page of a presence read (and the page size when the
+/// request names none). With `info` at most 1 KiB per member, a page stays
+/// near 1 MiB.
+pub const MAX_PRESENCE_LIMIT: usize = 1_000;
+
 /// One message of a channel's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryMessage {
@@ -51,8 +56,13 @@ pub struct History {
 pub struct Presence {
     /// The channel.
     pub channel: ChannelName,
-    /// Its members by client id, connections counted across edges.
+    /// A page of its members by client id, connections counted across
+    /// edges.
     pub members: Vec<Member>,
+    /// The client id the next page starts after; `None` after the last.
+    pub next: Option<String>,
+    /// How many members the channel has in all.
+    pub total: usize,
 }
 
 /// The app's occupied channels.
@@ -211,14 +221,36 @@ impl Core {
     /// `forbidden` (another app's key, no `presence` capability),
     /// `invalid_channel`, `not_found` (app), `not_enabled` (the channel's
     /// namespace has no presence), `unavailable`.
-    pub async fn presence(&self, who: &Principal, app: &str, channel: &str) -> Result<Presence, ApiError> {
+    pub async fn presence(
+        &self,
+        who: &Principal,
+        app: &str,
+        channel: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<Presence, ApiError> {
         let (app, channel) = self.channel_reader(who, app, channel, Operation::Presence)?;
+        let limit = match limit {
+            None => MAX_PRESENCE_LIMIT,
+            Some(n) if (1..=MAX_PRESENCE_LIMIT).contains(&n) => n,
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "`limit` is {n}; it must lie between 1 and {MAX_PRESENCE_LIMIT}"
+                )));
+            }
+        };
         self.auth.app(&app).await?;
         if !self.channel_options(&app, &channel).await?.presence {
             return Err(not_enabled("presence", &channel));
         }
-        let members = self.reports.presence.lock().unwrap_or_else(|e| e.into_inner()).members(&app, &channel);
-        Ok(Presence { channel, members })
+        let page = self.reports.presence.lock().unwrap_or_else(|e| e.into_inner()).members_page(
+            &app,
+            &channel,
+            after.unwrap_or_default(),
+            limit,
+            usize::MAX,
+        );
+        Ok(Presence { channel, members: page.members, next: page.next, total: page.total })
     }
 
     /// The app's channels with subscribers, by name; with `prefix`, those

@@ -503,11 +503,47 @@ async fn a_channel_with_ten_thousand_members() -> Result<()> {
     let url = server.url(&format!("/v1/apps/{app}/channels/big:hall/presence"));
     let started = std::time::Instant::now();
     let j = eventually(&http, &url, &key, |j| j["count"] == json!(10_000)).await?;
-    let members = j["members"].as_array().context("members")?;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    // In pages of 1,000 by client id, each member once.
+    let mut members = j["members"].as_array().context("members")?.clone();
+    let mut next = j["next"].as_str().map(str::to_owned);
+    let mut pages = 1;
+    while let Some(after) = next {
+        let j = http.get(&format!("{url}?after={after}"), Some(&key)).await?.json();
+        let page = j["members"].as_array().context("members")?;
+        assert!(page.len() <= 1000);
+        members.extend(page.iter().cloned());
+        next = j["next"].as_str().map(str::to_owned);
+        pages += 1;
+    }
+    assert_eq!(pages, 10);
     assert_eq!(members.len(), 10_000);
     assert_eq!(members[0]["client_id"], json!("u00000"));
     assert_eq!(members[9_999]["client_id"], json!("u09999"));
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(members.windows(2).all(|w| w[0]["client_id"].as_str() < w[1]["client_id"].as_str()));
+    let j = http.get(&format!("{url}?after=u09990&limit=5"), Some(&key)).await?.json();
+    assert_eq!(
+        (j["members"][0]["client_id"].clone(), j["next"].clone(), j["count"].clone()),
+        (json!("u09991"), json!("u09995"), json!(10_000))
+    );
+    let r = http.get(&format!("{url}?limit=1001"), Some(&key)).await?;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // The same pages over gRPC.
+    let mut grpc =
+        PresenceServiceClient::new(Channel::from_shared(format!("http://{}", server.addr))?.connect().await?);
+    let page = |after: &str, limit: u32| pb::GetPresenceRequest {
+        app_id: app.clone(),
+        channel: "big:hall".into(),
+        after: after.into(),
+        limit,
+    };
+    let p = grpc.get_presence(authed(page("u04999", 0), &key)).await?.into_inner();
+    assert_eq!((p.members.len(), p.count, p.next.as_str()), (1000, 10_000, "u05999"));
+    assert_eq!(p.members[0].client_id, "u05000");
+    let p = grpc.get_presence(authed(page("u09998", 0), &key)).await?.into_inner();
+    assert_eq!((p.members.len(), p.next.as_str()), (1, ""));
+    let err = grpc.get_presence(authed(page("", 1001), &key)).await.expect_err("too many");
+    assert_eq!(err.code(), Code::InvalidArgument);
     server.stop().await;
     Ok(())
 }
@@ -595,7 +631,10 @@ async fn namespaces_history_presence_and_channels_over_grpc() -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let p = presence
-            .get_presence(authed(pb::GetPresenceRequest { app_id: app.clone(), channel: "g:1".into() }, &key))
+            .get_presence(authed(
+                pb::GetPresenceRequest { app_id: app.clone(), channel: "g:1".into(), ..Default::default() },
+                &key,
+            ))
             .await?
             .into_inner();
         let c = channels
@@ -611,7 +650,10 @@ async fn namespaces_history_presence_and_channels_over_grpc() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let err = presence
-        .get_presence(authed(pb::GetPresenceRequest { app_id: app.clone(), channel: "other".into() }, &key))
+        .get_presence(authed(
+            pb::GetPresenceRequest { app_id: app.clone(), channel: "other".into(), ..Default::default() },
+            &key,
+        ))
         .await
         .expect_err("no presence");
     assert_eq!(err.code(), Code::FailedPrecondition);

@@ -267,7 +267,10 @@ async fn grpc_errors_carry_codes() -> Result<()> {
         herald_proto::api::presence_service_client::PresenceServiceClient::new(channel(&f.server).await?);
     check(
         presence_client
-            .get_presence(authed(pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into() }, &f.key))
+            .get_presence(authed(
+                pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into(), ..Default::default() },
+                &f.key,
+            ))
             .await
             .map(drop),
         Code::PermissionDenied,
@@ -278,7 +281,10 @@ async fn grpc_errors_carry_codes() -> Result<()> {
         herald_proto::api::presence_service_client::PresenceServiceClient::new(channel(&f.server).await?);
     check(
         presence
-            .get_presence(authed(pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into() }, ADMIN))
+            .get_presence(authed(
+                pb::GetPresenceRequest { app_id: f.app.clone(), channel: "chat:a".into(), ..Default::default() },
+                ADMIN,
+            ))
             .await
             .map(drop),
         Code::FailedPrecondition,

@@ -451,7 +451,7 @@ async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: client::Clie
         }
         client_frame::Kind::Publish(p) => publish(shared, session, rid, p).await,
         client_frame::Kind::RefreshToken(r) => refresh(shared, session, rid, &r.token).await,
-        client_frame::Kind::PresenceQuery(q) => presence_query(shared, session, rid, &q.channel).await,
+        client_frame::Kind::PresenceQuery(q) => presence_query(shared, session, rid, q).await,
     })
 }
 
@@ -464,8 +464,15 @@ fn backplane_err(rid: u64, what: &str, e: &BackplaneError) -> Bytes {
     }
 }
 
-async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, channel: &str) -> Bytes {
-    let Ok(channel) = ChannelName::new(channel) else {
+/// Most members in one page of a presence reply.
+const MEMBERS_PAGE: usize = 1000;
+
+/// Most bytes of client ids and info in one page of a presence reply, and
+/// at most a quarter of the send queue.
+const MEMBERS_PAGE_BYTES: usize = 256 * 1024;
+
+async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, q: client::PresenceQuery) -> Bytes {
+    let Ok(channel) = ChannelName::new(&q.channel) else {
         return reply_err(rid, ErrorCode::InvalidChannel, "invalid channel name");
     };
     if !session.claims.caps.allows(channel.as_str(), Operation::Presence) {
@@ -481,9 +488,18 @@ async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, chann
     if !session.subscriptions.contains_key(&channel) {
         return reply_err(rid, ErrorCode::NotSubscribed, "subscribe to the channel to see its members");
     }
-    let members = shared.hub.members(&session.claims.app, &channel).unwrap_or_default();
-    let members = members.into_iter().map(|m| client::Member { client_id: m.client_id, info: m.info }).collect();
-    let result = client::PresenceResult { channel: channel.as_str().to_owned(), members };
+    let limit = match q.limit as usize {
+        0 => MEMBERS_PAGE,
+        n => n.min(MEMBERS_PAGE),
+    };
+    let max_bytes = MEMBERS_PAGE_BYTES.min(shared.config.send_queue_bytes.0 as usize / 4);
+    let page = shared.hub.members_page(&session.claims.app, &channel, &q.after, limit, max_bytes).unwrap_or_default();
+    let result = client::PresenceResult {
+        channel: channel.as_str().to_owned(),
+        members: page.members.into_iter().map(|m| client::Member { client_id: m.client_id, info: m.info }).collect(),
+        next: page.next.unwrap_or_default(),
+        total: u32::try_from(page.total).unwrap_or(u32::MAX),
+    };
     reply_ok(rid, Some(reply_ok::Value::Presence(result)))
 }
 

@@ -37,7 +37,7 @@ use tokio::sync::OnceCell;
 use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Position, Sink};
 use crate::namespaces::Namespaces;
 use crate::outbox::{Outbox, PushError};
-use crate::presence::{Member, MemberChange, PresenceTable};
+use crate::presence::{MemberChange, MembersPage, PresenceTable};
 use crate::ws;
 
 const SHARDS: usize = 64;
@@ -366,13 +366,21 @@ impl Hub {
         }
     }
 
-    /// The members of a presence channel this edge follows; `None` when it
-    /// does not follow the channel's presence.
+    /// A page of the members of a presence channel this edge follows (see
+    /// [`PresenceTable::members_page`]); `None` when it does not follow the
+    /// channel's presence.
     #[must_use]
-    pub fn members(&self, app: &AppId, channel: &ChannelName) -> Option<Vec<Member>> {
+    pub fn members_page(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        after: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Option<MembersPage> {
         let follows =
             lock(self.shard(app, channel)).get(&(app.clone(), channel.clone())).is_some_and(|c| c.options.presence);
-        follows.then(|| lock(&self.presence).members(app, channel))
+        follows.then(|| lock(&self.presence).members_page(app, channel, after, limit, max_bytes))
     }
 
     /// Removes a subscriber. The channel's backplane subscription ends with

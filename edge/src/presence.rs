@@ -100,6 +100,17 @@ impl ChannelPresence {
     }
 }
 
+/// A page of a channel's members (see [`PresenceTable::members_page`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembersPage {
+    /// Members, by client id.
+    pub members: Vec<Member>,
+    /// The client id to continue after; `None` when the page ends the list.
+    pub next: Option<String>,
+    /// How many members the channel has in all.
+    pub total: usize,
+}
+
 /// The members of presence channels.
 pub struct PresenceTable {
     ttl: Duration,
@@ -182,17 +193,38 @@ impl PresenceTable {
         self.channels.remove(&(app.clone(), channel.clone()));
     }
 
-    /// The channel's members, by client id.
+    /// One page of the channel's members, by client id: those after
+    /// `after`, at most `limit` and about `max_bytes` of ids and info (at
+    /// least one member when any is left, however large).
     #[must_use]
-    pub fn members(&self, app: &AppId, channel: &ChannelName) -> Vec<Member> {
-        let Some(ch) = self.channels.get(&(app.clone(), channel.clone())) else { return Vec::new() };
-        let mut members: Vec<Member> = ch
-            .clients
-            .iter()
-            .map(|(id, s)| Member { client_id: id.to_string(), info: s.info.clone(), connections: s.connections })
-            .collect();
-        members.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
-        members
+    pub fn members_page(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        after: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> MembersPage {
+        let Some(ch) = self.channels.get(&(app.clone(), channel.clone())) else { return MembersPage::default() };
+        let mut rest: Vec<(&Arc<str>, &ClientState)> =
+            ch.clients.iter().filter(|(id, _)| id.as_ref() > after).collect();
+        rest.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut members = Vec::new();
+        let mut bytes = 0;
+        for (id, state) in &rest {
+            let size = id.len() + state.info.len() + 16;
+            if members.len() == limit.max(1) || (!members.is_empty() && bytes + size > max_bytes) {
+                break;
+            }
+            bytes += size;
+            members.push(Member {
+                client_id: id.to_string(),
+                info: state.info.clone(),
+                connections: state.connections,
+            });
+        }
+        let next = (members.len() < rest.len()).then(|| members.last().map(|m| m.client_id.clone())).flatten();
+        MembersPage { members, next, total: ch.clients.len() }
     }
 
     /// How many client ids are in the channel.
@@ -304,7 +336,7 @@ mod tests {
         assert!(t.apply(&app, &ch, &join("e2", "c9", "ada"), now).is_empty(), "second tab: no join");
         assert!(t.apply(&app, &ch, &join("e1", "c1", "ada"), now).is_empty(), "repeated join is a refresh");
         t.apply(&app, &ch, &join("e2", "c2", "bob"), now);
-        let members = t.members(&app, &ch);
+        let members = t.members_page(&app, &ch, "", usize::MAX, usize::MAX).members;
         assert_eq!(
             members.iter().map(|m| (m.client_id.as_str(), m.connections)).collect::<Vec<_>>(),
             vec![("ada", 2), ("bob", 1)]
@@ -330,7 +362,7 @@ mod tests {
         let changes = t.expire(start + ttl + Duration::from_secs(1));
         assert_eq!(changes.len(), 1);
         assert!(matches!(&changes[0].2, MemberChange::Left(m) if m.client_id == "ghost"));
-        assert_eq!(t.members(&app, &ch).len(), 1);
+        assert_eq!(t.members_page(&app, &ch, "", usize::MAX, usize::MAX).members.len(), 1);
         assert!(t.expire(later + ttl + Duration::from_secs(1)).len() == 1, "ada expires once her edge is silent too");
         assert_eq!(t.member_count(&app, &ch), 0);
     }
@@ -347,6 +379,40 @@ mod tests {
     }
 
     #[test]
+    fn members_come_in_pages_that_cover_the_list_once() {
+        let (app, ch) = ids();
+        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let now = Instant::now();
+        for i in 0..2_500 {
+            t.apply(&app, &ch, &join("e", &format!("c{i}"), &format!("u{i:05}")), now);
+        }
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = t.members_page(&app, &ch, &after, 1000, usize::MAX);
+            assert_eq!(page.total, 2_500);
+            assert!(page.members.len() <= 1000);
+            seen.extend(page.members.iter().map(|m| m.client_id.clone()));
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..2_500).map(|i| format!("u{i:05}")).collect();
+        assert_eq!(seen, expected, "every member once, in order");
+        // A byte budget shortens pages, but never below one member.
+        let page = t.members_page(&app, &ch, "", 1000, 100);
+        assert_eq!(page.members.len(), 4, "{page:?}");
+        assert_eq!(t.members_page(&app, &ch, "", 1000, 1).members.len(), 1);
+        assert_eq!(
+            t.members_page(&app, &ch, "u02499", 1000, usize::MAX),
+            MembersPage { total: 2_500, ..Default::default() }
+        );
+        let unknown = ChannelName::new("room:9").expect("valid");
+        assert_eq!(t.members_page(&app, &unknown, "", 10, 100), MembersPage::default());
+    }
+
+    #[test]
     fn ten_thousand_members() {
         let (app, ch) = ids();
         let mut t = PresenceTable::new(Duration::from_secs(30));
@@ -356,7 +422,7 @@ mod tests {
             let snapshot = bus::PresenceSnapshot { entries: chunk.to_vec(), taken_at_ms: 0 };
             assert_eq!(t.apply(&app, &ch, &report("e", Kind::Snapshot(snapshot)), now).len(), chunk.len());
         }
-        assert_eq!(t.members(&app, &ch).len(), 10_000);
+        assert_eq!(t.members_page(&app, &ch, "", usize::MAX, usize::MAX).members.len(), 10_000);
         assert_eq!(t.expire(now + Duration::from_secs(31)).len(), 10_000);
     }
 

@@ -529,9 +529,17 @@ impl RawClient {
         self.reply().await
     }
 
-    /// Asks for a presence channel's members and returns the reply.
+    /// Asks for the first page of a presence channel's members and returns
+    /// the reply.
     pub async fn presence_query(&mut self, channel: &str) -> client::Reply {
-        self.request(client_frame::Kind::PresenceQuery(client::PresenceQuery { channel: channel.into() })).await;
+        self.presence_page(channel, "", 0).await
+    }
+
+    /// Asks for a page of a presence channel's members and returns the
+    /// reply.
+    pub async fn presence_page(&mut self, channel: &str, after: &str, limit: u32) -> client::Reply {
+        let query = client::PresenceQuery { channel: channel.into(), after: after.into(), limit };
+        self.request(client_frame::Kind::PresenceQuery(query)).await;
         self.reply().await
     }
 

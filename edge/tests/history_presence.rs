@@ -148,12 +148,11 @@ async fn members_join_and_leave_across_two_edges_and_ghosts_expire() {
     let (mut bob2, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
     assert!(is_ok(&bob2.subscribe("room:1").await));
     // Bob (on edge B) learns that alice was there before him, by the sync.
-    let members = |r: &client::Reply| match &r.result {
-        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Presence(p)) })) => {
-            p.members.iter().map(|m| m.client_id.clone()).collect::<Vec<_>>()
-        }
+    let page = |r: &client::Reply| match &r.result {
+        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Presence(p)) })) => p.clone(),
         other => panic!("expected members, got {other:?}"),
     };
+    let members = |r: &client::Reply| page(r).members.iter().map(|m| m.client_id.clone()).collect::<Vec<_>>();
     within(Duration::from_secs(5), "bob sees alice", async {
         while members(&bob.presence_query("room:1").await) != ["alice", "bob"] {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -199,11 +198,28 @@ async fn members_join_and_leave_across_two_edges_and_ghosts_expire() {
         cp.publish_presence(&app, &channel, &snapshot).await.expect("publish");
     }
     within(Duration::from_secs(5), "10,002 members", async {
-        while members(&alice.presence_query("room:1").await).len() != 10_002 {
+        while page(&alice.presence_query("room:1").await).total != 10_002 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
+    // Listed in pages of at most 1,000, each member once, in order.
+    let (mut listed, mut after, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let p = page(&alice.presence_page("room:1", &after, 0).await);
+        assert!(p.members.len() <= 1000 && !p.members.is_empty(), "page of {}", p.members.len());
+        listed.extend(p.members.into_iter().map(|m| m.client_id));
+        pages += 1;
+        if p.next.is_empty() {
+            break;
+        }
+        after = p.next;
+    }
+    assert_eq!(pages, 11);
+    assert_eq!(listed.len(), 10_002);
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "sorted by client id, no repeat");
+    let small = page(&alice.presence_page("room:1", "", 7).await);
+    assert_eq!((small.members.len(), small.total), (7, 10_002));
     // The dead edge never refreshes: within the TTL (2 s) plus a tick, every
     // ghost leaves.
     let mut leaves = 0;

@@ -44,7 +44,7 @@ fn client_messages() -> Vec<String> {
             idempotency_id: Some("id-1".into()),
         }),
         client_frame::Kind::RefreshToken(RefreshToken { token: "jwt2".into() }),
-        client_frame::Kind::PresenceQuery(PresenceQuery { channel: "p".into() }),
+        client_frame::Kind::PresenceQuery(PresenceQuery { channel: "p".into(), after: "a".into(), limit: 5 }),
         client_frame::Kind::Ping(Ping {}),
     ];
     let mut names = vec![];
@@ -57,7 +57,7 @@ fn client_messages() -> Vec<String> {
     names.push(rt(Unsubscribe { channel: "c".into() }));
     names.push(rt(Publish { channel: "c".into(), data: b("x"), event: None, idempotency_id: Some("i".into()) }));
     names.push(rt(RefreshToken { token: "t".into() }));
-    names.push(rt(PresenceQuery { channel: "c".into() }));
+    names.push(rt(PresenceQuery { channel: "c".into(), after: String::new(), limit: 0 }));
     names.push(rt(Ping {}));
 
     let limits = Limits {
@@ -89,6 +89,8 @@ fn client_messages() -> Vec<String> {
             value: Some(reply_ok::Value::Presence(PresenceResult {
                 channel: "p".into(),
                 members: vec![member(), member()],
+                next: "b".into(),
+                total: 9,
             })),
         },
         ReplyOk { value: Some(reply_ok::Value::Refreshed(RefreshResult { token_expires_at_ms: 7 })) },
@@ -131,7 +133,7 @@ fn client_messages() -> Vec<String> {
     names.push(rt(error));
     names.push(rt(SubscribeResult { history: true, recovered: false, position: Some(pos()) }));
     names.push(rt(PublishResult { id: "x".into(), position: None }));
-    names.push(rt(PresenceResult { channel: "p".into(), members: vec![member()] }));
+    names.push(rt(PresenceResult { channel: "p".into(), members: vec![member()], next: String::new(), total: 1 }));
     names.push(rt(RefreshResult { token_expires_at_ms: -1 }));
     names.push(rt(message));
     names.push(rt(member()));
@@ -285,12 +287,13 @@ fn api_messages() -> Vec<String> {
         rt(results[0].clone()),
         rt(PublishBatchResponse { results }),
         rt(error),
-        rt(GetPresenceRequest { app_id: "a".into(), channel: "c".into() }),
+        rt(GetPresenceRequest { app_id: "a".into(), channel: "c".into(), after: "u".into(), limit: 10 }),
         rt(PresenceMember { client_id: "u".into(), connections: 3, info: b("{}") }),
         rt(GetPresenceResponse {
             members: vec![PresenceMember { client_id: "u".into(), connections: 1, info: b("") }],
             channel: "c".into(),
             count: 1,
+            next: "u".into(),
         }),
         rt(ListChannelsRequest { app_id: "a".into(), prefix: "chat:".into() }),
         rt(ChannelInfo { name: "c".into(), subscribers: 2 }),

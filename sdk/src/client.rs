@@ -395,7 +395,10 @@ impl Client {
         self.call(|reply| Command::Ping { reply }, self.inner.config.request_timeout).await
     }
 
-    /// The members of a presence channel.
+    /// The members of a presence channel, by client id. The edge answers in
+    /// pages (about 1,000 members each); this asks for every page in turn.
+    /// Members joining or leaving meanwhile may or may not be in the list;
+    /// the channel's presence events tell about them.
     ///
     /// # Errors
     ///
@@ -404,7 +407,20 @@ impl Client {
     /// [`Self::ping`].
     pub async fn presence(&self, channel: impl AsRef<str>) -> Result<Vec<Member>, Error> {
         let channel = ChannelName::new(channel.as_ref())?;
-        self.call(|reply| Command::Presence { channel, reply }, self.inner.config.request_timeout).await
+        let mut members = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (channel, from) = (channel.clone(), after.clone());
+            let page = self
+                .call(|reply| Command::Presence { channel, after: from, reply }, self.inner.config.request_timeout)
+                .await?;
+            members.extend(page.members);
+            match page.next {
+                // Pages move forward by client id; anything else would loop.
+                Some(next) if next > after => after = next,
+                _ => return Ok(members),
+            }
+        }
     }
 
     /// Closes the client gracefully: queued and in-flight publishes get up

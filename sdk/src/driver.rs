@@ -44,7 +44,7 @@ pub(crate) enum Command {
     Unsubscribe { channel: ChannelName, sub_id: Option<u64>, reply: Option<oneshot::Sender<Result<(), Error>>> },
     Publish { publish: client::Publish, reply: oneshot::Sender<Result<PublishAck, Error>> },
     Ping { reply: oneshot::Sender<Result<Duration, Error>> },
-    Presence { channel: ChannelName, reply: oneshot::Sender<Result<Vec<Member>, Error>> },
+    Presence { channel: ChannelName, after: String, reply: oneshot::Sender<Result<MembersPage, Error>> },
     Close { reply: oneshot::Sender<()> },
 }
 
@@ -99,7 +99,14 @@ enum Pending {
     Publish(Queued),
     Refresh { token: String, obtained: Instant },
     Ping { sent: Instant, reply: Option<oneshot::Sender<Result<Duration, Error>>> },
-    Presence { channel: ChannelName, reply: oneshot::Sender<Result<Vec<Member>, Error>> },
+    Presence { channel: ChannelName, reply: oneshot::Sender<Result<MembersPage, Error>> },
+}
+
+/// One page of a presence channel's members.
+pub(crate) struct MembersPage {
+    pub(crate) members: Vec<Member>,
+    /// Where the next page starts; `None` after the last.
+    pub(crate) next: Option<String>,
 }
 
 struct Queued {
@@ -866,8 +873,12 @@ impl Driver {
                     let _ = reply.send(Err(Error::NotConnected));
                 }
             }
-            Command::Presence { channel, reply } => {
-                let kind = client_frame::Kind::PresenceQuery(client::PresenceQuery { channel: channel.to_string() });
+            Command::Presence { channel, after, reply } => {
+                let kind = client_frame::Kind::PresenceQuery(client::PresenceQuery {
+                    channel: channel.to_string(),
+                    after,
+                    limit: 0,
+                });
                 if let Err(Pending::Presence { reply, .. }) =
                     self.send(kind, Pending::Presence { channel, reply }).await
                 {
@@ -1046,10 +1057,15 @@ impl Driver {
             }
             Pending::Presence { channel, reply } => {
                 let outcome = match result {
-                    Ok(Some(reply_ok::Value::Presence(p))) => {
-                        Ok(p.members.into_iter().map(|m| Member { client_id: m.client_id, info: m.info }).collect())
-                    }
-                    Ok(_) => Ok(Vec::new()),
+                    Ok(Some(reply_ok::Value::Presence(p))) => Ok(MembersPage {
+                        members: p
+                            .members
+                            .into_iter()
+                            .map(|m| Member { client_id: m.client_id, info: m.info })
+                            .collect(),
+                        next: Some(p.next).filter(|n| !n.is_empty()),
+                    }),
+                    Ok(_) => Ok(MembersPage { members: Vec::new(), next: None }),
                     Err(e) => Err(Error::rejected(e.code, e.message, e.retryable)),
                 };
                 tracing::trace!(%channel, "presence answered");

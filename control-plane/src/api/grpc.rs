@@ -471,10 +471,13 @@ impl PresenceService for Grpc {
     ) -> Result<GrpcResponse<pb::GetPresenceResponse>, Status> {
         let who = self.caller(&req).await?;
         let r = req.get_ref();
-        let p = self.core.presence(&who, &r.app_id, &r.channel).await?;
+        let after = Some(r.after.as_str()).filter(|a| !a.is_empty());
+        let limit = (r.limit > 0).then_some(r.limit as usize);
+        let p = self.core.presence(&who, &r.app_id, &r.channel, after, limit).await?;
         Ok(GrpcResponse::new(pb::GetPresenceResponse {
             channel: p.channel.to_string(),
-            count: u32::try_from(p.members.len()).unwrap_or(u32::MAX),
+            count: u32::try_from(p.total).unwrap_or(u32::MAX),
+            next: p.next.unwrap_or_default(),
             members: p
                 .members
                 .into_iter()

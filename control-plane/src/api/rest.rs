@@ -430,10 +430,26 @@ pub struct MemberView {
 pub struct PresenceView {
     /// The channel.
     pub channel: String,
-    /// Its members, by client id.
+    /// A page of its members, by client id.
     pub members: Vec<MemberView>,
-    /// The number of members.
+    /// The number of members in all.
     pub count: usize,
+    /// Pass as `after` for the next page; absent when this page ends the
+    /// list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `GET /v1/apps/{app_id}/channels/{channel}/presence`.
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PresenceQuery {
+    /// Members whose client id comes after this one (default: from the
+    /// first).
+    pub after: Option<String>,
+    /// Most members to return (default and most: 1,000).
+    pub limit: Option<usize>,
 }
 
 /// `GET /v1/apps/{app_id}/channels`.
@@ -654,7 +670,7 @@ fn presence_view(p: Presence) -> PresenceView {
             MemberView { client_id: m.client_id, info, connections: m.connections }
         })
         .collect();
-    PresenceView { channel: p.channel.to_string(), count: members.len(), members }
+    PresenceView { channel: p.channel.to_string(), count: p.total, members, next: p.next }
 }
 
 fn channel_list(o: Occupancy) -> ChannelList {
@@ -1083,10 +1099,11 @@ async fn history(
 }
 
 /// The members of a channel (channels of a namespace with presence),
-/// counted per client id across connections and edges.
+/// counted per client id across connections and edges, in pages by client
+/// id.
 #[utoipa::path(get, path = "/v1/apps/{app_id}/channels/{channel}/presence", tag = TAG_APP, security(("api_key" = [])),
     params(("app_id" = String, Path, description = "The app id"),
-           ("channel" = String, Path, description = "The channel name, percent-encoded")),
+           ("channel" = String, Path, description = "The channel name, percent-encoded"), PresenceQuery),
     responses((status = 200, body = PresenceView), (status = 400, body = ErrorBody,
                description = "bad channel; `not_enabled` when the channel's namespace has no presence"),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -1094,8 +1111,9 @@ async fn presence(
     State(core): Shared,
     Caller(who): Caller,
     ApiPath((app_id, channel)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<PresenceQuery>,
 ) -> Result<Json<PresenceView>, ApiError> {
-    Ok(Json(presence_view(core.presence(&who, &app_id, &channel).await?)))
+    Ok(Json(presence_view(core.presence(&who, &app_id, &channel, q.after.as_deref(), q.limit).await?)))
 }
 
 /// The app's channels with subscribers, and how many.
