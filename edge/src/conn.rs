@@ -581,13 +581,14 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
     }
     // History: read what is to be replayed while live frames are held.
     let (after, limit) = match &recover {
-        Some(p) => (p.seq, history_size),
+        Some(p) => (p.seq, history_size.min(REPLAY_PAGE)),
         None => (0, 0),
     };
     let page = hub.backplane().read_history(app, &channel, after, limit).await;
     let (recovered, replay, position) = match (&recover, page) {
         (Some(from), Ok(page)) if page.epoch == from.epoch && page.complete => {
-            let last = page.messages.last().map_or(from.seq, |m| m.seq);
+            // The replay goes on past this page up to the channel's newest.
+            let last = page.messages.last().map_or(from.seq, |m| m.seq).max(page.last_seq);
             (true, page.messages, Position { seq: last, epoch: page.epoch })
         }
         (_, Ok(page)) => (false, Vec::new(), Position { seq: page.last_seq, epoch: page.epoch }),
@@ -606,22 +607,71 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         position: Some(client::StreamPosition { seq: position.seq, epoch: position.epoch.clone() }),
     };
     let _ = outbox.push(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
-    let mut replayed = if recovered { position.seq } else { 0 };
-    for entry in replay {
-        let at = Position { seq: entry.seq, epoch: position.epoch.clone() };
-        match crate::hub::encode_replay(&channel, entry.payload, &at) {
-            Ok(frame) => {
-                if outbox.push(frame).is_err() {
-                    break;
-                }
-                metrics::counter!("herald_recovered_messages_total").increment(1);
-            }
-            Err(e) => tracing::warn!(%app, %channel, error = %e, "undecodable stored message skipped"),
-        }
-        replayed = replayed.max(entry.seq);
-    }
+    let replayed = match (&recover, recovered) {
+        (Some(from), true) => replay_all(hub, app, &channel, outbox, from.seq, replay, &position.epoch).await,
+        _ => 0,
+    };
     hub.release(app, &channel, session.id, replayed);
     None
+}
+
+/// Messages per history read of a replay.
+const REPLAY_PAGE: usize = 256;
+
+/// Replays a recovering subscriber's history after `from`: `first` (the first page),
+/// then page after page until the channel's newest message, each message
+/// pushed once the send queue has room (a long replay never overflows it).
+/// Returns the last sequence replayed, so that the live frames held
+/// meanwhile follow it with no gap and no duplicate. If a later page cannot
+/// be read, or the stream changed epoch meanwhile, the connection is closed
+/// (the client reconnects and recovers from what it got): a replay that
+/// stopped short must not be followed by live frames.
+async fn replay_all(
+    hub: &Hub,
+    app: &herald_proto::AppId,
+    channel: &ChannelName,
+    outbox: &Outbox,
+    from: u64,
+    first: Vec<crate::history::HistoryEntry>,
+    epoch: &str,
+) -> u64 {
+    let mut replayed = from;
+    let mut page = first;
+    loop {
+        let full = page.len() == REPLAY_PAGE;
+        for entry in page {
+            if !outbox.room().await {
+                return replayed;
+            }
+            let at = Position { seq: entry.seq, epoch: epoch.to_owned() };
+            match crate::hub::encode_replay(channel, entry.payload, &at) {
+                Ok(frame) => {
+                    if outbox.push(frame).is_err() {
+                        return replayed;
+                    }
+                    metrics::counter!("herald_recovered_messages_total").increment(1);
+                }
+                Err(e) => tracing::warn!(%app, %channel, error = %e, "undecodable stored message skipped"),
+            }
+            replayed = replayed.max(entry.seq);
+        }
+        if !full {
+            return replayed;
+        }
+        match hub.backplane().read_history(app, channel, replayed, REPLAY_PAGE).await {
+            Ok(next) if next.epoch == epoch => page = next.messages,
+            Ok(_) => {
+                tracing::info!(%app, %channel, "history stream changed during a replay; closing the connection");
+                outbox.close(CloseCode::BackplaneUnavailable, "history changed during the replay; reconnect");
+                return replayed;
+            }
+            Err(e) => {
+                tracing::warn!(%app, %channel, error = %e, "history read failed during a replay; closing the connection");
+                outbox.close(CloseCode::BackplaneUnavailable, "history unavailable during the replay; reconnect");
+                return replayed;
+            }
+        }
+    }
 }
 
 async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: client::Publish) -> Bytes {

@@ -238,6 +238,25 @@ impl Outbox {
         }
     }
 
+    /// Waits until at most half of each bound is taken, so that a sender
+    /// of many frames (a history replay) can go on without overflowing.
+    /// Returns `false` once the connection is closing. Polls every
+    /// millisecond: no wake-up is added to the writer's path.
+    pub async fn room(&self) -> bool {
+        loop {
+            {
+                let state = self.lock();
+                if state.close.is_some() || state.closed {
+                    return false;
+                }
+                if state.len() * 2 <= self.max_frames && state.bytes * 2 <= self.max_bytes {
+                    return true;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Whether a close was requested.
     #[must_use]
     pub fn is_closing(&self) -> bool {

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use herald_edge::EdgeConfig;
 use herald_edge::backplane::{Backplane, HistorySpec};
 use herald_edge::testing::*;
@@ -286,4 +287,61 @@ async fn history_survives_a_nats_kill_and_live_delivery_has_no_gap_after_it() {
     let page = cp.read_history(&app, &channel, 0, 100).await.expect("history");
     assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), acked);
     assert!(page.complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_waits_for_room_in_the_send_queue_and_live_messages_follow_it() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("long", history(10_000))]).await;
+    let (app, ns) = (AppId::new("app1").expect("app"), NamespaceName::new("long").expect("ns"));
+    let spec = HistorySpec { size: 10_000, ttl: Duration::from_secs(3600), max_bytes: 64 << 20, replicas: 1 };
+    cp.ensure_history(&app, &ns, &spec).await.expect("stream");
+    // A send queue of 128 KiB; the replay below is 16 MiB.
+    let small_queue = EdgeConfig { send_queue_bytes: herald_proto::units::ByteSize::kib(128), ..config(&auth) };
+    let a = TestEdge::start(small_queue, nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let channel = ChannelName::new("long:x").expect("channel");
+    let message = |i: u32| bus::ChannelMessage {
+        app_id: "app1".into(),
+        channel: "long:x".into(),
+        data: Bytes::from(vec![(i % 251) as u8; 4096]),
+        id: format!("m{i}"),
+        ..Default::default()
+    };
+
+    let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    let from = subscribed(&sub.subscribe("long:x").await).position.expect("position");
+    drop(sub);
+    let mut seqs = Vec::new();
+    for i in 0..4_000 {
+        seqs.push(cp.publish_history(&app, &channel, &message(i)).await.expect("stored").seq);
+    }
+    let (mut back, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    let result = subscribed(&back.subscribe_from("long:x", from.seq, &from.epoch).await);
+    assert!(result.recovered, "{result:?}");
+    // More are published while the replay waits for the reader, which does
+    // not read for a second.
+    let live = {
+        let (cp, app, channel) = (cp.clone(), app.clone(), channel.clone());
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 4_000..4_050 {
+                seqs.push(cp.publish_history(&app, &channel, &message(i)).await.expect("stored").seq);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seqs
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, seq) in seqs.iter().enumerate() {
+        let m = back.message().await;
+        assert_eq!((m.seq, m.data.len(), m.data[0]), (*seq, 4096, (i % 251) as u8), "replayed message {i}");
+    }
+    for (i, seq) in live.await.expect("live publisher").iter().enumerate() {
+        let m = back.message().await;
+        assert_eq!((m.seq, m.data[0]), (*seq, ((4_000 + i) % 251) as u8), "live message {i}");
+    }
+    assert!(back.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicate, still open");
+    assert!(is_ok(&back.subscribe("plain").await), "the connection is still open");
+    cp.drop_history(&app, &ns).await.expect("drop");
 }
