@@ -62,14 +62,35 @@ impl Cluster {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// Every member of a channel over REST, page after page.
     async fn members(&self, channel: &str) -> Result<Vec<String>> {
-        let answer = self.get(&format!("/channels/{channel}/presence")).await?;
-        Ok(answer["members"]
+        let mut members = Vec::new();
+        let mut query = String::new();
+        loop {
+            let answer = self.get(&format!("/channels/{channel}/presence{query}")).await?;
+            members.extend(
+                answer["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|m| m["client_id"].as_str().map(str::to_owned)),
+            );
+            match answer["next"].as_str() {
+                Some(next) => query = format!("?after={next}"),
+                None => return Ok(members),
+            }
+        }
+    }
+
+    /// A channel's subscribers across edges, from the channel list.
+    async fn subscribers(&self, channel: &str) -> Result<Option<u64>> {
+        let channels = self.get("/channels").await?;
+        Ok(channels["channels"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|m| m["client_id"].as_str().map(str::to_owned))
-            .collect())
+            .find(|ch| ch["name"] == channel)
+            .and_then(|ch| ch["subscribers"].as_u64()))
     }
 
     fn client(&self, name: &str) -> herald_sdk::ClientBuilder {
@@ -148,7 +169,10 @@ async fn history_is_recovered_with_no_gap_across_an_edge_sigkill_and_a_nats_rest
 
     // The backend reads the same history.
     let page = c.get("/channels/hist:feed/history?since=0&limit=1000").await?;
-    assert_eq!(page["messages"].as_array().map(Vec::len), Some(acked.len().min(1000)));
+    // (A publish stored while NATS restarted may have lost only its answer:
+    // history may hold more than was acknowledged, never less.)
+    let held = page["messages"].as_array().map_or(0, Vec::len);
+    assert!((acked.len().min(1000)..=1000).contains(&held), "{held} held, {} acknowledged", acked.len());
     Ok(())
 }
 
@@ -185,19 +209,10 @@ async fn members_join_and_leave_across_edges_and_a_killed_edge_leaves_no_ghost()
     .await??;
     assert_eq!(alice.presence("room:1").await?.len(), 2);
     within("subscriber counts", async {
-        loop {
-            let channels = c.get("/channels").await?;
-            let count = channels["channels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|ch| ch["name"] == "room:1")
-                .and_then(|ch| ch["subscribers"].as_u64());
-            if count == Some(2) {
-                return Ok::<_, anyhow::Error>(());
-            }
+        while c.subscribers("room:1").await? != Some(2) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok::<_, anyhow::Error>(())
     })
     .await??;
 
@@ -215,6 +230,112 @@ async fn members_join_and_leave_across_edges_and_a_killed_edge_leaves_no_ghost()
     within("no ghost over REST", async {
         while c.members("room:1").await? != ["alice"] {
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    Ok(())
+}
+
+/// A presence channel with 10,000 members, each its own client id on its own
+/// connection, half on each edge: the control plane lists them all (in
+/// pages), a member's connection lists them all, the channel list counts
+/// them; members that leave and an edge that is SIGKILLed take their
+/// entries with them. (Needs about 10,000 open files in this process and
+/// 5,000 in each edge's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presence_channel_with_ten_thousand_members() -> Result<()> {
+    const MEMBERS: usize = 10_000;
+    let mut c = cluster(&nats_url()).await?;
+    c.put_namespace("hall", r#"{"presence": true}"#).await?;
+    let alice = c.client("alice").connect().await?;
+    let _hall = alice.subscribe("hall:main").await?;
+
+    // Tokens, then connections (64 at a time), each subscribed as a member.
+    let publisher = std::sync::Arc::new(c.publisher.clone());
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut joins = Vec::with_capacity(MEMBERS);
+    for i in 0..MEMBERS {
+        let (publisher, gate) = (publisher.clone(), gate.clone());
+        let edge = if i % 2 == 0 { c.a.addr } else { c.b.addr };
+        joins.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let request = TokenRequest::new(format!("m{i:05}"))
+                .allow("hall:*", ["subscribe", "presence"])
+                .info(serde_json::json!({"n": i}));
+            let token = publisher.mint_token(&request).await?.token;
+            let mut conn = herald_bench::Conn::connect(edge, &token).await?;
+            conn.subscribe("hall:main").await?;
+            Ok::<_, anyhow::Error>((i, conn))
+        }));
+    }
+    let mut conns = Vec::with_capacity(MEMBERS);
+    for join in joins {
+        conns.push(within("a member's join", join).await???);
+    }
+    let total = MEMBERS + 1;
+    let expected: Vec<String> =
+        std::iter::once("alice".to_owned()).chain((0..MEMBERS).map(|i| format!("m{i:05}"))).collect();
+    within("every member over REST", async {
+        while c.members("hall:main").await? != expected {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    let first = c.get("/channels/hall:main/presence").await?;
+    assert_eq!((first["count"].as_u64(), first["members"].as_array().map(Vec::len)), (Some(total as u64), Some(1000)));
+    assert_eq!(first["members"][1]["info"], serde_json::json!({"n": 0}));
+    within("every member over the connection", async {
+        loop {
+            let listed = alice.presence("hall:main").await?;
+            if listed.len() == total {
+                let ids: Vec<String> = listed.into_iter().map(|m| m.client_id).collect();
+                assert_eq!(ids, expected);
+                return Ok::<_, anyhow::Error>(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await??;
+    within("the subscriber count", async {
+        while c.subscribers("hall:main").await? != Some(total as u64) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+
+    // 4,000 members close their connections.
+    let (gone, stay): (Vec<_>, Vec<_>) = conns.into_iter().partition(|(i, _)| i % 5 < 2);
+    drop(gone);
+    let expected: Vec<String> =
+        std::iter::once("alice".to_owned()).chain(stay.iter().map(|(i, _)| format!("m{i:05}"))).collect();
+    within("the leaves over REST", async {
+        while c.members("hall:main").await? != expected {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    assert_eq!(alice.presence("hall:main").await?.len(), expected.len());
+
+    // Edge B dies without a word: its 3,000 members expire.
+    c.b.process.kill();
+    let expected: Vec<String> = std::iter::once("alice".to_owned())
+        .chain(stay.iter().filter(|(i, _)| i % 2 == 0).map(|(i, _)| format!("m{i:05}")))
+        .collect();
+    within("no ghost after the kill", async {
+        while c.members("hall:main").await? != expected {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    // Edge A drops them on the same TTL, checked every second.
+    within("no ghost on edge A", async {
+        while alice.presence("hall:main").await?.len() != expected.len() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
         Ok::<_, anyhow::Error>(())
     })
