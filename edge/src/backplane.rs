@@ -192,6 +192,8 @@ impl Backplane {
         let sink: Arc<OnceLock<Arc<dyn Sink>>> = Arc::new(OnceLock::new());
         let connected = Arc::new(AtomicBool::new(false));
         let events_connected = connected.clone();
+        let known_epochs: Arc<Mutex<KnownEpochs>> = Arc::default();
+        let events_epochs = known_epochs.clone();
         let client = async_nats::ConnectOptions::new()
             .name(&options.connection_name)
             .subscription_capacity(options.subscription_capacity)
@@ -200,9 +202,14 @@ impl Backplane {
             .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2_000)))
             .event_callback(move |event| {
                 let connected = events_connected.clone();
+                let epochs = events_epochs.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            // Stream advisories sent while disconnected were
+                            // missed, and the server may have lost its
+                            // storage: every cached epoch is suspect.
+                            forget_all_epochs(&epochs);
                             connected.store(true, Ordering::Release);
                             tracing::info!("backplane connected");
                             metrics::gauge!("herald_backplane_connected").set(1.0);
@@ -226,8 +233,7 @@ impl Backplane {
             .map_err(|e| BackplaneError::Unavailable(format!("connect to {url}: {e}")))?;
         connected.store(true, Ordering::Release);
         metrics::gauge!("herald_backplane_connected").set(1.0);
-        let epochs =
-            Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: Mutex::new(HashMap::new()) });
+        let epochs = Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: known_epochs });
         let nats = NatsBackplane {
             client,
             subjects,
@@ -236,8 +242,10 @@ impl Backplane {
             connected,
             control_task: Mutex::new(None),
             serve_task: Mutex::new(None),
+            advisory_task: Mutex::new(None),
             epochs,
         };
+        nats.watch_streams().await?;
         Ok(Self { inner: Arc::new(Inner::Nats(nats)) })
     }
 
@@ -584,7 +592,7 @@ impl Backplane {
     pub async fn close(&self) {
         if let Inner::Nats(n) = &*self.inner {
             let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
-            for task in [&n.control_task, &n.serve_task] {
+            for task in [&n.control_task, &n.serve_task, &n.advisory_task] {
                 if let Some(task) = lock(task).take() {
                     task.abort();
                 }
@@ -626,17 +634,46 @@ struct NatsBackplane {
     connected: Arc<AtomicBool>,
     control_task: Mutex<Option<JoinHandle<()>>>,
     serve_task: Mutex<Option<JoinHandle<()>>>,
+    /// Forgets the epoch of a stream JetStream announces as created or
+    /// deleted.
+    advisory_task: Mutex<Option<JoinHandle<()>>>,
     epochs: Arc<Epochs>,
+}
+
+impl Drop for NatsBackplane {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.advisory_task).take() {
+            task.abort();
+        }
+    }
 }
 
 /// The epochs of the history streams this process met, by stream name.
 ///
 /// A stream's epoch is its creation time (ns). It is looked up once per
-/// stream; a sequence number that does not grow (the stream was recreated)
-/// makes the next lookup ask JetStream again, at most once per second.
+/// stream and kept until it may have changed:
+///
+/// - JetStream announces (stream advisories) that a stream of this subject
+///   space was created or deleted: that stream's epoch is forgotten;
+/// - the NATS connection is re-established (advisories sent meanwhile were
+///   missed, and the server may have lost its storage): every epoch is
+///   forgotten;
+/// - a sequence number that does not grow (the stream was recreated and its
+///   advisory not seen yet) makes the next lookup ask JetStream again, at
+///   most once per second.
+///
+/// A lookup that was under way when epochs were forgotten does not keep
+/// what it read (it may describe the stream that is gone).
 struct Epochs {
     js: async_nats::jetstream::Context,
-    known: Mutex<HashMap<String, KnownEpoch>>,
+    known: Arc<Mutex<KnownEpochs>>,
+}
+
+#[derive(Default)]
+struct KnownEpochs {
+    streams: HashMap<String, KnownEpoch>,
+    /// Bumped whenever epochs are forgotten.
+    generation: u64,
 }
 
 struct KnownEpoch {
@@ -649,38 +686,57 @@ fn epoch_of(info: &async_nats::jetstream::stream::Info) -> String {
     info.created.unix_timestamp_nanos().to_string()
 }
 
+fn forget_all_epochs(known: &Mutex<KnownEpochs>) {
+    let mut known = lock(known);
+    known.streams.clear();
+    known.generation += 1;
+}
+
 impl Epochs {
     /// The epoch of `stream`, for a message with sequence `seq`.
     async fn get(&self, stream: &str, seq: u64) -> Option<String> {
-        {
+        let mut generation = {
             let mut known = lock(&self.known);
-            if let Some(k) = known.get_mut(stream)
+            if let Some(k) = known.streams.get_mut(stream)
                 && (seq > k.last_seq || k.checked.elapsed() < Duration::from_secs(1))
             {
                 k.last_seq = k.last_seq.max(seq);
                 return Some(k.epoch.clone());
             }
-        }
-        match self.js.get_stream(stream).await {
-            Ok(s) => {
-                let info = s.cached_info();
-                let epoch = epoch_of(info);
+            known.generation
+        };
+        // Asked again when epochs were forgotten meanwhile: the first answer
+        // may be the deleted stream's.
+        for attempt in 0..2 {
+            let info = match self.js.get_stream(stream).await {
+                Ok(s) => s.cached_info().clone(),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "history stream epoch unknown");
+                    return None;
+                }
+            };
+            let epoch = epoch_of(&info);
+            let mut known = lock(&self.known);
+            if known.generation == generation {
                 let last_seq = info.state.last_sequence.max(seq);
-                lock(&self.known).insert(
+                known.streams.insert(
                     stream.to_owned(),
                     KnownEpoch { epoch: epoch.clone(), last_seq, checked: std::time::Instant::now() },
                 );
-                Some(epoch)
+                return Some(epoch);
             }
-            Err(e) => {
-                tracing::warn!(stream, error = %e, "history stream epoch unknown");
-                None
+            if attempt == 1 {
+                return Some(epoch);
             }
+            generation = known.generation;
         }
+        None
     }
 
     fn forget(&self, stream: &str) {
-        lock(&self.known).remove(stream);
+        let mut known = lock(&self.known);
+        known.streams.remove(stream);
+        known.generation += 1;
     }
 }
 
@@ -694,6 +750,10 @@ fn republished(msg: &async_nats::Message) -> Option<(&str, u64, u64)> {
         headers.get(async_nats::header::NATS_LAST_SEQUENCE).and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
     Some((stream, seq, previous))
 }
+
+/// The JetStream stream advisories after which a stream's epoch is looked
+/// up again (`$JS.EVENT.ADVISORY.STREAM.<kind>.<stream>`).
+const STREAM_ADVISORIES: [&str; 2] = ["CREATED", "DELETED"];
 
 fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     use async_nats::jetstream::context::GetStreamErrorKind;
@@ -734,6 +794,37 @@ impl NatsBackplane {
         }
     }
 
+    /// Follows JetStream's advisories about created and deleted streams, and
+    /// forgets the epoch of those of this subject space (a stream deleted
+    /// and created again has a new epoch, while its sequence numbers may
+    /// look like a continuation to an edge that saw only some of them).
+    async fn watch_streams(&self) -> Result<(), BackplaneError> {
+        let mut subscribers = Vec::with_capacity(STREAM_ADVISORIES.len());
+        for kind in STREAM_ADVISORIES {
+            let subject = format!("$JS.EVENT.ADVISORY.STREAM.{kind}.*");
+            let sub = self.client.subscribe(subject).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+            subscribers.push(sub);
+        }
+        self.timed("the advisory subscription", self.sync()).await?;
+        let prefix = self.subjects.history_stream_prefix();
+        let epochs = self.epochs.clone();
+        let task = tokio::spawn(async move {
+            let mut advisories = futures_util::stream::select_all(subscribers);
+            while let Some(msg) = advisories.next().await {
+                // Stream names hold no dot: the last token is the name.
+                let Some((_, stream)) = msg.subject.as_str().rsplit_once('.') else { continue };
+                if stream.starts_with(&prefix) {
+                    tracing::debug!(stream, advisory = %msg.subject, "history stream changed; its epoch is looked up again");
+                    epochs.forget(stream);
+                }
+            }
+        });
+        if let Some(old) = lock(&self.advisory_task).replace(task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
     async fn attach(&self, sink: Arc<dyn Sink>) -> Result<(), BackplaneError> {
         if self.sink.set(sink.clone()).is_err() {
             return Ok(());
@@ -768,21 +859,25 @@ impl NatsBackplane {
         let epochs = self.epochs.clone();
         let gap_limit = self.options.subscription_capacity;
         let task = tokio::spawn(async move {
-            // The sequence of the last history message delivered here.
-            let mut last: Option<u64> = None;
+            // The epoch and sequence of the last history message delivered
+            // here.
+            let mut last: Option<(String, u64)> = None;
             while let Some(msg) = sub.next().await {
                 let Some((stream, seq, previous)) = republished(&msg) else {
                     sink.deliver(&app, &channel, id, msg.payload, None);
                     continue;
                 };
-                if last.is_some_and(|l| seq <= l) {
-                    continue; // already delivered by a gap fill
-                }
                 let Some(epoch) = epochs.get(stream, seq).await else {
                     sink.deliver(&app, &channel, id, msg.payload, None);
                     continue;
                 };
-                if let Some(l) = last
+                // Sequences compare within one stream: a stream created
+                // again counts from 1, none of its messages was delivered.
+                let delivered = last.as_ref().map(|(e, l)| if *e == epoch { *l } else { 0 });
+                if delivered.is_some_and(|l| seq <= l) {
+                    continue; // already delivered by a gap fill
+                }
+                if let Some(l) = delivered
                     && previous > l
                 {
                     // Messages of this channel were stored but never reached
@@ -794,6 +889,9 @@ impl NatsBackplane {
                         && let Some(ns) = channel.namespace_name()
                     {
                         match n.read_history(&app, &ns, &channel, l, gap_limit).await {
+                            Ok(page) if page.epoch != epoch => {
+                                tracing::warn!(%app, %channel, "history gap not filled: the stream changed again");
+                            }
                             Ok(page) => {
                                 for m in page.messages.into_iter().filter(|m| m.seq < seq) {
                                     let at = Position { seq: m.seq, epoch: epoch.clone() };
@@ -804,8 +902,9 @@ impl NatsBackplane {
                         }
                     }
                 }
-                last = Some(seq);
-                sink.deliver(&app, &channel, id, msg.payload, Some(&Position { seq, epoch }));
+                let at = Position { seq, epoch };
+                sink.deliver(&app, &channel, id, msg.payload, Some(&at));
+                last = Some((at.epoch, seq));
             }
         });
         Ok(SubscriptionInner::Nats(task))
