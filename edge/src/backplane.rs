@@ -22,6 +22,9 @@
 //!   message is published into the stream ([`Backplane::publish_history`]),
 //!   which stores it and republishes it on the channel subject with its
 //!   sequence, so live subscribers get the [`Position`] with the message.
+//!   When no stream takes a history message, the namespace's options are
+//!   asked of the control plane again; if it still keeps history, its lost
+//!   stream is created again and the message sent once more.
 //!   [`Backplane::read_history`] reads a channel back.
 //! - **Namespaces**: edges ask the control plane for an app's namespace
 //!   options by request/reply ([`Backplane::fetch_namespaces`],
@@ -47,7 +50,7 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use crate::history::LocalHistory;
-pub use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position};
+pub use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 
 /// Receives what the backplane delivers. Implemented by the edge's hub.
 pub trait Sink: Send + Sync + 'static {
@@ -84,6 +87,13 @@ pub trait NamespaceSource: Send + Sync + 'static {
     /// The app's configured namespaces; `None` when the app does not exist;
     /// an error (a description) when they cannot be looked up now.
     fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>>;
+
+    /// The bounds every history stream gets, sent along with the
+    /// namespaces (a publisher that finds a stream lost creates it again
+    /// with them).
+    fn history_bounds(&self) -> StreamBounds {
+        StreamBounds::DEFAULT
+    }
 }
 
 /// Why a backplane operation failed.
@@ -129,6 +139,9 @@ impl Default for NatsOptions {
 #[derive(Clone)]
 pub struct Backplane {
     inner: Arc<Inner>,
+    /// Held while a lost history stream is created again: one at a time,
+    /// and the publishes that failed meanwhile find it there.
+    recreating: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[allow(clippy::large_enum_variant)] // one per process, behind an Arc
@@ -246,7 +259,7 @@ impl Backplane {
             epochs,
         };
         nats.watch_streams().await?;
-        Ok(Self { inner: Arc::new(Inner::Nats(nats)) })
+        Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
     }
 
     /// A handle on the in-process `bus`.
@@ -254,7 +267,7 @@ impl Backplane {
     pub fn local(bus: &LocalBus) -> Self {
         let id = bus.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let handle = LocalHandle { bus: bus.inner.clone(), id, sink: OnceLock::new() };
-        Self { inner: Arc::new(Inner::Local(handle)) }
+        Self { inner: Arc::new(Inner::Local(handle)), recreating: Arc::default() }
     }
 
     /// Attaches the receiver of deliveries and control events. Only the
@@ -408,11 +421,17 @@ impl Backplane {
     /// the position once stored. The message id doubles as the stream's
     /// de-duplication id.
     ///
+    /// When no stream takes the message, the control plane is asked for the
+    /// namespace's options: if they still keep history, the stream was lost
+    /// (deleted behind Herald's back, or NATS lost its data); it is created
+    /// again from them and the message sent once more.
+    ///
     /// # Errors
     ///
-    /// [`BackplaneError::NoHistory`] when the channel has no namespace or
-    /// the namespace no stream; `Unavailable` when JetStream did not store
-    /// it in time.
+    /// [`BackplaneError::NoHistory`] when the channel has no namespace, or
+    /// the namespace no stream and none could be created (its namespace
+    /// keeps no history, or the control plane or JetStream did not answer);
+    /// `Unavailable` when JetStream did not store it in time.
     pub async fn publish_history(
         &self,
         app: &AppId,
@@ -421,10 +440,62 @@ impl Backplane {
     ) -> Result<Position, BackplaneError> {
         let ns = history_namespace(channel)?;
         let payload = Bytes::from(message.encode_to_vec());
-        match &*self.inner {
-            Inner::Nats(n) => n.publish_history(app, &ns, channel, &message.id, payload).await,
-            Inner::Local(l) => l.bus.publish_history(app, &ns, channel, payload),
+        let reason = match self.store_history(app, &ns, channel, &message.id, payload.clone()).await {
+            Err(BackplaneError::NoHistory(reason)) => reason,
+            other => return other,
+        };
+        let recreating = self.recreating.lock().await;
+        // Another publish may have created it while this one waited.
+        match self.store_history(app, &ns, channel, &message.id, payload.clone()).await {
+            Err(BackplaneError::NoHistory(_)) => {}
+            other => return other,
         }
+        let spec = match self.current_history_spec(app, &ns).await {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return Err(BackplaneError::NoHistory(reason)),
+            Err(e) => {
+                tracing::warn!(%app, namespace = %ns, error = %e, "history stream missing; namespace not looked up");
+                return Err(BackplaneError::NoHistory(format!("{reason}; its namespace was not looked up: {e}")));
+            }
+        };
+        if let Err(e) = self.ensure_history(app, &ns, &spec).await {
+            tracing::warn!(%app, namespace = %ns, error = %e, "history stream missing and not created again");
+            return Err(BackplaneError::NoHistory(format!("{reason}; creating it again failed: {e}")));
+        }
+        drop(recreating);
+        tracing::warn!(%app, namespace = %ns, "history stream was missing; created it again, empty");
+        metrics::counter!("herald_history_streams_recreated_total").increment(1);
+        self.store_history(app, &ns, channel, &message.id, payload).await
+    }
+
+    async fn store_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<Position, BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish_history(app, ns, channel, message_id, payload).await,
+            Inner::Local(l) => l.bus.publish_history(app, ns, channel, payload),
+        }
+    }
+
+    /// The bounds of the namespace's stream as the control plane has them
+    /// now; `None` when the namespace (or the app) keeps no history.
+    async fn current_history_spec(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+    ) -> Result<Option<HistorySpec>, BackplaneError> {
+        let Some((namespaces, bounds)) = self.namespace_list(app).await? else { return Ok(None) };
+        Ok(namespaces
+            .iter()
+            .find(|n| n.name == ns.as_str())
+            .and_then(|n| n.options)
+            .filter(crate::namespaces::keeps_history)
+            .map(|options| HistorySpec::new(&options, bounds)))
     }
 
     /// Reads up to `limit` messages of a channel with history after
@@ -476,18 +547,24 @@ impl Backplane {
     /// [`BackplaneError::Unavailable`] when no control plane answered in
     /// time.
     pub async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BackplaneError> {
+        Ok(self.namespace_list(app).await?.map(|(namespaces, _)| namespaces))
+    }
+
+    /// Like [`Self::fetch_namespaces`], with the bounds of history streams.
+    async fn namespace_list(&self, app: &AppId) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BackplaneError> {
         match &*self.inner {
             Inner::Nats(n) => n.fetch_namespaces(app).await,
             Inner::Local(l) => {
                 let source = lock(&l.bus.namespaces).clone();
                 match source {
-                    Some(source) => source
+                    Some(source) => Ok(source
                         .namespaces(app.clone())
                         .await
-                        .map_err(|e| BackplaneError::Unavailable(format!("namespace lookup: {e}"))),
+                        .map_err(|e| BackplaneError::Unavailable(format!("namespace lookup: {e}")))?
+                        .map(|namespaces| (namespaces, source.history_bounds()))),
                     // An in-process bus without a control plane: nothing is
                     // configured, every channel takes the defaults.
-                    None => Ok(Some(Vec::new())),
+                    None => Ok(Some((Vec::new(), StreamBounds::DEFAULT))),
                 }
             }
         }
@@ -1085,8 +1162,15 @@ impl NatsBackplane {
             let (client, subjects, source) = (client.clone(), subjects.clone(), source.clone());
             async move {
                 let (Some(reply), Some(app)) = (msg.reply, subjects.parse_namespaces(&msg.subject)) else { return };
+                let bounds = source.history_bounds();
                 let list = match source.namespaces(app).await {
-                    Ok(Some(namespaces)) => bus::NamespaceList { app_exists: true, namespaces, error: String::new() },
+                    Ok(Some(namespaces)) => bus::NamespaceList {
+                        app_exists: true,
+                        namespaces,
+                        error: String::new(),
+                        history_max_bytes: bounds.max_bytes,
+                        history_replicas: u32::from(bounds.replicas),
+                    },
                     Ok(None) => bus::NamespaceList::default(),
                     Err(error) => bus::NamespaceList { error, ..Default::default() },
                 };
@@ -1101,7 +1185,10 @@ impl NatsBackplane {
         Ok(())
     }
 
-    async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BackplaneError> {
+    async fn fetch_namespaces(
+        &self,
+        app: &AppId,
+    ) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BackplaneError> {
         use async_nats::RequestErrorKind;
         self.check_connected()?;
         let subject = self.subjects.namespaces(app);
@@ -1120,7 +1207,8 @@ impl NatsBackplane {
         if !list.error.is_empty() {
             return Err(BackplaneError::Unavailable(format!("namespace lookup: {}", list.error)));
         }
-        Ok(list.app_exists.then_some(list.namespaces))
+        let bounds = StreamBounds::from_list(&list);
+        Ok(list.app_exists.then_some((list.namespaces, bounds)))
     }
 
     /// Subscribes to `subject` and waits until NATS holds the interest

@@ -9,6 +9,7 @@ use herald_edge::backplane::{Backplane, HistorySpec};
 use herald_edge::testing::*;
 use herald_proto::client::{self, presence_event, reply, reply_ok};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
+use prost::Message as _;
 
 const ALL: &str = r#"{"*": ["subscribe", "publish", "presence", "history"]}"#;
 
@@ -331,5 +332,27 @@ async fn a_stream_created_again_gets_a_new_epoch_on_an_edge_that_met_the_old_one
     assert_eq!(first.seq, 1);
     let m = within(Duration::from_secs(5), "the new stream's first message", sub.message()).await;
     assert_eq!((m.seq, m.epoch.as_str()), (first.seq, first.epoch.as_str()));
+    drop_history(&cp, "hist").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_publish_recreates_a_lost_stream() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("hist", history(100))]).await;
+    with_history(&cp, "hist", 100).await;
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let (mut publisher, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
+    let before = published(&publisher.publish("hist:room", b"before").await);
+    // The stream is deleted behind Herald's back.
+    drop_history(&cp, "hist").await;
+    let after = published(&publisher.publish("hist:room", b"after").await);
+    assert_ne!(after.epoch, before.epoch);
+    let app = AppId::new("app1").expect("app");
+    let page = cp.read_history(&app, &ChannelName::new("hist:room").expect("channel"), 0, 10).await.expect("history");
+    assert_eq!(page.epoch, after.epoch);
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [after.seq]);
+    let data = bus::ChannelMessage::decode(page.messages[0].payload.clone()).expect("decodable").data;
+    assert_eq!(&data[..], b"after");
     drop_history(&cp, "hist").await;
 }
