@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use herald_edge::backplane::{BackplaneError, HistorySpec, NamespaceSource};
+use herald_edge::backplane::{BackplaneError, HistorySpec, NamespaceSource, StreamBounds};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
 
 use crate::auth::{Principal, TtlCache};
@@ -145,12 +145,12 @@ impl Core {
     }
 
     fn history_spec(&self, o: &bus::NamespaceOptions) -> HistorySpec {
-        HistorySpec {
-            size: o.history_size,
-            ttl: Duration::from_millis(o.history_ttl_ms),
-            max_bytes: self.config.history_stream_max_bytes,
-            replicas: self.config.history_replicas,
-        }
+        HistorySpec::new(o, self.stream_bounds())
+    }
+
+    /// The bounds every history stream gets (configuration).
+    fn stream_bounds(&self) -> StreamBounds {
+        StreamBounds { max_bytes: self.config.history_stream_max_bytes, replicas: self.config.history_replicas }
     }
 
     /// Reads are open to the admin and the app's own keys.
@@ -366,10 +366,16 @@ fn history_error(e: BackplaneError) -> ApiError {
     }
 }
 
-/// Answers edges' namespace requests from the database.
+/// Answers edges' namespace requests from the database, with the bounds of
+/// history streams (a publisher that finds a stream lost creates it again
+/// with them).
 pub(crate) struct Source(pub(crate) Weak<Core>);
 
 impl NamespaceSource for Source {
+    fn history_bounds(&self) -> StreamBounds {
+        self.0.upgrade().map_or(StreamBounds::DEFAULT, |core| core.stream_bounds())
+    }
+
     fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {
         let core = self.0.clone();
         Box::pin(async move {

@@ -509,8 +509,9 @@ impl Publisher {
             shared.finish(app, channel, idem, sent.is_ok()).await;
         }
         let position = sent.map_err(|e| match e {
-            // The namespace's history was turned off (or its stream lost)
-            // since this replica looked: the message was not accepted.
+            // The namespace's history was turned off since this replica
+            // looked, or its stream was lost and could not be created
+            // again: the message was not accepted.
             BackplaneError::NoHistory(reason) => {
                 tracing::warn!(%app, %channel, %reason, "history publish found no stream");
                 ApiError::unavailable(

@@ -371,6 +371,43 @@ async fn history_streams_come_back_when_the_control_plane_restarts() -> Result<(
     Ok(())
 }
 
+#[tokio::test]
+async fn a_publish_creates_a_lost_history_stream_again() -> Result<()> {
+    let subjects = common::subjects();
+    let server = Server::start_with(
+        TestDb::postgres().await?,
+        common::nats_backplane_at(common::NATS_URL, subjects.clone()).await?,
+        subjects.clone(),
+        |c| c.history_stream_max_bytes = 1 << 20,
+    )
+    .await?;
+    let http = Http::default();
+    let (app, _, key) = app_with_key(&http, &server, None).await?;
+    assert_eq!(put_ns(&http, &server, &app, "h", json!({"history_size": 10, "history_ttl": "10m"})).await?.status, 201);
+    let before = publish(&http, &server, &app, &key, "h:x", json!(1)).await?;
+    // The stream is deleted behind Herald's back.
+    let probe = common::nats_backplane_at(common::NATS_URL, subjects.clone()).await?;
+    let (app_id, ns) = (AppId::new(&app)?, herald_proto::NamespaceName::new("h")?);
+    probe.drop_history(&app_id, &ns).await?;
+    // The next publish creates it again and is stored there.
+    let after = publish(&http, &server, &app, &key, "h:x", json!(2)).await?;
+    let epoch = after["position"]["epoch"].as_str().context("epoch")?;
+    assert_ne!(Some(epoch), before["position"]["epoch"].as_str());
+    let url = server.url(&format!("/v1/apps/{app}/channels/h:x/history"));
+    let h = http.get(&url, Some(&key)).await?.json();
+    assert_eq!(h["epoch"].as_str(), Some(epoch));
+    let seq = after["position"]["seq"].as_u64().context("seq")?;
+    assert_eq!(messages(&h), vec![(seq, json!(2))], "{h}");
+    // With the bounds the control plane gives every stream.
+    let js = async_nats::jetstream::new(async_nats::connect(common::NATS_URL).await?);
+    let stream = js.get_stream(subjects.history_stream(&app_id, &ns)).await?;
+    assert_eq!(stream.cached_info().config.max_bytes, 1 << 20);
+    assert_eq!(stream.cached_info().config.max_messages_per_subject, 10);
+    probe.drop_history(&app_id, &ns).await?;
+    server.stop().await;
+    Ok(())
+}
+
 fn entry(channel: &str, conn: &str, client: &str, info: &str) -> bus::PresenceEntry {
     bus::PresenceEntry {
         channel: channel.into(),

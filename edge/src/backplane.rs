@@ -22,6 +22,9 @@
 //!   message is published into the stream ([`Backplane::publish_history`]),
 //!   which stores it and republishes it on the channel subject with its
 //!   sequence, so live subscribers get the [`Position`] with the message.
+//!   When no stream takes a history message, the namespace's options are
+//!   asked of the control plane again; if it still keeps history, its lost
+//!   stream is created again and the message sent once more.
 //!   [`Backplane::read_history`] reads a channel back.
 //! - **Namespaces**: edges ask the control plane for an app's namespace
 //!   options by request/reply ([`Backplane::fetch_namespaces`],
@@ -47,7 +50,7 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use crate::history::LocalHistory;
-pub use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position};
+pub use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 
 /// Receives what the backplane delivers. Implemented by the edge's hub.
 pub trait Sink: Send + Sync + 'static {
@@ -84,6 +87,13 @@ pub trait NamespaceSource: Send + Sync + 'static {
     /// The app's configured namespaces; `None` when the app does not exist;
     /// an error (a description) when they cannot be looked up now.
     fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>>;
+
+    /// The bounds every history stream gets, sent along with the
+    /// namespaces (a publisher that finds a stream lost creates it again
+    /// with them).
+    fn history_bounds(&self) -> StreamBounds {
+        StreamBounds::DEFAULT
+    }
 }
 
 /// Why a backplane operation failed.
@@ -129,6 +139,9 @@ impl Default for NatsOptions {
 #[derive(Clone)]
 pub struct Backplane {
     inner: Arc<Inner>,
+    /// Held while a lost history stream is created again: one at a time,
+    /// and the publishes that failed meanwhile find it there.
+    recreating: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[allow(clippy::large_enum_variant)] // one per process, behind an Arc
@@ -192,6 +205,8 @@ impl Backplane {
         let sink: Arc<OnceLock<Arc<dyn Sink>>> = Arc::new(OnceLock::new());
         let connected = Arc::new(AtomicBool::new(false));
         let events_connected = connected.clone();
+        let known_epochs: Arc<Mutex<KnownEpochs>> = Arc::default();
+        let events_epochs = known_epochs.clone();
         let client = async_nats::ConnectOptions::new()
             .name(&options.connection_name)
             .subscription_capacity(options.subscription_capacity)
@@ -200,9 +215,14 @@ impl Backplane {
             .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2_000)))
             .event_callback(move |event| {
                 let connected = events_connected.clone();
+                let epochs = events_epochs.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            // Stream advisories sent while disconnected were
+                            // missed, and the server may have lost its
+                            // storage: every cached epoch is suspect.
+                            forget_all_epochs(&epochs);
                             connected.store(true, Ordering::Release);
                             tracing::info!("backplane connected");
                             metrics::gauge!("herald_backplane_connected").set(1.0);
@@ -226,8 +246,7 @@ impl Backplane {
             .map_err(|e| BackplaneError::Unavailable(format!("connect to {url}: {e}")))?;
         connected.store(true, Ordering::Release);
         metrics::gauge!("herald_backplane_connected").set(1.0);
-        let epochs =
-            Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: Mutex::new(HashMap::new()) });
+        let epochs = Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: known_epochs });
         let nats = NatsBackplane {
             client,
             subjects,
@@ -236,9 +255,11 @@ impl Backplane {
             connected,
             control_task: Mutex::new(None),
             serve_task: Mutex::new(None),
+            advisory_task: Mutex::new(None),
             epochs,
         };
-        Ok(Self { inner: Arc::new(Inner::Nats(nats)) })
+        nats.watch_streams().await?;
+        Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
     }
 
     /// A handle on the in-process `bus`.
@@ -246,7 +267,7 @@ impl Backplane {
     pub fn local(bus: &LocalBus) -> Self {
         let id = bus.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let handle = LocalHandle { bus: bus.inner.clone(), id, sink: OnceLock::new() };
-        Self { inner: Arc::new(Inner::Local(handle)) }
+        Self { inner: Arc::new(Inner::Local(handle)), recreating: Arc::default() }
     }
 
     /// Attaches the receiver of deliveries and control events. Only the
@@ -400,11 +421,17 @@ impl Backplane {
     /// the position once stored. The message id doubles as the stream's
     /// de-duplication id.
     ///
+    /// When no stream takes the message, the control plane is asked for the
+    /// namespace's options: if they still keep history, the stream was lost
+    /// (deleted behind Herald's back, or NATS lost its data); it is created
+    /// again from them and the message sent once more.
+    ///
     /// # Errors
     ///
-    /// [`BackplaneError::NoHistory`] when the channel has no namespace or
-    /// the namespace no stream; `Unavailable` when JetStream did not store
-    /// it in time.
+    /// [`BackplaneError::NoHistory`] when the channel has no namespace, or
+    /// the namespace no stream and none could be created (its namespace
+    /// keeps no history, or the control plane or JetStream did not answer);
+    /// `Unavailable` when JetStream did not store it in time.
     pub async fn publish_history(
         &self,
         app: &AppId,
@@ -413,10 +440,62 @@ impl Backplane {
     ) -> Result<Position, BackplaneError> {
         let ns = history_namespace(channel)?;
         let payload = Bytes::from(message.encode_to_vec());
-        match &*self.inner {
-            Inner::Nats(n) => n.publish_history(app, &ns, channel, &message.id, payload).await,
-            Inner::Local(l) => l.bus.publish_history(app, &ns, channel, payload),
+        let reason = match self.store_history(app, &ns, channel, &message.id, payload.clone()).await {
+            Err(BackplaneError::NoHistory(reason)) => reason,
+            other => return other,
+        };
+        let recreating = self.recreating.lock().await;
+        // Another publish may have created it while this one waited.
+        match self.store_history(app, &ns, channel, &message.id, payload.clone()).await {
+            Err(BackplaneError::NoHistory(_)) => {}
+            other => return other,
         }
+        let spec = match self.current_history_spec(app, &ns).await {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return Err(BackplaneError::NoHistory(reason)),
+            Err(e) => {
+                tracing::warn!(%app, namespace = %ns, error = %e, "history stream missing; namespace not looked up");
+                return Err(BackplaneError::NoHistory(format!("{reason}; its namespace was not looked up: {e}")));
+            }
+        };
+        if let Err(e) = self.ensure_history(app, &ns, &spec).await {
+            tracing::warn!(%app, namespace = %ns, error = %e, "history stream missing and not created again");
+            return Err(BackplaneError::NoHistory(format!("{reason}; creating it again failed: {e}")));
+        }
+        drop(recreating);
+        tracing::warn!(%app, namespace = %ns, "history stream was missing; created it again, empty");
+        metrics::counter!("herald_history_streams_recreated_total").increment(1);
+        self.store_history(app, &ns, channel, &message.id, payload).await
+    }
+
+    async fn store_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<Position, BackplaneError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish_history(app, ns, channel, message_id, payload).await,
+            Inner::Local(l) => l.bus.publish_history(app, ns, channel, payload),
+        }
+    }
+
+    /// The bounds of the namespace's stream as the control plane has them
+    /// now; `None` when the namespace (or the app) keeps no history.
+    async fn current_history_spec(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+    ) -> Result<Option<HistorySpec>, BackplaneError> {
+        let Some((namespaces, bounds)) = self.namespace_list(app).await? else { return Ok(None) };
+        Ok(namespaces
+            .iter()
+            .find(|n| n.name == ns.as_str())
+            .and_then(|n| n.options)
+            .filter(crate::namespaces::keeps_history)
+            .map(|options| HistorySpec::new(&options, bounds)))
     }
 
     /// Reads up to `limit` messages of a channel with history after
@@ -468,18 +547,24 @@ impl Backplane {
     /// [`BackplaneError::Unavailable`] when no control plane answered in
     /// time.
     pub async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BackplaneError> {
+        Ok(self.namespace_list(app).await?.map(|(namespaces, _)| namespaces))
+    }
+
+    /// Like [`Self::fetch_namespaces`], with the bounds of history streams.
+    async fn namespace_list(&self, app: &AppId) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BackplaneError> {
         match &*self.inner {
             Inner::Nats(n) => n.fetch_namespaces(app).await,
             Inner::Local(l) => {
                 let source = lock(&l.bus.namespaces).clone();
                 match source {
-                    Some(source) => source
+                    Some(source) => Ok(source
                         .namespaces(app.clone())
                         .await
-                        .map_err(|e| BackplaneError::Unavailable(format!("namespace lookup: {e}"))),
+                        .map_err(|e| BackplaneError::Unavailable(format!("namespace lookup: {e}")))?
+                        .map(|namespaces| (namespaces, source.history_bounds()))),
                     // An in-process bus without a control plane: nothing is
                     // configured, every channel takes the defaults.
-                    None => Ok(Some(Vec::new())),
+                    None => Ok(Some((Vec::new(), StreamBounds::DEFAULT))),
                 }
             }
         }
@@ -584,7 +669,7 @@ impl Backplane {
     pub async fn close(&self) {
         if let Inner::Nats(n) = &*self.inner {
             let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
-            for task in [&n.control_task, &n.serve_task] {
+            for task in [&n.control_task, &n.serve_task, &n.advisory_task] {
                 if let Some(task) = lock(task).take() {
                     task.abort();
                 }
@@ -626,17 +711,46 @@ struct NatsBackplane {
     connected: Arc<AtomicBool>,
     control_task: Mutex<Option<JoinHandle<()>>>,
     serve_task: Mutex<Option<JoinHandle<()>>>,
+    /// Forgets the epoch of a stream JetStream announces as created or
+    /// deleted.
+    advisory_task: Mutex<Option<JoinHandle<()>>>,
     epochs: Arc<Epochs>,
+}
+
+impl Drop for NatsBackplane {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.advisory_task).take() {
+            task.abort();
+        }
+    }
 }
 
 /// The epochs of the history streams this process met, by stream name.
 ///
 /// A stream's epoch is its creation time (ns). It is looked up once per
-/// stream; a sequence number that does not grow (the stream was recreated)
-/// makes the next lookup ask JetStream again, at most once per second.
+/// stream and kept until it may have changed:
+///
+/// - JetStream announces (stream advisories) that a stream of this subject
+///   space was created or deleted: that stream's epoch is forgotten;
+/// - the NATS connection is re-established (advisories sent meanwhile were
+///   missed, and the server may have lost its storage): every epoch is
+///   forgotten;
+/// - a sequence number that does not grow (the stream was recreated and its
+///   advisory not seen yet) makes the next lookup ask JetStream again, at
+///   most once per second.
+///
+/// A lookup that was under way when epochs were forgotten does not keep
+/// what it read (it may describe the stream that is gone).
 struct Epochs {
     js: async_nats::jetstream::Context,
-    known: Mutex<HashMap<String, KnownEpoch>>,
+    known: Arc<Mutex<KnownEpochs>>,
+}
+
+#[derive(Default)]
+struct KnownEpochs {
+    streams: HashMap<String, KnownEpoch>,
+    /// Bumped whenever epochs are forgotten.
+    generation: u64,
 }
 
 struct KnownEpoch {
@@ -649,38 +763,57 @@ fn epoch_of(info: &async_nats::jetstream::stream::Info) -> String {
     info.created.unix_timestamp_nanos().to_string()
 }
 
+fn forget_all_epochs(known: &Mutex<KnownEpochs>) {
+    let mut known = lock(known);
+    known.streams.clear();
+    known.generation += 1;
+}
+
 impl Epochs {
     /// The epoch of `stream`, for a message with sequence `seq`.
     async fn get(&self, stream: &str, seq: u64) -> Option<String> {
-        {
+        let mut generation = {
             let mut known = lock(&self.known);
-            if let Some(k) = known.get_mut(stream)
+            if let Some(k) = known.streams.get_mut(stream)
                 && (seq > k.last_seq || k.checked.elapsed() < Duration::from_secs(1))
             {
                 k.last_seq = k.last_seq.max(seq);
                 return Some(k.epoch.clone());
             }
-        }
-        match self.js.get_stream(stream).await {
-            Ok(s) => {
-                let info = s.cached_info();
-                let epoch = epoch_of(info);
+            known.generation
+        };
+        // Asked again when epochs were forgotten meanwhile: the first answer
+        // may be the deleted stream's.
+        for attempt in 0..2 {
+            let info = match self.js.get_stream(stream).await {
+                Ok(s) => s.cached_info().clone(),
+                Err(e) => {
+                    tracing::warn!(stream, error = %e, "history stream epoch unknown");
+                    return None;
+                }
+            };
+            let epoch = epoch_of(&info);
+            let mut known = lock(&self.known);
+            if known.generation == generation {
                 let last_seq = info.state.last_sequence.max(seq);
-                lock(&self.known).insert(
+                known.streams.insert(
                     stream.to_owned(),
                     KnownEpoch { epoch: epoch.clone(), last_seq, checked: std::time::Instant::now() },
                 );
-                Some(epoch)
+                return Some(epoch);
             }
-            Err(e) => {
-                tracing::warn!(stream, error = %e, "history stream epoch unknown");
-                None
+            if attempt == 1 {
+                return Some(epoch);
             }
+            generation = known.generation;
         }
+        None
     }
 
     fn forget(&self, stream: &str) {
-        lock(&self.known).remove(stream);
+        let mut known = lock(&self.known);
+        known.streams.remove(stream);
+        known.generation += 1;
     }
 }
 
@@ -694,6 +827,10 @@ fn republished(msg: &async_nats::Message) -> Option<(&str, u64, u64)> {
         headers.get(async_nats::header::NATS_LAST_SEQUENCE).and_then(|v| v.as_str().parse().ok()).unwrap_or(0);
     Some((stream, seq, previous))
 }
+
+/// The JetStream stream advisories after which a stream's epoch is looked
+/// up again (`$JS.EVENT.ADVISORY.STREAM.<kind>.<stream>`).
+const STREAM_ADVISORIES: [&str; 2] = ["CREATED", "DELETED"];
 
 fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     use async_nats::jetstream::context::GetStreamErrorKind;
@@ -734,6 +871,37 @@ impl NatsBackplane {
         }
     }
 
+    /// Follows JetStream's advisories about created and deleted streams, and
+    /// forgets the epoch of those of this subject space (a stream deleted
+    /// and created again has a new epoch, while its sequence numbers may
+    /// look like a continuation to an edge that saw only some of them).
+    async fn watch_streams(&self) -> Result<(), BackplaneError> {
+        let mut subscribers = Vec::with_capacity(STREAM_ADVISORIES.len());
+        for kind in STREAM_ADVISORIES {
+            let subject = format!("$JS.EVENT.ADVISORY.STREAM.{kind}.*");
+            let sub = self.client.subscribe(subject).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
+            subscribers.push(sub);
+        }
+        self.timed("the advisory subscription", self.sync()).await?;
+        let prefix = self.subjects.history_stream_prefix();
+        let epochs = self.epochs.clone();
+        let task = tokio::spawn(async move {
+            let mut advisories = futures_util::stream::select_all(subscribers);
+            while let Some(msg) = advisories.next().await {
+                // Stream names hold no dot: the last token is the name.
+                let Some((_, stream)) = msg.subject.as_str().rsplit_once('.') else { continue };
+                if stream.starts_with(&prefix) {
+                    tracing::debug!(stream, advisory = %msg.subject, "history stream changed; its epoch is looked up again");
+                    epochs.forget(stream);
+                }
+            }
+        });
+        if let Some(old) = lock(&self.advisory_task).replace(task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
     async fn attach(&self, sink: Arc<dyn Sink>) -> Result<(), BackplaneError> {
         if self.sink.set(sink.clone()).is_err() {
             return Ok(());
@@ -768,21 +936,25 @@ impl NatsBackplane {
         let epochs = self.epochs.clone();
         let gap_limit = self.options.subscription_capacity;
         let task = tokio::spawn(async move {
-            // The sequence of the last history message delivered here.
-            let mut last: Option<u64> = None;
+            // The epoch and sequence of the last history message delivered
+            // here.
+            let mut last: Option<(String, u64)> = None;
             while let Some(msg) = sub.next().await {
                 let Some((stream, seq, previous)) = republished(&msg) else {
                     sink.deliver(&app, &channel, id, msg.payload, None);
                     continue;
                 };
-                if last.is_some_and(|l| seq <= l) {
-                    continue; // already delivered by a gap fill
-                }
                 let Some(epoch) = epochs.get(stream, seq).await else {
                     sink.deliver(&app, &channel, id, msg.payload, None);
                     continue;
                 };
-                if let Some(l) = last
+                // Sequences compare within one stream: a stream created
+                // again counts from 1, none of its messages was delivered.
+                let delivered = last.as_ref().map(|(e, l)| if *e == epoch { *l } else { 0 });
+                if delivered.is_some_and(|l| seq <= l) {
+                    continue; // already delivered by a gap fill
+                }
+                if let Some(l) = delivered
                     && previous > l
                 {
                     // Messages of this channel were stored but never reached
@@ -794,6 +966,9 @@ impl NatsBackplane {
                         && let Some(ns) = channel.namespace_name()
                     {
                         match n.read_history(&app, &ns, &channel, l, gap_limit).await {
+                            Ok(page) if page.epoch != epoch => {
+                                tracing::warn!(%app, %channel, "history gap not filled: the stream changed again");
+                            }
                             Ok(page) => {
                                 for m in page.messages.into_iter().filter(|m| m.seq < seq) {
                                     let at = Position { seq: m.seq, epoch: epoch.clone() };
@@ -804,8 +979,9 @@ impl NatsBackplane {
                         }
                     }
                 }
-                last = Some(seq);
-                sink.deliver(&app, &channel, id, msg.payload, Some(&Position { seq, epoch }));
+                let at = Position { seq, epoch };
+                sink.deliver(&app, &channel, id, msg.payload, Some(&at));
+                last = Some((at.epoch, seq));
             }
         });
         Ok(SubscriptionInner::Nats(task))
@@ -986,8 +1162,15 @@ impl NatsBackplane {
             let (client, subjects, source) = (client.clone(), subjects.clone(), source.clone());
             async move {
                 let (Some(reply), Some(app)) = (msg.reply, subjects.parse_namespaces(&msg.subject)) else { return };
+                let bounds = source.history_bounds();
                 let list = match source.namespaces(app).await {
-                    Ok(Some(namespaces)) => bus::NamespaceList { app_exists: true, namespaces, error: String::new() },
+                    Ok(Some(namespaces)) => bus::NamespaceList {
+                        app_exists: true,
+                        namespaces,
+                        error: String::new(),
+                        history_max_bytes: bounds.max_bytes,
+                        history_replicas: u32::from(bounds.replicas),
+                    },
                     Ok(None) => bus::NamespaceList::default(),
                     Err(error) => bus::NamespaceList { error, ..Default::default() },
                 };
@@ -1002,7 +1185,10 @@ impl NatsBackplane {
         Ok(())
     }
 
-    async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BackplaneError> {
+    async fn fetch_namespaces(
+        &self,
+        app: &AppId,
+    ) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BackplaneError> {
         use async_nats::RequestErrorKind;
         self.check_connected()?;
         let subject = self.subjects.namespaces(app);
@@ -1021,7 +1207,8 @@ impl NatsBackplane {
         if !list.error.is_empty() {
             return Err(BackplaneError::Unavailable(format!("namespace lookup: {}", list.error)));
         }
-        Ok(list.app_exists.then_some(list.namespaces))
+        let bounds = StreamBounds::from_list(&list);
+        Ok(list.app_exists.then_some((list.namespaces, bounds)))
     }
 
     /// Subscribes to `subject` and waits until NATS holds the interest

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_proto::{AppId, ChannelName, NamespaceName};
+use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
 /// Where a message sits in its channel's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,51 @@ pub struct HistorySpec {
     pub max_bytes: u64,
     /// Copies kept by the NATS cluster (the in-process store keeps one).
     pub replicas: u8,
+}
+
+impl HistorySpec {
+    /// The bounds of the stream of a namespace with `options` (which keep
+    /// history), in a deployment whose streams get `bounds`.
+    #[must_use]
+    pub fn new(options: &bus::NamespaceOptions, bounds: StreamBounds) -> Self {
+        Self {
+            size: options.history_size,
+            ttl: Duration::from_millis(options.history_ttl_ms),
+            max_bytes: bounds.max_bytes,
+            replicas: bounds.replicas,
+        }
+    }
+}
+
+/// The bounds every history stream of a deployment gets, from the control
+/// plane's configuration rather than from the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBounds {
+    /// Bytes kept in one stream ([`HistorySpec::max_bytes`]).
+    pub max_bytes: u64,
+    /// Copies kept by the NATS cluster ([`HistorySpec::replicas`]).
+    pub replicas: u8,
+}
+
+impl StreamBounds {
+    /// The control plane's defaults: 256 MiB, one copy.
+    pub const DEFAULT: Self = Self { max_bytes: 256 * 1024 * 1024, replicas: 1 };
+
+    /// The bounds a [`bus::NamespaceList`] carries; the defaults for those
+    /// it does not set.
+    #[must_use]
+    pub fn from_list(list: &bus::NamespaceList) -> Self {
+        Self {
+            max_bytes: if list.history_max_bytes == 0 { Self::DEFAULT.max_bytes } else { list.history_max_bytes },
+            replicas: u8::try_from(list.history_replicas).ok().filter(|r| *r > 0).unwrap_or(Self::DEFAULT.replicas),
+        }
+    }
+}
+
+impl Default for StreamBounds {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// One stored message.

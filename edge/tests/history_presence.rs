@@ -10,6 +10,7 @@ use herald_edge::backplane::{Backplane, HistorySpec};
 use herald_edge::testing::*;
 use herald_proto::client::{self, presence_event, reply, reply_ok};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
+use prost::Message as _;
 
 const ALL: &str = r#"{"*": ["subscribe", "publish", "presence", "history"]}"#;
 
@@ -344,4 +345,88 @@ async fn a_long_replay_waits_for_room_in_the_send_queue_and_live_messages_follow
     assert!(back.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicate, still open");
     assert!(is_ok(&back.subscribe("plain").await), "the connection is still open");
     cp.drop_history(&app, &ns).await.expect("drop");
+}
+
+fn stored(channel: &str, i: u32) -> bus::ChannelMessage {
+    bus::ChannelMessage {
+        app_id: "app1".into(),
+        channel: channel.into(),
+        data: i.to_be_bytes().to_vec().into(),
+        id: format!("{channel}-{i}"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_created_again_gets_a_new_epoch_on_an_edge_that_met_the_old_one() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("hist", history(100))]).await;
+    with_history(&cp, "hist", 100).await;
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let app = AppId::new("app1").expect("app");
+    let (ch_a, ch_b) = (ChannelName::new("hist:a").expect("channel"), ChannelName::new("hist:b").expect("channel"));
+    cp.publish_history(&app, &ch_a, &stored("hist:a", 0)).await.expect("stored");
+    cp.publish_history(&app, &ch_b, &stored("hist:b", 0)).await.expect("stored");
+    // The edge follows channel A only, and meets the stream's epoch there.
+    let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    let old_epoch = subscribed(&sub.subscribe("hist:a").await).position.expect("position").epoch;
+    let seen = cp.publish_history(&app, &ch_a, &stored("hist:a", 1)).await.expect("stored");
+    let m = sub.message().await;
+    assert_eq!((m.seq, m.epoch.as_str()), (seen.seq, old_epoch.as_str()));
+
+    // The stream is lost and created again; channel B, which this edge does
+    // not follow, takes the first sequence numbers of the new stream, so
+    // the next message on A has a sequence above the last one seen there.
+    drop_history(&cp, "hist").await;
+    with_history(&cp, "hist", 100).await;
+    for i in 1..6 {
+        cp.publish_history(&app, &ch_b, &stored("hist:b", i)).await.expect("stored");
+    }
+    let new = cp.publish_history(&app, &ch_a, &stored("hist:a", 2)).await.expect("stored");
+    assert!(new.seq > seen.seq, "{new:?} after {seen:?}");
+    assert_ne!(new.epoch, old_epoch);
+    let m = sub.message().await;
+    assert_eq!((m.seq, m.epoch.as_str()), (new.seq, new.epoch.as_str()), "the new stream's epoch");
+    // What was seen before the stream was lost is not recoverable.
+    let (mut back, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    let result = subscribed(&back.subscribe_from("hist:a", seen.seq, &old_epoch).await);
+    assert!(!result.recovered, "{result:?}");
+    assert_eq!(result.position.expect("position").epoch, new.epoch);
+    // From the position delivered live, it is.
+    let (mut live, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
+    let result = subscribed(&live.subscribe_from("hist:a", m.seq, &m.epoch).await);
+    assert!(result.recovered, "{result:?}");
+
+    // Created again once more: its first message (sequence 1, below the last
+    // one delivered on A) still reaches the subscriber, with its epoch.
+    drop_history(&cp, "hist").await;
+    with_history(&cp, "hist", 100).await;
+    let first = cp.publish_history(&app, &ch_a, &stored("hist:a", 3)).await.expect("stored");
+    assert_eq!(first.seq, 1);
+    let m = within(Duration::from_secs(5), "the new stream's first message", sub.message()).await;
+    assert_eq!((m.seq, m.epoch.as_str()), (first.seq, first.epoch.as_str()));
+    drop_history(&cp, "hist").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_publish_recreates_a_lost_stream() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("hist", history(100))]).await;
+    with_history(&cp, "hist", 100).await;
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let (mut publisher, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
+    let before = published(&publisher.publish("hist:room", b"before").await);
+    // The stream is deleted behind Herald's back.
+    drop_history(&cp, "hist").await;
+    let after = published(&publisher.publish("hist:room", b"after").await);
+    assert_ne!(after.epoch, before.epoch);
+    let app = AppId::new("app1").expect("app");
+    let page = cp.read_history(&app, &ChannelName::new("hist:room").expect("channel"), 0, 10).await.expect("history");
+    assert_eq!(page.epoch, after.epoch);
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [after.seq]);
+    let data = bus::ChannelMessage::decode(page.messages[0].payload.clone()).expect("decodable").data;
+    assert_eq!(&data[..], b"after");
+    drop_history(&cp, "hist").await;
 }

@@ -184,7 +184,14 @@ impl SubjectSpace {
     /// namespace), since none of them can hold `!` or `~`.
     #[must_use]
     pub fn history_stream(&self, app: &AppId, ns: &NamespaceName) -> String {
-        format!("herald!{}!{}!{}", self.prefix.replace('.', "~"), app, ns)
+        format!("{}{}!{}", self.history_stream_prefix(), app, ns)
+    }
+
+    /// What the name of every stream of this subject space, and only
+    /// theirs, starts with.
+    #[must_use]
+    pub fn history_stream_prefix(&self) -> String {
+        format!("herald!{}!", self.prefix.replace('.', "~"))
     }
 
     /// The subject of control events.
@@ -236,6 +243,7 @@ mod tests {
         assert_eq!(s.history_stream_subjects(&app, &ns), "t.x-1.hs.app1.chat.*");
         assert_eq!(s.history_republish(&app), "t.x-1.ch.app1.{{wildcard(1)}}");
         assert_eq!(s.history_stream(&app, &ns), "herald!t~x-1!app1!chat");
+        assert_eq!(s.history_stream_prefix(), "herald!t~x-1!");
         assert_eq!(s.control(), "t.x-1.control");
         assert_eq!(SubjectSpace::default().prefix(), "herald");
     }

@@ -187,6 +187,8 @@ fn bus_messages() -> Vec<String> {
             app_exists: true,
             namespaces: vec![Namespace { name: "chat".into(), options: Some(NamespaceOptions::default()) }],
             error: "db down".into(),
+            history_max_bytes: 1 << 20,
+            history_replicas: 3,
         }),
     ];
     for kind in [
