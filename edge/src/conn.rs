@@ -595,7 +595,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         (_, Err(e)) => {
             // Live delivery works without history: report no position.
             tracing::warn!(%app, %channel, error = %e, "history read failed");
-            hub.release(app, &channel, session.id, 0);
+            hub.release(app, &channel, session.id, 0).await;
             let result = client::SubscribeResult { history: true, recovered: false, position: None };
             return Some(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
         }
@@ -611,7 +611,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         (Some(from), true) => replay_all(hub, app, &channel, outbox, from.seq, replay, &position.epoch).await,
         _ => 0,
     };
-    hub.release(app, &channel, session.id, replayed);
+    hub.release(app, &channel, session.id, replayed).await;
     None
 }
 

@@ -352,16 +352,35 @@ impl Hub {
 
     /// Ends the hold of a subscriber that replayed history up to
     /// `replayed_seq`: the live frames kept aside that come after it go to
-    /// its outbox, and from now on frames go there directly.
-    pub fn release(&self, app: &AppId, channel: &ChannelName, conn_id: u64, replayed_seq: u64) {
-        let mut shard = lock(self.shard(app, channel));
-        let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return };
-        let Some(sub) = entry.subscribers.iter_mut().find(|s| s.conn_id == conn_id) else { return };
-        for (seq, frame) in sub.held.take().unwrap_or_default() {
-            if (seq == 0 || seq > replayed_seq)
-                && let Err(PushError::Overflow) = sub.outbox.push(frame)
-            {
-                metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+    /// its outbox, each once the outbox has room (so a long hold does not
+    /// overflow it), and from then on frames go there directly. Frames that
+    /// arrive meanwhile are still held, and follow in order.
+    pub async fn release(&self, app: &AppId, channel: &ChannelName, conn_id: u64, replayed_seq: u64) {
+        let key = (app.clone(), channel.clone());
+        loop {
+            let (held, outbox) = {
+                let mut shard = lock(self.shard(app, channel));
+                let Some(entry) = shard.get_mut(&key) else { return };
+                let Some(sub) = entry.subscribers.iter_mut().find(|s| s.conn_id == conn_id) else { return };
+                match &mut sub.held {
+                    Some(held) if !held.is_empty() => (std::mem::take(held), sub.outbox.clone()),
+                    _ => {
+                        sub.held = None;
+                        return;
+                    }
+                }
+            };
+            for (seq, frame) in held {
+                if seq != 0 && seq <= replayed_seq {
+                    continue;
+                }
+                if !outbox.room().await {
+                    return;
+                }
+                if let Err(PushError::Overflow) = outbox.push(frame) {
+                    metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                    return;
+                }
             }
         }
     }
@@ -727,5 +746,59 @@ impl Sink for Hub {
             changes.retain(|c| matches!(c, MemberChange::Left(_)));
         }
         self.announce(app, channel, changes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_proto::client::server_frame;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::backplane::LocalBus;
+
+    #[tokio::test]
+    async fn releasing_a_long_hold_waits_for_room_in_the_outbox_and_keeps_order() {
+        let bus = LocalBus::new();
+        let backplane = Backplane::local(&bus);
+        let hub = Hub::new(backplane.clone());
+        backplane.attach(hub.clone()).await.expect("attach");
+        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
+        // At most 16 frames or 64 KiB queued; nothing drains it yet.
+        let outbox = Arc::new(Outbox::new(16, 64 * 1024));
+        let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
+        hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
+        // 100 frames of 4 KiB arrive while held: 400 KiB.
+        for i in 0..100u8 {
+            let message = bus::ChannelMessage {
+                app_id: app.as_str().into(),
+                channel: channel.as_str().into(),
+                data: Bytes::from(vec![i; 4096]),
+                ..Default::default()
+            };
+            backplane.publish(&app, &channel, &message).await.expect("publish");
+        }
+        let release = {
+            let (hub, app, channel) = (hub.clone(), app.clone(), channel.clone());
+            tokio::spawn(async move { hub.release(&app, &channel, 1, 0).await })
+        };
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let batch = tokio::time::timeout(Duration::from_secs(5), outbox.take()).await.expect("frames come");
+            assert!(batch.close.is_none(), "closed as a slow consumer after {} frames", got.len());
+            for frame in batch.frames() {
+                // An unmasked server frame: 2 header bytes, plus 2 for a
+                // 16-bit length (frames here are 4 KiB).
+                let payload = &frame[if frame[1] & 0x7f == 126 { 4 } else { 2 }..];
+                if let Some(server_frame::Kind::Message(m)) =
+                    client::ServerFrame::decode(payload).expect("decodes").kind
+                {
+                    got.push(m.data[0]);
+                }
+            }
+        }
+        release.await.expect("released");
+        assert_eq!(got, (0..100).collect::<Vec<u8>>());
+        assert!(!outbox.is_closing());
     }
 }
