@@ -468,7 +468,12 @@ def check_deploy(edge_keys: set[str], cp_keys: set[str]) -> None:
     services = compose["services"]
     for needed in ("nats", "postgres", "migrate", "control-plane", "edge-1", "edge-2", "prometheus", "grafana"):
         check(needed in services, f"compose.yaml: no service {needed}")
-    check("--jetstream" in services["nats"]["command"], "compose.yaml: NATS without JetStream")
+    nats_conf = (compose_path.parent / "config" / "nats.conf").read_text()
+    check(services["nats"]["command"] == ["--config", "/etc/nats/nats.conf"]
+          and "./config/nats.conf:/etc/nats/nats.conf:ro" in services["nats"]["volumes"],
+          "compose.yaml: NATS does not run with config/nats.conf")
+    check(re.search(r"jetstream\s*\{[^}]*store_dir:\s*/data[^}]*sync_interval:\s*always", nats_conf) is not None,
+          "config/nats.conf: JetStream without store_dir /data and sync_interval: always")
     check(services["migrate"]["command"] == ["control-plane", "--migrate-only"], "compose.yaml: migrate command")
     for name, svc in services.items():
         for dep in svc.get("depends_on", {}) or {}:
