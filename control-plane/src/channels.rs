@@ -81,8 +81,11 @@ pub(crate) struct Reports {
 }
 
 impl Reports {
-    pub(crate) fn new(ttl: Duration) -> Self {
-        Self { presence: Mutex::new(PresenceTable::new(ttl)), occupancy: Mutex::new(OccupancyTable::new(ttl)) }
+    pub(crate) fn new(ttl: Duration, max_per_channel: usize) -> Self {
+        Self {
+            presence: Mutex::new(PresenceTable::new(ttl, max_per_channel)),
+            occupancy: Mutex::new(OccupancyTable::new(ttl)),
+        }
     }
 
     pub(crate) fn presence(&self, app: &AppId, channel: &ChannelName, report: &bus::PresenceReport) {

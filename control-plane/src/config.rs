@@ -196,6 +196,9 @@ config! {
     /// How long presence and subscriber counts of an edge that stopped
     /// reporting are kept, in milliseconds.
     presence_ttl_ms: u64 = 30_000;
+    /// Most presence entries (member connections, across edges) kept per
+    /// channel; reports past it are ignored.
+    presence_max_per_channel: u32 = 100_000;
     /// Most channels one channel listing returns (the rest are cut, and the
     /// answer says so).
     max_channels_listed: usize = 10_000;
@@ -251,7 +254,7 @@ impl Config {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
-        let positive: [(&str, u64); 20] = [
+        let positive: [(&str, u64); 21] = [
             ("max_http_connections", self.max_http_connections as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
@@ -271,6 +274,7 @@ impl Config {
             ("history_stream_max_bytes", self.history_stream_max_bytes),
             ("max_history_limit", self.max_history_limit as u64),
             ("presence_ttl_ms", self.presence_ttl_ms),
+            ("presence_max_per_channel", u64::from(self.presence_max_per_channel)),
             ("max_channels_listed", self.max_channels_listed as u64),
         ];
         for (key, v) in positive {

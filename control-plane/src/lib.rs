@@ -184,6 +184,7 @@ impl ControlPlane {
         let (retry_tx, retry_rx) = mpsc::channel(1024);
         let (cache_ttl, cache_max_entries) = (config.cache_ttl(), config.cache_max_entries);
         let presence_ttl = Duration::from_millis(config.presence_ttl_ms);
+        let presence_max = config.presence_max_per_channel as usize;
         let core = Arc::new(Core {
             config,
             store,
@@ -195,7 +196,7 @@ impl ControlPlane {
             refresh_signer: Notify::new(),
             retry_events: retry_tx,
             namespaces: namespaces::NamespaceCache::new(cache_ttl, cache_max_entries),
-            reports: channels::Reports::new(presence_ttl),
+            reports: channels::Reports::new(presence_ttl, presence_max),
         });
         if let Err(e) = backplane.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");

@@ -92,6 +92,9 @@ pub struct EdgeConfig {
     /// Presence entries (and subscriber counts) of other edges not refreshed
     /// this long expire.
     pub presence_ttl: HumanDuration,
+    /// Most presence entries (member connections, across edges) this edge
+    /// keeps per channel; reports past it are ignored.
+    pub presence_max_per_channel: u32,
     /// How long an app's namespace options are cached (a change made through
     /// the API also reaches edges at once, by a control event).
     pub namespace_cache_ttl: HumanDuration,
@@ -136,6 +139,7 @@ impl Default for EdgeConfig {
             drain_grace: HumanDuration::secs(5),
             presence_snapshot_interval: HumanDuration::secs(10),
             presence_ttl: HumanDuration::secs(30),
+            presence_max_per_channel: 100_000,
             namespace_cache_ttl: HumanDuration::secs(30),
         }
     }
@@ -194,6 +198,7 @@ impl EdgeConfig {
         "drain_grace",
         "presence_snapshot_interval",
         "presence_ttl",
+        "presence_max_per_channel",
         "namespace_cache_ttl",
     ];
 
@@ -284,6 +289,9 @@ impl EdgeConfig {
         }
         if self.max_message_size.0 == 0 || self.max_message_size.0 + 512 > self.max_frame_size.0 {
             return Err(err("max_message_size", "must be above 0 and at least 512 bytes below max_frame_size"));
+        }
+        if self.presence_max_per_channel == 0 {
+            return Err(err("presence_max_per_channel", "must be at least 1"));
         }
         if self.max_subscriptions == 0 {
             return Err(err("max_subscriptions", "must be at least 1"));

@@ -92,6 +92,8 @@ pub struct HubSettings {
     pub edge_id: String,
     /// Expiry of other edges' entries.
     pub presence_ttl: Duration,
+    /// Most presence entries kept per channel.
+    pub presence_max_per_channel: usize,
     /// Cache time of namespace options.
     pub namespace_cache_ttl: Duration,
     /// Most live frames kept aside for a subscriber replaying history; past
@@ -104,6 +106,7 @@ impl Default for HubSettings {
         Self {
             edge_id: "edge".to_owned(),
             presence_ttl: Duration::from_secs(30),
+            presence_max_per_channel: 100_000,
             namespace_cache_ttl: Duration::from_secs(30),
             max_held: 16_384,
         }
@@ -171,7 +174,7 @@ impl Hub {
             per_app: Mutex::new(HashMap::new()),
             backplane,
             next_id: AtomicU64::new(1),
-            presence: Mutex::new(PresenceTable::new(settings.presence_ttl)),
+            presence: Mutex::new(PresenceTable::new(settings.presence_ttl, settings.presence_max_per_channel)),
             namespaces: Namespaces::new(settings.namespace_cache_ttl),
             settings,
             keys_rotated: tokio::sync::Notify::new(),

@@ -133,6 +133,7 @@ pub async fn run(
     let settings = hub::HubSettings {
         edge_id: config.edge_id.clone(),
         presence_ttl: config.presence_ttl.0,
+        presence_max_per_channel: config.presence_max_per_channel as usize,
         namespace_cache_ttl: config.namespace_cache_ttl.0,
         max_held: config.send_queue_frames as usize,
     };

@@ -58,13 +58,23 @@ struct ChannelPresence {
     /// (edge id, connection id) → entry.
     entries: HashMap<(Box<str>, Box<str>), Entry>,
     clients: HashMap<Arc<str>, ClientState>,
+    /// Whether an entry was ignored for the bound (warned once).
+    full: bool,
 }
 
 impl ChannelPresence {
-    fn join(&mut self, edge: &str, entry: &bus::PresenceEntry, now: Instant) -> Option<MemberChange> {
+    /// Adds or refreshes an entry; a new one past `max` entries is ignored.
+    fn join(&mut self, edge: &str, entry: &bus::PresenceEntry, now: Instant, max: usize) -> Option<MemberChange> {
         let key: (Box<str>, Box<str>) = (edge.into(), entry.connection_id.as_str().into());
         if let Some(existing) = self.entries.get_mut(&key) {
             existing.refreshed = now;
+            return None;
+        }
+        if self.entries.len() >= max {
+            if !self.full {
+                self.full = true;
+                tracing::warn!(channel = %entry.channel, max, "presence entries of a channel at their bound; more are ignored");
+            }
             return None;
         }
         let client_id: Arc<str> = match self.clients.get_key_value(entry.client_id.as_str()) {
@@ -114,14 +124,17 @@ pub struct MembersPage {
 /// The members of presence channels.
 pub struct PresenceTable {
     ttl: Duration,
+    max_per_channel: usize,
     channels: HashMap<ChannelKey, ChannelPresence>,
 }
 
 impl PresenceTable {
-    /// An empty table whose entries expire `ttl` after their last refresh.
+    /// An empty table whose entries expire `ttl` after their last refresh,
+    /// keeping at most `max_per_channel` entries (member connections) per
+    /// channel: joins past it are ignored until some leave.
     #[must_use]
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, channels: HashMap::new() }
+    pub fn new(ttl: Duration, max_per_channel: usize) -> Self {
+        Self { ttl, max_per_channel, channels: HashMap::new() }
     }
 
     /// Applies one report about `channel`; returns the member changes it
@@ -140,12 +153,13 @@ impl PresenceTable {
         let valid = |e: &bus::PresenceEntry| e.channel == channel.as_str() && !e.client_id.is_empty();
         match &report.kind {
             Some(Kind::Join(bus::PresenceJoin { entry: Some(entry) })) if valid(entry) => {
-                changes.extend(self.channels.entry(key).or_default().join(edge, entry, now));
+                changes.extend(self.channels.entry(key).or_default().join(edge, entry, now, self.max_per_channel));
             }
             Some(Kind::Snapshot(snapshot)) => {
+                let max = self.max_per_channel;
                 let ch = self.channels.entry(key.clone()).or_default();
                 for entry in snapshot.entries.iter().filter(|e| valid(e)) {
-                    changes.extend(ch.join(edge, entry, now));
+                    changes.extend(ch.join(edge, entry, now, max));
                 }
                 if ch.entries.is_empty() {
                     self.channels.remove(&key);
@@ -329,7 +343,7 @@ mod tests {
     #[test]
     fn members_are_counted_per_client_across_connections_and_edges() {
         let (app, ch) = ids();
-        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let mut t = PresenceTable::new(Duration::from_secs(30), 100_000);
         let now = Instant::now();
         let changes = t.apply(&app, &ch, &join("e1", "c1", "ada"), now);
         assert!(matches!(&changes[..], [MemberChange::Joined(m)] if m.client_id == "ada"));
@@ -352,7 +366,7 @@ mod tests {
     fn entries_of_a_silent_edge_expire_and_snapshots_keep_the_others() {
         let (app, ch) = ids();
         let ttl = Duration::from_secs(30);
-        let mut t = PresenceTable::new(ttl);
+        let mut t = PresenceTable::new(ttl, 100_000);
         let start = Instant::now();
         t.apply(&app, &ch, &join("dead", "c1", "ghost"), start);
         t.apply(&app, &ch, &join("live", "c2", "ada"), start);
@@ -370,7 +384,7 @@ mod tests {
     #[test]
     fn entries_for_another_channel_or_without_client_are_ignored() {
         let (app, ch) = ids();
-        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let mut t = PresenceTable::new(Duration::from_secs(30), 100_000);
         let mut other = entry("c1", "ada");
         other.channel = "room:2".into();
         t.apply(&app, &ch, &report("e", Kind::Join(bus::PresenceJoin { entry: Some(other) })), Instant::now());
@@ -381,7 +395,7 @@ mod tests {
     #[test]
     fn members_come_in_pages_that_cover_the_list_once() {
         let (app, ch) = ids();
-        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let mut t = PresenceTable::new(Duration::from_secs(30), 100_000);
         let now = Instant::now();
         for i in 0..2_500 {
             t.apply(&app, &ch, &join("e", &format!("c{i}"), &format!("u{i:05}")), now);
@@ -413,9 +427,26 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_keeps_at_most_its_bound_of_entries() {
+        let (app, ch) = ids();
+        let mut t = PresenceTable::new(Duration::from_secs(30), 3);
+        let now = Instant::now();
+        for i in 0..5 {
+            t.apply(&app, &ch, &join("e", &format!("c{i}"), &format!("u{i}")), now);
+        }
+        assert_eq!(t.member_count(&app, &ch), 3, "joins past the bound are ignored");
+        assert!(t.apply(&app, &ch, &join("e", "c0", "u0"), now).is_empty(), "a known entry still refreshes");
+        t.apply(&app, &ch, &leave("e", "c1", "u1"), now);
+        // Room again: the next report of an ignored connection gets in.
+        let changes = t.apply(&app, &ch, &join("e", "c4", "u4"), now);
+        assert!(matches!(&changes[..], [MemberChange::Joined(m)] if m.client_id == "u4"));
+        assert_eq!(t.member_count(&app, &ch), 3);
+    }
+
+    #[test]
     fn ten_thousand_members() {
         let (app, ch) = ids();
-        let mut t = PresenceTable::new(Duration::from_secs(30));
+        let mut t = PresenceTable::new(Duration::from_secs(30), 100_000);
         let now = Instant::now();
         let entries: Vec<_> = (0..10_000).map(|i| entry(&format!("c{i}"), &format!("u{i}"))).collect();
         for chunk in entries.chunks(500) {

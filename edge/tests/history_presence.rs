@@ -305,7 +305,7 @@ async fn a_long_replay_waits_for_room_in_the_send_queue_and_live_messages_follow
     let message = |i: u32| bus::ChannelMessage {
         app_id: "app1".into(),
         channel: "long:x".into(),
-        data: Bytes::from(vec![(i % 251) as u8; 4096]),
+        data: Bytes::from(vec![(i % 251) as u8; 16_384]),
         id: format!("m{i}"),
         ..Default::default()
     };
@@ -314,20 +314,20 @@ async fn a_long_replay_waits_for_room_in_the_send_queue_and_live_messages_follow
     let from = subscribed(&sub.subscribe("long:x").await).position.expect("position");
     drop(sub);
     let mut seqs = Vec::new();
-    for i in 0..4_000 {
+    for i in 0..1_000 {
         seqs.push(cp.publish_history(&app, &channel, &message(i)).await.expect("stored").seq);
     }
     let (mut back, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     let result = subscribed(&back.subscribe_from("long:x", from.seq, &from.epoch).await);
     assert!(result.recovered, "{result:?}");
     // More are published while the replay waits for the reader, which does
-    // not read for a second: 200 KiB of live messages held, more than the
+    // not read for a second: 320 KiB of live messages held, more than the
     // queue takes at once.
     let live = {
         let (cp, app, channel) = (cp.clone(), app.clone(), channel.clone());
         tokio::spawn(async move {
             let mut seqs = Vec::new();
-            for i in 4_000..4_050 {
+            for i in 1_000..1_020 {
                 seqs.push(cp.publish_history(&app, &channel, &message(i)).await.expect("stored").seq);
             }
             seqs
@@ -336,11 +336,11 @@ async fn a_long_replay_waits_for_room_in_the_send_queue_and_live_messages_follow
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (i, seq) in seqs.iter().enumerate() {
         let m = back.message().await;
-        assert_eq!((m.seq, m.data.len(), m.data[0]), (*seq, 4096, (i % 251) as u8), "replayed message {i}");
+        assert_eq!((m.seq, m.data.len(), m.data[0]), (*seq, 16_384, (i % 251) as u8), "replayed message {i}");
     }
     for (i, seq) in live.await.expect("live publisher").iter().enumerate() {
         let m = back.message().await;
-        assert_eq!((m.seq, m.data[0]), (*seq, ((4_000 + i) % 251) as u8), "live message {i}");
+        assert_eq!((m.seq, m.data[0]), (*seq, ((1_000 + i) % 251) as u8), "live message {i}");
     }
     assert!(back.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicate, still open");
     assert!(is_ok(&back.subscribe("plain").await), "the connection is still open");
