@@ -342,3 +342,159 @@ async fn a_presence_channel_with_ten_thousand_members() -> Result<()> {
     .await??;
     Ok(())
 }
+
+/// `herald dev` runs the embedded mode: the same namespaces, history with
+/// recovery and presence, on the in-process bus and store. Its history lives
+/// in memory, so a restart is a new epoch: recovery says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_mode_keeps_history_and_presence() -> Result<()> {
+    use herald_edge::testing::{RawClient, is_ok};
+    use herald_proto::client::{reply, reply_ok};
+
+    let dir = std::env::temp_dir().join(format!("herald-dev-{}", random_suffix()));
+    let (api, edge) = (free_addr(), free_addr());
+    let args = |dir: &std::path::Path| {
+        vec![
+            "dev".to_owned(),
+            "--data-dir".to_owned(),
+            dir.display().to_string(),
+            "--api-addr".to_owned(),
+            api.to_string(),
+            "--edge-addr".to_owned(),
+            edge.to_string(),
+        ]
+    };
+    let start = |dir: &std::path::Path| {
+        let args = args(dir);
+        Process::start("dev", &args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    let mut dev = start(&dir)?;
+    wait_ready(api, "dev api").await?;
+    wait_ready(edge, "dev edge").await?;
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("dev.json"))?)?;
+    let field = |k: &str| state[k].as_str().map(str::to_owned).with_context(|| format!("dev.json lacks {k}"));
+    let (app, admin) = (field("app_id")?, field("admin_token")?);
+    let publisher = Publisher::new(&field("api_url")?, &app, &field("api_key")?)?;
+    for (name, body) in [
+        ("hist", r#"{"history_size": 100, "history_ttl": "1h"}"#),
+        ("tiny", r#"{"history_size": 2, "history_ttl": "1h"}"#),
+        ("room", r#"{"presence": true, "join_leave": true}"#),
+    ] {
+        let (status, answer) =
+            http_request(api, "PUT", &format!("/v1/apps/{app}/namespaces/{name}"), &admin, Some(body)).await?;
+        anyhow::ensure!(status == 201, "PUT namespace {name}: {status} {answer}");
+    }
+    let token = |who: &str| {
+        let request = TokenRequest::new(who).allow("*", ["subscribe", "publish", "presence", "history"]);
+        let publisher = publisher.clone();
+        async move { Ok::<_, anyhow::Error>(publisher.mint_token(&request).await?.token) }
+    };
+    let subscribed = |r: &herald_proto::client::Reply| match &r.result {
+        Some(reply::Result::Ok(herald_proto::client::ReplyOk { value: Some(reply_ok::Value::Subscribed(s)) })) => {
+            s.clone()
+        }
+        other => panic!("expected a subscribe result, got {other:?}"),
+    };
+
+    // History: a client sees 3 messages, goes away, 3 more are published;
+    // back from its last position it gets exactly those, then live.
+    let (mut a, _) = RawClient::connect(edge, &token("alice").await?).await;
+    assert!(subscribed(&a.subscribe("hist:feed").await).history);
+    for i in 0..3 {
+        publisher.publish("hist:feed", format!("m{i}")).await?;
+    }
+    let mut last = None;
+    for i in 0..3 {
+        let m = a.message().await;
+        assert_eq!(m.data, format!("m{i}").as_bytes());
+        last = Some((m.seq, m.epoch));
+    }
+    drop(a);
+    let (seq, epoch) = last.context("positions")?;
+    for i in 3..6 {
+        publisher.publish("hist:feed", format!("m{i}")).await?;
+    }
+    let (mut back, _) = RawClient::connect(edge, &token("alice").await?).await;
+    assert!(subscribed(&back.subscribe_from("hist:feed", seq, &epoch).await).recovered);
+    for i in 3..6 {
+        assert_eq!(back.message().await.data, format!("m{i}").as_bytes());
+    }
+    publisher.publish("hist:feed", "live").await?;
+    assert_eq!(back.message().await.data, &b"live"[..]);
+    assert!(back.recv_within(Duration::from_millis(200)).await.is_none(), "no duplicate");
+    // A position that fell out of a two-message history is not recovered.
+    let first = match back.publish("tiny:x", b"t0").await.result {
+        Some(reply::Result::Ok(herald_proto::client::ReplyOk { value: Some(reply_ok::Value::Published(p)) })) => {
+            p.position.context("a history publish has a position")?
+        }
+        other => anyhow::bail!("expected a publish result, got {other:?}"),
+    };
+    for i in 1..4 {
+        publisher.publish("tiny:x", format!("t{i}")).await?;
+    }
+    assert!(!subscribed(&back.subscribe_from("tiny:x", first.seq, &first.epoch).await).recovered);
+    // The backend reads the same history.
+    let page = publisher_history(api, &app, &field("api_key")?, "hist:feed").await?;
+    assert_eq!(page, ["m0", "m1", "m2", "m3", "m4", "m5", "live"]);
+
+    // Presence: members over the connection and over REST, join events.
+    let alice = Client::builder(field("edge_url")?)
+        .token_provider(publisher.token_provider(TokenRequest::new("alice").allow("*", ["subscribe", "presence"])))
+        .connect()
+        .await?;
+    let mut room = alice.subscribe("room:1").await?;
+    let (mut bob, _) = RawClient::connect(edge, &token("bob").await?).await;
+    assert!(is_ok(&bob.subscribe("room:1").await));
+    let joined = within("bob's join", async {
+        loop {
+            if let Some(SubscriptionEvent::Presence(p)) = room.next_event().await {
+                return p;
+            }
+        }
+    })
+    .await?;
+    assert!(joined.joined && joined.member.client_id == "bob", "{joined:?}");
+    let members: Vec<String> = alice.presence("room:1").await?.into_iter().map(|m| m.client_id).collect();
+    assert_eq!(members, ["alice", "bob"]);
+    let (status, body) =
+        http_request(api, "GET", &format!("/v1/apps/{app}/channels/room:1/presence"), &field("api_key")?, None).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body)?["count"], 2);
+    drop(bob);
+    let left = within("bob's leave", async {
+        loop {
+            if let Some(SubscriptionEvent::Presence(p)) = room.next_event().await {
+                return p;
+            }
+        }
+    })
+    .await?;
+    assert!(!left.joined && left.member.client_id == "bob", "{left:?}");
+    alice.close().await;
+
+    // A restart: the in-memory history is gone, and recovery says so.
+    dev.terminate()?;
+    dev.wait_exit(Duration::from_secs(20)).await?;
+    let _dev = start(&dir)?;
+    wait_ready(edge, "dev edge after restart").await?;
+    let (mut after, _) = RawClient::connect(edge, &token("alice").await?).await;
+    let result = subscribed(&after.subscribe_from("hist:feed", seq, &epoch).await);
+    assert!(result.history && !result.recovered, "{result:?}");
+    assert_ne!(result.position.context("position")?.epoch, epoch, "a new epoch");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The texts of a channel's history, read through the REST API.
+async fn publisher_history(api: std::net::SocketAddr, app: &str, key: &str, channel: &str) -> Result<Vec<String>> {
+    let (status, body) =
+        http_request(api, "GET", &format!("/v1/apps/{app}/channels/{channel}/history?limit=100"), key, None).await?;
+    anyhow::ensure!(status == 200, "history: {status} {body}");
+    let page: serde_json::Value = serde_json::from_str(&body)?;
+    Ok(page["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["data"].as_str().map(str::to_owned))
+        .collect())
+}
