@@ -272,6 +272,25 @@ async fn history_flow(server: &Server) -> Result<()> {
     assert!(ms[0].get("encoding").is_none());
     assert_eq!((&ms[1]["data"], &ms[1]["encoding"], &ms[1]["name"]), (&json!("AP8="), &json!("base64"), &json!("bin")));
 
+    // A namespace's TTL: messages older than it leave the history, and a
+    // position among them is no longer complete.
+    let r = put_ns(&http, server, &app, "brief", json!({"history_size": 100, "history_ttl": "1s"})).await?;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let first = publish(&http, server, &app, &key, "brief:x", json!(1)).await?["seq"].as_u64().context("seq")?;
+    publish(&http, server, &app, &key, "brief:x", json!(2)).await?;
+    let brief = server.url(&format!("/v1/apps/{app}/channels/brief:x/history"));
+    assert_eq!(messages(&http.get(&brief, Some(&key)).await?.json()).len(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = http.get(&format!("{brief}?since={first}"), Some(&key)).await?.json();
+        if messages(&h).is_empty() && h["complete"] == json!(false) {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "never expired: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(messages(&http.get(&brief, Some(&key)).await?.json()).is_empty());
+
     // Bad requests.
     for (q, code) in [
         ("?limit=0", "bad_request"),
