@@ -430,3 +430,38 @@ async fn a_client_publish_recreates_a_lost_stream() {
     assert_eq!(&data[..], b"after");
     drop_history(&cp, "hist").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_options_turn_client_publishes_and_join_leave_events_off() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let quiet =
+        bus::NamespaceOptions { presence: true, join_leave: false, client_publish: false, ..Default::default() };
+    let loud = bus::NamespaceOptions { presence: true, join_leave: true, client_publish: true, ..Default::default() };
+    let _cp =
+        serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("quiet", quiet), namespace("loud", loud)]).await;
+    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+
+    let (mut alice, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    assert!(is_ok(&alice.subscribe("quiet:1").await));
+    assert!(is_ok(&alice.subscribe("loud:1").await));
+    // The token allows publishing everywhere; the namespace does not.
+    assert!(is_error(&alice.publish("quiet:1", b"no").await, ErrorCode::Forbidden));
+    assert!(is_ok(&alice.publish("loud:1", b"yes").await));
+    assert_eq!(&alice.message().await.data[..], b"yes");
+    // Bob joins both: an event only where join/leave is on, yet he is a
+    // member of both.
+    let (mut bob, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
+    assert!(is_ok(&bob.subscribe("quiet:1").await));
+    assert!(is_ok(&bob.subscribe("loud:1").await));
+    let e = alice.presence_event_within(Duration::from_secs(5)).await.expect("a join on loud:1");
+    assert_eq!((e.channel.as_str(), e.kind), ("loud:1", presence_event::Kind::Join as i32));
+    assert!(alice.presence_event_within(Duration::from_millis(500)).await.is_none(), "none on quiet:1");
+    let members = |r: &client::Reply| match &r.result {
+        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Presence(p)) })) => {
+            p.members.iter().map(|m| m.client_id.clone()).collect::<Vec<_>>()
+        }
+        other => panic!("expected members, got {other:?}"),
+    };
+    assert_eq!(members(&alice.presence_query("quiet:1").await), ["alice", "bob"]);
+}

@@ -16,6 +16,17 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> Resul
     tokio::time::timeout(LIMIT, f).await.with_context(|| format!("timed out: {what}"))
 }
 
+/// Asks `check` every 200 ms until it says yes (within the time limit).
+async fn until(what: &str, mut check: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    within(what, async {
+        while !check().await? {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await?
+}
+
 struct Cluster {
     _db: TestDb,
     cp: ControlPlaneProc,
@@ -200,21 +211,9 @@ async fn members_join_and_leave_across_edges_and_a_killed_edge_leaves_no_ghost()
     .await?;
     assert!(joined.joined && joined.member.client_id == "bob", "{joined:?}");
     // The control plane sees both, and the occupied channel.
-    within("both members over REST", async {
-        while c.members("room:1").await? != ["alice", "bob"] {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("both members over REST", async || Ok(c.members("room:1").await? == ["alice", "bob"])).await?;
     assert_eq!(alice.presence("room:1").await?.len(), 2);
-    within("subscriber counts", async {
-        while c.subscribers("room:1").await? != Some(2) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("subscriber counts", async || Ok(c.subscribers("room:1").await? == Some(2))).await?;
 
     // Bob's edge is SIGKILLed: nobody says goodbye, the entries expire.
     c.b.process.kill();
@@ -227,13 +226,7 @@ async fn members_join_and_leave_across_edges_and_a_killed_edge_leaves_no_ghost()
     })
     .await?;
     assert!(!left.joined && left.member.client_id == "bob", "{left:?}");
-    within("no ghost over REST", async {
-        while c.members("room:1").await? != ["alice"] {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("no ghost over REST", async || Ok(c.members("room:1").await? == ["alice"])).await?;
     Ok(())
 }
 
@@ -276,13 +269,7 @@ async fn a_presence_channel_with_ten_thousand_members() -> Result<()> {
     let total = MEMBERS + 1;
     let expected: Vec<String> =
         std::iter::once("alice".to_owned()).chain((0..MEMBERS).map(|i| format!("m{i:05}"))).collect();
-    within("every member over REST", async {
-        while c.members("hall:main").await? != expected {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("every member over REST", async || Ok(c.members("hall:main").await? == expected)).await?;
     let first = c.get("/channels/hall:main/presence").await?;
     assert_eq!((first["count"].as_u64(), first["members"].as_array().map(Vec::len)), (Some(total as u64), Some(1000)));
     assert_eq!(first["members"][1]["info"], serde_json::json!({"n": 0}));
@@ -298,26 +285,14 @@ async fn a_presence_channel_with_ten_thousand_members() -> Result<()> {
         }
     })
     .await??;
-    within("the subscriber count", async {
-        while c.subscribers("hall:main").await? != Some(total as u64) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("the subscriber count", async || Ok(c.subscribers("hall:main").await? == Some(total as u64))).await?;
 
     // 4,000 members close their connections.
     let (gone, stay): (Vec<_>, Vec<_>) = conns.into_iter().partition(|(i, _)| i % 5 < 2);
     drop(gone);
     let expected: Vec<String> =
         std::iter::once("alice".to_owned()).chain(stay.iter().map(|(i, _)| format!("m{i:05}"))).collect();
-    within("the leaves over REST", async {
-        while c.members("hall:main").await? != expected {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("the leaves over REST", async || Ok(c.members("hall:main").await? == expected)).await?;
     assert_eq!(alice.presence("hall:main").await?.len(), expected.len());
 
     // Edge B dies without a word: its 3,000 members expire.
@@ -325,21 +300,9 @@ async fn a_presence_channel_with_ten_thousand_members() -> Result<()> {
     let expected: Vec<String> = std::iter::once("alice".to_owned())
         .chain(stay.iter().filter(|(i, _)| i % 2 == 0).map(|(i, _)| format!("m{i:05}")))
         .collect();
-    within("no ghost after the kill", async {
-        while c.members("hall:main").await? != expected {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("no ghost after the kill", async || Ok(c.members("hall:main").await? == expected)).await?;
     // Edge A drops them on the same TTL, checked every second.
-    within("no ghost on edge A", async {
-        while alice.presence("hall:main").await?.len() != expected.len() {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
+    until("no ghost on edge A", async || Ok(alice.presence("hall:main").await?.len() == expected.len())).await?;
     Ok(())
 }
 
