@@ -69,10 +69,6 @@ pub struct EdgeConfig {
     /// Bytes queued for one connection before it is closed as a slow
     /// consumer.
     pub send_queue_bytes: ByteSize,
-    /// Helper threads that share the writes of a message to a large
-    /// channel; 0 writes on the receiving thread alone. Default: one fewer
-    /// than the cores the process may run on.
-    pub fanout_threads: u32,
     /// A write to a client making no progress for this long drops the
     /// connection.
     pub write_timeout: HumanDuration,
@@ -134,7 +130,6 @@ impl Default for EdgeConfig {
             publish_burst: 100,
             send_queue_frames: 16_384,
             send_queue_bytes: ByteSize::mib(2),
-            fanout_threads: u32::try_from(crate::fanout::default_threads()).unwrap_or(0),
             write_timeout: HumanDuration::secs(10),
             handshake_timeout: HumanDuration::secs(10),
             heartbeat_interval: HumanDuration::secs(25),
@@ -194,7 +189,6 @@ impl EdgeConfig {
         "publish_burst",
         "send_queue_frames",
         "send_queue_bytes",
-        "fanout_threads",
         "write_timeout",
         "handshake_timeout",
         "heartbeat_interval",
@@ -295,9 +289,6 @@ impl EdgeConfig {
         }
         if self.max_message_size.0 == 0 || self.max_message_size.0 + 512 > self.max_frame_size.0 {
             return Err(err("max_message_size", "must be above 0 and at least 512 bytes below max_frame_size"));
-        }
-        if self.fanout_threads > 64 {
-            return Err(err("fanout_threads", "must be at most 64"));
         }
         if self.presence_max_per_channel == 0 {
             return Err(err("presence_max_per_channel", "must be at least 1"));

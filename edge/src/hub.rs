@@ -35,7 +35,6 @@ use prost::Message as _;
 use tokio::sync::OnceCell;
 
 use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Position, Sink};
-use crate::fanout::FanoutPool;
 use crate::namespaces::Namespaces;
 use crate::outbox::{Outbox, PushError};
 use crate::presence::{MemberChange, MembersPage, PresenceTable};
@@ -77,10 +76,6 @@ struct Channel {
     /// When the last fan-out of this channel ended: a message that follows
     /// closely is queued (see [`CALM_GAP`]).
     last_fan_out: Option<std::time::Instant>,
-    /// The outboxes of the subscribers not holding frames, for a fan-out
-    /// shared with the pool's helpers; built when needed, dropped when the
-    /// subscribers change.
-    spread: Option<Arc<[Arc<Outbox>]>>,
 }
 
 /// A message arriving at least this long after the channel's previous
@@ -89,10 +84,6 @@ struct Channel {
 /// each writer coalesces what piles up into one write: under a steady
 /// stream, fewer syscalls matter more than the wake-ups saved.
 const CALM_GAP: Duration = Duration::from_millis(1);
-
-/// A calm message to a channel with at least this many subscribers is
-/// written with the fan-out pool's helpers (see [`crate::fanout`]).
-const SPREAD_MIN: usize = 256;
 
 /// How a hub reports presence; from the edge's configuration.
 #[derive(Debug, Clone)]
@@ -108,8 +99,6 @@ pub struct HubSettings {
     /// Most live frames kept aside for a subscriber replaying history; past
     /// it the subscriber is closed as a slow consumer.
     pub max_held: usize,
-    /// Helper threads sharing the fan-out of large channels.
-    pub fanout_threads: usize,
 }
 
 impl Default for HubSettings {
@@ -120,7 +109,6 @@ impl Default for HubSettings {
             presence_max_per_channel: 100_000,
             namespace_cache_ttl: Duration::from_secs(30),
             max_held: 16_384,
-            fanout_threads: crate::fanout::default_threads(),
         }
     }
 }
@@ -163,8 +151,6 @@ pub struct Hub {
     pub keys_rotated: tokio::sync::Notify,
     /// Notified when the control plane asks for every report at once.
     report_now: tokio::sync::Notify,
-    /// Helpers for the fan-out of large channels.
-    pool: FanoutPool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -182,7 +168,6 @@ impl Hub {
     /// A hub with explicit presence settings.
     #[must_use]
     pub fn with_settings(backplane: Backplane, settings: HubSettings) -> Arc<Self> {
-        let pool = FanoutPool::new(settings.fanout_threads);
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns: Mutex::new(HashMap::new()),
@@ -194,7 +179,6 @@ impl Hub {
             settings,
             keys_rotated: tokio::sync::Notify::new(),
             report_now: tokio::sync::Notify::new(),
-            pool,
         })
     }
 
@@ -313,9 +297,7 @@ impl Hub {
                 ready: Arc::new(OnceCell::new()),
                 options: how.options,
                 last_fan_out: None,
-                spread: None,
             });
-            entry.spread = None;
             entry.subscribers.push(Subscriber {
                 conn_id,
                 outbox: outbox.clone(),
@@ -387,7 +369,6 @@ impl Hub {
                     Some(held) if !held.is_empty() => (std::mem::take(held), sub.outbox.clone()),
                     _ => {
                         sub.held = None;
-                        entry.spread = None;
                         return;
                     }
                 }
@@ -433,7 +414,6 @@ impl Hub {
             let Some(entry) = shard.get_mut(&key) else { return };
             let Some(pos) = entry.subscribers.iter().position(|s| s.conn_id == conn_id) else { return };
             entry.subscribers.swap_remove(pos);
-            entry.spread = None;
             if entry.subscribers.is_empty() {
                 // Dropped outside the lock: ends the backplane subscription.
                 shard.remove(&key)
@@ -472,33 +452,6 @@ impl Hub {
                 return 0;
             }
             let calm = entry.last_fan_out.is_none_or(|t| t.elapsed() >= CALM_GAP);
-            if calm && entry.subscribers.len() >= SPREAD_MIN && self.pool.threads() > 0 {
-                // Held subscribers keep the frame aside; the others share
-                // one write pass with the helpers.
-                for sub in &mut entry.subscribers {
-                    if let Some(held) = &mut sub.held {
-                        if held.len() < self.settings.max_held {
-                            held.push((seq, frame.clone()));
-                            delivered += 1;
-                        } else {
-                            sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
-                            slow += 1;
-                        }
-                    }
-                }
-                let spread = entry.spread.get_or_insert_with(|| {
-                    entry.subscribers.iter().filter(|s| s.held.is_none()).map(|s| s.outbox.clone()).collect()
-                });
-                let outcome = self.pool.run(spread, frame);
-                delivered += outcome.delivered;
-                slow += outcome.slow;
-                entry.last_fan_out = Some(std::time::Instant::now());
-                drop(shard);
-                if slow > 0 {
-                    metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
-                }
-                return delivered;
-            }
             for sub in &mut entry.subscribers {
                 if let Some(held) = &mut sub.held {
                     if held.len() < self.settings.max_held {

@@ -37,7 +37,6 @@ pub mod auth;
 pub mod backplane;
 pub mod config;
 mod conn;
-pub mod fanout;
 pub mod history;
 pub mod hub;
 pub mod namespaces;
@@ -137,7 +136,6 @@ pub async fn run(
         presence_max_per_channel: config.presence_max_per_channel as usize,
         namespace_cache_ttl: config.namespace_cache_ttl.0,
         max_held: config.send_queue_frames as usize,
-        fanout_threads: config.fanout_threads as usize,
     };
     let hub = Hub::with_settings(backplane.clone(), settings);
     backplane.attach(hub.clone()).await?;

@@ -48,38 +48,6 @@ async fn subscriber_receives_what_another_client_publishes() {
     }
 }
 
-/// A channel large enough for its calm messages to be written with the
-/// fan-out helpers: every subscriber gets every message once, in order,
-/// whether messages come spaced out (shared writes) or back to back
-/// (queued), with one helper or none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_channel_gets_every_message_in_order_with_or_without_helpers() {
-    let auth = TestAuthority::start().await;
-    for threads in [1, 0] {
-        let (edge, _) = local_edge(&auth, EdgeConfig { fanout_threads: threads, ..config(&auth) }).await;
-        let mut subs = Vec::new();
-        for i in 0..300 {
-            let (mut sub, _) = RawClient::connect(edge.addr, &auth.token("app1", &format!("s{i}"), ALL)).await;
-            assert!(is_ok(&sub.subscribe("big").await));
-            subs.push(sub);
-        }
-        let (mut publisher, _) = RawClient::connect(edge.addr, &auth.token("app1", "pub", ALL)).await;
-        for i in 0..40u8 {
-            assert!(is_ok(&publisher.publish("big", &[i]).await));
-            if i < 20 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-        for sub in &mut subs {
-            for i in 0..40u8 {
-                assert_eq!(data_of(&sub.message().await), &[i], "with {threads} helper(s)");
-            }
-            let extra = sub.recv_within(Duration::from_millis(1)).await;
-            assert!(matches!(extra, None | Some(Received::Ping)), "nothing more: {extra:?}");
-        }
-    }
-}
-
 #[tokio::test]
 async fn apps_are_isolated() {
     let auth = TestAuthority::start().await;
