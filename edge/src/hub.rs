@@ -21,10 +21,10 @@
 //!   connections' entries and every channel's subscriber count periodically
 //!   ([`Hub::report_loop`]).
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,11 @@ const SNAPSHOT_CHUNK: usize = 500;
 
 /// Channels per occupancy report message.
 const OCCUPANCY_CHUNK: usize = 2000;
+
+/// An edge following at most this many channels reports its subscriber
+/// counts within a second of a change (at most 5 messages a second); one
+/// following more waits for its periodic report.
+const PROMPT_OCCUPANCY_MAX_CHANNELS: usize = 5 * OCCUPANCY_CHUNK;
 
 type ChannelKey = (AppId, ChannelName);
 type Ready = Arc<OnceCell<Result<Following, BackplaneError>>>;
@@ -151,6 +156,11 @@ pub struct Hub {
     pub keys_rotated: tokio::sync::Notify,
     /// Notified when the control plane asks for every report at once.
     report_now: tokio::sync::Notify,
+    /// Set when subscriptions changed since the last occupancy report.
+    occupancy_changed: AtomicBool,
+    /// The apps the last occupancy report named (an app left with no
+    /// channel gets an empty report, which clears its counts).
+    reported_apps: Mutex<HashSet<AppId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -179,6 +189,8 @@ impl Hub {
             settings,
             keys_rotated: tokio::sync::Notify::new(),
             report_now: tokio::sync::Notify::new(),
+            occupancy_changed: AtomicBool::new(false),
+            reported_apps: Mutex::new(HashSet::new()),
         })
     }
 
@@ -306,6 +318,7 @@ impl Hub {
             });
             (entry.ready.clone(), entry.id)
         };
+        self.occupancy_changed.store(true, Ordering::Relaxed);
         let result = ready.get_or_init(|| self.follow(app, channel, id, follow_presence)).await;
         match result {
             Ok(_) => {
@@ -425,6 +438,7 @@ impl Hub {
             lock(&self.presence).forget(app, channel);
         }
         drop(removed);
+        self.occupancy_changed.store(true, Ordering::Relaxed);
         metrics::gauge!("herald_subscriptions").decrement(1.0);
     }
 
@@ -568,16 +582,11 @@ impl Hub {
     /// counts of every app.
     async fn report_all(&self) {
         let mut presence_channels = Vec::new();
-        let mut counts: HashMap<AppId, Vec<bus::ChannelCount>> = HashMap::new();
         for shard in self.shards.iter() {
             for ((app, channel), entry) in lock(shard).iter() {
                 if entry.options.presence {
                     presence_channels.push((app.clone(), channel.clone()));
                 }
-                counts.entry(app.clone()).or_default().push(bus::ChannelCount {
-                    channel: channel.as_str().to_owned(),
-                    subscribers: entry.subscribers.len() as u32,
-                });
             }
         }
         for (app, channel) in presence_channels {
@@ -587,6 +596,29 @@ impl Hub {
                     return;
                 }
             }
+        }
+        self.report_occupancy().await;
+    }
+
+    /// Publishes the subscriber counts of every app with local subscribers,
+    /// and an empty report for an app that had some at the last report.
+    async fn report_occupancy(&self) {
+        self.occupancy_changed.store(false, Ordering::Relaxed);
+        let mut counts: HashMap<AppId, Vec<bus::ChannelCount>> = HashMap::new();
+        for shard in self.shards.iter() {
+            for ((app, channel), entry) in lock(shard).iter() {
+                counts.entry(app.clone()).or_default().push(bus::ChannelCount {
+                    channel: channel.as_str().to_owned(),
+                    subscribers: entry.subscribers.len() as u32,
+                });
+            }
+        }
+        {
+            let mut reported = lock(&self.reported_apps);
+            for app in reported.iter() {
+                counts.entry(app.clone()).or_default();
+            }
+            *reported = counts.iter().filter(|(_, c)| !c.is_empty()).map(|(a, _)| a.clone()).collect();
         }
         for (app, channels) in counts {
             // In parts, so that an app with many channels stays far below
@@ -634,7 +666,9 @@ impl Hub {
 
     /// Runs until the hub is dropped: expires other edges' presence entries
     /// every second (announcing the leaves) and publishes this edge's
-    /// reports every `interval` and whenever the control plane asks.
+    /// reports every `interval` and whenever the control plane asks, and
+    /// its subscriber counts within a second of a change (see
+    /// [`PROMPT_OCCUPANCY_MAX_CHANNELS`]).
     pub async fn report_loop(self: Arc<Self>, interval: Duration) {
         let mut next_report = tokio::time::Instant::now() + interval;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -649,6 +683,10 @@ impl Hub {
                     if tokio::time::Instant::now() >= next_report {
                         next_report = tokio::time::Instant::now() + interval;
                         self.report_all().await;
+                    } else if self.occupancy_changed.load(Ordering::Relaxed)
+                        && self.channel_count() <= PROMPT_OCCUPANCY_MAX_CHANNELS
+                    {
+                        self.report_occupancy().await;
                     }
                 }
                 () = self.report_now.notified() => self.report_all().await,

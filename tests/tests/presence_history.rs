@@ -423,6 +423,30 @@ async fn the_embedded_mode_keeps_history_and_presence() -> Result<()> {
         http_request(api, "GET", &format!("/v1/apps/{app}/channels/room:1/presence"), &field("api_key")?, None).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body)?["count"], 2);
+    // The channel list follows subscriptions within seconds, not at the
+    // next periodic report (10 s here).
+    let key = field("api_key")?;
+    let subscribers = async |channel: &str| -> Result<Option<u64>> {
+        let (_, body) = http_request(api, "GET", &format!("/v1/apps/{app}/channels"), &key, None).await?;
+        let list: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(list["channels"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == channel)
+            .and_then(|c| c["subscribers"].as_u64()))
+    };
+    let prompt = async |channel: &str, count: Option<u64>| -> Result<()> {
+        tokio::time::timeout(Duration::from_secs(4), async {
+            while subscribers(channel).await? != count {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await
+        .with_context(|| format!("{channel} never had {count:?} subscribers"))?
+    };
+    prompt("room:1", Some(2)).await?;
     drop(bob);
     let left = within("bob's leave", async {
         loop {
@@ -433,7 +457,9 @@ async fn the_embedded_mode_keeps_history_and_presence() -> Result<()> {
     })
     .await?;
     assert!(!left.joined && left.member.client_id == "bob", "{left:?}");
+    prompt("room:1", Some(1)).await?;
     alice.close().await;
+    prompt("room:1", None).await?;
 
     // A restart: the in-memory history is gone, and recovery says so.
     dev.terminate()?;
