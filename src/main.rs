@@ -153,6 +153,26 @@ fn init_tracing_quiet(format: &str) {
     init_tracing(format);
 }
 
+/// Raises the soft limit on open files to the hard limit: every client
+/// connection is a file, and a soft limit of 1,024 (a common default) would
+/// cap an edge far below `max_connections`. Logged; a failure only warns.
+fn raise_open_files_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current == limit.maximum {
+            tracing::debug!(open_files = ?limit.current, "open files limit already at its maximum");
+            return;
+        }
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::info!(from = ?limit.current, to = ?limit.maximum, "open files limit raised"),
+            Err(e) => tracing::warn!(error = %e, soft = ?limit.current, "open files limit not raised"),
+        }
+    }
+}
+
 fn client_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
@@ -259,11 +279,13 @@ fn run(cli: Cli) -> Result<()> {
             client_runtime()?.block_on(cli::subscribe(api, app_id, api_key, args))
         }
         Command::Bench(args) => {
+            raise_open_files_limit();
             // One core for the generator: a single-threaded runtime.
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
         }
         Command::Dev(args) => {
             init_tracing(&cli.log_format);
+            raise_open_files_limit();
             let mut cp = herald_control_plane::Config::default();
             cp.apply_env(std::env::vars())?;
             let mut edge = EdgeConfig::default();
@@ -279,6 +301,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             init_tracing(&cli.log_format);
+            raise_open_files_limit();
             let runtime = tokio::runtime::Runtime::new()?;
             if migrate_only {
                 return runtime.block_on(migrate(config));
@@ -293,6 +316,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             init_tracing(&cli.log_format);
+            raise_open_files_limit();
             tracing::info!(config = %redacted_toml(&config), "starting edge");
             tokio::runtime::Runtime::new()?.block_on(run_edge(config))
         }

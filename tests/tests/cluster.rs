@@ -260,3 +260,32 @@ async fn the_embedded_mode_delivers_too() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Started under a soft limit of 256 open files, the binary raises it to
+/// the hard limit (an edge holds one file per connection).
+#[tokio::test]
+async fn the_binary_raises_its_open_files_limit() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("herald-dev-{}", random_suffix()));
+    let (api, edge) = (free_addr(), free_addr());
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -S -n 256 && exec "$0" dev --data-dir "$1" --api-addr "$2" --edge-addr "$3""#)
+        .arg(herald_bin()?)
+        .args([dir.display().to_string(), api.to_string(), edge.to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let ready = wait_ready(edge, "dev edge").await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    ready?;
+    let line = limits?.lines().find(|l| l.starts_with("Max open files")).context("no open files line")?.to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "256", "{line}");
+    assert_eq!(soft, hard, "{line}");
+    Ok(())
+}
