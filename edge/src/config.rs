@@ -95,6 +95,10 @@ pub struct EdgeConfig {
     /// Most presence entries (member connections, across edges) this edge
     /// keeps per channel; reports past it are ignored.
     pub presence_max_per_channel: u32,
+    /// Join and leave events are sent while a channel has at most this many
+    /// members (each event goes to every subscriber: a crowd joining a big
+    /// channel would cost members² frames); above it, none.
+    pub presence_events_max_members: u32,
     /// How long an app's namespace options are cached (a change made through
     /// the API also reaches edges at once, by a control event).
     pub namespace_cache_ttl: HumanDuration,
@@ -140,6 +144,7 @@ impl Default for EdgeConfig {
             presence_snapshot_interval: HumanDuration::secs(10),
             presence_ttl: HumanDuration::secs(30),
             presence_max_per_channel: 100_000,
+            presence_events_max_members: 1_000,
             namespace_cache_ttl: HumanDuration::secs(30),
         }
     }
@@ -199,6 +204,7 @@ impl EdgeConfig {
         "presence_snapshot_interval",
         "presence_ttl",
         "presence_max_per_channel",
+        "presence_events_max_members",
         "namespace_cache_ttl",
     ];
 
@@ -289,6 +295,9 @@ impl EdgeConfig {
         }
         if self.max_message_size.0 == 0 || self.max_message_size.0 + 512 > self.max_frame_size.0 {
             return Err(err("max_message_size", "must be above 0 and at least 512 bytes below max_frame_size"));
+        }
+        if self.presence_events_max_members == 0 {
+            return Err(err("presence_events_max_members", "must be at least 1"));
         }
         if self.presence_max_per_channel == 0 {
             return Err(err("presence_max_per_channel", "must be at least 1"));

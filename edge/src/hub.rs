@@ -99,6 +99,9 @@ pub struct HubSettings {
     pub presence_ttl: Duration,
     /// Most presence entries kept per channel.
     pub presence_max_per_channel: usize,
+    /// Join and leave events only while a channel has at most this many
+    /// members.
+    pub presence_events_max_members: usize,
     /// Cache time of namespace options.
     pub namespace_cache_ttl: Duration,
     /// Most live frames kept aside for a subscriber replaying history; past
@@ -112,6 +115,7 @@ impl Default for HubSettings {
             edge_id: "edge".to_owned(),
             presence_ttl: Duration::from_secs(30),
             presence_max_per_channel: 100_000,
+            presence_events_max_members: 1_000,
             namespace_cache_ttl: Duration::from_secs(30),
             max_held: 16_384,
         }
@@ -496,7 +500,8 @@ impl Hub {
 
 impl Hub {
     /// Sends join/leave events for member changes of a channel to its
-    /// subscribers, when the channel's namespace wants them.
+    /// subscribers, when the channel's namespace wants them and the channel
+    /// has at most `presence_events_max_members` members.
     fn announce(&self, app: &AppId, channel: &ChannelName, changes: Vec<MemberChange>) {
         if changes.is_empty() {
             return;
@@ -506,10 +511,15 @@ impl Hub {
         if !wanted {
             return;
         }
+        // Counted with the member an event is about: a member who joined
+        // unannounced leaves unannounced too.
+        let members = lock(&self.presence).member_count(app, channel);
+        let max = self.settings.presence_events_max_members;
         for change in changes {
             let (kind, member) = match change {
-                MemberChange::Joined(m) => (client::presence_event::Kind::Join, m),
-                MemberChange::Left(m) => (client::presence_event::Kind::Leave, m),
+                MemberChange::Joined(m) if members <= max => (client::presence_event::Kind::Join, m),
+                MemberChange::Left(m) if members < max => (client::presence_event::Kind::Leave, m),
+                _ => continue,
             };
             let frame = ws::binary_frame(&client::ServerFrame {
                 kind: Some(server_frame::Kind::PresenceEvent(client::PresenceEvent {

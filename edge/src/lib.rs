@@ -134,6 +134,7 @@ pub async fn run(
         edge_id: config.edge_id.clone(),
         presence_ttl: config.presence_ttl.0,
         presence_max_per_channel: config.presence_max_per_channel as usize,
+        presence_events_max_members: config.presence_events_max_members as usize,
         namespace_cache_ttl: config.namespace_cache_ttl.0,
         max_held: config.send_queue_frames as usize,
     };

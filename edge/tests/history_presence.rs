@@ -465,3 +465,34 @@ async fn namespace_options_turn_client_publishes_and_join_leave_events_off() {
     };
     assert_eq!(members(&alice.presence_query("quiet:1").await), ["alice", "bob"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_events_stop_above_their_member_bound() {
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let room = bus::NamespaceOptions { presence: true, join_leave: true, client_publish: true, ..Default::default() };
+    let _cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("room", room)]).await;
+    let small = EdgeConfig { presence_events_max_members: 2, ..config(&auth) };
+    let a = TestEdge::start(small, nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let join = async |who: &str| {
+        let (mut c, _) = RawClient::connect(a.addr, &auth.token("app1", who, ALL)).await;
+        assert!(is_ok(&c.subscribe("room:1").await));
+        c
+    };
+    let mut alice = join("alice").await;
+    let bob = join("bob").await;
+    let e = alice.presence_event_within(Duration::from_secs(5)).await.expect("bob's join: 2 members");
+    assert_eq!((e.kind, e.member.expect("member").client_id.as_str()), (presence_event::Kind::Join as i32, "bob"));
+    let carol = join("carol").await;
+    assert!(alice.presence_event_within(Duration::from_millis(500)).await.is_none(), "3 members: no join event");
+    let page = match alice.presence_query("room:1").await.result {
+        Some(reply::Result::Ok(client::ReplyOk { value: Some(reply_ok::Value::Presence(p)) })) => p,
+        other => panic!("expected members, got {other:?}"),
+    };
+    assert_eq!(page.total, 3, "carol is a member all the same");
+    drop(carol);
+    assert!(alice.presence_event_within(Duration::from_millis(500)).await.is_none(), "she leaves unannounced too");
+    drop(bob);
+    let e = alice.presence_event_within(Duration::from_secs(5)).await.expect("bob's leave: back within the bound");
+    assert_eq!((e.kind, e.member.expect("member").client_id.as_str()), (presence_event::Kind::Leave as i32, "bob"));
+}
