@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use herald_edge::backplane::BackplaneError;
-use herald_edge::presence::{Member, OccupancyTable, PresenceTable};
+use herald_edge::presence::{MAX_MEMBERS_PAGE, Member, OccupancyTable, PresenceTable};
 use herald_proto::caps::Operation;
 use herald_proto::{AppId, ChannelName, ErrorCode, bus};
 use prost::Message as _;
@@ -19,11 +19,6 @@ use crate::service::{Core, parse_app_id, parse_channel};
 /// The number of messages a history read returns when the request names
 /// none (or the server's `max_history_limit` when lower).
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
-
-/// Most members in one page of a presence read (and the page size when the
-/// request names none). With `info` at most 1 KiB per member, a page stays
-/// near 1 MiB.
-pub const MAX_PRESENCE_LIMIT: usize = 1_000;
 
 /// One message of a channel's history.
 #[derive(Debug, Clone, PartialEq)]
@@ -234,11 +229,11 @@ impl Core {
     ) -> Result<Presence, ApiError> {
         let (app, channel) = self.channel_reader(who, app, channel, Operation::Presence)?;
         let limit = match limit {
-            None => MAX_PRESENCE_LIMIT,
-            Some(n) if (1..=MAX_PRESENCE_LIMIT).contains(&n) => n,
+            None => MAX_MEMBERS_PAGE,
+            Some(n) if (1..=MAX_MEMBERS_PAGE).contains(&n) => n,
             Some(n) => {
                 return Err(ApiError::bad_request(format!(
-                    "`limit` is {n}; it must lie between 1 and {MAX_PRESENCE_LIMIT}"
+                    "`limit` is {n}; it must lie between 1 and {MAX_MEMBERS_PAGE}"
                 )));
             }
         };

@@ -35,6 +35,7 @@ use crate::config::EdgeConfig;
 use crate::hub::{ConnEntry, Hub, SubscribeOptions};
 use crate::namespaces::keeps_history;
 use crate::outbox::Outbox;
+use crate::presence::MAX_MEMBERS_PAGE;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
 
 /// Idempotency ids remembered per connection.
@@ -464,9 +465,6 @@ fn backplane_err(rid: u64, what: &str, e: &BackplaneError) -> Bytes {
     }
 }
 
-/// Most members in one page of a presence reply.
-const MEMBERS_PAGE: usize = 1000;
-
 /// Most bytes of client ids and info in one page of a presence reply, and
 /// at most a quarter of the send queue.
 const MEMBERS_PAGE_BYTES: usize = 256 * 1024;
@@ -489,8 +487,8 @@ async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, q: cl
         return reply_err(rid, ErrorCode::NotSubscribed, "subscribe to the channel to see its members");
     }
     let limit = match q.limit as usize {
-        0 => MEMBERS_PAGE,
-        n => n.min(MEMBERS_PAGE),
+        0 => MAX_MEMBERS_PAGE,
+        n => n.min(MAX_MEMBERS_PAGE),
     };
     let max_bytes = MEMBERS_PAGE_BYTES.min(shared.config.send_queue_bytes.0 as usize / 4);
     let page = shared.hub.members_page(&session.claims.app, &channel, &q.after, limit, max_bytes).unwrap_or_default();
@@ -640,13 +638,10 @@ async fn replay_all(
     loop {
         let full = page.len() == REPLAY_PAGE;
         for entry in page {
-            if !outbox.room().await {
-                return replayed;
-            }
             let at = Position { seq: entry.seq, epoch: epoch.to_owned() };
             match crate::hub::encode_replay(channel, entry.payload, &at) {
                 Ok(frame) => {
-                    if outbox.push(frame).is_err() {
+                    if outbox.push_paced(frame).await.is_err() {
                         return replayed;
                     }
                     metrics::counter!("herald_recovered_messages_total").increment(1);

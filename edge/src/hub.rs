@@ -394,12 +394,13 @@ impl Hub {
                 if seq != 0 && seq <= replayed_seq {
                     continue;
                 }
-                if !outbox.room().await {
-                    return;
-                }
-                if let Err(PushError::Overflow) = outbox.push(frame) {
-                    metrics::counter!("herald_slow_consumer_closes_total").increment(1);
-                    return;
+                match outbox.push_paced(frame).await {
+                    Ok(()) => {}
+                    Err(PushError::Overflow) => {
+                        metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                        return;
+                    }
+                    Err(PushError::Closed) => return,
                 }
             }
         }

@@ -238,19 +238,25 @@ impl Outbox {
         }
     }
 
-    /// Waits until at most half of each bound is taken, so that a sender
-    /// of many frames (a history replay) can go on without overflowing.
-    /// Returns `false` once the connection is closing. Polls every
-    /// millisecond: no wake-up is added to the writer's path.
-    pub async fn room(&self) -> bool {
+    /// As [`Self::push`], once at most half of each bound is taken: a
+    /// sender of many frames (a history replay) paces itself to the reader
+    /// instead of overflowing the queue. Polls every millisecond while the
+    /// queue is fuller: no wake-up is added to the writer's path.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::push`]; [`PushError::Closed`] as soon as the connection
+    /// is closing.
+    pub async fn push_paced(&self, frame: Bytes) -> Result<(), PushError> {
         loop {
             {
                 let state = self.lock();
                 if state.close.is_some() || state.closed {
-                    return false;
+                    return Err(PushError::Closed);
                 }
                 if state.len() * 2 <= self.max_frames && state.bytes * 2 <= self.max_bytes {
-                    return true;
+                    drop(state);
+                    return self.push(frame);
                 }
             }
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;

@@ -110,6 +110,11 @@ impl ChannelPresence {
     }
 }
 
+/// Most members in one page of a member list, on the client protocol and
+/// the control plane's APIs alike (with `info` at most 1 KiB per member, a
+/// page stays near 1 MiB).
+pub const MAX_MEMBERS_PAGE: usize = 1_000;
+
 /// A page of a channel's members (see [`PresenceTable::members_page`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MembersPage {
