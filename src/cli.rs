@@ -34,6 +34,12 @@ pub enum AppsCommand {
     },
     /// List apps.
     List,
+    /// Delete an app: its keys, namespaces and history go, and edges close
+    /// its connections and refuse its tokens.
+    Delete {
+        /// The app's id.
+        id: String,
+    },
 }
 
 /// `herald keys …` (admin token).
@@ -145,6 +151,11 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
             for app in apps.into_inner().apps {
                 println!("{}\t{}", app.id, app.name);
             }
+        }
+        AppsCommand::Delete { id } => {
+            let request = api::DeleteAppRequest { app_id: id.clone() };
+            client.delete_app(authorized(request, &admin_token)?).await.map_err(status)?;
+            println!("deleted {id}");
         }
     }
     Ok(())

@@ -315,14 +315,19 @@ impl Core {
         self.require_admin(who)?;
         let id = parse_app_id(id)?;
         let namespaces = self.store.list_namespaces(&id).await?;
-        if !self.store.delete_app(&id).await? {
+        let now = now_ms();
+        if !self.store.delete_app(&id, now, self.signer.revocations_since_ms(now)).await? {
             return Err(ApiError::not_found(format!("no app {:?}", id.as_str())));
         }
         self.auth.evict_app(&id);
         self.namespaces.evict(&id);
         self.publisher.forget_app(&id);
         self.drop_app_history(&namespaces).await;
-        self.notify(bus::control_event::Kind::AppDeleted(bus::AppDeleted { app_id: id.to_string() })).await;
+        let (at, until) = self.signer.revocation_window(now);
+        // The JWKS lists the deletion from now on (other replicas within a
+        // second: they reload it when serving it stale).
+        self.refresh_signer.notify_one();
+        self.notify(bus::control_event::Kind::AppDeleted(bus::AppDeleted { app_id: id.to_string(), at, until })).await;
         tracing::info!(app = %id, "app deleted");
         Ok(())
     }
@@ -403,8 +408,14 @@ impl Core {
             return Err(ApiError::not_found(format!("app {:?} has no key {:?}", app.as_str(), key.as_str())));
         };
         self.auth.evict_key(&key);
-        let kind =
-            bus::control_event::Kind::KeyRevoked(bus::KeyRevoked { app_id: app.to_string(), key_id: key.to_string() });
+        let (at, until) = self.signer.revocation_window(revoked_at_ms);
+        let kind = bus::control_event::Kind::KeyRevoked(bus::KeyRevoked {
+            app_id: app.to_string(),
+            key_id: key.to_string(),
+            at,
+            until,
+        });
+        self.refresh_signer.notify_one();
         let edges_notified = self.notify(kind).await;
         tracing::info!(app = %app, key = %key, edges_notified, "api key revoked");
         Ok(Revoked { revoked_at_ms, edges_notified })

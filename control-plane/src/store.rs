@@ -506,22 +506,63 @@ impl Store {
         })
     }
 
-    /// Deletes an app and, with it, its API keys. Returns false when no such
-    /// app exists.
+    /// Deletes an app and, with it, its API keys and namespaces, and keeps
+    /// when it was deleted (`now_ms`; tombstones older than
+    /// `forget_before_ms` go). Returns false when no such app exists.
     ///
     /// # Errors
     ///
     /// Database errors.
-    pub async fn delete_app(&self, id: &AppId) -> Result<bool, StoreError> {
+    pub async fn delete_app(&self, id: &AppId, now_ms: i64, forget_before_ms: i64) -> Result<bool, StoreError> {
+        let tombstone = "INSERT INTO deleted_apps (app_id, deleted_at_ms) VALUES ($1, $2) \
+                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2";
         let n = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM api_keys WHERE app_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM namespaces WHERE app_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM apps WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                sqlx::query(tombstone).bind(id.as_str()).bind(now_ms).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM deleted_apps WHERE deleted_at_ms < $1")
+                    .bind(forget_before_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
             n
         });
         Ok(n > 0)
+    }
+
+    /// Keys revoked and apps deleted after `since_ms`, newest first, at most
+    /// `limit`: `(app, key — none for a deleted app, when in ms)`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn revocations(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(AppId, Option<KeyId>, i64)>, StoreError> {
+        let sql = "SELECT app_id, id AS key_id, revoked_at_ms AS at_ms FROM api_keys WHERE revoked_at_ms > $1 \
+                   UNION ALL SELECT app_id, NULL AS key_id, deleted_at_ms AS at_ms FROM deleted_apps \
+                   WHERE deleted_at_ms > $1 ORDER BY at_ms DESC LIMIT $2";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(since_ms).bind(limit).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let app_id: String = row.try_get("app_id")?;
+                let app = AppId::new(&app_id).map_err(|e| StoreError::Corrupt(format!("app id {app_id:?}: {e}")))?;
+                let key = match row.try_get::<Option<String>, _>("key_id")? {
+                    Some(id) => Some(KeyId::new(&id).map_err(|e| StoreError::Corrupt(format!("key id {id:?}: {e}")))?),
+                    None => None,
+                };
+                out.push((app, key, row.try_get::<i64, _>("at_ms")?));
+            }
+            Ok(out)
+        })
     }
 
     // ----- API keys ---------------------------------------------------------

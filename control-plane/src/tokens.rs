@@ -12,13 +12,18 @@
 //!
 //! Tokens carry exactly [`herald_proto::Claims`], `alg: EdDSA` and the
 //! signing key's `kid` in the header.
+//!
+//! The JWKS also lists, under `herald_revoked`, the API keys revoked and the
+//! apps deleted within the longest token lifetime (plus a margin for the
+//! edges' leeway): edges refuse the tokens minted from them before then,
+//! even an edge that started after the revocation or missed its event.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use herald_proto::claims::{AUDIENCE, AppLimits, MAX_TOKEN_BYTES};
+use herald_proto::claims::{AUDIENCE, AppLimits, MAX_REVOCATIONS, MAX_TOKEN_BYTES, Revocation};
 use herald_proto::{AppId, Capabilities, Claims, ClientId, KeyId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
@@ -70,12 +75,23 @@ pub struct Jwk {
     pub x: String,
 }
 
-/// The JWKS document: `{"keys": [...]}`, current key first.
+/// The JWKS document: `{"keys": [...], "herald_revoked": [...]}`, current
+/// key first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Jwks {
     /// The keys that verify tokens now.
     pub keys: Vec<Jwk>,
+    /// Tokens to refuse despite a good signature, newest first
+    /// (`{"app", "key"?, "at", "until"}`, Unix seconds; no `key` = the
+    /// whole app): see [`Revocation`].
+    #[serde(default, rename = "herald_revoked")]
+    #[schema(value_type = Vec<Object>)]
+    pub revoked: Vec<Revocation>,
 }
+
+/// How long past the longest token lifetime a revocation stays listed:
+/// room for the edges' `exp` leeway and clock skew.
+const REVOCATION_MARGIN: Duration = Duration::from_secs(300);
 
 /// The outcome of a rotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -97,6 +113,7 @@ struct State {
     kid: String,
     encoding: EncodingKey,
     published: Vec<Published>,
+    revoked: Vec<Revocation>,
 }
 
 /// What a token is minted for.
@@ -124,6 +141,9 @@ pub struct MintRequest {
 pub struct Signer {
     store: Store,
     issuer: String,
+    /// How long a revocation is listed: the longest token lifetime plus
+    /// [`REVOCATION_MARGIN`].
+    revocation_window: Duration,
     state: RwLock<Arc<State>>,
     loaded_at: Mutex<Instant>,
     reloading: tokio::sync::Mutex<()>,
@@ -148,7 +168,16 @@ fn generate(now_ms: i64) -> Result<SigningKey, SigningError> {
     })
 }
 
-fn build_state(keys: &[SigningKey]) -> Result<Option<State>, SigningError> {
+fn window_ms(window: Duration) -> i64 {
+    i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Until when (Unix seconds) a revocation made at `at_ms` is listed.
+fn until(at_ms: i64, window: Duration) -> i64 {
+    (at_ms + window_ms(window)) / 1000
+}
+
+fn build_state(keys: &[SigningKey], revoked: Vec<Revocation>) -> Result<Option<State>, SigningError> {
     let Some(current) = keys.first().filter(|k| k.retired_at_ms.is_none()) else {
         return Ok(None);
     };
@@ -166,31 +195,51 @@ fn build_state(keys: &[SigningKey]) -> Result<Option<State>, SigningError> {
             expires_at_ms: k.expires_at_ms,
         })
         .collect();
-    Ok(Some(State { kid: current.kid.clone(), encoding: EncodingKey::from_ed_der(&current.private_key), published }))
+    Ok(Some(State {
+        kid: current.kid.clone(),
+        encoding: EncodingKey::from_ed_der(&current.private_key),
+        published,
+        revoked,
+    }))
 }
 
 impl Signer {
     /// Loads the signing keys, creating the first one when the database has
-    /// none.
+    /// none, and the revocations of the last `max_token_ttl` (plus a
+    /// margin).
     ///
     /// # Errors
     ///
     /// [`SigningError`] when the store fails or a key cannot be made.
-    pub async fn load(store: Store, issuer: String) -> Result<Self, SigningError> {
-        let state = Self::load_state(&store).await?;
+    pub async fn load(store: Store, issuer: String, max_token_ttl: Duration) -> Result<Self, SigningError> {
+        let revocation_window = max_token_ttl + REVOCATION_MARGIN;
+        let state = Self::load_state(&store, revocation_window).await?;
         Ok(Self {
             store,
             issuer,
+            revocation_window,
             state: RwLock::new(Arc::new(state)),
             loaded_at: Mutex::new(Instant::now()),
             reloading: tokio::sync::Mutex::new(()),
         })
     }
 
-    async fn load_state(store: &Store) -> Result<State, SigningError> {
+    async fn load_state(store: &Store, revocation_window: Duration) -> Result<State, SigningError> {
         for _ in 0..3 {
-            let keys = store.signing_keys(now_ms()).await?;
-            if let Some(state) = build_state(&keys)? {
+            let now = now_ms();
+            let keys = store.signing_keys(now).await?;
+            let revoked = store
+                .revocations(now - window_ms(revocation_window), MAX_REVOCATIONS)
+                .await?
+                .into_iter()
+                .map(|(app, key, at_ms)| Revocation {
+                    app,
+                    key,
+                    at: at_ms / 1000,
+                    until: until(at_ms, revocation_window),
+                })
+                .collect();
+            if let Some(state) = build_state(&keys, revoked)? {
                 return Ok(state);
             }
             let first = generate(now_ms())?;
@@ -207,7 +256,7 @@ impl Signer {
     ///
     /// [`SigningError`] when the store fails; the keys in memory stay.
     pub async fn refresh(&self) -> Result<(), SigningError> {
-        let state = Self::load_state(&self.store).await?;
+        let state = Self::load_state(&self.store, self.revocation_window).await?;
         let changed = self.current_kid() != state.kid;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
         *self.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -228,7 +277,7 @@ impl Signer {
     }
 
     /// The JWKS at `now_ms`: the current key and every retired key whose
-    /// overlap has not passed.
+    /// overlap has not passed, and the revocations still listed.
     #[must_use]
     pub fn jwks(&self, now_ms: i64) -> Jwks {
         let state = self.state();
@@ -239,7 +288,21 @@ impl Signer {
                 .filter(|p| p.expires_at_ms.is_none_or(|t| t > now_ms))
                 .map(|p| p.jwk.clone())
                 .collect(),
+            revoked: state.revoked.iter().filter(|r| r.until > now_ms / 1000).cloned().collect(),
         }
+    }
+
+    /// The revocation made at `at_ms`, as edges are told of it: `(at,
+    /// until)` in Unix seconds.
+    #[must_use]
+    pub fn revocation_window(&self, at_ms: i64) -> (i64, i64) {
+        (at_ms / 1000, until(at_ms, self.revocation_window))
+    }
+
+    /// Before when (Unix ms) revocations are no longer listed.
+    #[must_use]
+    pub fn revocations_since_ms(&self, now_ms: i64) -> i64 {
+        now_ms - window_ms(self.revocation_window)
     }
 
     /// The JWKS, reloaded from the database first when older than a second

@@ -88,11 +88,24 @@ async fn suite(store: Store) -> Result<()> {
     assert_eq!(store.revoke_key(&AppId::new("a1")?, &KeyId::new("k1")?, 200).await?, Some(100));
     assert_eq!(store.get_key(&KeyId::new("k1")?).await?.expect("k1").revoked_at_ms, Some(100));
 
-    // Deleting an app deletes its keys.
-    assert!(store.delete_app(&AppId::new("a1")?).await?);
-    assert!(!store.delete_app(&AppId::new("a1")?).await?);
+    // Revocations: revoked keys, newest first, from a time on.
+    assert_eq!(store.revoke_key(&AppId::new("a2")?, &KeyId::new("k3")?, 150).await?, Some(150));
+    let rev = store.revocations(0, 10).await?;
+    assert_eq!(
+        rev,
+        [(AppId::new("a2")?, Some(KeyId::new("k3")?), 150), (AppId::new("a1")?, Some(KeyId::new("k1")?), 100)]
+    );
+    assert_eq!(store.revocations(120, 10).await?.len(), 1, "{backend}: since");
+    assert_eq!(store.revocations(0, 1).await?.len(), 1, "{backend}: limit");
+
+    // Deleting an app deletes its keys and leaves a tombstone, listed as a
+    // revocation of the whole app; older tombstones go.
+    assert!(store.delete_app(&AppId::new("a1")?, 300, 0).await?);
+    assert!(!store.delete_app(&AppId::new("a1")?, 400, 0).await?);
     assert!(store.get_key(&KeyId::new("k2")?).await?.is_none(), "{backend}: keys go with their app");
     assert!(store.get_key(&KeyId::new("k3")?).await?.is_some());
+    let rev = store.revocations(0, 10).await?;
+    assert_eq!(rev, [(AppId::new("a1")?, None, 300), (AppId::new("a2")?, Some(KeyId::new("k3")?), 150)], "{backend}");
 
     // Signing keys: one current; rotation retires it with an expiry.
     assert!(store.signing_keys(0).await?.is_empty());
@@ -205,8 +218,10 @@ async fn namespaces_on_both_databases() -> Result<()> {
         assert_eq!(deleted.options.history_size, 100);
         assert!(store.delete_namespace(&n1, &chat).await?.is_none());
         // Deleting an app deletes its namespaces.
-        assert!(store.delete_app(&n2).await?);
+        assert!(store.delete_app(&n2, 1000, 500).await?);
         assert_eq!(store.count_namespaces(&n2).await?, 0, "{backend}");
+        let gone: Vec<_> = store.revocations(0, 10).await?.into_iter().filter(|r| r.1.is_none()).collect();
+        assert_eq!(gone, [(n2.clone(), None, 1000)], "{backend}: the tombstone older than 500 went");
         store.close().await;
     }
     Ok(())

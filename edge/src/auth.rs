@@ -7,22 +7,37 @@
 //! The algorithm is pinned to EdDSA by the edge: a token whose header says
 //! anything else (`none`, `HS256` with the public key as secret, …) is
 //! refused before any key is looked at.
+//!
+//! A good signature is not enough: tokens minted from a revoked API key, or
+//! for a deleted app, are refused too ([`Revocations`]). The edge learns of
+//! revocations at once from the control plane's events and, for what it
+//! missed (started later, cut off from NATS), from the JWKS, which lists
+//! them until every token they cover has expired.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_proto::Claims;
-use herald_proto::claims::{AUDIENCE, MAX_TOKEN_BYTES};
+use herald_proto::claims::{AUDIENCE, MAX_REVOCATIONS, MAX_TOKEN_BYTES, Revocation};
+use herald_proto::{AppId, Claims, KeyId};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-/// Largest JWKS document accepted.
-const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Largest JWKS document accepted: a few keys and up to
+/// [`MAX_REVOCATIONS`] revocations.
+const MAX_JWKS_BYTES: usize = 2 * 1024 * 1024;
+
+/// Revocations learned from events are kept until their `until`; past this
+/// many entries the soonest to expire are dropped first.
+const MAX_KEPT_REVOCATIONS: usize = 2 * MAX_REVOCATIONS;
+
+/// How long an event's revocation is kept when the event says no `until`:
+/// the control plane's longest token lifetime by default.
+const DEFAULT_REVOCATION_SECS: i64 = 86_400;
 
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +51,12 @@ pub enum AuthError {
     /// No signing keys could be loaded.
     #[error("signing keys unavailable")]
     KeysUnavailable,
+    /// The API key that minted the token was revoked.
+    #[error("the api key that minted this token was revoked")]
+    KeyRevoked,
+    /// The token's app was deleted.
+    #[error("the app was deleted")]
+    AppDeleted,
 }
 
 impl AuthError {
@@ -46,6 +67,8 @@ impl AuthError {
             Self::Expired => "expired",
             Self::Invalid(reason) => reason,
             Self::KeysUnavailable => "keys_unavailable",
+            Self::KeyRevoked => "key_revoked",
+            Self::AppDeleted => "app_deleted",
         }
     }
 }
@@ -53,6 +76,135 @@ impl AuthError {
 #[derive(Deserialize)]
 struct Jwks {
     keys: Vec<Jwk>,
+    /// [`herald_proto::claims::REVOKED_MEMBER`]; each entry on its own, so
+    /// one bad entry cannot cost the keys.
+    #[serde(default, rename = "herald_revoked")]
+    revoked: Vec<serde_json::Value>,
+}
+
+/// What a JWKS document holds for the edge.
+struct JwksContent {
+    keys: HashMap<String, DecodingKey>,
+    revoked: Vec<Revocation>,
+}
+
+/// The revoked keys and deleted apps whose tokens must be refused. Shared
+/// (cheap to clone) by the verifier, which refuses such tokens, and the hub,
+/// which adds what the control plane's events announce.
+#[derive(Clone, Default)]
+pub struct Revocations {
+    inner: Arc<RwLock<HashMap<AppId, Revoked>>>,
+}
+
+#[derive(Default)]
+struct Revoked {
+    /// The whole app.
+    app: Option<Window>,
+    /// Keys of the app.
+    keys: HashMap<KeyId, Window>,
+}
+
+/// Tokens issued at or before `at` are refused until `until` (Unix seconds).
+#[derive(Clone, Copy)]
+struct Window {
+    at: i64,
+    until: i64,
+}
+
+impl Window {
+    fn refuses(&self, iat: i64, now: i64) -> bool {
+        iat <= self.at && now < self.until
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Revocations {
+    /// Records `revocation` (a later `until` wins).
+    pub fn add(&self, revocation: Revocation) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        Self::insert(&mut map, revocation);
+        if map.values().map(|r| r.keys.len() + usize::from(r.app.is_some())).sum::<usize>() > MAX_KEPT_REVOCATIONS {
+            Self::trim(&mut map, unix_now());
+        }
+    }
+
+    /// Records what the control plane announced in an event: tokens of
+    /// `app` (minted from `key`, when given) issued at or before `at` are
+    /// refused until `until` (Unix seconds; 0 = now, and the default token
+    /// lifetime from now).
+    pub fn add_announced(&self, app: &str, key: Option<&str>, at: i64, until: i64) {
+        let Ok(app) = AppId::new(app) else { return };
+        let key = match key.map(KeyId::new) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(_)) => return,
+            None => None,
+        };
+        let now = unix_now();
+        let at = if at > 0 { at } else { now };
+        let until = if until > 0 { until } else { now + DEFAULT_REVOCATION_SECS };
+        self.add(Revocation { app, key, at, until });
+    }
+
+    fn insert(map: &mut HashMap<AppId, Revoked>, r: Revocation) {
+        let entry = map.entry(r.app).or_default();
+        let window = Window { at: r.at, until: r.until };
+        let slot = match r.key {
+            Some(key) => entry.keys.entry(key).or_insert(window),
+            None => entry.app.get_or_insert(window),
+        };
+        // An app deleted, created again and deleted again: the later
+        // deletion covers more.
+        slot.at = slot.at.max(r.at);
+        slot.until = slot.until.max(r.until);
+    }
+
+    /// Adds a JWKS's list and forgets what has expired.
+    fn merge(&self, revoked: Vec<Revocation>) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        for r in revoked {
+            Self::insert(&mut map, r);
+        }
+        Self::trim(&mut map, unix_now());
+    }
+
+    /// Drops expired entries, then the soonest to expire past the bound.
+    fn trim(map: &mut HashMap<AppId, Revoked>, now: i64) {
+        for r in map.values_mut() {
+            r.keys.retain(|_, w| w.until > now);
+            r.app = r.app.filter(|w| w.until > now);
+        }
+        map.retain(|_, r| r.app.is_some() || !r.keys.is_empty());
+        let mut untils: Vec<i64> =
+            map.values().flat_map(|r| r.keys.values().chain(r.app.as_ref()).map(|w| w.until)).collect();
+        if untils.len() > MAX_KEPT_REVOCATIONS {
+            let cut = untils.len() - MAX_KEPT_REVOCATIONS;
+            let (_, nth, _) = untils.select_nth_unstable(cut - 1);
+            let keep_after = *nth;
+            tracing::warn!(kept = MAX_KEPT_REVOCATIONS, "too many revocations: the soonest to expire are forgotten");
+            Self::trim(map, keep_after);
+        }
+    }
+
+    /// Why a token with `claims` must be refused, if it must.
+    ///
+    /// # Errors
+    ///
+    /// [`AuthError::AppDeleted`] or [`AuthError::KeyRevoked`].
+    pub fn check(&self, claims: &Claims) -> Result<(), AuthError> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let Some(revoked) = map.get(&claims.app) else { return Ok(()) };
+        let now = unix_now();
+        if revoked.app.is_some_and(|w| w.refuses(claims.iat, now)) {
+            return Err(AuthError::AppDeleted);
+        }
+        if revoked.keys.get(&claims.key).is_some_and(|w| w.refuses(claims.iat, now)) {
+            return Err(AuthError::KeyRevoked);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,6 +230,7 @@ struct VerifierInner {
     jwks_url: String,
     validation: Validation,
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
+    revocations: Revocations,
     min_refetch: Duration,
     /// Serializes fetches.
     fetching: tokio::sync::Mutex<()>,
@@ -88,9 +241,16 @@ struct VerifierInner {
 
 impl Verifier {
     /// A verifier for tokens of `issuer`, with keys from `jwks_url`. Keys are
-    /// fetched on first use or by [`Self::refresh`].
+    /// fetched on first use or by [`Self::refresh`]; tokens `revocations`
+    /// covers are refused (and the JWKS's revocations are added to it).
     #[must_use]
-    pub fn new(jwks_url: &str, issuer: &str, leeway: Duration, min_refetch: Duration) -> Self {
+    pub fn new(
+        jwks_url: &str,
+        issuer: &str,
+        leeway: Duration,
+        min_refetch: Duration,
+        revocations: Revocations,
+    ) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_audience(&[AUDIENCE]);
@@ -105,6 +265,7 @@ impl Verifier {
                 jwks_url: jwks_url.to_owned(),
                 validation,
                 keys: RwLock::new(Arc::new(HashMap::new())),
+                revocations,
                 min_refetch,
                 fetching: tokio::sync::Mutex::new(()),
                 last_unknown_fetch: std::sync::Mutex::new(None),
@@ -131,8 +292,9 @@ impl Verifier {
     pub async fn refresh(&self) -> Result<(), AuthError> {
         let _one_at_a_time = self.inner.fetching.lock().await;
         match self.fetch().await {
-            Ok(keys) => {
-                tracing::info!(keys = keys.len(), "signing keys loaded");
+            Ok(JwksContent { keys, revoked }) => {
+                tracing::info!(keys = keys.len(), revoked = revoked.len(), "signing keys loaded");
+                self.inner.revocations.merge(revoked);
                 *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
                 Ok(())
             }
@@ -157,7 +319,7 @@ impl Verifier {
         let _ = self.refresh().await;
     }
 
-    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, String> {
+    async fn fetch(&self) -> Result<JwksContent, String> {
         let uri: http::Uri = self.inner.jwks_url.parse().map_err(|e| format!("bad url: {e}"))?;
         let request = http::Request::get(uri).body(Empty::new()).map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(Duration::from_secs(5), self.inner.http.request(request))
@@ -177,8 +339,9 @@ impl Verifier {
     }
 
     /// Verifies `token`: size, header algorithm, key, signature, `exp`,
-    /// `nbf`, audience and issuer. Refetches the keys once (rate-limited) when
-    /// the `kid` is unknown.
+    /// `nbf`, audience and issuer, then that neither its key nor its app was
+    /// revoked. Refetches the keys once (rate-limited) when the `kid` is
+    /// unknown.
     ///
     /// # Errors
     ///
@@ -206,7 +369,9 @@ impl Verifier {
             None if !self.has_keys() => return Err(AuthError::KeysUnavailable),
             None => return Err(AuthError::Invalid("unknown_kid")),
         };
-        self.verify_with(token, &key)
+        let claims = self.verify_with(token, &key)?;
+        self.inner.revocations.check(&claims)?;
+        Ok(claims)
     }
 
     fn verify_with(&self, token: &str, key: &DecodingKey) -> Result<Claims, AuthError> {
@@ -241,8 +406,9 @@ impl Verifier {
     }
 }
 
-/// Parses a JWKS document, keeping the Ed25519 keys.
-fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
+/// Parses a JWKS document, keeping the Ed25519 keys and the first
+/// [`MAX_REVOCATIONS`] well-formed revocations.
+fn parse_jwks(body: &[u8]) -> Result<JwksContent, String> {
     let jwks: Jwks = serde_json::from_slice(body).map_err(|e| format!("bad jwks: {e}"))?;
     let mut keys = HashMap::new();
     for jwk in jwks.keys {
@@ -263,7 +429,22 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
     if keys.is_empty() {
         return Err("jwks holds no Ed25519 key".into());
     }
-    Ok(keys)
+    if jwks.revoked.len() > MAX_REVOCATIONS {
+        tracing::warn!(listed = jwks.revoked.len(), read = MAX_REVOCATIONS, "the jwks lists too many revocations");
+    }
+    let revoked = jwks
+        .revoked
+        .into_iter()
+        .take(MAX_REVOCATIONS)
+        .filter_map(|v| match serde_json::from_value::<Revocation>(v) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "unusable revocation in jwks skipped");
+                None
+            }
+        })
+        .collect();
+    Ok(JwksContent { keys, revoked })
 }
 
 #[cfg(test)]
@@ -278,10 +459,58 @@ mod tests {
             {"kty":"OKP","crv":"Ed25519","kid":"","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
             {"kty":"OKP","crv":"Ed25519","kid":"h","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","alg":"HS256"}
         ]}"#;
-        let keys = parse_jwks(doc).expect("jwks");
+        let keys = parse_jwks(doc).expect("jwks").keys;
         assert_eq!(keys.len(), 1);
         assert!(keys.contains_key("a"));
         assert!(parse_jwks(br#"{"keys":[]}"#).is_err());
         assert!(parse_jwks(b"not json").is_err());
+    }
+
+    fn claims_at(app: &str, key: &str, iat: i64) -> Claims {
+        serde_json::from_value(serde_json::json!({"iss": "herald", "aud": "herald", "sub": "u", "app": app,
+            "key": key, "iat": iat, "nbf": iat, "exp": iat + 60, "jti": "t", "caps": {}}))
+        .expect("claims")
+    }
+
+    fn claims(app: &str, key: &str) -> Claims {
+        claims_at(app, key, 1)
+    }
+
+    #[test]
+    fn jwks_revocations_are_read_each_on_its_own() {
+        let doc = br#"{"keys":[
+            {"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}],
+            "herald_revoked":[{"app":"app1","key":"k1","at":100,"until":4000000000},
+            {"app":"app2","at":100,"until":4000000000},
+            {"app":"bad app","key":"k1","at":100,"until":4000000000},{"app":"app3","at":100},17]}"#;
+        let content = parse_jwks(doc).expect("jwks");
+        assert_eq!(content.keys.len(), 1);
+        assert_eq!(content.revoked.len(), 2, "the three bad entries are skipped, the keys kept");
+        let revocations = Revocations::default();
+        revocations.merge(content.revoked);
+        assert_eq!(revocations.check(&claims("app1", "k1")), Err(AuthError::KeyRevoked));
+        assert_eq!(revocations.check(&claims("app1", "k2")), Ok(()));
+        assert_eq!(revocations.check(&claims("app2", "k9")), Err(AuthError::AppDeleted));
+        assert_eq!(revocations.check(&claims("app3", "k1")), Ok(()));
+        assert_eq!(revocations.check(&claims_at("app2", "k9", 101)), Ok(()), "minted after: the app was created again");
+    }
+
+    #[test]
+    fn revocations_expire_and_stay_bounded() {
+        let revocations = Revocations::default();
+        revocations.add_announced("app1", Some("old"), 0, unix_now() - 1);
+        revocations.add_announced("app1", Some("new"), 0, 0);
+        assert_eq!(revocations.check(&claims("app1", "old")), Ok(()), "past its until");
+        assert_eq!(revocations.check(&claims("app1", "new")), Err(AuthError::KeyRevoked));
+        revocations.add_announced("bad app", None, 0, 0);
+        let far = unix_now() + 10_000;
+        for i in 0..MAX_KEPT_REVOCATIONS + 10 {
+            revocations.add_announced("app9", Some(&format!("k{i}")), 0, far + i as i64);
+        }
+        let kept = revocations.inner.read().expect("map").values().map(|r| r.keys.len()).sum::<usize>();
+        assert!(kept <= MAX_KEPT_REVOCATIONS, "{kept} kept");
+        let newest = format!("k{}", MAX_KEPT_REVOCATIONS + 9);
+        assert_eq!(revocations.check(&claims("app9", &newest)), Err(AuthError::KeyRevoked), "the latest stay");
+        assert_eq!(revocations.check(&claims("app9", "k0")), Ok(()), "the soonest to expire go first");
     }
 }

@@ -293,6 +293,8 @@ async fn handshake<R: AsyncRead + Unpin>(
                 AuthError::Expired => Close::code(CloseCode::TokenExpired),
                 AuthError::Invalid(reason) => Close(CloseCode::InvalidToken, format!("invalid token: {reason}")),
                 AuthError::KeysUnavailable => Close(CloseCode::InternalError, "signing keys unavailable".into()),
+                AuthError::KeyRevoked => Close::code(CloseCode::KeyRevoked),
+                AuthError::AppDeleted => Close::code(CloseCode::AppUnavailable),
             }));
         }
     };
@@ -318,6 +320,14 @@ async fn handshake<R: AsyncRead + Unpin>(
     });
     if !shared.hub.register(entry.clone(), app_limit) {
         return Err(Some(Close(CloseCode::ConnectionLimit, "app connection limit reached on this edge".into())));
+    }
+    // A revocation announced while the token was checked closed the
+    // connections registered then; this one checks again now that it is.
+    if let Err(e) = shared.hub.revocations().check(&claims) {
+        shared.hub.unregister(id);
+        metrics::counter!("herald_auth_failures_total", "reason" => e.metric_reason()).increment(1);
+        let code = if e == AuthError::AppDeleted { CloseCode::AppUnavailable } else { CloseCode::KeyRevoked };
+        return Err(Some(Close::code(code)));
     }
     let max_message = match lim.max_message_bytes {
         Some(n) => config.max_message_size.as_usize().min(n as usize),
@@ -754,6 +764,13 @@ async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u64, token: &
     }
     session.expires_at = expiry_instant(claims.exp, shared.config.token_leeway.0);
     *session.entry.key.lock().unwrap_or_else(|e| e.into_inner()) = claims.key.clone();
+    // The new key's revocation may have been announced (and matched against
+    // the old key) while the token was checked.
+    if let Err(e) = shared.hub.revocations().check(&claims) {
+        let code = if e == AuthError::AppDeleted { CloseCode::AppUnavailable } else { CloseCode::KeyRevoked };
+        session.entry.outbox.close(code, code.reason());
+        return reply_err(rid, ErrorCode::Unauthorized, e.to_string());
+    }
     let exp_ms = claims.exp.saturating_mul(1000);
     // Subscriptions the new token no longer allows end now.
     let dropped: Vec<ChannelName> = session
@@ -882,7 +899,13 @@ mod tests {
         let (_tx, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
             hub: Hub::new(Backplane::local(&LocalBus::new())),
-            verifier: Verifier::new("http://127.0.0.1:1/jwks", "herald", Duration::ZERO, Duration::from_secs(1)),
+            verifier: Verifier::new(
+                "http://127.0.0.1:1/jwks",
+                "herald",
+                Duration::ZERO,
+                Duration::from_secs(1),
+                crate::auth::Revocations::default(),
+            ),
             config: EdgeConfig::default(),
             edge_id: "e".into(),
             open: AtomicUsize::new(0),

@@ -34,6 +34,7 @@ use herald_proto::{AppId, ChannelName, CloseCode, KeyId, bus};
 use prost::Message as _;
 use tokio::sync::OnceCell;
 
+use crate::auth::Revocations;
 use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Position, Sink};
 use crate::namespaces::Namespaces;
 use crate::outbox::{Outbox, PushError};
@@ -165,6 +166,8 @@ pub struct Hub {
     /// The apps the last occupancy report named (an app left with no
     /// channel gets an empty report, which clears its counts).
     reported_apps: Mutex<HashSet<AppId>>,
+    /// Revoked keys and deleted apps, as the control plane announced them.
+    revocations: Revocations,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,6 +198,7 @@ impl Hub {
             report_now: tokio::sync::Notify::new(),
             occupancy_changed: AtomicBool::new(false),
             reported_apps: Mutex::new(HashSet::new()),
+            revocations: Revocations::default(),
         })
     }
 
@@ -217,6 +221,12 @@ impl Hub {
     #[must_use]
     pub fn edge_id(&self) -> &str {
         &self.settings.edge_id
+    }
+
+    /// Revoked keys and deleted apps (shared with the token verifier).
+    #[must_use]
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// The backplane.
@@ -765,12 +775,16 @@ impl Sink for Hub {
         use bus::control_event::Kind;
         match event.kind {
             Some(Kind::KeyRevoked(revoked)) => {
+                // First refuse new tokens, then close: a connection that
+                // registers in between checks again after registering.
+                self.revocations.add_announced(&revoked.app_id, Some(&revoked.key_id), revoked.at, revoked.until);
                 let n = self.close_where(CloseCode::KeyRevoked, CloseCode::KeyRevoked.reason(), |c| {
                     c.app.as_str() == revoked.app_id && lock(&c.key).as_str() == revoked.key_id
                 });
                 tracing::info!(app = %revoked.app_id, key = %revoked.key_id, closed = n, "api key revoked");
             }
             Some(Kind::AppDeleted(deleted)) => {
+                self.revocations.add_announced(&deleted.app_id, None, deleted.at, deleted.until);
                 let n = self.close_where(CloseCode::AppUnavailable, CloseCode::AppUnavailable.reason(), |c| {
                     c.app.as_str() == deleted.app_id
                 });

@@ -128,8 +128,6 @@ pub async fn run(
         config.edge_id = format!("edge-{:08x}", rand_u32());
     }
     let tls = config.tls()?.map(tls_acceptor).transpose()?;
-    let verifier =
-        Verifier::new(&config.jwks_url, &config.issuer, config.token_leeway.0, config.jwks_min_refetch_interval.0);
     let settings = hub::HubSettings {
         edge_id: config.edge_id.clone(),
         presence_ttl: config.presence_ttl.0,
@@ -139,6 +137,13 @@ pub async fn run(
         max_held: config.send_queue_frames as usize,
     };
     let hub = Hub::with_settings(backplane.clone(), settings);
+    let verifier = Verifier::new(
+        &config.jwks_url,
+        &config.issuer,
+        config.token_leeway.0,
+        config.jwks_min_refetch_interval.0,
+        hub.revocations().clone(),
+    );
     backplane.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
     let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));

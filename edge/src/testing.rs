@@ -46,6 +46,8 @@ impl SigningKey {
 /// Signs tokens and serves its public keys as a JWKS over HTTP.
 pub struct TestAuthority {
     keys: Arc<Mutex<Vec<SigningKey>>>,
+    revoked: Arc<Mutex<Vec<herald_proto::claims::Revocation>>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
     addr: SocketAddr,
     _server: JoinHandle<()>,
 }
@@ -54,16 +56,19 @@ impl TestAuthority {
     /// Starts the JWKS server on `127.0.0.1:0` with one key.
     pub async fn start() -> Self {
         let keys = Arc::new(Mutex::new(vec![SigningKey::generate("k1")]));
+        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks server");
         let addr = listener.local_addr().expect("addr");
-        let served = keys.clone();
+        let (served, served_revoked, counted) = (keys.clone(), revoked.clone(), fetches.clone());
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let served = served.clone();
+                let (served, served_revoked, counted) = (served.clone(), served_revoked.clone(), counted.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
-                        let body = jwks(&served.lock().expect("keys"));
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = jwks(&served.lock().expect("keys"), &served_revoked.lock().expect("revoked"));
                         async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -72,7 +77,25 @@ impl TestAuthority {
                 });
             }
         });
-        Self { keys, addr, _server: server }
+        Self { keys, revoked, fetches, addr, _server: server }
+    }
+
+    /// How many times the JWKS was fetched.
+    #[must_use]
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Lists tokens of `app` minted from `key` (every token of the app when
+    /// `None`) as revoked in the JWKS, for an hour.
+    pub fn revoke(&self, app: &str, key: Option<&str>) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64;
+        self.revoked.lock().expect("revoked").push(herald_proto::claims::Revocation {
+            app: AppId::new(app).expect("app id"),
+            key: key.map(|k| KeyId::new(k).expect("key id")),
+            at: now,
+            until: now + 3600,
+        });
     }
 
     /// The JWKS URL for [`EdgeConfig::jwks_url`].
@@ -143,7 +166,7 @@ impl TestAuthority {
     }
 }
 
-fn jwks(keys: &[SigningKey]) -> String {
+fn jwks(keys: &[SigningKey], revoked: &[herald_proto::claims::Revocation]) -> String {
     let keys: Vec<serde_json::Value> = keys
         .iter()
         .map(|k| {
@@ -151,7 +174,7 @@ fn jwks(keys: &[SigningKey]) -> String {
                 "x": URL_SAFE_NO_PAD.encode(&k.public)})
         })
         .collect();
-    serde_json::json!({ "keys": keys }).to_string()
+    serde_json::json!({ "keys": keys, herald_proto::claims::REVOKED_MEMBER: revoked }).to_string()
 }
 
 /// A random NATS subject space, so tests never see each other's messages.
@@ -727,5 +750,18 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+impl TestAuthority {
+    /// Signs arbitrary JSON claims with the current key: for tokens a
+    /// correct control plane never mints (a claim missing, an odd type).
+    #[must_use]
+    pub fn sign_json(&self, claims: &serde_json::Value) -> String {
+        let keys = self.keys.lock().expect("keys");
+        let key = keys.last().expect("a key");
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("sign")
     }
 }

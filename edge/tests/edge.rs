@@ -393,12 +393,91 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
         kind: Some(bus::control_event::Kind::KeyRevoked(bus::KeyRevoked {
             app_id: "app1".into(),
             key_id: "key1".into(),
+            ..Default::default()
         })),
     };
     backplane.publish_control(&event).await.expect("control");
     let closed = within(Duration::from_secs(1), "revocation close", revoked.closed()).await;
     assert_eq!(closed, (Some(4101), 4101));
     assert!(is_ok(&kept.subscribe("a").await));
+    // The revoked key's tokens no longer connect, nor serve as a refresh.
+    let mut again = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+    again
+        .request(client_frame::Kind::Connect(client::Connect {
+            token: auth.token("app1", "u", ALL),
+            client_name: String::new(),
+        }))
+        .await;
+    assert_eq!(again.closed().await, (Some(4101), 4101));
+    kept.request(client_frame::Kind::RefreshToken(client::RefreshToken { token: auth.token("app1", "v", ALL) })).await;
+    assert!(is_error(&kept.reply().await, ErrorCode::Unauthorized));
+    assert!(is_ok(&kept.subscribe("b").await), "a refused refresh leaves the connection as it was");
+
+    // A deleted app: its connections close, its tokens are refused, other
+    // apps' are not.
+    let (mut doomed, _) = RawClient::connect(edge.addr, &auth.sign(&other_key)).await;
+    let (mut bystander, _) = RawClient::connect(edge.addr, &auth.token("app2", "w", ALL)).await;
+    let event = bus::ControlEvent {
+        timestamp_ms: 0,
+        kind: Some(bus::control_event::Kind::AppDeleted(bus::AppDeleted {
+            app_id: "app1".into(),
+            ..Default::default()
+        })),
+    };
+    backplane.publish_control(&event).await.expect("control");
+    assert_eq!(within(Duration::from_secs(1), "app close", doomed.closed()).await, (Some(4503), 4503));
+    let mut again = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+    again
+        .request(client_frame::Kind::Connect(client::Connect {
+            token: auth.sign(&other_key),
+            client_name: String::new(),
+        }))
+        .await;
+    assert_eq!(again.closed().await, (Some(4503), 4503));
+    assert!(is_ok(&bystander.subscribe("a").await));
+    // An app created again under the same id: tokens issued after the
+    // deletion pass.
+    let mut later = TestAuthority::claims("app1", "x", ALL, Duration::from_secs(3600));
+    later.iat += 2;
+    let (mut reborn, _) = RawClient::connect(edge.addr, &auth.sign(&later)).await;
+    assert!(is_ok(&reborn.subscribe("a").await));
+}
+
+#[tokio::test]
+async fn an_edge_started_after_a_revocation_learns_it_from_the_jwks() {
+    let auth = TestAuthority::start().await;
+    auth.revoke("app1", Some("key1"));
+    auth.revoke("app9", None);
+    let (edge, _) = local_edge(&auth, config(&auth)).await;
+    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+    c.request(client_frame::Kind::Connect(client::Connect {
+        token: auth.token("app1", "u", ALL),
+        client_name: String::new(),
+    }))
+    .await;
+    assert_eq!(c.closed().await, (Some(4101), 4101));
+    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+    c.request(client_frame::Kind::Connect(client::Connect {
+        token: auth.token("app9", "u", ALL),
+        client_name: String::new(),
+    }))
+    .await;
+    assert_eq!(c.closed().await, (Some(4503), 4503));
+    let mut other_key = TestAuthority::claims("app1", "v", ALL, Duration::from_secs(3600));
+    other_key.key = "key2".parse().expect("key id");
+    let (mut fine, _) = RawClient::connect(edge.addr, &auth.sign(&other_key)).await;
+    assert!(is_ok(&fine.subscribe("a").await));
+    // Revoked later, seen at the next JWKS fetch (here: a token naming a
+    // new key id makes the edge fetch it).
+    auth.revoke("app1", Some("key2"));
+    auth.rotate("k2");
+    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+    c.request(client_frame::Kind::Connect(client::Connect {
+        token: auth.sign(&other_key),
+        client_name: String::new(),
+    }))
+    .await;
+    assert_eq!(c.closed().await, (Some(4101), 4101));
 }
 
 #[tokio::test]

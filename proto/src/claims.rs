@@ -93,6 +93,35 @@ pub struct AppLimits {
     pub max_connections: Option<u32>,
 }
 
+/// The JWKS member in which the control plane lists revoked tokens.
+pub const REVOKED_MEMBER: &str = "herald_revoked";
+
+/// Most revocations a JWKS lists (the newest first); edges read at most
+/// this many.
+pub const MAX_REVOCATIONS: usize = 10_000;
+
+/// Tokens edges must refuse although their signature is good: those minted
+/// from an API key that was revoked (`key` set), or for an app that was
+/// deleted (`key` absent), up to the revocation. Listed by the control plane in its JWKS under
+/// [`REVOKED_MEMBER`] until `until` (Unix seconds), when every such token
+/// has expired anyway; edges also learn them at once from the
+/// `KeyRevoked` / `AppDeleted` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The app.
+    pub app: AppId,
+    /// The revoked key; absent when the whole app is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyId>,
+    /// When the key was revoked or the app deleted (Unix seconds): tokens
+    /// issued (`iat`) then or before are refused; an app created again
+    /// under the same id mints tokens that pass.
+    pub at: i64,
+    /// When the entry may be forgotten (Unix seconds): the revocation time
+    /// plus the longest token lifetime.
+    pub until: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

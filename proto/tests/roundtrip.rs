@@ -160,8 +160,8 @@ fn bus_messages() -> Vec<String> {
         rt(PresenceJoin { entry: Some(entry.clone()) }),
         rt(PresenceLeave { entry: Some(entry.clone()) }),
         rt(PresenceSnapshot { entries: vec![entry.clone(), entry.clone()], taken_at_ms: 5 }),
-        rt(KeyRevoked { app_id: "a".into(), key_id: "k".into() }),
-        rt(AppDeleted { app_id: "a".into() }),
+        rt(KeyRevoked { app_id: "a".into(), key_id: "k".into(), at: 1_764_100_000, until: 1_764_190_000 }),
+        rt(AppDeleted { app_id: "a".into(), at: 1_764_100_000, until: 1_764_190_000 }),
         rt(SigningKeysRotated { current_kid: "kid".into() }),
         rt(AppLimitsChanged { app_id: "a".into() }),
         rt(NamespacesChanged { app_id: "a".into() }),
@@ -200,8 +200,8 @@ fn bus_messages() -> Vec<String> {
         names.push(rt(PresenceReport { edge_id: "e".into(), app_id: "a".into(), kind: Some(kind) }));
     }
     for kind in [
-        control_event::Kind::KeyRevoked(KeyRevoked { app_id: "a".into(), key_id: "k".into() }),
-        control_event::Kind::AppDeleted(AppDeleted { app_id: "a".into() }),
+        control_event::Kind::KeyRevoked(KeyRevoked { app_id: "a".into(), key_id: "k".into(), at: 1, until: 2 }),
+        control_event::Kind::AppDeleted(AppDeleted { app_id: "a".into(), at: 1, until: 2 }),
         control_event::Kind::SigningKeysRotated(SigningKeysRotated { current_kid: "k".into() }),
         control_event::Kind::AppLimitsChanged(AppLimitsChanged { app_id: "a".into() }),
         control_event::Kind::NamespacesChanged(NamespacesChanged { app_id: "a".into() }),

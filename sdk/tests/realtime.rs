@@ -399,6 +399,7 @@ async fn a_terminal_auth_error_stops_reconnecting_and_surfaces_a_typed_error() {
         kind: Some(bus::control_event::Kind::KeyRevoked(bus::KeyRevoked {
             app_id: "app1".into(),
             key_id: "key1".into(),
+            ..Default::default()
         })),
     };
     Backplane::local(&bus).publish_control(&revoke).await.expect("revoke");

@@ -27,6 +27,7 @@ async fn next_text(sub: &mut Subscription) -> Result<String> {
 
 struct Cluster {
     _db: TestDb,
+    prefix: String,
     cp: ControlPlaneProc,
     a: EdgeProc,
     b: EdgeProc,
@@ -43,7 +44,7 @@ async fn cluster(nats: &str) -> Result<Cluster> {
     let b = EdgeProc::start("edge-b", &cp, nats, &prefix).await?;
     let (app, key) = cp.create_app_and_key()?;
     let publisher = Publisher::new(cp.url(), &app, &key)?;
-    Ok(Cluster { _db: db, cp, a, b, publisher, app, key })
+    Ok(Cluster { _db: db, prefix, cp, a, b, publisher, app, key })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +102,35 @@ async fn revoking_a_key_closes_the_connections_holding_its_tokens() -> Result<()
     assert!(herald_edge::testing::is_ok(&kept.subscribe("still-fine").await));
     // The revoked key no longer works on the API either.
     assert!(c.publisher.publish("x", "y").await.is_err());
+    // Its tokens no longer connect: not to the edges that heard the event,
+    // nor to one started after it (which reads the JWKS's list).
+    let late = EdgeProc::start("edge-late", &c.cp, &nats_url(), &c.prefix).await?;
+    for addr in [c.a.addr, late.addr] {
+        assert_eq!(refused(addr, &doomed_token).await?, 4101, "{addr}");
+        let (mut fine, _) = RawClient::connect(addr, &kept_token).await;
+        assert!(herald_edge::testing::is_ok(&fine.subscribe("x").await));
+    }
+
+    // Deleting the app closes its connections and refuses its tokens, also
+    // on an edge started afterwards.
+    cli(&["apps", "delete", &c.app], &env)?;
+    assert_eq!(within("deletion close", kept.closed()).await?, (Some(4503), 4503));
+    let later = EdgeProc::start("edge-later", &c.cp, &nats_url(), &c.prefix).await?;
+    for addr in [c.b.addr, later.addr] {
+        assert_eq!(refused(addr, &kept_token).await?, 4503, "{addr}");
+    }
     Ok(())
+}
+
+/// The close code an edge answers `token` with at connect.
+async fn refused(addr: std::net::SocketAddr, token: &str) -> Result<u16> {
+    let mut c = RawClient::connect_with(addr, &[]).await.map_err(|s| anyhow::anyhow!("upgrade refused: {s}"))?;
+    c.request(herald_proto::client::client_frame::Kind::Connect(herald_proto::client::Connect {
+        token: token.to_owned(),
+        client_name: String::new(),
+    }))
+    .await;
+    Ok(within("refusal", c.closed()).await?.1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
