@@ -31,11 +31,13 @@
 //!   [`Backplane::serve_namespaces`]).
 //! - **Presence** and **occupancy** reports from edges.
 //!
-//! A publish resolves once the message was handed to NATS: the client must
-//! be connected, and its write buffer holding the message must have been
-//! flushed to the server's socket, within [`NatsOptions::publish_timeout`].
-//! Otherwise the caller gets [`BackplaneError::Unavailable`] — never a false
-//! success. Concurrent publishes share one flush.
+//! A publish resolves once the NATS server has the message: the client must
+//! be connected, and a round trip sent after the message must have come
+//! back (the server handles a connection's commands in order), within
+//! [`NatsOptions::publish_timeout`]. Otherwise the caller gets
+//! [`BackplaneError::Unavailable`] — never a false success, not even for a
+//! message still in a socket buffer when the server stopped answering.
+//! Concurrent publishes share one round trip ([`NatsBackplane::receipt`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -257,6 +259,9 @@ impl Backplane {
             serve_task: Mutex::new(None),
             advisory_task: Mutex::new(None),
             epochs,
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            receipt_round: tokio::sync::Mutex::new(()),
         };
         nats.watch_streams().await?;
         Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
@@ -715,6 +720,13 @@ struct NatsBackplane {
     /// deleted.
     advisory_task: Mutex<Option<JoinHandle<()>>>,
     epochs: Arc<Epochs>,
+    /// Publishes handed to the client so far.
+    sent: AtomicU64,
+    /// How many of them the server is known to have.
+    received: AtomicU64,
+    /// One receipt round trip at a time; publishes waiting here are often
+    /// covered by the round that was running when they arrived.
+    receipt_round: tokio::sync::Mutex<()>,
 }
 
 impl Drop for NatsBackplane {
@@ -850,12 +862,27 @@ impl NatsBackplane {
         self.check_connected()?;
         let work = async {
             self.client.publish(subject, payload).await.map_err(|e| BackplaneError::Unavailable(e.to_string()))?;
-            self.client.flush().await.map_err(|e| BackplaneError::Unavailable(e.to_string()))
+            let ticket = self.sent.fetch_add(1, Ordering::AcqRel) + 1;
+            self.receipt(ticket).await
         };
         match tokio::time::timeout(self.options.publish_timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(BackplaneError::Unavailable("nats did not take the message in time".into())),
         }
+    }
+
+    /// Waits until the server has the `ticket`-th publish. Rounds run one
+    /// at a time; each covers every publish handed to the client before it
+    /// started, so under load one round trip answers many publishes.
+    async fn receipt(&self, ticket: u64) -> Result<(), BackplaneError> {
+        let _round = self.receipt_round.lock().await;
+        if self.received.load(Ordering::Acquire) >= ticket {
+            return Ok(());
+        }
+        let covers = self.sent.load(Ordering::Acquire);
+        self.sync().await?;
+        self.received.fetch_max(covers, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Waits until the server processed everything this connection sent so

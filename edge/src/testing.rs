@@ -721,6 +721,23 @@ impl NatsServer {
         }
     }
 
+    /// Stops the server (SIGSTOP): its sockets stay open and take bytes,
+    /// but nothing is answered until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("nats is running").id().to_string();
+        let status = std::process::Command::new("kill").args([which, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
     /// Starts the server again on the same ports and store.
     pub async fn restart(&mut self) {
         self.kill();

@@ -88,6 +88,30 @@ async fn unsubscribe(c: &mut RawClient, channel: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_is_answered_ok_only_once_the_nats_server_has_it() {
+    let nats = NatsServer::start().await;
+    let auth = TestAuthority::start().await;
+    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), unique_subjects()).await).await;
+    let (mut publisher, _) = RawClient::connect(edge.addr, &auth.token("app1", "bob", ALL)).await;
+    assert!(is_ok(&publisher.publish("feed", b"before").await));
+    // A stopped server still takes bytes into its socket buffer: a publish
+    // written there is not taken, and gets an error when the publish
+    // timeout (5 s) passes.
+    nats.pause();
+    let started = std::time::Instant::now();
+    let reply = within(Duration::from_secs(15), "an answer", publisher.publish("feed", b"unconfirmed")).await;
+    nats.resume();
+    assert!(is_error(&reply, ErrorCode::Unavailable), "{reply:?}");
+    assert!(started.elapsed() >= Duration::from_secs(4), "answered after {:?}", started.elapsed());
+    let resumed = async {
+        while !is_ok(&publisher.publish("feed", b"after").await) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    within(Duration::from_secs(20), "publishes work again", resumed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_resumes_after_nats_restarts() {
     let mut nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
