@@ -793,9 +793,9 @@ async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u64, token: &
 /// heartbeat interval, and writes the close.
 async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
     // Counted locally and added to the shared counter in steps: an atomic
-    // add per write costs more than the rest of the bookkeeping.
-    let frames_out = metrics::counter!("herald_frames_out_total");
-    let mut uncounted = 0u64;
+    // add per write costs more than the rest of the bookkeeping. The rest
+    // is added when the task ends, also when it is aborted.
+    let mut uncounted = FramesOut { counter: metrics::counter!("herald_frames_out_total"), n: 0 };
     let mut buf = BytesMut::new();
     loop {
         let batch = outbox.take().await;
@@ -818,10 +818,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write
         // TLS may keep records the socket did not take yet: push them out
         // (a no-op for plain TCP).
         let ok = ok && flush_fast(&mut wr, write_timeout).await.is_ok();
-        uncounted += n as u64;
-        if uncounted >= 64 {
-            frames_out.increment(uncounted);
-            uncounted = 0;
+        uncounted.n += n as u64;
+        if uncounted.n >= 64 {
+            uncounted.counter.increment(uncounted.n);
+            uncounted.n = 0;
         }
         if !ok {
             break;
@@ -837,9 +837,21 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write
             break;
         }
     }
-    frames_out.increment(uncounted);
     // Whatever happened, nothing more is accepted for this connection.
     outbox.close(CloseCode::Normal, "closed");
+}
+
+/// Frames a writer wrote but did not add to `herald_frames_out_total` yet;
+/// added when dropped.
+struct FramesOut {
+    counter: metrics::Counter,
+    n: u64,
+}
+
+impl Drop for FramesOut {
+    fn drop(&mut self) {
+        self.counter.increment(self.n);
+    }
 }
 
 /// Flushes: one attempt without a timer first, then within `limit`.

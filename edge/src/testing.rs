@@ -140,6 +140,13 @@ impl TestAuthority {
     /// Signs `claims` with the current key.
     #[must_use]
     pub fn sign(&self, claims: &Claims) -> String {
+        self.sign_json(&serde_json::to_value(claims).expect("claims as json"))
+    }
+
+    /// Signs arbitrary JSON claims with the current key: for tokens a
+    /// correct control plane never mints (a claim missing, an odd type).
+    #[must_use]
+    pub fn sign_json(&self, claims: &serde_json::Value) -> String {
         let keys = self.keys.lock().expect("keys");
         let key = keys.last().expect("a key");
         let mut header = Header::new(Algorithm::EdDSA);
@@ -767,18 +774,5 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
-impl TestAuthority {
-    /// Signs arbitrary JSON claims with the current key: for tokens a
-    /// correct control plane never mints (a claim missing, an odd type).
-    #[must_use]
-    pub fn sign_json(&self, claims: &serde_json::Value) -> String {
-        let keys = self.keys.lock().expect("keys");
-        let key = keys.last().expect("a key");
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("sign")
     }
 }
