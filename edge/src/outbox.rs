@@ -99,8 +99,10 @@ pub struct Outbox {
     state: Mutex<State>,
     /// The writer, waiting in [`Outbox::take`].
     writer: AtomicWaker,
-    /// Wakes everyone waiting in [`Outbox::closed`].
-    closing: Notify,
+    /// Wakes everyone waiting in [`Outbox::closed`] (on a close) and in
+    /// [`Outbox::push_paced`] (on a close, or when the writer took what
+    /// was queued); both look again at the state when woken.
+    signal: Notify,
     max_frames: usize,
     max_bytes: usize,
 }
@@ -115,6 +117,8 @@ struct State {
     closed: bool,
     /// The writer holds frames it is writing.
     busy: bool,
+    /// A paced push waits for the writer to take the queue.
+    pacing: bool,
     /// The socket, when frames may be written straight to it.
     direct: Option<Arc<TcpStream>>,
 }
@@ -132,7 +136,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             writer: AtomicWaker::new(),
-            closing: Notify::new(),
+            signal: Notify::new(),
             max_frames,
             max_bytes,
         }
@@ -190,7 +194,7 @@ impl Outbox {
             state.close = Some((CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason().to_owned()));
             drop(state);
             self.writer.wake();
-            self.closing.notify_waiters();
+            self.signal.notify_waiters();
             return Err(PushError::Overflow);
         }
         state.bytes += frame.len();
@@ -222,13 +226,13 @@ impl Outbox {
         state.direct = None;
         drop(state);
         self.writer.wake();
-        self.closing.notify_waiters();
+        self.signal.notify_waiters();
     }
 
     /// Resolves once a close was requested (by anyone).
     pub async fn closed(&self) {
         loop {
-            let notified = self.closing.notified();
+            let notified = self.signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.is_closing() {
@@ -240,8 +244,9 @@ impl Outbox {
 
     /// As [`Self::push`], once at most half of each bound is taken: a
     /// sender of many frames (a history replay) paces itself to the reader
-    /// instead of overflowing the queue. Polls every millisecond while the
-    /// queue is fuller: no wake-up is added to the writer's path.
+    /// instead of overflowing the queue. While the queue is fuller it waits
+    /// for the writer to take it (a flag the writer reads under the lock it
+    /// holds anyway: nothing is added to its path otherwise).
     ///
     /// # Errors
     ///
@@ -249,8 +254,11 @@ impl Outbox {
     /// is closing.
     pub async fn push_paced(&self, frame: Bytes) -> Result<(), PushError> {
         loop {
+            let notified = self.signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             {
-                let state = self.lock();
+                let mut state = self.lock();
                 if state.close.is_some() || state.closed {
                     return Err(PushError::Closed);
                 }
@@ -258,8 +266,9 @@ impl Outbox {
                     drop(state);
                     return self.push(frame);
                 }
+                state.pacing = true;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            notified.await;
         }
     }
 
@@ -284,6 +293,11 @@ impl Outbox {
         let close = state.close.take();
         if close.is_some() {
             state.closed = true;
+        }
+        let room = std::mem::take(&mut state.pacing);
+        drop(state);
+        if room {
+            self.signal.notify_waiters();
         }
         Some(Batch { first, rest, close })
     }
@@ -371,5 +385,37 @@ mod tests {
         tokio::task::yield_now().await;
         outbox.push(Bytes::from_static(b"a")).expect("push");
         assert_eq!(waiter.await.expect("join"), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_push_is_woken_by_the_writer_taking_the_queue_not_by_a_timer() {
+        let outbox = Arc::new(Outbox::new(4, 1024));
+        for i in 0..3u8 {
+            outbox.push(Bytes::from(vec![i])).expect("push");
+        }
+        let start = tokio::time::Instant::now();
+        let paced = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push_paced(Bytes::from_static(&[9])).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!paced.is_finished(), "three of four frames queued: more than half");
+        let batch = outbox.take().await;
+        assert_eq!(batch.len(), 3);
+        paced.await.expect("task").expect("pushed");
+        assert_eq!(tokio::time::Instant::now(), start, "no timer was needed");
+        assert_eq!(outbox.take().await.frames().map(|b| b[0]).collect::<Vec<_>>(), vec![9]);
+        // A close wakes a paced push too.
+        for i in 0..3u8 {
+            outbox.push(Bytes::from(vec![i])).expect("push");
+        }
+        let paced = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push_paced(Bytes::from_static(&[9])).await }
+        });
+        tokio::task::yield_now().await;
+        outbox.close(CloseCode::Normal, "bye");
+        assert_eq!(paced.await.expect("task"), Err(PushError::Closed));
+        assert_eq!(tokio::time::Instant::now(), start);
     }
 }
