@@ -603,7 +603,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         (_, Err(e)) => {
             // Live delivery works without history: report no position.
             tracing::warn!(%app, %channel, error = %e, "history read failed");
-            hub.release(app, &channel, session.id, 0).await;
+            hub.release(app, &channel, session.id, None).await;
             let result = client::SubscribeResult { history: true, recovered: false, position: None };
             return Some(reply_ok(rid, Some(reply_ok::Value::Subscribed(result))));
         }
@@ -619,7 +619,8 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         (Some(from), true) => replay_all(hub, app, &channel, outbox, from.seq, replay, &position.epoch).await,
         _ => 0,
     };
-    hub.release(app, &channel, session.id, replayed).await;
+    let replayed = (replayed > 0).then(|| Position { seq: replayed, epoch: position.epoch.clone() });
+    hub.release(app, &channel, session.id, replayed.as_ref()).await;
     None
 }
 

@@ -13,8 +13,9 @@
 //! - The hub also keeps the registry of live connections, for key
 //!   revocation, app deletion and draining.
 //! - A subscriber that recovers history is *held*: live frames for it are
-//!   kept aside, with their sequence, until the replay is in its outbox;
-//!   [`Hub::release`] then passes on those the replay did not cover.
+//!   kept aside, with their position, until the replay is in its outbox;
+//!   [`Hub::release`] then passes on those the replay did not cover (same
+//!   stream epoch, sequence not above the replay's).
 //! - For presence channels the hub follows the channel's presence reports
 //!   (a [`PresenceTable`]), turns member changes into join/leave events for
 //!   its subscribers, answers member queries, and publishes its own
@@ -67,9 +68,26 @@ struct Subscriber {
     conn_id: u64,
     outbox: Arc<Outbox>,
     /// While the subscriber replays history: live frames kept aside.
-    held: Option<Vec<(u64, Bytes)>>,
+    held: Option<Vec<Held>>,
     /// The connection's presence entry, when it is reported as a member.
     presence: Option<Arc<bus::PresenceEntry>>,
+}
+
+/// A live frame kept aside while its subscriber replays history.
+struct Held {
+    seq: u64,
+    /// [`epoch_tag`] of the frame's stream epoch (0 without a position).
+    epoch: u64,
+    frame: Bytes,
+}
+
+/// A short stand-in for a stream epoch, to compare held frames' epochs with
+/// the replay's without keeping a string per frame.
+fn epoch_tag(epoch: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    epoch.hash(&mut h);
+    h.finish()
 }
 
 struct Channel {
@@ -380,12 +398,15 @@ impl Hub {
         Ok(Following { _messages: messages, _presence: presence })
     }
 
-    /// Ends the hold of a subscriber that replayed history up to
-    /// `replayed_seq`: the live frames kept aside that come after it go to
-    /// its outbox, each once the outbox has room (so a long hold does not
-    /// overflow it), and from then on frames go there directly. Frames that
-    /// arrive meanwhile are still held, and follow in order.
-    pub async fn release(&self, app: &AppId, channel: &ChannelName, conn_id: u64, replayed_seq: u64) {
+    /// Ends the hold of a subscriber that replayed history up to `replayed`
+    /// (none: nothing was replayed): the live frames kept aside that the
+    /// replay did not cover go to its outbox — all of them when they come
+    /// from another stream epoch (a stream created again) — each once the
+    /// outbox has room (so a long hold does not overflow it), and from then
+    /// on frames go there directly. Frames that arrive meanwhile are still
+    /// held, and follow in order.
+    pub async fn release(&self, app: &AppId, channel: &ChannelName, conn_id: u64, replayed: Option<&Position>) {
+        let covered = replayed.map(|p| (p.seq, epoch_tag(&p.epoch)));
         let key = (app.clone(), channel.clone());
         loop {
             let (held, outbox) = {
@@ -400,8 +421,8 @@ impl Hub {
                     }
                 }
             };
-            for (seq, frame) in held {
-                if seq != 0 && seq <= replayed_seq {
+            for Held { seq, epoch, frame } in held {
+                if seq != 0 && covered.is_some_and(|(upto, tag)| epoch == tag && seq <= upto) {
                     continue;
                 }
                 match outbox.push_paced(frame).await {
@@ -471,7 +492,16 @@ impl Hub {
 
     /// Fans an encoded frame out to a channel's subscribers. Returns how
     /// many received it.
-    fn fan_out(&self, app: &AppId, channel: &ChannelName, subscription: u64, seq: u64, frame: &Bytes) -> usize {
+    fn fan_out(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        subscription: u64,
+        position: Option<&Position>,
+        frame: &Bytes,
+    ) -> usize {
+        let seq = position.map_or(0, |p| p.seq);
+        let mut epoch = None;
         let mut delivered = 0;
         let mut slow = 0u64;
         {
@@ -484,7 +514,8 @@ impl Hub {
             for sub in &mut entry.subscribers {
                 if let Some(held) = &mut sub.held {
                     if held.len() < self.settings.max_held {
-                        held.push((seq, frame.clone()));
+                        let epoch = *epoch.get_or_insert_with(|| position.map_or(0, |p| epoch_tag(&p.epoch)));
+                        held.push(Held { seq, epoch, frame: frame.clone() });
                         delivered += 1;
                     } else {
                         sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
@@ -766,7 +797,7 @@ impl Sink for Hub {
                 return;
             }
         };
-        let delivered = self.fan_out(app, channel, subscription, position.map_or(0, |p| p.seq), &frame);
+        let delivered = self.fan_out(app, channel, subscription, position, &frame);
         metrics::counter!("herald_deliveries_total").increment(delivered as u64);
         metrics::histogram!("herald_fanout_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -846,7 +877,7 @@ mod tests {
         }
         let release = {
             let (hub, app, channel) = (hub.clone(), app.clone(), channel.clone());
-            tokio::spawn(async move { hub.release(&app, &channel, 1, 0).await })
+            tokio::spawn(async move { hub.release(&app, &channel, 1, None).await })
         };
         let mut got = Vec::new();
         while got.len() < 100 {
@@ -866,5 +897,35 @@ mod tests {
         release.await.expect("released");
         assert_eq!(got, (0..100).collect::<Vec<u8>>());
         assert!(!outbox.is_closing());
+    }
+
+    #[tokio::test]
+    async fn a_release_skips_only_what_the_replay_covered_in_its_own_epoch() {
+        let bus = LocalBus::new();
+        let backplane = Backplane::local(&bus);
+        let hub = Hub::new(backplane.clone());
+        backplane.attach(hub.clone()).await.expect("attach");
+        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
+        let outbox = Arc::new(Outbox::new(64, 64 * 1024));
+        let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
+        hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
+        let id = lock(hub.shard(&app, &channel)).get(&(app.clone(), channel.clone())).expect("channel").id;
+        // Live frames while the replay runs: the replayed epoch's 9..=11,
+        // then the stream is created again and its 1 and 2 follow.
+        for (epoch, seq) in [("A", 9), ("A", 10), ("A", 11), ("B", 1), ("B", 2)] {
+            let message = bus::ChannelMessage { data: Bytes::from(format!("{epoch}{seq}")), ..Default::default() };
+            let position = Position { seq, epoch: epoch.into() };
+            hub.deliver(&app, &channel, id, Bytes::from(message.encode_to_vec()), Some(&position));
+        }
+        hub.release(&app, &channel, 1, Some(&Position { seq: 10, epoch: "A".into() })).await;
+        let batch = outbox.take().await;
+        let got: Vec<String> = batch
+            .frames()
+            .filter_map(|frame| match client::ServerFrame::decode(&frame[2..]).expect("decodes").kind {
+                Some(server_frame::Kind::Message(m)) => Some(String::from_utf8_lossy(&m.data).into_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, ["A11", "B1", "B2"], "the new epoch's frames are not taken for replayed ones");
     }
 }
