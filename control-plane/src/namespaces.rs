@@ -217,6 +217,11 @@ impl Core {
             Err(e) => return Err(e.into()),
         };
         self.namespaces_changed(&app).await;
+        if had_history && !keeps_history(&stored.options) {
+            // A publish between the first drop and the change above (with
+            // the old options cached) may have created the stream again.
+            self.drop_history_again(&app, &name).await;
+        }
         tracing::info!(app = %app, namespace = %name, created = previous.is_none(), "namespace stored");
         Ok((stored, previous.is_none()))
     }
@@ -270,8 +275,20 @@ impl Core {
             )));
         }
         self.namespaces_changed(&ns.app_id).await;
+        if ns.has_history() {
+            self.drop_history_again(&ns.app_id, &ns.name).await;
+        }
         tracing::info!(app = %ns.app_id, namespace = %ns.name, "namespace deleted");
         Ok(())
+    }
+
+    /// Drops a namespace's stream once more after its history was turned
+    /// off and everyone told (best effort: the first drop, before the
+    /// change, is the one whose failure refuses the change).
+    async fn drop_history_again(&self, app: &AppId, name: &NamespaceName) {
+        if let Err(e) = self.publisher.backplane().drop_history(app, name).await {
+            tracing::warn!(app = %app, namespace = %name, error = %e, "history stream not dropped again");
+        }
     }
 
     /// Drops the history streams of an app being deleted (best effort: a
