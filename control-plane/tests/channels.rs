@@ -436,20 +436,17 @@ fn entry(channel: &str, conn: &str, client: &str, info: &str) -> bus::PresenceEn
     }
 }
 
+/// A report of `edge` that says no TTL: the control plane's applies.
+fn report(edge: &str, app: &str, kind: bus::presence_report::Kind) -> bus::PresenceReport {
+    bus::PresenceReport { edge_id: edge.into(), app_id: app.into(), ttl_ms: 0, kind: Some(kind) }
+}
+
 fn join(edge: &str, app: &str, e: bus::PresenceEntry) -> bus::PresenceReport {
-    bus::PresenceReport {
-        edge_id: edge.into(),
-        app_id: app.into(),
-        kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some(e) })),
-    }
+    report(edge, app, bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some(e) }))
 }
 
 fn leave(edge: &str, app: &str, e: bus::PresenceEntry) -> bus::PresenceReport {
-    bus::PresenceReport {
-        edge_id: edge.into(),
-        app_id: app.into(),
-        kind: Some(bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some(e) })),
-    }
+    report(edge, app, bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some(e) }))
 }
 
 /// Polls `url` until `check` holds (reports travel asynchronously).
@@ -466,15 +463,23 @@ async fn eventually(http: &Http, url: &str, key: &str, check: impl Fn(&Value) ->
     }
 }
 
-async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration) -> Result<()> {
+/// `report_ttl`: the TTL the edge's reports carry (`None`: they say none,
+/// and the control plane's `ttl` applies).
+async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration, report_ttl: Option<Duration>) -> Result<()> {
+    let stamped = |mut r: bus::PresenceReport| {
+        r.ttl_ms = report_ttl.map_or(0, |t| t.as_millis() as u32);
+        r
+    };
+    let ttl = report_ttl.unwrap_or(ttl);
     let http = Http::default();
     let (app, _, key) = app_with_key(&http, server, None).await?;
     assert_eq!(put_ns(&http, server, &app, "room", json!({"presence": true})).await?.status, 201);
     let app_id = AppId::new(&app)?;
     let ch = ChannelName::new("room:1")?;
-    edge.publish_presence(&app_id, &ch, &join("e1", &app, entry("room:1", "c1", "ada", r#"{"name":"Ada"}"#))).await?;
-    edge.publish_presence(&app_id, &ch, &join("e2", &app, entry("room:1", "c2", "ada", r#"{"name":"Ada"}"#))).await?;
-    edge.publish_presence(&app_id, &ch, &join("e2", &app, entry("room:1", "c3", "bob", ""))).await?;
+    let ada = |conn| entry("room:1", conn, "ada", r#"{"name":"Ada"}"#);
+    edge.publish_presence(&app_id, &ch, &stamped(join("e1", &app, ada("c1")))).await?;
+    edge.publish_presence(&app_id, &ch, &stamped(join("e2", &app, ada("c2")))).await?;
+    edge.publish_presence(&app_id, &ch, &stamped(join("e2", &app, entry("room:1", "c3", "bob", "")))).await?;
     let url = server.url(&format!("/v1/apps/{app}/channels/room:1/presence"));
     let p = eventually(&http, &url, &key, |j| j["count"] == json!(2)).await?;
     assert_eq!(p["channel"], json!("room:1"));
@@ -483,7 +488,7 @@ async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration) -> Resu
         json!([{"client_id": "ada", "info": {"name": "Ada"}, "connections": 2},
                {"client_id": "bob", "info": {}, "connections": 1}])
     );
-    edge.publish_presence(&app_id, &ch, &leave("e2", &app, entry("room:1", "c3", "bob", ""))).await?;
+    edge.publish_presence(&app_id, &ch, &stamped(leave("e2", &app, entry("room:1", "c3", "bob", "")))).await?;
     eventually(&http, &url, &key, |j| j["count"] == json!(1)).await?;
 
     // Occupancy.
@@ -492,6 +497,7 @@ async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration) -> Resu
         edge_id: e.into(),
         app_id: app.clone(),
         channels: cs,
+        ttl_ms: report_ttl.map_or(0, |t| t.as_millis() as u32),
         ..Default::default()
     };
     edge.publish_occupancy(&app_id, &report("e1", vec![count("room:1", 2), count("lobby", 5)])).await?;
@@ -523,17 +529,18 @@ async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration) -> Resu
 async fn presence_and_occupancy_on_the_in_process_bus() -> Result<()> {
     let ttl = Duration::from_secs(3);
     let (server, edge) = local_server(TestDb::sqlite(), |c| c.presence_ttl_ms = 3_000).await?;
-    presence_flow(&server, &edge, ttl).await?;
+    presence_flow(&server, &edge, ttl, None).await?;
     server.stop().await;
     Ok(())
 }
 
+/// The edge's reports say their TTL (3 s): it applies, not the control
+/// plane's default 30 s, so edges and control planes expire alike.
 #[tokio::test]
 async fn presence_and_occupancy_over_nats() -> Result<()> {
-    let ttl = Duration::from_secs(3);
-    let server = Server::start(TestDb::postgres().await?, |c| c.presence_ttl_ms = 3_000).await?;
+    let server = Server::start(TestDb::postgres().await?, |_| {}).await?;
     let edge = common::nats_backplane_at(common::NATS_URL, server.subjects.clone()).await?;
-    presence_flow(&server, &edge, ttl).await?;
+    presence_flow(&server, &edge, Duration::from_secs(30), Some(Duration::from_secs(3))).await?;
     server.stop().await;
     Ok(())
 }
@@ -549,11 +556,7 @@ async fn a_channel_with_ten_thousand_members() -> Result<()> {
     let entries: Vec<_> = (0..10_000).map(|i| entry("big:hall", &format!("c{i}"), &format!("u{i:05}"), "")).collect();
     for (n, chunk) in entries.chunks(500).enumerate() {
         let snapshot = bus::PresenceSnapshot { entries: chunk.to_vec(), taken_at_ms: 0 };
-        let report = bus::PresenceReport {
-            edge_id: format!("e{}", n % 4),
-            app_id: app.clone(),
-            kind: Some(bus::presence_report::Kind::Snapshot(snapshot)),
-        };
+        let report = report(&format!("e{}", n % 4), &app, bus::presence_report::Kind::Snapshot(snapshot));
         edge.publish_presence(&app_id, &ch, &report).await?;
     }
     let url = server.url(&format!("/v1/apps/{app}/channels/big:hall/presence"));

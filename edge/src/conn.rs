@@ -514,11 +514,8 @@ async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, q: cl
 /// Reports that a connection left a presence channel.
 async fn report_leave(hub: &Hub, app: &herald_proto::AppId, entry: Arc<bus::PresenceEntry>) {
     let Ok(channel) = ChannelName::new(&entry.channel) else { return };
-    let report = bus::PresenceReport {
-        edge_id: hub.edge_id().to_owned(),
-        app_id: app.as_str().to_owned(),
-        kind: Some(bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some((*entry).clone()) })),
-    };
+    let report = hub
+        .presence_report(app, bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some((*entry).clone()) }));
     if let Err(e) = hub.backplane().publish_presence(app, &channel, &report).await {
         tracing::warn!(%app, %channel, error = %e, "presence leave not sent; it expires instead");
     }
@@ -574,11 +571,10 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
     }
     session.subscriptions.insert(channel.clone(), presence.clone());
     if let Some(entry) = presence {
-        let report = bus::PresenceReport {
-            edge_id: hub.edge_id().to_owned(),
-            app_id: app.as_str().to_owned(),
-            kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some((*entry).clone()) })),
-        };
+        let report = hub.presence_report(
+            app,
+            bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some((*entry).clone()) }),
+        );
         if let Err(e) = hub.backplane().publish_presence(app, &channel, &report).await {
             tracing::warn!(%app, %channel, error = %e, "presence join not sent; the next snapshot carries it");
         }

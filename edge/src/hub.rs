@@ -241,6 +241,22 @@ impl Hub {
         &self.settings.edge_id
     }
 
+    /// A presence report of this edge: its id, and its presence TTL for
+    /// every receiver to expire what the report adds alike.
+    #[must_use]
+    pub fn presence_report(&self, app: &AppId, kind: bus::presence_report::Kind) -> bus::PresenceReport {
+        bus::PresenceReport {
+            edge_id: self.settings.edge_id.clone(),
+            app_id: app.as_str().to_owned(),
+            ttl_ms: self.report_ttl_ms(),
+            kind: Some(kind),
+        }
+    }
+
+    fn report_ttl_ms(&self) -> u32 {
+        u32::try_from(self.settings.presence_ttl.as_millis()).unwrap_or(u32::MAX)
+    }
+
     /// Revoked keys and deleted apps (shared with the token verifier).
     #[must_use]
     pub fn revocations(&self) -> &Revocations {
@@ -383,11 +399,7 @@ impl Hub {
         let messages = self.backplane.subscribe(app, channel, id).await?;
         let presence = if presence {
             let sub = self.backplane.subscribe_presence(app, channel).await?;
-            let sync = bus::PresenceReport {
-                edge_id: self.settings.edge_id.clone(),
-                app_id: app.as_str().to_owned(),
-                kind: Some(bus::presence_report::Kind::Sync(bus::PresenceSync {})),
-            };
+            let sync = self.presence_report(app, bus::presence_report::Kind::Sync(bus::PresenceSync {}));
             if let Err(e) = self.backplane.publish_presence(app, channel, &sync).await {
                 tracing::warn!(%app, %channel, error = %e, "presence sync request not sent");
             }
@@ -601,13 +613,9 @@ impl Hub {
         let taken_at_ms = crate::now_ms();
         entries
             .chunks(SNAPSHOT_CHUNK)
-            .map(|chunk| bus::PresenceReport {
-                edge_id: self.settings.edge_id.clone(),
-                app_id: app.as_str().to_owned(),
-                kind: Some(bus::presence_report::Kind::Snapshot(bus::PresenceSnapshot {
-                    entries: chunk.to_vec(),
-                    taken_at_ms,
-                })),
+            .map(|chunk| {
+                let snapshot = bus::PresenceSnapshot { entries: chunk.to_vec(), taken_at_ms };
+                self.presence_report(app, bus::presence_report::Kind::Snapshot(snapshot))
             })
             .collect()
     }
@@ -684,6 +692,7 @@ impl Hub {
                     channels: chunk.iter().take(OCCUPANCY_CHUNK).cloned().collect(),
                     part: part as u32,
                     parts: parts as u32,
+                    ttl_ms: self.report_ttl_ms(),
                 };
                 if let Err(e) = self.backplane.publish_occupancy(&app, &report).await {
                     tracing::warn!(%app, error = %e, "occupancy report not sent");

@@ -20,8 +20,14 @@ use herald_proto::{AppId, ChannelName, bus};
 
 type ChannelKey = (AppId, ChannelName);
 
-/// One edge's counts for one app: when they arrived, and the counts.
+/// One edge's counts for one app: when they expire, and the counts.
 type EdgeCounts = (Instant, Vec<(ChannelName, u32)>);
+
+/// When what a report adds or refreshes expires: the reporter's TTL, or
+/// `own` when the report does not say.
+fn expiry(now: Instant, ttl_ms: u32, own: Duration) -> Instant {
+    now + if ttl_ms > 0 { Duration::from_millis(u64::from(ttl_ms)) } else { own }
+}
 
 /// A member of a presence channel: one client id, however many connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +51,7 @@ pub enum MemberChange {
 
 struct Entry {
     client_id: Arc<str>,
-    refreshed: Instant,
+    expires: Instant,
 }
 
 struct ClientState {
@@ -63,11 +69,12 @@ struct ChannelPresence {
 }
 
 impl ChannelPresence {
-    /// Adds or refreshes an entry; a new one past `max` entries is ignored.
-    fn join(&mut self, edge: &str, entry: &bus::PresenceEntry, now: Instant, max: usize) -> Option<MemberChange> {
+    /// Adds or refreshes an entry (to live until `expires`); a new one past
+    /// `max` entries is ignored.
+    fn join(&mut self, edge: &str, entry: &bus::PresenceEntry, expires: Instant, max: usize) -> Option<MemberChange> {
         let key: (Box<str>, Box<str>) = (edge.into(), entry.connection_id.as_str().into());
         if let Some(existing) = self.entries.get_mut(&key) {
-            existing.refreshed = now;
+            existing.expires = expires;
             return None;
         }
         if self.entries.len() >= max {
@@ -81,7 +88,7 @@ impl ChannelPresence {
             Some((id, _)) => id.clone(),
             None => entry.client_id.as_str().into(),
         };
-        self.entries.insert(key, Entry { client_id: client_id.clone(), refreshed: now });
+        self.entries.insert(key, Entry { client_id: client_id.clone(), expires });
         let state =
             self.clients.entry(client_id).or_insert_with(|| ClientState { info: entry.info.clone(), connections: 0 });
         state.connections += 1;
@@ -134,8 +141,9 @@ pub struct PresenceTable {
 }
 
 impl PresenceTable {
-    /// An empty table whose entries expire `ttl` after their last refresh,
-    /// keeping at most `max_per_channel` entries (member connections) per
+    /// An empty table whose entries expire after their last refresh: the
+    /// TTL the report said (its edge's), or `ttl` when it said none; keeping
+    /// at most `max_per_channel` entries (member connections) per
     /// channel: joins past it are ignored until some leave.
     #[must_use]
     pub fn new(ttl: Duration, max_per_channel: usize) -> Self {
@@ -156,15 +164,16 @@ impl PresenceTable {
         let edge = report.edge_id.as_str();
         let key = (app.clone(), channel.clone());
         let valid = |e: &bus::PresenceEntry| e.channel == channel.as_str() && !e.client_id.is_empty();
+        let expires = expiry(now, report.ttl_ms, self.ttl);
         match &report.kind {
             Some(Kind::Join(bus::PresenceJoin { entry: Some(entry) })) if valid(entry) => {
-                changes.extend(self.channels.entry(key).or_default().join(edge, entry, now, self.max_per_channel));
+                changes.extend(self.channels.entry(key).or_default().join(edge, entry, expires, self.max_per_channel));
             }
             Some(Kind::Snapshot(snapshot)) => {
                 let max = self.max_per_channel;
                 let ch = self.channels.entry(key.clone()).or_default();
                 for entry in snapshot.entries.iter().filter(|e| valid(e)) {
-                    changes.extend(ch.join(edge, entry, now, max));
+                    changes.extend(ch.join(edge, entry, expires, max));
                 }
                 if ch.entries.is_empty() {
                     self.channels.remove(&key);
@@ -183,18 +192,13 @@ impl PresenceTable {
         changes
     }
 
-    /// Drops the entries not refreshed within the TTL; returns the member
+    /// Drops the entries not refreshed within their TTL; returns the member
     /// changes, per channel.
     pub fn expire(&mut self, now: Instant) -> Vec<(AppId, ChannelName, MemberChange)> {
-        let ttl = self.ttl;
         let mut changes = Vec::new();
         self.channels.retain(|(app, channel), ch| {
-            let stale: Vec<(Box<str>, Box<str>)> = ch
-                .entries
-                .iter()
-                .filter(|(_, e)| now.saturating_duration_since(e.refreshed) > ttl)
-                .map(|(k, _)| k.clone())
-                .collect();
+            let stale: Vec<(Box<str>, Box<str>)> =
+                ch.entries.iter().filter(|(_, e)| now > e.expires).map(|(k, _)| k.clone()).collect();
             for key in stale {
                 if let Some(entry) = ch.entries.remove(&key)
                     && let Some(change) = ch.release(&entry.client_id)
@@ -256,12 +260,13 @@ impl PresenceTable {
 /// Subscriber counts per channel, summed over the edges that report them.
 pub struct OccupancyTable {
     ttl: Duration,
-    /// (edge id, app, part) → when reported, and the counts.
+    /// (edge id, app, part) → when they expire, and the counts.
     reports: HashMap<(Box<str>, AppId, u32), EdgeCounts>,
 }
 
 impl OccupancyTable {
-    /// An empty table whose reports expire `ttl` after they arrived.
+    /// An empty table whose reports expire the TTL they say (their edge's)
+    /// after they arrived, or `ttl` when they say none.
     #[must_use]
     pub fn new(ttl: Duration) -> Self {
         Self { ttl, reports: HashMap::new() }
@@ -288,14 +293,13 @@ impl OccupancyTable {
         if counts.is_empty() {
             self.reports.remove(&key);
         } else {
-            self.reports.insert(key, (now, counts));
+            self.reports.insert(key, (expiry(now, report.ttl_ms, self.ttl), counts));
         }
     }
 
-    /// Drops the reports older than the TTL.
+    /// Drops the reports older than their TTL.
     pub fn expire(&mut self, now: Instant) {
-        let ttl = self.ttl;
-        self.reports.retain(|_, (at, _)| now.saturating_duration_since(*at) <= ttl);
+        self.reports.retain(|_, (expires, _)| now <= *expires);
     }
 
     /// The app's occupied channels with their subscriber counts, by name.
@@ -334,7 +338,7 @@ mod tests {
     }
 
     fn report(edge: &str, kind: Kind) -> bus::PresenceReport {
-        bus::PresenceReport { edge_id: edge.into(), app_id: "a".into(), kind: Some(kind) }
+        bus::PresenceReport { edge_id: edge.into(), app_id: "a".into(), ttl_ms: 0, kind: Some(kind) }
     }
 
     fn join(edge: &str, conn: &str, client: &str) -> bus::PresenceReport {
@@ -384,6 +388,34 @@ mod tests {
         assert_eq!(t.members_page(&app, &ch, "", usize::MAX, usize::MAX).members.len(), 1);
         assert!(t.expire(later + ttl + Duration::from_secs(1)).len() == 1, "ada expires once her edge is silent too");
         assert_eq!(t.member_count(&app, &ch), 0);
+    }
+
+    #[test]
+    fn a_report_that_says_its_ttl_expires_by_it() {
+        let (app, ch) = ids();
+        let mut t = PresenceTable::new(Duration::from_secs(30), 100_000);
+        let start = Instant::now();
+        let mut short = join("e1", "c1", "ada");
+        short.ttl_ms = 5_000;
+        t.apply(&app, &ch, &short, start);
+        t.apply(&app, &ch, &join("e2", "c2", "bob"), start);
+        assert!(t.expire(start + Duration::from_secs(4)).is_empty());
+        let changes = t.expire(start + Duration::from_secs(6));
+        assert_eq!(changes.len(), 1, "the edge's 5 s, not the table's 30 s");
+        assert!(matches!(&changes[0].2, MemberChange::Left(m) if m.client_id == "ada"));
+        assert!(t.expire(start + Duration::from_secs(31)).len() == 1, "bob: the table's own TTL");
+        let mut o = OccupancyTable::new(Duration::from_secs(30));
+        let counts = |edge: &str, ttl_ms| bus::OccupancyReport {
+            edge_id: edge.into(),
+            app_id: "a".into(),
+            channels: vec![bus::ChannelCount { channel: "x".into(), subscribers: 1 }],
+            ttl_ms,
+            ..Default::default()
+        };
+        o.apply(&counts("e1", 5_000), start);
+        o.apply(&counts("e2", 0), start);
+        o.expire(start + Duration::from_secs(6));
+        assert_eq!(o.channels(&app).first().map(|(_, n)| *n), Some(1), "only e2's count is left");
     }
 
     #[test]
@@ -500,6 +532,7 @@ mod tests {
             channels: vec![count(c, 1)],
             part,
             parts,
+            ttl_ms: 0,
         };
         t.apply(&part(0, 2, "p"), now);
         t.apply(&part(1, 2, "q"), now);

@@ -181,6 +181,7 @@ async fn members_join_and_leave_across_two_edges_and_ghosts_expire() {
     let join = bus::PresenceReport {
         edge_id: "dead-edge".into(),
         app_id: "app1".into(),
+        ttl_ms: 0,
         kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some(ghost(0)) })),
     };
     cp.publish_presence(&app, &channel, &join).await.expect("publish");
@@ -192,6 +193,7 @@ async fn members_join_and_leave_across_two_edges_and_ghosts_expire() {
         let snapshot = bus::PresenceReport {
             edge_id: "dead-edge".into(),
             app_id: "app1".into(),
+            ttl_ms: 0,
             kind: Some(bus::presence_report::Kind::Snapshot(bus::PresenceSnapshot {
                 entries: chunk.to_vec(),
                 taken_at_ms: 0,

@@ -174,6 +174,7 @@ fn bus_messages() -> Vec<String> {
             channels: vec![ChannelCount { channel: "c".into(), subscribers: 3 }],
             part: 1,
             parts: 2,
+            ttl_ms: 30_000,
         }),
         rt(NamespaceOptions {
             presence: true,
@@ -197,7 +198,7 @@ fn bus_messages() -> Vec<String> {
         presence_report::Kind::Snapshot(PresenceSnapshot { entries: vec![entry.clone()], taken_at_ms: 1 }),
         presence_report::Kind::Sync(PresenceSync {}),
     ] {
-        names.push(rt(PresenceReport { edge_id: "e".into(), app_id: "a".into(), kind: Some(kind) }));
+        names.push(rt(PresenceReport { edge_id: "e".into(), app_id: "a".into(), ttl_ms: 30_000, kind: Some(kind) }));
     }
     for kind in [
         control_event::Kind::KeyRevoked(KeyRevoked { app_id: "a".into(), key_id: "k".into(), at: 1, until: 2 }),
