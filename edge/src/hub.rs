@@ -545,6 +545,7 @@ impl Hub {
             }
             entry.last_fan_out = Some(std::time::Instant::now());
         }
+        crate::outbox::flush_written();
         if slow > 0 {
             metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
         }

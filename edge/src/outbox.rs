@@ -40,7 +40,8 @@ thread_local! {
 
 /// Counts a frame written by a push (the writer counts its own): added to
 /// `herald_frames_out_total` in steps of 64 per thread, as an atomic add per
-/// frame would cost more than the write's bookkeeping.
+/// frame would cost more than the write's bookkeeping; the rest at
+/// [`flush_written`].
 fn count_written() {
     WRITTEN.with(|n| {
         let v = n.get() + 1;
@@ -49,6 +50,17 @@ fn count_written() {
             n.set(0);
         } else {
             n.set(v);
+        }
+    });
+}
+
+/// Adds the frames this thread's pushes wrote and did not count yet: the
+/// hub calls it once per fan-out, so the counter is exact after each.
+pub fn flush_written() {
+    WRITTEN.with(|n| {
+        let v = n.replace(0);
+        if v > 0 {
+            metrics::counter!("herald_frames_out_total").increment(v);
         }
     });
 }
