@@ -864,17 +864,24 @@ mod tests {
     use super::*;
     use crate::backplane::LocalBus;
 
-    #[tokio::test]
-    async fn releasing_a_long_hold_waits_for_room_in_the_outbox_and_keeps_order() {
+    /// A hub on an in-process bus with subscriber 1 of app/room held (for
+    /// a replay), its outbox bounded to `max_frames` and 64 KiB.
+    async fn held_subscriber(max_frames: usize) -> (Arc<Hub>, Backplane, AppId, ChannelName, Arc<Outbox>) {
         let bus = LocalBus::new();
         let backplane = Backplane::local(&bus);
         let hub = Hub::new(backplane.clone());
         backplane.attach(hub.clone()).await.expect("attach");
         let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
-        // At most 16 frames or 64 KiB queued; nothing drains it yet.
-        let outbox = Arc::new(Outbox::new(16, 64 * 1024));
+        let outbox = Arc::new(Outbox::new(max_frames, 64 * 1024));
         let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
         hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
+        (hub, backplane, app, channel, outbox)
+    }
+
+    #[tokio::test]
+    async fn releasing_a_long_hold_waits_for_room_in_the_outbox_and_keeps_order() {
+        // At most 16 frames or 64 KiB queued; nothing drains it yet.
+        let (hub, backplane, app, channel, outbox) = held_subscriber(16).await;
         // 100 frames of 4 KiB arrive while held: 400 KiB.
         for i in 0..100u8 {
             let message = bus::ChannelMessage {
@@ -911,14 +918,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_release_skips_only_what_the_replay_covered_in_its_own_epoch() {
-        let bus = LocalBus::new();
-        let backplane = Backplane::local(&bus);
-        let hub = Hub::new(backplane.clone());
-        backplane.attach(hub.clone()).await.expect("attach");
-        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
-        let outbox = Arc::new(Outbox::new(64, 64 * 1024));
-        let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
-        hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
+        let (hub, _backplane, app, channel, outbox) = held_subscriber(64).await;
         let id = lock(hub.shard(&app, &channel)).get(&(app.clone(), channel.clone())).expect("channel").id;
         // Live frames while the replay runs: the replayed epoch's 9..=11,
         // then the stream is created again and its 1 and 2 follow.

@@ -421,6 +421,16 @@ impl RawClient {
         (c, connected)
     }
 
+    /// Upgrades, sends `Connect` with `token`, and returns how the edge
+    /// closes the connection: the `Disconnect` code, if one came, and the
+    /// close code (for tokens that must be refused).
+    pub async fn refused(addr: SocketAddr, token: &str) -> (Option<u32>, u16) {
+        let mut c = Self::connect_with(addr, &[]).await.expect("upgrade");
+        c.request(client_frame::Kind::Connect(client::Connect { token: token.into(), client_name: String::new() }))
+            .await;
+        within(Duration::from_secs(10), "the refusal", c.closed()).await
+    }
+
     /// Sends raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes).await;

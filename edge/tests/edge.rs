@@ -213,12 +213,6 @@ async fn no_token_before_the_deadline_closes_with_handshake_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-async fn connect_close_code(edge: &TestEdge, token: &str) -> (Option<u32>, u16) {
-    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-    c.request(client_frame::Kind::Connect(client::Connect { token: token.into(), client_name: String::new() })).await;
-    c.closed().await
-}
-
 #[tokio::test]
 async fn bad_tokens_are_refused_with_their_codes() {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -230,23 +224,23 @@ async fn bad_tokens_are_refused_with_their_codes() {
 
     let mut expired = TestAuthority::claims("app1", "u", ALL, hour);
     expired.exp -= 7200;
-    assert_eq!(connect_close_code(&edge, &auth.sign(&expired)).await, (Some(4100), 4100));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign(&expired)).await, (Some(4100), 4100));
 
     let mut future = TestAuthority::claims("app1", "u", ALL, hour);
     future.nbf += 600;
-    assert_eq!(connect_close_code(&edge, &auth.sign(&future)).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign(&future)).await, (Some(4500), 4500));
 
     let mut audience = TestAuthority::claims("app1", "u", ALL, hour);
     audience.aud = "someone-else".into();
-    assert_eq!(connect_close_code(&edge, &auth.sign(&audience)).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign(&audience)).await, (Some(4500), 4500));
 
     let mut issuer = TestAuthority::claims("app1", "u", ALL, hour);
     issuer.iss = "evil".into();
-    assert_eq!(connect_close_code(&edge, &auth.sign(&issuer)).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign(&issuer)).await, (Some(4500), 4500));
 
     // Signed by another authority with the same kid: wrong signature.
     let forged = other.sign(&TestAuthority::claims("app1", "u", ALL, hour));
-    assert_eq!(connect_close_code(&edge, &forged).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &forged).await, (Some(4500), 4500));
 
     // alg: none.
     let claims = TestAuthority::claims("app1", "u", ALL, hour);
@@ -259,19 +253,19 @@ async fn bad_tokens_are_refused_with_their_codes() {
         b64(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#),
         b64(serde_json::to_string(&claims).expect("json").as_bytes())
     );
-    assert_eq!(connect_close_code(&edge, &none).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &none).await, (Some(4500), 4500));
 
     // Algorithm confusion: HS256 with the public key as the HMAC secret.
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(auth.kid());
     let confused =
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&auth.public_key())).expect("hs256");
-    assert_eq!(connect_close_code(&edge, &confused).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &confused).await, (Some(4500), 4500));
 
     // Garbage and oversize.
-    assert_eq!(connect_close_code(&edge, "not.a.jwt").await, (Some(4500), 4500));
-    assert_eq!(connect_close_code(&edge, &"a".repeat(10_000)).await, (Some(4500), 4500));
-    assert_eq!(connect_close_code(&edge, "").await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, "not.a.jwt").await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &"a".repeat(10_000)).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, "").await, (Some(4500), 4500));
 
     assert_bystander_fine(&mut calm).await;
 }
@@ -401,14 +395,7 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
     assert_eq!(closed, (Some(4101), 4101));
     assert!(is_ok(&kept.subscribe("a").await));
     // The revoked key's tokens no longer connect, nor serve as a refresh.
-    let mut again = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-    again
-        .request(client_frame::Kind::Connect(client::Connect {
-            token: auth.token("app1", "u", ALL),
-            client_name: String::new(),
-        }))
-        .await;
-    assert_eq!(again.closed().await, (Some(4101), 4101));
+    assert_eq!(RawClient::refused(edge.addr, &auth.token("app1", "u", ALL)).await, (Some(4101), 4101));
     kept.request(client_frame::Kind::RefreshToken(client::RefreshToken { token: auth.token("app1", "v", ALL) })).await;
     assert!(is_error(&kept.reply().await, ErrorCode::Unauthorized));
     assert!(is_ok(&kept.subscribe("b").await), "a refused refresh leaves the connection as it was");
@@ -426,14 +413,7 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
     };
     backplane.publish_control(&event).await.expect("control");
     assert_eq!(within(Duration::from_secs(1), "app close", doomed.closed()).await, (Some(4503), 4503));
-    let mut again = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-    again
-        .request(client_frame::Kind::Connect(client::Connect {
-            token: auth.sign(&other_key),
-            client_name: String::new(),
-        }))
-        .await;
-    assert_eq!(again.closed().await, (Some(4503), 4503));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign(&other_key)).await, (Some(4503), 4503));
     assert!(is_ok(&bystander.subscribe("a").await));
     // An app created again under the same id: tokens issued after the
     // deletion pass.
@@ -449,20 +429,8 @@ async fn an_edge_started_after_a_revocation_learns_it_from_the_jwks() {
     auth.revoke("app1", Some("key1"));
     auth.revoke("app9", None);
     let (edge, _) = local_edge(&auth, config(&auth)).await;
-    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-    c.request(client_frame::Kind::Connect(client::Connect {
-        token: auth.token("app1", "u", ALL),
-        client_name: String::new(),
-    }))
-    .await;
-    assert_eq!(c.closed().await, (Some(4101), 4101));
-    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-    c.request(client_frame::Kind::Connect(client::Connect {
-        token: auth.token("app9", "u", ALL),
-        client_name: String::new(),
-    }))
-    .await;
-    assert_eq!(c.closed().await, (Some(4503), 4503));
+    assert_eq!(RawClient::refused(edge.addr, &auth.token("app1", "u", ALL)).await, (Some(4101), 4101));
+    assert_eq!(RawClient::refused(edge.addr, &auth.token("app9", "u", ALL)).await, (Some(4503), 4503));
     let mut other_key = TestAuthority::claims("app1", "v", ALL, Duration::from_secs(3600));
     other_key.key = "key2".parse().expect("key id");
     let (mut fine, _) = RawClient::connect(edge.addr, &auth.sign(&other_key)).await;
@@ -471,13 +439,7 @@ async fn an_edge_started_after_a_revocation_learns_it_from_the_jwks() {
     // new key id makes the edge fetch it).
     auth.revoke("app1", Some("key2"));
     auth.rotate("k2");
-    let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-    c.request(client_frame::Kind::Connect(client::Connect {
-        token: auth.sign(&other_key),
-        client_name: String::new(),
-    }))
-    .await;
-    assert_eq!(c.closed().await, (Some(4101), 4101));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign(&other_key)).await, (Some(4101), 4101));
 }
 
 #[tokio::test]
@@ -516,7 +478,7 @@ async fn connections_past_the_limit_are_refused() {
     claims.lim = Some(herald_proto::claims::AppLimits { max_connections: Some(1), ..Default::default() });
     let token = auth.sign(&claims);
     let (_a, _) = RawClient::connect(edge.addr, &token).await;
-    assert_eq!(connect_close_code(&edge, &token).await, (Some(4003), 4003));
+    assert_eq!(RawClient::refused(edge.addr, &token).await, (Some(4003), 4003));
     let (_other_app, _) = RawClient::connect(edge.addr, &auth.token("big", "u", ALL)).await;
 }
 
@@ -548,57 +510,6 @@ async fn connections_that_vanish_without_a_close_free_their_slot() {
         }
         drop(c);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_reader_is_closed_as_a_slow_consumer_while_others_keep_receiving() {
-    let auth = TestAuthority::start().await;
-    let config = EdgeConfig {
-        send_queue_frames: 64,
-        send_queue_bytes: ByteSize::mib(1),
-        publish_rate: 0,
-        max_frame_size: ByteSize::kib(68),
-        ..config(&auth)
-    };
-    let (edge, backplane) = local_edge(&auth, config).await;
-    let token = auth.token("app1", "u", ALL);
-    let (mut healthy, _) = RawClient::connect(edge.addr, &token).await;
-    assert!(is_ok(&healthy.subscribe("firehose").await));
-    let (mut stalled, _) = RawClient::connect(edge.addr, &token).await;
-    assert!(is_ok(&stalled.subscribe("firehose").await));
-    let (stream, buf) = stalled.into_stream(); // stop reading
-
-    let app = "app1".parse().expect("app");
-    let channel = "firehose".parse().expect("channel");
-    let payload = Bytes::from(vec![7u8; 32 * 1024]);
-    let count = 600;
-    let reader = tokio::spawn(async move {
-        for _ in 0..count {
-            let m = healthy.message().await;
-            assert_eq!(m.data.len(), 32 * 1024);
-        }
-        healthy
-    });
-    for i in 0..count {
-        let message = bus::ChannelMessage {
-            app_id: "app1".into(),
-            channel: "firehose".into(),
-            data: payload.clone(),
-            id: format!("m{i}"),
-            ..Default::default()
-        };
-        backplane.publish(&app, &channel, &message).await.expect("publish");
-        // A publisher at a pace a healthy reader keeps up with.
-        if i % 2 == 0 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-    within(Duration::from_secs(20), "healthy subscriber receives everything", reader).await.expect("reader");
-    let mut stalled = RawClient::from_stream(stream, buf);
-    let (notice, code) = within(Duration::from_secs(20), "slow consumer close", stalled.closed()).await;
-    assert_eq!((notice, code), (Some(4000), 4000));
-    let (_, body) = http_get(edge.addr, "/metrics").await.expect("metrics");
-    assert!(body.contains("herald_slow_consumer_closes_total"), "{body}");
 }
 
 #[tokio::test]

@@ -64,14 +64,6 @@ async fn local_edge(config: EdgeConfig) -> (TestEdge, Backplane) {
     (edge, Backplane::local(&bus))
 }
 
-/// Sends `Connect` with `token` and returns the `Disconnect` code and the
-/// close code the edge answers with.
-async fn connect_close_code(addr: SocketAddr, token: &str) -> (Option<u32>, u16) {
-    let mut c = RawClient::connect_with(addr, &[]).await.expect("upgrade");
-    c.request(client_frame::Kind::Connect(client::Connect { token: token.into(), client_name: String::new() })).await;
-    within(Duration::from_secs(10), "close", c.closed()).await
-}
-
 fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
@@ -94,7 +86,7 @@ fn claims_expiring(app: &str, client: &str, exp: i64) -> herald_proto::Claims {
 /// Connects every token at once; returns each connection's close codes.
 async fn close_codes_concurrently(addr: SocketAddr, tokens: Vec<String>) -> Vec<(Option<u32>, u16)> {
     let tasks: Vec<_> =
-        tokens.into_iter().map(|t| tokio::spawn(async move { connect_close_code(addr, &t).await })).collect();
+        tokens.into_iter().map(|t| tokio::spawn(async move { RawClient::refused(addr, &t).await })).collect();
     let mut codes = vec![];
     for t in tasks {
         codes.push(t.await.expect("client task"));
@@ -276,9 +268,9 @@ async fn metrics_count_the_traffic_they_describe() {
 
     // Refused tokens: counted by reason, never as connections.
     let expired = auth.sign(&claims_expiring("app1", "x", now_secs() - 3600));
-    assert_eq!(connect_close_code(edge.addr, &expired).await, (Some(4100), 4100));
+    assert_eq!(RawClient::refused(edge.addr, &expired).await, (Some(4100), 4100));
     let forged = TestAuthority::start().await.token("app1", "x", ALL);
-    assert_eq!(connect_close_code(edge.addr, &forged).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &forged).await, (Some(4500), 4500));
 
     let n = 200u32;
     for i in 0..n {
@@ -489,7 +481,7 @@ async fn readyz_is_503_until_the_signing_keys_are_loaded() {
     let token = auth.token("app1", "u", ALL);
     // A client that connects meanwhile is told to come back (internal error,
     // reconnect), not that its token is bad.
-    assert_eq!(connect_close_code(addr, &token).await, (Some(1011), 1011));
+    assert_eq!(RawClient::refused(addr, &token).await, (Some(1011), 1011));
     up.store(true, Ordering::SeqCst);
     within(Duration::from_secs(10), "/readyz 200 once the keys load", async {
         while http_get(addr, "/readyz").await.map(|r| r.0) != Some(200) {
@@ -636,10 +628,10 @@ async fn a_token_without_exp_is_refused() {
     assert_eq!(connected.client_id, "u");
     let mut without = claims.clone();
     without.as_object_mut().expect("object").remove("exp").expect("exp was there");
-    assert_eq!(connect_close_code(edge.addr, &auth.sign_json(&without)).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign_json(&without)).await, (Some(4500), 4500));
     let mut null = claims;
     null["exp"] = serde_json::Value::Null;
-    assert_eq!(connect_close_code(edge.addr, &auth.sign_json(&null)).await, (Some(4500), 4500));
+    assert_eq!(RawClient::refused(edge.addr, &auth.sign_json(&null)).await, (Some(4500), 4500));
 }
 
 /// Reads until the close; returns the close code and the wall-clock time
@@ -664,7 +656,7 @@ async fn token_leeway_applies_to_exp_at_connect_and_to_the_expiry_close() {
     assert!(is_ok(&late.subscribe("a").await));
     // ...expired past the leeway: refused.
     let long_expired = auth.sign(&claims_expiring("app1", "x", now - 5));
-    assert_eq!(connect_close_code(edge.addr, &long_expired).await, (Some(4100), 4100));
+    assert_eq!(RawClient::refused(edge.addr, &long_expired).await, (Some(4100), 4100));
 
     // A token expiring in a second: served until exp + leeway, then closed.
     let exp = now_secs() + 1;

@@ -106,7 +106,7 @@ async fn revoking_a_key_closes_the_connections_holding_its_tokens() -> Result<()
     // nor to one started after it (which reads the JWKS's list).
     let late = EdgeProc::start("edge-late", &c.cp, &nats_url(), &c.prefix).await?;
     for addr in [c.a.addr, late.addr] {
-        assert_eq!(refused(addr, &doomed_token).await?, 4101, "{addr}");
+        assert_eq!(RawClient::refused(addr, &doomed_token).await.1, 4101, "{addr}");
         let (mut fine, _) = RawClient::connect(addr, &kept_token).await;
         assert!(herald_edge::testing::is_ok(&fine.subscribe("x").await));
     }
@@ -117,20 +117,9 @@ async fn revoking_a_key_closes_the_connections_holding_its_tokens() -> Result<()
     assert_eq!(within("deletion close", kept.closed()).await?, (Some(4503), 4503));
     let later = EdgeProc::start("edge-later", &c.cp, &nats_url(), &c.prefix).await?;
     for addr in [c.b.addr, later.addr] {
-        assert_eq!(refused(addr, &kept_token).await?, 4503, "{addr}");
+        assert_eq!(RawClient::refused(addr, &kept_token).await.1, 4503, "{addr}");
     }
     Ok(())
-}
-
-/// The close code an edge answers `token` with at connect.
-async fn refused(addr: std::net::SocketAddr, token: &str) -> Result<u16> {
-    let mut c = RawClient::connect_with(addr, &[]).await.map_err(|s| anyhow::anyhow!("upgrade refused: {s}"))?;
-    c.request(herald_proto::client::client_frame::Kind::Connect(herald_proto::client::Connect {
-        token: token.to_owned(),
-        client_name: String::new(),
-    }))
-    .await;
-    Ok(within("refusal", c.closed()).await?.1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
