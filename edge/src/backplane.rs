@@ -260,8 +260,8 @@ impl Backplane {
             advisory_task: Mutex::new(None),
             epochs,
             sent: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            receipt_round: tokio::sync::Mutex::new(()),
+            receipts: tokio::sync::watch::Sender::new(Receipts::default()),
+            round_running: AtomicBool::new(false),
         };
         nats.watch_streams().await?;
         Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
@@ -722,11 +722,42 @@ struct NatsBackplane {
     epochs: Arc<Epochs>,
     /// Publishes handed to the client so far.
     sent: AtomicU64,
-    /// How many of them the server is known to have.
-    received: AtomicU64,
-    /// One receipt round trip at a time; publishes waiting here are often
-    /// covered by the round that was running when they arrived.
-    receipt_round: tokio::sync::Mutex<()>,
+    /// How many of them the server is known to have; every publish waiting
+    /// for its receipt watches it.
+    receipts: tokio::sync::watch::Sender<Receipts>,
+    /// Whether a receipt round trip is under way: one at a time, each
+    /// covering every publish handed to the client before it started.
+    round_running: AtomicBool,
+}
+
+/// What the server is known to have of this connection's publishes.
+#[derive(Debug, Default, Clone, Copy)]
+struct Receipts {
+    /// Publishes the server has (the first `received` handed to the client).
+    received: u64,
+    /// Rounds ended, successful or not: every end wakes the waiters.
+    rounds: u64,
+}
+
+/// Ends a receipt round when dropped: records what it covered (when it
+/// succeeded), frees the slot and wakes every waiting publish.
+struct RoundGuard<'a> {
+    running: &'a AtomicBool,
+    receipts: &'a tokio::sync::watch::Sender<Receipts>,
+    covered: Option<u64>,
+}
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Release);
+        let covered = self.covered;
+        self.receipts.send_modify(|r| {
+            if let Some(n) = covered {
+                r.received = r.received.max(n);
+            }
+            r.rounds += 1;
+        });
+    }
 }
 
 impl Drop for NatsBackplane {
@@ -875,14 +906,28 @@ impl NatsBackplane {
     /// at a time; each covers every publish handed to the client before it
     /// started, so under load one round trip answers many publishes.
     async fn receipt(&self, ticket: u64) -> Result<(), BackplaneError> {
-        let _round = self.receipt_round.lock().await;
-        if self.received.load(Ordering::Acquire) >= ticket {
-            return Ok(());
+        let mut watch = self.receipts.subscribe();
+        loop {
+            if watch.borrow_and_update().received >= ticket {
+                return Ok(());
+            }
+            if self.round_running.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // Ends the round however this future ends (a publish
+                // timeout drops it): the next waiter may start another.
+                let round = RoundGuard { running: &self.round_running, receipts: &self.receipts, covered: None };
+                if self.receipts.borrow().received >= ticket {
+                    return Ok(());
+                }
+                let covers = self.sent.load(Ordering::Acquire);
+                let mut round = round;
+                self.sync().await?;
+                round.covered = Some(covers);
+                drop(round);
+                continue;
+            }
+            // Another round is under way: its end (or failure) wakes us.
+            let _ = watch.changed().await;
         }
-        let covers = self.sent.load(Ordering::Acquire);
-        self.sync().await?;
-        self.received.fetch_max(covers, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Waits until the server processed everything this connection sent so
