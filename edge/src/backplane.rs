@@ -914,12 +914,11 @@ impl NatsBackplane {
             if self.round_running.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // Ends the round however this future ends (a publish
                 // timeout drops it): the next waiter may start another.
-                let round = RoundGuard { running: &self.round_running, receipts: &self.receipts, covered: None };
+                let mut round = RoundGuard { running: &self.round_running, receipts: &self.receipts, covered: None };
                 if self.receipts.borrow().received >= ticket {
                     return Ok(());
                 }
                 let covers = self.sent.load(Ordering::Acquire);
-                let mut round = round;
                 self.sync().await?;
                 round.covered = Some(covers);
                 drop(round);
