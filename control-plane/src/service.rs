@@ -324,9 +324,7 @@ impl Core {
         self.publisher.forget_app(&id);
         self.drop_app_history(&namespaces).await;
         let (at, until) = self.signer.revocation_window(now);
-        // The JWKS lists the deletion from now on (other replicas within a
-        // second: they reload it when serving it stale).
-        self.refresh_signer.notify_one();
+        self.list_revocations_now().await;
         self.notify(bus::control_event::Kind::AppDeleted(bus::AppDeleted { app_id: id.to_string(), at, until })).await;
         tracing::info!(app = %id, "app deleted");
         Ok(())
@@ -415,10 +413,20 @@ impl Core {
             at,
             until,
         });
-        self.refresh_signer.notify_one();
+        self.list_revocations_now().await;
         let edges_notified = self.notify(kind).await;
         tracing::info!(app = %app, key = %key, edges_notified, "api key revoked");
         Ok(Revoked { revoked_at_ms, edges_notified })
+    }
+
+    /// Reloads what the JWKS serves, so that this replica lists a
+    /// revocation from its answer on (other replicas within a second: they
+    /// reload a JWKS older than that before serving it). A failure leaves it
+    /// to those reloads.
+    async fn list_revocations_now(&self) {
+        if let Err(e) = self.signer.refresh().await {
+            tracing::warn!(error = %e, "jwks not reloaded after a revocation");
+        }
     }
 
     // ----- tokens ---------------------------------------------------------------

@@ -96,11 +96,27 @@ async fn admin_manages_apps_and_keys() -> Result<()> {
     assert!(keys.json()["keys"][0]["revoked_at"].is_i64());
     let missing = http.send("DELETE", &server.url("/v1/apps/chat-app/keys/knope"), Some(ADMIN), None).await?;
     assert_eq!((missing.status, missing.code().as_str()), (404, "not_found"));
+    // The JWKS lists the revocation for edges that missed the event, for
+    // the longest token lifetime (default a day) plus five minutes.
+    let revoked_at = revoked.json()["revoked_at"].as_i64().context("revoked_at")?;
+    let jwks = http.get(&server.url("/.well-known/jwks.json"), None).await?.json();
+    assert_eq!(
+        jwks["herald_revoked"],
+        json!([{"app": "chat-app", "key": key["id"], "at": revoked_at, "until": revoked_at + 86_400 + 300}])
+    );
 
     let deleted = http.send("DELETE", &server.url("/v1/apps/chat-app"), Some(ADMIN), None).await?;
     assert_eq!(deleted.status, 204);
     let gone = http.get(&server.url("/v1/apps/chat-app"), Some(ADMIN)).await?;
     assert_eq!((gone.status, gone.code().as_str()), (404, "not_found"));
+    // The deletion replaces the key's entry (its row went with the app) by
+    // one for every token of the app.
+    let jwks = http.get(&server.url("/.well-known/jwks.json"), None).await?.json();
+    let revoked = &jwks["herald_revoked"];
+    assert_eq!(revoked.as_array().map(Vec::len), Some(1), "{revoked}");
+    assert!(revoked[0]["key"].is_null(), "{revoked}");
+    assert_eq!(revoked[0]["app"], "chat-app");
+    assert!(revoked[0]["at"].as_i64().context("at")? >= revoked_at);
     server.stop().await;
     Ok(())
 }
