@@ -118,7 +118,7 @@ impl Window {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    crate::now_ms() / 1000
 }
 
 impl Revocations {
