@@ -207,6 +207,8 @@ impl Backplane {
         let sink: Arc<OnceLock<Arc<dyn Sink>>> = Arc::new(OnceLock::new());
         let connected = Arc::new(AtomicBool::new(false));
         let events_connected = connected.clone();
+        let reconnected = Arc::new(tokio::sync::Notify::new());
+        let events_reconnected = reconnected.clone();
         let known_epochs: Arc<Mutex<KnownEpochs>> = Arc::default();
         let events_epochs = known_epochs.clone();
         let client = async_nats::ConnectOptions::new()
@@ -218,6 +220,7 @@ impl Backplane {
             .event_callback(move |event| {
                 let connected = events_connected.clone();
                 let epochs = events_epochs.clone();
+                let reconnected = events_reconnected.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
@@ -226,6 +229,7 @@ impl Backplane {
                             // storage: every cached epoch is suspect.
                             forget_all_epochs(&epochs);
                             connected.store(true, Ordering::Release);
+                            reconnected.notify_one();
                             tracing::info!("backplane connected");
                             metrics::gauge!("herald_backplane_connected").set(1.0);
                         }
@@ -255,6 +259,7 @@ impl Backplane {
             options,
             sink,
             connected,
+            reconnected,
             control_task: Mutex::new(None),
             serve_task: Mutex::new(None),
             advisory_task: Mutex::new(None),
@@ -290,6 +295,15 @@ impl Backplane {
                 l.bus.sinks.lock().unwrap_or_else(|e| e.into_inner()).insert(l.id, Arc::downgrade(&sink));
                 Ok(())
             }
+        }
+    }
+
+    /// Resolves when the backplane connected again after being cut off
+    /// (control events sent meanwhile were missed); never, in process.
+    pub async fn reconnected(&self) {
+        match &*self.inner {
+            Inner::Nats(n) => n.reconnected.notified().await,
+            Inner::Local(_) => std::future::pending().await,
         }
     }
 
@@ -714,6 +728,8 @@ struct NatsBackplane {
     options: NatsOptions,
     sink: Arc<OnceLock<Arc<dyn Sink>>>,
     connected: Arc<AtomicBool>,
+    /// Notified (one permit) each time the connection is (re)established.
+    reconnected: Arc<tokio::sync::Notify>,
     control_task: Mutex<Option<JoinHandle<()>>>,
     serve_task: Mutex<Option<JoinHandle<()>>>,
     /// Forgets the epoch of a stream JetStream announces as created or

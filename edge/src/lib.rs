@@ -158,7 +158,8 @@ pub async fn run(
         draining: draining_rx,
     });
     // Keys: first load (retried until it works), periodic refresh, and a
-    // refetch on every rotation event.
+    // refetch on every rotation event and after every NATS reconnect (the
+    // JWKS lists the revocations whose events were missed meanwhile).
     let refresh = verifier.spawn_refresh(shared.config.jwks_refresh_interval.0);
     let rotations = {
         let verifier = verifier.clone();
@@ -168,7 +169,10 @@ pub async fn run(
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             loop {
-                hub.keys_rotated.notified().await;
+                tokio::select! {
+                    () = hub.keys_rotated.notified() => {}
+                    () = hub.backplane().reconnected() => {}
+                }
                 let _ = verifier.refresh().await;
             }
         })

@@ -1,11 +1,13 @@
 //! Edges over a real NATS: delivery across edges, interest that follows
-//! local subscribers, and recovery after a NATS restart.
+//! local subscribers, recovery after a NATS restart, publishes answered
+//! once the server has them, revocations missed while cut off.
 
 use std::time::Duration;
 
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
 use herald_proto::ErrorCode;
+use herald_proto::client::{self, client_frame, server_frame};
 
 const ALL: &str = r#"{"*": ["subscribe", "publish"]}"#;
 
@@ -109,6 +111,41 @@ async fn a_publish_is_answered_ok_only_once_the_nats_server_has_it() {
         }
     };
     within(Duration::from_secs(20), "publishes work again", resumed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_cut_off_from_nats_reads_the_revocations_it_missed_when_it_reconnects() {
+    let mut nats = NatsServer::start().await;
+    let auth = TestAuthority::start().await;
+    // The periodic refetch (default 5 min) would be far too late.
+    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), unique_subjects()).await).await;
+    let token = auth.token("app1", "u", ALL);
+    let (mut before, _) = RawClient::connect(edge.addr, &token).await;
+    assert!(is_ok(&before.subscribe("a").await));
+    nats.kill();
+    // Revoked while the edge hears no event: only the JWKS says so.
+    auth.revoke("app1", Some("key1"));
+    nats.restart().await;
+    let refused = async {
+        loop {
+            let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
+            c.request(client_frame::Kind::Connect(client::Connect {
+                token: token.clone(),
+                client_name: String::new(),
+            }))
+            .await;
+            // Accepted (the JWKS not refetched yet): a `Connected` frame;
+            // refused: a `Disconnect` notice, then the close.
+            if let Received::Frame(client::ServerFrame { kind: Some(server_frame::Kind::Disconnect(d)) }) =
+                c.recv().await
+            {
+                assert_eq!(d.code, 4101);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    within(Duration::from_secs(20), "the revocation after the reconnect", refused).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
