@@ -378,7 +378,10 @@ async fn tokens_expire_unless_refreshed() {
 async fn key_revocation_closes_the_connections_holding_its_tokens() {
     let auth = TestAuthority::start().await;
     let (edge, backplane) = local_edge(&auth, config(&auth)).await;
-    let (mut revoked, _) = RawClient::connect(edge.addr, &auth.token("app1", "u", ALL)).await;
+    // Tokens of the key, all minted before its revocation (a revoked key
+    // mints no more).
+    let (key1, also_key1) = (auth.token("app1", "u", ALL), auth.token("app1", "v", ALL));
+    let (mut revoked, _) = RawClient::connect(edge.addr, &key1).await;
     let mut other_key = TestAuthority::claims("app1", "v", ALL, Duration::from_secs(3600));
     other_key.key = "key2".parse().expect("key id");
     let (mut kept, _) = RawClient::connect(edge.addr, &auth.sign(&other_key)).await;
@@ -395,8 +398,8 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
     assert_eq!(closed, (Some(4101), 4101));
     assert!(is_ok(&kept.subscribe("a").await));
     // The revoked key's tokens no longer connect, nor serve as a refresh.
-    assert_eq!(RawClient::refused(edge.addr, &auth.token("app1", "u", ALL)).await, (Some(4101), 4101));
-    kept.request(client_frame::Kind::RefreshToken(client::RefreshToken { token: auth.token("app1", "v", ALL) })).await;
+    assert_eq!(RawClient::refused(edge.addr, &key1).await, (Some(4101), 4101));
+    kept.request(client_frame::Kind::RefreshToken(client::RefreshToken { token: also_key1 })).await;
     assert!(is_error(&kept.reply().await, ErrorCode::Unauthorized));
     assert!(is_ok(&kept.subscribe("b").await), "a refused refresh leaves the connection as it was");
 
@@ -426,11 +429,13 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
 #[tokio::test]
 async fn an_edge_started_after_a_revocation_learns_it_from_the_jwks() {
     let auth = TestAuthority::start().await;
+    // Minted before the revocations (a revoked key mints no more).
+    let (key1, app9) = (auth.token("app1", "u", ALL), auth.token("app9", "u", ALL));
     auth.revoke("app1", Some("key1"));
     auth.revoke("app9", None);
     let (edge, _) = local_edge(&auth, config(&auth)).await;
-    assert_eq!(RawClient::refused(edge.addr, &auth.token("app1", "u", ALL)).await, (Some(4101), 4101));
-    assert_eq!(RawClient::refused(edge.addr, &auth.token("app9", "u", ALL)).await, (Some(4503), 4503));
+    assert_eq!(RawClient::refused(edge.addr, &key1).await, (Some(4101), 4101));
+    assert_eq!(RawClient::refused(edge.addr, &app9).await, (Some(4503), 4503));
     let mut other_key = TestAuthority::claims("app1", "v", ALL, Duration::from_secs(3600));
     other_key.key = "key2".parse().expect("key id");
     let (mut fine, _) = RawClient::connect(edge.addr, &auth.sign(&other_key)).await;
