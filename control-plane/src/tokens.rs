@@ -144,6 +144,10 @@ pub struct Signer {
     /// How long a revocation is listed: the longest token lifetime plus
     /// [`REVOCATION_MARGIN`].
     revocation_window: Duration,
+    /// How long other replicas may still trust a revoked key or a deleted
+    /// app from their caches (and mint with it): tokens issued up to the
+    /// revocation plus this are refused.
+    stale_for: Duration,
     state: RwLock<Arc<State>>,
     loaded_at: Mutex<Instant>,
     reloading: tokio::sync::Mutex<()>,
@@ -177,6 +181,13 @@ fn until(at_ms: i64, window: Duration) -> i64 {
     (at_ms + window_ms(window)) / 1000
 }
 
+/// Tokens issued up to when (Unix seconds) a revocation made at `at_ms`
+/// refuses: up to the moment no replica can still mint with a stale cache,
+/// rounded up.
+fn issued_up_to(at_ms: i64, stale_for: Duration) -> i64 {
+    (at_ms + window_ms(stale_for) + 999) / 1000
+}
+
 fn build_state(keys: &[SigningKey], revoked: Vec<Revocation>) -> Result<Option<State>, SigningError> {
     let Some(current) = keys.first().filter(|k| k.retired_at_ms.is_none()) else {
         return Ok(None);
@@ -206,25 +217,36 @@ fn build_state(keys: &[SigningKey], revoked: Vec<Revocation>) -> Result<Option<S
 impl Signer {
     /// Loads the signing keys, creating the first one when the database has
     /// none, and the revocations of the last `max_token_ttl` (plus a
-    /// margin).
+    /// margin). `stale_for`: how long replicas trust their cached keys and
+    /// apps.
     ///
     /// # Errors
     ///
     /// [`SigningError`] when the store fails or a key cannot be made.
-    pub async fn load(store: Store, issuer: String, max_token_ttl: Duration) -> Result<Self, SigningError> {
-        let revocation_window = max_token_ttl + REVOCATION_MARGIN;
-        let state = Self::load_state(&store, revocation_window).await?;
+    pub async fn load(
+        store: Store,
+        issuer: String,
+        max_token_ttl: Duration,
+        stale_for: Duration,
+    ) -> Result<Self, SigningError> {
+        let revocation_window = max_token_ttl + stale_for + REVOCATION_MARGIN;
+        let state = Self::load_state(&store, revocation_window, stale_for).await?;
         Ok(Self {
             store,
             issuer,
             revocation_window,
+            stale_for,
             state: RwLock::new(Arc::new(state)),
             loaded_at: Mutex::new(Instant::now()),
             reloading: tokio::sync::Mutex::new(()),
         })
     }
 
-    async fn load_state(store: &Store, revocation_window: Duration) -> Result<State, SigningError> {
+    async fn load_state(
+        store: &Store,
+        revocation_window: Duration,
+        stale_for: Duration,
+    ) -> Result<State, SigningError> {
         for _ in 0..3 {
             let now = now_ms();
             let keys = store.signing_keys(now).await?;
@@ -235,7 +257,7 @@ impl Signer {
                 .map(|(app, key, at_ms)| Revocation {
                     app,
                     key,
-                    at: at_ms / 1000,
+                    at: issued_up_to(at_ms, stale_for),
                     until: until(at_ms, revocation_window),
                 })
                 .collect();
@@ -256,7 +278,7 @@ impl Signer {
     ///
     /// [`SigningError`] when the store fails; the keys in memory stay.
     pub async fn refresh(&self) -> Result<(), SigningError> {
-        let state = Self::load_state(&self.store, self.revocation_window).await?;
+        let state = Self::load_state(&self.store, self.revocation_window, self.stale_for).await?;
         let changed = self.current_kid() != state.kid;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
         *self.loaded_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -296,7 +318,7 @@ impl Signer {
     /// until)` in Unix seconds.
     #[must_use]
     pub fn revocation_window(&self, at_ms: i64) -> (i64, i64) {
-        (at_ms / 1000, until(at_ms, self.revocation_window))
+        (issued_up_to(at_ms, self.stale_for), until(at_ms, self.revocation_window))
     }
 
     /// Before when (Unix ms) revocations are no longer listed.

@@ -113,12 +113,13 @@ pub struct Revocation {
     /// The revoked key; absent when the whole app is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<KeyId>,
-    /// When the key was revoked or the app deleted (Unix seconds): tokens
-    /// issued (`iat`) then or before are refused; an app created again
-    /// under the same id mints tokens that pass.
+    /// Tokens issued (`iat`) then or before are refused (Unix seconds): the
+    /// revocation, plus the time control-plane replicas may still trust
+    /// their cached copy and mint; an app created again under the same id
+    /// mints tokens that pass after that.
     pub at: i64,
-    /// When the entry may be forgotten (Unix seconds): the revocation time
-    /// plus the longest token lifetime.
+    /// When the entry may be forgotten (Unix seconds): past the revocation
+    /// by at least the longest token lifetime.
     pub until: i64,
 }
 
