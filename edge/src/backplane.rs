@@ -209,6 +209,7 @@ impl Backplane {
         let events_connected = connected.clone();
         let reconnected = Arc::new(tokio::sync::Notify::new());
         let events_reconnected = reconnected.clone();
+        let ever_connected = Arc::new(AtomicBool::new(false));
         let known_epochs: Arc<Mutex<KnownEpochs>> = Arc::default();
         let events_epochs = known_epochs.clone();
         let client = async_nats::ConnectOptions::new()
@@ -221,6 +222,7 @@ impl Backplane {
                 let connected = events_connected.clone();
                 let epochs = events_epochs.clone();
                 let reconnected = events_reconnected.clone();
+                let ever_connected = ever_connected.clone();
                 async move {
                     match event {
                         async_nats::Event::Connected => {
@@ -229,7 +231,9 @@ impl Backplane {
                             // storage: every cached epoch is suspect.
                             forget_all_epochs(&epochs);
                             connected.store(true, Ordering::Release);
-                            reconnected.notify_one();
+                            if ever_connected.swap(true, Ordering::AcqRel) {
+                                reconnected.notify_one();
+                            }
                             tracing::info!("backplane connected");
                             metrics::gauge!("herald_backplane_connected").set(1.0);
                         }
@@ -728,7 +732,8 @@ struct NatsBackplane {
     options: NatsOptions,
     sink: Arc<OnceLock<Arc<dyn Sink>>>,
     connected: Arc<AtomicBool>,
-    /// Notified (one permit) each time the connection is (re)established.
+    /// Notified (one permit) each time the connection is established again
+    /// after it was lost (not at the first connect).
     reconnected: Arc<tokio::sync::Notify>,
     control_task: Mutex<Option<JoinHandle<()>>>,
     serve_task: Mutex<Option<JoinHandle<()>>>,

@@ -122,6 +122,8 @@ async fn an_edge_cut_off_from_nats_reads_the_revocations_it_missed_when_it_recon
     let token = auth.token("app1", "u", ALL);
     let (mut before, _) = RawClient::connect(edge.addr, &token).await;
     assert!(is_ok(&before.subscribe("a").await));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(auth.fetches(), 1, "the first connect to NATS is no reason to fetch again");
     nats.kill();
     // Revoked while the edge hears no event: only the JWKS says so.
     auth.revoke("app1", Some("key1"));
