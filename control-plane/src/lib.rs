@@ -168,13 +168,7 @@ impl ControlPlane {
         )
         .await?;
         tracing::info!(backend = store.backend(), "database ready");
-        let signer = Signer::load(
-            store.clone(),
-            config.issuer.clone(),
-            Duration::from_secs(config.token_max_ttl_secs),
-            config.cache_ttl(),
-        )
-        .await?;
+        let signer = Signer::load(store.clone(), &config).await?;
         let metrics = Arc::new(Metrics::new());
         let shared = (config.idempotency_shared && matches!(store, Store::Postgres(_)))
             .then(|| SharedIdempotency::new(store.clone(), Duration::from_secs(config.idempotency_window_secs)));
@@ -316,13 +310,7 @@ pub async fn rotate_signing_keys(
         Duration::from_millis(config.database_acquire_timeout_ms),
     )
     .await?;
-    let signer = Signer::load(
-        store.clone(),
-        config.issuer.clone(),
-        Duration::from_secs(config.token_max_ttl_secs),
-        config.cache_ttl(),
-    )
-    .await?;
+    let signer = Signer::load(store.clone(), config).await?;
     let rotation = signer.rotate(overlap.unwrap_or(Duration::from_secs(config.signing_key_overlap_secs))).await?;
     if let Some(bp) = backplane {
         let event = bus::ControlEvent {

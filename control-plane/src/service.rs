@@ -323,7 +323,7 @@ impl Core {
         self.namespaces.evict(&id);
         self.publisher.forget_app(&id);
         self.drop_app_history(&namespaces).await;
-        let (at, until) = self.signer.revocation_window(now);
+        let (at, until) = self.signer.revocation_bounds(now);
         self.list_revocations_now().await;
         self.notify(bus::control_event::Kind::AppDeleted(bus::AppDeleted { app_id: id.to_string(), at, until })).await;
         tracing::info!(app = %id, "app deleted");
@@ -406,7 +406,7 @@ impl Core {
             return Err(ApiError::not_found(format!("app {:?} has no key {:?}", app.as_str(), key.as_str())));
         };
         self.auth.evict_key(&key);
-        let (at, until) = self.signer.revocation_window(revoked_at_ms);
+        let (at, until) = self.signer.revocation_bounds(revoked_at_ms);
         let kind = bus::control_event::Kind::KeyRevoked(bus::KeyRevoked {
             app_id: app.to_string(),
             key_id: key.to_string(),

@@ -29,6 +29,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::random_alnum;
 use crate::now_ms;
@@ -216,24 +217,20 @@ fn build_state(keys: &[SigningKey], revoked: Vec<Revocation>) -> Result<Option<S
 
 impl Signer {
     /// Loads the signing keys, creating the first one when the database has
-    /// none, and the revocations of the last `max_token_ttl` (plus a
-    /// margin). `stale_for`: how long replicas trust their cached keys and
-    /// apps.
+    /// none, and the revocations of the last `token_max_ttl_secs` (plus
+    /// `cache_ttl_ms`, how long replicas trust their cached keys and apps,
+    /// and a margin).
     ///
     /// # Errors
     ///
     /// [`SigningError`] when the store fails or a key cannot be made.
-    pub async fn load(
-        store: Store,
-        issuer: String,
-        max_token_ttl: Duration,
-        stale_for: Duration,
-    ) -> Result<Self, SigningError> {
-        let revocation_window = max_token_ttl + stale_for + REVOCATION_MARGIN;
+    pub async fn load(store: Store, config: &Config) -> Result<Self, SigningError> {
+        let stale_for = config.cache_ttl();
+        let revocation_window = Duration::from_secs(config.token_max_ttl_secs) + stale_for + REVOCATION_MARGIN;
         let state = Self::load_state(&store, revocation_window, stale_for).await?;
         Ok(Self {
             store,
-            issuer,
+            issuer: config.issuer.clone(),
             revocation_window,
             stale_for,
             state: RwLock::new(Arc::new(state)),
@@ -317,7 +314,7 @@ impl Signer {
     /// The revocation made at `at_ms`, as edges are told of it: `(at,
     /// until)` in Unix seconds.
     #[must_use]
-    pub fn revocation_window(&self, at_ms: i64) -> (i64, i64) {
+    pub fn revocation_bounds(&self, at_ms: i64) -> (i64, i64) {
         (issued_up_to(at_ms, self.stale_for), until(at_ms, self.revocation_window))
     }
 

@@ -122,15 +122,6 @@ fn unix_now() -> i64 {
 }
 
 impl Revocations {
-    /// Records `revocation` (a later `until` wins).
-    pub fn add(&self, revocation: Revocation) {
-        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        Self::insert(&mut map, revocation);
-        if map.values().map(|r| r.keys.len() + usize::from(r.app.is_some())).sum::<usize>() > MAX_KEPT_REVOCATIONS {
-            Self::trim(&mut map, unix_now());
-        }
-    }
-
     /// Records what the control plane announced in an event: tokens of
     /// `app` (minted from `key`, when given) issued at or before `at` are
     /// refused until `until` (Unix seconds; 0 = now, and the default token
@@ -145,7 +136,7 @@ impl Revocations {
         let now = unix_now();
         let at = if at > 0 { at } else { now };
         let until = if until > 0 { until } else { now + DEFAULT_REVOCATION_SECS };
-        self.add(Revocation { app, key, at, until });
+        self.merge(vec![Revocation { app, key, at, until }]);
     }
 
     fn insert(map: &mut HashMap<AppId, Revoked>, r: Revocation) {
@@ -161,7 +152,8 @@ impl Revocations {
         slot.until = slot.until.max(r.until);
     }
 
-    /// Adds a JWKS's list and forgets what has expired.
+    /// Adds revocations (a JWKS's list, or an event's one) and forgets what
+    /// has expired.
     fn merge(&self, revoked: Vec<Revocation>) {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
         for r in revoked {

@@ -269,7 +269,7 @@ impl Backplane {
             advisory_task: Mutex::new(None),
             epochs,
             sent: AtomicU64::new(0),
-            receipts: tokio::sync::watch::Sender::new(Receipts::default()),
+            received: tokio::sync::watch::Sender::new(0),
             round_running: AtomicBool::new(false),
         };
         nats.watch_streams().await?;
@@ -743,41 +743,29 @@ struct NatsBackplane {
     epochs: Arc<Epochs>,
     /// Publishes handed to the client so far.
     sent: AtomicU64,
-    /// How many of them the server is known to have; every publish waiting
-    /// for its receipt watches it.
-    receipts: tokio::sync::watch::Sender<Receipts>,
+    /// How many of them the server is known to have (the first so many);
+    /// every publish waiting for its receipt watches it.
+    received: tokio::sync::watch::Sender<u64>,
     /// Whether a receipt round trip is under way: one at a time, each
     /// covering every publish handed to the client before it started.
     round_running: AtomicBool,
 }
 
-/// What the server is known to have of this connection's publishes.
-#[derive(Debug, Default, Clone, Copy)]
-struct Receipts {
-    /// Publishes the server has (the first `received` handed to the client).
-    received: u64,
-    /// Rounds ended, successful or not: every end wakes the waiters.
-    rounds: u64,
-}
-
 /// Ends a receipt round when dropped: records what it covered (when it
-/// succeeded), frees the slot and wakes every waiting publish.
+/// succeeded), frees the slot and wakes every waiting publish (also after a
+/// failure: one of them starts the next round).
 struct RoundGuard<'a> {
     running: &'a AtomicBool,
-    receipts: &'a tokio::sync::watch::Sender<Receipts>,
+    received: &'a tokio::sync::watch::Sender<u64>,
     covered: Option<u64>,
 }
 
 impl Drop for RoundGuard<'_> {
     fn drop(&mut self) {
         self.running.store(false, Ordering::Release);
-        let covered = self.covered;
-        self.receipts.send_modify(|r| {
-            if let Some(n) = covered {
-                r.received = r.received.max(n);
-            }
-            r.rounds += 1;
-        });
+        let covered = self.covered.unwrap_or(0);
+        // `send_modify` wakes the watchers whether or not the count grew.
+        self.received.send_modify(|n| *n = (*n).max(covered));
     }
 }
 
@@ -927,16 +915,16 @@ impl NatsBackplane {
     /// at a time; each covers every publish handed to the client before it
     /// started, so under load one round trip answers many publishes.
     async fn receipt(&self, ticket: u64) -> Result<(), BackplaneError> {
-        let mut watch = self.receipts.subscribe();
+        let mut watch = self.received.subscribe();
         loop {
-            if watch.borrow_and_update().received >= ticket {
+            if *watch.borrow_and_update() >= ticket {
                 return Ok(());
             }
             if self.round_running.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 // Ends the round however this future ends (a publish
                 // timeout drops it): the next waiter may start another.
-                let mut round = RoundGuard { running: &self.round_running, receipts: &self.receipts, covered: None };
-                if self.receipts.borrow().received >= ticket {
+                let mut round = RoundGuard { running: &self.round_running, received: &self.received, covered: None };
+                if *self.received.borrow() >= ticket {
                     return Ok(());
                 }
                 let covers = self.sent.load(Ordering::Acquire);

@@ -69,6 +69,17 @@ impl Close {
     fn code(code: CloseCode) -> Self {
         Self(code, code.reason().to_owned())
     }
+
+    /// How a connection whose token is refused is closed.
+    fn refused(e: AuthError) -> Self {
+        match e {
+            AuthError::Expired => Self::code(CloseCode::TokenExpired),
+            AuthError::Invalid(reason) => Self(CloseCode::InvalidToken, format!("invalid token: {reason}")),
+            AuthError::KeysUnavailable => Self(CloseCode::InternalError, "signing keys unavailable".into()),
+            AuthError::KeyRevoked => Self::code(CloseCode::KeyRevoked),
+            AuthError::AppDeleted => Self::code(CloseCode::AppUnavailable),
+        }
+    }
 }
 
 fn reply_ok(request_id: u64, value: Option<reply_ok::Value>) -> Bytes {
@@ -289,13 +300,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         Ok(Ok(claims)) => claims,
         Ok(Err(e)) => {
             metrics::counter!("herald_auth_failures_total", "reason" => e.metric_reason()).increment(1);
-            return Err(Some(match e {
-                AuthError::Expired => Close::code(CloseCode::TokenExpired),
-                AuthError::Invalid(reason) => Close(CloseCode::InvalidToken, format!("invalid token: {reason}")),
-                AuthError::KeysUnavailable => Close(CloseCode::InternalError, "signing keys unavailable".into()),
-                AuthError::KeyRevoked => Close::code(CloseCode::KeyRevoked),
-                AuthError::AppDeleted => Close::code(CloseCode::AppUnavailable),
-            }));
+            return Err(Some(Close::refused(e)));
         }
     };
     if let Some(origin) = &origin
@@ -326,8 +331,7 @@ async fn handshake<R: AsyncRead + Unpin>(
     if let Err(e) = shared.hub.revocations().check(&claims) {
         shared.hub.unregister(id);
         metrics::counter!("herald_auth_failures_total", "reason" => e.metric_reason()).increment(1);
-        let code = if e == AuthError::AppDeleted { CloseCode::AppUnavailable } else { CloseCode::KeyRevoked };
-        return Err(Some(Close::code(code)));
+        return Err(Some(Close::refused(e)));
     }
     let max_message = match lim.max_message_bytes {
         Some(n) => config.max_message_size.as_usize().min(n as usize),
@@ -764,9 +768,10 @@ async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u64, token: &
     // The new key's revocation may have been announced (and matched against
     // the old key) while the token was checked.
     if let Err(e) = shared.hub.revocations().check(&claims) {
-        let code = if e == AuthError::AppDeleted { CloseCode::AppUnavailable } else { CloseCode::KeyRevoked };
-        session.entry.outbox.close(code, code.reason());
-        return reply_err(rid, ErrorCode::Unauthorized, e.to_string());
+        let message = e.to_string();
+        let Close(code, reason) = Close::refused(e);
+        session.entry.outbox.close(code, &reason);
+        return reply_err(rid, ErrorCode::Unauthorized, message);
     }
     let exp_ms = claims.exp.saturating_mul(1000);
     // Subscriptions the new token no longer allows end now.

@@ -408,10 +408,7 @@ impl RawClient {
     /// Upgrades, sends `Connect` with `token` and returns the client and the
     /// `Connected` frame.
     pub async fn connect(addr: SocketAddr, token: &str) -> (Self, client::Connected) {
-        let mut c = Self::connect_with(addr, &[]).await.expect("upgrade");
-        let id = c
-            .request(client_frame::Kind::Connect(client::Connect { token: token.into(), client_name: "raw".into() }))
-            .await;
+        let (mut c, id) = Self::send_connect(addr, token).await;
         let connected = match c.recv().await {
             Received::Frame(client::ServerFrame { kind: Some(client::server_frame::Kind::Connected(c)) }) => c,
             other => panic!("expected connected, got {other:?}"),
@@ -425,10 +422,27 @@ impl RawClient {
     /// closes the connection: the `Disconnect` code, if one came, and the
     /// close code (for tokens that must be refused).
     pub async fn refused(addr: SocketAddr, token: &str) -> (Option<u32>, u16) {
-        let mut c = Self::connect_with(addr, &[]).await.expect("upgrade");
-        c.request(client_frame::Kind::Connect(client::Connect { token: token.into(), client_name: String::new() }))
-            .await;
+        let (mut c, _) = Self::send_connect(addr, token).await;
         within(Duration::from_secs(10), "the refusal", c.closed()).await
+    }
+
+    /// Upgrades, sends `Connect` with `token`, and returns the client with
+    /// the edge's first answer: a `Connected` frame when it accepts, a
+    /// `Disconnect` notice when it refuses.
+    pub async fn hello(addr: SocketAddr, token: &str) -> (Self, Received) {
+        let (mut c, _) = Self::send_connect(addr, token).await;
+        let first = c.recv().await;
+        (c, first)
+    }
+
+    /// Upgrades and sends `Connect` with `token`; returns the client and the
+    /// request's id.
+    async fn send_connect(addr: SocketAddr, token: &str) -> (Self, u64) {
+        let mut c = Self::connect_with(addr, &[]).await.expect("upgrade");
+        let id = c
+            .request(client_frame::Kind::Connect(client::Connect { token: token.into(), client_name: "raw".into() }))
+            .await;
+        (c, id)
     }
 
     /// Sends raw bytes.

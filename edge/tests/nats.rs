@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
 use herald_proto::ErrorCode;
-use herald_proto::client::{self, client_frame, server_frame};
+use herald_proto::client::{self, server_frame};
 
 const ALL: &str = r#"{"*": ["subscribe", "publish"]}"#;
 
@@ -130,16 +130,9 @@ async fn an_edge_cut_off_from_nats_reads_the_revocations_it_missed_when_it_recon
     nats.restart().await;
     let refused = async {
         loop {
-            let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-            c.request(client_frame::Kind::Connect(client::Connect {
-                token: token.clone(),
-                client_name: String::new(),
-            }))
-            .await;
-            // Accepted (the JWKS not refetched yet): a `Connected` frame;
-            // refused: a `Disconnect` notice, then the close.
-            if let Received::Frame(client::ServerFrame { kind: Some(server_frame::Kind::Disconnect(d)) }) =
-                c.recv().await
+            // Accepted (the JWKS not refetched yet), or refused.
+            if let (_, Received::Frame(client::ServerFrame { kind: Some(server_frame::Kind::Disconnect(d)) })) =
+                RawClient::hello(edge.addr, &token).await
             {
                 assert_eq!(d.code, 4101);
                 return;

@@ -769,14 +769,8 @@ async fn max_connections_per_app_refuses_the_next_connection_of_that_app_only() 
     drop(a);
     within(Duration::from_secs(5), "the slot frees up", async {
         loop {
-            let mut c = RawClient::connect_with(edge.addr, &[]).await.expect("upgrade");
-            c.request(client_frame::Kind::Connect(client::Connect {
-                token: token.clone(),
-                client_name: String::new(),
-            }))
-            .await;
-            if let Received::Frame(client::ServerFrame { kind: Some(server_frame::Kind::Connected(_)) }) =
-                c.recv().await
+            if let (c, Received::Frame(client::ServerFrame { kind: Some(server_frame::Kind::Connected(_)) })) =
+                RawClient::hello(edge.addr, &token).await
             {
                 return c;
             }
