@@ -14,7 +14,12 @@
 //!
 //! Latency is measured from the publisher's clock to the subscriber's: the
 //! first 8 bytes of every payload carry the send time (Unix nanoseconds), so
-//! generator and edge must share a clock (the same machine).
+//! generator and edge must share a clock (the same machine). Each sample is
+//! taken twice: when the message reached the subscriber's socket (the
+//! kernel's receive timestamp, on Linux) and when the generator read it.
+//! The first is the server's latency as a subscriber on its own machine
+//! sees it; the second adds the generator's own queueing, since one
+//! generator reads thousands of sockets one after another.
 
 mod wire;
 
@@ -119,7 +124,10 @@ pub struct Report {
     pub expected: u64,
     /// From the first publish to the last delivery.
     pub elapsed: Duration,
-    /// Publish → receive latency of the sampled subscribers.
+    /// Publish → arrival at the subscriber's socket (kernel receive time)
+    /// of the sampled subscribers; empty where the platform lacks it.
+    pub arrival: Histogram,
+    /// Publish → read by the generator, of the sampled subscribers.
     pub latency: Histogram,
     /// Subscribers closed by the edge during the run (e.g. slow consumers).
     pub closed_subscribers: u64,
@@ -140,16 +148,26 @@ impl std::fmt::Display for Report {
         writeln!(f, "elapsed:              {:.3} s", self.elapsed.as_secs_f64())?;
         writeln!(f, "deliveries/s:         {:.0}", self.deliveries_per_sec())?;
         writeln!(f, "closed subscribers:   {}", self.closed_subscribers)?;
-        let ms = |q: f64| self.latency.quantile(q).as_secs_f64() * 1000.0;
+        if !self.arrival.is_empty() {
+            writeln!(f, "latency at socket:    {}", self.arrival)?;
+        }
+        write!(f, "latency when read:    {}", self.latency)
+    }
+}
+
+impl std::fmt::Display for Histogram {
+    /// Percentiles in milliseconds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         write!(
             f,
-            "latency (ms):         p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
-            ms(0.50),
-            ms(0.90),
-            ms(0.99),
-            ms(0.999),
-            self.latency.max().as_secs_f64() * 1000.0,
-            self.latency.len()
+            "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms  ({} samples)",
+            ms(self.quantile(0.50)),
+            ms(self.quantile(0.90)),
+            ms(self.quantile(0.99)),
+            ms(self.quantile(0.999)),
+            ms(self.max()),
+            self.len()
         )
     }
 }
@@ -277,13 +295,16 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
 
     let mut readers = Vec::with_capacity(conns.len());
     let mut histograms = Vec::new();
-    for (i, conn) in conns.into_iter().enumerate() {
+    for (i, mut conn) in conns.into_iter().enumerate() {
         let counters = counters.clone();
         let sample = (i % sample_every == 0).then(|| {
-            let histogram = Arc::new(std::sync::Mutex::new(Histogram::default()));
+            let histogram = Arc::new(std::sync::Mutex::new(Samples::default()));
             histograms.push(histogram.clone());
             (i / sample_every, histogram)
         });
+        if sample.is_some() {
+            conn.stamp_arrivals().map_err(WireError::from)?;
+        }
         readers.push(tokio::spawn(async move { read_deliveries(conn, counters, sample).await }));
     }
 
@@ -337,9 +358,11 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     for r in readers {
         let _ = r.await;
     }
-    let mut latency = Histogram::default();
+    let (mut arrival, mut latency) = (Histogram::default(), Histogram::default());
     for h in &histograms {
-        latency.merge(&h.lock().unwrap_or_else(|e| e.into_inner()));
+        let samples = h.lock().unwrap_or_else(|e| e.into_inner());
+        arrival.merge(&samples.arrival);
+        latency.merge(&samples.read);
     }
     let last_delivery = counters.epoch + Duration::from_nanos(counters.last_delivery_ns.load(Ordering::Relaxed));
     let last_delivery = last_delivery.max(started);
@@ -350,30 +373,44 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         delivered: counters.delivered.load(Ordering::Relaxed),
         expected: sent * config.subscribers as u64,
         elapsed: last_delivery.saturating_duration_since(started).max(Duration::from_millis(1)),
+        arrival,
         latency,
         closed_subscribers: counters.closed.load(Ordering::Relaxed),
     })
 }
 
+/// A sampled subscriber's latencies.
+#[derive(Default)]
+struct Samples {
+    /// Publish → arrival at the socket.
+    arrival: Histogram,
+    /// Publish → read.
+    read: Histogram,
+}
+
 /// Reads a subscriber's frames; counts deliveries and, for a sampled
-/// subscriber, records latency into its shared histogram. Runs until the
+/// subscriber, records latency into its shared histograms. Runs until the
 /// connection ends or the task is aborted at the end of the run.
 async fn read_deliveries(
     mut conn: Conn,
     counters: Arc<Counters>,
-    sample: Option<(usize, Arc<std::sync::Mutex<Histogram>>)>,
+    sample: Option<(usize, Arc<std::sync::Mutex<Samples>>)>,
 ) {
     loop {
         let result = conn
-            .next_batch(|payload| {
-                if let Some((_, histogram)) = &sample {
+            .next_batch(|payload, arrived| {
+                if let Some((_, samples)) = &sample {
                     if let Ok(frame) = <client::ServerFrame as prost::Message>::decode(payload)
                         && let Some(client::server_frame::Kind::Message(m)) = frame.kind
                         && m.data.len() >= 8
                     {
                         let sent = u64::from_le_bytes(m.data[..8].try_into().unwrap_or([0; 8]));
-                        let latency = Duration::from_nanos(now_ns().saturating_sub(sent));
-                        histogram.lock().unwrap_or_else(|e| e.into_inner()).record(latency);
+                        let since = |at: u64| Duration::from_nanos(at.saturating_sub(sent));
+                        let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+                        samples.read.record(since(now_ns()));
+                        if let Some(at) = arrived {
+                            samples.arrival.record(since(at));
+                        }
                         return true;
                     }
                     return false;

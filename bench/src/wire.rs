@@ -39,6 +39,9 @@ pub struct Conn {
     stream: TcpStream,
     buf: BytesMut,
     next_id: u64,
+    /// Reads ask the kernel when their data reached the socket
+    /// ([`Conn::stamp_arrivals`]).
+    stamped: bool,
 }
 
 fn masked(payload: &[u8], opcode: u8) -> Vec<u8> {
@@ -101,14 +104,117 @@ fn parse(buf: &mut BytesMut) -> Option<Frame> {
     })
 }
 
-async fn fill(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Result<(), WireError> {
+/// Keeps at least 2 KiB free at the end of `buf` for the next read.
+fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(8 * 1024);
     }
+}
+
+async fn fill(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut) -> Result<(), WireError> {
+    reserve(buf);
     if stream.read_buf(buf).await? == 0 {
         return Err(WireError::Closed);
     }
     Ok(())
+}
+
+/// Kernel receive timestamps: `recvmsg` with `SO_TIMESTAMPNS`.
+#[cfg(target_os = "linux")]
+mod arrival {
+    use std::io;
+    use std::os::fd::{AsRawFd, RawFd};
+
+    use bytes::BytesMut;
+    use tokio::io::Interest;
+    use tokio::net::TcpStream;
+
+    use super::{WireError, reserve};
+
+    pub(super) fn enable(stream: &TcpStream) -> io::Result<bool> {
+        let on: libc::c_int = 1;
+        // SAFETY: a plain integer option on a socket this stream owns; the
+        // pointer and length describe `on`, which outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(true)
+    }
+
+    /// Like `super::fill`, also returning the arrival time of the newest
+    /// data read.
+    pub(super) async fn fill(stream: &TcpStream, buf: &mut BytesMut) -> Result<Option<u64>, WireError> {
+        reserve(buf);
+        loop {
+            stream.readable().await?;
+            match stream.try_io(Interest::READABLE, || recv(stream.as_raw_fd(), buf)) {
+                Ok((0, _)) => return Err(WireError::Closed),
+                Ok((_, at)) => return Ok(at),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn recv(fd: RawFd, buf: &mut BytesMut) -> io::Result<(usize, Option<u64>)> {
+        let spare = buf.spare_capacity_mut();
+        let mut iov = libc::iovec { iov_base: spare.as_mut_ptr().cast(), iov_len: spare.len() };
+        // Room for one timespec control message, aligned for `cmsghdr`.
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control) as _;
+        // SAFETY: `msg` points at `iov` (over the buffer's spare capacity)
+        // and at `control`; both outlive the call, and the lengths are theirs.
+        let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        // SAFETY: the kernel initialized the first `n` bytes of the spare
+        // capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        let mut at = None;
+        // SAFETY: the walk stays within the `msg_controllen` bytes of
+        // control messages the kernel wrote; the timestamp is read unaligned.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    at = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
+            }
+        }
+        Ok((n, at))
+    }
+}
+
+/// Elsewhere: no arrival times.
+#[cfg(not(target_os = "linux"))]
+mod arrival {
+    use bytes::BytesMut;
+    use tokio::net::TcpStream;
+
+    use super::WireError;
+
+    pub(super) fn enable(_: &TcpStream) -> std::io::Result<bool> {
+        Ok(false)
+    }
+
+    pub(super) async fn fill(_: &TcpStream, _: &mut BytesMut) -> Result<Option<u64>, WireError> {
+        Err(WireError::Protocol("arrival times are not available here".into()))
+    }
 }
 
 impl Conn {
@@ -143,7 +249,7 @@ impl Conn {
             return Err(WireError::Upgrade(head.lines().next().unwrap_or_default().to_owned()));
         }
         buf.advance(end);
-        let mut conn = Self { stream, buf, next_id: 1 };
+        let mut conn = Self { stream, buf, next_id: 1, stamped: false };
         conn.request(client_frame::Kind::Connect(client::Connect {
             token: token.to_owned(),
             client_name: "herald-bench".into(),
@@ -201,23 +307,46 @@ impl Conn {
         }
     }
 
+    /// From now on, every read also learns when its data reached this
+    /// socket: the kernel's receive timestamp (`SO_TIMESTAMPNS`), taken as
+    /// the packet is delivered to the socket, before this process reads it.
+    /// It measures the server without the generator's own queueing: one
+    /// generator reads thousands of sockets one after another, where real
+    /// subscribers each read their own at once. Returns whether the
+    /// platform has it (Linux); elsewhere reads carry no arrival time.
+    ///
+    /// # Errors
+    ///
+    /// The socket option could not be set.
+    pub fn stamp_arrivals(&mut self) -> std::io::Result<bool> {
+        self.stamped = arrival::enable(&self.stream)?;
+        Ok(self.stamped)
+    }
+
     /// Waits for data, then handles every complete frame in the buffer:
-    /// binary payloads go to `count` (which says whether to count them),
-    /// pings are answered. Returns how many were counted. Payloads are
-    /// looked at in place (no copy, no allocation): the generator's own cost
-    /// per delivery is part of what it measures.
+    /// binary payloads go to `count` with the time the read's data reached
+    /// the socket (Unix nanoseconds, only after
+    /// [`stamp_arrivals`](Self::stamp_arrivals)), and `count` says whether
+    /// to count them; pings are answered. Returns how many were counted.
+    /// Payloads are looked at in place (no copy, no allocation): the
+    /// generator's own cost per delivery is part of what it measures.
     ///
     /// # Errors
     ///
     /// [`WireError`] when the connection ends.
-    pub async fn next_batch(&mut self, mut count: impl FnMut(&[u8]) -> bool) -> Result<u64, WireError> {
-        fill(&mut self.stream, &mut self.buf).await?;
+    pub async fn next_batch(&mut self, mut count: impl FnMut(&[u8], Option<u64>) -> bool) -> Result<u64, WireError> {
+        let arrived = if self.stamped {
+            arrival::fill(&self.stream, &mut self.buf).await?
+        } else {
+            fill(&mut self.stream, &mut self.buf).await?;
+            None
+        };
         let mut n = 0;
         while let Some((header, len)) = frame_bounds(&mut self.buf) {
             let opcode = self.buf[0] & 0x0f;
             let payload = &self.buf[header..header + len];
             match opcode {
-                0x2 if count(payload) => n += 1,
+                0x2 if count(payload, arrived) => n += 1,
                 0x9 => {
                     let pong = masked(payload, 0xA);
                     self.buf.advance(header + len);
