@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use herald_bench::{BenchConfig, Progress};
+use herald_bench::{BenchConfig, IdleSubscriptions, Progress};
 
 /// Options of `herald bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +49,18 @@ pub struct BenchArgs {
     /// report the edge's resident memory per connection.
     #[arg(long)]
     pub idle_connections: Option<usize>,
+    /// With --idle-connections: what each subscribes to — its own channel
+    /// (`own`), all `--channel` (`shared`) or nothing (`none`).
+    #[arg(long, value_enum, default_value_t = IdleSubscribe::Own)]
+    pub idle_subscribe: IdleSubscribe,
+}
+
+/// Values of `--idle-subscribe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdleSubscribe {
+    Own,
+    Shared,
+    None,
 }
 
 /// Resolves `ws://host:port/...` to a socket address.
@@ -82,7 +94,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let _ = std::io::stderr().flush();
     };
     if let Some(n) = args.idle_connections {
-        let report = herald_bench::idle_memory(edges[0], &args.token, n, progress).await?;
+        let subscriptions = match args.idle_subscribe {
+            IdleSubscribe::Own => IdleSubscriptions::Own,
+            IdleSubscribe::Shared => IdleSubscriptions::Shared(args.channel.clone()),
+            IdleSubscribe::None => IdleSubscriptions::None,
+        };
+        let report = herald_bench::idle_memory(edges[0], &args.token, n, subscriptions, progress).await?;
         eprintln!();
         println!("idle connections:     {}", report.connections);
         println!("edge resident before: {:.1} MiB", report.before as f64 / 1048576.0);

@@ -533,10 +533,22 @@ impl MemoryReport {
     }
 }
 
-/// Opens `connections` authenticated connections, each subscribed to its
-/// own channel, lets them idle, and compares the edge's resident memory
-/// (`herald_process_resident_memory_bytes` on its `/metrics`) before and
-/// after.
+/// What each idle connection of [`idle_memory`] subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdleSubscriptions {
+    /// Each its own channel (`idle-<n>`): the edge then also holds a
+    /// channel, and its backplane subscription, per connection.
+    Own,
+    /// All the same channel.
+    Shared(String),
+    /// Nothing: authenticated connections only.
+    None,
+}
+
+/// Opens `connections` authenticated connections, subscribed as
+/// `subscriptions` says, lets them idle, and compares the edge's resident
+/// memory (`herald_process_resident_memory_bytes` on its `/metrics`) before
+/// and after.
 ///
 /// # Errors
 ///
@@ -545,6 +557,7 @@ pub async fn idle_memory(
     edge: SocketAddr,
     token: &str,
     connections: usize,
+    subscriptions: IdleSubscriptions,
     mut progress: impl FnMut(Progress),
 ) -> Result<MemoryReport, BenchError> {
     let before = wire::resident_memory(edge).await?;
@@ -552,10 +565,17 @@ pub async fn idle_memory(
     let mut joins = Vec::with_capacity(connections);
     for i in 0..connections {
         let (token, gate) = (token.to_owned(), gate.clone());
+        let channel = match &subscriptions {
+            IdleSubscriptions::Own => Some(format!("idle-{i}")),
+            IdleSubscriptions::Shared(channel) => Some(channel.clone()),
+            IdleSubscriptions::None => None,
+        };
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
             let mut conn = Conn::connect(edge, &token).await?;
-            conn.subscribe(&format!("idle-{i}")).await?;
+            if let Some(channel) = channel {
+                conn.subscribe(&channel).await?;
+            }
             Ok::<_, WireError>(conn)
         }));
     }

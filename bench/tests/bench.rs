@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use herald_bench::{BenchConfig, idle_memory, run};
+use herald_bench::{BenchConfig, IdleSubscriptions, idle_memory, run};
 use herald_edge::EdgeConfig;
 use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::{TestAuthority, TestEdge};
@@ -41,6 +41,6 @@ async fn counts_every_delivery_and_samples_latency() {
     assert_eq!(paced.delivered, 100 * 50, "{paced}");
     assert!(paced.elapsed >= Duration::from_millis(200), "{paced}");
 
-    let memory = idle_memory(edge.addr, &token, 200, |_| {}).await.expect("memory");
+    let memory = idle_memory(edge.addr, &token, 200, IdleSubscriptions::Own, |_| {}).await.expect("memory");
     assert!(memory.after > 0 && memory.before > 0);
 }

@@ -930,11 +930,10 @@ mod tests {
         let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), None, None);
         let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
         let writer = write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
-        eprintln!(
-            "serve future: {} bytes, write_loop future: {} bytes",
-            std::mem::size_of_val(&serve),
-            std::mem::size_of_val(&writer)
-        );
+        let (serve, writer) = (std::mem::size_of_val(&serve), std::mem::size_of_val(&writer));
+        eprintln!("serve future: {serve} bytes, write_loop future: {writer} bytes");
+        assert!(serve <= 2048, "the serve future is {serve} bytes");
+        assert!(writer <= 768, "the write_loop future is {writer} bytes");
     }
 
     /// Pushes that write straight to the socket and the writer taking over
