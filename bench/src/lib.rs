@@ -211,16 +211,20 @@ impl Histogram {
         }
     }
 
-    /// The `q` quantile (0..=1); zero without samples.
+    /// The `q` quantile (0..=1); zero without samples. Sorts a copy unless
+    /// the samples are sorted already (as a [`Report`]'s are).
     #[must_use]
     pub fn quantile(&self, q: f64) -> Duration {
-        let mut copy = self.clone();
-        copy.sort();
-        if copy.micros.is_empty() {
+        if !self.sorted {
+            let mut copy = self.clone();
+            copy.sort();
+            return copy.quantile(q);
+        }
+        if self.micros.is_empty() {
             return Duration::ZERO;
         }
-        let idx = ((copy.micros.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
-        Duration::from_micros(u64::from(copy.micros[idx]))
+        let idx = ((self.micros.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+        Duration::from_micros(u64::from(self.micros[idx]))
     }
 
     /// The largest sample.
@@ -364,6 +368,9 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         arrival.merge(&samples.arrival);
         latency.merge(&samples.read);
     }
+    // Once, rather than for every percentile asked.
+    arrival.sort();
+    latency.sort();
     let last_delivery = counters.epoch + Duration::from_nanos(counters.last_delivery_ns.load(Ordering::Relaxed));
     let last_delivery = last_delivery.max(started);
     let sent = sent.load(Ordering::Relaxed);
