@@ -1,5 +1,5 @@
 //! `herald dev`: the control plane and one edge in one process, SQLite in a
-//! data folder, the in-process backplane — no services needed.
+//! data folder, the in-process bus — no services needed.
 //!
 //! On first start it creates an admin token, a `demo` app and an API key and
 //! writes them to `DIR/dev.json`; later starts reuse them (and the signing
@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use herald_bus::{Bus, LocalBus};
 use herald_control_plane::auth::Principal;
 use herald_control_plane::service::AppSpec;
 use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -104,7 +104,7 @@ pub async fn run(
     let edge_addr = edge_listener.local_addr()?;
 
     let bus = LocalBus::new();
-    let cp = ControlPlane::new(cp_config, Backplane::local(&bus)).await?;
+    let cp = ControlPlane::new(cp_config, Bus::local(&bus)).await?;
     let core = cp.core().clone();
 
     // The demo app and its key, created once.
@@ -144,8 +144,7 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let cp_task = tokio::spawn(cp.serve(api_listener, stopped(stop_rx.clone())));
-    let edge_task =
-        tokio::spawn(herald_edge::run(edge_listener, edge_config, Backplane::local(&bus), stopped(stop_rx)));
+    let edge_task = tokio::spawn(herald_edge::run(edge_listener, edge_config, Bus::local(&bus), stopped(stop_rx)));
 
     print_welcome(&state, &state_path);
     shutdown.await;
@@ -158,7 +157,7 @@ pub async fn run(
 fn print_welcome(s: &DevState, path: &Path) {
     println!(
         r#"
-Herald is running (embedded: control plane + edge, SQLite, in-process backplane).
+Herald is running (embedded: control plane + edge, SQLite, in-process bus).
 
   REST/gRPC API  {api}
   Edge           {edge}

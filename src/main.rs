@@ -8,8 +8,8 @@ mod settings;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use herald_bus::{Bus, NatsOptions};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, NatsOptions};
 use herald_proto::SubjectSpace;
 
 use crate::settings::{Overrides, redacted_toml};
@@ -207,10 +207,10 @@ async fn run_edge(config: EdgeConfig) -> Result<()> {
         .await
         .with_context(|| format!("binding the edge to {}", config.listen))?;
     let options = NatsOptions { connection_name: format!("herald-edge {}", config.edge_id), ..NatsOptions::default() };
-    let backplane = Backplane::connect_nats(&config.nats_url, subjects, options)
+    let bus = Bus::connect_nats(&config.nats_url, subjects, options)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-    herald_edge::run(listener, config, backplane, shutdown_signal()).await?;
+    herald_edge::run(listener, config, bus, shutdown_signal()).await?;
     Ok(())
 }
 
@@ -221,11 +221,11 @@ async fn run_control_plane(config: herald_control_plane::Config) -> Result<()> {
         .await
         .with_context(|| format!("binding the control plane to {}", config.listen))?;
     let options = NatsOptions { connection_name: "herald-control-plane".into(), ..NatsOptions::default() };
-    let backplane = Backplane::connect_nats(&config.nats_url, subjects, options)
+    let bus = Bus::connect_nats(&config.nats_url, subjects, options)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
-    herald_control_plane::run(listener, config, backplane.clone(), shutdown_signal()).await?;
-    backplane.close().await;
+    herald_control_plane::run(listener, config, bus.clone(), shutdown_signal()).await?;
+    bus.close().await;
     Ok(())
 }
 

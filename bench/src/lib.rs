@@ -544,7 +544,7 @@ impl MemoryReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdleSubscriptions {
     /// Each its own channel (`idle-<n>`): the edge then also holds a
-    /// channel, and its backplane subscription, per connection.
+    /// channel, and its bus subscription, per connection.
     Own,
     /// All the same channel.
     Shared(String),

@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use herald_bench::{BenchConfig, IdleSubscriptions, idle_memory, run};
+use herald_bus::{Bus, LocalBus};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::{TestAuthority, TestEdge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_every_delivery_and_samples_latency() {
     let auth = TestAuthority::start().await;
     let config = EdgeConfig { jwks_url: auth.jwks_url(), publish_rate: 0, ..EdgeConfig::default() };
-    let edge = TestEdge::start(config, Backplane::local(&LocalBus::new())).await;
+    let edge = TestEdge::start(config, Bus::local(&LocalBus::new())).await;
     let token = auth.token("app1", "bench", r#"{"*": ["subscribe", "publish"]}"#);
     let bench = BenchConfig {
         edges: vec![edge.addr],

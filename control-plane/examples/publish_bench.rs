@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
+use herald_bus::{Bus, NatsOptions};
 use herald_control_plane::{Config, ControlPlane, Secret};
-use herald_edge::backplane::{Backplane, NatsOptions};
 use herald_proto::SubjectSpace;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
@@ -107,12 +107,12 @@ fn main() -> Result<()> {
     let local_bus = args.local_bus;
     let addr = server_rt.block_on(async move {
         let subjects = SubjectSpace::new(&format!("bench{}", std::process::id()))?;
-        let backplane = if local_bus {
-            Backplane::local(&herald_edge::backplane::LocalBus::new())
+        let bus = if local_bus {
+            Bus::local(&herald_bus::LocalBus::new())
         } else {
-            Backplane::connect_nats(&nats, subjects, NatsOptions::default()).await?
+            Bus::connect_nats(&nats, subjects, NatsOptions::default()).await?
         };
-        let cp = ControlPlane::new(config, backplane).await?;
+        let cp = ControlPlane::new(config, bus).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move {

@@ -1,12 +1,12 @@
 //! What the control plane knows about channels: their history (read from
-//! the namespace's stream on the backplane) and, from edges' reports, who
+//! the namespace's stream on the bus) and, from edges' reports, who
 //! is present and how many subscribe.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use herald_edge::backplane::BackplaneError;
-use herald_edge::presence::{MAX_MEMBERS_PAGE, Member, OccupancyTable, PresenceTable};
+use herald_bus::BusError;
+use herald_bus::presence::{MAX_MEMBERS_PAGE, Member, OccupancyTable, PresenceTable};
 use herald_proto::caps::Operation;
 use herald_proto::{AppId, ChannelName, ErrorCode, bus};
 use prost::Message as _;
@@ -118,10 +118,10 @@ impl Core {
         channel: &ChannelName,
         since: u64,
         limit: usize,
-    ) -> Result<herald_edge::backplane::HistoryPage, ApiError> {
-        match self.publisher.backplane().read_history(app, channel, since, limit).await {
+    ) -> Result<herald_bus::HistoryPage, ApiError> {
+        match self.publisher.bus().read_history(app, channel, since, limit).await {
             Ok(page) => Ok(page),
-            Err(BackplaneError::NoHistory(reason)) => {
+            Err(BusError::NoHistory(reason)) => {
                 tracing::warn!(%app, %channel, %reason, "history namespace without a stream");
                 Err(ApiError::unavailable(
                     "the channel's history stream is missing (its namespace just changed?); retry later",

@@ -103,7 +103,7 @@ config! {
     /// Address the `herald control-plane` command listens on (REST and
     /// gRPC); the library takes a listener instead.
     listen: std::net::SocketAddr = std::net::SocketAddr::from(([0, 0, 0, 0], 8080));
-    /// NATS server(s) of the backplane, comma-separated (`herald
+    /// NATS server(s) of the bus, comma-separated (`herald
     /// control-plane`).
     nats_url: String = "nats://127.0.0.1:4222".to_owned();
     /// Prefix of every NATS subject; must match the edges'.

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use herald_edge::backplane::BackplaneError;
+use herald_bus::BusError;
 use herald_proto::ErrorCode;
 use herald_proto::codes::GrpcCode;
 use serde::Serialize;
@@ -153,18 +153,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<BackplaneError> for ApiError {
-    fn from(e: BackplaneError) -> Self {
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
         match e {
-            BackplaneError::Unavailable(reason) => {
-                tracing::warn!(%reason, "backplane unavailable");
+            BusError::Unavailable(reason) => {
+                tracing::warn!(%reason, "bus unavailable");
                 Self::unavailable("the message bus is unavailable; the message was not accepted; retry later")
             }
-            BackplaneError::Failed(reason) => {
-                tracing::error!(%reason, "backplane refused a publish");
+            BusError::Failed(reason) => {
+                tracing::error!(%reason, "bus refused a publish");
                 Self::internal()
             }
-            BackplaneError::NoHistory(reason) => {
+            BusError::NoHistory(reason) => {
                 tracing::debug!(%reason, "no history stream");
                 Self::new(ErrorCode::NotEnabled, "the channel's namespace keeps no history")
             }

@@ -23,7 +23,7 @@
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
 //!
 //! The entry point is [`run`] (or [`ControlPlane`] for finer control):
-//! it takes its listener, config, backplane and a shutdown future, so tests
+//! it takes its listener, config, bus and a shutdown future, so tests
 //! bind `127.0.0.1:0` and the binary chooses NATS or the in-process bus.
 
 #![warn(missing_docs)]
@@ -47,7 +47,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use herald_edge::backplane::{Backplane, ChannelSubscription, Sink};
+use herald_bus::{Bus, ChannelSubscription, Sink};
 use herald_proto::{AppId, ChannelName, bus};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -118,7 +118,7 @@ impl Sink for ControlSink {
         _channel: &ChannelName,
         _subscription: u64,
         _payload: bytes::Bytes,
-        _position: Option<&herald_edge::backplane::Position>,
+        _position: Option<&herald_bus::Position>,
     ) {
     }
 
@@ -149,14 +149,14 @@ impl ControlPlane {
     /// background tasks (among them re-creating the history streams of
     /// every namespace with history).
     ///
-    /// Give the control plane its own backplane handle (its own NATS
-    /// connection, or its own `Backplane::local` on the shared bus): it
+    /// Give the control plane its own bus handle (its own NATS
+    /// connection, or its own `Bus::local` on the shared bus): it
     /// attaches a sink for control events, and a handle has one sink.
     ///
     /// # Errors
     ///
     /// [`Error::Config`], [`Error::Store`], [`Error::Signing`].
-    pub async fn new(config: Config, backplane: Backplane) -> Result<Self, Error> {
+    pub async fn new(config: Config, bus: Bus) -> Result<Self, Error> {
         config.validate()?;
         if config.admin_token.is_none() {
             tracing::warn!("no admin token configured: the admin API refuses every call");
@@ -173,7 +173,7 @@ impl ControlPlane {
         let shared = (config.idempotency_shared && matches!(store, Store::Postgres(_)))
             .then(|| SharedIdempotency::new(store.clone(), Duration::from_secs(config.idempotency_window_secs)));
         let publisher = Publisher::new(
-            backplane.clone(),
+            bus.clone(),
             shared,
             metrics.clone(),
             Duration::from_secs(config.idempotency_window_secs),
@@ -198,23 +198,23 @@ impl ControlPlane {
             namespaces: namespaces::NamespaceCache::new(cache_ttl, cache_max_entries),
             reports: channels::Reports::new(presence_ttl, presence_max),
         });
-        if let Err(e) = backplane.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
+        if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
         }
-        if let Err(e) = backplane.serve_namespaces(Arc::new(namespaces::Source(Arc::downgrade(&core)))).await {
+        if let Err(e) = bus.serve_namespaces(Arc::new(namespaces::Source(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "namespace requests of edges not served");
         }
         let mut subscriptions = Vec::new();
-        match backplane.subscribe_presence_all().await {
+        match bus.subscribe_presence_all().await {
             Ok(s) => subscriptions.push(s),
             Err(e) => tracing::warn!(error = %e, "presence reports not subscribed; presence stays empty"),
         }
-        match backplane.subscribe_occupancy_all().await {
+        match bus.subscribe_occupancy_all().await {
             Ok(s) => subscriptions.push(s),
             Err(e) => tracing::warn!(error = %e, "occupancy reports not subscribed; channel lists stay empty"),
         }
         // A replica that starts knows nothing yet: edges re-send.
-        if let Err(e) = backplane.request_presence_sync().await {
+        if let Err(e) = bus.request_presence_sync().await {
             tracing::warn!(error = %e, "presence sync not requested; presence fills in as edges report");
         }
         // In the background: with NATS down, each stream waits for its
@@ -227,7 +227,7 @@ impl ControlPlane {
         });
         let tasks = vec![
             tokio::spawn(refresh_loop(Arc::downgrade(&core))),
-            tokio::spawn(retry_loop(backplane, retry_rx)),
+            tokio::spawn(retry_loop(bus, retry_rx)),
             tokio::spawn(expiry_loop(Arc::downgrade(&core), presence_ttl)),
             ensure,
         ];
@@ -284,15 +284,15 @@ impl ControlPlane {
 pub async fn run(
     listener: TcpListener,
     config: Config,
-    backplane: Backplane,
+    bus: Bus,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    ControlPlane::new(config, backplane).await?.serve(listener, shutdown).await
+    ControlPlane::new(config, bus).await?.serve(listener, shutdown).await
 }
 
 /// Rotates the signing keys directly in the database named by `config`
 /// (for an operator command), and tells edges and other replicas when a
-/// backplane is given. Replicas pick the new key up on their next refresh
+/// bus is given. Replicas pick the new key up on their next refresh
 /// at the latest.
 ///
 /// # Errors
@@ -300,7 +300,7 @@ pub async fn run(
 /// [`Error::Config`], [`Error::Store`], [`Error::Signing`].
 pub async fn rotate_signing_keys(
     config: &Config,
-    backplane: Option<&Backplane>,
+    bus: Option<&Bus>,
     overlap: Option<Duration>,
 ) -> Result<Rotation, Error> {
     config.validate()?;
@@ -312,7 +312,7 @@ pub async fn rotate_signing_keys(
     .await?;
     let signer = Signer::load(store.clone(), config).await?;
     let rotation = signer.rotate(overlap.unwrap_or(Duration::from_secs(config.signing_key_overlap_secs))).await?;
-    if let Some(bp) = backplane {
+    if let Some(bp) = bus {
         let event = bus::ControlEvent {
             timestamp_ms: now_ms(),
             kind: Some(bus::control_event::Kind::SigningKeysRotated(bus::SigningKeysRotated {
@@ -379,13 +379,13 @@ async fn expiry_loop(core: Weak<Core>, ttl: Duration) {
 
 /// Re-sends control events that could not be published at once, for up to
 /// ten minutes each.
-async fn retry_loop(backplane: Backplane, mut rx: mpsc::Receiver<bus::ControlEvent>) {
+async fn retry_loop(bus: Bus, mut rx: mpsc::Receiver<bus::ControlEvent>) {
     while let Some(event) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         let mut delay = Duration::from_millis(200);
         loop {
             tokio::time::sleep(delay).await;
-            match backplane.publish_control(&event).await {
+            match bus.publish_control(&event).await {
                 Ok(()) => {
                     tracing::info!("delayed control event published");
                     break;

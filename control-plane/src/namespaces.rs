@@ -1,7 +1,7 @@
 //! Channel namespaces: per app, the options of the channels `name:…`
 //! (presence, join/leave events, client publishes, history), their checks,
 //! the per-replica cache the publish path reads, the history streams they
-//! own on the backplane, and the answers to edges' namespace requests.
+//! own on the bus, and the answers to edges' namespace requests.
 //!
 //! A channel `ns:rest` belongs to namespace `ns` when `ns` is a valid
 //! [`NamespaceName`]; every other channel (and every channel of a namespace
@@ -9,7 +9,7 @@
 //! history, client publishes allowed.
 //!
 //! A change first creates, changes or drops the namespace's history stream
-//! on the backplane (a failure answers `503 unavailable` and changes
+//! on the bus (a failure answers `503 unavailable` and changes
 //! nothing), then writes the database, then publishes
 //! `NamespacesChanged{app}` so edges and other replicas drop their cached
 //! copy (retried in the background when the bus is down; caches trust an
@@ -21,7 +21,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use herald_edge::backplane::{BackplaneError, HistorySpec, NamespaceSource, StreamBounds};
+use herald_bus::{BusError, HistorySpec, NamespaceSource, StreamBounds};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
 
 use crate::auth::{Principal, TtlCache};
@@ -31,7 +31,7 @@ use crate::publish::Prepared;
 use crate::service::{Core, parse_app_id};
 use crate::store::{Namespace, StoreError};
 
-pub use herald_edge::namespaces::{default_options, keeps_history};
+pub use herald_bus::namespaces::{default_options, keeps_history};
 
 /// The shortest history TTL accepted, in milliseconds.
 pub const MIN_HISTORY_TTL_MS: u64 = 1_000;
@@ -175,7 +175,7 @@ impl Core {
     /// # Errors
     ///
     /// `forbidden`, `not_found` (app), `bad_request`, `limit_exceeded`,
-    /// `unavailable` (database, or the backplane did not take the stream
+    /// `unavailable` (database, or the bus did not take the stream
     /// change: nothing was changed).
     pub async fn put_namespace(
         &self,
@@ -197,11 +197,11 @@ impl Core {
             )));
         }
         let had_history = previous.as_ref().is_some_and(Namespace::has_history);
-        let backplane = self.publisher.backplane();
+        let bus = self.publisher.bus();
         if keeps_history(&options) {
-            backplane.ensure_history(&app, &name, &self.history_spec(&options)).await.map_err(history_error)?;
+            bus.ensure_history(&app, &name, &self.history_spec(&options)).await.map_err(history_error)?;
         } else if had_history {
-            backplane.drop_history(&app, &name).await.map_err(history_error)?;
+            bus.drop_history(&app, &name).await.map_err(history_error)?;
         }
         let now = now_ms();
         let ns = Namespace {
@@ -265,7 +265,7 @@ impl Core {
         self.require_admin(who)?;
         let ns = self.get_namespace(who, app, name).await?;
         if ns.has_history() {
-            self.publisher.backplane().drop_history(&ns.app_id, &ns.name).await.map_err(history_error)?;
+            self.publisher.bus().drop_history(&ns.app_id, &ns.name).await.map_err(history_error)?;
         }
         if self.store.delete_namespace(&ns.app_id, &ns.name).await?.is_none() {
             return Err(ApiError::not_found(format!(
@@ -286,7 +286,7 @@ impl Core {
     /// off and everyone told (best effort: the first drop, before the
     /// change, is the one whose failure refuses the change).
     async fn drop_history_again(&self, app: &AppId, name: &NamespaceName) {
-        if let Err(e) = self.publisher.backplane().drop_history(app, name).await {
+        if let Err(e) = self.publisher.bus().drop_history(app, name).await {
             tracing::warn!(app = %app, namespace = %name, error = %e, "history stream not dropped again");
         }
     }
@@ -295,7 +295,7 @@ impl Core {
     /// stream left behind still expires by its TTL).
     pub(crate) async fn drop_app_history(&self, namespaces: &[Namespace]) {
         for ns in namespaces.iter().filter(|ns| ns.has_history()) {
-            if let Err(e) = self.publisher.backplane().drop_history(&ns.app_id, &ns.name).await {
+            if let Err(e) = self.publisher.bus().drop_history(&ns.app_id, &ns.name).await {
                 tracing::warn!(app = %ns.app_id, namespace = %ns.name, error = %e, "history stream not dropped");
             }
         }
@@ -314,7 +314,7 @@ impl Core {
         let mut failed = 0;
         for ns in &namespaces {
             let spec = self.history_spec(&ns.options);
-            if let Err(e) = self.publisher.backplane().ensure_history(&ns.app_id, &ns.name, &spec).await {
+            if let Err(e) = self.publisher.bus().ensure_history(&ns.app_id, &ns.name, &spec).await {
                 failed += 1;
                 tracing::warn!(app = %ns.app_id, namespace = %ns.name, error = %e, "history stream not ensured");
             }
@@ -367,10 +367,10 @@ impl Core {
     }
 }
 
-/// A backplane failure while changing a history stream.
-fn history_error(e: BackplaneError) -> ApiError {
+/// A bus failure while changing a history stream.
+fn history_error(e: BusError) -> ApiError {
     match e {
-        BackplaneError::Unavailable(reason) => {
+        BusError::Unavailable(reason) => {
             tracing::warn!(%reason, "history stream not changed");
             ApiError::unavailable(
                 "the message bus did not take the history stream change; nothing was changed; retry later",

@@ -28,7 +28,7 @@ use std::future::Future;
 
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesOrdered;
-use herald_edge::backplane::{Backplane, BackplaneError, Position};
+use herald_bus::{Bus, BusError, Position};
 use herald_proto::{AppId, ChannelName, ErrorCode, bus};
 use prost::Message as _;
 use tokio::sync::watch;
@@ -304,7 +304,7 @@ impl<F: Future> InOrder<F> {
 
 /// Puts messages on the bus.
 pub struct Publisher {
-    backplane: Backplane,
+    bus: Bus,
     shared: Option<SharedIdempotency>,
     idempotency: Arc<Idempotency>,
     limiter: RateLimiter,
@@ -322,7 +322,7 @@ pub struct PublishLimits {
 
 impl Publisher {
     pub(crate) fn new(
-        backplane: Backplane,
+        bus: Bus,
         shared: Option<SharedIdempotency>,
         metrics: Arc<Metrics>,
         idempotency_window: Duration,
@@ -330,7 +330,7 @@ impl Publisher {
         max_in_flight: usize,
     ) -> Self {
         Self {
-            backplane,
+            bus,
             shared,
             idempotency: Arc::new(Idempotency::new(idempotency_window, idempotency_max_entries)),
             limiter: RateLimiter::default(),
@@ -343,11 +343,11 @@ impl Publisher {
     /// Whether the bus is connected.
     #[must_use]
     pub fn is_connected(&self) -> bool {
-        self.backplane.is_connected()
+        self.bus.is_connected()
     }
 
-    pub(crate) fn backplane(&self) -> &Backplane {
-        &self.backplane
+    pub(crate) fn bus(&self) -> &Bus {
+        &self.bus
     }
 
     pub(crate) fn purge(&self) {
@@ -501,9 +501,9 @@ impl Publisher {
             timestamp_ms,
         };
         let sent = if history {
-            self.backplane.publish_history(app, channel, &envelope).await.map(Some)
+            self.bus.publish_history(app, channel, &envelope).await.map(Some)
         } else {
-            self.backplane.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await.map(|()| None)
+            self.bus.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await.map(|()| None)
         };
         if let Some((shared, idem)) = shared {
             shared.finish(app, channel, idem, sent.is_ok()).await;
@@ -512,7 +512,7 @@ impl Publisher {
             // The namespace's history was turned off since this replica
             // looked, or its stream was lost and could not be created
             // again: the message was not accepted.
-            BackplaneError::NoHistory(reason) => {
+            BusError::NoHistory(reason) => {
                 tracing::warn!(%app, %channel, %reason, "history publish found no stream");
                 ApiError::unavailable(
                     "the channel's history stream is missing (its namespace just changed?); nothing was accepted; retry",

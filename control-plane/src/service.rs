@@ -660,7 +660,7 @@ impl Core {
     /// background. Returns whether it went out now.
     pub(crate) async fn notify(&self, kind: bus::control_event::Kind) -> bool {
         let event = bus::ControlEvent { timestamp_ms: now_ms(), kind: Some(kind) };
-        match self.publisher.backplane().publish_control(&event).await {
+        match self.publisher.bus().publish_control(&event).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "control event not published; retrying in the background");

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use common::{ADMIN, Http, Server, TestDb, app_with_key};
 use futures_util::StreamExt as _;
-use herald_edge::backplane::{Backplane, LocalBus};
+use herald_bus::{Bus, LocalBus};
 use herald_proto::api::channel_service_client::ChannelServiceClient;
 use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::presence_service_client::PresenceServiceClient;
@@ -40,13 +40,10 @@ fn publish_url(server: &Server, app: &str, channel: &str) -> String {
 }
 
 /// A control plane on the in-process bus, and an edge-side handle on it.
-async fn local_server(
-    db: TestDb,
-    tweak: impl FnOnce(&mut herald_control_plane::Config),
-) -> Result<(Server, Backplane)> {
+async fn local_server(db: TestDb, tweak: impl FnOnce(&mut herald_control_plane::Config)) -> Result<(Server, Bus)> {
     let bus_ = LocalBus::new();
-    let edge = Backplane::local(&bus_);
-    let server = Server::start_with(db, Backplane::local(&bus_), common::subjects(), tweak).await?;
+    let edge = Bus::local(&bus_);
+    let server = Server::start_with(db, Bus::local(&bus_), common::subjects(), tweak).await?;
     Ok((server, edge))
 }
 
@@ -367,7 +364,7 @@ async fn history_streams_come_back_when_the_control_plane_restarts() -> Result<(
     let probe = common::nats_backplane_at(common::NATS_URL, subjects.clone()).await?;
     probe.drop_history(&AppId::new(&app)?, &herald_proto::NamespaceName::new("h")?).await?;
     let gone = probe.read_history(&AppId::new(&app)?, &ChannelName::new("h:x")?, 0, 10).await;
-    assert!(matches!(gone, Err(herald_edge::backplane::BackplaneError::NoHistory(_))), "{gone:?}");
+    assert!(matches!(gone, Err(herald_bus::BusError::NoHistory(_))), "{gone:?}");
     server.stop().await;
     let server = Server::start_with(
         TestDb::shared(&url),
@@ -465,7 +462,7 @@ async fn eventually(http: &Http, url: &str, key: &str, check: impl Fn(&Value) ->
 
 /// `report_ttl`: the TTL the edge's reports carry (`None`: they say none,
 /// and the control plane's `ttl` applies).
-async fn presence_flow(server: &Server, edge: &Backplane, ttl: Duration, report_ttl: Option<Duration>) -> Result<()> {
+async fn presence_flow(server: &Server, edge: &Bus, ttl: Duration, report_ttl: Option<Duration>) -> Result<()> {
     let stamped = |mut r: bus::PresenceReport| {
         r.ttl_ms = report_ttl.map_or(0, |t| t.as_millis() as u32);
         r
@@ -731,8 +728,8 @@ async fn namespaces_history_presence_and_channels_over_grpc() -> Result<()> {
 async fn a_starting_control_plane_asks_edges_to_resend_presence() -> Result<()> {
     let subjects = common::subjects();
     let mut control = common::subscribe_ready(subjects.control()).await?;
-    let backplane = common::nats_backplane_at(common::NATS_URL, subjects.clone()).await?;
-    let server = Server::start_with(TestDb::sqlite(), backplane, subjects, |_| {}).await?;
+    let bus = common::nats_backplane_at(common::NATS_URL, subjects.clone()).await?;
+    let server = Server::start_with(TestDb::sqlite(), bus, subjects, |_| {}).await?;
     loop {
         let m = tokio::time::timeout(Duration::from_secs(3), control.next()).await?.context("ended")?;
         if let Ok(e) = bus::ControlEvent::decode(m.payload)

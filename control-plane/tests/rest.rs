@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use common::{ADMIN, Http, NATS_URL, Proxy, Server, TestDb, app_with_key};
 use futures_util::StreamExt as _;
-use herald_edge::backplane::{Backplane, LocalBus, Sink};
+use herald_bus::{Bus, LocalBus, Sink};
 use herald_proto::{AppId, ChannelName, Claims, bus};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use prost::Message as _;
@@ -493,8 +493,8 @@ async fn revocation_event_reaches_nats_within_a_second_and_other_replicas_follow
 async fn nats_unreachable_gives_503_never_202() -> Result<()> {
     let proxy = Proxy::start("127.0.0.1:4222").await?;
     let subjects = common::subjects();
-    let backplane = common::nats_backplane_at(&proxy.url(), subjects.clone()).await?;
-    let server = Server::start_with(TestDb::postgres().await?, backplane, subjects, |_| {}).await?;
+    let bus = common::nats_backplane_at(&proxy.url(), subjects.clone()).await?;
+    let server = Server::start_with(TestDb::postgres().await?, bus, subjects, |_| {}).await?;
     let http = Http::default();
     let (app, _, key) = app_with_key(&http, &server, None).await?;
     let r = http.json("POST", &publish_url(&server, &app, "c"), Some(&key), json!({"data": 1})).await?;
@@ -729,7 +729,7 @@ impl Sink for Collect {
         _channel: &ChannelName,
         _subscription: u64,
         payload: bytes::Bytes,
-        _position: Option<&herald_edge::backplane::Position>,
+        _position: Option<&herald_bus::Position>,
     ) {
         if let Ok(m) = bus::ChannelMessage::decode(payload) {
             self.0.lock().expect("lock").push(m);
@@ -742,10 +742,10 @@ impl Sink for Collect {
 #[tokio::test]
 async fn embedded_mode_sqlite_and_in_process_bus() -> Result<()> {
     let bus_ = LocalBus::new();
-    let edge_side = Backplane::local(&bus_);
+    let edge_side = Bus::local(&bus_);
     let collect = Arc::new(Collect::default());
     edge_side.attach(collect.clone()).await?;
-    let server = Server::start_with(TestDb::sqlite(), Backplane::local(&bus_), common::subjects(), |_| {}).await?;
+    let server = Server::start_with(TestDb::sqlite(), Bus::local(&bus_), common::subjects(), |_| {}).await?;
     let http = Http::default();
     let (app, _, key) = app_with_key(&http, &server, None).await?;
     let _sub = edge_side.subscribe(&AppId::new(&app)?, &ChannelName::new("lobby")?, 1).await?;

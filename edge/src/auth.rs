@@ -118,7 +118,7 @@ impl Window {
 }
 
 fn unix_now() -> i64 {
-    crate::now_ms() / 1000
+    herald_bus::now_ms() / 1000
 }
 
 impl Revocations {

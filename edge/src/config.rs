@@ -24,7 +24,7 @@ pub struct EdgeConfig {
     /// Address the `herald edge` command listens on (the library takes a
     /// listener instead).
     pub listen: SocketAddr,
-    /// NATS server(s) of the backplane, comma-separated (`herald edge`).
+    /// NATS server(s) of the bus, comma-separated (`herald edge`).
     pub nats_url: String,
     /// Prefix of every NATS subject; deployments sharing a NATS use
     /// different prefixes.

@@ -30,13 +30,13 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 use crate::auth::{AuthError, Verifier};
-use crate::backplane::{BackplaneError, Position};
 use crate::config::EdgeConfig;
 use crate::hub::{ConnEntry, Hub, SubscribeOptions};
-use crate::namespaces::keeps_history;
 use crate::outbox::Outbox;
-use crate::presence::MAX_MEMBERS_PAGE;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
+use herald_bus::namespaces::keeps_history;
+use herald_bus::presence::MAX_MEMBERS_PAGE;
+use herald_bus::{BusError, Position};
 
 /// Idempotency ids remembered per connection.
 const RECENT_IDS: usize = 32;
@@ -429,7 +429,7 @@ async fn run<R: AsyncRead + Unpin>(
         };
         metrics::counter!("herald_requests_total").increment(1);
         // Boxed: requests are rare next to idle time, and their state
-        // (backplane futures included) would otherwise sit in every
+        // (bus futures included) would otherwise sit in every
         // connection's future.
         let reply = Box::pin(handle(shared, session, frame)).await;
         if let Some(reply) = reply
@@ -470,12 +470,12 @@ async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: client::Clie
     })
 }
 
-/// The reply to a backplane failure.
-fn backplane_err(rid: u64, what: &str, e: &BackplaneError) -> Bytes {
-    tracing::warn!(error = %e, "{what} failed on the backplane");
+/// The reply to a bus failure.
+fn bus_err(rid: u64, what: &str, e: &BusError) -> Bytes {
+    tracing::warn!(error = %e, "{what} failed on the bus");
     match e {
-        BackplaneError::NoHistory(m) => reply_err(rid, ErrorCode::Unavailable, format!("history unavailable: {m}")),
-        _ => reply_err(rid, ErrorCode::Unavailable, "backplane unavailable; retry"),
+        BusError::NoHistory(m) => reply_err(rid, ErrorCode::Unavailable, format!("history unavailable: {m}")),
+        _ => reply_err(rid, ErrorCode::Unavailable, "bus unavailable; retry"),
     }
 }
 
@@ -492,7 +492,7 @@ async fn presence_query(shared: &Arc<Shared>, session: &Session, rid: u64, q: cl
     }
     let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
         Ok(o) => o,
-        Err(e) => return backplane_err(rid, "namespace lookup", &e),
+        Err(e) => return bus_err(rid, "namespace lookup", &e),
     };
     if !options.presence {
         return reply_err(rid, ErrorCode::NotEnabled, "presence is not enabled for this channel");
@@ -520,7 +520,7 @@ async fn report_leave(hub: &Hub, app: &herald_proto::AppId, entry: Arc<bus::Pres
     let Ok(channel) = ChannelName::new(&entry.channel) else { return };
     let report = hub
         .presence_report(app, bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some((*entry).clone()) }));
-    if let Err(e) = hub.backplane().publish_presence(app, &channel, &report).await {
+    if let Err(e) = hub.bus().publish_presence(app, &channel, &report).await {
         tracing::warn!(%app, %channel, error = %e, "presence leave not sent; it expires instead");
     }
 }
@@ -548,7 +548,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
     let app = &session.claims.app;
     let options = match hub.namespace_options(app, &channel).await {
         Ok(o) => o,
-        Err(e) => return Some(backplane_err(rid, "namespace lookup", &e)),
+        Err(e) => return Some(bus_err(rid, "namespace lookup", &e)),
     };
     let history = keeps_history(&options);
     // Recovery needs the `history` capability; without it the subscribe
@@ -571,7 +571,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
     let history_size = options.history_size as usize;
     let how = SubscribeOptions { options, hold: history, presence: presence.clone() };
     if let Err(e) = hub.subscribe(app, &channel, session.id, &session.entry.outbox, how).await {
-        return Some(backplane_err(rid, "subscribe", &e));
+        return Some(bus_err(rid, "subscribe", &e));
     }
     session.subscriptions.insert(channel.clone(), presence.clone());
     if let Some(entry) = presence {
@@ -579,7 +579,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
             app,
             bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some((*entry).clone()) }),
         );
-        if let Err(e) = hub.backplane().publish_presence(app, &channel, &report).await {
+        if let Err(e) = hub.bus().publish_presence(app, &channel, &report).await {
             tracing::warn!(%app, %channel, error = %e, "presence join not sent; the next snapshot carries it");
         }
     }
@@ -592,7 +592,7 @@ async fn subscribe(shared: &Arc<Shared>, session: &mut Session, rid: u64, s: cli
         Some(p) => (p.seq, history_size.min(REPLAY_PAGE)),
         None => (0, 0),
     };
-    let page = hub.backplane().read_history(app, &channel, after, limit).await;
+    let page = hub.bus().read_history(app, &channel, after, limit).await;
     let (recovered, replay, position) = match (&recover, page) {
         (Some(from), Ok(page)) if page.epoch == from.epoch && page.complete => {
             // The replay goes on past this page up to the channel's newest.
@@ -641,7 +641,7 @@ async fn replay_all(
     channel: &ChannelName,
     outbox: &Outbox,
     from: u64,
-    first: Vec<crate::history::HistoryEntry>,
+    first: Vec<herald_bus::history::HistoryEntry>,
     epoch: &str,
 ) -> u64 {
     let mut replayed = from;
@@ -664,7 +664,7 @@ async fn replay_all(
         if !full {
             return replayed;
         }
-        match hub.backplane().read_history(app, channel, replayed, REPLAY_PAGE).await {
+        match hub.bus().read_history(app, channel, replayed, REPLAY_PAGE).await {
             Ok(next) if next.epoch == epoch => page = next.messages,
             Ok(_) => {
                 tracing::info!(%app, %channel, "history stream changed during a replay; closing the connection");
@@ -690,7 +690,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
     }
     let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
         Ok(o) => o,
-        Err(e) => return backplane_err(rid, "namespace lookup", &e),
+        Err(e) => return bus_err(rid, "namespace lookup", &e),
     };
     if !options.client_publish {
         return reply_err(rid, ErrorCode::Forbidden, "clients may not publish in this channel's namespace");
@@ -728,15 +728,15 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
         event: p.event,
         id: id.clone(),
         publisher: session.claims.sub.as_str().to_owned(),
-        timestamp_ms: crate::now_ms(),
+        timestamp_ms: herald_bus::now_ms(),
     };
-    let backplane = shared.hub.backplane();
+    let bus = shared.hub.bus();
     let outcome = if keeps_history(&options) {
-        backplane.publish_history(&session.claims.app, &channel, &message).await.map(Some)
+        bus.publish_history(&session.claims.app, &channel, &message).await.map(Some)
     } else {
         let mut buf = BytesMut::with_capacity(message.encoded_len());
         let _ = message.encode(&mut buf);
-        backplane.publish_encoded(&session.claims.app, &channel, buf.freeze()).await.map(|()| None)
+        bus.publish_encoded(&session.claims.app, &channel, buf.freeze()).await.map(|()| None)
     };
     match outcome {
         Ok(position) => {
@@ -750,7 +750,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: clien
             let position = position.map(|p| client::StreamPosition { seq: p.seq, epoch: p.epoch });
             reply_ok(rid, Some(reply_ok::Value::Published(client::PublishResult { id, position })))
         }
-        Err(e) => backplane_err(rid, "client publish", &e),
+        Err(e) => bus_err(rid, "client publish", &e),
     }
 }
 
@@ -904,7 +904,7 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Durat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backplane::{Backplane, LocalBus};
+    use herald_bus::{Bus, LocalBus};
 
     /// Every idle connection holds these futures: keep them small (the
     /// figures are for debug builds; release builds are smaller).
@@ -912,7 +912,7 @@ mod tests {
     async fn connection_futures_stay_small() {
         let (_tx, draining) = watch::channel(false);
         let shared = Arc::new(Shared {
-            hub: Hub::new(Backplane::local(&LocalBus::new())),
+            hub: Hub::new(Bus::local(&LocalBus::new())),
             verifier: Verifier::new(
                 "http://127.0.0.1:1/jwks",
                 "herald",

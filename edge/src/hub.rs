@@ -1,11 +1,11 @@
 //! The hub: which local connections subscribe to which channels, and the
-//! fan-out of every backplane message to them.
+//! fan-out of every bus message to them.
 //!
 //! - The map from (app, channel) to subscribers is sharded; each shard sits
 //!   behind a plain mutex that is never held across an `.await`.
-//! - The first local subscriber of a channel makes the backplane subscribe
+//! - The first local subscriber of a channel makes the bus subscribe
 //!   to it; the last one leaving drops that subscription. Concurrent first
-//!   subscribers share one backplane subscribe and all wait for it, so an
+//!   subscribers share one bus subscribe and all wait for it, so an
 //!   `ok` reply always means "messages published from now on arrive".
 //! - A message is decoded and encoded into its outgoing WebSocket frame
 //!   once; the same `Bytes` go into every subscriber's [`Outbox`]. A full
@@ -36,11 +36,11 @@ use prost::Message as _;
 use tokio::sync::OnceCell;
 
 use crate::auth::Revocations;
-use crate::backplane::{Backplane, BackplaneError, ChannelSubscription, Position, Sink};
-use crate::namespaces::Namespaces;
 use crate::outbox::{Outbox, PushError};
-use crate::presence::{MemberChange, MembersPage, PresenceTable};
 use crate::ws;
+use herald_bus::namespaces::Namespaces;
+use herald_bus::presence::{MemberChange, MembersPage, PresenceTable};
+use herald_bus::{Bus, BusError, ChannelSubscription, Position, Sink};
 
 const SHARDS: usize = 64;
 
@@ -56,9 +56,9 @@ const OCCUPANCY_CHUNK: usize = 2000;
 const PROMPT_OCCUPANCY_MAX_CHANNELS: usize = 5 * OCCUPANCY_CHUNK;
 
 type ChannelKey = (AppId, ChannelName);
-type Ready = Arc<OnceCell<Result<Following, BackplaneError>>>;
+type Ready = Arc<OnceCell<Result<Following, BusError>>>;
 
-/// The backplane subscriptions of one channel entry.
+/// The bus subscriptions of one channel entry.
 struct Following {
     _messages: ChannelSubscription,
     _presence: Option<ChannelSubscription>,
@@ -91,7 +91,7 @@ fn epoch_tag(epoch: &str) -> u64 {
 }
 
 struct Channel {
-    /// Id of this channel entry's backplane subscription; deliveries made
+    /// Id of this channel entry's bus subscription; deliveries made
     /// for another id (an earlier entry of the same channel) are ignored.
     id: u64,
     subscribers: Vec<Subscriber>,
@@ -164,12 +164,12 @@ pub struct ConnEntry {
 }
 
 /// The hub. Shared by every connection of an edge and attached to the
-/// backplane as its [`Sink`].
+/// bus as its [`Sink`].
 pub struct Hub {
     shards: Box<[Mutex<HashMap<ChannelKey, Channel>>]>,
     conns: Mutex<HashMap<u64, Arc<ConnEntry>>>,
     per_app: Mutex<HashMap<AppId, u32>>,
-    backplane: Backplane,
+    bus: Bus,
     next_id: AtomicU64,
     settings: HubSettings,
     presence: Mutex<PresenceTable>,
@@ -193,21 +193,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// A hub publishing and subscribing through `backplane`. Attach it with
-    /// [`Backplane::attach`] to receive.
+    /// A hub publishing and subscribing through `bus`. Attach it with
+    /// [`Bus::attach`] to receive.
     #[must_use]
-    pub fn new(backplane: Backplane) -> Arc<Self> {
-        Self::with_settings(backplane, HubSettings::default())
+    pub fn new(bus: Bus) -> Arc<Self> {
+        Self::with_settings(bus, HubSettings::default())
     }
 
     /// A hub with explicit presence settings.
     #[must_use]
-    pub fn with_settings(backplane: Backplane, settings: HubSettings) -> Arc<Self> {
+    pub fn with_settings(bus: Bus, settings: HubSettings) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns: Mutex::new(HashMap::new()),
             per_app: Mutex::new(HashMap::new()),
-            backplane,
+            bus,
             next_id: AtomicU64::new(1),
             presence: Mutex::new(PresenceTable::new(settings.presence_ttl, settings.presence_max_per_channel)),
             namespaces: Namespaces::new(settings.namespace_cache_ttl),
@@ -225,14 +225,14 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// [`BackplaneError::Unavailable`] when they are not cached and the
+    /// [`BusError::Unavailable`] when they are not cached and the
     /// control plane cannot be asked.
     pub async fn namespace_options(
         &self,
         app: &AppId,
         channel: &ChannelName,
-    ) -> Result<bus::NamespaceOptions, BackplaneError> {
-        self.namespaces.options(&self.backplane, app, channel).await
+    ) -> Result<bus::NamespaceOptions, BusError> {
+        self.namespaces.options(&self.bus, app, channel).await
     }
 
     /// This edge's id.
@@ -263,10 +263,10 @@ impl Hub {
         &self.revocations
     }
 
-    /// The backplane.
+    /// The bus.
     #[must_use]
-    pub fn backplane(&self) -> &Backplane {
-        &self.backplane
+    pub fn bus(&self) -> &Bus {
+        &self.bus
     }
 
     fn shard(&self, app: &AppId, channel: &ChannelName) -> &Mutex<HashMap<ChannelKey, Channel>> {
@@ -333,13 +333,13 @@ impl Hub {
         matching.len()
     }
 
-    /// Adds a subscriber to a channel. Resolves once the backplane holds the
+    /// Adds a subscriber to a channel. Resolves once the bus holds the
     /// channel's interest (and, for presence channels, its presence
     /// reports).
     ///
     /// # Errors
     ///
-    /// The backplane's error; the subscriber is not added then.
+    /// The bus's error; the subscriber is not added then.
     pub async fn subscribe(
         &self,
         app: &AppId,
@@ -347,7 +347,7 @@ impl Hub {
         conn_id: u64,
         outbox: &Arc<Outbox>,
         how: SubscribeOptions,
-    ) -> Result<(), BackplaneError> {
+    ) -> Result<(), BusError> {
         let follow_presence = how.options.presence;
         let (ready, id) = {
             let mut shard = lock(self.shard(app, channel));
@@ -386,21 +386,15 @@ impl Hub {
         }
     }
 
-    /// Subscribes the backplane to a channel's messages and, for presence
+    /// Subscribes the bus to a channel's messages and, for presence
     /// channels, to its presence reports, then asks the other edges for
     /// their entries.
-    async fn follow(
-        &self,
-        app: &AppId,
-        channel: &ChannelName,
-        id: u64,
-        presence: bool,
-    ) -> Result<Following, BackplaneError> {
-        let messages = self.backplane.subscribe(app, channel, id).await?;
+    async fn follow(&self, app: &AppId, channel: &ChannelName, id: u64, presence: bool) -> Result<Following, BusError> {
+        let messages = self.bus.subscribe(app, channel, id).await?;
         let presence = if presence {
-            let sub = self.backplane.subscribe_presence(app, channel).await?;
+            let sub = self.bus.subscribe_presence(app, channel).await?;
             let sync = self.presence_report(app, bus::presence_report::Kind::Sync(bus::PresenceSync {}));
-            if let Err(e) = self.backplane.publish_presence(app, channel, &sync).await {
+            if let Err(e) = self.bus.publish_presence(app, channel, &sync).await {
                 tracing::warn!(%app, %channel, error = %e, "presence sync request not sent");
             }
             Some(sub)
@@ -466,7 +460,7 @@ impl Hub {
         follows.then(|| lock(&self.presence).members_page(app, channel, after, limit, max_bytes))
     }
 
-    /// Removes a subscriber. The channel's backplane subscription ends with
+    /// Removes a subscriber. The channel's bus subscription ends with
     /// its last local subscriber.
     pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, conn_id: u64) {
         let removed = {
@@ -476,7 +470,7 @@ impl Hub {
             let Some(pos) = entry.subscribers.iter().position(|s| s.conn_id == conn_id) else { return };
             entry.subscribers.swap_remove(pos);
             if entry.subscribers.is_empty() {
-                // Dropped outside the lock: ends the backplane subscription.
+                // Dropped outside the lock: ends the bus subscription.
                 shard.remove(&key)
             } else {
                 None
@@ -611,7 +605,7 @@ impl Hub {
             .get(&(app.clone(), channel.clone()))
             .map(|c| c.subscribers.iter().filter_map(|s| s.presence.as_deref().cloned()).collect())
             .unwrap_or_default();
-        let taken_at_ms = crate::now_ms();
+        let taken_at_ms = herald_bus::now_ms();
         entries
             .chunks(SNAPSHOT_CHUNK)
             .map(|chunk| {
@@ -628,10 +622,10 @@ impl Hub {
         if reports.is_empty() {
             return;
         }
-        let (backplane, app, channel) = (self.backplane.clone(), app.clone(), channel.clone());
+        let (bus, app, channel) = (self.bus.clone(), app.clone(), channel.clone());
         tokio::spawn(async move {
             for report in reports {
-                if let Err(e) = backplane.publish_presence(&app, &channel, &report).await {
+                if let Err(e) = bus.publish_presence(&app, &channel, &report).await {
                     tracing::warn!(%app, %channel, error = %e, "presence snapshot not sent");
                     return;
                 }
@@ -652,7 +646,7 @@ impl Hub {
         }
         for (app, channel) in presence_channels {
             for report in self.snapshot_reports(&app, &channel) {
-                if let Err(e) = self.backplane.publish_presence(&app, &channel, &report).await {
+                if let Err(e) = self.bus.publish_presence(&app, &channel, &report).await {
                     tracing::warn!(%app, %channel, error = %e, "presence snapshot not sent");
                     return;
                 }
@@ -695,7 +689,7 @@ impl Hub {
                     parts: parts as u32,
                     ttl_ms: self.report_ttl_ms(),
                 };
-                if let Err(e) = self.backplane.publish_occupancy(&app, &report).await {
+                if let Err(e) = self.bus.publish_occupancy(&app, &report).await {
                     tracing::warn!(%app, error = %e, "occupancy report not sent");
                     return;
                 }
@@ -766,7 +760,7 @@ pub fn encode_replay(channel: &ChannelName, payload: Bytes, position: &Position)
     encode_delivery(channel, payload, Some(position))
 }
 
-/// Builds the client-facing frame for a backplane message, once.
+/// Builds the client-facing frame for a bus message, once.
 fn encode_delivery(
     channel: &ChannelName,
     payload: Bytes,
@@ -802,8 +796,8 @@ impl Sink for Hub {
         let frame = match encode_delivery(channel, payload, position) {
             Ok(frame) => frame,
             Err(e) => {
-                tracing::warn!(%app, %channel, error = %e, "undecodable backplane message dropped");
-                metrics::counter!("herald_backplane_decode_errors_total").increment(1);
+                tracing::warn!(%app, %channel, error = %e, "undecodable bus message dropped");
+                herald_bus::telemetry::decode_error();
                 return;
             }
         };
@@ -862,26 +856,26 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::backplane::LocalBus;
+    use herald_bus::LocalBus;
 
     /// A hub on an in-process bus with subscriber 1 of app/room held (for
     /// a replay), its outbox bounded to `max_frames` and 64 KiB.
-    async fn held_subscriber(max_frames: usize) -> (Arc<Hub>, Backplane, AppId, ChannelName, Arc<Outbox>) {
+    async fn held_subscriber(max_frames: usize) -> (Arc<Hub>, Bus, AppId, ChannelName, Arc<Outbox>) {
         let bus = LocalBus::new();
-        let backplane = Backplane::local(&bus);
-        let hub = Hub::new(backplane.clone());
-        backplane.attach(hub.clone()).await.expect("attach");
+        let bus = Bus::local(&bus);
+        let hub = Hub::new(bus.clone());
+        bus.attach(hub.clone()).await.expect("attach");
         let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
         let outbox = Arc::new(Outbox::new(max_frames, 64 * 1024));
         let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
         hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
-        (hub, backplane, app, channel, outbox)
+        (hub, bus, app, channel, outbox)
     }
 
     #[tokio::test]
     async fn releasing_a_long_hold_waits_for_room_in_the_outbox_and_keeps_order() {
         // At most 16 frames or 64 KiB queued; nothing drains it yet.
-        let (hub, backplane, app, channel, outbox) = held_subscriber(16).await;
+        let (hub, bus, app, channel, outbox) = held_subscriber(16).await;
         // 100 frames of 4 KiB arrive while held: 400 KiB.
         for i in 0..100u8 {
             let message = bus::ChannelMessage {
@@ -890,7 +884,7 @@ mod tests {
                 data: Bytes::from(vec![i; 4096]),
                 ..Default::default()
             };
-            backplane.publish(&app, &channel, &message).await.expect("publish");
+            bus.publish(&app, &channel, &message).await.expect("publish");
         }
         let release = {
             let (hub, app, channel) = (hub.clone(), app.clone(), channel.clone());
@@ -918,7 +912,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_release_skips_only_what_the_replay_covered_in_its_own_epoch() {
-        let (hub, _backplane, app, channel, outbox) = held_subscriber(64).await;
+        let (hub, _bus, app, channel, outbox) = held_subscriber(64).await;
         let id = lock(hub.shard(&app, &channel)).get(&(app.clone(), channel.clone())).expect("channel").id;
         // Live frames while the replay runs: the replayed epoch's 9..=11,
         // then the stream is created again and its 1 and 2 follow.

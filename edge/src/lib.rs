@@ -5,13 +5,9 @@
 //! # Layout
 //!
 //! - [`config`]: [`EdgeConfig`], every limit and timeout, validated.
-//! - [`backplane`]: the NATS and in-process backplanes behind one handle.
-//! - [`history`]: history positions and pages, and the in-process history store.
 //! - [`auth`]: offline token verification against the control plane's JWKS.
 //! - [`hub`]: channel → local subscribers, and the encode-once fan-out.
-//! - [`namespaces`]: the cache of apps' namespace options.
 //! - [`outbox`]: a connection's bounded send queue.
-//! - [`presence`]: presence members and channel occupancy, from edges' reports.
 //! - [`ws`]: WebSocket framing after the upgrade.
 //! - `conn`: one connection's reader and writer tasks.
 //! - `server`: the listener, HTTP routes and the drain.
@@ -21,27 +17,24 @@
 //!
 //! # Running
 //!
-//! [`run`] takes its listener, configuration, backplane and a shutdown
+//! [`run`] takes its listener, configuration, bus and a shutdown
 //! future, so tests bind `127.0.0.1:0` and stop it cleanly:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), herald_edge::EdgeError> {
-//! use herald_edge::{EdgeConfig, backplane::{Backplane, LocalBus}};
+//! use herald_bus::{Bus, LocalBus};
+//! use herald_edge::EdgeConfig;;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let backplane = Backplane::local(&LocalBus::new());
-//! herald_edge::run(listener, EdgeConfig::default(), backplane, std::future::pending()).await
+//! let bus = Bus::local(&LocalBus::new());
+//! herald_edge::run(listener, EdgeConfig::default(), bus, std::future::pending()).await
 //! # }
 //! ```
 
 pub mod auth;
-pub mod backplane;
 pub mod config;
 mod conn;
-pub mod history;
 pub mod hub;
-pub mod namespaces;
 pub mod outbox;
-pub mod presence;
 mod server;
 mod tcp;
 pub mod telemetry;
@@ -58,14 +51,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Verifier;
-use crate::backplane::Backplane;
 use crate::conn::Shared;
 use crate::hub::Hub;
-
-/// Wall-clock time in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use herald_bus::Bus;
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +64,9 @@ pub enum EdgeError {
     /// The TLS certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
-    /// The backplane refused the edge.
+    /// The bus refused the edge.
     #[error(transparent)]
-    Backplane(#[from] backplane::BackplaneError),
+    Bus(#[from] herald_bus::BusError),
     /// An I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -114,12 +102,12 @@ fn tls_acceptor(
 /// # Errors
 ///
 /// [`EdgeError`] when the configuration is invalid, TLS files cannot be
-/// loaded, or the backplane refuses the edge. Once running, it only returns
+/// loaded, or the bus refuses the edge. Once running, it only returns
 /// `Ok`.
 pub async fn run(
     listener: TcpListener,
     mut config: EdgeConfig,
-    backplane: Backplane,
+    bus: Bus,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), EdgeError> {
     config.validate()?;
@@ -136,7 +124,7 @@ pub async fn run(
         namespace_cache_ttl: config.namespace_cache_ttl.0,
         max_held: config.send_queue_frames as usize,
     };
-    let hub = Hub::with_settings(backplane.clone(), settings);
+    let hub = Hub::with_settings(bus.clone(), settings);
     let verifier = Verifier::new(
         &config.jwks_url,
         &config.issuer,
@@ -144,7 +132,7 @@ pub async fn run(
         config.jwks_min_refetch_interval.0,
         hub.revocations().clone(),
     );
-    backplane.attach(hub.clone()).await?;
+    bus.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
     let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));
     let (draining_tx, draining_rx) = watch::channel(false);
@@ -171,7 +159,7 @@ pub async fn run(
             loop {
                 tokio::select! {
                     () = hub.keys_rotated.notified() => {}
-                    () = hub.backplane().reconnected() => {}
+                    () = hub.bus().reconnected() => {}
                 }
                 let _ = verifier.refresh().await;
             }

@@ -35,7 +35,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// Whether the edge should receive traffic.
 pub(crate) fn ready(shared: &Shared) -> bool {
-    !*shared.draining.borrow() && shared.hub.backplane().is_connected() && shared.verifier.has_keys()
+    !*shared.draining.borrow() && shared.hub.bus().is_connected() && shared.verifier.has_keys()
 }
 
 fn offers_subprotocol(req: &Request<Incoming>) -> bool {
@@ -234,5 +234,5 @@ async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
     } else {
         tracing::info!("drained");
     }
-    shared.hub.backplane().close().await;
+    shared.hub.bus().close().await;
 }

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::EdgeConfig;
-use crate::backplane::{Backplane, NamespaceSource, NatsOptions, Sink};
+use herald_bus::{Bus, NamespaceSource, NatsOptions, Sink};
 
 struct SigningKey {
     kid: String,
@@ -203,9 +203,9 @@ pub fn nats_url() -> String {
     std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
 }
 
-/// A NATS backplane on `subjects`.
-pub async fn nats_backplane(url: &str, subjects: SubjectSpace) -> Backplane {
-    Backplane::connect_nats(url, subjects, NatsOptions::default()).await.expect("connect to nats")
+/// A NATS bus on `subjects`.
+pub async fn nats_bus(url: &str, subjects: SubjectSpace) -> Bus {
+    Bus::connect_nats(url, subjects, NatsOptions::default()).await.expect("connect to nats")
 }
 
 /// Answers namespace requests with the same list for every app, as a
@@ -222,33 +222,21 @@ impl NamespaceSource for StaticNamespaces {
     }
 }
 
-/// A sink that ignores everything (for a backplane handle that only serves).
+/// A sink that ignores everything (for a bus handle that only serves).
 struct NullSink;
 
 impl Sink for NullSink {
-    fn deliver(
-        &self,
-        _: &AppId,
-        _: &herald_proto::ChannelName,
-        _: u64,
-        _: Bytes,
-        _: Option<&crate::backplane::Position>,
-    ) {
-    }
+    fn deliver(&self, _: &AppId, _: &herald_proto::ChannelName, _: u64, _: Bytes, _: Option<&herald_bus::Position>) {}
     fn control(&self, _: herald_proto::bus::ControlEvent) {}
 }
 
 /// Serves `namespaces` to the edges of `subjects` on NATS at `url`, in
 /// place of a control plane; keep the returned handle alive.
-pub async fn serve_namespaces(
-    url: &str,
-    subjects: SubjectSpace,
-    namespaces: Vec<herald_proto::bus::Namespace>,
-) -> Backplane {
-    let backplane = nats_backplane(url, subjects).await;
-    backplane.attach(Arc::new(NullSink)).await.expect("attach");
-    backplane.serve_namespaces(Arc::new(StaticNamespaces(namespaces))).await.expect("serve namespaces");
-    backplane
+pub async fn serve_namespaces(url: &str, subjects: SubjectSpace, namespaces: Vec<herald_proto::bus::Namespace>) -> Bus {
+    let bus = nats_bus(url, subjects).await;
+    bus.attach(Arc::new(NullSink)).await.expect("attach");
+    bus.serve_namespaces(Arc::new(StaticNamespaces(namespaces))).await.expect("serve namespaces");
+    bus
 }
 
 /// A namespace with the given options.
@@ -266,13 +254,13 @@ pub struct TestEdge {
 }
 
 impl TestEdge {
-    /// Starts an edge with `config` on `backplane` and waits until it is
-    /// ready (keys loaded, backplane connected).
-    pub async fn start(config: EdgeConfig, backplane: Backplane) -> Self {
+    /// Starts an edge with `config` on `bus` and waits until it is
+    /// ready (keys loaded, bus connected).
+    pub async fn start(config: EdgeConfig, bus: Bus) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crate::run(listener, config, backplane, async move {
+        let task = tokio::spawn(crate::run(listener, config, bus, async move {
             let _ = stopped.await;
         }));
         let edge = Self { addr, stop: Some(stop), task: Some(task) };

@@ -1,11 +1,11 @@
 //! The edge through its real surface: WebSocket clients against an edge on
-//! port 0, with the in-process backplane or a real NATS.
+//! port 0, with the in-process bus or a real NATS.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_bus::{Bus, LocalBus};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::*;
 use herald_proto::client::{self, client_frame};
 use herald_proto::units::{ByteSize, HumanDuration};
@@ -17,10 +17,10 @@ fn config(auth: &TestAuthority) -> EdgeConfig {
     EdgeConfig { jwks_url: auth.jwks_url(), ..EdgeConfig::default() }
 }
 
-async fn local_edge(_auth: &TestAuthority, config: EdgeConfig) -> (TestEdge, Backplane) {
+async fn local_edge(_auth: &TestAuthority, config: EdgeConfig) -> (TestEdge, Bus) {
     let bus = LocalBus::new();
-    let edge = TestEdge::start(config, Backplane::local(&bus)).await;
-    (edge, Backplane::local(&bus))
+    let edge = TestEdge::start(config, Bus::local(&bus)).await;
+    (edge, Bus::local(&bus))
 }
 
 fn data_of(m: &client::Message) -> &[u8] {
@@ -62,7 +62,7 @@ async fn apps_are_isolated() {
 #[tokio::test]
 async fn api_publishes_through_the_backplane_reach_subscribers() {
     let auth = TestAuthority::start().await;
-    let (edge, backplane) = local_edge(&auth, config(&auth)).await;
+    let (edge, bus) = local_edge(&auth, config(&auth)).await;
     let (mut sub, _) = RawClient::connect(edge.addr, &auth.token("app1", "alice", ALL)).await;
     assert!(is_ok(&sub.subscribe("news").await));
     let message = bus::ChannelMessage {
@@ -74,10 +74,7 @@ async fn api_publishes_through_the_backplane_reach_subscribers() {
         publisher: String::new(),
         timestamp_ms: 42,
     };
-    backplane
-        .publish(&"app1".parse().expect("app"), &"news".parse().expect("channel"), &message)
-        .await
-        .expect("publish");
+    bus.publish(&"app1".parse().expect("app"), &"news".parse().expect("channel"), &message).await.expect("publish");
     let m = sub.message().await;
     assert_eq!((m.event.as_deref(), m.id.as_str(), m.timestamp_ms), (Some("update"), "m1", 42));
 }
@@ -377,7 +374,7 @@ async fn tokens_expire_unless_refreshed() {
 #[tokio::test]
 async fn key_revocation_closes_the_connections_holding_its_tokens() {
     let auth = TestAuthority::start().await;
-    let (edge, backplane) = local_edge(&auth, config(&auth)).await;
+    let (edge, bus) = local_edge(&auth, config(&auth)).await;
     // Tokens of the key, all minted before its revocation (a revoked key
     // mints no more).
     let (key1, also_key1) = (auth.token("app1", "u", ALL), auth.token("app1", "v", ALL));
@@ -393,7 +390,7 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
             ..Default::default()
         })),
     };
-    backplane.publish_control(&event).await.expect("control");
+    bus.publish_control(&event).await.expect("control");
     let closed = within(Duration::from_secs(1), "revocation close", revoked.closed()).await;
     assert_eq!(closed, (Some(4101), 4101));
     assert!(is_ok(&kept.subscribe("a").await));
@@ -414,7 +411,7 @@ async fn key_revocation_closes_the_connections_holding_its_tokens() {
             ..Default::default()
         })),
     };
-    backplane.publish_control(&event).await.expect("control");
+    bus.publish_control(&event).await.expect("control");
     assert_eq!(within(Duration::from_secs(1), "app close", doomed.closed()).await, (Some(4503), 4503));
     assert_eq!(RawClient::refused(edge.addr, &auth.sign(&other_key)).await, (Some(4503), 4503));
     assert!(is_ok(&bystander.subscribe("a").await));
@@ -578,7 +575,7 @@ async fn tls_files_that_cannot_be_read_stop_the_start() {
         ..config(&auth)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let err = herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending())
+    let err = herald_edge::run(listener, config, Bus::local(&LocalBus::new()), std::future::pending())
         .await
         .expect_err("missing tls files");
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
@@ -598,8 +595,7 @@ async fn tls_serves_wss() {
     let config = EdgeConfig { tls_cert: Some(cert_path), tls_key: Some(key_path), ..config(&auth) };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let _edge =
-        tokio::spawn(herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending()));
+    let _edge = tokio::spawn(herald_edge::run(listener, config, Bus::local(&LocalBus::new()), std::future::pending()));
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).expect("root");
@@ -639,7 +635,7 @@ async fn tls_serves_wss() {
 async fn invalid_config_is_refused_with_the_key_name() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let config = EdgeConfig { max_subscriptions: 0, ..EdgeConfig::default() };
-    let err = herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending())
+    let err = herald_edge::run(listener, config, Bus::local(&LocalBus::new()), std::future::pending())
         .await
         .expect_err("invalid config");
     assert!(err.to_string().contains("max_subscriptions"), "{err}");

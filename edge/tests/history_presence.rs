@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use herald_bus::{Bus, HistorySpec};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, HistorySpec};
 use herald_edge::testing::*;
 use herald_proto::client::{self, presence_event, reply, reply_ok};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
@@ -43,14 +43,14 @@ fn history(size: u32) -> bus::NamespaceOptions {
     bus::NamespaceOptions { client_publish: true, history_size: size, history_ttl_ms: 3_600_000, ..Default::default() }
 }
 
-async fn with_history(cp: &Backplane, ns: &str, size: u32) {
+async fn with_history(cp: &Bus, ns: &str, size: u32) {
     let spec = HistorySpec { size, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
     cp.ensure_history(&AppId::new("app1").expect("app"), &NamespaceName::new(ns).expect("ns"), &spec)
         .await
         .expect("stream");
 }
 
-async fn drop_history(cp: &Backplane, ns: &str) {
+async fn drop_history(cp: &Bus, ns: &str) {
     cp.drop_history(&AppId::new("app1").expect("app"), &NamespaceName::new(ns).expect("ns")).await.expect("drop");
 }
 
@@ -62,8 +62,8 @@ async fn a_resubscribe_with_a_position_replays_the_gap_then_goes_live() {
     let cp = serve_namespaces(&nats_url(), subjects.clone(), namespaces).await;
     with_history(&cp, "hist", 100).await;
     with_history(&cp, "tiny", 2).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
-    let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
 
     let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     let first = subscribed(&sub.subscribe("hist:room").await);
@@ -136,8 +136,8 @@ async fn members_join_and_leave_across_two_edges_and_ghosts_expire() {
     let presence =
         bus::NamespaceOptions { presence: true, join_leave: true, client_publish: true, ..Default::default() };
     let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("room", presence)]).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
-    let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
 
     let (mut alice, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     assert!(is_ok(&alice.subscribe("room:1").await));
@@ -247,7 +247,7 @@ async fn history_survives_a_nats_kill_and_live_delivery_has_no_gap_after_it() {
     let subjects = unique_subjects();
     let cp = serve_namespaces(&nats.url(), subjects.clone(), vec![namespace("hist", history(1000))]).await;
     with_history(&cp, "hist", 1000).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
     let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     assert!(subscribed(&sub.subscribe("hist:feed").await).history);
     let app = AppId::new("app1").expect("app");
@@ -302,7 +302,7 @@ async fn a_long_replay_waits_for_room_in_the_send_queue_and_live_messages_follow
     cp.ensure_history(&app, &ns, &spec).await.expect("stream");
     // A send queue of 128 KiB; the replay below is 16 MiB.
     let small_queue = EdgeConfig { send_queue_bytes: herald_proto::units::ByteSize::kib(128), ..config(&auth) };
-    let a = TestEdge::start(small_queue, nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(small_queue, nats_bus(&nats_url(), subjects.clone()).await).await;
     let channel = ChannelName::new("long:x").expect("channel");
     let message = |i: u32| bus::ChannelMessage {
         app_id: "app1".into(),
@@ -365,7 +365,7 @@ async fn a_stream_created_again_gets_a_new_epoch_on_an_edge_that_met_the_old_one
     let subjects = unique_subjects();
     let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("hist", history(100))]).await;
     with_history(&cp, "hist", 100).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
     let app = AppId::new("app1").expect("app");
     let (ch_a, ch_b) = (ChannelName::new("hist:a").expect("channel"), ChannelName::new("hist:b").expect("channel"));
     cp.publish_history(&app, &ch_a, &stored("hist:a", 0)).await.expect("stored");
@@ -417,7 +417,7 @@ async fn a_client_publish_recreates_a_lost_stream() {
     let subjects = unique_subjects();
     let cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("hist", history(100))]).await;
     with_history(&cp, "hist", 100).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
     let (mut publisher, _) = RawClient::connect(a.addr, &auth.token("app1", "bob", ALL)).await;
     let before = published(&publisher.publish("hist:room", b"before").await);
     // The stream is deleted behind Herald's back.
@@ -442,7 +442,7 @@ async fn namespace_options_turn_client_publishes_and_join_leave_events_off() {
     let loud = bus::NamespaceOptions { presence: true, join_leave: true, client_publish: true, ..Default::default() };
     let _cp =
         serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("quiet", quiet), namespace("loud", loud)]).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
 
     let (mut alice, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     assert!(is_ok(&alice.subscribe("quiet:1").await));
@@ -475,7 +475,7 @@ async fn join_and_leave_events_stop_above_their_member_bound() {
     let room = bus::NamespaceOptions { presence: true, join_leave: true, client_publish: true, ..Default::default() };
     let _cp = serve_namespaces(&nats_url(), subjects.clone(), vec![namespace("room", room)]).await;
     let small = EdgeConfig { presence_events_max_members: 2, ..config(&auth) };
-    let a = TestEdge::start(small, nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(small, nats_bus(&nats_url(), subjects.clone()).await).await;
     let join = async |who: &str| {
         let (mut c, _) = RawClient::connect(a.addr, &auth.token("app1", who, ALL)).await;
         assert!(is_ok(&c.subscribe("room:1").await));

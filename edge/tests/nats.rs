@@ -21,8 +21,8 @@ async fn a_subscriber_on_edge_a_receives_what_a_client_on_edge_b_publishes() {
     let subjects = unique_subjects();
     // Stands in for the control plane, which answers namespace requests.
     let _namespaces = serve_namespaces(&nats_url(), subjects.clone(), Vec::new()).await;
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
-    let b = TestEdge::start(config(&auth), nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_bus(&nats_url(), subjects.clone()).await).await;
     let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     assert!(is_ok(&sub.subscribe("chat:lobby").await));
     let (mut publisher, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;
@@ -38,7 +38,7 @@ async fn a_subscriber_on_edge_a_receives_what_a_client_on_edge_b_publishes() {
     // of it.
     let other_subjects = unique_subjects();
     let _other_namespaces = serve_namespaces(&nats_url(), other_subjects.clone(), Vec::new()).await;
-    let other = TestEdge::start(config(&auth), nats_backplane(&nats_url(), other_subjects).await).await;
+    let other = TestEdge::start(config(&auth), nats_bus(&nats_url(), other_subjects).await).await;
     let (mut stranger, _) = RawClient::connect(other.addr, &auth.token("app1", "eve", ALL)).await;
     assert!(is_ok(&stranger.subscribe("chat:lobby").await));
     assert!(is_ok(&publisher.publish("chat:lobby", b"x").await));
@@ -53,7 +53,7 @@ async fn nats_interest_follows_local_subscribers() {
     let subjects = unique_subjects();
     let prefix = format!("{}.ch.", subjects.prefix());
     let _namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
-    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects).await).await;
+    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects).await).await;
     let token = auth.token("app1", "u", ALL);
     let (mut c1, _) = RawClient::connect(edge.addr, &token).await;
     let (mut c2, _) = RawClient::connect(edge.addr, &token).await;
@@ -93,7 +93,7 @@ async fn unsubscribe(c: &mut RawClient, channel: &str) {
 async fn a_publish_is_answered_ok_only_once_the_nats_server_has_it() {
     let nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
-    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), unique_subjects()).await).await;
+    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), unique_subjects()).await).await;
     let (mut publisher, _) = RawClient::connect(edge.addr, &auth.token("app1", "bob", ALL)).await;
     assert!(is_ok(&publisher.publish("feed", b"before").await));
     // A stopped server still takes bytes into its socket buffer: a publish
@@ -118,7 +118,7 @@ async fn an_edge_cut_off_from_nats_reads_the_revocations_it_missed_when_it_recon
     let mut nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
     // The periodic refetch (default 5 min) would be far too late.
-    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), unique_subjects()).await).await;
+    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), unique_subjects()).await).await;
     let token = auth.token("app1", "u", ALL);
     let (mut before, _) = RawClient::connect(edge.addr, &token).await;
     assert!(is_ok(&before.subscribe("a").await));
@@ -148,8 +148,8 @@ async fn delivery_resumes_after_nats_restarts() {
     let mut nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
     let subjects = unique_subjects();
-    let a = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects.clone()).await).await;
-    let b = TestEdge::start(config(&auth), nats_backplane(&nats.url(), subjects).await).await;
+    let a = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
+    let b = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects).await).await;
     let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
     assert!(is_ok(&sub.subscribe("feed").await));
     let (mut publisher, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;

@@ -14,7 +14,7 @@
 //!   head;
 //! - tokens without `exp` are refused, and `token_leeway` applies to `exp`
 //!   at connect time and to the close of a connection whose token expires;
-//! - a stalled reader on a NATS backplane is closed as a slow consumer
+//! - a stalled reader on a NATS bus is closed as a slow consumer
 //!   while a healthy subscriber of the same channel receives everything;
 //! - `max_connections_per_app`;
 //! - channel names with whitespace or control characters are refused.
@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use herald_bus::{Bus, LocalBus};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::*;
 use herald_proto::client::{self, client_frame, server_frame};
 use herald_proto::units::{ByteSize, HumanDuration};
@@ -58,10 +58,10 @@ fn config(auth: &TestAuthority) -> EdgeConfig {
     EdgeConfig { jwks_url: auth.jwks_url(), ..EdgeConfig::default() }
 }
 
-async fn local_edge(config: EdgeConfig) -> (TestEdge, Backplane) {
+async fn local_edge(config: EdgeConfig) -> (TestEdge, Bus) {
     let bus = LocalBus::new();
-    let edge = TestEdge::start(config, Backplane::local(&bus)).await;
-    (edge, Backplane::local(&bus))
+    let edge = TestEdge::start(config, Bus::local(&bus)).await;
+    (edge, Bus::local(&bus))
 }
 
 fn now_secs() -> i64 {
@@ -292,7 +292,7 @@ async fn metrics_count_the_traffic_they_describe() {
         delta(p, "herald_fanout_seconds_count") >= n && delta(p, "herald_deliveries_total") >= 2.0 * n
     })
     .await;
-    assert_eq!(delta(&page, "herald_messages_in_total"), n, "one backplane message per publish");
+    assert_eq!(delta(&page, "herald_messages_in_total"), n, "one bus message per publish");
     assert_eq!(delta(&page, "herald_deliveries_total"), 2.0 * n, "each to two subscribers");
     assert_eq!(delta(&page, "herald_fanout_seconds_count"), n, "one fan-out per message");
     assert!(delta(&page, "herald_fanout_seconds_sum") > 0.0);
@@ -420,7 +420,7 @@ async fn readyz_is_503_while_nats_is_gone() {
     let _serial = shared().await;
     let mut nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
-    let edge = TestEdge::start(config(&auth), nats_backplane(&nats.url(), unique_subjects()).await).await;
+    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), unique_subjects()).await).await;
     assert_eq!(http_get(edge.addr, "/readyz").await.map(|r| r.0), Some(200));
     nats.kill();
     let status = |want: u16| async move {
@@ -468,8 +468,7 @@ async fn readyz_is_503_until_the_signing_keys_are_loaded() {
     // Started by hand: TestEdge::start waits for readiness.
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let run =
-        tokio::spawn(herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending()));
+    let run = tokio::spawn(herald_edge::run(listener, config, Bus::local(&LocalBus::new()), std::future::pending()));
     // Not ready for as long as the keys cannot be fetched (the edge retries
     // every second).
     let started = Instant::now();
@@ -514,7 +513,7 @@ async fn the_drain_ends_at_drain_timeout_even_with_a_client_that_cannot_be_close
         publish_rate: 0,
         ..config(&auth)
     };
-    let (mut edge, backplane) = local_edge(config).await;
+    let (mut edge, bus) = local_edge(config).await;
     let token = auth.token("app1", "u", ALL);
     // Reads everything but never answers, and never leaves by itself.
     let (mut mute, _) = RawClient::connect(edge.addr, &token).await;
@@ -533,7 +532,7 @@ async fn the_drain_ends_at_drain_timeout_even_with_a_client_that_cannot_be_close
             id: format!("m{i}"),
             ..Default::default()
         };
-        backplane.publish(&app, &channel, &message).await.expect("publish");
+        bus.publish(&app, &channel, &message).await.expect("publish");
     }
 
     let started = Instant::now();
@@ -684,9 +683,9 @@ async fn on_nats_a_stalled_reader_is_closed_while_a_healthy_subscriber_gets_ever
     let subjects = unique_subjects();
     let config =
         EdgeConfig { send_queue_frames: 64, send_queue_bytes: ByteSize::mib(1), publish_rate: 0, ..config(&auth) };
-    let edge = TestEdge::start(config, nats_backplane(&nats_url(), subjects.clone()).await).await;
+    let edge = TestEdge::start(config, nats_bus(&nats_url(), subjects.clone()).await).await;
     // Another NATS connection publishes, as another edge or the API would.
-    let publisher = nats_backplane(&nats_url(), subjects).await;
+    let publisher = nats_bus(&nats_url(), subjects).await;
     let slow_before = sample(&metrics_page(edge.addr).await, "herald_slow_consumer_closes_total");
     let token = auth.token("app1", "u", ALL);
     let (mut healthy, _) = RawClient::connect(edge.addr, &token).await;

@@ -124,8 +124,8 @@ close_codes! {
     HandshakeTimeout = 4002, "handshake_timeout", Reconnect, "no connect frame before the deadline";
     /// The edge holds as many connections as allowed (per edge or per app).
     ConnectionLimit = 4003, "connection_limit", Reconnect, "connection limit reached; retry later or elsewhere";
-    /// The edge cannot reach the backplane; reconnect, possibly elsewhere.
-    BackplaneUnavailable = 4004, "backplane_unavailable", Reconnect, "backplane unavailable";
+    /// The edge cannot reach the bus; reconnect, possibly elsewhere.
+    BackplaneUnavailable = 4004, "backplane_unavailable", Reconnect, "bus unavailable";
     /// The token expired and was not refreshed in time.
     TokenExpired = 4100, "token_expired", RefreshToken, "token expired";
     /// The API key that minted the token was revoked.

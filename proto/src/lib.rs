@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - [`client`]: the client protocol `herald.client.v1` (edge ⇄ client frames).
-//! - [`bus`]: the backplane envelope `herald.bus.v1` (what travels on NATS).
+//! - [`bus`]: the bus envelope `herald.bus.v1` (what travels on NATS).
 //! - [`api`]: the gRPC API `herald.api.v1` (services with the `grpc` feature).
 //! - [`channel`]: [`ChannelName`], the one place that decides what a valid
 //!   channel name is.
@@ -35,7 +35,7 @@ pub mod client {
     include!(concat!(env!("OUT_DIR"), "/herald.client.v1.rs"));
 }
 
-/// The backplane envelope, `herald.bus.v1` (generated from
+/// The bus envelope, `herald.bus.v1` (generated from
 /// `schemas/herald/bus/v1/bus.proto`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod bus {

@@ -202,7 +202,7 @@ impl SubjectSpace {
 
     /// A subject nobody subscribes to: a request on it comes back as "no
     /// responders" once the server processed everything sent before it on
-    /// the same connection (how the backplane knows a subscription is live,
+    /// the same connection (how the bus knows a subscription is live,
     /// and that the server has a publish).
     #[must_use]
     pub fn sync(&self) -> String {

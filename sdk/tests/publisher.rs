@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt as _;
+use herald_bus::{Bus, LocalBus};
 use herald_control_plane::{Config, Secret};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::{TestEdge, http_get, within};
 use herald_proto::ErrorCode;
 use herald_sdk::{BatchMessage, Client, Data, Publisher, RestError, TokenRequest};
@@ -39,9 +39,9 @@ impl ControlPlane {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let backplane = Backplane::local(bus);
+        let bus = Bus::local(bus);
         let task = tokio::spawn(async move {
-            if let Err(e) = herald_control_plane::run(listener, config, backplane, std::future::pending()).await {
+            if let Err(e) = herald_control_plane::run(listener, config, bus, std::future::pending()).await {
                 panic!("control plane: {e}");
             }
         });
@@ -103,7 +103,7 @@ async fn setup() -> (LocalBus, ControlPlane, TestEdge, Publisher) {
     let bus = LocalBus::new();
     let cp = ControlPlane::start(&bus).await;
     let config = EdgeConfig { jwks_url: format!("{}/.well-known/jwks.json", cp.url()), ..EdgeConfig::default() };
-    let edge = TestEdge::start(config, Backplane::local(&bus)).await;
+    let edge = TestEdge::start(config, Bus::local(&bus)).await;
     let key = cp.app_with_key("shop").await;
     let publisher = Publisher::new(cp.url(), "shop", key).expect("publisher");
     (bus, cp, edge, publisher)

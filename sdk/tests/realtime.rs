@@ -1,4 +1,4 @@
-//! The realtime client against real edges (in-process backplane): order,
+//! The realtime client against real edges (in-process bus): order,
 //! an edge killed and restarted mid-stream, drains, heartbeats, token
 //! refresh and expiry, terminal errors, the publish queue's bounds.
 
@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt as _;
+use herald_bus::{Bus, LocalBus};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::{TestAuthority, within};
 use herald_proto::units::HumanDuration;
 use herald_proto::{ErrorCode, bus};
@@ -402,7 +402,7 @@ async fn a_terminal_auth_error_stops_reconnecting_and_surfaces_a_typed_error() {
             ..Default::default()
         })),
     };
-    Backplane::local(&bus).publish_control(&revoke).await.expect("revoke");
+    Bus::local(&bus).publish_control(&revoke).await.expect("revoke");
     let state = wait_for(&mut states, LONG, "revoked", |s| matches!(s, ConnectionState::Disconnected { .. })).await;
     assert_eq!(
         state.clone(),
@@ -523,8 +523,7 @@ async fn wss_with_a_private_root_certificate() {
     // Not a TestEdge: its readiness probe speaks plain HTTP.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let edge =
-        tokio::spawn(herald_edge::run(listener, config, Backplane::local(&LocalBus::new()), std::future::pending()));
+    let edge = tokio::spawn(herald_edge::run(listener, config, Bus::local(&LocalBus::new()), std::future::pending()));
     let url = format!("wss://localhost:{port}");
 
     // The public roots do not trust a self-signed certificate.
@@ -560,13 +559,13 @@ async fn wss_with_a_private_root_certificate() {
 
 #[tokio::test]
 async fn a_history_channel_is_recovered_with_no_gap_and_no_duplicate_after_an_edge_dies() {
-    use herald_edge::backplane::HistorySpec;
+    use herald_bus::HistorySpec;
     use herald_edge::testing::{StaticNamespaces, namespace};
     logs();
     let auth = Arc::new(TestAuthority::start().await);
     let bus = LocalBus::new();
     // The embedded mode's in-process history, as the control plane sets it up.
-    let cp = Backplane::local(&bus);
+    let cp = Bus::local(&bus);
     let options = bus::NamespaceOptions {
         client_publish: true,
         history_size: 10_000,

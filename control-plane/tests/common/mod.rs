@@ -1,5 +1,5 @@
 //! Test harness: a fresh database per test (PostgreSQL or SQLite), a NATS
-//! backplane under a random subject prefix, a server on `127.0.0.1:0`, a
+//! bus under a random subject prefix, a server on `127.0.0.1:0`, a
 //! small HTTP client, and a TCP proxy that can cut NATS off.
 
 #![allow(dead_code)]
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
+use herald_bus::{Bus, NatsOptions};
 use herald_control_plane::{Config, ControlPlane, Secret};
-use herald_edge::backplane::{Backplane, NatsOptions};
 use herald_proto::SubjectSpace;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
@@ -118,9 +118,9 @@ pub fn subjects() -> SubjectSpace {
     SubjectSpace::new(&format!("t{}", random_suffix())).expect("prefix")
 }
 
-pub async fn nats_backplane_at(url: &str, subjects: SubjectSpace) -> Result<Backplane> {
+pub async fn nats_backplane_at(url: &str, subjects: SubjectSpace) -> Result<Bus> {
     let options = NatsOptions { publish_timeout: Duration::from_secs(2), ..NatsOptions::default() };
-    Ok(Backplane::connect_nats(url, subjects, options).await?)
+    Ok(Bus::connect_nats(url, subjects, options).await?)
 }
 
 pub fn config(db: &TestDb) -> Config {
@@ -137,22 +137,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// With a real NATS backplane under a fresh prefix.
+    /// With a real NATS bus under a fresh prefix.
     pub async fn start(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Result<Self> {
         let subjects = subjects();
-        let backplane = nats_backplane_at(NATS_URL, subjects.clone()).await?;
-        Self::start_with(db, backplane, subjects, tweak).await
+        let bus = nats_backplane_at(NATS_URL, subjects.clone()).await?;
+        Self::start_with(db, bus, subjects, tweak).await
     }
 
     pub async fn start_with(
         db: TestDb,
-        backplane: Backplane,
+        bus: Bus,
         subjects: SubjectSpace,
         tweak: impl FnOnce(&mut Config),
     ) -> Result<Self> {
         let mut cfg = config(&db);
         tweak(&mut cfg);
-        let cp = ControlPlane::new(cfg, backplane).await?;
+        let cp = ControlPlane::new(cfg, bus).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, rx) = oneshot::channel::<()>();

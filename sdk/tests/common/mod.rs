@@ -1,4 +1,4 @@
-//! Test harness: edges on port 0 with the in-process backplane, tokens from
+//! Test harness: edges on port 0 with the in-process bus, tokens from
 //! a test authority, and a TCP proxy that can kill, refuse and freeze the
 //! connections between a client and an edge.
 
@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_bus::{Bus, LocalBus};
 use herald_edge::EdgeConfig;
-use herald_edge::backplane::{Backplane, LocalBus};
 use herald_edge::testing::{TestAuthority, TestEdge};
 use herald_sdk::{ConnectionState, StateEvents};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +33,7 @@ pub fn edge_config(auth: &TestAuthority) -> EdgeConfig {
 
 /// An edge on `bus`.
 pub async fn edge_on(bus: &LocalBus, config: EdgeConfig) -> TestEdge {
-    TestEdge::start(config, Backplane::local(bus)).await
+    TestEdge::start(config, Bus::local(bus)).await
 }
 
 /// A token provider minting hour-long tokens for `client`, counting calls.

@@ -1,4 +1,4 @@
-//! Channel history: the types the backplane's history API speaks, and the
+//! Channel history: the types the bus's history API speaks, and the
 //! in-process store the embedded mode keeps history in.
 //!
 //! A channel keeps history when its namespace says so. Every message of such

@@ -3,7 +3,7 @@
 //! A channel `ns:rest` takes the options of namespace `ns` of its app
 //! (presence, join/leave events, client publish, history); channels without
 //! a configured namespace take [`default_options`]. The edge asks the control
-//! plane over the backplane once per app, keeps the answer for
+//! plane over the bus once per app, keeps the answer for
 //! `namespace_cache_ttl`, and drops it at once when a `NamespacesChanged`
 //! control event names the app. When the control plane cannot be asked, a
 //! stale answer is used; without one, the request fails as unavailable
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
-use crate::backplane::{Backplane, BackplaneError};
+use crate::{Bus, BusError};
 
 /// The options of channels outside any configured namespace: no presence,
 /// no history, client publish allowed (when the token allows it).
@@ -54,18 +54,18 @@ impl Namespaces {
     ///
     /// # Errors
     ///
-    /// [`BackplaneError::Unavailable`] when the options are not cached and
+    /// [`BusError::Unavailable`] when the options are not cached and
     /// the control plane cannot be asked.
     pub async fn options(
         &self,
-        backplane: &Backplane,
+        bus: &Bus,
         app: &AppId,
         channel: &ChannelName,
-    ) -> Result<bus::NamespaceOptions, BackplaneError> {
+    ) -> Result<bus::NamespaceOptions, BusError> {
         let Some(ns) = channel.namespace_name() else { return Ok(default_options()) };
         let namespaces = match self.cached(app) {
             Some((true, namespaces)) => namespaces,
-            stale => match backplane.fetch_namespaces(app).await {
+            stale => match bus.fetch_namespaces(app).await {
                 Ok(list) => {
                     let map: HashMap<NamespaceName, bus::NamespaceOptions> = list
                         .unwrap_or_default()

@@ -1,0 +1,514 @@
+//! [`Bus`]: the handle every user of the bus holds, dispatching to NATS or
+//! to the in-process bus.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
+use prost::Message as _;
+use tokio::task::JoinHandle;
+
+use crate::history::{HistoryPage, HistorySpec, Position, StreamBounds};
+use crate::local::{LocalBus, LocalBusInner, LocalHandle};
+use crate::nats::{NatsBus, NatsOptions, Report};
+use crate::{BusError, NamespaceSource, Sink, lock};
+
+/// A handle to the bus. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) inner: Arc<Inner>,
+    /// Held while a lost history stream is created again: one at a time,
+    /// and the publishes that failed meanwhile find it there.
+    pub(crate) recreating: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[allow(clippy::large_enum_variant)] // one per process, behind an Arc
+pub(crate) enum Inner {
+    Nats(NatsBus),
+    Local(LocalHandle),
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.inner {
+            Inner::Nats(n) => write!(f, "Bus::Nats({:?})", n.subjects),
+            Inner::Local(_) => f.write_str("Bus::Local"),
+        }
+    }
+}
+
+/// A live subscription to one channel; dropping it ends the subscription.
+pub struct ChannelSubscription {
+    pub(crate) _inner: SubscriptionInner,
+}
+
+pub(crate) enum SubscriptionInner {
+    Nats(JoinHandle<()>),
+    Local { bus: Weak<LocalBusInner>, topic: Topic, handle: u64, id: u64 },
+}
+
+impl Drop for SubscriptionInner {
+    fn drop(&mut self) {
+        match self {
+            Self::Nats(task) => task.abort(),
+            Self::Local { bus, topic, handle, id } => {
+                if let Some(bus) = bus.upgrade() {
+                    bus.remove_interest(topic, *handle, *id);
+                }
+            }
+        }
+    }
+}
+
+/// What a local subscription listens to.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    Channel(ChannelKey),
+    Presence(ChannelKey),
+    AllPresence,
+    AllOccupancy,
+}
+
+pub(crate) type ChannelKey = (AppId, ChannelName);
+
+impl Bus {
+    /// Connects to NATS at `url` (e.g. `nats://127.0.0.1:4222`). Returns
+    /// once connected; while NATS is unreachable later, operations fail with
+    /// [`BusError::Unavailable`] and the client reconnects on its own.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when NATS cannot be reached at start.
+    pub async fn connect_nats(url: &str, subjects: SubjectSpace, options: NatsOptions) -> Result<Self, BusError> {
+        let nats = NatsBus::connect(url, subjects, options).await?;
+        Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
+    }
+
+    /// A handle on the in-process `bus`.
+    #[must_use]
+    pub fn local(bus: &LocalBus) -> Self {
+        let id = bus.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let handle = LocalHandle { bus: bus.inner.clone(), id, sink: OnceLock::new() };
+        Self { inner: Arc::new(Inner::Local(handle)), recreating: Arc::default() }
+    }
+
+    /// Attaches the receiver of deliveries and control events. Only the
+    /// first call counts; a handle has one sink.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when the control subject cannot be
+    /// subscribed.
+    pub async fn attach(&self, sink: Arc<dyn Sink>) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.attach(sink).await,
+            Inner::Local(l) => {
+                let _ = l.sink.set(sink.clone());
+                l.bus.sinks.lock().unwrap_or_else(|e| e.into_inner()).insert(l.id, Arc::downgrade(&sink));
+                Ok(())
+            }
+        }
+    }
+
+    /// Resolves when the bus connected again after being cut off
+    /// (control events sent meanwhile were missed); never, in process.
+    pub async fn reconnected(&self) {
+        match &*self.inner {
+            Inner::Nats(n) => n.reconnected.notified().await,
+            Inner::Local(_) => std::future::pending().await,
+        }
+    }
+
+    /// Whether the bus is connected now.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        match &*self.inner {
+            Inner::Nats(n) => {
+                n.connected.load(Ordering::Acquire)
+                    && n.client.connection_state() == async_nats::connection::State::Connected
+            }
+            Inner::Local(_) => true,
+        }
+    }
+
+    /// Publishes a channel message; resolves once the bus accepted it.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when NATS is not connected or did not
+    /// take the message within the publish timeout.
+    pub async fn publish(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        message: &bus::ChannelMessage,
+    ) -> Result<(), BusError> {
+        self.publish_encoded(app, channel, Bytes::from(message.encode_to_vec())).await
+    }
+
+    /// Like [`Self::publish`], with the [`bus::ChannelMessage`] already
+    /// encoded.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_encoded(&self, app: &AppId, channel: &ChannelName, payload: Bytes) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish(n.subjects.channel(app, channel), payload).await,
+            Inner::Local(l) => {
+                l.bus.publish(app, channel, payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes a control event to every edge.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_control(&self, event: &bus::ControlEvent) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish(n.subjects.control(), Bytes::from(event.encode_to_vec())).await,
+            Inner::Local(l) => {
+                l.bus.control(event);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts receiving the messages of one channel; they go to the sink with
+    /// `id`. Resolves once the bus holds the interest (for NATS: the
+    /// server confirmed it), so a message published after this returns is
+    /// delivered.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when NATS is not connected or did not
+    /// take the subscription in time; `Failed` when no sink is attached.
+    pub async fn subscribe(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        id: u64,
+    ) -> Result<ChannelSubscription, BusError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe(app, channel, id, Arc::downgrade(&self.inner)).await?,
+            Inner::Local(l) => {
+                if l.sink.get().is_none() {
+                    return Err(BusError::Failed("no sink attached".into()));
+                }
+                l.subscribe(Topic::Channel((app.clone(), channel.clone())), id)?
+            }
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Creates the stream that keeps the history of one namespace's
+    /// channels, or changes its bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when JetStream did not answer;
+    /// `Failed` when it refused the stream.
+    pub async fn ensure_history(&self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.ensure_history(app, ns, spec).await,
+            Inner::Local(l) => {
+                l.bus.history().ensure(app, ns, spec);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a namespace's stream and the history it held. Deleting a
+    /// stream that does not exist succeeds.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::ensure_history`].
+    pub async fn drop_history(&self, app: &AppId, ns: &NamespaceName) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.drop_history(app, ns).await,
+            Inner::Local(l) => {
+                l.bus.history().drop_stream(app, ns);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes a message of a channel with history: it is stored in the
+    /// namespace's stream, then delivered with its position. Resolves with
+    /// the position once stored. The message id doubles as the stream's
+    /// de-duplication id.
+    ///
+    /// When no stream takes the message, the control plane is asked for the
+    /// namespace's options: if they still keep history, the stream was lost
+    /// (deleted behind Herald's back, or NATS lost its data); it is created
+    /// again from them and the message sent once more.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::NoHistory`] when the channel has no namespace, or
+    /// the namespace no stream and none could be created (its namespace
+    /// keeps no history, or the control plane or JetStream did not answer);
+    /// `Unavailable` when JetStream did not store it in time.
+    pub async fn publish_history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        message: &bus::ChannelMessage,
+    ) -> Result<Position, BusError> {
+        let ns = history_namespace(channel)?;
+        let payload = Bytes::from(message.encode_to_vec());
+        let reason = match self.store_history(app, &ns, channel, &message.id, payload.clone()).await {
+            Err(BusError::NoHistory(reason)) => reason,
+            other => return other,
+        };
+        let recreating = self.recreating.lock().await;
+        // Another publish may have created it while this one waited.
+        match self.store_history(app, &ns, channel, &message.id, payload.clone()).await {
+            Err(BusError::NoHistory(_)) => {}
+            other => return other,
+        }
+        let spec = match self.current_history_spec(app, &ns).await {
+            Ok(Some(spec)) => spec,
+            Ok(None) => return Err(BusError::NoHistory(reason)),
+            Err(e) => {
+                tracing::warn!(%app, namespace = %ns, error = %e, "history stream missing; namespace not looked up");
+                return Err(BusError::NoHistory(format!("{reason}; its namespace was not looked up: {e}")));
+            }
+        };
+        if let Err(e) = self.ensure_history(app, &ns, &spec).await {
+            tracing::warn!(%app, namespace = %ns, error = %e, "history stream missing and not created again");
+            return Err(BusError::NoHistory(format!("{reason}; creating it again failed: {e}")));
+        }
+        drop(recreating);
+        tracing::warn!(%app, namespace = %ns, "history stream was missing; created it again, empty");
+        metrics::counter!("herald_history_streams_recreated_total").increment(1);
+        self.store_history(app, &ns, channel, &message.id, payload).await
+    }
+
+    async fn store_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<Position, BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish_history(app, ns, channel, message_id, payload).await,
+            Inner::Local(l) => l.bus.publish_history(app, ns, channel, payload),
+        }
+    }
+
+    /// The bounds of the namespace's stream as the control plane has them
+    /// now; `None` when the namespace (or the app) keeps no history.
+    async fn current_history_spec(&self, app: &AppId, ns: &NamespaceName) -> Result<Option<HistorySpec>, BusError> {
+        let Some((namespaces, bounds)) = self.namespace_list(app).await? else { return Ok(None) };
+        Ok(namespaces
+            .iter()
+            .find(|n| n.name == ns.as_str())
+            .and_then(|n| n.options)
+            .filter(crate::namespaces::keeps_history)
+            .map(|options| HistorySpec::new(&options, bounds)))
+    }
+
+    /// Reads up to `limit` messages of a channel with history after
+    /// `after_seq` (0: from the start).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish_history`].
+    pub async fn read_history(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, BusError> {
+        let ns = history_namespace(channel)?;
+        match &*self.inner {
+            Inner::Nats(n) => n.read_history(app, &ns, channel, after_seq, limit).await,
+            Inner::Local(l) => l
+                .bus
+                .history()
+                .read(app, &ns, channel, after_seq, limit)
+                .ok_or_else(|| BusError::NoHistory(format!("namespace {ns} of app {app} keeps no history"))),
+        }
+    }
+
+    /// Answers edges' namespace requests from `source` (the control plane
+    /// calls this once at start).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when the request subject cannot be
+    /// subscribed.
+    pub async fn serve_namespaces(&self, source: Arc<dyn NamespaceSource>) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.serve_namespaces(source).await,
+            Inner::Local(l) => {
+                *lock(&l.bus.namespaces) = Some(source);
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the control plane for an app's namespaces. `None` when the app
+    /// does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when no control plane answered in
+    /// time.
+    pub async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BusError> {
+        Ok(self.namespace_list(app).await?.map(|(namespaces, _)| namespaces))
+    }
+
+    /// Like [`Self::fetch_namespaces`], with the bounds of history streams.
+    pub(crate) async fn namespace_list(
+        &self,
+        app: &AppId,
+    ) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.fetch_namespaces(app).await,
+            Inner::Local(l) => {
+                let source = lock(&l.bus.namespaces).clone();
+                match source {
+                    Some(source) => Ok(source
+                        .namespaces(app.clone())
+                        .await
+                        .map_err(|e| BusError::Unavailable(format!("namespace lookup: {e}")))?
+                        .map(|namespaces| (namespaces, source.history_bounds()))),
+                    // An in-process bus without a control plane: nothing is
+                    // configured, every channel takes the defaults.
+                    None => Ok(Some((Vec::new(), StreamBounds::DEFAULT))),
+                }
+            }
+        }
+    }
+
+    /// Publishes a presence report about one channel.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_presence(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        report: &bus::PresenceReport,
+    ) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish(n.subjects.presence(app, channel), Bytes::from(report.encode_to_vec())).await,
+            Inner::Local(l) => {
+                l.bus.publish_presence(app, channel, report);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes an occupancy report.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_occupancy(&self, app: &AppId, report: &bus::OccupancyReport) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.publish(n.subjects.occupancy(app), Bytes::from(report.encode_to_vec())).await,
+            Inner::Local(l) => {
+                l.bus.publish_occupancy(report);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts receiving the presence reports of one channel (for an edge
+    /// with local subscribers of a presence channel); they go to
+    /// [`Sink::presence`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_presence(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<ChannelSubscription, BusError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe_reports(n.subjects.presence(app, channel), Report::Presence).await?,
+            Inner::Local(l) => l.subscribe(Topic::Presence((app.clone(), channel.clone())), 0)?,
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Starts receiving every presence report of every app (for the control
+    /// plane).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_presence_all(&self) -> Result<ChannelSubscription, BusError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe_reports(n.subjects.all_presence(), Report::Presence).await?,
+            Inner::Local(l) => l.subscribe(Topic::AllPresence, 0)?,
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Starts receiving every occupancy report (for the control plane); they
+    /// go to [`Sink::occupancy`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_occupancy_all(&self) -> Result<ChannelSubscription, BusError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => n.subscribe_reports(n.subjects.all_occupancy(), Report::Occupancy).await?,
+            Inner::Local(l) => l.subscribe(Topic::AllOccupancy, 0)?,
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
+    /// Asks every edge to send its presence snapshots and occupancy now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn request_presence_sync(&self) -> Result<(), BusError> {
+        let event = bus::ControlEvent {
+            timestamp_ms: crate::now_ms(),
+            kind: Some(bus::control_event::Kind::PresenceSyncAll(bus::PresenceSyncAll {})),
+        };
+        self.publish_control(&event).await
+    }
+
+    /// Flushes what was published and stops. Used on shutdown.
+    pub async fn close(&self) {
+        if let Inner::Nats(n) = &*self.inner {
+            let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
+            for task in [&n.control_task, &n.serve_task, &n.advisory_task] {
+                if let Some(task) = lock(task).take() {
+                    task.abort();
+                }
+            }
+        }
+    }
+
+    /// The subject space, for the NATS bus.
+    #[must_use]
+    pub fn subjects(&self) -> Option<&SubjectSpace> {
+        match &*self.inner {
+            Inner::Nats(n) => Some(&n.subjects),
+            Inner::Local(_) => None,
+        }
+    }
+}
+
+/// The namespace of a channel that is to have history.
+pub(crate) fn history_namespace(channel: &ChannelName) -> Result<NamespaceName, BusError> {
+    channel.namespace_name().ok_or_else(|| BusError::NoHistory(format!("channel {channel} has no namespace")))
+}

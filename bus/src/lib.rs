@@ -1,0 +1,89 @@
+//! Herald's bus: how messages, control events, history and presence travel
+//! between edges and the control plane. Both sides of NATS depend on this
+//! crate and on `herald-proto`, never on each other.
+//!
+//! [`Bus`] is a `Clone` handle with two implementations behind one
+//! API:
+//!
+//! - **NATS** ([`Bus::connect_nats`]): core NATS subjects from
+//!   [`SubjectSpace`]; async-nats reconnects on its own and re-sends the
+//!   subscriptions of every live channel after a NATS restart.
+//! - **Local** ([`Bus::local`]): an in-process bus for the embedded
+//!   mode and fast tests; several handles on one [`LocalBus`] behave like
+//!   several nodes on one NATS.
+//!
+//! Whoever receives (an edge, or the control plane) attaches a [`Sink`]; the
+//! bus hands it every message of the channels it subscribed to, every
+//! control event, and the presence and occupancy reports it asked for.
+//!
+//! Beyond channel messages the bus carries:
+//!
+//! - **History**: a JetStream stream per (app, namespace) that keeps the
+//!   namespace's channels ([`Bus::ensure_history`]); a history
+//!   message is published into the stream ([`Bus::publish_history`]),
+//!   which stores it and republishes it on the channel subject with its
+//!   sequence, so live subscribers get the [`Position`] with the message.
+//!   When no stream takes a history message, the namespace's options are
+//!   asked of the control plane again; if it still keeps history, its lost
+//!   stream is created again and the message sent once more.
+//!   [`Bus::read_history`] reads a channel back.
+//! - **Namespaces**: edges ask the control plane for an app's namespace
+//!   options by request/reply ([`Bus::fetch_namespaces`],
+//!   [`Bus::serve_namespaces`]).
+//! - **Presence** and **occupancy** reports from edges.
+//!
+//! A publish resolves once the NATS server has the message: the client must
+//! be connected, and a round trip sent after the message must have come
+//! back (the server handles a connection's commands in order), within
+//! [`NatsOptions::publish_timeout`]. Otherwise the caller gets
+//! [`BusError::Unavailable`] — never a false success, not even for a
+//! message still in a socket buffer when the server stopped answering.
+//! Concurrent publishes share one round trip ([`NatsBus::receipt`]).
+
+//!
+//! # Layout
+//!
+//! - [`Bus`] (`handle`): the handle, dispatching to one of
+//!   - `nats`: NATS and JetStream (relay of a channel's messages with gap
+//!     fills in `nats::relay`), or
+//!   - [`LocalBus`] (`local`): the in-process bus.
+//! - [`Sink`] and [`NamespaceSource`] (`sink`): what the users of the bus
+//!   implement.
+//! - [`history`]: history positions, pages, stream bounds, and the
+//!   in-process history store.
+//! - [`presence`]: presence and occupancy tables built from edges' reports.
+//! - [`namespaces`]: namespace rules (defaults, history) and the cache of
+//!   apps' namespace options.
+//! - [`BusError`] (`error`): why an operation failed, by kind.
+
+mod error;
+mod handle;
+pub mod history;
+mod local;
+pub mod namespaces;
+mod nats;
+pub mod presence;
+mod sink;
+pub mod telemetry;
+
+pub use error::BusError;
+pub use handle::{Bus, ChannelSubscription};
+pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
+pub use local::LocalBus;
+pub use nats::NatsOptions;
+pub use sink::{NamespaceSource, Sink};
+
+/// Wall-clock time in Unix milliseconds (0 before 1970, saturating far
+/// ahead): the one clock of presence entries, control events and token
+/// checks.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

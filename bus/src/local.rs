@@ -1,0 +1,129 @@
+//! The in-process bus of the embedded mode and fast tests.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use bytes::Bytes;
+use herald_proto::{AppId, ChannelName, NamespaceName, bus};
+
+use crate::handle::{SubscriptionInner, Topic};
+use crate::history::{LocalHistory, Position};
+use crate::{BusError, NamespaceSource, Sink, lock};
+
+/// The in-process bus. Handles made with [`Bus::local`] on one bus
+/// see each other's messages.
+#[derive(Clone, Default)]
+pub struct LocalBus {
+    pub(crate) inner: Arc<LocalBusInner>,
+}
+
+impl LocalBus {
+    /// A new, empty bus.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct LocalBusInner {
+    pub(crate) next_id: AtomicU64,
+    /// Handle id → its sink.
+    pub(crate) sinks: Mutex<HashMap<u64, Weak<dyn Sink>>>,
+    /// Topic → (handle id, subscription id) holding interest.
+    pub(crate) interest: Mutex<HashMap<Topic, Vec<(u64, u64)>>>,
+    /// Who answers namespace requests.
+    pub(crate) namespaces: Mutex<Option<Arc<dyn NamespaceSource>>>,
+    /// The streams of history namespaces. Held while a history message is
+    /// stored and delivered, which keeps deliveries in sequence order.
+    pub(crate) history: Mutex<LocalHistory>,
+}
+
+pub(crate) struct LocalHandle {
+    pub(crate) bus: Arc<LocalBusInner>,
+    pub(crate) id: u64,
+    pub(crate) sink: OnceLock<Arc<dyn Sink>>,
+}
+
+impl LocalHandle {
+    pub(crate) fn subscribe(&self, topic: Topic, id: u64) -> Result<SubscriptionInner, BusError> {
+        if self.sink.get().is_none() {
+            return Err(BusError::Failed("no sink attached".into()));
+        }
+        lock(&self.bus.interest).entry(topic.clone()).or_default().push((self.id, id));
+        Ok(SubscriptionInner::Local { bus: Arc::downgrade(&self.bus), topic, handle: self.id, id })
+    }
+}
+
+impl LocalBusInner {
+    pub(crate) fn remove_interest(&self, topic: &Topic, handle: u64, id: u64) {
+        let mut interest = lock(&self.interest);
+        if let Some(list) = interest.get_mut(topic) {
+            list.retain(|&(h, i)| !(h == handle && i == id));
+            if list.is_empty() {
+                interest.remove(topic);
+            }
+        }
+    }
+
+    pub(crate) fn history(&self) -> std::sync::MutexGuard<'_, LocalHistory> {
+        lock(&self.history)
+    }
+
+    /// The sinks interested in `topic`, with their subscription ids.
+    pub(crate) fn targets(&self, topic: &Topic) -> Vec<(Arc<dyn Sink>, u64)> {
+        let targets: Vec<(u64, u64)> = match lock(&self.interest).get(topic) {
+            Some(list) => list.clone(),
+            None => return Vec::new(),
+        };
+        let sinks = lock(&self.sinks);
+        targets.iter().filter_map(|(h, id)| sinks.get(h).and_then(Weak::upgrade).map(|s| (s, *id))).collect()
+    }
+
+    pub(crate) fn publish(&self, app: &AppId, channel: &ChannelName, payload: Bytes) {
+        for (sink, id) in self.targets(&Topic::Channel((app.clone(), channel.clone()))) {
+            sink.deliver(app, channel, id, payload.clone(), None);
+        }
+    }
+
+    pub(crate) fn publish_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        payload: Bytes,
+    ) -> Result<Position, BusError> {
+        let mut history = self.history();
+        let position = history
+            .append(app, ns, channel, payload.clone())
+            .ok_or_else(|| BusError::NoHistory(format!("namespace {ns} of app {app} has no history stream")))?;
+        for (sink, id) in self.targets(&Topic::Channel((app.clone(), channel.clone()))) {
+            sink.deliver(app, channel, id, payload.clone(), Some(&position));
+        }
+        drop(history);
+        Ok(position)
+    }
+
+    pub(crate) fn publish_presence(&self, app: &AppId, channel: &ChannelName, report: &bus::PresenceReport) {
+        let key = (app.clone(), channel.clone());
+        let mut targets = self.targets(&Topic::Presence(key));
+        targets.extend(self.targets(&Topic::AllPresence));
+        for (sink, _) in targets {
+            sink.presence(app, channel, report.clone());
+        }
+    }
+
+    pub(crate) fn publish_occupancy(&self, report: &bus::OccupancyReport) {
+        for (sink, _) in self.targets(&Topic::AllOccupancy) {
+            sink.occupancy(report.clone());
+        }
+    }
+
+    pub(crate) fn control(&self, event: &bus::ControlEvent) {
+        let sinks: Vec<Arc<dyn Sink>> = lock(&self.sinks).values().filter_map(Weak::upgrade).collect();
+        for sink in sinks {
+            sink.control(event.clone());
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! The NATS bus: core subjects, JetStream history streams, publish receipts.
+
+mod relay;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
+use prost::Message as _;
+use tokio::task::JoinHandle;
+
+use crate::handle::{Inner, SubscriptionInner};
+use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
+use crate::{BusError, NamespaceSource, Sink, lock};
+use relay::{Epochs, KnownEpochs, Relay, STREAM_ADVISORIES, epoch_of, forget_all_epochs, is_stream_not_found};
+
+/// Tuning of the NATS bus.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Longest wait for a publish or subscribe to reach NATS.
+    pub publish_timeout: Duration,
+    /// Messages buffered per channel subscription between NATS and the hub.
+    pub subscription_capacity: usize,
+    /// Name shown in NATS monitoring.
+    pub connection_name: String,
+    /// Namespace requests the control plane answers at once.
+    pub request_concurrency: usize,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            publish_timeout: Duration::from_secs(5),
+            subscription_capacity: 8192,
+            connection_name: "herald".to_owned(),
+            request_concurrency: 32,
+        }
+    }
+}
+
+/// Which kind of report a report subscription decodes.
+#[derive(Clone, Copy)]
+pub(crate) enum Report {
+    Presence,
+    Occupancy,
+}
+
+pub(crate) struct NatsBus {
+    pub(crate) client: async_nats::Client,
+    pub(crate) subjects: SubjectSpace,
+    pub(crate) options: NatsOptions,
+    pub(crate) sink: Arc<OnceLock<Arc<dyn Sink>>>,
+    pub(crate) connected: Arc<AtomicBool>,
+    /// Notified (one permit) each time the connection is established again
+    /// after it was lost (not at the first connect).
+    pub(crate) reconnected: Arc<tokio::sync::Notify>,
+    pub(crate) control_task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) serve_task: Mutex<Option<JoinHandle<()>>>,
+    /// Forgets the epoch of a stream JetStream announces as created or
+    /// deleted.
+    pub(crate) advisory_task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) epochs: Arc<Epochs>,
+    /// Publishes handed to the client so far.
+    pub(crate) sent: AtomicU64,
+    /// How many of them the server is known to have (the first so many);
+    /// every publish waiting for its receipt watches it.
+    pub(crate) received: tokio::sync::watch::Sender<u64>,
+    /// Whether a receipt round trip is under way: one at a time, each
+    /// covering every publish handed to the client before it started.
+    pub(crate) round_running: AtomicBool,
+}
+
+/// Ends a receipt round when dropped: records what it covered (when it
+/// succeeded), frees the slot and wakes every waiting publish (also after a
+/// failure: one of them starts the next round).
+pub(crate) struct RoundGuard<'a> {
+    pub(crate) running: &'a AtomicBool,
+    pub(crate) received: &'a tokio::sync::watch::Sender<u64>,
+    pub(crate) covered: Option<u64>,
+}
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        self.running.store(false, Ordering::Release);
+        let covered = self.covered.unwrap_or(0);
+        // `send_modify` wakes the watchers whether or not the count grew.
+        self.received.send_modify(|n| *n = (*n).max(covered));
+    }
+}
+
+impl Drop for NatsBus {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.advisory_task).take() {
+            task.abort();
+        }
+    }
+}
+
+impl NatsBus {
+    /// Connects to NATS at `url`, with the event handling that keeps the
+    /// connection state, the epochs and the metrics current.
+    pub(crate) async fn connect(url: &str, subjects: SubjectSpace, options: NatsOptions) -> Result<Self, BusError> {
+        let sink: Arc<OnceLock<Arc<dyn Sink>>> = Arc::new(OnceLock::new());
+        let connected = Arc::new(AtomicBool::new(false));
+        let events_connected = connected.clone();
+        let reconnected = Arc::new(tokio::sync::Notify::new());
+        let events_reconnected = reconnected.clone();
+        let ever_connected = Arc::new(AtomicBool::new(false));
+        let known_epochs: Arc<Mutex<KnownEpochs>> = Arc::default();
+        let events_epochs = known_epochs.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(&options.connection_name)
+            .subscription_capacity(options.subscription_capacity)
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2_000)))
+            .event_callback(move |event| {
+                let connected = events_connected.clone();
+                let epochs = events_epochs.clone();
+                let reconnected = events_reconnected.clone();
+                let ever_connected = ever_connected.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            // Stream advisories sent while disconnected were
+                            // missed, and the server may have lost its
+                            // storage: every cached epoch is suspect.
+                            forget_all_epochs(&epochs);
+                            connected.store(true, Ordering::Release);
+                            if ever_connected.swap(true, Ordering::AcqRel) {
+                                reconnected.notify_one();
+                            }
+                            tracing::info!("bus connected");
+                            crate::telemetry::connected(true);
+                        }
+                        async_nats::Event::Disconnected => {
+                            connected.store(false, Ordering::Release);
+                            tracing::warn!("bus disconnected");
+                            crate::telemetry::connected(false);
+                            crate::telemetry::disconnected();
+                        }
+                        async_nats::Event::SlowConsumer(sid) => {
+                            tracing::warn!(sid, "bus subscription fell behind; messages dropped by nats client");
+                            crate::telemetry::slow_consumer();
+                        }
+                        other => tracing::debug!(event = %other, "bus event"),
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(format!("connect to {url}: {e}")))?;
+        connected.store(true, Ordering::Release);
+        crate::telemetry::connected(true);
+        let epochs = Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: known_epochs });
+        let nats = Self {
+            client,
+            subjects,
+            options,
+            sink,
+            connected,
+            reconnected,
+            control_task: Mutex::new(None),
+            serve_task: Mutex::new(None),
+            advisory_task: Mutex::new(None),
+            epochs,
+            sent: AtomicU64::new(0),
+            received: tokio::sync::watch::Sender::new(0),
+            round_running: AtomicBool::new(false),
+        };
+        nats.watch_streams().await?;
+        Ok(nats)
+    }
+
+    pub(crate) fn check_connected(&self) -> Result<(), BusError> {
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            Ok(())
+        } else {
+            Err(BusError::Unavailable("nats is not connected".into()))
+        }
+    }
+
+    pub(crate) async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        self.check_connected()?;
+        let work = async {
+            self.client.publish(subject, payload).await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+            let ticket = self.sent.fetch_add(1, Ordering::AcqRel) + 1;
+            self.receipt(ticket).await
+        };
+        match tokio::time::timeout(self.options.publish_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Unavailable("nats did not take the message in time".into())),
+        }
+    }
+
+    /// Waits until the server has the `ticket`-th publish. Rounds run one
+    /// at a time; each covers every publish handed to the client before it
+    /// started, so under load one round trip answers many publishes.
+    pub(crate) async fn receipt(&self, ticket: u64) -> Result<(), BusError> {
+        let mut watch = self.received.subscribe();
+        loop {
+            if *watch.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if self.round_running.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // Ends the round however this future ends (a publish
+                // timeout drops it): the next waiter may start another.
+                let mut round = RoundGuard { running: &self.round_running, received: &self.received, covered: None };
+                if *self.received.borrow() >= ticket {
+                    return Ok(());
+                }
+                let covers = self.sent.load(Ordering::Acquire);
+                self.sync().await?;
+                round.covered = Some(covers);
+                drop(round);
+                continue;
+            }
+            // Another round is under way: its end (or failure) wakes us.
+            let _ = watch.changed().await;
+        }
+    }
+
+    /// Waits until the server processed everything this connection sent so
+    /// far: a request nobody answers comes back as "no responders" only
+    /// after the server handled the commands before it (a subscription is
+    /// then live, and messages published from now on reach it).
+    pub(crate) async fn sync(&self) -> Result<(), BusError> {
+        use async_nats::RequestErrorKind;
+        match self.client.request(self.subjects.sync(), Bytes::new()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+            Err(e) => Err(BusError::Unavailable(format!("nats did not confirm the subscription: {e}"))),
+        }
+    }
+
+    /// Follows JetStream's advisories about created and deleted streams, and
+    /// forgets the epoch of those of this subject space (a stream deleted
+    /// and created again has a new epoch, while its sequence numbers may
+    /// look like a continuation to an edge that saw only some of them).
+    pub(crate) async fn watch_streams(&self) -> Result<(), BusError> {
+        let mut subscribers = Vec::with_capacity(STREAM_ADVISORIES.len());
+        for kind in STREAM_ADVISORIES {
+            let subject = format!("$JS.EVENT.ADVISORY.STREAM.{kind}.*");
+            let sub = self.client.subscribe(subject).await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+            subscribers.push(sub);
+        }
+        self.timed("the advisory subscription", self.sync()).await?;
+        let prefix = self.subjects.history_stream_prefix();
+        let epochs = self.epochs.clone();
+        let task = tokio::spawn(async move {
+            let mut advisories = futures_util::stream::select_all(subscribers);
+            while let Some(msg) = advisories.next().await {
+                // Stream names hold no dot: the last token is the name.
+                let Some((_, stream)) = msg.subject.as_str().rsplit_once('.') else { continue };
+                if stream.starts_with(&prefix) {
+                    tracing::debug!(stream, advisory = %msg.subject, "history stream changed; its epoch is looked up again");
+                    epochs.forget(stream);
+                }
+            }
+        });
+        if let Some(old) = lock(&self.advisory_task).replace(task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn attach(&self, sink: Arc<dyn Sink>) -> Result<(), BusError> {
+        if self.sink.set(sink.clone()).is_err() {
+            return Ok(());
+        }
+        let mut control =
+            self.client.subscribe(self.subjects.control()).await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        self.sync().await?;
+        let task = tokio::spawn(async move {
+            while let Some(msg) = control.next().await {
+                match bus::ControlEvent::decode(msg.payload) {
+                    Ok(event) => sink.control(event),
+                    Err(e) => tracing::warn!(error = %e, "undecodable control event ignored"),
+                }
+            }
+        });
+        *self.control_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(())
+    }
+
+    pub(crate) async fn subscribe(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        id: u64,
+        bus: Weak<Inner>,
+    ) -> Result<SubscriptionInner, BusError> {
+        let (sink, sub) = self.subscribe_confirmed(self.subjects.channel(app, channel)).await?;
+        let relay = Relay {
+            sink,
+            app: app.clone(),
+            channel: channel.clone(),
+            id,
+            epochs: self.epochs.clone(),
+            bus,
+            gap_limit: self.options.subscription_capacity,
+        };
+        let task = tokio::spawn(relay.run(sub));
+        Ok(SubscriptionInner::Nats(task))
+    }
+
+    /// Runs `work` within the publish timeout.
+    pub(crate) async fn timed<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = Result<T, BusError>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.options.publish_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(BusError::Unavailable(format!("nats did not answer {what} in time"))),
+        }
+    }
+
+    pub(crate) async fn ensure_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        spec: &HistorySpec,
+    ) -> Result<(), BusError> {
+        use async_nats::jetstream::stream;
+        self.check_connected()?;
+        let source = self.subjects.history_stream_subjects(app, ns);
+        let config = stream::Config {
+            name: self.subjects.history_stream(app, ns),
+            description: Some(format!("Herald history of namespace {ns} of app {app}")),
+            subjects: vec![source.clone()],
+            max_messages_per_subject: i64::from(spec.size),
+            max_age: spec.ttl,
+            max_bytes: i64::try_from(spec.max_bytes).unwrap_or(i64::MAX),
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: usize::from(spec.replicas.max(1)),
+            allow_direct: true,
+            republish: Some(stream::Republish {
+                source,
+                destination: self.subjects.history_republish(app),
+                headers_only: false,
+            }),
+            ..Default::default()
+        };
+        let js = &self.epochs.js;
+        self.timed("the stream update", async {
+            js.create_or_update_stream(config).await.map_err(|e| BusError::Failed(format!("history stream: {e}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn drop_history(&self, app: &AppId, ns: &NamespaceName) -> Result<(), BusError> {
+        self.check_connected()?;
+        let name = self.subjects.history_stream(app, ns);
+        let js = &self.epochs.js;
+        let result = self
+            .timed("the stream delete", async {
+                match js.delete_stream(&name).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_stream_not_found(&e) => Ok(()),
+                    Err(e) => Err(BusError::Failed(format!("history stream: {e}"))),
+                }
+            })
+            .await;
+        self.epochs.forget(&name);
+        result
+    }
+
+    pub(crate) async fn publish_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<Position, BusError> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        self.check_connected()?;
+        let subject = self.subjects.history(app, ns, channel);
+        let mut headers = async_nats::HeaderMap::new();
+        if !message_id.is_empty() {
+            // Per channel: one message sent to several channels of the
+            // namespace is one message per channel, not a duplicate.
+            let dedupe = format!("{}:{channel}:{message_id}", channel.as_str().len());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, dedupe.as_str());
+        }
+        let js = &self.epochs.js;
+        let ack = self
+            .timed("the history publish", async {
+                let map = |e: async_nats::jetstream::context::PublishError| match e.kind() {
+                    PublishErrorKind::StreamNotFound => {
+                        BusError::NoHistory(format!("namespace {ns} of app {app} has no history stream"))
+                    }
+                    _ => BusError::Unavailable(format!("history publish: {e}")),
+                };
+                js.publish_with_headers(subject, headers, payload).await.map_err(map)?.await.map_err(map)
+            })
+            .await?;
+        let epoch = self
+            .epochs
+            .get(&ack.stream, ack.sequence)
+            .await
+            .ok_or_else(|| BusError::Unavailable("history stream epoch unknown".into()))?;
+        Ok(Position { seq: ack.sequence, epoch })
+    }
+
+    pub(crate) async fn read_history(
+        &self,
+        app: &AppId,
+        ns: &NamespaceName,
+        channel: &ChannelName,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<HistoryPage, BusError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        self.check_connected()?;
+        let name = self.subjects.history_stream(app, ns);
+        let subject = self.subjects.history(app, ns, channel);
+        let js = &self.epochs.js;
+        self.timed("the history read", async {
+            let stream = js.get_stream(&name).await.map_err(|e| {
+                if is_stream_not_found(&e) {
+                    BusError::NoHistory(format!("namespace {ns} of app {app} keeps no history"))
+                } else {
+                    BusError::Unavailable(format!("history read: {e}"))
+                }
+            })?;
+            let info = stream.cached_info();
+            let epoch = epoch_of(info);
+            let state = &info.state;
+            let unavailable =
+                |e: async_nats::jetstream::stream::DirectGetError| BusError::Unavailable(format!("history read: {e}"));
+            let complete = if after_seq == 0 {
+                // Nothing was ever dropped from the stream.
+                state.first_sequence <= 1 && state.messages == state.last_sequence
+            } else if after_seq > state.last_sequence {
+                false
+            } else {
+                match stream.direct_get(after_seq).await {
+                    Ok(m) => m.subject.as_str() == subject,
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => false,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            };
+            let mut messages = Vec::new();
+            let mut next = after_seq + 1;
+            while messages.len() < limit {
+                match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+                    Ok(m) => {
+                        next = m.sequence + 1;
+                        messages.push(HistoryEntry { seq: m.sequence, payload: m.payload });
+                    }
+                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                    Err(e) => return Err(unavailable(e)),
+                }
+            }
+            let last_seq = match stream.direct_get_last_for_subject(subject.as_str()).await {
+                Ok(m) => m.sequence,
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
+                Err(e) => return Err(unavailable(e)),
+            };
+            Ok(HistoryPage { epoch, messages, complete, last_seq })
+        })
+        .await
+    }
+
+    pub(crate) async fn serve_namespaces(&self, source: Arc<dyn NamespaceSource>) -> Result<(), BusError> {
+        self.check_connected()?;
+        let requests = self
+            .client
+            .queue_subscribe(self.subjects.all_namespaces(), "herald-control-plane".into())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        self.sync().await?;
+        let client = self.client.clone();
+        let subjects = self.subjects.clone();
+        let concurrency = self.options.request_concurrency.max(1);
+        let task = tokio::spawn(requests.for_each_concurrent(concurrency, move |msg| {
+            let (client, subjects, source) = (client.clone(), subjects.clone(), source.clone());
+            async move {
+                let (Some(reply), Some(app)) = (msg.reply, subjects.parse_namespaces(&msg.subject)) else { return };
+                let bounds = source.history_bounds();
+                let list = match source.namespaces(app).await {
+                    Ok(Some(namespaces)) => bus::NamespaceList {
+                        app_exists: true,
+                        namespaces,
+                        error: String::new(),
+                        history_max_bytes: bounds.max_bytes,
+                        history_replicas: u32::from(bounds.replicas),
+                    },
+                    Ok(None) => bus::NamespaceList::default(),
+                    Err(error) => bus::NamespaceList { error, ..Default::default() },
+                };
+                if let Err(e) = client.publish(reply, Bytes::from(list.encode_to_vec())).await {
+                    tracing::warn!(error = %e, "namespace reply not sent");
+                }
+            }
+        }));
+        if let Some(old) = lock(&self.serve_task).replace(task) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn fetch_namespaces(
+        &self,
+        app: &AppId,
+    ) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BusError> {
+        use async_nats::RequestErrorKind;
+        self.check_connected()?;
+        let subject = self.subjects.namespaces(app);
+        let reply = self
+            .timed("the namespace request", async {
+                self.client.request(subject, Bytes::new()).await.map_err(|e| match e.kind() {
+                    RequestErrorKind::NoResponders => {
+                        BusError::Unavailable("no control plane answers namespace requests".into())
+                    }
+                    _ => BusError::Unavailable(format!("namespace request: {e}")),
+                })
+            })
+            .await?;
+        let list = bus::NamespaceList::decode(reply.payload)
+            .map_err(|e| BusError::Failed(format!("undecodable namespace reply: {e}")))?;
+        if !list.error.is_empty() {
+            return Err(BusError::Unavailable(format!("namespace lookup: {}", list.error)));
+        }
+        let bounds = StreamBounds::from_list(&list);
+        Ok(list.app_exists.then_some((list.namespaces, bounds)))
+    }
+
+    /// Subscribes to `subject` and waits until NATS holds the interest
+    /// (within the publish timeout). Returns the attached sink too.
+    pub(crate) async fn subscribe_confirmed(
+        &self,
+        subject: String,
+    ) -> Result<(Arc<dyn Sink>, async_nats::Subscriber), BusError> {
+        let sink = self.sink.get().cloned().ok_or_else(|| BusError::Failed("no sink attached".into()))?;
+        self.check_connected()?;
+        let sub = self
+            .timed("the subscription", async {
+                let sub = self.client.subscribe(subject).await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+                self.sync().await?;
+                Ok(sub)
+            })
+            .await?;
+        Ok((sink, sub))
+    }
+
+    pub(crate) async fn subscribe_reports(&self, subject: String, kind: Report) -> Result<SubscriptionInner, BusError> {
+        let (sink, mut sub) = self.subscribe_confirmed(subject).await?;
+        let subjects = self.subjects.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                match kind {
+                    Report::Presence => {
+                        let Some((app, channel)) = subjects.parse_presence(&msg.subject) else { continue };
+                        match bus::PresenceReport::decode(msg.payload) {
+                            Ok(report) if report.app_id == app.as_str() => sink.presence(&app, &channel, report),
+                            Ok(_) => tracing::warn!(subject = %msg.subject, "presence report for another app ignored"),
+                            Err(e) => tracing::warn!(error = %e, "undecodable presence report ignored"),
+                        }
+                    }
+                    Report::Occupancy => match bus::OccupancyReport::decode(msg.payload) {
+                        Ok(report) => sink.occupancy(report),
+                        Err(e) => tracing::warn!(error = %e, "undecodable occupancy report ignored"),
+                    },
+                }
+            }
+        });
+        Ok(SubscriptionInner::Nats(task))
+    }
+}

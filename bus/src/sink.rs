@@ -1,0 +1,52 @@
+//! The two traits through which the bus hands work to its users: a [`Sink`]
+//! receives what the bus delivers, a [`NamespaceSource`] answers edges'
+//! namespace lookups.
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use herald_proto::{AppId, ChannelName, bus};
+
+use crate::history::{Position, StreamBounds};
+/// Receives what the bus delivers. Implemented by the edge's hub.
+pub trait Sink: Send + Sync + 'static {
+    /// A message for `channel` of `app`, as an encoded
+    /// [`bus::ChannelMessage`]. `subscription` is the id the subscription was
+    /// made with, so late deliveries of an old subscription can be told apart.
+    /// `position` is set for messages of channels with history.
+    fn deliver(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        subscription: u64,
+        payload: Bytes,
+        position: Option<&Position>,
+    );
+
+    /// A control event from the control plane.
+    fn control(&self, event: bus::ControlEvent);
+
+    /// A presence report about `channel`, for a presence subscription.
+    fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
+        let _ = (app, channel, report);
+    }
+
+    /// An edge's occupancy report, for [`Bus::subscribe_occupancy_all`].
+    fn occupancy(&self, report: bus::OccupancyReport) {
+        let _ = report;
+    }
+}
+
+/// Answers edges' questions about an app's namespaces. Implemented by the
+/// control plane.
+pub trait NamespaceSource: Send + Sync + 'static {
+    /// The app's configured namespaces; `None` when the app does not exist;
+    /// an error (a description) when they cannot be looked up now.
+    fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>>;
+
+    /// The bounds every history stream gets, sent along with the
+    /// namespaces (a publisher that finds a stream lost creates it again
+    /// with them).
+    fn history_bounds(&self) -> StreamBounds {
+        StreamBounds::DEFAULT
+    }
+}
