@@ -300,7 +300,12 @@ impl Core {
             return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str())));
         }
         self.auth.evict_app(&app.id);
-        let kind = bus::control_event::Kind::AppLimitsChanged(bus::AppLimitsChanged { app_id: app.id.to_string() });
+        let limits = self.effective_limits(&app);
+        let kind = bus::control_event::Kind::AppLimitsChanged(bus::AppLimitsChanged {
+            app_id: app.id.to_string(),
+            max_message_bytes: limits.max_message_bytes,
+            max_connections: limits.max_connections,
+        });
         self.notify(kind).await;
         tracing::info!(app = %app.id, "app updated");
         Ok(app)
