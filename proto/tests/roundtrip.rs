@@ -163,7 +163,7 @@ fn bus_messages() -> Vec<String> {
         rt(KeyRevoked { app_id: "a".into(), key_id: "k".into(), at: 1_764_100_000, until: 1_764_190_000 }),
         rt(AppDeleted { app_id: "a".into(), at: 1_764_100_000, until: 1_764_190_000 }),
         rt(SigningKeysRotated { current_kid: "kid".into() }),
-        rt(AppLimitsChanged { app_id: "a".into() }),
+        rt(AppLimitsChanged { app_id: "a".into(), max_message_bytes: 1024, max_connections: 10 }),
         rt(NamespacesChanged { app_id: "a".into() }),
         rt(PresenceSync {}),
         rt(PresenceSyncAll {}),
@@ -204,7 +204,11 @@ fn bus_messages() -> Vec<String> {
         control_event::Kind::KeyRevoked(KeyRevoked { app_id: "a".into(), key_id: "k".into(), at: 1, until: 2 }),
         control_event::Kind::AppDeleted(AppDeleted { app_id: "a".into(), at: 1, until: 2 }),
         control_event::Kind::SigningKeysRotated(SigningKeysRotated { current_kid: "k".into() }),
-        control_event::Kind::AppLimitsChanged(AppLimitsChanged { app_id: "a".into() }),
+        control_event::Kind::AppLimitsChanged(AppLimitsChanged {
+            app_id: "a".into(),
+            max_message_bytes: 1024,
+            max_connections: 10,
+        }),
         control_event::Kind::NamespacesChanged(NamespacesChanged { app_id: "a".into() }),
         control_event::Kind::PresenceSyncAll(PresenceSyncAll {}),
     ] {
