@@ -75,11 +75,11 @@ pub(crate) type ChannelKey = (AppId, ChannelName);
 impl Bus {
     /// Connects to NATS at `url` (e.g. `nats://127.0.0.1:4222`). Returns
     /// once connected; while NATS is unreachable later, operations fail with
-    /// [`BusError::Unavailable`] and the client reconnects on its own.
+    /// A transient [`BusError`] and the client reconnects on its own.
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when NATS cannot be reached at start.
+    /// A transient [`BusError`] when NATS cannot be reached at start.
     pub async fn connect_nats(url: &str, subjects: SubjectSpace, options: NatsOptions) -> Result<Self, BusError> {
         let nats = NatsBus::connect(url, subjects, options).await?;
         Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
@@ -98,7 +98,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when the control subject cannot be
+    /// A transient [`BusError`] when the control subject cannot be
     /// subscribed.
     pub async fn attach(&self, sink: Arc<dyn Sink>) -> Result<(), BusError> {
         match &*self.inner {
@@ -136,7 +136,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when NATS is not connected or did not
+    /// A transient [`BusError`] when NATS is not connected or did not
     /// take the message within the publish timeout.
     pub async fn publish(
         &self,
@@ -185,7 +185,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when NATS is not connected or did not
+    /// A transient [`BusError`] when NATS is not connected or did not
     /// take the subscription in time; `Failed` when no sink is attached.
     pub async fn subscribe(
         &self,
@@ -197,7 +197,7 @@ impl Bus {
             Inner::Nats(n) => n.subscribe(app, channel, id, Arc::downgrade(&self.inner)).await?,
             Inner::Local(l) => {
                 if l.sink.get().is_none() {
-                    return Err(BusError::Failed("no sink attached".into()));
+                    return Err(BusError::NoSink);
                 }
                 l.subscribe(Topic::Channel((app.clone(), channel.clone())), id)?
             }
@@ -210,7 +210,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when JetStream did not answer;
+    /// A transient [`BusError`] when JetStream did not answer;
     /// `Failed` when it refused the stream.
     pub async fn ensure_history(&self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) -> Result<(), BusError> {
         match &*self.inner {
@@ -345,7 +345,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when the request subject cannot be
+    /// A transient [`BusError`] when the request subject cannot be
     /// subscribed.
     pub async fn serve_namespaces(&self, source: Arc<dyn NamespaceSource>) -> Result<(), BusError> {
         match &*self.inner {
@@ -362,7 +362,7 @@ impl Bus {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when no control plane answered in
+    /// [`BusError::NoControlPlane`] when no control plane answered in
     /// time.
     pub async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BusError> {
         Ok(self.namespace_list(app).await?.map(|(namespaces, _)| namespaces))

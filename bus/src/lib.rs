@@ -36,9 +36,9 @@
 //! be connected, and a round trip sent after the message must have come
 //! back (the server handles a connection's commands in order), within
 //! [`NatsOptions::publish_timeout`]. Otherwise the caller gets
-//! [`BusError::Unavailable`] — never a false success, not even for a
+//! a transient [`BusError`] — never a false success, not even for a
 //! message still in a socket buffer when the server stopped answering.
-//! Concurrent publishes share one round trip ([`NatsBus::receipt`]).
+//! Concurrent publishes share one round trip (`nats::NatsBus::receipt`).
 
 //!
 //! # Layout

@@ -49,7 +49,7 @@ pub(crate) struct LocalHandle {
 impl LocalHandle {
     pub(crate) fn subscribe(&self, topic: Topic, id: u64) -> Result<SubscriptionInner, BusError> {
         if self.sink.get().is_none() {
-            return Err(BusError::Failed("no sink attached".into()));
+            return Err(BusError::NoSink);
         }
         lock(&self.bus.interest).entry(topic.clone()).or_default().push((self.id, id));
         Ok(SubscriptionInner::Local { bus: Arc::downgrade(&self.bus), topic, handle: self.id, id })

@@ -54,7 +54,7 @@ impl Namespaces {
     ///
     /// # Errors
     ///
-    /// [`BusError::Unavailable`] when the options are not cached and
+    /// A transient [`BusError`] when the options are not cached and
     /// the control plane cannot be asked.
     pub async fn options(
         &self,

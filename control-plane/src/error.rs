@@ -156,17 +156,17 @@ impl From<StoreError> for ApiError {
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
         match e {
-            BusError::Unavailable(reason) => {
-                tracing::warn!(%reason, "bus unavailable");
+            e if e.is_transient() => {
+                tracing::warn!(error = %e, "bus unavailable");
                 Self::unavailable("the message bus is unavailable; the message was not accepted; retry later")
-            }
-            BusError::Failed(reason) => {
-                tracing::error!(%reason, "bus refused a publish");
-                Self::internal()
             }
             BusError::NoHistory(reason) => {
                 tracing::debug!(%reason, "no history stream");
                 Self::new(ErrorCode::NotEnabled, "the channel's namespace keeps no history")
+            }
+            e => {
+                tracing::error!(error = %e, "bus refused an operation");
+                Self::internal()
             }
         }
     }

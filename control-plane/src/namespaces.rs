@@ -370,8 +370,8 @@ impl Core {
 /// A bus failure while changing a history stream.
 fn history_error(e: BusError) -> ApiError {
     match e {
-        BusError::Unavailable(reason) => {
-            tracing::warn!(%reason, "history stream not changed");
+        e if e.is_transient() => {
+            tracing::warn!(error = %e, "history stream not changed");
             ApiError::unavailable(
                 "the message bus did not take the history stream change; nothing was changed; retry later",
             )

@@ -179,7 +179,7 @@ impl NatsBus {
         if self.client.connection_state() == async_nats::connection::State::Connected {
             Ok(())
         } else {
-            Err(BusError::Unavailable("nats is not connected".into()))
+            Err(BusError::Disconnected)
         }
     }
 
@@ -192,7 +192,7 @@ impl NatsBus {
         };
         match tokio::time::timeout(self.options.publish_timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(BusError::Unavailable("nats did not take the message in time".into())),
+            Err(_) => Err(BusError::Timeout { what: "publish" }),
         }
     }
 
@@ -310,12 +310,12 @@ impl NatsBus {
     /// Runs `work` within the publish timeout.
     pub(crate) async fn timed<T>(
         &self,
-        what: &str,
+        what: &'static str,
         work: impl std::future::Future<Output = Result<T, BusError>>,
     ) -> Result<T, BusError> {
         match tokio::time::timeout(self.options.publish_timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(BusError::Unavailable(format!("nats did not answer {what} in time"))),
+            Err(_) => Err(BusError::Timeout { what }),
         }
     }
 
@@ -517,9 +517,7 @@ impl NatsBus {
         let reply = self
             .timed("the namespace request", async {
                 self.client.request(subject, Bytes::new()).await.map_err(|e| match e.kind() {
-                    RequestErrorKind::NoResponders => {
-                        BusError::Unavailable("no control plane answers namespace requests".into())
-                    }
+                    RequestErrorKind::NoResponders => BusError::NoControlPlane,
                     _ => BusError::Unavailable(format!("namespace request: {e}")),
                 })
             })
@@ -539,7 +537,7 @@ impl NatsBus {
         &self,
         subject: String,
     ) -> Result<(Arc<dyn Sink>, async_nats::Subscriber), BusError> {
-        let sink = self.sink.get().cloned().ok_or_else(|| BusError::Failed("no sink attached".into()))?;
+        let sink = self.sink.get().cloned().ok_or(BusError::NoSink)?;
         self.check_connected()?;
         let sub = self
             .timed("the subscription", async {
