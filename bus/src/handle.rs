@@ -2,7 +2,7 @@
 //! to the in-process bus.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
@@ -10,7 +10,7 @@ use prost::Message as _;
 use tokio::task::JoinHandle;
 
 use crate::history::{HistoryPage, HistorySpec, Position, StreamBounds};
-use crate::local::{LocalBus, LocalBusInner, LocalHandle};
+use crate::local::{LocalBus, LocalHandle, LocalSubscription, Topic};
 use crate::nats::{NatsBus, NatsOptions, Report};
 use crate::{BusError, NamespaceSource, Sink, lock};
 
@@ -23,9 +23,9 @@ pub struct Bus {
     pub(crate) recreating: Arc<tokio::sync::Mutex<()>>,
 }
 
-#[allow(clippy::large_enum_variant)] // one per process, behind an Arc
 pub(crate) enum Inner {
-    Nats(NatsBus),
+    /// Shared with the channels' relays, which hold it weakly (gap fills).
+    Nats(Arc<NatsBus>),
     Local(LocalHandle),
 }
 
@@ -44,33 +44,19 @@ pub struct ChannelSubscription {
 }
 
 pub(crate) enum SubscriptionInner {
+    /// The task relaying the NATS subscription; aborted on drop.
     Nats(JoinHandle<()>),
-    Local { bus: Weak<LocalBusInner>, topic: Topic, handle: u64, id: u64 },
+    /// Interest on the in-process bus; removed when dropped.
+    Local { _interest: LocalSubscription },
 }
 
 impl Drop for SubscriptionInner {
     fn drop(&mut self) {
-        match self {
-            Self::Nats(task) => task.abort(),
-            Self::Local { bus, topic, handle, id } => {
-                if let Some(bus) = bus.upgrade() {
-                    bus.remove_interest(topic, *handle, *id);
-                }
-            }
+        if let Self::Nats(task) = self {
+            task.abort();
         }
     }
 }
-
-/// What a local subscription listens to.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Topic {
-    Channel(ChannelKey),
-    Presence(ChannelKey),
-    AllPresence,
-    AllOccupancy,
-}
-
-pub(crate) type ChannelKey = (AppId, ChannelName);
 
 impl Bus {
     /// Connects to NATS at `url` (e.g. `nats://127.0.0.1:4222`). Returns
@@ -82,7 +68,7 @@ impl Bus {
     /// A transient [`BusError`] when NATS cannot be reached at start.
     pub async fn connect_nats(url: &str, subjects: SubjectSpace, options: NatsOptions) -> Result<Self, BusError> {
         let nats = NatsBus::connect(url, subjects, options).await?;
-        Ok(Self { inner: Arc::new(Inner::Nats(nats)), recreating: Arc::default() })
+        Ok(Self { inner: Arc::new(Inner::Nats(Arc::new(nats))), recreating: Arc::default() })
     }
 
     /// A handle on the in-process `bus`.
@@ -194,12 +180,12 @@ impl Bus {
         id: u64,
     ) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => n.subscribe(app, channel, id, Arc::downgrade(&self.inner)).await?,
+            Inner::Nats(n) => SubscriptionInner::Nats(n.subscribe(app, channel, id, Arc::downgrade(n)).await?),
             Inner::Local(l) => {
                 if l.sink.get().is_none() {
                     return Err(BusError::NoSink);
                 }
-                l.subscribe(Topic::Channel((app.clone(), channel.clone())), id)?
+                SubscriptionInner::Local { _interest: l.subscribe(Topic::Channel((app.clone(), channel.clone())), id)? }
             }
         };
         Ok(ChannelSubscription { _inner: inner })
@@ -439,8 +425,12 @@ impl Bus {
         channel: &ChannelName,
     ) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => n.subscribe_reports(n.subjects.presence(app, channel), Report::Presence).await?,
-            Inner::Local(l) => l.subscribe(Topic::Presence((app.clone(), channel.clone())), 0)?,
+            Inner::Nats(n) => {
+                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.presence(app, channel), Report::Presence).await?)
+            }
+            Inner::Local(l) => {
+                SubscriptionInner::Local { _interest: l.subscribe(Topic::Presence((app.clone(), channel.clone())), 0)? }
+            }
         };
         Ok(ChannelSubscription { _inner: inner })
     }
@@ -453,8 +443,10 @@ impl Bus {
     /// As [`Self::subscribe`].
     pub async fn subscribe_presence_all(&self) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => n.subscribe_reports(n.subjects.all_presence(), Report::Presence).await?,
-            Inner::Local(l) => l.subscribe(Topic::AllPresence, 0)?,
+            Inner::Nats(n) => {
+                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.all_presence(), Report::Presence).await?)
+            }
+            Inner::Local(l) => SubscriptionInner::Local { _interest: l.subscribe(Topic::AllPresence, 0)? },
         };
         Ok(ChannelSubscription { _inner: inner })
     }
@@ -467,8 +459,10 @@ impl Bus {
     /// As [`Self::subscribe`].
     pub async fn subscribe_occupancy_all(&self) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => n.subscribe_reports(n.subjects.all_occupancy(), Report::Occupancy).await?,
-            Inner::Local(l) => l.subscribe(Topic::AllOccupancy, 0)?,
+            Inner::Nats(n) => {
+                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.all_occupancy(), Report::Occupancy).await?)
+            }
+            Inner::Local(l) => SubscriptionInner::Local { _interest: l.subscribe(Topic::AllOccupancy, 0)? },
         };
         Ok(ChannelSubscription { _inner: inner })
     }

@@ -7,9 +7,35 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use bytes::Bytes;
 use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
-use crate::handle::{SubscriptionInner, Topic};
 use crate::history::{LocalHistory, Position};
 use crate::{BusError, NamespaceSource, Sink, lock};
+
+/// What a local subscription listens to.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Topic {
+    Channel(ChannelKey),
+    Presence(ChannelKey),
+    AllPresence,
+    AllOccupancy,
+}
+
+pub(crate) type ChannelKey = (AppId, ChannelName);
+
+/// Interest of one handle in one topic; dropping it removes the interest.
+pub(crate) struct LocalSubscription {
+    bus: Weak<LocalBusInner>,
+    topic: Topic,
+    handle: u64,
+    id: u64,
+}
+
+impl Drop for LocalSubscription {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.remove_interest(&self.topic, self.handle, self.id);
+        }
+    }
+}
 
 /// The in-process bus. Handles made with [`Bus::local`] on one bus
 /// see each other's messages.
@@ -47,12 +73,12 @@ pub(crate) struct LocalHandle {
 }
 
 impl LocalHandle {
-    pub(crate) fn subscribe(&self, topic: Topic, id: u64) -> Result<SubscriptionInner, BusError> {
+    pub(crate) fn subscribe(&self, topic: Topic, id: u64) -> Result<LocalSubscription, BusError> {
         if self.sink.get().is_none() {
             return Err(BusError::NoSink);
         }
         lock(&self.bus.interest).entry(topic.clone()).or_default().push((self.id, id));
-        Ok(SubscriptionInner::Local { bus: Arc::downgrade(&self.bus), topic, handle: self.id, id })
+        Ok(LocalSubscription { bus: Arc::downgrade(&self.bus), topic, handle: self.id, id })
     }
 }
 

@@ -12,7 +12,6 @@ use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
 use prost::Message as _;
 use tokio::task::JoinHandle;
 
-use crate::handle::{Inner, SubscriptionInner};
 use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 use crate::{BusError, NamespaceSource, Sink, lock};
 use relay::{Epochs, KnownEpochs, Relay, STREAM_ADVISORIES, epoch_of, forget_all_epochs, is_stream_not_found};
@@ -291,8 +290,8 @@ impl NatsBus {
         app: &AppId,
         channel: &ChannelName,
         id: u64,
-        bus: Weak<Inner>,
-    ) -> Result<SubscriptionInner, BusError> {
+        bus: Weak<Self>,
+    ) -> Result<JoinHandle<()>, BusError> {
         let (sink, sub) = self.subscribe_confirmed(self.subjects.channel(app, channel)).await?;
         let relay = Relay {
             sink,
@@ -304,7 +303,7 @@ impl NatsBus {
             gap_limit: self.options.subscription_capacity,
         };
         let task = tokio::spawn(relay.run(sub));
-        Ok(SubscriptionInner::Nats(task))
+        Ok(task)
     }
 
     /// Runs `work` within the publish timeout.
@@ -549,7 +548,7 @@ impl NatsBus {
         Ok((sink, sub))
     }
 
-    pub(crate) async fn subscribe_reports(&self, subject: String, kind: Report) -> Result<SubscriptionInner, BusError> {
+    pub(crate) async fn subscribe_reports(&self, subject: String, kind: Report) -> Result<JoinHandle<()>, BusError> {
         let (sink, mut sub) = self.subscribe_confirmed(subject).await?;
         let subjects = self.subjects.clone();
         let task = tokio::spawn(async move {
@@ -570,6 +569,6 @@ impl NatsBus {
                 }
             }
         });
-        Ok(SubscriptionInner::Nats(task))
+        Ok(task)
     }
 }

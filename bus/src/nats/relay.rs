@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use herald_proto::{AppId, ChannelName};
 
-use crate::handle::Inner;
+use super::NatsBus;
 use crate::history::Position;
 use crate::{Sink, lock};
 
@@ -127,7 +127,7 @@ pub(crate) struct Relay {
     pub(crate) channel: ChannelName,
     pub(crate) id: u64,
     pub(crate) epochs: Arc<Epochs>,
-    pub(crate) bus: Weak<Inner>,
+    pub(crate) bus: Weak<NatsBus>,
     pub(crate) gap_limit: usize,
 }
 
@@ -184,7 +184,7 @@ pub(crate) struct Gap<'a> {
 /// Delivers a [`Gap`] from the history stream, before the message that
 /// revealed it.
 pub(crate) async fn fill_gap(
-    bus: &Weak<Inner>,
+    bus: &Weak<NatsBus>,
     sink: &Arc<dyn Sink>,
     app: &AppId,
     channel: &ChannelName,
@@ -193,7 +193,8 @@ pub(crate) async fn fill_gap(
 ) {
     metrics::counter!("herald_history_gap_fills_total").increment(1);
     let Some(inner) = bus.upgrade() else { return };
-    let (Inner::Nats(n), Some(ns)) = (&*inner, channel.namespace_name()) else { return };
+    let Some(ns) = channel.namespace_name() else { return };
+    let n = &inner;
     match n.read_history(app, &ns, channel, gap.after, gap.limit).await {
         Ok(page) if page.epoch != gap.epoch => {
             tracing::warn!(%app, %channel, "history gap not filled: the stream changed again");

@@ -108,7 +108,7 @@ def cp_fields() -> set[str]:
 
 def exported_metrics() -> set[str]:
     names: set[str] = set()
-    for crate in ("edge/src", "control-plane/src", "src"):
+    for crate in ("bus/src", "edge/src", "control-plane/src", "src"):
         for path in (ROOT / crate).rglob("*.rs"):
             names.update(re.findall(r'"(herald_[a-z0-9_]+)"', path.read_text()))
     return names
@@ -529,7 +529,7 @@ def check_deploy(edge_keys: set[str], cp_keys: set[str]) -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     check(len(ids) == len(set(ids)), "dashboard: duplicate panel ids")
     required_edge = {"herald_connections", "herald_subscriptions", "herald_deliveries_total", "herald_fanout_seconds",
-                     "herald_slow_consumer_closes_total", "herald_closes_total", "herald_backplane_connected",
+                     "herald_slow_consumer_closes_total", "herald_closes_total", "herald_bus_connected",
                      "herald_process_resident_memory_bytes"}
     check(required_edge <= used, f"dashboard lacks {sorted(required_edge - used)}")
     cp_metrics = {m for m in METRICS if m.startswith("herald_cp_")}
