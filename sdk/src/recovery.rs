@@ -17,10 +17,11 @@
 //! had confirmed before is told [`SubscriptionEvent::Resubscribed`] with
 //! `recovered: true` only when the client asked to recover and the edge
 //! says it did; otherwise `recovered: false` (always so on channels
-//! without history, or when no message was seen yet), and the client starts
-//! again from the position the answer reports — so the application knows
-//! to refetch its state from its own source. A retryable refusal of a
-//! resubscribe keeps the position, so the retry still recovers.
+//! without history, and when the client had no position to resume from),
+//! and the client starts again from the position the answer reports — so
+//! the application knows to refetch its state from its own source. A
+//! retryable refusal of a resubscribe keeps the position, so the retry
+//! still recovers.
 
 use herald_proto::{ChannelName, client};
 

@@ -80,7 +80,7 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-/// One message of [`Publisher::publish_batch`].
+/// One message of [`Publisher::publish_batch`](super::Publisher::publish_batch).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchMessage {
     /// The channels it goes to (one or more).
