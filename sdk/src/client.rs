@@ -1,8 +1,8 @@
 //! [`Client`]: the `Clone` handle applications hold, and [`ClientBuilder`].
 //!
-//! Every call becomes a command to the one task that owns the connection
-//! (see the `driver` module); the handle waits for its answer with the
-//! configured timeout.
+//! Every call becomes a command (see the `command` module) to the one task
+//! that owns the connection (see the `driver` module); the handle waits for
+//! its answer with the configured timeout.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,21 +14,17 @@ use bytes::Bytes;
 use herald_proto::{ChannelName, client};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::driver::{Command, Driver};
+use crate::backoff::Backoff;
+use crate::command::Command;
+pub use crate::command::PublishAck;
+use crate::config::ClientConfig;
+use crate::driver::Driver;
+use crate::error::Error;
+use crate::event::Member;
 use crate::state::{ConnectionInfo, ConnectionState, StateEvents};
-use crate::subscription::{Member, Position, Subscription};
+use crate::subscription::Subscription;
 use crate::token::{TokenProvider, TokenSource};
-use crate::transport::{Connector, WsConnector};
-use crate::{Backoff, ClientConfig, Error};
-
-/// The edge's acknowledgement of a publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishAck {
-    /// The message id (the idempotency id when one was given).
-    pub id: String,
-    /// The message's place in the channel's history, when it keeps one.
-    pub position: Option<Position>,
-}
+use crate::transport::{Connector, WsConnector, default_tls};
 
 /// Options of one publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -612,7 +608,7 @@ impl ClientBuilder {
         let config = Arc::new(config);
         let connector = connector.unwrap_or_else(|| {
             Arc::new(WsConnector {
-                tls: config.tls.clone().unwrap_or_else(crate::transport::default_tls),
+                tls: config.tls.clone().unwrap_or_else(default_tls),
                 max_message: config.max_inbound_message_bytes,
                 write_buffer: config.write_buffer,
                 inbound_buffer: config.inbound_buffer,

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Backoff;
+use crate::backoff::Backoff;
+use crate::transport::Endpoint;
 
 /// Settings of a [`crate::Client`]. Build one through
 /// [`crate::Client::builder`]; every field has a default.
@@ -118,7 +119,7 @@ impl ClientConfig {
             return Err("urls: give at least one edge URL".into());
         }
         for url in &self.urls {
-            crate::transport::Endpoint::parse(url).map_err(|e| format!("urls: {e}"))?;
+            Endpoint::parse(url).map_err(|e| format!("urls: {e}"))?;
         }
         self.backoff.validate()?;
         let positive = [

@@ -5,12 +5,18 @@
 //!
 //! - [`client`]: [`Client`], the `Clone` handle apps hold, and
 //!   [`ClientBuilder`].
+//! - `command`: what handles ask of the client task, and its answers.
 //! - `driver`: the one task that owns the connection, the subscriptions,
 //!   the pending requests and the publish queue; handles send it commands.
+//! - `recovery`: gap-free recovery — the last position seen per channel,
+//!   resubscribing from it, dropping replayed duplicates, telling the app
+//!   when a reconnect lost messages.
 //! - `transport`: TCP, TLS, the WebSocket upgrade, and the reader and writer
 //!   tasks of one connection.
 //! - [`subscription`]: [`Subscription`], a `Stream` of [`Message`]s with
 //!   [`SubscriptionEvent`]s between them.
+//! - `event`: [`SubscriptionEvent`] and what it carries ([`Message`],
+//!   [`Position`], [`PresenceChange`], [`Member`]).
 //! - [`state`]: [`ConnectionState`] and [`StateEvents`], what apps watch.
 //! - [`backoff`]: [`Backoff`], the reconnect schedule as plain functions.
 //! - [`config`]: [`ClientConfig`], every timeout and bound.
@@ -57,10 +63,13 @@
 
 pub mod backoff;
 pub mod client;
+mod command;
 pub mod config;
 mod driver;
 pub mod error;
+mod event;
 pub mod publisher;
+mod recovery;
 pub mod state;
 pub mod subscription;
 pub mod token;

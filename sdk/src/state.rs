@@ -17,7 +17,7 @@ use futures_core::Stream;
 use herald_proto::{Advice, CloseCode};
 use tokio::sync::broadcast;
 
-use crate::Error;
+use crate::error::Error;
 
 /// The state of a client's connection.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,274 @@
+//! [`Publisher`]: the control plane's REST API for backends, with an API
+//! key: publish one message, publish a batch, mint tokens for end users.
+//!
+//! It speaks HTTP/1.1 over `http://` or `https://` (rustls with the Mozilla
+//! roots and ring) through one pooled client, so a `Publisher` is cheap to
+//! clone and share. Requests the control plane did not accept — connection
+//! refused, `429 rate_limited`, `503 unavailable` — are retried with
+//! backoff (honouring `Retry-After`) up to `max_retries` times; other
+//! failures are returned as [`RestError`] with the Herald error code.
+//!
+//! The request and answer bodies are in `body`, the errors in `error`, the
+//! HTTP client and its retries in `rest`.
+
+mod body;
+mod error;
+mod rest;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, StatusCode};
+
+use self::body::BatchAnswer;
+pub use self::body::{Accepted, BatchMessage, Data, MintedToken, TokenRequest};
+pub use self::error::RestError;
+use self::error::decode;
+use self::rest::{Rest, segment};
+use crate::token::BoxError;
+use crate::transport::{Endpoint, default_tls};
+
+/// The REST client for backends.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_sdk::RestError> {
+/// use herald_sdk::{BatchMessage, Publisher, TokenRequest};
+///
+/// let publisher = Publisher::new("http://127.0.0.1:8080", "my-app", "hk_…")?;
+/// publisher.publish("orders", serde_json::json!({"id": 42, "status": "shipped"})).await?;
+/// let results = publisher
+///     .publish_batch(vec![BatchMessage::new("a", "one"), BatchMessage::new("b", "two").name("greeting")])
+///     .await?;
+/// assert_eq!(results.len(), 2);
+/// let token = publisher.mint_token(&TokenRequest::new("user-42").allow("chat:*", ["subscribe"])).await?;
+/// println!("{}", token.token);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+}
+
+struct PublisherInner {
+    rest: Rest,
+    app_id: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the API key.
+        f.debug_struct("Publisher").field("base", &self.inner.rest.base).field("app_id", &self.inner.app_id).finish()
+    }
+}
+
+/// Settings of a [`Publisher`].
+#[derive(Debug, Clone)]
+pub struct PublisherBuilder {
+    api_url: String,
+    app_id: String,
+    api_key: String,
+    timeout: Duration,
+    max_retries: u32,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl PublisherBuilder {
+    /// Longest wait for one request, retries included (default 10 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Retries of requests the control plane did not accept (default 3).
+    #[must_use]
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// TLS settings for `https://`.
+    #[must_use]
+    pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Builds the publisher. Needs no runtime; requests do.
+    ///
+    /// # Errors
+    ///
+    /// [`RestError::Config`] for a URL that is not `http://` or `https://`,
+    /// an empty app id, or an API key that cannot go in a header.
+    pub fn build(self) -> Result<Publisher, RestError> {
+        let endpoint = Endpoint::parse_with_default_path(&self.api_url, "/").map_err(RestError::Config)?;
+        if self.app_id.is_empty() {
+            return Err(RestError::Config("the app id is empty".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(RestError::Config("the timeout must be above zero".into()));
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.api_key))
+            .map_err(|_| RestError::Config("the API key holds characters that cannot go in a header".into()))?;
+        auth.set_sensitive(true);
+        let tls = self.tls.unwrap_or_else(default_tls);
+        let rest = Rest::new(&endpoint, tls, auth, self.timeout, self.max_retries);
+        Ok(Publisher { inner: Arc::new(PublisherInner { rest, app_id: self.app_id }) })
+    }
+}
+
+impl Publisher {
+    /// A publisher for app `app_id` on the control plane at `api_url`
+    /// (e.g. `http://127.0.0.1:8080`), with its API key.
+    ///
+    /// # Errors
+    ///
+    /// As [`PublisherBuilder::build`].
+    pub fn new(
+        api_url: impl Into<String>,
+        app_id: impl Into<String>,
+        api_key: impl Into<String>,
+    ) -> Result<Self, RestError> {
+        Self::builder(api_url, app_id, api_key).build()
+    }
+
+    /// Starts configuring a publisher.
+    #[must_use]
+    pub fn builder(
+        api_url: impl Into<String>,
+        app_id: impl Into<String>,
+        api_key: impl Into<String>,
+    ) -> PublisherBuilder {
+        PublisherBuilder {
+            api_url: api_url.into(),
+            app_id: app_id.into(),
+            api_key: api_key.into(),
+            timeout: Duration::from_secs(10),
+            max_retries: 3,
+            tls: None,
+        }
+    }
+
+    /// The app this publisher acts for.
+    #[must_use]
+    pub fn app_id(&self) -> &str {
+        &self.inner.app_id
+    }
+
+    /// Publishes `data` to `channel`; resolves once the control plane's bus
+    /// accepted it (HTTP 202).
+    ///
+    /// # Errors
+    ///
+    /// [`RestError::Api`] with `invalid_channel`, `unauthorized`,
+    /// `forbidden`, `too_large`, `rate_limited` or `unavailable` (the last
+    /// two after the retries); [`RestError::Transport`];
+    /// [`RestError::TimedOut`].
+    pub async fn publish(&self, channel: &str, data: impl Into<Data>) -> Result<Accepted, RestError> {
+        self.publish_message(channel, data, None, None).await
+    }
+
+    /// Publishes with an event `name` and an idempotency `id`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`].
+    pub async fn publish_message(
+        &self,
+        channel: &str,
+        data: impl Into<Data>,
+        name: Option<&str>,
+        id: Option<&str>,
+    ) -> Result<Accepted, RestError> {
+        let (data, encoding) = data.into().fields();
+        let mut body = serde_json::Map::new();
+        body.insert("data".into(), data);
+        if let Some(encoding) = encoding {
+            body.insert("encoding".into(), encoding.into());
+        }
+        if let Some(name) = name {
+            body.insert("name".into(), name.into());
+        }
+        if let Some(id) = id {
+            body.insert("id".into(), id.into());
+        }
+        let path = format!("/v1/apps/{}/channels/{}/messages", segment(&self.inner.app_id), segment(channel));
+        let (_, bytes) = self.inner.rest.request(Method::POST, &path, &serde_json::Value::Object(body)).await?;
+        decode(StatusCode::ACCEPTED, &bytes)
+    }
+
+    /// Publishes several messages in one request; one result per message,
+    /// in order. Messages to one channel keep their order.
+    ///
+    /// # Errors
+    ///
+    /// The outer error when the whole request failed (`bad_request`,
+    /// `limit_exceeded` past the batch size, `unauthorized`, …); the inner
+    /// ones per message (a 503 answer carries `unavailable` for messages
+    /// that were not accepted and may be sent again).
+    pub async fn publish_batch(
+        &self,
+        messages: Vec<BatchMessage>,
+    ) -> Result<Vec<Result<Accepted, RestError>>, RestError> {
+        let body = serde_json::json!({ "messages": messages.iter().map(BatchMessage::to_json).collect::<Vec<_>>() });
+        let path = format!("/v1/apps/{}/messages", segment(&self.inner.app_id));
+        let (status, bytes) = self.inner.rest.request_batch(&path, &body).await?;
+        let answer: BatchAnswer = serde_json::from_slice(&bytes)
+            .map_err(|e| RestError::Decode { status: status.as_u16(), detail: e.to_string() })?;
+        Ok(answer.into_results(status.as_u16()))
+    }
+
+    /// Mints a token for an end user.
+    ///
+    /// # Errors
+    ///
+    /// [`RestError::Api`] with `bad_request` (bad capabilities, ttl or
+    /// info), `unauthorized`, `forbidden` (capabilities beyond the key's),
+    /// `not_found`; [`RestError::Transport`]; [`RestError::TimedOut`].
+    pub async fn mint_token(&self, request: &TokenRequest) -> Result<MintedToken, RestError> {
+        let path = format!("/v1/apps/{}/tokens", segment(&self.inner.app_id));
+        let (_, bytes) = self.inner.rest.request(Method::POST, &path, &request.to_json()).await?;
+        decode(StatusCode::OK, &bytes)
+    }
+
+    /// A [`crate::TokenProvider`] that mints `request` on each call: the
+    /// simplest way to run the realtime client in a trusted process (a
+    /// service, a CLI, a test).
+    pub fn token_provider(
+        &self,
+        request: TokenRequest,
+    ) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>> + Send + Sync + 'static + use<>
+    {
+        let publisher = self.clone();
+        let request = Arc::new(request);
+        move || {
+            let publisher = publisher.clone();
+            let request = request.clone();
+            Box::pin(async move {
+                publisher.mint_token(&request).await.map(|t| t.token).map_err(|e| Box::new(e) as BoxError)
+            })
+        }
+    }
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Publisher>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        assert!(matches!(Publisher::new("ftp://x", "a", "k"), Err(RestError::Config(_))));
+        assert!(matches!(Publisher::new("http://x", "", "k"), Err(RestError::Config(_))));
+        assert!(matches!(Publisher::new("http://x", "a", "bad\nkey"), Err(RestError::Config(_))));
+        let p = Publisher::new("https://api.example.com/herald/", "a", "k").expect("valid");
+        assert_eq!(p.inner.rest.base, "https://api.example.com/herald");
+        assert!(!format!("{p:?}").contains("Bearer"));
+    }
+}
