@@ -106,7 +106,7 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
         .await?
         .into_inner();
     assert!(!minted.token.is_empty());
-    let now_ms = herald_control_plane::now_ms();
+    let now_ms = herald_bus::now_ms();
     assert!((minted.expires_at_ms - now_ms - 60_000).abs() < 5_000);
 
     let subject = f.server.subjects.channel(&AppId::new(&f.app)?, &ChannelName::new("chat:a")?);
