@@ -45,10 +45,8 @@ fn the_docs_table_is_the_router_and_the_grpc_services() {
     let rows = table();
     let documented: BTreeSet<Row> = rows.iter().cloned().collect();
     assert_eq!(documented.len(), rows.len(), "a row is listed twice");
-    let routed: BTreeSet<Row> = rest::routes()
-        .iter()
-        .map(|r| (Some(format!("{} {}", r.method, r.path)), r.grpc.map(str::to_owned)))
-        .collect();
+    let routed: BTreeSet<Row> =
+        rest::routes().iter().map(|r| (Some(format!("{} {}", r.method, r.path)), r.grpc.map(str::to_owned))).collect();
     let documented_rest: BTreeSet<Row> = documented.iter().filter(|(rest, _)| rest.is_some()).cloned().collect();
     assert_eq!(documented_rest, routed, "docs/api.md (left) and the REST routes (right) differ");
 
