@@ -3,7 +3,7 @@
 //! readiness, publishing control events (with retries) and applying those
 //! of other replicas to this one's caches.
 //!
-//! The operations live in [`crate::services`], one module per noun, as
+//! The operations live in the `services` module, one module per noun, as
 //! methods on `Core`.
 
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::store::Store;
 use crate::tokens::Signer;
 
 /// The shared state of one control plane; the operations both APIs expose
-/// are its methods, in [`crate::services`].
+/// are its methods, in the `services` module.
 pub struct Core {
     pub(crate) config: Config,
     pub(crate) store: Store,
