@@ -133,6 +133,23 @@ impl Auth {
         Ok(Principal::Key(key))
     }
 
+    /// Authenticates the raw bytes of an `Authorization` header (REST) or
+    /// `authorization` metadata entry (gRPC).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::authenticate`]; `unauthorized` for a value that is not
+    /// text.
+    pub async fn authenticate_raw(&self, authorization: Option<&[u8]>) -> Result<Principal, ApiError> {
+        let value = match authorization {
+            Some(v) => {
+                Some(std::str::from_utf8(v).map_err(|_| ApiError::unauthorized("malformed Authorization header"))?)
+            }
+            None => None,
+        };
+        self.authenticate(value).await
+    }
+
     async fn key(&self, id: &KeyId) -> Result<Option<Arc<ApiKey>>, ApiError> {
         if let Some(hit) = self.keys.get(id) {
             return Ok(hit);

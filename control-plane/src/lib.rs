@@ -9,15 +9,18 @@
 //! - [`keys`]: API key secrets (`hk_<id>_<secret>`), hashing, random ids.
 //! - [`auth`]: admin token and API key authentication, and the per-replica
 //!   caches of keys and apps with their invalidation.
-//! - [`channels`]: channel history, presence and occupancy.
 //! - [`tokens`]: Ed25519 signing keys, minting JWTs, the JWKS, rotation.
-//! - [`namespaces`]: channel namespaces (presence, history, client
-//!   publishes), their cache, their history streams, edges' lookups.
-//! - [`publish`]: rate limits, idempotency, onto the bus (through the
-//!   history stream for channels with history).
-//! - [`service`]: the operations both APIs expose, with their checks.
-//! - [`api`]: `api::rest` (axum, OpenAPI) and `api::grpc` (tonic), and the
-//!   router that serves both on one port.
+//! - [`namespace_cache`]: every app's channel namespaces as this replica
+//!   last read them.
+//! - [`reports`]: presence and occupancy as edges report them.
+//! - [`publish`]: the publisher: rate limits, idempotency, onto the bus
+//!   (through the history stream for channels with history).
+//! - [`core`]: [`Core`], the shared state, readiness and control events.
+//! - [`services`]: the operations both APIs expose, one module per noun
+//!   (apps, keys, tokens, namespaces, channels, presence, publish), with
+//!   their checks.
+//! - [`api`]: `api::rest` (axum, OpenAPI) and `api::grpc` (tonic, with
+//!   reflection and health), and the router that serves both on one port.
 //! - [`server`]: the accept loop: connection bounds, timeouts, draining.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
@@ -30,17 +33,22 @@
 
 pub mod api;
 pub mod auth;
-pub mod channels;
 pub mod config;
+pub mod core;
 pub mod error;
 pub mod keys;
 pub mod metrics;
-pub mod namespaces;
+pub mod namespace_cache;
 pub mod publish;
+pub mod reports;
 pub mod server;
-pub mod service;
+pub mod services;
 pub mod store;
 pub mod tokens;
+
+/// The operations' former path, kept for `service::AppSpec` and friends.
+#[doc(hidden)]
+pub use services as service;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -53,14 +61,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+pub use crate::core::Core;
 pub use config::{Config, ConfigError, Secret};
 pub use error::ApiError;
-pub use service::Core;
 pub use tokens::Rotation;
 
 use crate::auth::Auth;
 use crate::metrics::Metrics;
+use crate::namespace_cache::NamespaceCache;
 use crate::publish::{Publisher, SharedIdempotency};
+use crate::reports::Reports;
 use crate::store::{Store, StoreError};
 use crate::tokens::{Signer, SigningError};
 
@@ -82,14 +92,6 @@ pub enum Error {
     /// An operation was refused.
     #[error("{0}")]
     Api(#[from] ApiError),
-}
-
-/// Unix time in milliseconds.
-#[must_use]
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A running control plane's state, and its background tasks (stopped on
@@ -195,13 +197,13 @@ impl ControlPlane {
             ready: AtomicBool::new(true),
             refresh_signer: Notify::new(),
             retry_events: retry_tx,
-            namespaces: namespaces::NamespaceCache::new(cache_ttl, cache_max_entries),
-            reports: channels::Reports::new(presence_ttl, presence_max),
+            namespaces: NamespaceCache::new(cache_ttl, cache_max_entries),
+            reports: Reports::new(presence_ttl, presence_max),
         });
         if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
         }
-        if let Err(e) = bus.serve_namespaces(Arc::new(namespaces::Source(Arc::downgrade(&core)))).await {
+        if let Err(e) = bus.serve_namespaces(Arc::new(services::namespaces::Source(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "namespace requests of edges not served");
         }
         let mut subscriptions = Vec::new();
@@ -314,7 +316,7 @@ pub async fn rotate_signing_keys(
     let rotation = signer.rotate(overlap.unwrap_or(Duration::from_secs(config.signing_key_overlap_secs))).await?;
     if let Some(bp) = bus {
         let event = bus::ControlEvent {
-            timestamp_ms: now_ms(),
+            timestamp_ms: herald_bus::now_ms(),
             kind: Some(bus::control_event::Kind::SigningKeysRotated(bus::SigningKeysRotated {
                 current_kid: rotation.kid.clone(),
             })),

@@ -36,8 +36,8 @@ use tokio::sync::watch;
 use crate::error::ApiError;
 use crate::keys::new_message_id;
 use crate::metrics::Metrics;
-use crate::now_ms;
 use crate::store::{IdempotencyClaim, Store};
+use herald_bus::now_ms;
 
 /// A message ready to publish: validated, for one app.
 #[derive(Debug, Clone)]

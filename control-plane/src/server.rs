@@ -24,7 +24,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::service::Core;
+use crate::core::Core;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub(crate) async fn serve(

@@ -32,8 +32,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::keys::random_alnum;
-use crate::now_ms;
 use crate::store::{SigningKey, Store, StoreError};
+use herald_bus::now_ms;
 
 /// Why signing keys could not be loaded or made.
 #[derive(Debug, thiserror::Error)]

@@ -106,7 +106,7 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
         .await?
         .into_inner();
     assert!(!minted.token.is_empty());
-    let now_ms = herald_control_plane::now_ms();
+    let now_ms = herald_bus::now_ms();
     assert!((minted.expires_at_ms - now_ms - 60_000).abs() < 5_000);
 
     let subject = f.server.subjects.channel(&AppId::new(&f.app)?, &ChannelName::new("chat:a")?);
@@ -300,5 +300,178 @@ async fn grpc_errors_carry_codes() -> Result<()> {
     let err = grpc.unary(authed(pb::GetPresenceRequest::default(), &f.key), path, codec).await.expect_err("not served");
     assert_eq!(err.code(), Code::Unimplemented);
     f.server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn update_app_and_rotate_signing_keys_over_grpc() -> Result<()> {
+    let mut f = fixture().await?;
+    let updated = f
+        .admin
+        .update_app(authed(
+            pb::UpdateAppRequest {
+                app_id: f.app.clone(),
+                name: Some("renamed".into()),
+                limits: Some(pb::AppLimitsUpdate { publish_rate_per_sec: Some(7), ..Default::default() }),
+                allowed_origins: Some(pb::AllowedOrigins { origins: vec!["https://chat.example".into()] }),
+            },
+            ADMIN,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(updated.name, "renamed");
+    assert_eq!(updated.allowed_origins, vec!["https://chat.example".to_owned()]);
+    let limits = updated.limits.context("limits")?;
+    assert_eq!((limits.publish_rate_per_sec, limits.max_message_bytes), (7, 64 * 1024), "unchanged limits stay");
+
+    // Only what is given changes: an empty update keeps everything.
+    let same = f
+        .admin
+        .update_app(authed(pb::UpdateAppRequest { app_id: f.app.clone(), ..Default::default() }, ADMIN))
+        .await?
+        .into_inner();
+    assert_eq!((same.name.as_str(), same.allowed_origins.len()), ("renamed", 1));
+
+    let bad = f
+        .admin
+        .update_app(authed(
+            pb::UpdateAppRequest {
+                app_id: f.app.clone(),
+                allowed_origins: Some(pb::AllowedOrigins { origins: vec!["*".into()] }),
+                ..Default::default()
+            },
+            ADMIN,
+        ))
+        .await
+        .expect_err("not an origin");
+    assert_eq!((bad.code(), error_code(&bad)), (Code::InvalidArgument, "bad_request"));
+    let missing = f
+        .admin
+        .update_app(authed(pb::UpdateAppRequest { app_id: "nope".into(), ..Default::default() }, ADMIN))
+        .await
+        .expect_err("no such app");
+    assert_eq!((missing.code(), error_code(&missing)), (Code::NotFound, "not_found"));
+    let key = f
+        .admin
+        .update_app(authed(pb::UpdateAppRequest { app_id: f.app.clone(), ..Default::default() }, &f.key))
+        .await
+        .expect_err("an API key");
+    assert_eq!(key.code(), Code::PermissionDenied);
+
+    let first = f
+        .admin
+        .rotate_signing_keys(authed(pb::RotateSigningKeysRequest { overlap_seconds: Some(60) }, ADMIN))
+        .await?
+        .into_inner();
+    let second = f
+        .admin
+        .rotate_signing_keys(authed(pb::RotateSigningKeysRequest { overlap_seconds: Some(0) }, ADMIN))
+        .await?
+        .into_inner();
+    assert_ne!(first.kid, second.kid);
+    assert_eq!(second.previous_kid.as_deref(), Some(first.kid.as_str()));
+    let expires = second.previous_expires_at_ms.context("previous key's expiry")?;
+    assert!((expires - herald_bus::now_ms()).abs() < 5_000, "overlap 0: the previous key leaves at once");
+    let refused = f
+        .admin
+        .rotate_signing_keys(authed(pb::RotateSigningKeysRequest { overlap_seconds: Some(u64::MAX) }, ADMIN))
+        .await
+        .expect_err("overlap too long");
+    assert_eq!(error_code(&refused), "bad_request");
+    let refused = f
+        .admin
+        .rotate_signing_keys(authed(pb::RotateSigningKeysRequest::default(), &f.key))
+        .await
+        .expect_err("an API key");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    f.server.stop().await;
+    Ok(())
+}
+
+/// A server with SQLite and the in-process bus: reflection and health need
+/// neither NATS nor PostgreSQL.
+async fn local_server() -> Result<Server> {
+    let bus = herald_bus::Bus::local(&herald_bus::LocalBus::new());
+    Server::start_with(TestDb::sqlite(), bus, common::subjects(), |_| {}).await
+}
+
+const API_SERVICES: [&str; 6] = [
+    "herald.api.v1.AdminService",
+    "herald.api.v1.TokenService",
+    "herald.api.v1.PublishService",
+    "herald.api.v1.NamespaceService",
+    "herald.api.v1.ChannelService",
+    "herald.api.v1.PresenceService",
+];
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_services_and_return_their_files() -> Result<()> {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let server = local_server().await?;
+    let ch = channel(&server).await?;
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(ch.clone());
+    let ask = |m: v1::server_reflection_request::MessageRequest| v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let requests = vec![
+        ask(v1::server_reflection_request::MessageRequest::ListServices(String::new())),
+        ask(v1::server_reflection_request::MessageRequest::FileContainingSymbol(API_SERVICES[0].into())),
+    ];
+    let mut answers = client.server_reflection_info(futures_util::stream::iter(requests)).await?.into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.next().await.context("list answer")??.message_response
+    else {
+        anyhow::bail!("not a service list");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for service in API_SERVICES.iter().chain(&["grpc.health.v1.Health"]) {
+        assert!(names.contains(service), "{service} not in {names:?}");
+    }
+    let Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        answers.next().await.context("file answer")??.message_response
+    else {
+        anyhow::bail!("not a file");
+    };
+    let file = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice())?;
+    assert_eq!(file.package(), "herald.api.v1");
+    let services: Vec<&str> = file.service.iter().map(|s| s.name()).collect();
+    assert!(services.contains(&"AdminService") && services.contains(&"PublishService"), "{services:?}");
+    let admin = file.service.iter().find(|s| s.name() == "AdminService").context("admin service")?;
+    assert!(admin.method.iter().any(|m| m.name() == "UpdateApp"));
+
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(ch);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client.server_reflection_info(futures_util::stream::iter([request])).await?.into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answers.next().await.context("v1alpha answer")??.message_response
+    else {
+        anyhow::bail!("not a service list");
+    };
+    assert!(list.service.iter().any(|s| s.name == API_SERVICES[2]));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_answers_serving_while_ready() -> Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let server = local_server().await?;
+    let mut health = HealthClient::new(channel(&server).await?);
+    for service in std::iter::once("").chain(API_SERVICES) {
+        let answer = health.check(HealthCheckRequest { service: service.into() }).await?.into_inner();
+        assert_eq!(answer.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let mut watch = health.watch(HealthCheckRequest::default()).await?.into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next()).await?.context("watch ended")??;
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    server.stop().await;
     Ok(())
 }

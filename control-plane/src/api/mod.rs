@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 
-use crate::service::Core;
+use crate::core::Core;
 
 /// The router serving both APIs.
 pub fn router(core: Arc<Core>) -> Router {

@@ -259,7 +259,8 @@ def assert_manifests(name: str, docs: list[dict[str, Any]], values: dict[str, An
         (c,) = cp["spec"]["template"]["spec"]["containers"]
         env = env_of(c)
         check(c["args"] == ["control-plane"], f"{name}: control-plane args {c['args']}")
-        check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{name}: control-plane readiness probe not on /readyz")
+        check(c["readinessProbe"].get("grpc", {}).get("port") == cp_v["port"],
+              f"{name}: control-plane readiness probe is not gRPC health on the API port")
         check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{name}: control-plane liveness probe not on /healthz")
         for secret_var in ("HERALD_CP_DATABASE_URL", "HERALD_CP_ADMIN_TOKEN"):
             check("secretKeyRef" in env.get(secret_var, {}).get("valueFrom", {}),

@@ -155,6 +155,21 @@ checksum/secrets: {{ printf "%s\n%s" .Values.secrets.adminToken .Values.secrets.
 {{- end }}
 {{- end }}
 
+{{/*
+gRPC probe: (dict "port" 8080 "probe" .Values.controlPlane.readinessProbe).
+The kubelet calls grpc.health.v1.Health/Check (plaintext, service ""),
+which answers from the same state as /readyz.
+*/}}
+{{- define "herald.grpcProbe" -}}
+grpc:
+  port: {{ int .port }}
+{{- range $k, $v := .probe }}
+{{- if not (kindIs "invalid" $v) }}
+{{ $k }}: {{ int $v }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* HTTP probe: (dict "path" "/readyz" "scheme" "HTTP" "probe" .Values.edge.readinessProbe). */}}
 {{- define "herald.httpProbe" -}}
 httpGet:

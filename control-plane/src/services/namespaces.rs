@@ -1,12 +1,13 @@
 //! Channel namespaces: per app, the options of the channels `name:…`
 //! (presence, join/leave events, client publishes, history), their checks,
-//! the per-replica cache the publish path reads, the history streams they
-//! own on the bus, and the answers to edges' namespace requests.
+//! the history streams they own on the bus, the lookups the publish path
+//! and channel reads make (through [`crate::namespace_cache`]), and the
+//! answers to edges' namespace requests.
 //!
 //! A channel `ns:rest` belongs to namespace `ns` when `ns` is a valid
-//! [`NamespaceName`]; every other channel (and every channel of a namespace
-//! that is not configured) gets [`default_options`]: no presence, no
-//! history, client publishes allowed.
+//! [`herald_proto::NamespaceName`]; every other channel (and every channel
+//! of a namespace that is not configured) gets [`default_options`]: no
+//! presence, no history, client publishes allowed.
 //!
 //! A change first creates, changes or drops the namespace's history stream
 //! on the bus (a failure answers `503 unavailable` and changes
@@ -15,90 +16,24 @@
 //! copy (retried in the background when the bus is down; caches trust an
 //! entry at most `cache_ttl_ms` anyway).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Weak;
 
 use futures_util::future::BoxFuture;
-use herald_bus::{BusError, HistorySpec, NamespaceSource, StreamBounds};
+use herald_bus::{BusError, HistorySpec, NamespaceSource, StreamBounds, now_ms};
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
 
-use crate::auth::{Principal, TtlCache};
+use crate::auth::Principal;
+use crate::core::Core;
 use crate::error::ApiError;
-use crate::now_ms;
+use crate::namespace_cache::{AppNamespaces, AppNamespacesInner};
 use crate::publish::Prepared;
-use crate::service::{Core, parse_app_id};
+use crate::services::checks::{parse_app_id, parse_namespace, require_admin, require_app};
 use crate::store::{Namespace, StoreError};
 
 pub use herald_bus::namespaces::{default_options, keeps_history};
 
 /// The shortest history TTL accepted, in milliseconds.
 pub const MIN_HISTORY_TTL_MS: u64 = 1_000;
-
-/// An app's namespaces, as cached: looked up by a channel's prefix without
-/// allocating, with a flag for the common case of no history at all.
-pub(crate) struct AppNamespacesInner {
-    by_name: HashMap<Box<str>, bus::NamespaceOptions>,
-    any_history: bool,
-}
-
-pub(crate) type AppNamespaces = Arc<AppNamespacesInner>;
-
-impl AppNamespacesInner {
-    fn new(stored: &[Namespace]) -> AppNamespaces {
-        let by_name: HashMap<Box<str>, bus::NamespaceOptions> =
-            stored.iter().map(|ns| (Box::from(ns.name.as_str()), ns.options)).collect();
-        let any_history = by_name.values().any(keeps_history);
-        Arc::new(Self { by_name, any_history })
-    }
-
-    /// The options in force for `channel`.
-    pub(crate) fn options(&self, channel: &ChannelName) -> bus::NamespaceOptions {
-        // A prefix that is not a valid name never matches a stored one.
-        channel.namespace().and_then(|ns| self.by_name.get(ns)).copied().unwrap_or_else(default_options)
-    }
-}
-
-/// Per-replica cache of every app's namespaces.
-pub(crate) struct NamespaceCache {
-    apps: TtlCache<AppId, AppNamespaces>,
-    /// Bumped on every eviction: a database read that started before one
-    /// does not fill the cache with what it read (it may be stale).
-    generation: AtomicU64,
-}
-
-impl NamespaceCache {
-    pub(crate) fn new(ttl: Duration, max_entries: usize) -> Self {
-        Self { apps: TtlCache::new(ttl, max_entries), generation: AtomicU64::new(0) }
-    }
-
-    pub(crate) fn evict(&self, app: &AppId) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.apps.remove(app);
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// Caches what a read that started at `generation` found, unless an
-    /// eviction happened meanwhile.
-    fn fill(&self, app: &AppId, generation: u64, namespaces: AppNamespaces) {
-        if self.generation() == generation {
-            self.apps.insert(app.clone(), Some(namespaces));
-        }
-    }
-}
-
-/// Validates a namespace name from a path or request.
-///
-/// # Errors
-///
-/// `bad_request` naming the rule.
-pub fn parse_namespace(name: &str) -> Result<NamespaceName, ApiError> {
-    NamespaceName::new(name).map_err(|e| ApiError::bad_request(format!("namespace name: {e}")))
-}
 
 /// Wire form of stored namespaces for edges.
 fn to_bus(ns: &Namespace) -> bus::Namespace {
@@ -149,14 +84,14 @@ impl Core {
     }
 
     /// The bounds every history stream gets (configuration).
-    fn stream_bounds(&self) -> StreamBounds {
+    pub(crate) fn stream_bounds(&self) -> StreamBounds {
         StreamBounds { max_bytes: self.config.history_stream_max_bytes, replicas: self.config.history_replicas }
     }
 
     /// Reads are open to the admin and the app's own keys.
     fn namespace_reader(&self, who: &Principal, app: &str) -> Result<AppId, ApiError> {
         let app = parse_app_id(app)?;
-        self.require_app(who, &app)?;
+        require_app(who, &app)?;
         Ok(app)
     }
 
@@ -184,7 +119,7 @@ impl Core {
         name: &str,
         options: bus::NamespaceOptions,
     ) -> Result<(Namespace, bool), ApiError> {
-        self.require_admin(who)?;
+        require_admin(who)?;
         let app = parse_app_id(app)?;
         let name = parse_namespace(name)?;
         self.check_namespace_options(&options)?;
@@ -262,7 +197,7 @@ impl Core {
     /// `forbidden`, `not_found`, `bad_request`, `unavailable` (nothing was
     /// deleted).
     pub async fn delete_namespace(&self, who: &Principal, app: &str, name: &str) -> Result<(), ApiError> {
-        self.require_admin(who)?;
+        require_admin(who)?;
         let ns = self.get_namespace(who, app, name).await?;
         if ns.has_history() {
             self.publisher.bus().drop_history(&ns.app_id, &ns.name).await.map_err(history_error)?;
@@ -344,7 +279,7 @@ impl Core {
 
     /// The app's namespaces, from the cache or the database.
     pub(crate) async fn app_namespaces(&self, app: &AppId) -> Result<AppNamespaces, ApiError> {
-        if let Some(Some(cached)) = self.namespaces.apps.get(app) {
+        if let Some(cached) = self.namespaces.get(app) {
             return Ok(cached);
         }
         let generation = self.namespaces.generation();
@@ -415,18 +350,12 @@ impl NamespaceSource for Source {
                     // else tell the edge the lookup is unavailable (never
                     // the defaults, which would treat a history channel as
                     // a plain one).
-                    let Some(cached) = core.namespaces.apps.get(&app).flatten() else {
+                    let Some(cached) = core.namespaces.get(&app) else {
                         tracing::warn!(app = %app, error = %e, "namespace request failed");
                         return Err(format!("the control plane's store is unavailable: {e}"));
                     };
                     tracing::warn!(app = %app, error = %e, "namespace request answered from the cache");
-                    Ok(Some(
-                        cached
-                            .by_name
-                            .iter()
-                            .map(|(name, o)| bus::Namespace { name: name.to_string(), options: Some(*o) })
-                            .collect(),
-                    ))
+                    Ok(Some(cached.to_bus()))
                 }
             }
         })

@@ -1,20 +1,17 @@
-//! What the control plane knows about channels: their history (read from
-//! the namespace's stream on the bus) and, from edges' reports, who
-//! is present and how many subscribe.
-
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+//! Channels: their history (read from the namespace's stream on the bus)
+//! and the app's occupied channels with their subscriber counts (from
+//! edges' reports), with the checks of who may read them.
 
 use herald_bus::BusError;
-use herald_bus::presence::{MAX_MEMBERS_PAGE, Member, OccupancyTable, PresenceTable};
 use herald_proto::caps::Operation;
 use herald_proto::{AppId, ChannelName, ErrorCode, bus};
 use prost::Message as _;
 
 use crate::auth::Principal;
+use crate::core::Core;
 use crate::error::ApiError;
-use crate::namespaces::keeps_history;
-use crate::service::{Core, parse_app_id, parse_channel};
+use crate::services::checks::{channel_reader, parse_app_id, require_app};
+use crate::services::namespaces::keeps_history;
 
 /// The number of messages a history read returns when the request names
 /// none (or the server's `max_history_limit` when lower).
@@ -46,20 +43,6 @@ pub struct History {
     pub last_seq: u64,
 }
 
-/// A channel's presence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presence {
-    /// The channel.
-    pub channel: ChannelName,
-    /// A page of its members by client id, connections counted across
-    /// edges.
-    pub members: Vec<Member>,
-    /// The client id the next page starts after; `None` after the last.
-    pub next: Option<String>,
-    /// How many members the channel has in all.
-    pub total: usize,
-}
-
 /// The app's occupied channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupancy {
@@ -69,41 +52,8 @@ pub struct Occupancy {
     pub truncated: bool,
 }
 
-/// What edges report, kept by every replica (each follows every report).
-pub(crate) struct Reports {
-    presence: Mutex<PresenceTable>,
-    occupancy: Mutex<OccupancyTable>,
-}
-
-impl Reports {
-    pub(crate) fn new(ttl: Duration, max_per_channel: usize) -> Self {
-        Self {
-            presence: Mutex::new(PresenceTable::new(ttl, max_per_channel)),
-            occupancy: Mutex::new(OccupancyTable::new(ttl)),
-        }
-    }
-
-    pub(crate) fn presence(&self, app: &AppId, channel: &ChannelName, report: &bus::PresenceReport) {
-        let mut table = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        table.apply(app, channel, report, Instant::now());
-    }
-
-    pub(crate) fn occupancy(&self, report: &bus::OccupancyReport) {
-        self.occupancy.lock().unwrap_or_else(|e| e.into_inner()).apply(report, Instant::now());
-    }
-
-    /// Drops what silent edges reported.
-    pub(crate) fn expire(&self) {
-        let now = Instant::now();
-        let left = self.presence.lock().unwrap_or_else(|e| e.into_inner()).expire(now).len();
-        self.occupancy.lock().unwrap_or_else(|e| e.into_inner()).expire(now);
-        if left > 0 {
-            tracing::debug!(left, "presence entries of silent edges expired");
-        }
-    }
-}
-
-fn not_enabled(what: &str, channel: &ChannelName) -> ApiError {
+/// `not_enabled`: the channel's namespace does not turn `what` on.
+pub(crate) fn not_enabled(what: &str, channel: &ChannelName) -> ApiError {
     let why = match channel.namespace_name() {
         Some(ns) => format!("namespace {:?} does not turn on {what}", ns.as_str()),
         None => "it belongs to no namespace (channels `<namespace>:<name>` do)".to_owned(),
@@ -131,30 +81,6 @@ impl Core {
         }
     }
 
-    /// The app and channel of a channel-scoped read, with the key's
-    /// capability `op` on the channel checked.
-    fn channel_reader(
-        &self,
-        who: &Principal,
-        app: &str,
-        channel: &str,
-        op: Operation,
-    ) -> Result<(AppId, ChannelName), ApiError> {
-        let app = parse_app_id(app)?;
-        let key = self.require_app(who, &app)?;
-        let channel = parse_channel(channel)?;
-        if let Some(key) = key
-            && !key.capabilities.allows(channel.as_str(), op)
-        {
-            return Err(ApiError::forbidden(format!(
-                "the API key does not allow `{}` on {:?}",
-                op.as_str(),
-                channel.as_str()
-            )));
-        }
-        Ok((app, channel))
-    }
-
     /// Up to `limit` messages of a channel's history after sequence `since`
     /// (0: from the oldest held). With `epoch`, a page of another epoch is
     /// never `complete`.
@@ -173,7 +99,7 @@ impl Core {
         limit: Option<usize>,
         epoch: Option<&str>,
     ) -> Result<History, ApiError> {
-        let (app, channel) = self.channel_reader(who, app, channel, Operation::History)?;
+        let (app, channel) = channel_reader(who, app, channel, Operation::History)?;
         let max = self.config.max_history_limit;
         let limit = match limit {
             None => DEFAULT_HISTORY_LIMIT.min(max),
@@ -209,47 +135,6 @@ impl Core {
             last_seq: page.last_seq,
         })
     }
-}
-
-impl Core {
-    /// The members of a channel whose namespace has presence.
-    ///
-    /// # Errors
-    ///
-    /// `forbidden` (another app's key, no `presence` capability),
-    /// `invalid_channel`, `not_found` (app), `not_enabled` (the channel's
-    /// namespace has no presence), `unavailable`.
-    pub async fn presence(
-        &self,
-        who: &Principal,
-        app: &str,
-        channel: &str,
-        after: Option<&str>,
-        limit: Option<usize>,
-    ) -> Result<Presence, ApiError> {
-        let (app, channel) = self.channel_reader(who, app, channel, Operation::Presence)?;
-        let limit = match limit {
-            None => MAX_MEMBERS_PAGE,
-            Some(n) if (1..=MAX_MEMBERS_PAGE).contains(&n) => n,
-            Some(n) => {
-                return Err(ApiError::bad_request(format!(
-                    "`limit` is {n}; it must lie between 1 and {MAX_MEMBERS_PAGE}"
-                )));
-            }
-        };
-        self.auth.app(&app).await?;
-        if !self.channel_options(&app, &channel).await?.presence {
-            return Err(not_enabled("presence", &channel));
-        }
-        let page = self.reports.presence.lock().unwrap_or_else(|e| e.into_inner()).members_page(
-            &app,
-            &channel,
-            after.unwrap_or_default(),
-            limit,
-            usize::MAX,
-        );
-        Ok(Presence { channel, members: page.members, next: page.next, total: page.total })
-    }
 
     /// The app's channels with subscribers, by name; with `prefix`, those
     /// starting with it. An API key sees the channels its capabilities name.
@@ -264,9 +149,9 @@ impl Core {
         prefix: Option<&str>,
     ) -> Result<Occupancy, ApiError> {
         let app = parse_app_id(app)?;
-        let key = self.require_app(who, &app)?;
+        let key = require_app(who, &app)?;
         self.auth.app(&app).await?;
-        let all = self.reports.occupancy.lock().unwrap_or_else(|e| e.into_inner()).channels(&app);
+        let all = self.reports.channels(&app);
         let max = self.config.max_channels_listed;
         let mut channels = Vec::new();
         let mut truncated = false;

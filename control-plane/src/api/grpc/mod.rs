@@ -1,0 +1,125 @@
+//! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService`,
+//! `PublishService`, `NamespaceService`, `ChannelService` and
+//! `PresenceService`, with server reflection (`grpc.reflection.v1` and
+//! `v1alpha`) and the standard health service (`grpc.health.v1`), on the
+//! REST port (h2c).
+//!
+//! Credentials travel in the `authorization` metadata entry, exactly like
+//! the REST header (`Bearer <admin token>` or `Bearer <API key>`). Errors are
+//! the same [`ApiError`](crate::error::ApiError)s as REST, as a status with
+//! the mapped gRPC code and the error code's name in `herald-error-code`.
+//! Each service's module only translates messages: the checks live in
+//! [`crate::services`].
+
+mod admin;
+mod channels;
+pub mod health;
+mod namespaces;
+mod presence;
+mod publish;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use herald_proto::api::admin_service_server::AdminServiceServer;
+use herald_proto::api::channel_service_server::ChannelServiceServer;
+use herald_proto::api::namespace_service_server::NamespaceServiceServer;
+use herald_proto::api::presence_service_server::PresenceServiceServer;
+use herald_proto::api::publish_service_server::PublishServiceServer;
+use herald_proto::api::token_service_server::TokenServiceServer;
+use tonic::server::NamedService;
+use tonic::{Request, Status};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_reflection::pb::{v1 as reflection_v1, v1alpha as reflection_v1alpha};
+
+use crate::auth::Principal;
+use crate::core::Core;
+
+/// The gRPC services over the shared core.
+#[derive(Clone)]
+pub struct Grpc {
+    core: Arc<Core>,
+}
+
+/// The full names of the API's services (what reflection lists and health
+/// answers for, besides `""`).
+pub const SERVICES: [&str; 6] = [
+    <AdminServiceServer<Grpc> as NamedService>::NAME,
+    <TokenServiceServer<Grpc> as NamedService>::NAME,
+    <PublishServiceServer<Grpc> as NamedService>::NAME,
+    <NamespaceServiceServer<Grpc> as NamedService>::NAME,
+    <ChannelServiceServer<Grpc> as NamedService>::NAME,
+    <PresenceServiceServer<Grpc> as NamedService>::NAME,
+];
+
+fn path(service: &str) -> String {
+    format!("/{service}/{{*method}}")
+}
+
+/// The reflection service's source: Herald's schemas and the health
+/// service's.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// Adds the gRPC services, reflection and health to `router`, each under
+/// `/<package.Service>/…`.
+pub fn add_services(router: Router, core: Arc<Core>) -> Router {
+    let max = core.config.max_body_bytes;
+    let svc = Grpc { core: core.clone() };
+    let admin = AdminServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let token = TokenServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let publish = PublishServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let namespaces = NamespaceServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let channels = ChannelServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let presence = PresenceServiceServer::new(svc).max_decoding_message_size(max);
+    let health = HealthServer::new(health::Health::new(core));
+    let mut router = router
+        .route_service(&path(SERVICES[0]), admin)
+        .route_service(&path(SERVICES[1]), token)
+        .route_service(&path(SERVICES[2]), publish)
+        .route_service(&path(SERVICES[3]), namespaces)
+        .route_service(&path(SERVICES[4]), channels)
+        .route_service(&path(SERVICES[5]), presence)
+        .route_service(&path(health::SERVICE), health);
+    // The descriptor sets are built into the binary: a failure here is a
+    // build defect, which the tests catch; serving goes on without
+    // reflection.
+    match reflection().build_v1() {
+        Ok(v1) => router = router.route_service(&path(reflection_v1::server_reflection_server::SERVICE_NAME), v1),
+        Err(e) => tracing::error!(error = %e, "grpc reflection v1 not served"),
+    }
+    match reflection().build_v1alpha() {
+        Ok(v1alpha) => {
+            router = router.route_service(&path(reflection_v1alpha::server_reflection_server::SERVICE_NAME), v1alpha);
+        }
+        Err(e) => tracing::error!(error = %e, "grpc reflection v1alpha not served"),
+    }
+    router
+}
+
+/// Whether a request is a gRPC call.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The answer to a call of an unknown gRPC service.
+pub(crate) fn unimplemented() -> Response {
+    Status::unimplemented("no such gRPC service on this server").into_http::<axum::body::Body>().into_response()
+}
+
+impl Grpc {
+    /// The caller, from the `authorization` metadata entry.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Principal, Status> {
+        let value = req.metadata().get("authorization").map(|v| v.as_bytes());
+        Ok(self.core.auth.authenticate_raw(value).await?)
+    }
+}

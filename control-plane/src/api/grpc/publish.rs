@@ -1,0 +1,131 @@
+//! gRPC `PublishService`: `Publish`, `PublishBatch` and `PublishStream`.
+//! A stream's messages are published as they arrive, up to
+//! `max_publishes_in_flight` at once, and every result is answered when
+//! the stream ends.
+
+use futures_util::StreamExt as _;
+use herald_proto::api::publish_service_server::PublishService;
+use herald_proto::api::{self as pb, publish_result};
+use tonic::{Request, Response as GrpcResponse, Status, Streaming};
+
+use super::Grpc;
+use crate::auth::Principal;
+use crate::error::ApiError;
+use crate::publish::{InOrder, Published, channel_key};
+use crate::services::publish::message_channels;
+
+impl Grpc {
+    async fn publish_one(&self, who: &Principal, m: pb::PublishRequest) -> Result<pb::PublishResponse, ApiError> {
+        let (app, key, limits) = self.core.publish_context(who, &m.app_id).await?;
+        let channel = (!m.channel.is_empty()).then_some(m.channel.as_str());
+        let channels = (!m.channels.is_empty()).then_some(m.channels.as_slice());
+        let channels = message_channels(channel, channels)?;
+        let msg = self.core.prepare(key, &limits, &channels, m.data, m.event, m.idempotency_id)?;
+        let published = self.core.publish_one(&app, &limits, msg).await?;
+        Ok(publish_response(published))
+    }
+}
+
+fn publish_response(p: Published) -> pb::PublishResponse {
+    match (p.channels, p.positions.as_slice()) {
+        (1, [(_, pos)]) => pb::PublishResponse {
+            id: p.id,
+            seq: Some(pos.seq),
+            position: Some(pb::HistoryPosition { seq: pos.seq, epoch: pos.epoch.clone() }),
+            positions: Vec::new(),
+        },
+        _ => pb::PublishResponse {
+            id: p.id,
+            seq: None,
+            position: None,
+            positions: p
+                .positions
+                .into_iter()
+                .map(|(c, pos)| pb::ChannelPosition { channel: c.to_string(), seq: pos.seq, epoch: pos.epoch })
+                .collect(),
+        },
+    }
+}
+
+/// The channels a request publishes to, as ordering keys.
+fn order_keys(m: &pb::PublishRequest) -> Vec<String> {
+    let mut keys: Vec<String> = m.channels.iter().map(|c| channel_key(&m.app_id, c)).collect();
+    if !m.channel.is_empty() {
+        keys.push(channel_key(&m.app_id, &m.channel));
+    }
+    keys
+}
+
+fn result(r: Result<pb::PublishResponse, ApiError>) -> pb::PublishResult {
+    pb::PublishResult {
+        result: Some(match r {
+            Ok(ok) => publish_result::Result::Ok(ok),
+            Err(e) => publish_result::Result::Error(pb::ApiError {
+                code: e.code.name().to_owned(),
+                message: e.message.into_owned(),
+            }),
+        }),
+    }
+}
+
+#[tonic::async_trait]
+impl PublishService for Grpc {
+    async fn publish(&self, req: Request<pb::PublishRequest>) -> Result<GrpcResponse<pb::PublishResponse>, Status> {
+        let who = self.caller(&req).await?;
+        Ok(GrpcResponse::new(self.publish_one(&who, req.into_inner()).await?))
+    }
+
+    async fn publish_batch(
+        &self,
+        req: Request<pb::PublishBatchRequest>,
+    ) -> Result<GrpcResponse<pb::PublishBatchResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let messages = req.into_inner().messages;
+        self.core.check_batch(messages.len())?;
+        let mut results = Vec::with_capacity(messages.len());
+        let mut in_order = InOrder::new(self.core.config.max_publishes_in_flight);
+        for m in messages {
+            in_order.push(order_keys(&m), self.publish_one(&who, m), &mut results).await;
+        }
+        in_order.drain(&mut results).await;
+        let results = results.into_iter().map(result).collect();
+        Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
+    }
+
+    async fn publish_stream(
+        &self,
+        req: Request<Streaming<pb::PublishRequest>>,
+    ) -> Result<GrpcResponse<pb::PublishBatchResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let mut stream = req.into_inner();
+        let max = self.core.config.max_stream_messages;
+        let in_flight = self.core.config.max_publishes_in_flight;
+        let mut in_order = InOrder::new(in_flight);
+        let mut results = Vec::new();
+        let mut count = 0usize;
+        let mut open = true;
+        while open || !in_order.is_empty() {
+            tokio::select! {
+                Some(r) = in_order.next(), if !in_order.is_empty() => results.push(r),
+                next = stream.next(), if open => match next {
+                    Some(Ok(m)) => {
+                        count += 1;
+                        if count > max {
+                            open = false;
+                            in_order.drain(&mut results).await;
+                            results.push(Err(ApiError::limit_exceeded(format!(
+                                "the stream carried more than {max} messages; the rest were not read"
+                            ))));
+                        } else {
+                            in_order.push(order_keys(&m), self.publish_one(&who, m), &mut results).await;
+                        }
+                    }
+                    Some(Err(status)) => return Err(status),
+                    None => open = false,
+                },
+            }
+        }
+        let results = results.into_iter().map(result).collect();
+        Ok(GrpcResponse::new(pb::PublishBatchResponse { results }))
+    }
+}

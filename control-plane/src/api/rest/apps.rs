@@ -1,0 +1,169 @@
+//! REST for apps: `/v1/apps` and `/v1/apps/{app_id}` (admin).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiPath, Body, Caller, Shared, TAG_ADMIN, secs};
+use crate::core::Core;
+use crate::error::{ApiError, ErrorBody};
+use crate::services::{AppSpec, EffectiveLimits};
+use crate::store::{App, LimitOverrides};
+
+// ----- bodies -------------------------------------------------------------------
+
+/// Per-app limits in a request; absent or 0 means the server default.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsBody {
+    /// Most concurrent connections across edges.
+    pub max_connections: Option<u32>,
+    /// Largest message payload, in bytes.
+    pub max_message_bytes: Option<u32>,
+    /// API publishes per second (per control-plane replica).
+    pub publish_rate_per_sec: Option<u32>,
+}
+
+impl From<LimitsBody> for LimitOverrides {
+    fn from(l: LimitsBody) -> Self {
+        Self {
+            max_connections: l.max_connections,
+            max_message_bytes: l.max_message_bytes,
+            publish_rate_per_sec: l.publish_rate_per_sec,
+        }
+    }
+}
+
+/// `POST /v1/apps`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppBody {
+    /// The app id (1-64 of `A-Z a-z 0-9 _ -`); generated when absent.
+    pub id: Option<String>,
+    /// Display name.
+    pub name: String,
+    /// Limits; absent ones are the server defaults.
+    #[serde(default)]
+    pub limits: LimitsBody,
+    /// Exact `Origin` values allowed to connect; empty allows every origin.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+/// `PATCH /v1/apps/{app_id}`: only the fields given change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAppBody {
+    /// Display name.
+    pub name: Option<String>,
+    /// Limits to change; 0 resets one to the server default.
+    pub limits: Option<LimitsBody>,
+    /// Replaces the Origin allowlist.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+/// An app.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    /// The app id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The limits in force (defaults filled in).
+    pub limits: EffectiveLimits,
+    /// Exact `Origin` values allowed to connect; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+/// `GET /v1/apps`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AppList {
+    /// Every app, by id.
+    pub apps: Vec<AppView>,
+}
+
+fn app_view(core: &Core, app: &App) -> AppView {
+    AppView {
+        id: app.id.to_string(),
+        name: app.name.clone(),
+        limits: core.effective_limits(app),
+        allowed_origins: app.allowed_origins.clone(),
+        created_at: secs(app.created_at_ms),
+    }
+}
+
+/// Creates an app.
+#[utoipa::path(post, path = "/v1/apps", tag = TAG_ADMIN, request_body = CreateAppBody, security(("admin" = [])),
+    responses((status = 201, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn create_app(
+    State(core): Shared,
+    Caller(who): Caller,
+    Body(body): Body<CreateAppBody>,
+) -> Result<Response, ApiError> {
+    let spec =
+        AppSpec { name: Some(body.name), limits: body.limits.into(), allowed_origins: Some(body.allowed_origins) };
+    let app = core.create_app(&who, body.id.as_deref(), spec).await?;
+    Ok((StatusCode::CREATED, Json(app_view(&core, &app))).into_response())
+}
+
+/// Lists every app.
+#[utoipa::path(get, path = "/v1/apps", tag = TAG_ADMIN, security(("admin" = [])),
+    responses((status = 200, body = AppList), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(super) async fn list_apps(State(core): Shared, Caller(who): Caller) -> Result<Json<AppList>, ApiError> {
+    let apps = core.list_apps(&who).await?;
+    Ok(Json(AppList { apps: apps.iter().map(|a| app_view(&core, a)).collect() }))
+}
+
+/// One app.
+#[utoipa::path(get, path = "/v1/apps/{app_id}", tag = TAG_ADMIN, security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id")),
+    responses((status = 200, body = AppView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(super) async fn get_app(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<Json<AppView>, ApiError> {
+    let app = core.get_app(&who, &app_id).await?;
+    Ok(Json(app_view(&core, &app)))
+}
+
+/// Changes an app's name, limits or Origin allowlist.
+#[utoipa::path(patch, path = "/v1/apps/{app_id}", tag = TAG_ADMIN, request_body = UpdateAppBody, security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id")),
+    responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn update_app(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath(app_id): ApiPath<String>,
+    Body(body): Body<UpdateAppBody>,
+) -> Result<Json<AppView>, ApiError> {
+    let spec = AppSpec {
+        name: body.name,
+        limits: body.limits.map(Into::into).unwrap_or_default(),
+        allowed_origins: body.allowed_origins,
+    };
+    let app = core.update_app(&who, &app_id, spec).await?;
+    Ok(Json(app_view(&core, &app)))
+}
+
+/// Deletes an app and its keys; edges close its connections.
+#[utoipa::path(delete, path = "/v1/apps/{app_id}", tag = TAG_ADMIN, security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id")),
+    responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(super) async fn delete_app(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath(app_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    core.delete_app(&who, &app_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,242 @@
+//! The REST API (axum): the route table, the extractors that turn every
+//! rejection into an [`ApiError`], and one module per resource; the
+//! OpenAPI document is generated from the handlers' annotations
+//! (`GET /v1/openapi.json`).
+//!
+//! Every request body is read whole, bounded by `max_body_bytes` (`413
+//! too_large` past it), and parsed strictly: unknown fields, wrong types and
+//! malformed JSON answer `400 bad_request` naming the field. Handlers only
+//! translate: the checks live in [`crate::services`].
+//!
+//! [`routes`] is the one list of operations, each with its gRPC
+//! counterpart; [`router`] is built from it, and a test holds
+//! `docs/api.md` and `api.proto` to it.
+
+pub mod apps;
+pub mod channels;
+pub mod keys;
+pub mod namespaces;
+pub mod openapi;
+pub mod ops;
+pub mod presence;
+pub mod publish;
+pub mod signing_keys;
+pub mod tokens;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Principal;
+use crate::core::Core;
+use crate::error::ApiError;
+
+pub use openapi::ApiDoc;
+
+type Shared = State<Arc<Core>>;
+
+const TAG_ADMIN: &str = "admin";
+const TAG_APP: &str = "app";
+const TAG_OPS: &str = "operations";
+
+/// One REST operation: its method and path, and the gRPC method that does
+/// the same (`Service/Method` in `herald.api.v1`), or `None` for HTTP
+/// infrastructure (probes, metrics, the JWKS, the OpenAPI document).
+pub struct Route {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path, with `{parameters}`.
+    pub path: &'static str,
+    /// The gRPC counterpart.
+    pub grpc: Option<&'static str>,
+    handler: MethodRouter<Arc<Core>>,
+}
+
+fn route(method: Method, path: &'static str, grpc: Option<&'static str>, handler: MethodRouter<Arc<Core>>) -> Route {
+    Route { method, path, grpc, handler }
+}
+
+/// Every REST operation, in the order `docs/api.md` lists them.
+#[must_use]
+pub fn routes() -> Vec<Route> {
+    use Method as M;
+    vec![
+        route(M::POST, "/v1/apps", Some("AdminService/CreateApp"), post(apps::create_app)),
+        route(M::GET, "/v1/apps", Some("AdminService/ListApps"), get(apps::list_apps)),
+        route(M::GET, "/v1/apps/{app_id}", Some("AdminService/GetApp"), get(apps::get_app)),
+        route(M::PATCH, "/v1/apps/{app_id}", Some("AdminService/UpdateApp"), patch(apps::update_app)),
+        route(M::DELETE, "/v1/apps/{app_id}", Some("AdminService/DeleteApp"), delete(apps::delete_app)),
+        route(M::POST, "/v1/apps/{app_id}/keys", Some("AdminService/CreateKey"), post(keys::create_key)),
+        route(M::GET, "/v1/apps/{app_id}/keys", Some("AdminService/ListKeys"), get(keys::list_keys)),
+        route(M::DELETE, "/v1/apps/{app_id}/keys/{key_id}", Some("AdminService/RevokeKey"), delete(keys::revoke_key)),
+        route(M::POST, "/v1/signing-keys/rotate", Some("AdminService/RotateSigningKeys"), post(signing_keys::rotate)),
+        route(M::POST, "/v1/apps/{app_id}/tokens", Some("TokenService/MintToken"), post(tokens::mint_token)),
+        route(
+            M::POST,
+            "/v1/apps/{app_id}/channels/{channel}/messages",
+            Some("PublishService/Publish"),
+            post(publish::publish),
+        ),
+        route(M::POST, "/v1/apps/{app_id}/messages", Some("PublishService/PublishBatch"), post(publish::publish_batch)),
+        route(
+            M::PUT,
+            "/v1/apps/{app_id}/namespaces/{name}",
+            Some("NamespaceService/PutNamespace"),
+            put(namespaces::put_namespace),
+        ),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/namespaces/{name}",
+            Some("NamespaceService/GetNamespace"),
+            get(namespaces::get_namespace),
+        ),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/namespaces",
+            Some("NamespaceService/ListNamespaces"),
+            get(namespaces::list_namespaces),
+        ),
+        route(
+            M::DELETE,
+            "/v1/apps/{app_id}/namespaces/{name}",
+            Some("NamespaceService/DeleteNamespace"),
+            delete(namespaces::delete_namespace),
+        ),
+        route(M::GET, "/v1/apps/{app_id}/channels", Some("ChannelService/ListChannels"), get(channels::channels)),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/channels/{channel}/history",
+            Some("ChannelService/GetHistory"),
+            get(channels::history),
+        ),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/channels/{channel}/presence",
+            Some("PresenceService/GetPresence"),
+            get(presence::presence),
+        ),
+        route(M::GET, "/healthz", None, get(ops::healthz)),
+        route(M::GET, "/readyz", None, get(ops::readyz)),
+        route(M::GET, "/metrics", None, get(ops::metrics)),
+        route(M::GET, "/.well-known/jwks.json", None, get(ops::jwks)),
+        route(M::GET, "/v1/openapi.json", None, get(openapi::openapi)),
+    ]
+}
+
+/// The REST routes, built from [`routes`].
+pub fn router(core: Arc<Core>) -> Router {
+    let limit = core.config.max_body_bytes;
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(core)
+}
+
+async fn not_found(req: Request) -> Response {
+    if crate::api::grpc::is_grpc(req.headers()) {
+        return crate::api::grpc::unimplemented();
+    }
+    ApiError::not_found(format!("no route {} {}", req.method(), req.uri().path())).into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let mut response = ApiError::bad_request(format!("method {} is not allowed on {}", req.method(), req.uri().path()))
+        .into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// Unix seconds of Unix milliseconds.
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+// ----- extractors ---------------------------------------------------------------
+
+/// The authenticated caller (`Authorization: Bearer …`).
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Arc<Core>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
+        let value = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        Ok(Self(core.auth.authenticate_raw(value).await?))
+    }
+}
+
+/// A strict JSON body.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+fn body_rejection(r: BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large("the request body is larger than the server accepts (max_body_bytes)")
+    } else {
+        ApiError::bad_request(format!("could not read the request body: {}", r.body_text()))
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("invalid JSON body at `{path}`: {inner}"))
+        }
+    })?;
+    Ok(value)
+}
+
+/// Path parameters, with errors in Herald's shape.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// Query parameters, strict, with errors in Herald's shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Self(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))
+    }
+}

@@ -1,0 +1,198 @@
+//! Apps: create, list, read, change and delete them (admin only), with the
+//! checks of their names, limits and Origin allowlists. A change tells
+//! edges (`AppLimitsChanged`); a deletion drops the app's keys, history
+//! streams and caches and has edges close its connections (`AppDeleted`).
+
+use herald_bus::now_ms;
+use herald_proto::{AppId, ErrorCode, bus};
+
+use crate::auth::Principal;
+use crate::core::Core;
+use crate::error::ApiError;
+use crate::keys;
+use crate::services::checks::{check_name, parse_app_id, require_admin};
+use crate::store::{App, LimitOverrides, StoreError};
+
+/// Longest Origin in an allowlist, in bytes.
+pub const MAX_ORIGIN_BYTES: usize = 255;
+
+/// What to create or change in an app.
+#[derive(Debug, Clone, Default)]
+pub struct AppSpec {
+    /// Display name.
+    pub name: Option<String>,
+    /// Limits; `Some(0)` resets a limit to the server default.
+    pub limits: LimitOverrides,
+    /// Exact Origin values; `Some(empty)` allows every origin.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+fn check_origin(origin: &str) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "allowed origin {:?} is not an origin like `https://example.com` or `http://localhost:3000`",
+            origin.chars().take(64).collect::<String>()
+        ))
+    };
+    if origin.len() > MAX_ORIGIN_BYTES {
+        return Err(bad());
+    }
+    let (scheme, rest) = origin.split_once("://").ok_or_else(bad)?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() {
+        return Err(bad());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, Some(p)),
+        _ => (rest, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    if !host_ok || !port_ok {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+impl Core {
+    fn check_origins(&self, origins: &[String]) -> Result<(), ApiError> {
+        if origins.len() > self.config.max_allowed_origins {
+            return Err(ApiError::limit_exceeded(format!(
+                "{} allowed origins; the limit is {}",
+                origins.len(),
+                self.config.max_allowed_origins
+            )));
+        }
+        origins.iter().try_for_each(|o| check_origin(o))
+    }
+
+    /// Creates an app (admin). `id` is generated when not given.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `bad_request` for invalid fields, `conflict` for a taken
+    /// id, `unavailable`.
+    pub async fn create_app(&self, who: &Principal, id: Option<&str>, spec: AppSpec) -> Result<App, ApiError> {
+        require_admin(who)?;
+        let id = match id {
+            Some(id) => AppId::new(id).map_err(|e| ApiError::bad_request(format!("`id`: {e}")))?,
+            None => AppId::new(&format!("app{}", keys::random_alnum(16))).map_err(|_| ApiError::internal())?,
+        };
+        let name = check_name("name", spec.name.as_deref().unwrap_or(""))?;
+        let origins = spec.allowed_origins.unwrap_or_default();
+        self.check_origins(&origins)?;
+        let app = App {
+            id,
+            name,
+            limits: self.check_limits(&spec.limits)?,
+            allowed_origins: origins,
+            created_at_ms: now_ms(),
+        };
+        match self.store.insert_app(&app).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(ApiError::new(ErrorCode::Conflict, format!("an app with id {:?} exists", app.id.as_str())));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.auth.evict_app(&app.id);
+        tracing::info!(app = %app.id, "app created");
+        Ok(app)
+    }
+
+    /// Every app (admin).
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `unavailable`.
+    pub async fn list_apps(&self, who: &Principal) -> Result<Vec<App>, ApiError> {
+        require_admin(who)?;
+        Ok(self.store.list_apps().await?)
+    }
+
+    /// One app (admin).
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `unavailable`.
+    pub async fn get_app(&self, who: &Principal, id: &str) -> Result<App, ApiError> {
+        require_admin(who)?;
+        let id = parse_app_id(id)?;
+        self.store.get_app(&id).await?.ok_or_else(|| ApiError::not_found(format!("no app {:?}", id.as_str())))
+    }
+
+    /// Changes an app's name, limits or Origin allowlist (admin); edges are
+    /// told to refetch.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `bad_request`, `unavailable`.
+    pub async fn update_app(&self, who: &Principal, id: &str, spec: AppSpec) -> Result<App, ApiError> {
+        let mut app = self.get_app(who, id).await?;
+        if let Some(name) = &spec.name {
+            app.name = check_name("name", name)?;
+        }
+        let merged = LimitOverrides {
+            max_connections: spec.limits.max_connections.or(app.limits.max_connections),
+            max_message_bytes: spec.limits.max_message_bytes.or(app.limits.max_message_bytes),
+            publish_rate_per_sec: spec.limits.publish_rate_per_sec.or(app.limits.publish_rate_per_sec),
+        };
+        app.limits = self.check_limits(&merged)?;
+        if let Some(origins) = spec.allowed_origins {
+            self.check_origins(&origins)?;
+            app.allowed_origins = origins;
+        }
+        if !self.store.update_app(&app).await? {
+            return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str())));
+        }
+        self.auth.evict_app(&app.id);
+        let limits = self.effective_limits(&app);
+        let kind = bus::control_event::Kind::AppLimitsChanged(bus::AppLimitsChanged {
+            app_id: app.id.to_string(),
+            max_message_bytes: limits.max_message_bytes,
+            max_connections: limits.max_connections,
+        });
+        self.notify(kind).await;
+        tracing::info!(app = %app.id, "app updated");
+        Ok(app)
+    }
+
+    /// Deletes an app and its keys (admin); edges close its connections.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `unavailable`.
+    pub async fn delete_app(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        require_admin(who)?;
+        let id = parse_app_id(id)?;
+        let namespaces = self.store.list_namespaces(&id).await?;
+        let now = now_ms();
+        if !self.store.delete_app(&id, now, self.signer.revocations_since_ms(now)).await? {
+            return Err(ApiError::not_found(format!("no app {:?}", id.as_str())));
+        }
+        self.auth.evict_app(&id);
+        self.namespaces.evict(&id);
+        self.publisher.forget_app(&id);
+        self.drop_app_history(&namespaces).await;
+        let (at, until) = self.signer.revocation_bounds(now);
+        self.list_revocations_now().await;
+        self.notify(bus::control_event::Kind::AppDeleted(bus::AppDeleted { app_id: id.to_string(), at, until })).await;
+        tracing::info!(app = %id, "app deleted");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        for ok in ["https://example.com", "http://localhost:3000", "https://a.b-c.example:8443", "http://[::1]:80"] {
+            check_origin(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["", "example.com", "ftp://x", "https://", "https://a/b", "https://a:b", "https://a b", "*"] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
+}
