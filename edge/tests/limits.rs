@@ -21,6 +21,7 @@ async fn local_edge(auth: &TestAuthority) -> (TestEdge, Bus) {
 
 async fn announce(bus: &Bus, app: &str, max_message_bytes: u32, max_connections: u32) {
     let event = bus::ControlEvent {
+        timestamp_ms: herald_bus::now_ms(),
         kind: Some(bus::control_event::Kind::AppLimitsChanged(bus::AppLimitsChanged {
             app_id: app.to_owned(),
             max_message_bytes,

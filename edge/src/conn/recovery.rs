@@ -96,7 +96,7 @@ impl Recovery<'_> {
             (Some(from), true) => replay_all(hub, app, channel, outbox, from.seq, replay, &position.epoch).await,
             _ => 0,
         };
-        let replayed = (replayed > 0).then(|| Position { seq: replayed, epoch: position.epoch });
+        let replayed = (replayed > 0).then_some(Position { seq: replayed, epoch: position.epoch });
         hub.release(app, channel, conn_id, covered_by(replayed.as_ref())).await;
         None
     }

@@ -129,6 +129,7 @@ async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     /// Pushes that write straight to the socket and the writer taking over
     /// what the socket could not take keep every byte in order, with a

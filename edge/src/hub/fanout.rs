@@ -184,7 +184,8 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use herald_bus::LocalBus;
+    use crate::hub::SubscribeOptions;
+    use herald_bus::{Bus, LocalBus};
 
     /// A hub on an in-process bus with subscriber 1 of app/room held (for
     /// a replay), its outbox bounded to `max_frames` and 64 KiB.

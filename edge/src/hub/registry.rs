@@ -164,13 +164,6 @@ impl Hub {
         Ok(Following { _messages: messages, _presence: presence })
     }
 
-    /// Ends the hold of a subscriber that replayed history up to `replayed`
-    /// (none: nothing was replayed): the live frames kept aside that the
-    /// replay did not cover go to its outbox — all of them when they come
-    /// from another stream epoch (a stream created again) — each once the
-    /// outbox has room (so a long hold does not overflow it), and from then
-    /// on frames go there directly. Frames that arrive meanwhile are still
-
     /// Removes a subscriber. The channel's bus subscription ends with
     /// its last local subscriber.
     pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, conn_id: u64) {
