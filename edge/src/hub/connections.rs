@@ -27,7 +27,7 @@ pub struct ConnEntry {
 
 impl Hub {
     /// Registers a connection, unless its app already has its limit of
-    /// connections here (see [`super::limits`]: the smaller of `edge_max`,
+    /// connections here (see the hub's `limits`: the smaller of `edge_max`,
     /// 0 for none, and the app's announced limit, else `token_max`).
     /// Returns the app's announced limits, shared by its connections, or
     /// `None` when refused.

@@ -12,7 +12,7 @@
 //!   "messages published from now on arrive".
 //! - `fanout`: a message is decoded and encoded into its outgoing WebSocket
 //!   frame once; the same `Bytes` go into every subscriber's bounded
-//!   [`Outbox`]. A full outbox closes its connection as a slow consumer;
+//!   [`Outbox`](crate::outbox::Outbox). A full outbox closes its connection as a slow consumer;
 //!   nobody waits for it. A subscriber that recovers history is *held*: live
 //!   frames for it are kept aside with their position until
 //!   [`Hub::release`] (the rules are the connection's recovery module's).
@@ -28,16 +28,16 @@
 //! The channel map is sharded; each shard sits behind a plain mutex, and
 //! under a shard lock the hub never awaits and never writes to a socket.
 //! What it does there is bounded and non-blocking: append a frame to a
-//! subscriber's [`Outbox`] (an in-memory queue; a full one closes its
+//! subscriber's [`Outbox`](crate::outbox::Outbox) (an in-memory queue; a full one closes its
 //! connection instead of waiting), keep it aside for a held subscriber, or
 //! note a target. The one socket write of the delivery path — a frame for
 //! an idle plain-TCP connection written straight to its socket, saving the
 //! writer task a wake-up — happens after the lock is released: under the
 //! lock the frame is queued without waking the writer
-//! ([`Outbox::push_deferred`]) and its outbox noted in a per-thread list
+//! ([`Outbox::push_deferred`](crate::outbox::Outbox::push_deferred)) and its outbox noted in a per-thread list
 //! reused from one fan-out to the next; once the lock is released each
 //! noted outbox writes its frame itself if its writer is still idle, or
-//! wakes the writer ([`Outbox::write_deferred`]). The order in which a
+//! wakes the writer ([`Outbox::write_deferred`](crate::outbox::Outbox::write_deferred)). The order in which a
 //! channel's messages reach its subscribers is thus decided under the
 //! lock, the same for every subscriber. Other locks (connections, apps,
 //! presence table) are taken one at a time, never across an `.await`, and

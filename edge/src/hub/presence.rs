@@ -1,5 +1,5 @@
 //! Presence and occupancy: the hub follows the presence reports of the
-//! channels it serves (a [`PresenceTable`]), turns member changes into
+//! channels it serves (a [`PresenceTable`](herald_bus::presence::PresenceTable)), turns member changes into
 //! join/leave events for their subscribers, answers member queries, and
 //! publishes its own connections' entries and every channel's subscriber
 //! count ([`Hub::report_loop`]).
@@ -31,7 +31,7 @@ const PROMPT_OCCUPANCY_MAX_CHANNELS: usize = 5 * OCCUPANCY_CHUNK;
 
 impl Hub {
     /// A page of the members of a presence channel this edge follows (see
-    /// [`PresenceTable::members_page`]); `None` when it does not follow the
+    /// [`PresenceTable::members_page`](herald_bus::presence::PresenceTable::members_page)); `None` when it does not follow the
     /// channel's presence.
     #[must_use]
     pub fn members_page(
