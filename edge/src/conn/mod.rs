@@ -7,7 +7,7 @@
 //!   token deadlines;
 //! - the **writer** owns the socket's write half and drains the
 //!   connection's [`Outbox`]: everything waiting goes out in one write (pings
-//!   too: the hub queues them, see [`Hub::ping_loop`]), and a requested close
+//!   too: the hub queues them, see [`Hub::ping_loop`](crate::hub::Hub::ping_loop)), and a requested close
 //!   is written as a `Disconnect` frame plus a close frame before the socket
 //!   is shut. On plain TCP a push to an idle outbox writes to the socket
 //!   itself; the writer takes over whatever the socket did not take.

@@ -200,7 +200,7 @@ impl Hub {
     /// every second (announcing the leaves) and publishes this edge's
     /// reports every `interval` and whenever the control plane asks, and
     /// its subscriber counts within a second of a change (see
-    /// [`PROMPT_OCCUPANCY_MAX_CHANNELS`]).
+    /// `PROMPT_OCCUPANCY_MAX_CHANNELS`).
     pub async fn report_loop(self: Arc<Self>, interval: Duration) {
         let mut next_report = tokio::time::Instant::now() + interval;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
