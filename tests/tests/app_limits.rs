@@ -24,7 +24,12 @@ async fn try_connect(edge: &EdgeProc, token: &str) -> Result<std::result::Result
     };
     let first = tokio::time::timeout(Duration::from_secs(10), client.recv()).await.context("no answer")?;
     match first {
-        Received::Frame(f) if matches!(f.kind, Some(server_frame::Kind::Connected(_))) => Ok(Ok(client)),
+        Received::Frame(f) => match f.kind {
+            Some(server_frame::Kind::Connected(_)) => Ok(Ok(client)),
+            // A refusal: the `Disconnect` frame before the close frame.
+            Some(server_frame::Kind::Disconnect(d)) => Ok(Err(u16::try_from(d.code)?)),
+            other => bail!("unexpected first frame: {other:?}"),
+        },
         Received::Close(code, _) => Ok(Err(code)),
         other => bail!("unexpected first frame: {other:?}"),
     }
