@@ -6,10 +6,12 @@
 //!
 //! - [`config`]: [`EdgeConfig`], every limit and timeout, validated.
 //! - [`auth`]: offline token verification against the control plane's JWKS.
-//! - [`hub`]: channel → local subscribers, and the encode-once fan-out.
+//! - [`hub`]: channel → local subscribers, the encode-once fan-out,
+//!   presence, the registry of connections and per-app limits.
 //! - [`outbox`]: a connection's bounded send queue.
 //! - [`ws`]: WebSocket framing after the upgrade.
-//! - `conn`: one connection's reader and writer tasks.
+//! - `conn`: one connection: handshake, reader, requests (subscribe,
+//!   publish, presence), gap-free recovery, and the writer task.
 //! - `server`: the listener, HTTP routes and the drain.
 //! - [`telemetry`]: the process's Prometheus recorder.
 //! - `testing` (feature `test-support`): a JWKS authority, an edge on port 0

@@ -7,13 +7,16 @@
 //! writer to close it. A push never blocks and never waits on the writer, so
 //! one stalled client cannot hold up the hub.
 //!
-//! On plain TCP, [`Outbox::push_or_write`] to an idle outbox (nothing
-//! queued, the writer not in the middle of a write) writes the frame to the
-//! socket itself, without waiting: one task wake-up, one lock and one trip
-//! through the writer less per delivery. What the socket does not take at
-//! once is queued for the writer, in order. The hub uses it for messages on
-//! a channel that is not busy; under a steady stream it queues, so that
-//! writers coalesce.
+//! On plain TCP, a frame for an idle outbox (nothing queued, the writer
+//! not in the middle of a write) can be written to the socket by the pusher
+//! itself, without waiting: one task wake-up and one trip through the
+//! writer less per delivery. What the socket does not take at once is
+//! queued for the writer, in order. [`Outbox::push_or_write`] does it in
+//! one step; the hub, which must not write to a socket under its shard
+//! lock, queues with [`Outbox::push_deferred`] under the lock and calls
+//! [`Outbox::write_deferred`] after releasing it. The hub does so for
+//! messages on a channel that is not busy; under a steady stream it queues,
+//! so that writers coalesce.
 //!
 //! An idle outbox owns no buffer, and a lone frame needs none: the first
 //! frame waiting sits in place, and a queue is allocated only behind it (and
@@ -221,6 +224,65 @@ impl Outbox {
             self.writer.wake();
         }
         Ok(())
+    }
+
+    /// As [`Self::push`], but for a frame that may be written straight to
+    /// the socket without the caller holding a lock of its own meanwhile:
+    /// when nothing is queued, the writer is idle and the connection is
+    /// plain TCP, the frame is queued *without waking the writer* and
+    /// `Ok(true)` says the caller owes a [`Self::write_deferred`] call, soon
+    /// and outside its own locks. Otherwise the frame is queued as by
+    /// [`Self::push`] and the answer is `Ok(false)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::push`].
+    pub fn push_deferred(&self, frame: Bytes) -> Result<bool, PushError> {
+        let mut state = self.lock();
+        if state.close.is_some() || state.closed {
+            return Err(PushError::Closed);
+        }
+        if state.first.is_none() && !state.busy && state.direct.is_some() && frame.len() <= self.max_bytes {
+            state.bytes += frame.len();
+            state.first = Some(frame);
+            return Ok(true);
+        }
+        drop(state);
+        self.push(frame).map(|()| false)
+    }
+
+    /// Writes what a [`Self::push_deferred`] queued straight to the socket
+    /// when the writer is still idle (what the socket does not take stays
+    /// queued), and wakes the writer when anything is left for it.
+    pub fn write_deferred(&self) {
+        let mut state = self.lock();
+        let written = match (&state.direct, &state.first) {
+            (Some(sock), Some(first)) if !state.busy && state.close.is_none() && !state.closed => {
+                sock.try_write(first).ok().map(|n| (n, first.len()))
+            }
+            _ => None,
+        };
+        match written {
+            Some((n, len)) if n == len => {
+                state.bytes -= n;
+                state.first = state.rest.pop_front();
+                count_written();
+            }
+            Some((n, _)) => {
+                state.bytes -= n;
+                state.first = state.first.take().map(|f| f.slice(n..));
+            }
+            None => {}
+        }
+        let wake = state.first.is_some() || state.close.is_some();
+        let room = std::mem::take(&mut state.pacing);
+        drop(state);
+        if wake {
+            self.writer.wake();
+        }
+        if room {
+            self.signal.notify_waiters();
+        }
     }
 
     /// Lets pushes write straight to `sock` while nothing is queued.

@@ -1,0 +1,178 @@
+//! One client connection, from the upgraded socket to the close.
+//!
+//! Each connection is two tasks:
+//!
+//! - the **reader** (this module's [`serve`]) authenticates the client,
+//!   reads its frames, answers every request, and watches the heartbeat and
+//!   token deadlines;
+//! - the **writer** owns the socket's write half and drains the
+//!   connection's [`Outbox`]: everything waiting goes out in one write (pings
+//!   too: the hub queues them, see [`Hub::ping_loop`](crate::hub::Hub::ping_loop)), and a requested close
+//!   is written as a `Disconnect` frame plus a close frame before the socket
+//!   is shut. On plain TCP a push to an idle outbox writes to the socket
+//!   itself; the writer takes over whatever the socket did not take.
+//!
+//! Replies and deliveries share the outbox, so a slow client is closed by
+//! the same bound whatever filled its queue.
+//!
+//! # Layout
+//!
+//! - `shared`: what every connection of an edge shares.
+//! - `handshake`: authentication after the upgrade.
+//! - `session`: the state of an authenticated connection.
+//! - `reader`: client frames decoded into requests, and the deadlines.
+//! - `subscribe`: subscribe, unsubscribe and token refresh.
+//! - `recovery`: gap-free recovery of a subscription with a position.
+//! - `publish`: client publishes.
+//! - `presence`: presence queries and leave reports.
+//! - `reply`: replies and the frames that end a connection.
+//! - `writer`: the write loop.
+
+mod handshake;
+mod presence;
+mod publish;
+mod reader;
+mod recovery;
+mod reply;
+mod session;
+mod shared;
+mod subscribe;
+mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_proto::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::outbox::Outbox;
+use crate::ws::FrameReader;
+use handshake::handshake;
+use presence::report_leave;
+use reader::run;
+use reply::Close;
+use shared::OpenGuard;
+use writer::write_loop;
+
+pub(crate) use reply::{disconnect_frame, go_away_frame};
+pub(crate) use shared::Shared;
+
+/// Serves one upgraded WebSocket until it closes.
+///
+/// `rd` and `wr` are the socket's halves and `early` what the client sent
+/// after its upgrade request that was already read; `bearer` is the token
+/// from the upgrade request's `Authorization` header, `origin` its `Origin`
+/// header.
+pub(crate) async fn serve<R, W>(
+    mut rd: R,
+    wr: W,
+    early: Bytes,
+    direct: Option<Arc<tokio::net::TcpStream>>,
+    shared: Arc<Shared>,
+    bearer: Option<String>,
+    origin: Option<String>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = OpenGuard(shared.clone());
+    let config = &shared.config;
+    let outbox = Arc::new(Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()));
+    if let Some(sock) = direct {
+        outbox.write_through(sock);
+    }
+    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
+    let mut reader = FrameReader::new(config.max_frame_size.as_usize());
+    reader.prime(&early);
+    // It may point into the HTTP server's read buffer: let go of it now,
+    // not when the connection ends.
+    drop(early);
+    let id = shared.hub.next_id();
+
+    // Boxed: the handshake's state is needed once; keeping it out of this
+    // future keeps every idle connection small.
+    let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin)).await {
+        Ok(mut session) => {
+            let close = run(&shared, &mut reader, &mut rd, &outbox, &mut session).await;
+            let mut leaves = Vec::new();
+            for (channel, presence) in session.subscriptions.drain() {
+                shared.hub.unsubscribe(&session.claims.app, &channel, id);
+                leaves.extend(presence);
+            }
+            shared.hub.unregister(id);
+            if !leaves.is_empty() {
+                // In the background: the close must not wait for NATS.
+                let (hub, app) = (shared.hub.clone(), session.claims.app.clone());
+                tokio::spawn(async move {
+                    for entry in leaves {
+                        report_leave(&hub, &app, entry).await;
+                    }
+                });
+            }
+            close
+        }
+        Err(close) => close,
+    };
+    match close {
+        Some(Close(code, reason)) => {
+            if code != CloseCode::Normal {
+                tracing::debug!(conn = id, code = code.number(), %reason, "closing connection");
+            }
+            metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
+            outbox.close(code, &reason);
+        }
+        // Closed by the hub: the writer sends the close frame.
+        None if outbox.is_closing() => {}
+        // The peer is gone (end of stream or a socket error): nothing more
+        // can reach it, and an idle writer would wait for ever.
+        None => {
+            outbox.close(CloseCode::Normal, "gone");
+            writer.abort();
+        }
+    }
+    // The writer ends after the close frame, or at once when the socket is
+    // gone; either way within the write timeout.
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Verifier;
+    use crate::config::EdgeConfig;
+    use crate::hub::Hub;
+    use herald_bus::{Bus, LocalBus};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+    use tokio::sync::watch;
+
+    /// Every idle connection holds these futures: keep them small (the
+    /// figures are for debug builds; release builds are smaller).
+    #[tokio::test]
+    async fn connection_futures_stay_small() {
+        let (_tx, draining) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            hub: Hub::new(Bus::local(&LocalBus::new())),
+            verifier: Verifier::new(
+                "http://127.0.0.1:1/jwks",
+                "herald",
+                Duration::ZERO,
+                Duration::from_secs(1),
+                crate::auth::Revocations::default(),
+            ),
+            config: EdgeConfig::default(),
+            edge_id: "e".into(),
+            open: AtomicUsize::new(0),
+            draining,
+        });
+        let (io, _other) = tokio::io::duplex(64);
+        let (rd, wr) = tokio::io::split(io);
+        let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), None, None);
+        let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
+        let writer = writer::write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
+        let (serve, writer) = (std::mem::size_of_val(&serve), std::mem::size_of_val(&writer));
+        eprintln!("serve future: {serve} bytes, write_loop future: {writer} bytes");
+        assert!(serve <= 2048, "the serve future is {serve} bytes");
+        assert!(writer <= 768, "the write_loop future is {writer} bytes");
+    }
+}

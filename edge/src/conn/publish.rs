@@ -1,0 +1,91 @@
+//! Client publishes: checks (capability, namespace, size, event name,
+//! idempotency id, rate), then one publish on the bus.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use herald_proto::claims::{MAX_EVENT_NAME_LEN, MAX_MESSAGE_ID_LEN};
+use herald_proto::client::{self, reply_ok};
+use herald_proto::{ChannelName, ErrorCode, Operation, bus};
+use prost::Message as _;
+
+use herald_bus::namespaces::keeps_history;
+
+use super::reply::{bus_err, reply_err, reply_ok};
+use super::session::{RECENT_IDS, Session};
+use super::shared::Shared;
+
+pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: client::Publish) -> Bytes {
+    let channel = match ChannelName::new(&p.channel) {
+        Ok(c) => c,
+        Err(e) => return reply_err(rid, ErrorCode::InvalidChannel, e.to_string()),
+    };
+    if !session.claims.caps.allows(channel.as_str(), Operation::Publish) {
+        return reply_err(rid, ErrorCode::Forbidden, "token does not allow publish on this channel");
+    }
+    let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
+        Ok(o) => o,
+        Err(e) => return bus_err(rid, "namespace lookup", &e),
+    };
+    if !options.client_publish {
+        return reply_err(rid, ErrorCode::Forbidden, "clients may not publish in this channel's namespace");
+    }
+    let max_message = session.max_message(shared.config.max_message_size.as_usize());
+    if p.data.len() > max_message {
+        return reply_err(rid, ErrorCode::TooLarge, format!("data exceeds {max_message} bytes"));
+    }
+    if p.event.as_ref().is_some_and(|e| e.len() > MAX_EVENT_NAME_LEN) {
+        return reply_err(rid, ErrorCode::BadRequest, format!("event name exceeds {MAX_EVENT_NAME_LEN} bytes"));
+    }
+    if let Some(id) = &p.idempotency_id {
+        if id.is_empty() || id.len() > MAX_MESSAGE_ID_LEN {
+            return reply_err(
+                rid,
+                ErrorCode::BadRequest,
+                format!("idempotency id must be 1-{MAX_MESSAGE_ID_LEN} bytes"),
+            );
+        }
+        if session.recent_ids.contains(id) {
+            // A retry of a message this connection already published.
+            let result = client::PublishResult { id: id.clone(), position: None };
+            return reply_ok(rid, Some(reply_ok::Value::Published(result)));
+        }
+    }
+    if !session.rate.allow() {
+        return reply_err(rid, ErrorCode::RateLimited, "publish rate exceeded; slow down");
+    }
+    session.published += 1;
+    let id =
+        p.idempotency_id.clone().unwrap_or_else(|| format!("{}-{}-{}", shared.edge_id, session.id, session.published));
+    let message = bus::ChannelMessage {
+        app_id: session.claims.app.as_str().to_owned(),
+        channel: channel.as_str().to_owned(),
+        data: p.data,
+        event: p.event,
+        id: id.clone(),
+        publisher: session.claims.sub.as_str().to_owned(),
+        timestamp_ms: herald_bus::now_ms(),
+    };
+    let bus = shared.hub.bus();
+    let outcome = if keeps_history(&options) {
+        bus.publish_history(&session.claims.app, &channel, &message).await.map(Some)
+    } else {
+        let mut buf = BytesMut::with_capacity(message.encoded_len());
+        let _ = message.encode(&mut buf);
+        bus.publish_encoded(&session.claims.app, &channel, buf.freeze()).await.map(|()| None)
+    };
+    match outcome {
+        Ok(position) => {
+            metrics::counter!("herald_client_publishes_total").increment(1);
+            if p.idempotency_id.is_some() {
+                if session.recent_ids.len() >= RECENT_IDS {
+                    session.recent_ids.pop_front();
+                }
+                session.recent_ids.push_back(id.clone());
+            }
+            let position = position.map(|p| client::StreamPosition { seq: p.seq, epoch: p.epoch });
+            reply_ok(rid, Some(reply_ok::Value::Published(client::PublishResult { id, position })))
+        }
+        Err(e) => bus_err(rid, "client publish", &e),
+    }
+}

@@ -1,0 +1,108 @@
+//! The reader: reads a connection's client frames, decodes them into
+//! requests and answers each, and watches the heartbeat and token
+//! deadlines. `read_frame` is not cancel-safe, so a read is the last
+//! branch of its `select!` and nothing else ever reads.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use herald_proto::client::{self, client_frame};
+use herald_proto::{CloseCode, ErrorCode};
+use prost::Message as _;
+use tokio::io::AsyncRead;
+use tokio::time::{Instant, sleep_until};
+
+use crate::outbox::Outbox;
+use crate::ws::{self, FrameReader, Incoming, ReadError};
+
+use super::presence::presence_query;
+use super::publish::publish;
+use super::reply::{Close, go_away_frame, reply_err, reply_ok};
+use super::session::Session;
+use super::shared::Shared;
+use super::subscribe::{refresh, subscribe, unsubscribe};
+
+/// Reads the next message, skipping nothing; maps read errors to closes.
+pub(super) async fn read<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader,
+    rd: &mut R,
+) -> Result<Incoming, Option<Close>> {
+    reader.next(rd).await.map_err(|e| match e {
+        ReadError::TooBig { .. } => Some(Close::code(CloseCode::MessageTooBig)),
+        ReadError::Protocol(what) => Some(Close(CloseCode::ProtocolError, what.to_owned())),
+        ReadError::Eof | ReadError::Io(_) => None,
+    })
+}
+
+pub(super) async fn run<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    reader: &mut FrameReader,
+    rd: &mut R,
+    outbox: &Arc<Outbox>,
+    session: &mut Session,
+) -> Option<Close> {
+    let config = &shared.config;
+    let heartbeat_timeout = config.heartbeat_timeout.0;
+    let mut last_seen = Instant::now();
+    if *shared.draining.borrow() {
+        // Authenticated after the drain began: move on at once.
+        let _ = outbox.push(go_away_frame(config.move_grace()));
+    }
+    loop {
+        if outbox.is_closing() {
+            // Closed by the hub (slow consumer, revocation, drain): the writer
+            // takes it from here.
+            return None;
+        }
+        let incoming = tokio::select! {
+            biased;
+            () = outbox.closed() => return None,
+            () = sleep_until(session.expires_at) => return Some(Close::code(CloseCode::TokenExpired)),
+            () = sleep_until(last_seen + heartbeat_timeout) => return Some(Close::code(CloseCode::HeartbeatTimeout)),
+            incoming = read(reader, rd) => incoming,
+        };
+        last_seen = Instant::now();
+        let frame = match incoming {
+            Ok(Incoming::Binary(bytes)) => bytes,
+            Ok(Incoming::Ping(payload)) => {
+                let _ = outbox.push(ws::pong_frame(&payload));
+                continue;
+            }
+            Ok(Incoming::Pong) => continue,
+            Ok(Incoming::Text) => return Some(Close::code(CloseCode::UnsupportedData)),
+            Ok(Incoming::Close(_)) => return Some(Close::code(CloseCode::Normal)),
+            Err(close) => return close,
+        };
+        let Ok(frame) = client::ClientFrame::decode(frame) else {
+            return Some(Close::code(CloseCode::BadFrame));
+        };
+        metrics::counter!("herald_requests_total").increment(1);
+        // Boxed: requests are rare next to idle time, and their state
+        // (bus futures included) would otherwise sit in every
+        // connection's future.
+        let reply = Box::pin(handle(shared, session, frame)).await;
+        if let Some(reply) = reply
+            && outbox.push(reply).is_err()
+        {
+            return None;
+        }
+    }
+}
+
+/// Answers one request. `None` when the answer was already queued (a
+/// subscribe that replays history queues its reply before the replay).
+pub(super) async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: client::ClientFrame) -> Option<Bytes> {
+    let rid = frame.request_id;
+    let Some(kind) = frame.kind else {
+        return Some(reply_err(rid, ErrorCode::UnknownRequest, "unknown request kind"));
+    };
+    Some(match kind {
+        client_frame::Kind::Connect(_) => reply_ok(rid, None),
+        client_frame::Kind::Ping(_) => reply_ok(rid, None),
+        client_frame::Kind::Subscribe(s) => return subscribe(shared, session, rid, s).await,
+        client_frame::Kind::Unsubscribe(u) => unsubscribe(shared, session, rid, &u.channel).await,
+        client_frame::Kind::Publish(p) => publish(shared, session, rid, p).await,
+        client_frame::Kind::RefreshToken(r) => refresh(shared, session, rid, &r.token).await,
+        client_frame::Kind::PresenceQuery(q) => presence_query(shared, session, rid, q).await,
+    })
+}

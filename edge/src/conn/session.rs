@@ -1,0 +1,89 @@
+//! The state of an authenticated connection: its claims, subscriptions,
+//! publish rate, and when its token stops being acceptable.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use herald_proto::{ChannelName, Claims, bus};
+use tokio::time::Instant;
+
+use crate::hub::ConnEntry;
+
+use crate::hub::{AppLimits, message_limit};
+
+/// Idempotency ids remembered per connection.
+pub(super) const RECENT_IDS: usize = 32;
+
+/// A token bucket for client publishes.
+pub(super) struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub(super) fn new(rate: u32, burst: u32) -> Self {
+        Self { rate: f64::from(rate), burst: f64::from(burst), tokens: f64::from(burst), last: Instant::now() }
+    }
+
+    pub(super) fn allow(&mut self) -> bool {
+        if self.rate <= 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The state of an authenticated connection.
+pub(super) struct Session {
+    pub(super) id: u64,
+    pub(super) claims: Claims,
+    pub(super) entry: Arc<ConnEntry>,
+    /// Subscribed channels → the presence entry reported for each, if any.
+    pub(super) subscriptions: HashMap<ChannelName, Option<Arc<bus::PresenceEntry>>>,
+    pub(super) connection_id: String,
+    pub(super) rate: RateLimit,
+    /// The app's limits as the control plane announced them, shared with
+    /// the app's other connections here.
+    pub(super) app_limits: Arc<AppLimits>,
+    pub(super) expires_at: Instant,
+    pub(super) recent_ids: VecDeque<String>,
+    pub(super) published: u64,
+}
+
+impl Session {
+    /// The largest message payload this connection may publish now: the
+    /// smaller of the edge's `edge_max` and the app's limit, as announced,
+    /// else as the token says.
+    pub(super) fn max_message(&self, edge_max: usize) -> usize {
+        let token = self.claims.lim.and_then(|l| l.max_message_bytes);
+        message_limit(edge_max, self.app_limits.max_message_bytes().or(token))
+    }
+}
+
+/// The furthest a token deadline is set: a token valid for longer (up to an
+/// `exp` of `i64::MAX`) is treated as valid for this long, which no
+/// connection outlives.
+const MAX_TOKEN_DEADLINE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// When a token with this `exp` (Unix seconds) stops being acceptable:
+/// `leeway` after `exp`, never further than [`MAX_TOKEN_DEADLINE`] from now.
+/// Saturating throughout, so that no `exp` overflows it.
+pub(super) fn expiry_instant(exp: i64, leeway: Duration) -> Instant {
+    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now_s = i64::try_from(now_s).unwrap_or(i64::MAX);
+    let left = u64::try_from(exp.saturating_sub(now_s)).unwrap_or(0);
+    let left = Duration::from_secs(left).saturating_add(leeway).min(MAX_TOKEN_DEADLINE);
+    let now = Instant::now();
+    now.checked_add(left).unwrap_or(now)
+}

@@ -1,0 +1,241 @@
+//! The fan-out: a bus message is decoded and encoded into its outgoing
+//! WebSocket frame once, and the same `Bytes` go to every local
+//! subscriber's bounded [`Outbox`]; and the release of the live frames kept
+//! aside for a subscriber while it recovered history.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_proto::client::{self, server_frame};
+use herald_proto::{AppId, ChannelName, CloseCode, bus};
+use prost::Message as _;
+
+use crate::outbox::{Outbox, PushError};
+use crate::ws;
+use herald_bus::Position;
+
+use super::registry::{EpochTag, Held};
+use super::{Hub, lock};
+
+/// A message arriving at least this long after the channel's previous
+/// fan-out ended may be written straight to idle subscribers' sockets (one
+/// `send` each, nothing woken). Closer together, messages are queued, so
+/// each writer coalesces what piles up into one write: under a steady
+/// stream, fewer syscalls matter more than the wake-ups saved.
+const CALM_GAP: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// The outboxes a fan-out queued a frame in without waking their
+    /// writers, to write it once the shard lock is released; kept from one
+    /// fan-out to the next so that the list is not allocated each time.
+    static DEFERRED: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Hub {
+    /// Ends the hold of a subscriber that recovered history: the live frames
+    /// kept aside go to its outbox in order — except those `covered(seq,
+    /// epoch)` says the replay delivered already — each once the outbox has
+    /// room (so a long hold does not overflow it), and from then on frames
+    /// go there directly. Frames that arrive meanwhile are still held, and
+    /// follow in order. Which frames a replay covered is the recovery's
+    /// rule, not the hub's.
+    pub async fn release(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        conn_id: u64,
+        covered: impl Fn(u64, EpochTag) -> bool,
+    ) {
+        let key = (app.clone(), channel.clone());
+        loop {
+            let (held, outbox) = {
+                let mut shard = lock(self.shard(app, channel));
+                let Some(entry) = shard.get_mut(&key) else { return };
+                let Some(sub) = entry.subscribers.iter_mut().find(|s| s.conn_id == conn_id) else { return };
+                match &mut sub.held {
+                    Some(held) if !held.is_empty() => (std::mem::take(held), sub.outbox.clone()),
+                    _ => {
+                        sub.held = None;
+                        return;
+                    }
+                }
+            };
+            for Held { seq, epoch, frame } in held {
+                if covered(seq, epoch) {
+                    continue;
+                }
+                match outbox.push_paced(frame).await {
+                    Ok(()) => {}
+                    Err(PushError::Overflow) => {
+                        metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                        return;
+                    }
+                    Err(PushError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    /// Fans an encoded frame out to a channel's subscribers. Returns how
+    /// many received it.
+    ///
+    /// Under the shard lock frames are only queued (or held); on a calm
+    /// channel a frame queued in an idle plain-TCP outbox is written to its
+    /// socket after the lock is released (see the module doc of the hub).
+    pub(super) fn fan_out(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        subscription: u64,
+        position: Option<&Position>,
+        frame: &Bytes,
+    ) -> usize {
+        let seq = position.map_or(0, |p| p.seq);
+        let mut epoch = None;
+        let mut delivered = 0;
+        let mut slow = 0u64;
+        DEFERRED.with_borrow_mut(|deferred| {
+            {
+                let mut shard = lock(self.shard(app, channel));
+                let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return };
+                if entry.id != subscription {
+                    return;
+                }
+                let calm = entry.last_fan_out.is_none_or(|t| t.elapsed() >= CALM_GAP);
+                for sub in &mut entry.subscribers {
+                    if let Some(held) = &mut sub.held {
+                        if held.len() < self.settings.max_held {
+                            let epoch =
+                                *epoch.get_or_insert_with(|| EpochTag::of(position.map_or("", |p| p.epoch.as_str())));
+                            held.push(Held { seq, epoch, frame: frame.clone() });
+                            delivered += 1;
+                        } else {
+                            sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
+                            slow += 1;
+                        }
+                        continue;
+                    }
+                    let pushed = if calm {
+                        sub.outbox.push_deferred(frame.clone()).map(|write| {
+                            if write {
+                                deferred.push(sub.outbox.clone());
+                            }
+                        })
+                    } else {
+                        sub.outbox.push(frame.clone())
+                    };
+                    match pushed {
+                        Ok(()) => delivered += 1,
+                        Err(PushError::Overflow) => slow += 1,
+                        Err(PushError::Closed) => {}
+                    }
+                }
+                entry.last_fan_out = Some(std::time::Instant::now());
+            }
+            // The shard lock is released: now the socket writes.
+            for outbox in deferred.drain(..) {
+                outbox.write_deferred();
+            }
+        });
+        crate::outbox::flush_written();
+        if slow > 0 {
+            metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
+        }
+        delivered
+    }
+}
+
+/// Builds the client-facing frame of a stored message, for a replay.
+///
+/// # Errors
+///
+/// When the stored bytes are not a [`bus::ChannelMessage`].
+pub fn encode_replay(channel: &ChannelName, payload: Bytes, position: &Position) -> Result<Bytes, prost::DecodeError> {
+    encode_delivery(channel, payload, Some(position))
+}
+
+/// Builds the client-facing frame for a bus message, once.
+pub(super) fn encode_delivery(
+    channel: &ChannelName,
+    payload: Bytes,
+    position: Option<&Position>,
+) -> Result<Bytes, prost::DecodeError> {
+    let msg = bus::ChannelMessage::decode(payload)?;
+    let frame = client::ServerFrame {
+        kind: Some(server_frame::Kind::Message(client::Message {
+            channel: channel.as_str().to_owned(),
+            data: msg.data,
+            event: msg.event,
+            seq: position.map_or(0, |p| p.seq),
+            epoch: position.map(|p| p.epoch.clone()).unwrap_or_default(),
+            publisher: msg.publisher,
+            timestamp_ms: msg.timestamp_ms,
+            id: msg.id,
+        })),
+    };
+    Ok(ws::binary_frame(&frame))
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_proto::client::server_frame;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::hub::SubscribeOptions;
+    use herald_bus::{Bus, LocalBus};
+
+    /// A hub on an in-process bus with subscriber 1 of app/room held (for
+    /// a replay), its outbox bounded to `max_frames` and 64 KiB.
+    async fn held_subscriber(max_frames: usize) -> (Arc<Hub>, Bus, AppId, ChannelName, Arc<Outbox>) {
+        let bus = LocalBus::new();
+        let bus = Bus::local(&bus);
+        let hub = Hub::new(bus.clone());
+        bus.attach(hub.clone()).await.expect("attach");
+        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
+        let outbox = Arc::new(Outbox::new(max_frames, 64 * 1024));
+        let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
+        hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
+        (hub, bus, app, channel, outbox)
+    }
+
+    #[tokio::test]
+    async fn releasing_a_long_hold_waits_for_room_in_the_outbox_and_keeps_order() {
+        // At most 16 frames or 64 KiB queued; nothing drains it yet.
+        let (hub, bus, app, channel, outbox) = held_subscriber(16).await;
+        // 100 frames of 4 KiB arrive while held: 400 KiB.
+        for i in 0..100u8 {
+            let message = bus::ChannelMessage {
+                app_id: app.as_str().into(),
+                channel: channel.as_str().into(),
+                data: Bytes::from(vec![i; 4096]),
+                ..Default::default()
+            };
+            bus.publish(&app, &channel, &message).await.expect("publish");
+        }
+        let release = {
+            let (hub, app, channel) = (hub.clone(), app.clone(), channel.clone());
+            tokio::spawn(async move { hub.release(&app, &channel, 1, |_, _| false).await })
+        };
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let batch = tokio::time::timeout(Duration::from_secs(5), outbox.take()).await.expect("frames come");
+            assert!(batch.close.is_none(), "closed as a slow consumer after {} frames", got.len());
+            for frame in batch.frames() {
+                // An unmasked server frame: 2 header bytes, plus 2 for a
+                // 16-bit length (frames here are 4 KiB).
+                let payload = &frame[if frame[1] & 0x7f == 126 { 4 } else { 2 }..];
+                if let Some(server_frame::Kind::Message(m)) =
+                    client::ServerFrame::decode(payload).expect("decodes").kind
+                {
+                    got.push(m.data[0]);
+                }
+            }
+        }
+        release.await.expect("released");
+        assert_eq!(got, (0..100).collect::<Vec<u8>>());
+        assert!(!outbox.is_closing());
+    }
+}

@@ -1,0 +1,190 @@
+//! Per-app limits on this edge: how many connections each app has here,
+//! and each app's newest limits as the control plane announced them
+//! (`AppLimitsChanged`, sent when an app's limits are changed).
+//!
+//! # How the limits combine
+//!
+//! A token carries the app's limits as they were when it was minted (its
+//! `lim` claim). An announcement is the app's current setting, so where it
+//! gives a value that value wins over the token's — for the connections
+//! already open and for new ones alike. A `0` in an announcement means "not
+//! sent" (a control plane that does not send that limit): the token's value
+//! stands. The edge's own configuration caps both:
+//!
+//! - **Connections**: a new connection of an app is refused (close code
+//!   `ConnectionLimit`) when the app already has its limit of connections on
+//!   this edge; the limit is the smaller of the edge's
+//!   `max_connections_per_app` (0: none) and the app's (announced, else the
+//!   token's; at least 1). Connections already open over a lowered limit
+//!   stay open.
+//! - **Message size**: a client publish whose data is larger than the
+//!   smaller of the edge's `max_message_size` and the app's limit
+//!   (announced, else the token's) is refused with `TooLarge`, also on a
+//!   connection opened before the announcement. The limit the `Connected`
+//!   frame tells a client is the one in force when it connected.
+//!
+//! # Bounded
+//!
+//! The edge keeps one entry per app with a connection here: the app's first
+//! connection creates it and its last one drops it, announced limits with
+//! it. An announcement for an app with no connection here is not kept: the
+//! app's next connection starts from its token, which the control plane
+//! mints with the app's current limits (a token minted before the change
+//! carries the older ones until it is refreshed).
+//!
+//! The connections of an app share its [`AppLimits`], so a publish reads
+//! the announced size limit with one atomic load, without a lock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use herald_proto::{AppId, bus};
+
+use super::{Hub, lock};
+
+/// The limits the control plane announced for an app; shared by the app's
+/// connections on this edge.
+#[derive(Debug, Default)]
+pub struct AppLimits {
+    /// 0: not announced.
+    max_message_bytes: AtomicU32,
+    /// 0: not announced.
+    max_connections: AtomicU32,
+}
+
+impl AppLimits {
+    /// The announced largest message payload, in bytes, if any.
+    #[must_use]
+    pub fn max_message_bytes(&self) -> Option<u32> {
+        Some(self.max_message_bytes.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// The announced most connections of the app on one edge, if any.
+    #[must_use]
+    pub fn max_connections(&self) -> Option<u32> {
+        Some(self.max_connections.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// Takes the values an announcement gives (0: not given, kept).
+    fn update(&self, changed: &bus::AppLimitsChanged) {
+        if changed.max_message_bytes > 0 {
+            self.max_message_bytes.store(changed.max_message_bytes, Ordering::Relaxed);
+        }
+        if changed.max_connections > 0 {
+            self.max_connections.store(changed.max_connections, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An app with connections on this edge.
+#[derive(Debug, Default)]
+pub(super) struct AppEntry {
+    /// Its connections here.
+    connections: u32,
+    limits: Arc<AppLimits>,
+}
+
+/// Most connections of an app on this edge: the smaller of the edge's
+/// `edge_max` (0: no limit) and the app's limit (`app_max`, at least 1);
+/// 0 when neither limits them.
+#[must_use]
+pub fn connection_limit(edge_max: u32, app_max: Option<u32>) -> u32 {
+    match (edge_max, app_max) {
+        (0, None) => 0,
+        (0, Some(n)) => n.max(1),
+        (c, None) => c,
+        (c, Some(n)) => c.min(n.max(1)),
+    }
+}
+
+/// Largest client message payload: the smaller of the edge's `edge_max`
+/// and the app's limit, if any.
+#[must_use]
+pub fn message_limit(edge_max: usize, app_max: Option<u32>) -> usize {
+    app_max.map_or(edge_max, |n| edge_max.min(usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
+impl Hub {
+    /// Counts a new connection of `app`, unless the app already has its
+    /// limit here: the smaller of `edge_max` (0: none) and the app's
+    /// announced limit, else `token_max`. Returns the app's shared
+    /// [`AppLimits`], or `None` when refused.
+    pub(super) fn admit(&self, app: &AppId, edge_max: u32, token_max: Option<u32>) -> Option<Arc<AppLimits>> {
+        let mut apps = lock(&self.apps);
+        let entry = apps.entry(app.clone()).or_default();
+        let limit = connection_limit(edge_max, entry.limits.max_connections().or(token_max));
+        if limit > 0 && entry.connections >= limit {
+            if entry.connections == 0 {
+                apps.remove(app);
+            }
+            return None;
+        }
+        entry.connections += 1;
+        Some(entry.limits.clone())
+    }
+
+    /// Uncounts a connection of `app`; the app's entry goes with its last.
+    pub(super) fn release_app(&self, app: &AppId) {
+        let mut apps = lock(&self.apps);
+        if let Some(entry) = apps.get_mut(app) {
+            entry.connections = entry.connections.saturating_sub(1);
+            if entry.connections == 0 {
+                apps.remove(app);
+            }
+        }
+    }
+
+    /// Applies an announcement of an app's limits, if the app has
+    /// connections here.
+    pub(super) fn apply_app_limits(&self, changed: &bus::AppLimitsChanged) {
+        let Ok(app) = AppId::new(&changed.app_id) else { return };
+        let served = match lock(&self.apps).get(&app) {
+            Some(entry) => {
+                entry.limits.update(changed);
+                true
+            }
+            None => false,
+        };
+        tracing::info!(
+            %app,
+            max_message_bytes = changed.max_message_bytes,
+            max_connections = changed.max_connections,
+            served,
+            "app limits changed"
+        );
+    }
+
+    /// The limits announced for `app`, while it has connections here.
+    #[must_use]
+    pub fn app_limits(&self, app: &AppId) -> Option<Arc<AppLimits>> {
+        lock(&self.apps).get(app).map(|e| e.limits.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smaller_limit_wins_and_an_app_limit_is_at_least_one() {
+        assert_eq!(connection_limit(0, None), 0);
+        assert_eq!(connection_limit(0, Some(0)), 1);
+        assert_eq!(connection_limit(0, Some(7)), 7);
+        assert_eq!(connection_limit(5, None), 5);
+        assert_eq!(connection_limit(5, Some(7)), 5);
+        assert_eq!(connection_limit(5, Some(2)), 2);
+        assert_eq!(message_limit(1000, None), 1000);
+        assert_eq!(message_limit(1000, Some(10)), 10);
+        assert_eq!(message_limit(1000, Some(u32::MAX)), 1000);
+    }
+
+    #[test]
+    fn an_announcement_keeps_what_it_does_not_give() {
+        let limits = AppLimits::default();
+        assert_eq!((limits.max_message_bytes(), limits.max_connections()), (None, None));
+        limits.update(&bus::AppLimitsChanged { app_id: "a".into(), max_message_bytes: 10, max_connections: 0 });
+        assert_eq!((limits.max_message_bytes(), limits.max_connections()), (Some(10), None));
+        limits.update(&bus::AppLimitsChanged { app_id: "a".into(), max_message_bytes: 0, max_connections: 3 });
+        assert_eq!((limits.max_message_bytes(), limits.max_connections()), (Some(10), Some(3)));
+    }
+}

@@ -1,0 +1,270 @@
+//! The hub: which local connections subscribe to which channels, and the
+//! fan-out of every bus message to them. Shared by every connection of an
+//! edge and attached to the bus as its [`Sink`].
+//!
+//! # Layout
+//!
+//! - `registry`: (app, channel) → local subscribers, sharded, and the bus
+//!   subscription of each channel with local subscribers. The first local
+//!   subscriber of a channel makes the bus subscribe to it; the last one
+//!   leaving drops that subscription. Concurrent first subscribers share
+//!   one bus subscribe and all wait for it, so an `ok` reply always means
+//!   "messages published from now on arrive".
+//! - `fanout`: a message is decoded and encoded into its outgoing WebSocket
+//!   frame once; the same `Bytes` go into every subscriber's bounded
+//!   [`Outbox`](crate::outbox::Outbox). A full outbox closes its connection as a slow consumer;
+//!   nobody waits for it. A subscriber that recovers history is *held*: live
+//!   frames for it are kept aside with their position until
+//!   [`Hub::release`] (the rules are the connection's recovery module's).
+//! - `presence`: presence tables, join/leave events, member queries, and
+//!   the periodic presence and occupancy reports ([`Hub::report_loop`]).
+//! - `connections`: the registry of live connections, for key revocation,
+//!   app deletion, draining and pings ([`Hub::ping_loop`]).
+//! - `limits`: per-app connection counts and the app limits the control
+//!   plane announces, and how they combine with a token's.
+//!
+//! # Locks
+//!
+//! The channel map is sharded; each shard sits behind a plain mutex, and
+//! under a shard lock the hub never awaits and never writes to a socket.
+//! What it does there is bounded and non-blocking: append a frame to a
+//! subscriber's [`Outbox`](crate::outbox::Outbox) (an in-memory queue; a full one closes its
+//! connection instead of waiting), keep it aside for a held subscriber, or
+//! note a target. The one socket write of the delivery path — a frame for
+//! an idle plain-TCP connection written straight to its socket, saving the
+//! writer task a wake-up — happens after the lock is released: under the
+//! lock the frame is queued without waking the writer
+//! ([`Outbox::push_deferred`](crate::outbox::Outbox::push_deferred)) and its outbox noted in a per-thread list
+//! reused from one fan-out to the next; once the lock is released each
+//! noted outbox writes its frame itself if its writer is still idle, or
+//! wakes the writer ([`Outbox::write_deferred`](crate::outbox::Outbox::write_deferred)). The order in which a
+//! channel's messages reach its subscribers is thus decided under the
+//! lock, the same for every subscriber. Other locks (connections, apps,
+//! presence table) are taken one at a time, never across an `.await`, and
+//! their targets are collected under them and served after.
+
+mod connections;
+mod fanout;
+mod limits;
+mod presence;
+mod registry;
+
+pub use connections::ConnEntry;
+use fanout::encode_delivery;
+pub use fanout::encode_replay;
+pub use limits::{AppLimits, connection_limit, message_limit};
+pub use registry::{EpochTag, SubscribeOptions};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use herald_proto::{AppId, ChannelName, CloseCode, bus};
+
+use crate::auth::Revocations;
+use herald_bus::namespaces::Namespaces;
+use herald_bus::presence::PresenceTable;
+use herald_bus::{Bus, BusError, Position, Sink};
+
+/// How a hub reports presence; from the edge's configuration.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// This edge's id, in its presence and occupancy reports.
+    pub edge_id: String,
+    /// Expiry of other edges' entries.
+    pub presence_ttl: Duration,
+    /// Most presence entries kept per channel.
+    pub presence_max_per_channel: usize,
+    /// Join and leave events only while a channel has at most this many
+    /// members.
+    pub presence_events_max_members: usize,
+    /// Cache time of namespace options.
+    pub namespace_cache_ttl: Duration,
+    /// Most live frames kept aside for a subscriber replaying history; past
+    /// it the subscriber is closed as a slow consumer.
+    pub max_held: usize,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        Self {
+            edge_id: "edge".to_owned(),
+            presence_ttl: Duration::from_secs(30),
+            presence_max_per_channel: 100_000,
+            presence_events_max_members: 1_000,
+            namespace_cache_ttl: Duration::from_secs(30),
+            max_held: 16_384,
+        }
+    }
+}
+
+/// The hub. Shared by every connection of an edge and attached to the
+/// bus as its [`Sink`].
+pub struct Hub {
+    shards: Box<[Mutex<HashMap<registry::ChannelKey, registry::Channel>>]>,
+    conns: Mutex<HashMap<u64, Arc<ConnEntry>>>,
+    /// The apps with connections here: counts and announced limits.
+    apps: Mutex<HashMap<AppId, limits::AppEntry>>,
+    bus: Bus,
+    next_id: AtomicU64,
+    settings: HubSettings,
+    presence: Mutex<PresenceTable>,
+    /// Namespace options of the apps this edge serves.
+    namespaces: Namespaces,
+    /// Notified when the control plane rotated its signing keys.
+    pub keys_rotated: tokio::sync::Notify,
+    /// Notified when the control plane asks for every report at once.
+    report_now: tokio::sync::Notify,
+    /// Set when subscriptions changed since the last occupancy report.
+    occupancy_changed: AtomicBool,
+    /// The apps the last occupancy report named (an app left with no
+    /// channel gets an empty report, which clears its counts).
+    reported_apps: Mutex<HashSet<AppId>>,
+    /// Revoked keys and deleted apps, as the control plane announced them.
+    revocations: Revocations,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// A hub publishing and subscribing through `bus`. Attach it with
+    /// [`Bus::attach`] to receive.
+    #[must_use]
+    pub fn new(bus: Bus) -> Arc<Self> {
+        Self::with_settings(bus, HubSettings::default())
+    }
+
+    /// A hub with explicit presence settings.
+    #[must_use]
+    pub fn with_settings(bus: Bus, settings: HubSettings) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..registry::SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            conns: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
+            bus,
+            next_id: AtomicU64::new(1),
+            presence: Mutex::new(PresenceTable::new(settings.presence_ttl, settings.presence_max_per_channel)),
+            namespaces: Namespaces::new(settings.namespace_cache_ttl),
+            settings,
+            keys_rotated: tokio::sync::Notify::new(),
+            report_now: tokio::sync::Notify::new(),
+            occupancy_changed: AtomicBool::new(false),
+            reported_apps: Mutex::new(HashSet::new()),
+            revocations: Revocations::default(),
+        })
+    }
+
+    /// The namespace options of `channel` of `app` (cached; see
+    /// [`Namespaces`]).
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when they are not cached and the
+    /// control plane cannot be asked.
+    pub async fn namespace_options(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<bus::NamespaceOptions, BusError> {
+        self.namespaces.options(&self.bus, app, channel).await
+    }
+
+    /// This edge's id.
+    #[must_use]
+    pub fn edge_id(&self) -> &str {
+        &self.settings.edge_id
+    }
+
+    /// A presence report of this edge: its id, and its presence TTL for
+    /// every receiver to expire what the report adds alike.
+    #[must_use]
+    pub fn presence_report(&self, app: &AppId, kind: bus::presence_report::Kind) -> bus::PresenceReport {
+        bus::PresenceReport {
+            edge_id: self.settings.edge_id.clone(),
+            app_id: app.as_str().to_owned(),
+            ttl_ms: self.report_ttl_ms(),
+            kind: Some(kind),
+        }
+    }
+
+    fn report_ttl_ms(&self) -> u32 {
+        u32::try_from(self.settings.presence_ttl.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Revoked keys and deleted apps (shared with the token verifier).
+    #[must_use]
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// The bus.
+    #[must_use]
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// A fresh id for a connection.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Sink for Hub {
+    fn deliver(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        subscription: u64,
+        payload: Bytes,
+        position: Option<&Position>,
+    ) {
+        let started = Instant::now();
+        metrics::counter!("herald_messages_in_total").increment(1);
+        let frame = match encode_delivery(channel, payload, position) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::warn!(%app, %channel, error = %e, "undecodable bus message dropped");
+                herald_bus::telemetry::decode_error();
+                return;
+            }
+        };
+        let delivered = self.fan_out(app, channel, subscription, position, &frame);
+        metrics::counter!("herald_deliveries_total").increment(delivered as u64);
+        metrics::histogram!("herald_fanout_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    fn control(&self, event: bus::ControlEvent) {
+        use bus::control_event::Kind;
+        match event.kind {
+            Some(Kind::KeyRevoked(revoked)) => {
+                // First refuse new tokens, then close: a connection that
+                // registers in between checks again after registering.
+                self.revocations.add_announced(&revoked.app_id, Some(&revoked.key_id), revoked.at, revoked.until);
+                let n = self.close_where(CloseCode::KeyRevoked, CloseCode::KeyRevoked.reason(), |c| {
+                    c.app.as_str() == revoked.app_id && lock(&c.key).as_str() == revoked.key_id
+                });
+                tracing::info!(app = %revoked.app_id, key = %revoked.key_id, closed = n, "api key revoked");
+            }
+            Some(Kind::AppDeleted(deleted)) => {
+                self.revocations.add_announced(&deleted.app_id, None, deleted.at, deleted.until);
+                let n = self.close_where(CloseCode::AppUnavailable, CloseCode::AppUnavailable.reason(), |c| {
+                    c.app.as_str() == deleted.app_id
+                });
+                tracing::info!(app = %deleted.app_id, closed = n, "app deleted");
+            }
+            Some(Kind::SigningKeysRotated(_)) => self.keys_rotated.notify_one(),
+            Some(Kind::NamespacesChanged(changed)) => self.namespaces.invalidate(&changed.app_id),
+            Some(Kind::PresenceSyncAll(_)) => self.report_now.notify_one(),
+            Some(Kind::AppLimitsChanged(changed)) => self.apply_app_limits(&changed),
+            None => {}
+        }
+    }
+
+    fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
+        self.on_presence(app, channel, report);
+    }
+}
