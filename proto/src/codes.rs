@@ -124,8 +124,10 @@ close_codes! {
     HandshakeTimeout = 4002, "handshake_timeout", Reconnect, "no connect frame before the deadline";
     /// The edge holds as many connections as allowed (per edge or per app).
     ConnectionLimit = 4003, "connection_limit", Reconnect, "connection limit reached; retry later or elsewhere";
-    /// The edge cannot reach the bus; reconnect, possibly elsewhere.
-    BackplaneUnavailable = 4004, "backplane_unavailable", Reconnect, "bus unavailable";
+    /// The edge cannot reach the bus; reconnect, possibly elsewhere. (The
+    /// wire name keeps its first word, `backplane`, for the clients that
+    /// match it.)
+    BusUnavailable = 4004, "backplane_unavailable", Reconnect, "bus unavailable";
     /// The token expired and was not refreshed in time.
     TokenExpired = 4100, "token_expired", RefreshToken, "token expired";
     /// The API key that minted the token was revoked.

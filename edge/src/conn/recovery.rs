@@ -24,7 +24,7 @@
 //! - The replay reads the history page by page, each message pushed once
 //!   the send queue has room. If a later page cannot be read or the stream
 //!   changed epoch meanwhile, the connection is closed (code
-//!   `BackplaneUnavailable`): a replay that stopped short must not be
+//!   `BusUnavailable`): a replay that stopped short must not be
 //!   followed by live messages; the client reconnects and recovers from
 //!   what it got.
 //! - The release passes on the held frames the replay did not cover: those
@@ -152,12 +152,12 @@ async fn replay_all(
             Ok(next) if next.epoch == epoch => page = next.messages,
             Ok(_) => {
                 tracing::info!(%app, %channel, "history stream changed during a replay; closing the connection");
-                outbox.close(CloseCode::BackplaneUnavailable, "history changed during the replay; reconnect");
+                outbox.close(CloseCode::BusUnavailable, "history changed during the replay; reconnect");
                 return replayed;
             }
             Err(e) => {
                 tracing::warn!(%app, %channel, error = %e, "history read failed during a replay; closing the connection");
-                outbox.close(CloseCode::BackplaneUnavailable, "history unavailable during the replay; reconnect");
+                outbox.close(CloseCode::BusUnavailable, "history unavailable during the replay; reconnect");
                 return replayed;
             }
         }
