@@ -35,11 +35,7 @@ pub(crate) async fn serve(
 ) {
     let cfg = &core.config;
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout.0).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -80,7 +76,7 @@ pub(crate) async fn serve(
     core.ready.store(false, Ordering::Release);
     drop(listener);
     tracing::info!("control plane stopped accepting; draining connections");
-    let deadline = Duration::from_millis(core.config.shutdown_timeout_ms);
+    let deadline = core.config.shutdown_timeout.0;
     if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections did not finish before the shutdown deadline");
     }

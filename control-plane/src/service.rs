@@ -184,7 +184,10 @@ impl Core {
         let c = &self.config;
         EffectiveLimits {
             max_connections: app.limits.max_connections.unwrap_or(c.default_max_connections),
-            max_message_bytes: app.limits.max_message_bytes.unwrap_or(c.default_max_message_bytes),
+            max_message_bytes: app
+                .limits
+                .max_message_bytes
+                .unwrap_or(u32::try_from(c.default_max_message_size.0).unwrap_or(u32::MAX)),
             publish_rate_per_sec: app.limits.publish_rate_per_sec.unwrap_or(c.default_publish_rate_per_sec),
         }
     }
@@ -197,11 +200,11 @@ impl Core {
             publish_rate_per_sec: zero_is_default(limits.publish_rate_per_sec),
         };
         if let Some(v) = out.max_message_bytes
-            && v > self.config.max_message_bytes_ceiling
+            && u64::from(v) > self.config.max_message_size_ceiling.0
         {
             return Err(ApiError::bad_request(format!(
                 "`limits.max_message_bytes` is {v}; the server allows at most {}",
-                self.config.max_message_bytes_ceiling
+                self.config.max_message_size_ceiling.0
             )));
         }
         Ok(out)
@@ -467,11 +470,12 @@ impl Core {
             ));
         }
         let c = &self.config;
-        let ttl = ttl_secs.unwrap_or(c.token_default_ttl_secs);
-        if !(c.token_min_ttl_secs..=c.token_max_ttl_secs).contains(&ttl) {
+        let ttl = ttl_secs.unwrap_or(c.token_default_ttl.0.as_secs());
+        if !(c.token_min_ttl.0.as_secs()..=c.token_max_ttl.0.as_secs()).contains(&ttl) {
             return Err(ApiError::bad_request(format!(
                 "`ttl_seconds` is {ttl}; it must lie between {} and {}",
-                c.token_min_ttl_secs, c.token_max_ttl_secs
+                c.token_min_ttl.0.as_secs(),
+                c.token_max_ttl.0.as_secs()
             )));
         }
         if let Some(info) = &info {
@@ -511,7 +515,7 @@ impl Core {
     /// `forbidden`, `bad_request` (overlap too long), `unavailable`.
     pub async fn rotate_signing_keys(&self, who: &Principal, overlap_secs: Option<u64>) -> Result<Rotation, ApiError> {
         self.require_admin(who)?;
-        let overlap = overlap_secs.unwrap_or(self.config.signing_key_overlap_secs);
+        let overlap = overlap_secs.unwrap_or(self.config.signing_key_overlap.0.as_secs());
         if overlap > 10 * 365 * 86_400 {
             return Err(ApiError::bad_request("`overlap_seconds` must be at most ten years"));
         }
@@ -649,7 +653,7 @@ impl Core {
         if !self.ready.load(Ordering::Acquire) {
             failing.push("shutting_down");
         }
-        let timeout = Duration::from_millis(self.config.readiness_timeout_ms);
+        let timeout = self.config.readiness_timeout.0;
         if !matches!(tokio::time::timeout(timeout, self.store.ping()).await, Ok(Ok(()))) {
             failing.push("database");
         }

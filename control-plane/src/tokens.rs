@@ -226,7 +226,7 @@ impl Signer {
     /// [`SigningError`] when the store fails or a key cannot be made.
     pub async fn load(store: Store, config: &Config) -> Result<Self, SigningError> {
         let stale_for = config.cache_ttl();
-        let revocation_window = Duration::from_secs(config.token_max_ttl_secs) + stale_for + REVOCATION_MARGIN;
+        let revocation_window = config.token_max_ttl.0 + stale_for + REVOCATION_MARGIN;
         let state = Self::load_state(&store, revocation_window, stale_for).await?;
         Ok(Self {
             store,

@@ -1171,7 +1171,7 @@ impl utoipa::Modify for Security {
 
 /// The REST routes.
 pub fn router(core: Arc<Core>) -> Router {
-    let limit = core.config.max_body_bytes;
+    let limit = core.config.max_body_size.as_usize();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
