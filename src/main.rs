@@ -231,13 +231,9 @@ async fn run_control_plane(config: herald_control_plane::Config) -> Result<()> {
 
 async fn migrate(config: herald_control_plane::Config) -> Result<()> {
     config.validate()?;
-    let store = herald_control_plane::store::Store::connect(
-        &config.database_url,
-        1,
-        std::time::Duration::from_millis(config.database_acquire_timeout_ms),
-    )
-    .await
-    .context("connecting to the database and applying migrations")?;
+    let store = herald_control_plane::store::Store::connect(&config.database_url, 1, config.database_acquire_timeout.0)
+        .await
+        .context("connecting to the database and applying migrations")?;
     store.close().await;
     tracing::info!("migrations applied");
     Ok(())
@@ -293,6 +289,8 @@ fn run(cli: Cli) -> Result<()> {
             tokio::runtime::Runtime::new()?.block_on(dev::run(args, cp, edge, shutdown_signal()))
         }
         Command::ControlPlane { print_config, migrate_only, settings } => {
+            // Before loading: a renamed key read warns.
+            init_tracing(&cli.log_format);
             let config = settings.load()?;
             let mut shown = config.clone();
             shown.database_url = settings::redact_url(&shown.database_url);
@@ -300,7 +298,6 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{shown:#?}");
                 return Ok(());
             }
-            init_tracing(&cli.log_format);
             raise_open_files_limit();
             let runtime = tokio::runtime::Runtime::new()?;
             if migrate_only {

@@ -2,7 +2,7 @@
 //! per-replica caches that keep a database round trip off every request.
 //!
 //! [`Auth::authenticate`] turns an `Authorization: Bearer …` value into a
-//! [`Principal`]. API keys and apps are cached for `cache_ttl_ms`, found or
+//! [`Principal`]. API keys and apps are cached for `cache_ttl`, found or
 //! not (so random keys cannot hammer the database). Invalidation:
 //!
 //! - on this replica, revoking a key or deleting an app evicts the entry

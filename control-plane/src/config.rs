@@ -1,25 +1,40 @@
 //! [`Config`]: every setting and limit of the control plane, in one flat,
 //! strict struct.
 //!
-//! The fields are flat and carry their unit in the name (`_bytes`,
-//! `_secs`, `_ms`), so one table serves TOML (`deny_unknown_fields`: a typo
-//! is an error that names the key), command-line flags and environment
-//! variables: field `foo_bar` is `HERALD_CP_FOO_BAR`
-//! ([`Config::apply_env`]). [`Config::validate`] checks the values and names
-//! the failing key. The admin token is a [`Secret`]: its `Debug` prints
-//! `***`, so logging the config never logs it.
+//! The fields are flat, so one table serves TOML (`deny_unknown_fields`: a
+//! typo is an error that names the key), command-line flags and environment
+//! variables: field `foo_bar` is `HERALD_CP_FOO_BAR` ([`Config::apply_env`]).
+//! Sizes and durations carry their unit in the value, as the edge's do
+//! ([`ByteSize`]: `"1MiB"`; [`HumanDuration`]: `"500ms"`, `"30s"`).
+//! [`Config::validate`] checks the values and names the failing key. The
+//! admin token is a [`Secret`]: its `Debug` prints `***`, so logging the
+//! config never logs it.
+//!
+//! # Renamed keys
+//!
+//! Keys that used to carry their unit in the name (`cache_ttl_ms`,
+//! `max_body_bytes`, …) are listed in [`RENAMED_KEYS`] with the unit their
+//! bare numbers are in. They keep working in every form (TOML key, flag,
+//! environment variable), each read logging a warning that names the old and
+//! the new key; giving both in one source is an error. [`RenamedKey`] is the
+//! table-driven mechanism: it knows nothing of this config, so any
+//! component's loader can use it.
 
 use std::fmt;
 use std::time::Duration;
 
+use herald_proto::units::{ByteSize, HumanDuration};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// The prefix of the environment variables [`Config::apply_env`] reads.
 pub const ENV_PREFIX: &str = "HERALD_CP_";
 
-/// The shortest idempotency window allowed.
+/// The shortest idempotency window allowed, in seconds.
 pub const MIN_IDEMPOTENCY_WINDOW_SECS: u64 = 120;
+
+/// The shortest idempotency window allowed.
+pub const MIN_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(MIN_IDEMPOTENCY_WINDOW_SECS);
 
 /// A value that must never be logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -83,13 +98,9 @@ macro_rules! config {
             /// Every field name, in declaration order.
             pub const FIELDS: &'static [&'static str] = &[$( stringify!($field), )*];
 
-            /// Sets the field named `key` from its text form. Returns false
-            /// when no field has that name.
-            ///
-            /// # Errors
-            ///
-            /// [`ConfigError`] when the text is not a valid value.
-            pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+            /// Sets the field named `key` (a current name) from its text
+            /// form. Returns false when no field has that name.
+            fn set_field(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
                 match key {
                     $( stringify!($field) => { self.$field = parse_value::<$ty>(key, value)?; Ok(true) } )*
                     _ => Ok(false),
@@ -113,14 +124,14 @@ config! {
     database_url: String = "sqlite://herald-data/control-plane.db".to_owned();
     /// Most connections in the database pool.
     database_max_connections: u32 = 16;
-    /// Longest wait for a database connection, in milliseconds.
-    database_acquire_timeout_ms: u64 = 5_000;
+    /// Longest wait for a database connection.
+    database_acquire_timeout: HumanDuration = HumanDuration::secs(5);
     /// The operators' bearer token. Unset: the admin API refuses every call.
     admin_token: Option<Secret> = None;
     /// The `iss` of minted tokens.
     issuer: String = herald_proto::claims::DEFAULT_ISSUER.to_owned();
-    /// Largest request body (REST) or message (gRPC), in bytes.
-    max_body_bytes: usize = 1024 * 1024;
+    /// Largest request body (REST) or message (gRPC).
+    max_body_size: ByteSize = ByteSize::mib(1);
     /// Most messages in one batch publish.
     max_batch_messages: usize = 100;
     /// Most channels one message may be published to.
@@ -131,40 +142,40 @@ config! {
     max_publishes_in_flight: usize = 256;
     /// Default per-app limit: concurrent connections.
     default_max_connections: u32 = 10_000;
-    /// Default per-app limit: message payload size, in bytes.
-    default_max_message_bytes: u32 = 64 * 1024;
+    /// Default per-app limit: message payload size.
+    default_max_message_size: ByteSize = ByteSize::kib(64);
     /// Default per-app limit: API publishes per second (per replica).
     default_publish_rate_per_sec: u32 = 1_000;
-    /// The largest message size an app may be given, in bytes.
-    max_message_bytes_ceiling: u32 = 1024 * 1024;
+    /// The largest message size an app may be given.
+    max_message_size_ceiling: ByteSize = ByteSize::mib(1);
     /// Most entries in an app's Origin allowlist.
     max_allowed_origins: usize = 100;
     /// Most API keys per app (revoked ones included).
     max_keys_per_app: u64 = 100;
-    /// Token lifetime when the request gives none, in seconds.
-    token_default_ttl_secs: u64 = 3_600;
-    /// Shortest token lifetime, in seconds.
-    token_min_ttl_secs: u64 = 1;
-    /// Longest token lifetime, in seconds.
-    token_max_ttl_secs: u64 = 86_400;
-    /// How long a rotated-out signing key stays in the JWKS, in seconds.
-    /// Tokens it signed stop verifying after that.
-    signing_key_overlap_secs: u64 = 86_400;
+    /// Token lifetime when the request gives none (whole seconds).
+    token_default_ttl: HumanDuration = HumanDuration::secs(3_600);
+    /// Shortest token lifetime (whole seconds).
+    token_min_ttl: HumanDuration = HumanDuration::secs(1);
+    /// Longest token lifetime (whole seconds).
+    token_max_ttl: HumanDuration = HumanDuration::secs(86_400);
+    /// How long a rotated-out signing key stays in the JWKS (whole
+    /// seconds). Tokens it signed stop verifying after that.
+    signing_key_overlap: HumanDuration = HumanDuration::secs(86_400);
     /// How often each replica reloads the signing keys from the database
-    /// (besides reloading on a rotation event), in seconds.
-    signing_key_refresh_secs: u64 = 30;
-    /// How long an idempotency id is remembered, in seconds (at least 120).
-    idempotency_window_secs: u64 = 300;
+    /// (besides reloading on a rotation event).
+    signing_key_refresh_interval: HumanDuration = HumanDuration::secs(30);
+    /// How long an idempotency id is remembered (at least 120 s).
+    idempotency_window: HumanDuration = HumanDuration::secs(300);
     /// With PostgreSQL, share idempotency ids between replicas through the
     /// database (two more queries per publish that carries an id). SQLite
     /// serves one process and never needs it.
     idempotency_shared: bool = true;
     /// Most idempotency ids remembered per replica.
     idempotency_max_entries: usize = 1_000_000;
-    /// How long a replica trusts a cached API key or app, in milliseconds.
-    /// Revocations on this replica take effect at once, on others within
-    /// this bound (or at once when the bus delivers the revocation event).
-    cache_ttl_ms: u64 = 5_000;
+    /// How long a replica trusts a cached API key or app. Revocations on
+    /// this replica take effect at once, on others within this bound (or at
+    /// once when the bus delivers the revocation event).
+    cache_ttl: HumanDuration = HumanDuration::secs(5);
     /// Most API keys and apps cached per replica.
     cache_max_entries: usize = 100_000;
     /// Most HTTP connections (REST and gRPC) at once; more are closed at
@@ -172,30 +183,30 @@ config! {
     max_http_connections: usize = 10_000;
     /// Most concurrent requests (streams) on one HTTP/2 connection.
     max_http2_streams: u32 = 256;
-    /// Longest wait for a request's head, in milliseconds.
-    header_read_timeout_ms: u64 = 10_000;
-    /// Longest wait for in-flight requests at shutdown, in milliseconds.
-    shutdown_timeout_ms: u64 = 10_000;
-    /// Longest wait for the database in `/readyz`, in milliseconds.
-    readiness_timeout_ms: u64 = 2_000;
+    /// Longest wait for a request's head.
+    header_read_timeout: HumanDuration = HumanDuration::secs(10);
+    /// Longest wait for in-flight requests at shutdown.
+    shutdown_timeout: HumanDuration = HumanDuration::secs(10);
+    /// Longest wait for the database in `/readyz`.
+    readiness_timeout: HumanDuration = HumanDuration::secs(2);
     /// Most channel namespaces per app.
     max_namespaces_per_app: u64 = 100;
     /// The largest `history_size` (messages kept per channel) a namespace
     /// may be given.
     max_history_size: u32 = 10_000;
-    /// The longest `history_ttl` a namespace may be given, in seconds.
-    max_history_ttl_secs: u64 = 7 * 86_400;
+    /// The longest `history_ttl` a namespace may be given.
+    max_history_ttl: HumanDuration = HumanDuration::secs(7 * 86_400);
     /// Most bytes one history stream (one namespace of one app) may hold in
     /// JetStream; the oldest messages go first past it.
-    history_stream_max_bytes: u64 = 256 * 1024 * 1024;
+    history_stream_max_size: ByteSize = ByteSize::mib(256);
     /// Copies JetStream keeps of each history stream (1, 3 or 5; at most the
     /// number of NATS servers with JetStream).
     history_replicas: u8 = 1;
     /// Most messages one history read returns (`limit`).
     max_history_limit: usize = 1_000;
     /// How long presence and subscriber counts of an edge that stopped
-    /// reporting are kept, in milliseconds.
-    presence_ttl_ms: u64 = 30_000;
+    /// reporting are kept.
+    presence_ttl: HumanDuration = HumanDuration::secs(30);
     /// Most presence entries (member connections, across edges) kept per
     /// channel; reports past it are ignored.
     presence_max_per_channel: u32 = 100_000;
@@ -213,32 +224,168 @@ fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigE
         .map_err(|e| ConfigError::new(key, format!("invalid value: {e}")))
 }
 
+/// A config key renamed when its unit moved from the name into the value:
+/// `cache_ttl_ms = 5000` became `cache_ttl = "5s"`.
+///
+/// A table of them drives the whole mechanism, for any component: the old
+/// key is read wherever the new one is (file, flag, environment), its bare
+/// number taken in `old_unit`, with a warning naming both keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenamedKey {
+    /// The key as it was, e.g. `cache_ttl_ms`.
+    pub old: &'static str,
+    /// The key as it is, e.g. `cache_ttl`.
+    pub new: &'static str,
+    /// The unit of the old key's numbers, written as the new key's value
+    /// type writes it: `ms` or `s` ([`HumanDuration`]), `B` ([`ByteSize`]).
+    pub old_unit: &'static str,
+}
+
+const fn renamed(old: &'static str, new: &'static str, old_unit: &'static str) -> RenamedKey {
+    RenamedKey { old, new, old_unit }
+}
+
+/// The control plane's renamed keys.
+pub const RENAMED_KEYS: &[RenamedKey] = &[
+    renamed("database_acquire_timeout_ms", "database_acquire_timeout", "ms"),
+    renamed("max_body_bytes", "max_body_size", "B"),
+    renamed("default_max_message_bytes", "default_max_message_size", "B"),
+    renamed("max_message_bytes_ceiling", "max_message_size_ceiling", "B"),
+    renamed("token_default_ttl_secs", "token_default_ttl", "s"),
+    renamed("token_min_ttl_secs", "token_min_ttl", "s"),
+    renamed("token_max_ttl_secs", "token_max_ttl", "s"),
+    renamed("signing_key_overlap_secs", "signing_key_overlap", "s"),
+    renamed("signing_key_refresh_secs", "signing_key_refresh_interval", "s"),
+    renamed("idempotency_window_secs", "idempotency_window", "s"),
+    renamed("cache_ttl_ms", "cache_ttl", "ms"),
+    renamed("header_read_timeout_ms", "header_read_timeout", "ms"),
+    renamed("shutdown_timeout_ms", "shutdown_timeout", "ms"),
+    renamed("readiness_timeout_ms", "readiness_timeout", "ms"),
+    renamed("max_history_ttl_secs", "max_history_ttl", "s"),
+    renamed("history_stream_max_bytes", "history_stream_max_size", "B"),
+    renamed("presence_ttl_ms", "presence_ttl", "ms"),
+];
+
+impl RenamedKey {
+    /// The entry of `table` whose old key is `key`.
+    #[must_use]
+    pub fn find(table: &[Self], key: &str) -> Option<Self> {
+        table.iter().copied().find(|r| r.old == key)
+    }
+
+    /// The old key's value in the new key's notation: `5000` in `ms` is
+    /// `5000ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the old key when the value is not a whole
+    /// number (the old keys never took units).
+    pub fn convert(&self, value: &str) -> Result<String, ConfigError> {
+        let n: u64 = value.trim().parse().map_err(|_| {
+            ConfigError::new(
+                self.old,
+                format!(
+                    "invalid value {value:?}: a whole number (in {}) expected; or set `{}` with its unit",
+                    self.old_unit, self.new
+                ),
+            )
+        })?;
+        Ok(format!("{n}{}", self.old_unit))
+    }
+
+    /// Logs that the old key was read from `source` (e.g. "environment
+    /// variable HERALD_CP_CACHE_TTL_MS").
+    pub fn warn(&self, source: &str, value: &str, converted: &str) {
+        tracing::warn!(
+            old_key = self.old,
+            new_key = self.new,
+            source,
+            "config key `{}` is deprecated, use `{}`: {value} read as {converted}",
+            self.old,
+            self.new
+        );
+    }
+
+    /// Checks the keys given in one source: an old key together with its
+    /// new one is an error naming both.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for the first such pair.
+    pub fn check_exclusive<'a>(table: &[Self], keys: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        for r in table {
+            if keys.contains(&r.old) && keys.contains(&r.new) {
+                return Err(ConfigError::new(
+                    r.new,
+                    format!("given together with its old name `{}`; keep only `{}`", r.old, r.new),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Config {
+    /// The keys this config renamed; their old names still work.
+    pub const RENAMED: &'static [RenamedKey] = RENAMED_KEYS;
+
+    /// Sets the field named `key` from its text form. A renamed key's old
+    /// name works too (its number taken in the old unit, with a warning).
+    /// Returns false when no field has that name.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the text is not a valid value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
+        match RenamedKey::find(Self::RENAMED, key) {
+            Some(r) => {
+                let converted = r.convert(value)?;
+                r.warn("setting", value, &converted);
+                self.set_field(r.new, &converted)
+            }
+            None => self.set_field(key, value),
+        }
+    }
+
     /// Applies environment variables `HERALD_CP_<FIELD>` (upper case) from
-    /// `vars`, e.g. `HERALD_CP_DATABASE_URL`. Variables with the prefix that
-    /// name no field are an error.
+    /// `vars`, e.g. `HERALD_CP_DATABASE_URL`; a renamed key's old variable
+    /// works too. Variables with the prefix that name no field are an error.
     ///
     /// # Errors
     ///
     /// [`ConfigError`] naming the variable with an invalid value or
-    /// unknown name.
+    /// unknown name, or naming both keys when a renamed key's old and new
+    /// variables are both set.
     pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>
     where
         I: IntoIterator<Item = (K, V)>,
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        let mut settings = Vec::new();
         for (k, v) in vars {
             let Some(field) = k.as_ref().strip_prefix(ENV_PREFIX) else { continue };
-            let field = field.to_ascii_lowercase();
-            if !self.set(&field, v.as_ref())? {
-                return Err(ConfigError::new(k.as_ref(), "unknown setting"));
+            settings.push((k.as_ref().to_owned(), field.to_ascii_lowercase(), v.as_ref().to_owned()));
+        }
+        RenamedKey::check_exclusive(Self::RENAMED, settings.iter().map(|(_, key, _)| key.as_str()))?;
+        for (name, key, value) in settings {
+            let known = match RenamedKey::find(Self::RENAMED, &key) {
+                Some(r) => {
+                    let converted = r.convert(&value)?;
+                    r.warn(&format!("environment variable {name}"), &value, &converted);
+                    self.set_field(r.new, &converted)?
+                }
+                None => self.set_field(&key, &value)?,
+            };
+            if !known {
+                return Err(ConfigError::new(&name, "unknown setting"));
             }
         }
         Ok(())
     }
 
-    /// The environment variable of every field.
+    /// The environment variable of every field (current names).
     #[must_use]
     pub fn env_names() -> Vec<String> {
         Self::FIELDS.iter().map(|f| format!("{ENV_PREFIX}{}", f.to_ascii_uppercase())).collect()
@@ -254,26 +401,27 @@ impl Config {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
+        let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
         let positive: [(&str, u64); 21] = [
             ("max_http_connections", self.max_http_connections as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
-            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("header_read_timeout", ms(self.header_read_timeout)),
             ("database_max_connections", u64::from(self.database_max_connections)),
-            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_body_size", self.max_body_size.0),
             ("max_batch_messages", self.max_batch_messages as u64),
             ("max_channels_per_message", self.max_channels_per_message as u64),
             ("max_stream_messages", self.max_stream_messages as u64),
             ("max_publishes_in_flight", self.max_publishes_in_flight as u64),
             ("default_max_connections", u64::from(self.default_max_connections)),
-            ("default_max_message_bytes", u64::from(self.default_max_message_bytes)),
+            ("default_max_message_size", self.default_max_message_size.0),
             ("default_publish_rate_per_sec", u64::from(self.default_publish_rate_per_sec)),
-            ("token_min_ttl_secs", self.token_min_ttl_secs),
-            ("signing_key_refresh_secs", self.signing_key_refresh_secs),
+            ("token_min_ttl", ms(self.token_min_ttl)),
+            ("signing_key_refresh_interval", ms(self.signing_key_refresh_interval)),
             ("max_history_size", u64::from(self.max_history_size)),
-            ("max_history_ttl_secs", self.max_history_ttl_secs),
-            ("history_stream_max_bytes", self.history_stream_max_bytes),
+            ("max_history_ttl", ms(self.max_history_ttl)),
+            ("history_stream_max_size", self.history_stream_max_size.0),
             ("max_history_limit", self.max_history_limit as u64),
-            ("presence_ttl_ms", self.presence_ttl_ms),
+            ("presence_ttl", ms(self.presence_ttl)),
             ("presence_max_per_channel", u64::from(self.presence_max_per_channel)),
             ("max_channels_listed", self.max_channels_listed as u64),
         ];
@@ -282,28 +430,39 @@ impl Config {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
         }
+        // Token lifetimes and the rotation overlap travel in whole seconds.
+        for (key, d) in [
+            ("token_default_ttl", self.token_default_ttl),
+            ("token_min_ttl", self.token_min_ttl),
+            ("token_max_ttl", self.token_max_ttl),
+            ("signing_key_overlap", self.signing_key_overlap),
+        ] {
+            if d.0.subsec_nanos() != 0 {
+                return Err(ConfigError::new(key, format!("must be whole seconds (is {d})")));
+            }
+        }
         if !matches!(self.history_replicas, 1 | 3 | 5) {
             return Err(ConfigError::new("history_replicas", "must be 1, 3 or 5"));
         }
-        if self.default_max_message_bytes > self.max_message_bytes_ceiling {
-            return Err(ConfigError::new("default_max_message_bytes", "must not exceed max_message_bytes_ceiling"));
+        if self.max_message_size_ceiling.0 > u64::from(u32::MAX) {
+            return Err(ConfigError::new("max_message_size_ceiling", "must be below 4GiB"));
         }
-        if self.max_message_bytes_ceiling as usize > self.max_body_bytes {
-            return Err(ConfigError::new("max_message_bytes_ceiling", "must not exceed max_body_bytes"));
+        if self.default_max_message_size > self.max_message_size_ceiling {
+            return Err(ConfigError::new("default_max_message_size", "must not exceed max_message_size_ceiling"));
         }
-        if self.token_min_ttl_secs > self.token_max_ttl_secs {
-            return Err(ConfigError::new("token_min_ttl_secs", "must not exceed token_max_ttl_secs"));
+        if self.max_message_size_ceiling > self.max_body_size {
+            return Err(ConfigError::new("max_message_size_ceiling", "must not exceed max_body_size"));
         }
-        if !(self.token_min_ttl_secs..=self.token_max_ttl_secs).contains(&self.token_default_ttl_secs) {
+        if self.token_min_ttl > self.token_max_ttl {
+            return Err(ConfigError::new("token_min_ttl", "must not exceed token_max_ttl"));
+        }
+        if !(self.token_min_ttl..=self.token_max_ttl).contains(&self.token_default_ttl) {
+            return Err(ConfigError::new("token_default_ttl", "must lie between token_min_ttl and token_max_ttl"));
+        }
+        if self.idempotency_window.0 < MIN_IDEMPOTENCY_WINDOW {
             return Err(ConfigError::new(
-                "token_default_ttl_secs",
-                "must lie between token_min_ttl_secs and token_max_ttl_secs",
-            ));
-        }
-        if self.idempotency_window_secs < MIN_IDEMPOTENCY_WINDOW_SECS {
-            return Err(ConfigError::new(
-                "idempotency_window_secs",
-                format!("must be at least {MIN_IDEMPOTENCY_WINDOW_SECS}"),
+                "idempotency_window",
+                format!("must be at least {}", HumanDuration(MIN_IDEMPOTENCY_WINDOW)),
             ));
         }
         if let Err(e) = herald_proto::SubjectSpace::new(&self.subject_prefix) {
@@ -315,11 +474,11 @@ impl Config {
         if self.issuer.is_empty() {
             return Err(ConfigError::new("issuer", "must not be empty"));
         }
-        if self.presence_ttl_ms < 1_000 {
-            return Err(ConfigError::new("presence_ttl_ms", "must be at least 1000 (edges report every few seconds)"));
+        if self.presence_ttl.0 < Duration::from_secs(1) {
+            return Err(ConfigError::new("presence_ttl", "must be at least 1s (edges report every few seconds)"));
         }
-        if self.max_history_ttl_secs > 10 * 365 * 86_400 {
-            return Err(ConfigError::new("max_history_ttl_secs", "must be at most ten years"));
+        if self.max_history_ttl.0 > Duration::from_secs(10 * 365 * 86_400) {
+            return Err(ConfigError::new("max_history_ttl", "must be at most ten years"));
         }
         if let Some(token) = &self.admin_token
             && token.expose().is_empty()
@@ -330,7 +489,7 @@ impl Config {
     }
 
     pub(crate) fn cache_ttl(&self) -> Duration {
-        Duration::from_millis(self.cache_ttl_ms)
+        self.cache_ttl.0
     }
 }
 
@@ -365,33 +524,136 @@ mod tests {
         assert_eq!(err.key, "max_batch_messages");
         let err = Config::default().apply_env([("HERALD_CP_NOPE", "1")]).expect_err("unknown");
         assert_eq!(err.key, "HERALD_CP_NOPE");
-        assert!(Config::env_names().contains(&"HERALD_CP_TOKEN_MAX_TTL_SECS".to_owned()));
+        assert!(Config::env_names().contains(&"HERALD_CP_TOKEN_MAX_TTL".to_owned()));
+    }
+
+    #[test]
+    fn sizes_and_durations_carry_their_unit() {
+        let mut c = Config::default();
+        c.apply_env([("HERALD_CP_CACHE_TTL", "250ms"), ("HERALD_CP_MAX_BODY_SIZE", "2MiB")]).expect("env");
+        assert_eq!(c.cache_ttl, HumanDuration::millis(250));
+        assert_eq!(c.max_body_size, ByteSize::mib(2));
+        assert_eq!(c.set("token_max_ttl", "12h"), Ok(true));
+        assert_eq!(c.token_max_ttl, HumanDuration::secs(12 * 3600));
+        assert_eq!(c.set("history_stream_max_size", "1048576"), Ok(true), "a bare size is bytes");
+        assert_eq!(c.history_stream_max_size, ByteSize::mib(1));
+
+        // A bare duration is ambiguous; a bad unit is refused; both name the key.
+        let err = Config::default().apply_env([("HERALD_CP_CACHE_TTL", "5000")]).expect_err("no unit");
+        assert_eq!(err.key, "cache_ttl");
+        assert!(err.to_string().contains("needs a unit"), "{err}");
+        let err = Config::default().set("max_body_size", "1XB").expect_err("bad unit");
+        assert_eq!(err.key, "max_body_size");
+        let err = Config::default().set("shutdown_timeout", "10 parsecs").expect_err("bad unit");
+        assert_eq!(err.key, "shutdown_timeout");
+    }
+
+    #[test]
+    fn old_keys_keep_their_unit() {
+        let mut c = Config::default();
+        c.apply_env([
+            ("HERALD_CP_DATABASE_ACQUIRE_TIMEOUT_MS", "5000"),
+            ("HERALD_CP_MAX_BODY_BYTES", "1048576"),
+            ("HERALD_CP_TOKEN_MAX_TTL_SECS", "7200"),
+        ])
+        .expect("old env");
+        assert_eq!(c.database_acquire_timeout, HumanDuration::secs(5));
+        assert_eq!(c.max_body_size, ByteSize::mib(1));
+        assert_eq!(c.token_max_ttl, HumanDuration::secs(7200));
+        assert_eq!(c.set("presence_ttl_ms", "2500"), Ok(true));
+        assert_eq!(c.presence_ttl, HumanDuration::millis(2500));
+        assert_eq!(c.set("history_stream_max_bytes", "4096"), Ok(true));
+        assert_eq!(c.history_stream_max_size, ByteSize::kib(4));
+
+        // The old keys took bare numbers only.
+        let err = Config::default().set("cache_ttl_ms", "5s").expect_err("unit on an old key");
+        assert_eq!(err.key, "cache_ttl_ms");
+        assert!(err.to_string().contains("cache_ttl"), "{err}");
+    }
+
+    #[test]
+    fn old_and_new_together_is_an_error_naming_both() {
+        let err = Config::default()
+            .apply_env([("HERALD_CP_CACHE_TTL_MS", "5000"), ("HERALD_CP_CACHE_TTL", "5s")])
+            .expect_err("both");
+        assert_eq!(err.key, "cache_ttl");
+        assert!(err.to_string().contains("cache_ttl_ms"), "{err}");
+        let err =
+            RenamedKey::check_exclusive(RENAMED_KEYS, ["max_body_size", "listen", "max_body_bytes"]).expect_err("both");
+        assert!(err.to_string().contains("max_body_bytes") && err.to_string().contains("max_body_size"), "{err}");
+    }
+
+    #[test]
+    fn the_renamed_table_is_sound() {
+        for r in RENAMED_KEYS {
+            assert!(Config::FIELDS.contains(&r.new), "{} renames to unknown key {}", r.old, r.new);
+            assert!(!Config::FIELDS.contains(&r.old), "{} is still a field", r.old);
+            let mut c = Config::default();
+            assert_eq!(c.set(r.old, "1"), Ok(true), "{} takes a bare number", r.old);
+        }
+        for key in Config::FIELDS {
+            let unit_in_name = ["_ms", "_secs", "_bytes"].iter().any(|u| key.ends_with(u));
+            assert!(!unit_in_name, "{key} carries its unit in its name");
+        }
+    }
+
+    #[test]
+    fn old_keys_log_a_warning_naming_both() {
+        use std::io::Write;
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            Config::default().apply_env([("HERALD_CP_CACHE_TTL_MS", "5000")]).expect("old env");
+        });
+        let logged = String::from_utf8(sink.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(logged.contains("WARN"), "{logged}");
+        assert!(logged.contains("`cache_ttl_ms`") && logged.contains("`cache_ttl`"), "{logged}");
+        assert!(logged.contains("HERALD_CP_CACHE_TTL_MS"), "{logged}");
     }
 
     #[test]
     fn toml_like_input_is_strict() {
         let err = serde_json::from_str::<Config>(r#"{"databse_url": "x"}"#).expect_err("typo");
         assert!(err.to_string().contains("databse_url"), "{err}");
-        let c: Config =
-            serde_json::from_str(r#"{"token_max_ttl_secs": 60, "token_default_ttl_secs": 30}"#).expect("ok");
+        let c: Config = serde_json::from_str(r#"{"token_max_ttl": "60s", "token_default_ttl": "30s"}"#).expect("ok");
         c.validate().expect("valid");
     }
 
     #[test]
     fn validation_names_the_key() {
-        let c = Config { idempotency_window_secs: 60, ..Config::default() };
-        assert_eq!(c.validate().expect_err("short").key, "idempotency_window_secs");
-        let c = Config { token_default_ttl_secs: 100_000, ..Config::default() };
-        assert_eq!(c.validate().expect_err("long").key, "token_default_ttl_secs");
+        let c = Config { idempotency_window: HumanDuration::secs(60), ..Config::default() };
+        assert_eq!(c.validate().expect_err("short").key, "idempotency_window");
+        let c = Config { token_default_ttl: HumanDuration::secs(100_000), ..Config::default() };
+        assert_eq!(c.validate().expect_err("long").key, "token_default_ttl");
+        let c = Config { token_max_ttl: HumanDuration::millis(1500), ..Config::default() };
+        assert_eq!(c.validate().expect_err("fraction").key, "token_max_ttl");
         let c = Config { database_url: "mysql://x".into(), ..Config::default() };
         assert_eq!(c.validate().expect_err("scheme").key, "database_url");
         let c = Config { subject_prefix: "a..b".into(), ..Config::default() };
         assert_eq!(c.validate().expect_err("prefix").key, "subject_prefix");
-        let c = Config { presence_ttl_ms: 500, ..Config::default() };
-        assert_eq!(c.validate().expect_err("presence ttl").key, "presence_ttl_ms");
+        let c = Config { presence_ttl: HumanDuration::millis(500), ..Config::default() };
+        assert_eq!(c.validate().expect_err("presence ttl").key, "presence_ttl");
         let c = Config { max_history_limit: 0, ..Config::default() };
         assert_eq!(c.validate().expect_err("history limit").key, "max_history_limit");
-        let c = Config { history_stream_max_bytes: 0, ..Config::default() };
-        assert_eq!(c.validate().expect_err("stream bytes").key, "history_stream_max_bytes");
+        let c = Config { history_stream_max_size: ByteSize(0), ..Config::default() };
+        assert_eq!(c.validate().expect_err("stream bytes").key, "history_stream_max_size");
+        let c = Config { default_max_message_size: ByteSize::mib(2), ..Config::default() };
+        assert_eq!(c.validate().expect_err("default above ceiling").key, "default_max_message_size");
+        let c = Config { max_body_size: ByteSize::kib(512), ..Config::default() };
+        assert_eq!(c.validate().expect_err("ceiling above body").key, "max_message_size_ceiling");
     }
 }

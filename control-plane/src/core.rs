@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use herald_proto::{AppId, KeyId, bus};
 use tokio::sync::{Notify, mpsc};
@@ -47,7 +46,7 @@ impl Core {
         if !self.ready.load(Ordering::Acquire) {
             failing.push("shutting_down");
         }
-        let timeout = Duration::from_millis(self.config.readiness_timeout_ms);
+        let timeout = self.config.readiness_timeout.0;
         if !matches!(tokio::time::timeout(timeout, self.store.ping()).await, Ok(Ok(()))) {
             failing.push("database");
         }

@@ -163,29 +163,26 @@ impl ControlPlane {
         if config.admin_token.is_none() {
             tracing::warn!("no admin token configured: the admin API refuses every call");
         }
-        let store = Store::connect(
-            &config.database_url,
-            config.database_max_connections,
-            Duration::from_millis(config.database_acquire_timeout_ms),
-        )
-        .await?;
+        let store =
+            Store::connect(&config.database_url, config.database_max_connections, config.database_acquire_timeout.0)
+                .await?;
         tracing::info!(backend = store.backend(), "database ready");
         let signer = Signer::load(store.clone(), &config).await?;
         let metrics = Arc::new(Metrics::new());
         let shared = (config.idempotency_shared && matches!(store, Store::Postgres(_)))
-            .then(|| SharedIdempotency::new(store.clone(), Duration::from_secs(config.idempotency_window_secs)));
+            .then(|| SharedIdempotency::new(store.clone(), config.idempotency_window.0));
         let publisher = Publisher::new(
             bus.clone(),
             shared,
             metrics.clone(),
-            Duration::from_secs(config.idempotency_window_secs),
+            config.idempotency_window.0,
             config.idempotency_max_entries,
             config.max_publishes_in_flight,
         );
         let auth = Auth::new(store.clone(), config.admin_token.clone(), config.cache_ttl(), config.cache_max_entries);
         let (retry_tx, retry_rx) = mpsc::channel(1024);
         let (cache_ttl, cache_max_entries) = (config.cache_ttl(), config.cache_max_entries);
-        let presence_ttl = Duration::from_millis(config.presence_ttl_ms);
+        let presence_ttl = config.presence_ttl.0;
         let presence_max = config.presence_max_per_channel as usize;
         let core = Arc::new(Core {
             config,
@@ -248,7 +245,7 @@ impl ControlPlane {
     }
 
     /// Rotates the signing keys; the previous key stays in the JWKS for
-    /// `overlap` (the config's `signing_key_overlap_secs` when `None`).
+    /// `overlap` (the config's `signing_key_overlap` when `None`).
     ///
     /// # Errors
     ///
@@ -259,7 +256,7 @@ impl ControlPlane {
 
     /// Serves until `shutdown` resolves, then stops: not ready, no new
     /// connections, in-flight requests finish within
-    /// `shutdown_timeout_ms`.
+    /// `shutdown_timeout`.
     ///
     /// # Errors
     ///
@@ -306,14 +303,11 @@ pub async fn rotate_signing_keys(
     overlap: Option<Duration>,
 ) -> Result<Rotation, Error> {
     config.validate()?;
-    let store = Store::connect(
-        &config.database_url,
-        config.database_max_connections,
-        Duration::from_millis(config.database_acquire_timeout_ms),
-    )
-    .await?;
+    let store =
+        Store::connect(&config.database_url, config.database_max_connections, config.database_acquire_timeout.0)
+            .await?;
     let signer = Signer::load(store.clone(), config).await?;
-    let rotation = signer.rotate(overlap.unwrap_or(Duration::from_secs(config.signing_key_overlap_secs))).await?;
+    let rotation = signer.rotate(overlap.unwrap_or(config.signing_key_overlap.0)).await?;
     if let Some(bp) = bus {
         let event = bus::ControlEvent {
             timestamp_ms: herald_bus::now_ms(),
@@ -333,7 +327,7 @@ pub async fn rotate_signing_keys(
 /// idempotency ids; keeps the metrics tidy.
 async fn refresh_loop(core: Weak<Core>) {
     let period = match core.upgrade() {
-        Some(c) => Duration::from_secs(c.config.signing_key_refresh_secs),
+        Some(c) => c.config.signing_key_refresh_interval.0,
         None => return,
     };
     let mut tick = tokio::time::interval(period.min(Duration::from_secs(10)).max(Duration::from_millis(100)));

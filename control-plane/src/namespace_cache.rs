@@ -1,7 +1,7 @@
 //! [`NamespaceCache`]: every app's channel namespaces as this replica last
 //! read them, looked up by a channel's prefix without allocating. Evicted
 //! on changes here and on `NamespacesChanged` events from other replicas;
-//! an entry is trusted at most `cache_ttl_ms` anyway.
+//! an entry is trusted at most `cache_ttl` anyway.
 
 use std::collections::HashMap;
 use std::sync::Arc;

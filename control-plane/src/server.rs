@@ -3,10 +3,10 @@
 //!
 //! - at most `max_http_connections` connections at once; past that a new
 //!   connection is closed at once (and counted) instead of queueing;
-//! - a request head must arrive within `header_read_timeout_ms` (no
+//! - a request head must arrive within `header_read_timeout` (no
 //!   slowloris), HTTP/2 connections are pinged and dropped when dead;
 //! - on shutdown: not ready, stop accepting, ask every connection to finish
-//!   its requests and close, wait at most `shutdown_timeout_ms`.
+//!   its requests and close, wait at most `shutdown_timeout`.
 //!
 //! Accept errors (e.g. out of file descriptors) are logged and retried
 //! after a short pause, never fatal.
@@ -35,11 +35,7 @@ pub(crate) async fn serve(
 ) {
     let cfg = &core.config;
     let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(cfg.header_read_timeout_ms))
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_read_timeout.0).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -80,7 +76,7 @@ pub(crate) async fn serve(
     core.ready.store(false, Ordering::Release);
     drop(listener);
     tracing::info!("control plane stopped accepting; draining connections");
-    let deadline = Duration::from_millis(core.config.shutdown_timeout_ms);
+    let deadline = core.config.shutdown_timeout.0;
     if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections did not finish before the shutdown deadline");
     }

@@ -6,7 +6,7 @@
 //! leaves the JWKS (`now + overlap`), so every replica serves the same JWKS
 //! and edges keep verifying older tokens through the overlap — and stop once
 //! it has passed. Each replica keeps the keys in memory ([`Signer`]),
-//! reloads them every `signing_key_refresh_secs` and at once on a
+//! reloads them every `signing_key_refresh_interval` and at once on a
 //! `SigningKeysRotated` event, and filters expired keys out of the JWKS at
 //! serve time.
 //!
@@ -217,8 +217,8 @@ fn build_state(keys: &[SigningKey], revoked: Vec<Revocation>) -> Result<Option<S
 
 impl Signer {
     /// Loads the signing keys, creating the first one when the database has
-    /// none, and the revocations of the last `token_max_ttl_secs` (plus
-    /// `cache_ttl_ms`, how long replicas trust their cached keys and apps,
+    /// none, and the revocations of the last `token_max_ttl` (plus
+    /// `cache_ttl`, how long replicas trust their cached keys and apps,
     /// and a margin).
     ///
     /// # Errors
@@ -226,7 +226,7 @@ impl Signer {
     /// [`SigningError`] when the store fails or a key cannot be made.
     pub async fn load(store: Store, config: &Config) -> Result<Self, SigningError> {
         let stale_for = config.cache_ttl();
-        let revocation_window = Duration::from_secs(config.token_max_ttl_secs) + stale_for + REVOCATION_MARGIN;
+        let revocation_window = config.token_max_ttl.0 + stale_for + REVOCATION_MARGIN;
         let state = Self::load_state(&store, revocation_window, stale_for).await?;
         Ok(Self {
             store,

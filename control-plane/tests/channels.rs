@@ -16,6 +16,7 @@ use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::presence_service_client::PresenceServiceClient;
 use herald_proto::api::publish_service_client::PublishServiceClient;
 use herald_proto::api::{self as pb};
+use herald_proto::units::{ByteSize, HumanDuration};
 use herald_proto::{AppId, ChannelName, bus};
 use prost::Message as _;
 use serde_json::{Value, json};
@@ -107,7 +108,7 @@ async fn namespaces_are_stored_validated_and_served_on_both_databases() -> Resul
             ("chat", json!({"history_size": 10}), "bad_request", "history_ttl"),
             ("chat", json!({"history_ttl": "1h"}), "bad_request", "history_size"),
             ("chat", json!({"history_size": 10_001, "history_ttl": "1h"}), "bad_request", "max_history_size"),
-            ("chat", json!({"history_size": 10, "history_ttl": "169h"}), "bad_request", "max_history_ttl_secs"),
+            ("chat", json!({"history_size": 10, "history_ttl": "169h"}), "bad_request", "max_history_ttl"),
             ("chat", json!({"history_size": 10, "history_ttl": "30d"}), "bad_request", "history_ttl"),
             ("chat", json!({"history_size": 10, "history_ttl": 60}), "bad_request", "history_ttl"),
             ("chat", json!({"history_size": 10, "history_ttl": "10ms"}), "bad_request", "history_ttl"),
@@ -394,7 +395,7 @@ async fn a_publish_creates_a_lost_history_stream_again() -> Result<()> {
         TestDb::postgres().await?,
         common::nats_backplane_at(common::NATS_URL, subjects.clone()).await?,
         subjects.clone(),
-        |c| c.history_stream_max_bytes = 1 << 20,
+        |c| c.history_stream_max_size = ByteSize::mib(1),
     )
     .await?;
     let http = Http::default();
@@ -525,7 +526,7 @@ async fn presence_flow(server: &Server, edge: &Bus, ttl: Duration, report_ttl: O
 #[tokio::test]
 async fn presence_and_occupancy_on_the_in_process_bus() -> Result<()> {
     let ttl = Duration::from_secs(3);
-    let (server, edge) = local_server(TestDb::sqlite(), |c| c.presence_ttl_ms = 3_000).await?;
+    let (server, edge) = local_server(TestDb::sqlite(), |c| c.presence_ttl = HumanDuration::secs(3)).await?;
     presence_flow(&server, &edge, ttl, None).await?;
     server.stop().await;
     Ok(())

@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use common::{ADMIN, Http, NATS_URL, Proxy, Server, TestDb, app_with_key};
 use futures_util::StreamExt as _;
 use herald_bus::{Bus, LocalBus, Sink};
+use herald_proto::units::{ByteSize, HumanDuration};
 use herald_proto::{AppId, ChannelName, Claims, bus};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use prost::Message as _;
@@ -201,9 +202,9 @@ async fn publish_reaches_nats_single_and_batched() -> Result<()> {
 #[tokio::test]
 async fn bad_input_gets_clear_errors() -> Result<()> {
     let server = Server::start(TestDb::postgres().await?, |c| {
-        c.max_body_bytes = 64 * 1024;
-        c.max_message_bytes_ceiling = 32 * 1024;
-        c.default_max_message_bytes = 1024;
+        c.max_body_size = ByteSize::kib(64);
+        c.max_message_size_ceiling = ByteSize::kib(32);
+        c.default_max_message_size = ByteSize::kib(1);
         c.max_batch_messages = 3;
     })
     .await?;
@@ -452,11 +453,11 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
 async fn revocation_event_reaches_nats_within_a_second_and_other_replicas_follow() -> Result<()> {
     let db = TestDb::postgres().await?;
     let url = db.url.clone();
-    let a = Server::start(db, |c| c.cache_ttl_ms = 60_000).await?;
+    let a = Server::start(db, |c| c.cache_ttl = HumanDuration::secs(60)).await?;
     // A second replica over the same database and subject space.
     let b_db = TestDb::shared(&url);
     let b_bp = common::nats_backplane_at(NATS_URL, a.subjects.clone()).await?;
-    let b = Server::start_with(b_db, b_bp, a.subjects.clone(), |c| c.cache_ttl_ms = 60_000).await?;
+    let b = Server::start_with(b_db, b_bp, a.subjects.clone(), |c| c.cache_ttl = HumanDuration::secs(60)).await?;
     let http = Http::default();
     let (app, key_id, key) = app_with_key(&http, &a, None).await?;
     // Warm B's cache with the key.
@@ -765,7 +766,7 @@ async fn embedded_mode_sqlite_and_in_process_bus() -> Result<()> {
 
 #[tokio::test]
 async fn shutdown_stops_serving_within_the_deadline() -> Result<()> {
-    let server = Server::start(TestDb::sqlite(), |c| c.shutdown_timeout_ms = 2_000).await?;
+    let server = Server::start(TestDb::sqlite(), |c| c.shutdown_timeout = HumanDuration::secs(2)).await?;
     let http = Http::default();
     assert_eq!(http.get(&server.url("/healthz"), None).await?.status, 200);
     let addr = server.addr;
@@ -780,7 +781,7 @@ async fn shutdown_stops_serving_within_the_deadline() -> Result<()> {
 async fn slow_request_heads_and_excess_connections_are_cut() -> Result<()> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let server = Server::start(TestDb::sqlite(), |c| {
-        c.header_read_timeout_ms = 300;
+        c.header_read_timeout = HumanDuration::millis(300);
         c.max_http_connections = 2;
     })
     .await?;

@@ -6,6 +6,7 @@
 
 mod common;
 
+use herald_proto::units::ByteSize;
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Body;
@@ -16,7 +17,7 @@ use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-const BODY_LIMIT: usize = 4096;
+const BODY_LIMIT: u64 = 4096;
 
 struct Api {
     router: Router,
@@ -39,9 +40,9 @@ impl Api {
     async fn new() -> Result<Self> {
         let db = TestDb::sqlite();
         let mut config = common::config(&db);
-        config.max_body_bytes = BODY_LIMIT;
-        config.max_message_bytes_ceiling = 2048;
-        config.default_max_message_bytes = 1024;
+        config.max_body_size = ByteSize(BODY_LIMIT);
+        config.max_message_size_ceiling = ByteSize(2048);
+        config.default_max_message_size = ByteSize::kib(1);
         let cp = ControlPlane::new(config, Bus::local(&LocalBus::new())).await?;
         Ok(Self { router: cp.router(), _cp: cp, _db: db })
     }
@@ -113,7 +114,7 @@ async fn rejections_shared_by_every_route() -> Result<()> {
     let r = api.call("POST", "/v1/apps", Some(ADMIN), Some(json!({"name": "x", "colour": "red"}))).await?;
     assert_eq!((r.status, r.code()), (400, "bad_request"), "unknown field");
     assert!(r.body["error"]["message"].as_str().unwrap_or("").contains("colour"), "{}", r.body);
-    let big = json!({"name": "x".repeat(BODY_LIMIT)});
+    let big = json!({"name": "x".repeat(BODY_LIMIT as usize)});
     let r = api.call("POST", "/v1/apps", Some(ADMIN), Some(big)).await?;
     assert_eq!((r.status, r.code()), (413, "too_large"), "body over the limit");
 

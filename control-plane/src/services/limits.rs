@@ -25,7 +25,10 @@ impl Core {
         let c = &self.config;
         EffectiveLimits {
             max_connections: app.limits.max_connections.unwrap_or(c.default_max_connections),
-            max_message_bytes: app.limits.max_message_bytes.unwrap_or(c.default_max_message_bytes),
+            max_message_bytes: app
+                .limits
+                .max_message_bytes
+                .unwrap_or(u32::try_from(c.default_max_message_size.0).unwrap_or(u32::MAX)),
             publish_rate_per_sec: app.limits.publish_rate_per_sec.unwrap_or(c.default_publish_rate_per_sec),
         }
     }
@@ -40,11 +43,11 @@ impl Core {
             publish_rate_per_sec: zero_is_default(limits.publish_rate_per_sec),
         };
         if let Some(v) = out.max_message_bytes
-            && v > self.config.max_message_bytes_ceiling
+            && u64::from(v) > self.config.max_message_size_ceiling.0
         {
             return Err(ApiError::bad_request(format!(
                 "`limits.max_message_bytes` is {v}; the server allows at most {}",
-                self.config.max_message_bytes_ceiling
+                self.config.max_message_size_ceiling.0
             )));
         }
         Ok(out)

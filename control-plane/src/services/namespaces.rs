@@ -14,7 +14,7 @@
 //! nothing), then writes the database, then publishes
 //! `NamespacesChanged{app}` so edges and other replicas drop their cached
 //! copy (retried in the background when the bus is down; caches trust an
-//! entry at most `cache_ttl_ms` anyway).
+//! entry at most `cache_ttl` anyway).
 
 use std::sync::Weak;
 
@@ -63,11 +63,11 @@ impl Core {
                 o.history_size, self.config.max_history_size
             )));
         }
-        let max_ttl_ms = self.config.max_history_ttl_secs.saturating_mul(1000);
+        let max_ttl_ms = u64::try_from(self.config.max_history_ttl.0.as_millis()).unwrap_or(u64::MAX);
         if o.history_ttl_ms > max_ttl_ms {
             return Err(ApiError::bad_request(format!(
-                "`history_ttl` is {} ms; the server allows at most {} s (max_history_ttl_secs)",
-                o.history_ttl_ms, self.config.max_history_ttl_secs
+                "`history_ttl` is {} ms; the server allows at most {} (max_history_ttl)",
+                o.history_ttl_ms, self.config.max_history_ttl
             )));
         }
         if o.history_ttl_ms > 0 && o.history_ttl_ms < MIN_HISTORY_TTL_MS {
@@ -85,7 +85,7 @@ impl Core {
 
     /// The bounds every history stream gets (configuration).
     pub(crate) fn stream_bounds(&self) -> StreamBounds {
-        StreamBounds { max_bytes: self.config.history_stream_max_bytes, replicas: self.config.history_replicas }
+        StreamBounds { max_bytes: self.config.history_stream_max_size.0, replicas: self.config.history_replicas }
     }
 
     /// Reads are open to the admin and the app's own keys.

@@ -51,11 +51,12 @@ impl Core {
             ));
         }
         let c = &self.config;
-        let ttl = ttl_secs.unwrap_or(c.token_default_ttl_secs);
-        if !(c.token_min_ttl_secs..=c.token_max_ttl_secs).contains(&ttl) {
+        let ttl = ttl_secs.unwrap_or(c.token_default_ttl.0.as_secs());
+        if !(c.token_min_ttl.0.as_secs()..=c.token_max_ttl.0.as_secs()).contains(&ttl) {
             return Err(ApiError::bad_request(format!(
                 "`ttl_seconds` is {ttl}; it must lie between {} and {}",
-                c.token_min_ttl_secs, c.token_max_ttl_secs
+                c.token_min_ttl.0.as_secs(),
+                c.token_max_ttl.0.as_secs()
             )));
         }
         if let Some(info) = &info {
@@ -95,7 +96,7 @@ impl Core {
     /// `forbidden`, `bad_request` (overlap too long), `unavailable`.
     pub async fn rotate_signing_keys(&self, who: &Principal, overlap_secs: Option<u64>) -> Result<Rotation, ApiError> {
         require_admin(who)?;
-        let overlap = overlap_secs.unwrap_or(self.config.signing_key_overlap_secs);
+        let overlap = overlap_secs.unwrap_or(self.config.signing_key_overlap.0.as_secs());
         if overlap > MAX_OVERLAP_SECS {
             return Err(ApiError::bad_request("`overlap_seconds` must be at most ten years"));
         }

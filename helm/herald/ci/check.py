@@ -106,6 +106,12 @@ def cp_fields() -> set[str]:
     return set(re.findall(r"^\s*([a-z0-9_]+)\s*:\s*[^=\n]+=.*;\s*$", m.group(1), re.M))
 
 
+def cp_renamed() -> dict[str, str]:
+    """The control plane's renamed keys (RENAMED_KEYS): old key -> new key."""
+    text = (ROOT / "control-plane/src/config.rs").read_text()
+    return dict(re.findall(r'renamed\("([a-z0-9_]+)", "([a-z0-9_]+)", "[A-Za-z]+"\)', text))
+
+
 def exported_metrics() -> set[str]:
     names: set[str] = set()
     for crate in ("bus/src", "edge/src", "control-plane/src", "src"):
@@ -118,6 +124,10 @@ def check_contract(schema: dict[str, Any]) -> tuple[set[str], set[str]]:
     section("contract: chart settings against the binary's")
     edge = edge_fields()
     cp = cp_fields()
+    renamed = cp_renamed()
+    check(bool(renamed) and set(renamed.values()) <= cp, f"renamed control-plane keys point at unknown keys: {renamed}")
+    # The old names of renamed keys still work (the binary warns): the chart keeps accepting them.
+    cp = cp | set(renamed)
     props = schema["properties"]
     edge_schema = set(props["edge"]["properties"]["config"]["properties"])
     cp_schema = set(props["controlPlane"]["properties"]["config"]["properties"])
@@ -386,7 +396,8 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
     ("duration without unit", lambda d: deep_merge(d, {"edge": {"config": {"heartbeat_interval": "25"}}}), "/edge/config/heartbeat_interval"),
     ("size with a bad unit", lambda d: deep_merge(d, {"edge": {"config": {"send_queue_bytes": "4TB"}}}), "/edge/config/send_queue_bytes"),
     ("count as text", lambda d: deep_merge(d, {"edge": {"config": {"max_connections": "lots"}}}), "/edge/config/max_connections"),
-    ("misspelt control-plane setting", lambda d: deep_merge(d, {"controlPlane": {"config": {"token_max_ttl": 60}}}), "token_max_ttl"),
+    ("misspelt control-plane setting", lambda d: deep_merge(d, {"controlPlane": {"config": {"token_max_tll": "1h"}}}), "token_max_tll"),
+    ("control-plane duration without unit", lambda d: deep_merge(d, {"controlPlane": {"config": {"cache_ttl": 5000}}}), "/controlPlane/config/cache_ttl"),
     ("idempotency window too short", lambda d: deep_merge(d, {"controlPlane": {"config": {"idempotency_window_secs": 60}}}), "/controlPlane/config/idempotency_window_secs"),
     ("SQLite database", lambda d: deep_merge(d, {"secrets": {"databaseUrl": "sqlite://herald.db"}}), "/secrets/databaseUrl"),
     ("short admin token", lambda d: deep_merge(d, {"secrets": {"adminToken": "short"}}), "/secrets/adminToken"),

@@ -70,7 +70,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Adds the gRPC services, reflection and health to `router`, each under
 /// `/<package.Service>/…`.
 pub fn add_services(router: Router, core: Arc<Core>) -> Router {
-    let max = core.config.max_body_bytes;
+    let max = core.config.max_body_size.as_usize();
     let svc = Grpc { core: core.clone() };
     let admin = AdminServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let token = TokenServiceServer::new(svc.clone()).max_decoding_message_size(max);

@@ -3,7 +3,7 @@
 //! OpenAPI document is generated from the handlers' annotations
 //! (`GET /v1/openapi.json`).
 //!
-//! Every request body is read whole, bounded by `max_body_bytes` (`413
+//! Every request body is read whole, bounded by `max_body_size` (`413
 //! too_large` past it), and parsed strictly: unknown fields, wrong types and
 //! malformed JSON answer `400 bad_request` naming the field. Handlers only
 //! translate: the checks live in [`crate::services`].
@@ -133,7 +133,7 @@ pub fn routes() -> Vec<Route> {
 
 /// The REST routes, built from [`routes`].
 pub fn router(core: Arc<Core>) -> Router {
-    let limit = core.config.max_body_bytes;
+    let limit = core.config.max_body_size.as_usize();
     routes()
         .into_iter()
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
@@ -190,7 +190,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
 
 fn body_rejection(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("the request body is larger than the server accepts (max_body_bytes)")
+        ApiError::too_large("the request body is larger than the server accepts (max_body_size)")
     } else {
         ApiError::bad_request(format!("could not read the request body: {}", r.body_text()))
     }

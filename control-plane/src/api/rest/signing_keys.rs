@@ -16,7 +16,7 @@ use crate::tokens::Rotation;
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// How long the retired key stays in the JWKS, in seconds (the server's
-    /// `signing_key_overlap_secs` when absent; 0 drops it at once).
+    /// `signing_key_overlap` when absent; 0 drops it at once).
     pub overlap_seconds: Option<u64>,
 }
 
