@@ -142,7 +142,7 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
     let mut client = admin(&api).await?;
     match command {
         AppsCommand::Create { name, origins } => {
-            let request = api::CreateAppRequest { name, limits: None, allowed_origins: origins };
+            let request = api::CreateAppRequest { name, limits: None, allowed_origins: origins, id: None };
             let app = client.create_app(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             println!("{}", app.id);
         }

@@ -88,6 +88,16 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
     let apps = f.admin.list_apps(authed(pb::ListAppsRequest {}, ADMIN)).await?.into_inner();
     assert_eq!(apps.apps.len(), 1);
     assert_eq!(apps.apps[0].limits.as_ref().map(|l| l.max_message_bytes), Some(64 * 1024));
+    // An id of the caller's choosing, as REST's `id`.
+    let named = f
+        .admin
+        .create_app(authed(
+            pb::CreateAppRequest { name: "named".into(), id: Some(format!("{}-named", f.app)), ..Default::default() },
+            ADMIN,
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(named.id, format!("{}-named", f.app));
     let keys = f.admin.list_keys(authed(pb::ListKeysRequest { app_id: f.app.clone() }, ADMIN)).await?.into_inner();
     assert_eq!(keys.keys.len(), 1);
     assert_eq!(keys.keys[0].capabilities[0].pattern, "chat:*");
@@ -151,7 +161,14 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
     let streamed: Vec<u32> = got[3..].iter().map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]])).collect();
     assert_eq!(streamed, (0..500).collect::<Vec<_>>(), "stream order is kept");
 
-    f.admin.revoke_key(authed(pb::RevokeKeyRequest { app_id: f.app.clone(), key_id: f.key_id.clone() }, ADMIN)).await?;
+    let before_revoke = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let revoked = f
+        .admin
+        .revoke_key(authed(pb::RevokeKeyRequest { app_id: f.app.clone(), key_id: f.key_id.clone() }, ADMIN))
+        .await?
+        .into_inner();
+    assert!(revoked.revoked_at_ms >= before_revoke, "{revoked:?}");
+    assert!(revoked.edges_notified, "the bus took the revocation: {revoked:?}");
     let err = f.publish.publish(authed(msg(&f.app, "chat:a", b"late"), &f.key)).await.expect_err("revoked");
     assert_eq!((err.code(), error_code(&err)), (Code::Unauthenticated, "unauthorized"));
     f.admin.delete_app(authed(pb::DeleteAppRequest { app_id: f.app.clone() }, ADMIN)).await?;

@@ -6,13 +6,13 @@
 
 mod common;
 
-use herald_proto::units::ByteSize;
 use anyhow::{Context as _, Result};
 use axum::Router;
 use axum::body::Body;
 use common::{ADMIN, TestDb};
 use herald_bus::{Bus, LocalBus};
 use herald_control_plane::ControlPlane;
+use herald_proto::units::ByteSize;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;

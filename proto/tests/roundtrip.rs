@@ -266,7 +266,30 @@ fn api_messages() -> Vec<String> {
     vec![
         rt(limits),
         rt(app.clone()),
-        rt(CreateAppRequest { name: "n".into(), limits: Some(limits), allowed_origins: vec!["o".into()] }),
+        rt(CreateAppRequest {
+            name: "n".into(),
+            limits: Some(limits),
+            allowed_origins: vec!["o".into()],
+            id: Some("app2".into()),
+        }),
+        rt(UpdateAppRequest {
+            app_id: "a".into(),
+            name: Some("n".into()),
+            limits: Some(AppLimitsUpdate {
+                max_connections: Some(0),
+                max_message_bytes: Some(512),
+                publish_rate_per_sec: None,
+            }),
+            allowed_origins: Some(AllowedOrigins { origins: vec![] }),
+        }),
+        rt(AllowedOrigins { origins: vec!["https://example.com".into()] }),
+        rt(AppLimitsUpdate { max_connections: None, max_message_bytes: None, publish_rate_per_sec: Some(3) }),
+        rt(RotateSigningKeysRequest { overlap_seconds: Some(0) }),
+        rt(RotateSigningKeysResponse {
+            kid: "k2".into(),
+            previous_kid: Some("k1".into()),
+            previous_expires_at_ms: Some(7),
+        }),
         rt(ListAppsRequest {}),
         rt(ListAppsResponse { apps: vec![app.clone(), app] }),
         rt(GetAppRequest { app_id: "a".into() }),
@@ -279,7 +302,7 @@ fn api_messages() -> Vec<String> {
         rt(ListKeysRequest { app_id: "a".into() }),
         rt(ListKeysResponse { keys: vec![key] }),
         rt(RevokeKeyRequest { app_id: "a".into(), key_id: "k".into() }),
-        rt(RevokeKeyResponse {}),
+        rt(RevokeKeyResponse { revoked_at_ms: 5, edges_notified: true }),
         rt(MintTokenRequest {
             app_id: "a".into(),
             client_id: "u".into(),

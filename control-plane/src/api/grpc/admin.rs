@@ -71,7 +71,7 @@ impl AdminService for Grpc {
         let r = req.into_inner();
         let spec =
             AppSpec { name: Some(r.name), limits: limits_from_pb(r.limits), allowed_origins: Some(r.allowed_origins) };
-        let app = self.core.create_app(&who, None, spec).await?;
+        let app = self.core.create_app(&who, r.id.as_deref(), spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
     }
 
@@ -119,8 +119,11 @@ impl AdminService for Grpc {
     ) -> Result<GrpcResponse<pb::RevokeKeyResponse>, Status> {
         let who = self.caller(&req).await?;
         let r = req.get_ref();
-        self.core.revoke_key(&who, &r.app_id, &r.key_id).await?;
-        Ok(GrpcResponse::new(pb::RevokeKeyResponse {}))
+        let revoked = self.core.revoke_key(&who, &r.app_id, &r.key_id).await?;
+        Ok(GrpcResponse::new(pb::RevokeKeyResponse {
+            revoked_at_ms: revoked.revoked_at_ms,
+            edges_notified: revoked.edges_notified,
+        }))
     }
 
     async fn update_app(&self, req: Request<pb::UpdateAppRequest>) -> Result<GrpcResponse<pb::App>, Status> {
