@@ -83,6 +83,8 @@ pub struct NatsServer {
     /// Monitoring port.
     pub monitor_port: u16,
     store: std::path::PathBuf,
+    /// The server's name, to tell it from another server on the port.
+    name: String,
     child: Option<std::process::Child>,
 }
 
@@ -104,30 +106,55 @@ fn nats_binary() -> String {
 
 impl NatsServer {
     /// Starts a server with JetStream on free ports and waits until it
-    /// accepts connections.
+    /// accepts connections. A port taken meanwhile by another process (tests
+    /// run side by side) is noticed, and the server started again on new
+    /// ones: the server that answers must be this one.
     pub async fn start() -> Self {
-        let store = std::env::temp_dir().join(format!("herald-nats-{:016x}", rand_u64()));
-        let mut server = Self { port: free_port(), monitor_port: free_port(), store, child: None };
-        server.spawn().await;
-        server
+        let id = rand_u64();
+        let store = std::env::temp_dir().join(format!("herald-nats-{id:016x}"));
+        let name = format!("herald-test-{id:016x}");
+        let mut server = Self { port: 0, monitor_port: 0, store, name, child: None };
+        for _ in 0..10 {
+            (server.port, server.monitor_port) = (free_port(), free_port());
+            if server.port != server.monitor_port && server.spawn().await {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("nats-server did not start on free ports");
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the process; true once this server (known by its name in the
+    /// INFO line NATS greets with) answers on `port`, false when it exited
+    /// (its ports were taken).
+    async fn spawn(&mut self) -> bool {
+        use tokio::io::AsyncReadExt as _;
         let child = std::process::Command::new(nats_binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
+            .args(["-n", &self.name, "-js", "-sd"])
             .arg(&self.store)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start nats-server (install it with `apt-get install nats-server`)");
         self.child = Some(child);
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
+        let ours = format!("\"server_name\":\"{}\"", self.name);
+        for _ in 0..400 {
+            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                return false;
+            }
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await {
+                let mut info = vec![0; 4096];
+                let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut info)).await;
+                if let Ok(Ok(n)) = read
+                    && String::from_utf8_lossy(&info[..n]).contains(&ours)
+                {
+                    return true;
+                }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("nats-server did not start on port {}", self.port);
+        false
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -164,7 +191,7 @@ impl NatsServer {
     /// Starts the server again on the same ports and store.
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        assert!(self.spawn().await, "nats-server did not start again on port {}", self.port);
     }
 
     /// Subscriptions the server holds on subjects under `prefix`, from its
