@@ -312,3 +312,40 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+// ----- presence reports, as edges send them -------------------------------------
+
+/// A presence entry of `client` on `channel`, connection `conn`.
+pub fn entry(channel: &str, conn: &str, client: &str, info: &str) -> herald_proto::bus::PresenceEntry {
+    herald_proto::bus::PresenceEntry {
+        channel: channel.into(),
+        connection_id: conn.into(),
+        client_id: client.into(),
+        info: bytes::Bytes::from(info.to_owned()),
+    }
+}
+
+/// A report of `edge` that says no TTL: the control plane's applies.
+pub fn report(
+    edge: &str,
+    app: &str,
+    kind: herald_proto::bus::presence_report::Kind,
+) -> herald_proto::bus::PresenceReport {
+    herald_proto::bus::PresenceReport { edge_id: edge.into(), app_id: app.into(), ttl_ms: 0, kind: Some(kind) }
+}
+
+pub fn join(edge: &str, app: &str, e: herald_proto::bus::PresenceEntry) -> herald_proto::bus::PresenceReport {
+    report(
+        edge,
+        app,
+        herald_proto::bus::presence_report::Kind::Join(herald_proto::bus::PresenceJoin { entry: Some(e) }),
+    )
+}
+
+pub fn leave(edge: &str, app: &str, e: herald_proto::bus::PresenceEntry) -> herald_proto::bus::PresenceReport {
+    report(
+        edge,
+        app,
+        herald_proto::bus::presence_report::Kind::Leave(herald_proto::bus::PresenceLeave { entry: Some(e) }),
+    )
+}
