@@ -492,3 +492,35 @@ async fn health_answers_serving_while_ready() -> Result<()> {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn health_answers_not_serving_while_the_bus_is_cut_and_serving_once_it_is_back() -> Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let proxy = common::Proxy::start("127.0.0.1:4222").await?;
+    let subjects = common::subjects();
+    let bus = common::nats_backplane_at(&proxy.url(), subjects.clone()).await?;
+    let server = Server::start_with(TestDb::postgres().await?, bus, subjects, |_| {}).await?;
+    let mut health = HealthClient::new(channel(&server).await?);
+    let mut status_becomes = async |want: ServingStatus| -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut all = Vec::new();
+            for service in std::iter::once("").chain(API_SERVICES) {
+                all.push(health.check(HealthCheckRequest { service: service.into() }).await?.into_inner().status);
+            }
+            if all.iter().all(|s| *s == want as i32) {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "health is {all:?}, not {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    status_becomes(ServingStatus::Serving).await?;
+    proxy.cut();
+    status_becomes(ServingStatus::NotServing).await?;
+    proxy.restore();
+    status_becomes(ServingStatus::Serving).await?;
+    server.stop().await;
+    Ok(())
+}

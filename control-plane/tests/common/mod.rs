@@ -283,7 +283,9 @@ impl Proxy {
                 if !up2.load(Ordering::Acquire) {
                     continue;
                 }
+                // Only a cut after this connection was made ends it.
                 let mut cut_rx = cut_rx.clone();
+                cut_rx.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else { return };
                     tokio::select! {
@@ -304,6 +306,11 @@ impl Proxy {
     pub fn cut(&self) {
         self.up.store(false, Ordering::Release);
         self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Accepts connections again (clients reconnect on their own).
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::Release);
     }
 }
 
