@@ -1,12 +1,12 @@
 //! # Gap-free recovery
 //!
-//! A subscription may carry a position (stream epoch + sequence). The edge
-//! replays what the channel's history holds after that position, holding
-//! live messages that arrive meanwhile; it then releases the held messages
-//! it did not replay and goes live. The subscribe answer's `recovered` flag
-//! is true only when the history still held everything after the position
-//! (same epoch, nothing trimmed); otherwise the client is told it missed
-//! messages.
+//! A subscription may carry a position (stream epoch + sequence). When the
+//! channel's history still holds everything after that position (same
+//! epoch, nothing trimmed), the edge replays it, holding live messages that
+//! arrive meanwhile; it then releases the held messages it did not replay
+//! and goes live, and the subscribe answer's `recovered` flag is true.
+//! Otherwise it replays nothing, releases the held messages and goes live at
+//! once, and `recovered` is false: the client is told it missed messages.
 //!
 //! The SDK keeps one [`Recovery`] per subscribed channel: the position of
 //! the last message it delivered on that channel (before the first one, the

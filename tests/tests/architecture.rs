@@ -304,3 +304,26 @@ fn the_cycle_check_sees_a_cycle() {
     assert!(cycles.iter().any(|c| c.ends_with("crate: a ↔ b")), "{cycles:?}");
     assert!(cycles.iter().any(|c| c.ends_with("crate::c: x ↔ y")), "{cycles:?}");
 }
+
+/// The text under `# Gap-free recovery` of a module doc, up to the first
+/// blank line after its first paragraph.
+fn recovery_paragraph(path: &str) -> String {
+    let text = std::fs::read_to_string(root().join(path)).expect("recovery module readable");
+    let doc: Vec<&str> = text.lines().map_while(|l| l.strip_prefix("//!")).map(str::trim).collect();
+    let start = doc.iter().position(|l| *l == "# Gap-free recovery").expect("a `# Gap-free recovery` heading") + 1;
+    doc[start..]
+        .iter()
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn the_edge_and_the_sdk_describe_recovery_the_same_way() {
+    let edge = recovery_paragraph("edge/src/conn/recovery.rs");
+    let sdk = recovery_paragraph("sdk/src/recovery.rs");
+    assert!(edge.contains("`recovered`"), "{edge}");
+    assert_eq!(edge, sdk, "the edge's and the SDK's recovery modules must open with the same paragraph");
+}
