@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
-use common::{ADMIN, Http, Server, TestDb, app_with_key, entry, join};
+use common::{
+    ADMIN, Http, Server, TestDb, app_with_key, authed, entry, join, local_server, ns_url, publish_url, put_ns,
+};
 use futures_util::StreamExt as _;
-use herald_bus::{Bus, LocalBus};
 use herald_proto::api::channel_service_client::ChannelServiceClient;
 use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::presence_service_client::PresenceServiceClient;
@@ -20,37 +21,8 @@ use herald_proto::units::ByteSize;
 use herald_proto::{AppId, ChannelName, bus};
 use prost::Message as _;
 use serde_json::{Value, json};
-use tonic::metadata::MetadataValue;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
-        req.metadata_mut().insert("authorization", v);
-    }
-    req
-}
-
-fn ns_url(server: &Server, app: &str, name: &str) -> String {
-    server.url(&format!("/v1/apps/{app}/namespaces/{name}"))
-}
-
-fn publish_url(server: &Server, app: &str, channel: &str) -> String {
-    server.url(&format!("/v1/apps/{app}/channels/{channel}/messages"))
-}
-
-/// A control plane on the in-process bus, and an edge-side handle on it.
-async fn local_server(db: TestDb, tweak: impl FnOnce(&mut herald_control_plane::Config)) -> Result<(Server, Bus)> {
-    let bus_ = LocalBus::new();
-    let edge = Bus::local(&bus_);
-    let server = Server::start_with(db, Bus::local(&bus_), common::subjects(), tweak).await?;
-    Ok((server, edge))
-}
-
-async fn put_ns(http: &Http, server: &Server, app: &str, name: &str, body: Value) -> Result<common::Reply> {
-    http.json("PUT", &ns_url(server, app, name), Some(ADMIN), body).await
-}
 
 #[tokio::test]
 async fn namespaces_are_stored_validated_and_served_on_both_databases() -> Result<()> {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use common::{ADMIN, Server, TestDb};
+use common::{ADMIN, Server, TestDb, authed};
 use futures_util::StreamExt as _;
 use herald_proto::api::admin_service_client::AdminServiceClient;
 use herald_proto::api::publish_service_client::PublishServiceClient;
@@ -14,17 +14,8 @@ use herald_proto::api::token_service_client::TokenServiceClient;
 use herald_proto::api::{self as pb, publish_result};
 use herald_proto::{AppId, ChannelName, bus};
 use prost::Message as _;
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
-        req.metadata_mut().insert("authorization", v);
-    }
-    req
-}
 
 fn error_code(status: &Status) -> &str {
     status.metadata().get("herald-error-code").and_then(|v| v.to_str().ok()).unwrap_or("")

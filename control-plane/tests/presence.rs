@@ -7,42 +7,17 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use common::{ADMIN, Http, Server, TestDb, app_with_key, entry, join, leave, report};
+use common::{Http, Server, TestDb, app_with_key, authed, entry, join, leave, local_server, put_ns, report};
 use futures_util::StreamExt as _;
-use herald_bus::{Bus, LocalBus};
+use herald_bus::Bus;
 use herald_proto::api::presence_service_client::PresenceServiceClient;
 use herald_proto::api::{self as pb};
 use herald_proto::units::HumanDuration;
 use herald_proto::{AppId, ChannelName, bus};
 use prost::Message as _;
 use serde_json::{Value, json};
-use tonic::metadata::MetadataValue;
+use tonic::Code;
 use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-fn authed<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    if let Ok(v) = MetadataValue::try_from(format!("Bearer {token}")) {
-        req.metadata_mut().insert("authorization", v);
-    }
-    req
-}
-
-fn ns_url(server: &Server, app: &str, name: &str) -> String {
-    server.url(&format!("/v1/apps/{app}/namespaces/{name}"))
-}
-
-/// A control plane on the in-process bus, and an edge-side handle on it.
-async fn local_server(db: TestDb, tweak: impl FnOnce(&mut herald_control_plane::Config)) -> Result<(Server, Bus)> {
-    let bus_ = LocalBus::new();
-    let edge = Bus::local(&bus_);
-    let server = Server::start_with(db, Bus::local(&bus_), common::subjects(), tweak).await?;
-    Ok((server, edge))
-}
-
-async fn put_ns(http: &Http, server: &Server, app: &str, name: &str, body: Value) -> Result<common::Reply> {
-    http.json("PUT", &ns_url(server, app, name), Some(ADMIN), body).await
-}
 
 /// Polls `url` until `check` holds (reports travel asynchronously).
 async fn eventually(http: &Http, url: &str, key: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use common::{ADMIN, Http, NATS_URL, Proxy, Server, TestDb, app_with_key};
+use common::{ADMIN, Http, NATS_URL, Proxy, Server, TestDb, app_with_key, publish_url};
 use futures_util::StreamExt as _;
 use herald_bus::{Bus, LocalBus, Sink};
 use herald_proto::units::HumanDuration;
@@ -27,10 +27,6 @@ async fn nats_sub(server: &Server, app: &str, channel: &str) -> Result<async_nat
 async fn next_message(sub: &mut async_nats::Subscriber) -> Result<bus::ChannelMessage> {
     let msg = tokio::time::timeout(Duration::from_secs(3), sub.next()).await?.context("subscription ended")?;
     Ok(bus::ChannelMessage::decode(msg.payload)?)
-}
-
-fn publish_url(server: &Server, app: &str, channel: &str) -> String {
-    server.url(&format!("/v1/apps/{app}/channels/{channel}/messages"))
 }
 
 #[tokio::test]

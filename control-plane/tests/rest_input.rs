@@ -5,13 +5,9 @@
 mod common;
 
 use anyhow::Result;
-use common::{ADMIN, Http, Server, TestDb, app_with_key};
+use common::{ADMIN, Http, Server, TestDb, app_with_key, publish_url};
 use herald_proto::units::ByteSize;
 use serde_json::json;
-
-fn publish_url(server: &Server, app: &str, channel: &str) -> String {
-    server.url(&format!("/v1/apps/{app}/channels/{channel}/messages"))
-}
 
 #[tokio::test]
 async fn bad_input_gets_clear_errors() -> Result<()> {

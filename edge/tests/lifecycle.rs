@@ -14,12 +14,15 @@
 //!
 //! The metrics these paths move are checked in `operations.rs`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use common::{ALL, config, local_edge, now_secs};
 use herald_bus::{Bus, LocalBus};
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
@@ -28,22 +31,6 @@ use herald_proto::units::{ByteSize, HumanDuration};
 use herald_proto::{CloseCode, ErrorCode, bus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const ALL: &str = r#"{"*": ["subscribe", "publish", "presence", "history"]}"#;
-
-fn config(auth: &TestAuthority) -> EdgeConfig {
-    EdgeConfig { jwks_url: auth.jwks_url(), ..EdgeConfig::default() }
-}
-
-async fn local_edge(config: EdgeConfig) -> (TestEdge, Bus) {
-    let bus = LocalBus::new();
-    let edge = TestEdge::start(config, Bus::local(&bus)).await;
-    (edge, Bus::local(&bus))
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
-}
 
 fn now_secs_f64() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs_f64()

@@ -18,19 +18,19 @@
 //! tests of this file cannot interfere even when run in one process
 //! (`cargo test`; nextest runs each test in its own process).
 
+mod common;
+
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_bus::{Bus, LocalBus};
+use common::{ALL, config, local_edge, now_secs};
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
 use herald_proto::client::{self, client_frame, server_frame};
 use herald_proto::units::{ByteSize, HumanDuration};
 use herald_proto::{CloseCode, bus};
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-const ALL: &str = r#"{"*": ["subscribe", "publish", "presence", "history"]}"#;
 
 /// Tests reading metrics hold this for writing, every other test for
 /// reading: no edge of another test runs while metrics are compared.
@@ -42,20 +42,6 @@ async fn shared() -> RwLockReadGuard<'static, ()> {
 
 async fn exclusive() -> RwLockWriteGuard<'static, ()> {
     METRICS.write().await
-}
-
-fn config(auth: &TestAuthority) -> EdgeConfig {
-    EdgeConfig { jwks_url: auth.jwks_url(), ..EdgeConfig::default() }
-}
-
-async fn local_edge(config: EdgeConfig) -> (TestEdge, Bus) {
-    let bus = LocalBus::new();
-    let edge = TestEdge::start(config, Bus::local(&bus)).await;
-    (edge, Bus::local(&bus))
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
 
 /// Claims valid for an hour with `exp` moved to `exp`.

@@ -356,3 +356,37 @@ pub fn leave(edge: &str, app: &str, e: herald_proto::bus::PresenceEntry) -> hera
         herald_proto::bus::presence_report::Kind::Leave(herald_proto::bus::PresenceLeave { entry: Some(e) }),
     )
 }
+
+// ----- URLs and requests the tests share -----------------------------------------
+
+/// A gRPC request with `Authorization: Bearer <token>`.
+pub fn authed<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = tonic::metadata::MetadataValue::try_from(format!("Bearer {token}")) {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+/// The REST URL of namespace `name` of `app`.
+pub fn ns_url(server: &Server, app: &str, name: &str) -> String {
+    server.url(&format!("/v1/apps/{app}/namespaces/{name}"))
+}
+
+/// The REST URL that publishes to `channel` of `app`.
+pub fn publish_url(server: &Server, app: &str, channel: &str) -> String {
+    server.url(&format!("/v1/apps/{app}/channels/{channel}/messages"))
+}
+
+/// Puts namespace `name` of `app` as the admin.
+pub async fn put_ns(http: &Http, server: &Server, app: &str, name: &str, body: Value) -> Result<Reply> {
+    http.json("PUT", &ns_url(server, app, name), Some(ADMIN), body).await
+}
+
+/// A control plane on the in-process bus, and an edge-side handle on it.
+pub async fn local_server(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Result<(Server, Bus)> {
+    let bus = herald_bus::LocalBus::new();
+    let edge = Bus::local(&bus);
+    let server = Server::start_with(db, Bus::local(&bus), subjects(), tweak).await?;
+    Ok((server, edge))
+}
