@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use herald_bus::{Bus, LocalBus};
 use herald_control_plane::auth::Principal;
-use herald_control_plane::service::AppSpec;
+use herald_control_plane::services::AppSpec;
 use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
 use herald_edge::EdgeConfig;
 use serde::{Deserialize, Serialize};

@@ -46,10 +46,6 @@ pub mod services;
 pub mod store;
 pub mod tokens;
 
-/// The operations' former path, kept for `service::AppSpec` and friends.
-#[doc(hidden)]
-pub use services as service;
-
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};

@@ -135,8 +135,21 @@ impl Hub {
                 entry.last_fan_out = Some(std::time::Instant::now());
             }
             // The shard lock is released: now the socket writes.
+            if deferred.is_empty() {
+                return;
+            }
             for outbox in deferred.drain(..) {
                 outbox.write_deferred();
+            }
+            // The calm gap counts from the end of the writes: a fan-out
+            // that wrote to many sockets took longer than the gap, and the
+            // next message is part of the same burst, to be queued for the
+            // writers (which coalesce) rather than written one by one again.
+            let mut shard = lock(self.shard(app, channel));
+            if let Some(entry) = shard.get_mut(&(app.clone(), channel.clone()))
+                && entry.id == subscription
+            {
+                entry.last_fan_out = Some(std::time::Instant::now());
             }
         });
         crate::outbox::flush_written();
