@@ -46,7 +46,7 @@ fn fast_presence() -> Vec<(&'static str, String)> {
 async fn cluster(nats: &str) -> Result<Cluster> {
     let prefix = unique_prefix();
     let db = TestDb::create().await?;
-    let cp = ControlPlaneProc::start_with(&db, nats, &prefix, &[("HERALD_CP_PRESENCE_TTL_MS", "2000".into())]).await?;
+    let cp = ControlPlaneProc::start_with(&db, nats, &prefix, &[("HERALD_CP_PRESENCE_TTL", "2s".into())]).await?;
     let a = EdgeProc::start_with("edge-a", free_addr(), &cp, nats, &prefix, &fast_presence()).await?;
     let b = EdgeProc::start_with("edge-b", free_addr(), &cp, nats, &prefix, &fast_presence()).await?;
     let (app, key) = cp.create_app_and_key()?;
