@@ -13,6 +13,8 @@
 //! - [`caps`]: [`Capabilities`], channel patterns to allowed operations.
 //! - [`claims`]: [`Claims`], what a Herald token says.
 //! - [`codes`]: [`CloseCode`] and [`ErrorCode`], the one table of each.
+//! - [`pusher`]: Pusher Channels compatibility: [`pusher::PusherChannel`],
+//!   its subject-token escaping and Pusher's signatures.
 //! - [`units`]: [`units::ByteSize`] and [`units::HumanDuration`] for configuration.
 //!
 //! The wire schemas live in `schemas/` and are compiled by `build.rs`;
@@ -25,6 +27,7 @@ pub mod channel;
 pub mod claims;
 pub mod codes;
 pub mod ids;
+pub mod pusher;
 pub mod subject;
 pub mod units;
 
