@@ -14,8 +14,9 @@
 //! not re-encoded).
 //!
 //! [`verify_request`] checks all of it and names the first failure with an
-//! [`ApiAuthError`], so that the API can answer 401 with a reason. Both the
-//! signature and `body_md5` are compared in constant time.
+//! [`ApiAuthError`], so that the API can answer 401 with a reason. The
+//! signature is compared in constant time (`ring::hmac::verify`); `body_md5`,
+//! which is no secret, by a branch-free comparison of the decoded digests.
 
 use md5::{Digest, Md5};
 
@@ -104,7 +105,7 @@ pub fn sign_request(secret: &str, method: &str, path: &str, params: &[(&str, &st
     hmac_hex(secret, &string_to_sign(method, path, params))
 }
 
-/// Compares two byte strings in time that depends on their length only.
+/// Compares two byte strings without branching on their contents.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
