@@ -185,21 +185,12 @@ impl<S: Settings> Overrides<S> {
             let given = self.values.iter().filter(|(_, _, s)| *s == source);
             RenamedKey::check_exclusive(S::RENAMED, given.clone().map(|(key, _, _)| *key))?;
             for (key, value, _) in given {
-                let known = match RenamedKey::find(S::RENAMED, key) {
-                    Some(renamed) => {
-                        let converted = renamed.convert(value)?;
-                        let from = match source {
-                            Source::Env => {
-                                format!("environment variable {}{}", S::ENV_PREFIX, key.to_ascii_uppercase())
-                            }
-                            Source::Flag => format!("flag --{}", key.replace('_', "-")),
-                        };
-                        renamed.warn(&from, value, &converted);
-                        settings.set_key(renamed.new, &converted)?
-                    }
-                    None => settings.set_key(key, value)?,
+                let from = || match source {
+                    Source::Env => format!("environment variable {}{}", S::ENV_PREFIX, key.to_ascii_uppercase()),
+                    Source::Flag => format!("flag --{}", key.replace('_', "-")),
                 };
-                if !known {
+                let (new_key, value) = RenamedKey::resolve(S::RENAMED, key, value, from)?;
+                if !settings.set_key(new_key, &value)? {
                     bail!("unknown setting {key}");
                 }
             }

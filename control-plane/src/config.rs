@@ -293,6 +293,27 @@ impl RenamedKey {
         Ok(format!("{n}{}", self.old_unit))
     }
 
+    /// The key and value to set for `key = value`: an old key becomes its
+    /// new one, its number written in the old unit, with a warning naming
+    /// `source` (e.g. "environment variable HERALD_CP_CACHE_TTL_MS"); any
+    /// other key is returned as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the old key when its value is not a whole
+    /// number.
+    pub fn resolve<'a>(
+        table: &[Self],
+        key: &'a str,
+        value: &'a str,
+        source: impl FnOnce() -> String,
+    ) -> Result<(&'a str, std::borrow::Cow<'a, str>), ConfigError> {
+        let Some(renamed) = Self::find(table, key) else { return Ok((key, value.into())) };
+        let converted = renamed.convert(value)?;
+        renamed.warn(&source(), value, &converted);
+        Ok((renamed.new, converted.into()))
+    }
+
     /// Logs that the old key was read from `source` (e.g. "environment
     /// variable HERALD_CP_CACHE_TTL_MS").
     pub fn warn(&self, source: &str, value: &str, converted: &str) {
@@ -327,9 +348,6 @@ impl RenamedKey {
 }
 
 impl Config {
-    /// The keys this config renamed; their old names still work.
-    pub const RENAMED: &'static [RenamedKey] = RENAMED_KEYS;
-
     /// Sets the field named `key` from its text form. A renamed key's old
     /// name works too (its number taken in the old unit, with a warning).
     /// Returns false when no field has that name.
@@ -338,14 +356,8 @@ impl Config {
     ///
     /// [`ConfigError`] when the text is not a valid value.
     pub fn set(&mut self, key: &str, value: &str) -> Result<bool, ConfigError> {
-        match RenamedKey::find(Self::RENAMED, key) {
-            Some(r) => {
-                let converted = r.convert(value)?;
-                r.warn("setting", value, &converted);
-                self.set_field(r.new, &converted)
-            }
-            None => self.set_field(key, value),
-        }
+        let (key, value) = RenamedKey::resolve(RENAMED_KEYS, key, value, || "setting".to_owned())?;
+        self.set_field(key, &value)
     }
 
     /// Applies environment variables `HERALD_CP_<FIELD>` (upper case) from
@@ -368,18 +380,12 @@ impl Config {
             let Some(field) = k.as_ref().strip_prefix(ENV_PREFIX) else { continue };
             settings.push((k.as_ref().to_owned(), field.to_ascii_lowercase(), v.as_ref().to_owned()));
         }
-        RenamedKey::check_exclusive(Self::RENAMED, settings.iter().map(|(_, key, _)| key.as_str()))?;
-        for (name, key, value) in settings {
-            let known = match RenamedKey::find(Self::RENAMED, &key) {
-                Some(r) => {
-                    let converted = r.convert(&value)?;
-                    r.warn(&format!("environment variable {name}"), &value, &converted);
-                    self.set_field(r.new, &converted)?
-                }
-                None => self.set_field(&key, &value)?,
-            };
-            if !known {
-                return Err(ConfigError::new(&name, "unknown setting"));
+        RenamedKey::check_exclusive(RENAMED_KEYS, settings.iter().map(|(_, key, _)| key.as_str()))?;
+        for (name, key, value) in &settings {
+            let (key, value) =
+                RenamedKey::resolve(RENAMED_KEYS, key, value, || format!("environment variable {name}"))?;
+            if !self.set_field(key, &value)? {
+                return Err(ConfigError::new(name, "unknown setting"));
             }
         }
         Ok(())
