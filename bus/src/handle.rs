@@ -9,6 +9,7 @@ use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
 use prost::Message as _;
 use tokio::task::JoinHandle;
 
+use crate::app_config::AppConfig;
 use crate::history::{HistoryPage, HistorySpec, Position, StreamBounds};
 use crate::local::{LocalBus, LocalHandle, LocalSubscription, Topic};
 use crate::nats::{NatsBus, NatsOptions, Report};
@@ -293,7 +294,7 @@ impl Bus {
     /// The bounds of the namespace's stream as the control plane has them
     /// now; `None` when the namespace (or the app) keeps no history.
     async fn current_history_spec(&self, app: &AppId, ns: &NamespaceName) -> Result<Option<HistorySpec>, BusError> {
-        let Some((namespaces, bounds)) = self.namespace_list(app).await? else { return Ok(None) };
+        let Some(AppConfig { namespaces, bounds, .. }) = self.app_config(app).await? else { return Ok(None) };
         Ok(namespaces
             .iter()
             .find(|n| n.name == ns.as_str())
@@ -351,27 +352,27 @@ impl Bus {
     /// [`BusError::NoControlPlane`] when no control plane answered in
     /// time.
     pub async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<Vec<bus::Namespace>>, BusError> {
-        Ok(self.namespace_list(app).await?.map(|(namespaces, _)| namespaces))
+        Ok(self.app_config(app).await?.map(|config| config.namespaces))
     }
 
-    /// Like [`Self::fetch_namespaces`], with the bounds of history streams.
-    pub(crate) async fn namespace_list(
-        &self,
-        app: &AppId,
-    ) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BusError> {
+    /// Asks the control plane for an app's configuration: its namespaces,
+    /// its Pusher settings and the bounds of history streams. `None` when
+    /// the app does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::NoControlPlane`] when no control plane answered in
+    /// time, [`BusError::Unavailable`] when it could not look them up.
+    pub async fn app_config(&self, app: &AppId) -> Result<Option<AppConfig>, BusError> {
         match &*self.inner {
             Inner::Nats(n) => n.fetch_namespaces(app).await,
             Inner::Local(l) => {
                 let source = lock(&l.bus.namespaces).clone();
                 match source {
-                    Some(source) => Ok(source
-                        .namespaces(app.clone())
-                        .await
-                        .map_err(|e| BusError::Unavailable(format!("namespace lookup: {e}")))?
-                        .map(|namespaces| (namespaces, source.history_bounds()))),
+                    Some(source) => AppConfig::from_list(crate::app_config::answer(&*source, app.clone()).await),
                     // An in-process bus without a control plane: nothing is
                     // configured, every channel takes the defaults.
-                    None => Ok(Some((Vec::new(), StreamBounds::DEFAULT))),
+                    None => Ok(Some(AppConfig { namespaces: Vec::new(), pusher: None, bounds: StreamBounds::DEFAULT })),
                 }
             }
         }

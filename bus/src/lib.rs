@@ -52,10 +52,13 @@
 //! - [`history`]: history positions, pages, stream bounds, and the
 //!   in-process history store.
 //! - [`presence`]: presence and occupancy tables built from edges' reports.
+//! - [`app_config`]: an app's configuration as edges look it up (its
+//!   namespaces and Pusher settings), and the control plane's answer.
 //! - [`namespaces`]: namespace rules (defaults, history) and the cache of
 //!   apps' namespace options.
 //! - [`BusError`] (`error`): why an operation failed, by kind.
 
+pub mod app_config;
 mod error;
 mod handle;
 pub mod history;
@@ -66,6 +69,7 @@ pub mod presence;
 mod sink;
 pub mod telemetry;
 
+pub use app_config::AppConfig;
 pub use error::BusError;
 pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};

@@ -1,13 +1,15 @@
-//! The edge's cache of apps' namespace options.
+//! The edge's cache of apps' configuration: their namespace options and
+//! their Pusher settings ([`AppConfig`]).
 //!
 //! A channel `ns:rest` takes the options of namespace `ns` of its app
 //! (presence, join/leave events, client publish, history); channels without
 //! a configured namespace take [`default_options`]. The edge asks the control
-//! plane over the bus once per app, keeps the answer for
-//! `namespace_cache_ttl`, and drops it at once when a `NamespacesChanged`
-//! control event names the app. When the control plane cannot be asked, a
-//! stale answer is used; without one, the request fails as unavailable
-//! rather than treating a history channel as a plain one.
+//! plane over the bus once per app ([`crate::app_config`]),
+//! keeps the answer for `namespace_cache_ttl`, and drops it at once when
+//! [`Namespaces::invalidate`] is called for the app (a `NamespacesChanged`,
+//! `KeyRevoked` or `AppDeleted` control event). When the control plane
+//! cannot be asked, a stale answer is used; without one, the request fails
+//! as unavailable rather than treating a history channel as a plain one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,11 +19,18 @@ use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
 use crate::{Bus, BusError};
 
-/// The options of channels outside any configured namespace: no presence,
-/// no history, client publish allowed (when the token allows it).
+/// What the name of a Pusher presence channel starts with.
+pub const PRESENCE_PREFIX: &str = "presence-";
+
+/// The options of `channel` when it is outside any configured namespace:
+/// no history, client publish allowed (when the token allows it), and no
+/// presence — but for channels named `presence-…`, which track presence
+/// with join and leave events, as Pusher's presence channels do, for
+/// clients of both protocols.
 #[must_use]
-pub fn default_options() -> bus::NamespaceOptions {
-    bus::NamespaceOptions { client_publish: true, ..Default::default() }
+pub fn default_options(channel: &ChannelName) -> bus::NamespaceOptions {
+    let presence = channel.as_str().starts_with(PRESENCE_PREFIX);
+    bus::NamespaceOptions { client_publish: true, presence, join_leave: presence, ..Default::default() }
 }
 
 /// Whether the options keep history.
@@ -30,12 +39,21 @@ pub fn keeps_history(options: &bus::NamespaceOptions) -> bool {
     options.history_size > 0 && options.history_ttl_ms > 0
 }
 
-type AppNamespaces = Arc<HashMap<NamespaceName, bus::NamespaceOptions>>;
+/// What is cached of one app.
+#[derive(Default)]
+struct Cached {
+    /// `false` when the app does not exist.
+    exists: bool,
+    namespaces: HashMap<NamespaceName, bus::NamespaceOptions>,
+    pusher: Option<Arc<bus::PusherApp>>,
+}
+
+type CachedApp = Arc<Cached>;
 
 /// The cache.
 pub struct Namespaces {
     ttl: Duration,
-    apps: Mutex<HashMap<AppId, (Instant, AppNamespaces)>>,
+    apps: Mutex<HashMap<AppId, (Instant, CachedApp)>>,
 }
 
 impl Namespaces {
@@ -45,9 +63,45 @@ impl Namespaces {
         Self { ttl, apps: Mutex::new(HashMap::new()) }
     }
 
-    fn cached(&self, app: &AppId) -> Option<(bool, AppNamespaces)> {
+    fn cached(&self, app: &AppId) -> Option<(bool, CachedApp)> {
         let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
-        apps.get(app).map(|(at, ns)| (at.elapsed() < self.ttl, ns.clone()))
+        apps.get(app).map(|(at, cached)| (at.elapsed() < self.ttl, cached.clone()))
+    }
+
+    /// What is known of `app`: from the cache while fresh, else asked.
+    async fn app(&self, bus: &Bus, app: &AppId) -> Result<CachedApp, BusError> {
+        let stale = match self.cached(app) {
+            Some((true, cached)) => return Ok(cached),
+            stale => stale,
+        };
+        match bus.app_config(app).await {
+            Ok(config) => {
+                let cached = Arc::new(match config {
+                    Some(config) => Cached {
+                        exists: true,
+                        namespaces: config
+                            .namespaces
+                            .into_iter()
+                            .filter_map(|n| Some((NamespaceName::new(&n.name).ok()?, n.options.unwrap_or_default())))
+                            .collect(),
+                        pusher: config.pusher.map(Arc::new),
+                    },
+                    None => Cached::default(),
+                });
+                self.apps
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(app.clone(), (Instant::now(), cached.clone()));
+                Ok(cached)
+            }
+            Err(e) => match stale {
+                Some((_, cached)) => {
+                    tracing::warn!(%app, error = %e, "app configuration not refreshed; using the cached one");
+                    Ok(cached)
+                }
+                None => Err(e),
+            },
+        }
     }
 
     /// The options of `channel` of `app`.
@@ -62,33 +116,21 @@ impl Namespaces {
         app: &AppId,
         channel: &ChannelName,
     ) -> Result<bus::NamespaceOptions, BusError> {
-        let Some(ns) = channel.namespace_name() else { return Ok(default_options()) };
-        let namespaces = match self.cached(app) {
-            Some((true, namespaces)) => namespaces,
-            stale => match bus.fetch_namespaces(app).await {
-                Ok(list) => {
-                    let map: HashMap<NamespaceName, bus::NamespaceOptions> = list
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter_map(|n| Some((NamespaceName::new(&n.name).ok()?, n.options.unwrap_or_default())))
-                        .collect();
-                    let map = Arc::new(map);
-                    self.apps
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(app.clone(), (Instant::now(), map.clone()));
-                    map
-                }
-                Err(e) => match stale {
-                    Some((_, namespaces)) => {
-                        tracing::warn!(%app, error = %e, "namespace options not refreshed; using the cached ones");
-                        namespaces
-                    }
-                    None => return Err(e),
-                },
-            },
-        };
-        Ok(namespaces.get(&ns).cloned().unwrap_or_else(default_options))
+        let Some(ns) = channel.namespace_name() else { return Ok(default_options(channel)) };
+        let cached = self.app(bus, app).await?;
+        Ok(cached.namespaces.get(&ns).cloned().unwrap_or_else(|| default_options(channel)))
+    }
+
+    /// The Pusher settings of `app`: `Ok(None)` when the app does not exist
+    /// or has Pusher mode off.
+    ///
+    /// # Errors
+    ///
+    /// A transient [`BusError`] when nothing is cached and the control
+    /// plane cannot be asked.
+    pub async fn pusher_app(&self, bus: &Bus, app: &AppId) -> Result<Option<Arc<bus::PusherApp>>, BusError> {
+        let cached = self.app(bus, app).await?;
+        Ok(if cached.exists { cached.pusher.clone() } else { None })
     }
 
     /// Forgets what is cached for `app`.

@@ -513,7 +513,7 @@ mod tests {
             &bus::OccupancyReport {
                 edge_id: "e2".into(),
                 app_id: "a".into(),
-                channels: vec![count("x", 3), count("bad.name", 1)],
+                channels: vec![count("x", 3), count("bad*name", 1)],
                 ..Default::default()
             },
             now + Duration::from_secs(20),

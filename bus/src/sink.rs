@@ -43,6 +43,15 @@ pub trait NamespaceSource: Send + Sync + 'static {
     /// an error (a description) when they cannot be looked up now.
     fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>>;
 
+    /// The app's Pusher-protocol settings, with the secrets of its
+    /// Pusher-enabled keys; `None` when Pusher mode is off for the app (or
+    /// the app does not exist); an error (a description) when they cannot be
+    /// looked up now. Sent along with the namespaces.
+    fn pusher_app(&self, app: AppId) -> BoxFuture<'static, Result<Option<bus::PusherApp>, String>> {
+        let _ = app;
+        Box::pin(async { Ok(None) })
+    }
+
     /// The bounds every history stream gets, sent along with the
     /// namespaces (a publisher that finds a stream lost creates it again
     /// with them).

@@ -34,7 +34,7 @@ impl AppNamespacesInner {
     /// The options in force for `channel`.
     pub(crate) fn options(&self, channel: &ChannelName) -> bus::NamespaceOptions {
         // A prefix that is not a valid name never matches a stored one.
-        channel.namespace().and_then(|ns| self.by_name.get(ns)).copied().unwrap_or_else(default_options)
+        channel.namespace().and_then(|ns| self.by_name.get(ns)).copied().unwrap_or_else(|| default_options(channel))
     }
 
     /// The namespaces in their wire form for edges.

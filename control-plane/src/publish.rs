@@ -498,6 +498,7 @@ impl Publisher {
             event: msg.event.clone(),
             id: id.to_owned(),
             publisher: String::new(),
+            exclude_connection: String::new(),
             timestamp_ms,
         };
         let sent = if history {

@@ -409,7 +409,8 @@ mod tests {
     #[test]
     fn pattern_validation() {
         assert_eq!(ChannelPattern::new(""), Err(CapabilityError::EmptyPattern));
-        assert_eq!(ChannelPattern::new("a.b"), Err(CapabilityError::InvalidPatternChar('.')));
+        assert_eq!(ChannelPattern::new("a>b"), Err(CapabilityError::InvalidPatternChar('>')));
+        assert_eq!(ChannelPattern::new("private-App.*").map(|p| p.matches("private-App.Models.User.1")), Ok(true));
         assert_eq!(ChannelPattern::new(">"), Err(CapabilityError::InvalidPatternChar('>')));
         assert_eq!(ChannelPattern::new("a b"), Err(CapabilityError::InvalidPatternChar(' ')));
         assert_eq!(ChannelPattern::new("é"), Err(CapabilityError::InvalidPatternChar('é')));
@@ -441,7 +442,7 @@ mod tests {
         for bad in [
             r#"{"a": ["fly"]}"#,
             r#"{"a": []}"#,
-            r#"{"a.b": ["subscribe"]}"#,
+            r#"{"a>b": ["subscribe"]}"#,
             r#"{"": ["subscribe"]}"#,
             r#"{"a": "subscribe"}"#,
             r#"["a"]"#,

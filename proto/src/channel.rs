@@ -1,12 +1,14 @@
 //! Channel names: the one place that decides what a valid name is.
 //!
 //! A channel name travels from clients, API callers and tokens into NATS
-//! subjects, so its alphabet excludes every character that means something
-//! to NATS (`.`, `*`, `>`, whitespace) and everything that is not printable
-//! ASCII. The rules:
+//! subjects, so its alphabet excludes `*`, `>`, whitespace and everything
+//! that is not printable ASCII; `.`, which separates NATS subject tokens, is
+//! allowed (Pusher's channel names use it: `private-App.Models.User.1`) and
+//! escaped where a name becomes a subject token (see [`crate::subject`]).
+//! The rules:
 //!
 //! - 1 to [`MAX_CHANNEL_LEN`] bytes;
-//! - only ASCII letters, digits and `_ - = @ , ; : ! # / + ~`;
+//! - only ASCII letters, digits and `_ - = @ , ; : ! # / + ~ .`;
 //! - not starting with a reserved prefix ([`RESERVED_PREFIXES`]): those
 //!   names belong to Herald itself;
 //! - a `:` splits the namespace from the rest (`chat:room-1` is in the `chat`
@@ -27,7 +29,7 @@ pub const RESERVED_PREFIXES: &[&str] = &["$", "herald:"];
 pub const NAMESPACE_SEPARATOR: char = ':';
 
 /// Punctuation allowed in channel names besides ASCII letters and digits.
-pub const CHANNEL_PUNCTUATION: &str = "_-=@,;:!#/+~";
+pub const CHANNEL_PUNCTUATION: &str = "_-=@,;:!#/+~.";
 
 /// Why a string is not a valid channel name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +75,7 @@ pub(crate) fn is_channel_byte(b: u8) -> bool {
 ///
 /// let name: ChannelName = "chat:room-1".parse()?;
 /// assert_eq!(name.namespace(), Some("chat"));
-/// assert!("a.b".parse::<ChannelName>().is_err());
+/// assert!("a*b".parse::<ChannelName>().is_err());
 /// # Ok::<(), herald_proto::ChannelNameError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -211,6 +213,7 @@ mod tests {
             "user_42",
             "orders/eu/123",
             "a=b,c;d@e!f#g+h~i",
+            "private-App.Models.User.1",
             "UPPER-lower-09",
             &"x".repeat(MAX_CHANNEL_LEN),
         ] {
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn rejects_nats_metacharacters() {
-        for (name, found) in [("a.b", '.'), ("a*", '*'), ("*", '*'), (">", '>'), ("a>b", '>')] {
+        for (name, found) in [("a*", '*'), ("*", '*'), (">", '>'), ("a>b", '>')] {
             assert!(matches!(err(name), ChannelNameError::InvalidChar { found: f, .. } if f == found), "{name:?}");
         }
     }
@@ -283,14 +286,14 @@ mod tests {
     fn serde_validates() {
         let ok: ChannelName = serde_json::from_str("\"a:b\"").expect("valid");
         assert_eq!(serde_json::to_string(&ok).expect("serialize"), "\"a:b\"");
-        assert!(serde_json::from_str::<ChannelName>("\"a.b\"").is_err());
+        assert!(serde_json::from_str::<ChannelName>("\"a*b\"").is_err());
     }
 
     #[test]
     fn errors_read_well() {
         assert_eq!(
-            err("a.b").to_string(),
-            "channel name holds '.' at byte 1; allowed are ASCII letters, digits and _-=@,;:!#/+~"
+            err("a*b").to_string(),
+            "channel name holds '*' at byte 1; allowed are ASCII letters, digits and _-=@,;:!#/+~."
         );
     }
 

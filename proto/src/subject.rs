@@ -13,11 +13,15 @@
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
 //! | `<prefix>.sync` | nothing: requests on it prove earlier commands were processed |
 //!
-//! App ids and channel names cannot hold `.`, `*`, `>` or whitespace, so a
-//! channel subject always has exactly `prefix tokens + 3` tokens, never a
-//! wildcard, and maps back to the one (app, channel) pair it came from: a
-//! message can never leave its app's subject space.
+//! App ids and channel names cannot hold `*`, `>` or whitespace, and the
+//! one character a channel name may hold that separates NATS tokens, `.`,
+//! is written `^` in its subject token ([`channel_token`]; `^` is never part
+//! of a channel name, so the mapping stays one-to-one). A channel subject
+//! thus always has exactly `prefix tokens + 3` tokens, never a wildcard, and
+//! maps back to the one (app, channel) pair it came from: a message can
+//! never leave its app's subject space.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::channel::ChannelName;
@@ -37,6 +41,26 @@ pub const DEFAULT_PREFIX: &str = "herald";
 pub struct PrefixError {
     /// The rejected prefix.
     pub prefix: String,
+}
+
+/// What a channel name's `.` is written as in its subject token.
+pub const DOT_ESCAPE: char = '^';
+
+/// The subject token of a channel: its name, with `.` written `^`.
+#[must_use]
+pub fn channel_token(channel: &ChannelName) -> Cow<'_, str> {
+    let name = channel.as_str();
+    if name.contains('.') { Cow::Owned(name.replace('.', "^")) } else { Cow::Borrowed(name) }
+}
+
+/// The channel a subject token names; `None` for a token
+/// [`channel_token`] cannot produce.
+#[must_use]
+pub fn parse_channel_token(token: &str) -> Option<ChannelName> {
+    if token.contains('.') {
+        return None;
+    }
+    ChannelName::new(&token.replace(DOT_ESCAPE, ".")).ok()
 }
 
 /// The subject space of one Herald deployment.
@@ -92,7 +116,7 @@ impl SubjectSpace {
         s.push_str(".ch.");
         s.push_str(app.as_str());
         s.push('.');
-        s.push_str(channel.as_str());
+        s.push_str(&channel_token(channel));
         s
     }
 
@@ -103,13 +127,13 @@ impl SubjectSpace {
     pub fn parse_channel(&self, subject: &str) -> Option<(AppId, ChannelName)> {
         let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".ch.")?;
         let (app, channel) = rest.split_once('.')?;
-        Some((AppId::new(app).ok()?, ChannelName::new(channel).ok()?))
+        Some((AppId::new(app).ok()?, parse_channel_token(channel)?))
     }
 
     /// The subject on which edges report presence in one channel.
     #[must_use]
     pub fn presence(&self, app: &AppId, channel: &ChannelName) -> String {
-        format!("{}.presence.{}.{}", self.prefix, app, channel)
+        format!("{}.presence.{}.{}", self.prefix, app, channel_token(channel))
     }
 
     /// The wildcard subject of every presence report (what the control plane
@@ -124,7 +148,7 @@ impl SubjectSpace {
     pub fn parse_presence(&self, subject: &str) -> Option<(AppId, ChannelName)> {
         let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".presence.")?;
         let (app, channel) = rest.split_once('.')?;
-        Some((AppId::new(app).ok()?, ChannelName::new(channel).ok()?))
+        Some((AppId::new(app).ok()?, parse_channel_token(channel)?))
     }
 
     /// The subject on which edges report their subscriber counts for one app.
@@ -163,7 +187,7 @@ impl SubjectSpace {
     /// namespace's stream captures it.
     #[must_use]
     pub fn history(&self, app: &AppId, ns: &NamespaceName, channel: &ChannelName) -> String {
-        format!("{}.hs.{}.{}.{}", self.prefix, app, ns, channel)
+        format!("{}.hs.{}.{}.{}", self.prefix, app, ns, channel_token(channel))
     }
 
     /// The subjects of one namespace's stream.
@@ -250,6 +274,24 @@ mod tests {
     }
 
     #[test]
+    fn dots_in_channel_names_are_escaped_in_every_subject() {
+        let s = space();
+        let app = AppId::new("app1").expect("app");
+        let ch = ChannelName::new("private-App.Models.User.1").expect("channel");
+        assert_eq!(s.channel(&app, &ch), "t.x-1.ch.app1.private-App^Models^User^1");
+        assert_eq!(s.parse_channel("t.x-1.ch.app1.private-App^Models^User^1"), Some((app.clone(), ch.clone())));
+        assert_eq!(s.presence(&app, &ch), "t.x-1.presence.app1.private-App^Models^User^1");
+        assert_eq!(s.parse_presence(&s.presence(&app, &ch)), Some((app.clone(), ch.clone())));
+        let ns_ch = ChannelName::new("chat:a.b").expect("channel");
+        let ns = ns_ch.namespace_name().expect("namespace");
+        assert_eq!(s.history(&app, &ns, &ns_ch), "t.x-1.hs.app1.chat.chat:a^b");
+        // '^' is no channel character: no name is written like another's.
+        assert!(ChannelName::new("a^b").is_err());
+        assert_eq!(parse_channel_token("a^b"), ChannelName::new("a.b").ok());
+        assert_eq!(channel_token(&ChannelName::new("plain").expect("channel")), Cow::Borrowed("plain"));
+    }
+
+    #[test]
     fn rejects_bad_prefixes() {
         for bad in ["", ".", "a.", ".a", "a..b", "a*", "a.>", "a b", "a\tb", &"a".repeat(65)] {
             assert!(SubjectSpace::new(bad).is_err(), "{bad:?}");
@@ -278,7 +320,7 @@ mod tests {
     }
 
     fn channel() -> impl Strategy<Value = ChannelName> {
-        "[A-Za-z0-9_=@,;!#/+~-][A-Za-z0-9_=@,;:!#/+~-]{0,254}"
+        "[A-Za-z0-9_=@,;!#/+~.-][A-Za-z0-9_=@,;:!#/+~.-]{0,254}"
             .prop_filter_map("valid channel", |s| ChannelName::new(&s).ok())
     }
 
@@ -300,7 +342,7 @@ mod tests {
         // Small alphabets, so that equal and near-equal inputs are common.
         #[test]
         fn mapping_is_injective(
-            a1 in "[ab_]{1,3}", c1 in "[ab][ab:_]{0,3}", a2 in "[ab_]{1,3}", c2 in "[ab][ab:_]{0,3}",
+            a1 in "[ab_]{1,3}", c1 in "[ab][ab:_.]{0,3}", a2 in "[ab_]{1,3}", c2 in "[ab][ab:_.]{0,3}",
         ) {
             let (a1, a2) = (AppId::new(&a1).expect("app"), AppId::new(&a2).expect("app"));
             let (c1, c2) = (ChannelName::new(&c1).expect("channel"), ChannelName::new(&c2).expect("channel"));

@@ -146,6 +146,22 @@ fn bus_messages() -> Vec<String> {
     use bus::*;
     let entry =
         PresenceEntry { channel: "p".into(), connection_id: "c1".into(), client_id: "u1".into(), info: b("{}") };
+    let pusher = PusherApp {
+        client_events: true,
+        presence_max_members: 100,
+        max_event_bytes: 10_240,
+        subscription_count: true,
+        secrets: vec![PusherSecret { key_id: "k".into(), secret: "s".into() }],
+        client_event_rate: 10,
+    };
+    let user_event = UserEvent {
+        app_id: "a".into(),
+        user_id: "u".into(),
+        event: "e".into(),
+        data: b("{}"),
+        id: "m".into(),
+        timestamp_ms: 4,
+    };
     let mut names = vec![
         rt(ChannelMessage {
             app_id: "app".into(),
@@ -154,6 +170,7 @@ fn bus_messages() -> Vec<String> {
             event: Some("e".into()),
             id: "m1".into(),
             publisher: "u".into(),
+            exclude_connection: "1.2".into(),
             timestamp_ms: 99,
         }),
         rt(entry.clone()),
@@ -190,7 +207,12 @@ fn bus_messages() -> Vec<String> {
             error: "db down".into(),
             history_max_bytes: 1 << 20,
             history_replicas: 3,
+            pusher: Some(pusher.clone()),
         }),
+        rt(pusher.clone()),
+        rt(PusherSecret { key_id: "k".into(), secret: "s".into() }),
+        rt(UserTerminated { app_id: "a".into(), user_id: "u".into() }),
+        rt(user_event.clone()),
     ];
     for kind in [
         presence_report::Kind::Join(PresenceJoin { entry: Some(entry.clone()) }),
@@ -211,6 +233,8 @@ fn bus_messages() -> Vec<String> {
         }),
         control_event::Kind::NamespacesChanged(NamespacesChanged { app_id: "a".into() }),
         control_event::Kind::PresenceSyncAll(PresenceSyncAll {}),
+        control_event::Kind::UserTerminated(UserTerminated { app_id: "a".into(), user_id: "u".into() }),
+        control_event::Kind::UserEvent(user_event),
     ] {
         names.push(rt(ControlEvent { timestamp_ms: 3, kind: Some(kind) }));
     }

@@ -12,7 +12,8 @@ use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace, bus};
 use prost::Message as _;
 use tokio::task::JoinHandle;
 
-use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
+use crate::app_config::AppConfig;
+use crate::history::{HistoryEntry, HistoryPage, HistorySpec, Position};
 use crate::{BusError, NamespaceSource, Sink, lock};
 use relay::{Epochs, KnownEpochs, Relay, STREAM_ADVISORIES, epoch_of, forget_all_epochs, is_stream_not_found};
 
@@ -483,18 +484,7 @@ impl NatsBus {
             let (client, subjects, source) = (client.clone(), subjects.clone(), source.clone());
             async move {
                 let (Some(reply), Some(app)) = (msg.reply, subjects.parse_namespaces(&msg.subject)) else { return };
-                let bounds = source.history_bounds();
-                let list = match source.namespaces(app).await {
-                    Ok(Some(namespaces)) => bus::NamespaceList {
-                        app_exists: true,
-                        namespaces,
-                        error: String::new(),
-                        history_max_bytes: bounds.max_bytes,
-                        history_replicas: u32::from(bounds.replicas),
-                    },
-                    Ok(None) => bus::NamespaceList::default(),
-                    Err(error) => bus::NamespaceList { error, ..Default::default() },
-                };
+                let list = crate::app_config::answer(&*source, app).await;
                 if let Err(e) = client.publish(reply, Bytes::from(list.encode_to_vec())).await {
                     tracing::warn!(error = %e, "namespace reply not sent");
                 }
@@ -506,10 +496,7 @@ impl NatsBus {
         Ok(())
     }
 
-    pub(crate) async fn fetch_namespaces(
-        &self,
-        app: &AppId,
-    ) -> Result<Option<(Vec<bus::Namespace>, StreamBounds)>, BusError> {
+    pub(crate) async fn fetch_namespaces(&self, app: &AppId) -> Result<Option<AppConfig>, BusError> {
         use async_nats::RequestErrorKind;
         self.check_connected()?;
         let subject = self.subjects.namespaces(app);
@@ -523,11 +510,7 @@ impl NatsBus {
             .await?;
         let list = bus::NamespaceList::decode(reply.payload)
             .map_err(|e| BusError::Failed(format!("undecodable namespace reply: {e}")))?;
-        if !list.error.is_empty() {
-            return Err(BusError::Unavailable(format!("namespace lookup: {}", list.error)));
-        }
-        let bounds = StreamBounds::from_list(&list);
-        Ok(list.app_exists.then_some((list.namespaces, bounds)))
+        AppConfig::from_list(list)
     }
 
     /// Subscribes to `subject` and waits until NATS holds the interest

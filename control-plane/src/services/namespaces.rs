@@ -296,7 +296,7 @@ impl Core {
     /// down.
     pub async fn channel_options(&self, app: &AppId, channel: &ChannelName) -> Result<bus::NamespaceOptions, ApiError> {
         if channel.namespace().is_none() {
-            return Ok(default_options());
+            return Ok(default_options(channel));
         }
         Ok(self.app_namespaces(app).await?.options(channel))
     }

@@ -64,6 +64,7 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
         event: p.event,
         id: id.clone(),
         publisher: session.claims.sub.as_str().to_owned(),
+        exclude_connection: String::new(),
         timestamp_ms: herald_bus::now_ms(),
     };
     let bus = shared.hub.bus();

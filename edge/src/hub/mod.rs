@@ -173,6 +173,17 @@ impl Hub {
         self.namespaces.options(&self.bus, app, channel).await
     }
 
+    /// The Pusher settings of `app` (cached with its namespaces); `None`
+    /// when the app does not exist or has Pusher mode off.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when they are not cached and the control
+    /// plane cannot be asked.
+    pub async fn pusher_app(&self, app: &AppId) -> Result<Option<Arc<bus::PusherApp>>, BusError> {
+        self.namespaces.pusher_app(&self.bus, app).await
+    }
+
     /// This edge's id.
     #[must_use]
     pub fn edge_id(&self) -> &str {
@@ -244,6 +255,8 @@ impl Sink for Hub {
                 // First refuse new tokens, then close: a connection that
                 // registers in between checks again after registering.
                 self.revocations.add_announced(&revoked.app_id, Some(&revoked.key_id), revoked.at, revoked.until);
+                // The key's Pusher secret, if it had one, goes with it.
+                self.namespaces.invalidate(&revoked.app_id);
                 let n = self.close_where(CloseCode::KeyRevoked, CloseCode::KeyRevoked.reason(), |c| {
                     c.app.as_str() == revoked.app_id && lock(&c.key).as_str() == revoked.key_id
                 });
@@ -251,6 +264,7 @@ impl Sink for Hub {
             }
             Some(Kind::AppDeleted(deleted)) => {
                 self.revocations.add_announced(&deleted.app_id, None, deleted.at, deleted.until);
+                self.namespaces.invalidate(&deleted.app_id);
                 let n = self.close_where(CloseCode::AppUnavailable, CloseCode::AppUnavailable.reason(), |c| {
                     c.app.as_str() == deleted.app_id
                 });
@@ -260,6 +274,8 @@ impl Sink for Hub {
             Some(Kind::NamespacesChanged(changed)) => self.namespaces.invalidate(&changed.app_id),
             Some(Kind::PresenceSyncAll(_)) => self.report_now.notify_one(),
             Some(Kind::AppLimitsChanged(changed)) => self.apply_app_limits(&changed),
+            // Served by the Pusher protocol's connections.
+            Some(Kind::UserTerminated(_) | Kind::UserEvent(_)) => {}
             None => {}
         }
     }

@@ -76,6 +76,22 @@ impl PusherChannel {
         &self.0
     }
 
+    /// The Herald channel this Pusher channel is: the same name (Pusher's
+    /// alphabet and length are within Herald's), so subscribers of both
+    /// protocols meet on it.
+    #[must_use]
+    pub fn channel_name(&self) -> crate::ChannelName {
+        crate::ChannelName::new(&self.0).unwrap_or_else(|_| unreachable!("Pusher names are Herald channel names"))
+    }
+
+    /// The Pusher channel a Herald channel is, when its name is one Pusher
+    /// allows (channels with `:`, `!`, `#`, `/`, `+` or `~`, or longer than
+    /// [`MAX_LEN`], are Herald-only).
+    #[must_use]
+    pub fn from_channel_name(channel: &crate::ChannelName) -> Option<Self> {
+        Self::new(channel.as_str()).ok()
+    }
+
     /// The kind of channel, by prefix.
     #[must_use]
     pub fn kind(&self) -> PusherChannelKind {
@@ -188,7 +204,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn pusher_names_are_herald_channel_names() {
+        let c = ch("private-App.Models.User.1");
+        assert_eq!(c.channel_name().as_str(), "private-App.Models.User.1");
+        assert_eq!(PusherChannel::from_channel_name(&c.channel_name()), Some(c));
+        let herald_only = crate::ChannelName::new("chat:room").expect("channel");
+        assert_eq!(PusherChannel::from_channel_name(&herald_only), None);
+    }
+
     proptest! {
+        #[test]
+        fn every_pusher_name_is_a_herald_name(s in "[A-Za-z0-9_=@,.;-]{1,200}") {
+            let c = PusherChannel::new(&s).expect("generated name is valid");
+            let name = c.channel_name();
+            prop_assert_eq!(name.as_str(), s.as_str());
+        }
+
         #[test]
         fn new_never_panics_and_accepts_exactly_the_rule(s in any::<String>()) {
             let ok = !s.is_empty() && s.len() <= MAX_LEN && s.bytes().all(is_name_byte);

@@ -7,8 +7,6 @@
 //!
 //! - [`channel`]: [`PusherChannel`], what a valid Pusher channel name is, and
 //!   its [`PusherChannelKind`] by prefix.
-//! - [`token`]: the escaping of a Pusher channel name into one NATS subject
-//!   token, and back.
 //! - [`signature`]: channel authorization strings (`key:signature`) for
 //!   private and presence subscriptions.
 //! - [`request`]: the signature of Pusher HTTP API requests (`auth_key`,
@@ -19,9 +17,7 @@
 pub mod channel;
 pub mod request;
 pub mod signature;
-pub mod token;
 
 pub use channel::{PusherChannel, PusherChannelError, PusherChannelKind};
 pub use request::{ApiAuthError, ApiRequest, body_md5, sign_request, string_to_sign, verify_request};
 pub use signature::{ChannelAuthError, sign_channel, verify_channel};
-pub use token::{SubjectTokenError, from_subject_token, to_subject_token};
