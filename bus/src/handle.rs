@@ -141,12 +141,42 @@ impl Bus {
     ///
     /// As [`Self::publish`].
     pub async fn publish_encoded(&self, app: &AppId, channel: &ChannelName, payload: Bytes) -> Result<(), BusError> {
+        let cache = crate::cache::is_cache_channel(channel);
         match &*self.inner {
-            Inner::Nats(n) => n.publish(n.subjects.channel(app, channel), payload).await,
+            Inner::Nats(n) => {
+                if cache {
+                    n.store_cached(app, channel, payload.clone()).await?;
+                }
+                n.publish(n.subjects.channel(app, channel), payload).await
+            }
             Inner::Local(l) => {
+                if cache {
+                    lock(&l.bus.cache).store(
+                        (app.clone(), channel.clone()),
+                        payload.clone(),
+                        std::time::Instant::now(),
+                    );
+                }
                 l.bus.publish(app, channel, payload);
                 Ok(())
             }
+        }
+    }
+
+    /// The last message published to a cache channel (see the `cache`
+    /// module), as an encoded [`bus::ChannelMessage`]; `None` when none is
+    /// kept (never published, expired, or not a cache channel).
+    ///
+    /// # Errors
+    ///
+    /// A transient [`BusError`] when NATS cannot be asked.
+    pub async fn cached_message(&self, app: &AppId, channel: &ChannelName) -> Result<Option<Bytes>, BusError> {
+        if !crate::cache::is_cache_channel(channel) {
+            return Ok(None);
+        }
+        match &*self.inner {
+            Inner::Nats(n) => n.read_cached(app, channel).await,
+            Inner::Local(l) => Ok(lock(&l.bus.cache).get(&(app.clone(), channel.clone()), std::time::Instant::now())),
         }
     }
 

@@ -54,11 +54,13 @@
 //! - [`presence`]: presence and occupancy tables built from edges' reports.
 //! - [`app_config`]: an app's configuration as edges look it up (its
 //!   namespaces and Pusher settings), and the control plane's answer.
+//! - [`cache`]: cache channels, whose last message is kept.
 //! - [`namespaces`]: namespace rules (defaults, history) and the cache of
 //!   apps' namespace options.
 //! - [`BusError`] (`error`): why an operation failed, by kind.
 
 pub mod app_config;
+pub mod cache;
 mod error;
 mod handle;
 pub mod history;

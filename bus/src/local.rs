@@ -64,6 +64,8 @@ pub(crate) struct LocalBusInner {
     /// The streams of history namespaces. Held while a history message is
     /// stored and delivered, which keeps deliveries in sequence order.
     pub(crate) history: Mutex<LocalHistory>,
+    /// The last message of each cache channel.
+    pub(crate) cache: Mutex<crate::cache::LocalCache>,
 }
 
 pub(crate) struct LocalHandle {

@@ -10,6 +10,7 @@
 //! | `<prefix>.occupancy.<app>` | [`crate::bus::OccupancyReport`] from edges |
 //! | `<prefix>.ns.<app>` | requests for the app's [`crate::bus::NamespaceList`], answered by the control plane |
 //! | `<prefix>.hs.<app>.<ns>.<channel>` | channel messages of history namespaces, captured by the namespace's JetStream stream, which republishes them on the channel subject |
+//! | `<prefix>.cache.<app>.<channel>` | the last message of a cache channel, kept by the subject space's cache stream |
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
 //! | `<prefix>.sync` | nothing: requests on it prove earlier commands were processed |
 //!
@@ -218,6 +219,26 @@ impl SubjectSpace {
         format!("herald!{}!", self.prefix.replace('.', "~"))
     }
 
+    /// The subject a cache channel's last message is kept under.
+    #[must_use]
+    pub fn cache(&self, app: &AppId, channel: &ChannelName) -> String {
+        format!("{}.cache.{}.{}", self.prefix, app, channel_token(channel))
+    }
+
+    /// The subjects of the cache stream.
+    #[must_use]
+    pub fn all_cache(&self) -> String {
+        format!("{}.cache.*.*", self.prefix)
+    }
+
+    /// The JetStream stream that keeps the last message of every cache
+    /// channel of this subject space (unlike history streams' names, it
+    /// does not start with [`Self::history_stream_prefix`]).
+    #[must_use]
+    pub fn cache_stream(&self) -> String {
+        format!("herald-cache!{}", self.prefix.replace('.', "~"))
+    }
+
     /// The subject of control events.
     #[must_use]
     pub fn control(&self) -> String {
@@ -270,6 +291,10 @@ mod tests {
         assert_eq!(s.history_stream(&app, &ns), "herald!t~x-1!app1!chat");
         assert_eq!(s.history_stream_prefix(), "herald!t~x-1!");
         assert_eq!(s.control(), "t.x-1.control");
+        assert_eq!(s.cache(&app, &ch), "t.x-1.cache.app1.chat:room/1");
+        assert_eq!(s.all_cache(), "t.x-1.cache.*.*");
+        assert_eq!(s.cache_stream(), "herald-cache!t~x-1");
+        assert!(!s.cache_stream().starts_with(&s.history_stream_prefix()));
         assert_eq!(SubjectSpace::default().prefix(), "herald");
     }
 

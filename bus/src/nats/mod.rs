@@ -1,5 +1,6 @@
 //! The NATS bus: core subjects, JetStream history streams, publish receipts.
 
+mod cache;
 mod relay;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +29,10 @@ pub struct NatsOptions {
     pub connection_name: String,
     /// Namespace requests the control plane answers at once.
     pub request_concurrency: usize,
+    /// How long the last message of a cache channel is kept.
+    pub cache_ttl: Duration,
+    /// Most bytes the cache stream keeps (the oldest entries go first).
+    pub cache_max_bytes: u64,
 }
 
 impl Default for NatsOptions {
@@ -37,6 +42,8 @@ impl Default for NatsOptions {
             subscription_capacity: 8192,
             connection_name: "herald".to_owned(),
             request_concurrency: 32,
+            cache_ttl: crate::cache::DEFAULT_CACHE_TTL,
+            cache_max_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -71,6 +78,8 @@ pub(crate) struct NatsBus {
     /// Whether a receipt round trip is under way: one at a time, each
     /// covering every publish handed to the client before it started.
     pub(crate) round_running: AtomicBool,
+    /// Set once the cache stream is known to exist.
+    pub(crate) cache_ready: AtomicBool,
 }
 
 /// Ends a receipt round when dropped: records what it covered (when it
@@ -170,6 +179,7 @@ impl NatsBus {
             sent: AtomicU64::new(0),
             received: tokio::sync::watch::Sender::new(0),
             round_running: AtomicBool::new(false),
+            cache_ready: AtomicBool::new(false),
         };
         nats.watch_streams().await?;
         Ok(nats)
