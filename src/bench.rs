@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// report the edge's resident memory per connection.
     #[arg(long)]
     pub idle_connections: Option<usize>,
+    /// Subscribers speak Pusher protocol 7 (`/app/KEY` on the edge) with
+    /// this app key, on a public channel; publishers still use the token.
+    #[arg(long)]
+    pub pusher_key: Option<String>,
     /// With --idle-connections: what each subscribes to — its own channel
     /// (`own`), all `--channel` (`shared`) or nothing (`none`).
     #[arg(long, value_enum, default_value_t = IdleSubscribe::Own)]
@@ -120,11 +124,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         sample_every: args.sample_every,
         grace: Duration::from_secs(10),
         max_lag: args.max_lag,
+        pusher_key: args.pusher_key,
         ..BenchConfig::default()
     };
     println!(
-        "bench: {} subscribers, {} messages of {} bytes, {} publisher(s), rate {}",
+        "bench: {} {}subscribers, {} messages of {} bytes, {} publisher(s), rate {}",
         config.subscribers,
+        if config.pusher_key.is_some() { "Pusher " } else { "" },
         config.messages,
         config.payload_size,
         config.publishers,

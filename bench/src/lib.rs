@@ -9,6 +9,8 @@
 //! - [`BenchConfig`] and [`run`]: the fan-out benchmark.
 //! - [`idle_memory`]: resident memory per idle connection, read from the
 //!   edge's `/metrics`.
+//! - `stamp`: how a payload carries its send time (binary for `herald.v1`
+//!   subscribers, decimal text for Pusher ones), and reading it back.
 //! - `wire`: the minimal client side of the protocol (handshake, frames).
 //! - [`Histogram`]: latency samples and percentiles.
 //!
@@ -21,6 +23,7 @@
 //! sees it; the second adds the generator's own queueing, since one
 //! generator reads thousands of sockets one after another.
 
+mod stamp;
 mod wire;
 
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use bytes::Bytes;
 use herald_proto::client::{self, client_frame};
 use tokio::sync::Semaphore;
 
+use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
 pub use wire::{Conn, WireError};
 
 /// What to run.
@@ -69,6 +73,11 @@ pub struct BenchConfig {
     /// wait). Without it a publisher faster than the subscribers only
     /// measures how fast their queues overflow.
     pub max_lag: u64,
+    /// Subscribers speak Pusher protocol 7 to `/app/{key}` with this app
+    /// key (the channel must then be a public Pusher channel); publishers
+    /// still speak `herald.v1`. Payloads then start with the send time in
+    /// decimal, since Pusher carries text.
+    pub pusher_key: Option<String>,
 }
 
 impl Default for BenchConfig {
@@ -87,6 +96,7 @@ impl Default for BenchConfig {
             grace: Duration::from_secs(10),
             connect_concurrency: 256,
             max_lag: 2000,
+            pusher_key: None,
         }
     }
 }
@@ -259,8 +269,9 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     if config.edges.is_empty() {
         return Err(BenchError::Config("no edge address".into()));
     }
-    if config.payload_size < 8 {
-        return Err(BenchError::Config("payload size must be at least 8 bytes".into()));
+    let min_payload = if config.pusher_key.is_some() { STAMP_DIGITS } else { 8 };
+    if config.payload_size < min_payload {
+        return Err(BenchError::Config(format!("payload size must be at least {min_payload} bytes")));
     }
     if config.publishers == 0 || config.window == 0 {
         return Err(BenchError::Config("need at least one publisher and a window of at least 1".into()));
@@ -281,10 +292,21 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     for i in 0..config.subscribers {
         let addr = config.edges[i % config.edges.len()];
         let (token, channel, gate) = (config.token.clone(), config.channel.clone(), gate.clone());
+        let pusher_key = config.pusher_key.clone();
         joins.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let mut conn = Conn::connect(addr, &token).await?;
-            conn.subscribe(&channel).await?;
+            let conn = match pusher_key {
+                Some(key) => {
+                    let mut conn = Conn::connect_pusher(addr, &key).await?;
+                    conn.subscribe_pusher(&channel).await?;
+                    conn
+                }
+                None => {
+                    let mut conn = Conn::connect(addr, &token).await?;
+                    conn.subscribe(&channel).await?;
+                    conn
+                }
+            };
             Ok::<_, WireError>(conn)
         }));
         if i % 1000 == 999 {
@@ -309,7 +331,8 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         if sample.is_some() {
             conn.stamp_arrivals().map_err(WireError::from)?;
         }
-        readers.push(tokio::spawn(async move { read_deliveries(conn, counters, sample).await }));
+        let pusher = config.pusher_key.is_some();
+        readers.push(tokio::spawn(async move { read_deliveries(conn, counters, sample, pusher).await }));
     }
 
     // Publishers.
@@ -326,8 +349,9 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         let (sent, refused) = (sent.clone(), refused.clone());
         let (payload_size, window) = (config.payload_size, config.window);
         let lag = (config.rate.is_none() && config.max_lag > 0).then(|| (counters.clone(), config.max_lag));
+        let stamp = if config.pusher_key.is_some() { Stamp::Decimal } else { Stamp::Binary };
         publishers.push(tokio::spawn(async move {
-            publish(addr, &token, &channel, count, payload_size, rate, window, &sent, &refused, lag).await
+            publish(addr, &token, &channel, count, (payload_size, stamp), rate, window, &sent, &refused, lag).await
         }));
     }
 
@@ -402,10 +426,27 @@ async fn read_deliveries(
     mut conn: Conn,
     counters: Arc<Counters>,
     sample: Option<(usize, Arc<std::sync::Mutex<Samples>>)>,
+    pusher: bool,
 ) {
     loop {
         let result = conn
             .next_batch(|payload, arrived| {
+                if pusher {
+                    if !is_pusher_delivery(payload) {
+                        return false;
+                    }
+                    if let Some((_, samples)) = &sample
+                        && let Some(sent) = pusher_sent_at(payload)
+                    {
+                        let since = |at: u64| Duration::from_nanos(at.saturating_sub(sent));
+                        let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+                        samples.read.record(since(now_ns()));
+                        if let Some(at) = arrived {
+                            samples.arrival.record(since(at));
+                        }
+                    }
+                    return true;
+                }
                 if let Some((_, samples)) = &sample {
                     if let Ok(frame) = <client::ServerFrame as prost::Message>::decode(payload)
                         && let Some(client::server_frame::Kind::Message(m)) = frame.kind
@@ -451,7 +492,7 @@ async fn publish(
     token: &str,
     channel: &str,
     count: usize,
-    payload_size: usize,
+    (payload_size, stamp): (usize, Stamp),
     rate: Option<f64>,
     window: usize,
     sent: &AtomicU64,
@@ -501,7 +542,7 @@ async fn publish(
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-            payload[..8].copy_from_slice(&now_ns().to_le_bytes());
+            stamp.write(&mut payload, now_ns());
             let frame = client::ClientFrame {
                 request_id: i as u64 + 1,
                 kind: Some(client_frame::Kind::Publish(client::Publish {

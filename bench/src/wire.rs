@@ -1,6 +1,7 @@
 //! The minimal client side of `herald.v1` the load generator needs: the
 //! upgrade, masked client frames, and a reader that parses every frame in a
-//! read at once.
+//! read at once; and the few Pusher protocol 7 frames a Pusher subscriber
+//! needs (connect, subscribe to a public channel, answer pings).
 
 use std::net::SocketAddr;
 
@@ -65,6 +66,7 @@ fn masked(payload: &[u8], opcode: u8) -> Vec<u8> {
 
 enum Frame {
     Binary(Bytes),
+    Text(Bytes),
     Ping(Bytes),
     Close(Option<u16>),
     Other,
@@ -98,6 +100,7 @@ fn parse(buf: &mut BytesMut) -> Option<Frame> {
     let payload = buf.split_to(len).freeze();
     Some(match opcode {
         0x2 => Frame::Binary(payload),
+        0x1 => Frame::Text(payload),
         0x9 => Frame::Ping(payload),
         0x8 => Frame::Close((payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))),
         _ => Frame::Other,
@@ -224,14 +227,74 @@ impl Conn {
     ///
     /// [`WireError`] when the upgrade or the authentication fails.
     pub async fn connect(addr: SocketAddr, token: &str) -> Result<Self, WireError> {
+        let subprotocol = format!("Sec-WebSocket-Protocol: {}\r\n", herald_proto::SUBPROTOCOL);
+        let mut conn = Self::upgrade(addr, herald_proto::CONNECT_PATH, &subprotocol).await?;
+        conn.request(client_frame::Kind::Connect(client::Connect {
+            token: token.to_owned(),
+            client_name: "herald-bench".into(),
+        }))
+        .await?;
+        Ok(conn)
+    }
+
+    /// Upgrades a connection to `addr` on `path` and waits for Pusher's
+    /// `pusher:connection_established` (Pusher protocol 7, app `key`).
+    ///
+    /// # Errors
+    ///
+    /// [`WireError`] when the upgrade fails or the edge refuses the key.
+    pub async fn connect_pusher(addr: SocketAddr, key: &str) -> Result<Self, WireError> {
+        let path = format!("/app/{key}?protocol=7&client=herald-bench&version=1");
+        let mut conn = Self::upgrade(addr, &path, "").await?;
+        conn.pusher_wait(|event| event == "pusher:connection_established").await?;
+        Ok(conn)
+    }
+
+    /// Subscribes a Pusher connection to a public channel and waits for
+    /// `pusher_internal:subscription_succeeded`.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Refused`] on `pusher:subscription_error` or
+    /// `pusher:error`.
+    pub async fn subscribe_pusher(&mut self, channel: &str) -> Result<(), WireError> {
+        let frame = serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}}).to_string();
+        self.stream.write_all(&masked(frame.as_bytes(), 1)).await?;
+        self.pusher_wait(|event| event == "pusher_internal:subscription_succeeded").await
+    }
+
+    /// Reads Pusher frames until one whose event `done` accepts; errors
+    /// end the wait.
+    async fn pusher_wait(&mut self, done: impl Fn(&str) -> bool) -> Result<(), WireError> {
+        loop {
+            while let Some(frame) = parse(&mut self.buf) {
+                match frame {
+                    Frame::Text(payload) => {
+                        let value: serde_json::Value = serde_json::from_slice(&payload)
+                            .map_err(|e| WireError::Protocol(format!("undecodable Pusher frame: {e}")))?;
+                        let event = value["event"].as_str().unwrap_or_default();
+                        if done(event) {
+                            return Ok(());
+                        }
+                        if matches!(event, "pusher:error" | "pusher:subscription_error") {
+                            return Err(WireError::Refused(value["data"].to_string()));
+                        }
+                    }
+                    Frame::Ping(p) => self.stream.write_all(&masked(&p, 0xA)).await?,
+                    Frame::Close(code) => return Err(WireError::ClosedWith(code)),
+                    Frame::Binary(_) | Frame::Other => {}
+                }
+            }
+            fill(&mut self.stream, &mut self.buf).await?;
+        }
+    }
+
+    async fn upgrade(addr: SocketAddr, path: &str, extra_headers: &str) -> Result<Self, WireError> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: aGVyYWxkLWJlbmNoLWtleQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Sec-WebSocket-Protocol: {}\r\n\r\n",
-            herald_proto::CONNECT_PATH,
-            herald_proto::SUBPROTOCOL
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: aGVyYWxkLWJlbmNoLWtleQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut buf = BytesMut::with_capacity(1024);
@@ -249,13 +312,7 @@ impl Conn {
             return Err(WireError::Upgrade(head.lines().next().unwrap_or_default().to_owned()));
         }
         buf.advance(end);
-        let mut conn = Self { stream, buf, next_id: 1, stamped: false };
-        conn.request(client_frame::Kind::Connect(client::Connect {
-            token: token.to_owned(),
-            client_name: "herald-bench".into(),
-        }))
-        .await?;
-        Ok(conn)
+        Ok(Self { stream, buf, next_id: 1, stamped: false })
     }
 
     /// Subscribes to `channel` and waits for the `ok`.
@@ -300,7 +357,7 @@ impl Conn {
                     }
                     Frame::Ping(p) => self.stream.write_all(&masked(&p, 0xA)).await?,
                     Frame::Close(code) => return Err(WireError::ClosedWith(code)),
-                    Frame::Other => {}
+                    Frame::Text(_) | Frame::Other => {}
                 }
             }
             fill(&mut self.stream, &mut self.buf).await?;
@@ -324,7 +381,7 @@ impl Conn {
     }
 
     /// Waits for data, then handles every complete frame in the buffer:
-    /// binary payloads go to `count` with the time the read's data reached
+    /// binary and text payloads go to `count` with the time the read's data reached
     /// the socket (Unix nanoseconds, only after
     /// [`stamp_arrivals`](Self::stamp_arrivals)), and `count` says whether
     /// to count them; pings are answered. Returns how many were counted.
@@ -346,7 +403,14 @@ impl Conn {
             let opcode = self.buf[0] & 0x0f;
             let payload = &self.buf[header..header + len];
             match opcode {
-                0x2 if count(payload, arrived) => n += 1,
+                // A Pusher server's ping: short, unlike any delivery.
+                0x1 if payload.len() < 64 && payload.windows(11).any(|w| w == b"pusher:ping") => {
+                    let pong = masked(br#"{"event":"pusher:pong","data":{}}"#, 1);
+                    self.buf.advance(header + len);
+                    self.stream.write_all(&pong).await?;
+                    continue;
+                }
+                0x1 | 0x2 if count(payload, arrived) => n += 1,
                 0x9 => {
                     let pong = masked(payload, 0xA);
                     self.buf.advance(header + len);
@@ -398,7 +462,7 @@ impl ReplyReader {
                     }
                 }
                 Frame::Close(code) => return Err(WireError::ClosedWith(code)),
-                Frame::Ping(_) | Frame::Other => {}
+                Frame::Ping(_) | Frame::Text(_) | Frame::Other => {}
             }
         }
         Ok(out)
