@@ -137,8 +137,7 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
 async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, code: CloseCode) {
     use tokio::io::AsyncWriteExt;
     metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
-    let mut bytes = conn::disconnect_frame(code, code.reason()).to_vec();
-    bytes.extend_from_slice(&crate::ws::close_frame(code.number(), code.reason()));
+    let bytes = conn::close_tail(code, code.reason());
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = io.write_all(&bytes).await;
         let _ = io.shutdown().await;

@@ -53,7 +53,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
                     Ok(_) => return Err(Some(Close(CloseCode::BadFrame, "the first frame must be connect".into()))),
                     Err(_) => return Err(Some(Close::code(CloseCode::BadFrame))),
                 },
-                Incoming::Text => return Err(Some(Close::code(CloseCode::UnsupportedData))),
+                Incoming::Text(_) => return Err(Some(Close::code(CloseCode::UnsupportedData))),
                 Incoming::Close(_) => return Err(Some(Close::code(CloseCode::Normal))),
                 Incoming::Ping(_) | Incoming::Pong => {
                     return Err(Some(Close(CloseCode::BadFrame, "the first frame must be connect".into())));

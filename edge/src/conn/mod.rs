@@ -51,11 +51,10 @@ use handshake::handshake;
 use presence::report_leave;
 use reader::run;
 use reply::Close;
-use shared::OpenGuard;
-use writer::write_loop;
 
-pub(crate) use reply::{disconnect_frame, go_away_frame};
-pub(crate) use shared::Shared;
+pub(crate) use reply::{close_tail, go_away_frame};
+pub(crate) use shared::{OpenGuard, Shared};
+pub(crate) use writer::write_loop;
 
 /// Serves one upgraded WebSocket until it closes.
 ///
@@ -77,7 +76,10 @@ pub(crate) async fn serve<R, W>(
 {
     let _guard = OpenGuard(shared.clone());
     let config = &shared.config;
-    let outbox = Arc::new(Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()));
+    let outbox = Arc::new(
+        Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize())
+            .with_closer(reply::close_tail),
+    );
     if let Some(sock) = direct {
         outbox.write_through(sock);
     }
