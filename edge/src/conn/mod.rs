@@ -24,7 +24,7 @@
 //! - `subscribe`: subscribe, unsubscribe and token refresh.
 //! - `recovery`: gap-free recovery of a subscription with a position.
 //! - `publish`: client publishes.
-//! - `presence`: presence queries and leave reports.
+//! - `presence`: presence queries.
 //! - `reply`: replies and the frames that end a connection.
 //! - `writer`: the write loop.
 
@@ -48,11 +48,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::outbox::Outbox;
 use crate::ws::FrameReader;
 use handshake::handshake;
-use presence::report_leave;
 use reader::run;
 use reply::Close;
 
 pub(crate) use reply::{close_tail, go_away_frame};
+pub(crate) use session::RateLimit;
 pub(crate) use shared::{OpenGuard, Shared};
 pub(crate) use writer::write_loop;
 
@@ -107,7 +107,7 @@ pub(crate) async fn serve<R, W>(
                 let (hub, app) = (shared.hub.clone(), session.claims.app.clone());
                 tokio::spawn(async move {
                     for entry in leaves {
-                        report_leave(&hub, &app, entry).await;
+                        hub.report_leave(&app, entry).await;
                     }
                 });
             }
