@@ -69,8 +69,7 @@ pub(super) async fn subscribe(shared: &Arc<Shared>, session: &mut Session, data:
     let channel = match PusherChannel::new(&data.channel) {
         Ok(c) => c,
         Err(e) => {
-            let shown: String = data.channel.chars().take(200).collect();
-            session.send(subscription_error(&shown, "InvalidChannel", &e.to_string(), 400));
+            session.send(subscription_error(&data.channel, "InvalidChannel", &e.to_string(), 400));
             return;
         }
     };
