@@ -102,21 +102,27 @@ pub(crate) async fn serve<R, W>(
                 leaves.extend(presence);
             }
             shared.hub.unregister(id);
-            if !leaves.is_empty() {
-                // In the background: the close must not wait for NATS.
-                let (hub, app) = (shared.hub.clone(), session.claims.app.clone());
-                tokio::spawn(async move {
-                    for entry in leaves {
-                        hub.report_leave(&app, entry).await;
-                    }
-                });
-            }
+            shared.hub.report_leaves_later(&session.claims.app, leaves);
             close
         }
         Err(close) => close,
     };
+    finish(id, &outbox, writer, close.map(|Close(code, reason)| (code, reason))).await;
+}
+
+/// Ends a connection of either protocol whose reader stopped: with `close`
+/// (code and reason) when the reader decided it, else as the hub asked
+/// (the writer sends its close frame) or, when the peer is gone, at once.
+/// Returns once the writer ended: after the close frame, or at once when
+/// the socket is gone; either way within the write timeout.
+pub(crate) async fn finish(
+    id: u64,
+    outbox: &Outbox,
+    writer: tokio::task::JoinHandle<()>,
+    close: Option<(CloseCode, String)>,
+) {
     match close {
-        Some(Close(code, reason)) => {
+        Some((code, reason)) => {
             if code != CloseCode::Normal {
                 tracing::debug!(conn = id, code = code.number(), %reason, "closing connection");
             }
@@ -132,8 +138,6 @@ pub(crate) async fn serve<R, W>(
             writer.abort();
         }
     }
-    // The writer ends after the close frame, or at once when the socket is
-    // gone; either way within the write timeout.
     let _ = writer.await;
 }
 

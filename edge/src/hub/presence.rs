@@ -211,6 +211,20 @@ impl Hub {
         }
     }
 
+    /// Reports the leaves of a connection that closed, in the background:
+    /// the close must not wait for the bus.
+    pub fn report_leaves_later(self: &Arc<Self>, app: &AppId, leaves: Vec<Arc<bus::PresenceEntry>>) {
+        if leaves.is_empty() {
+            return;
+        }
+        let (hub, app) = (self.clone(), app.clone());
+        tokio::spawn(async move {
+            for entry in leaves {
+                hub.report_leave(&app, entry).await;
+            }
+        });
+    }
+
     /// Whether `client_id` is a member of a presence channel this edge
     /// follows, and how many members it has; `None` when it does not follow
     /// the channel's presence.

@@ -45,10 +45,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_proto::{AppId, CloseCode, bus};
+use herald_proto::{AppId, bus};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::conn::{OpenGuard, RateLimit, Shared, write_loop};
+use crate::conn::{OpenGuard, RateLimit, Shared, finish, write_loop};
 use crate::hub::{ConnEntry, Wire};
 use crate::outbox::Outbox;
 use crate::ws::FrameReader;
@@ -190,20 +190,7 @@ pub(crate) async fn serve<R, W>(
     session.end(&shared);
     shared.hub.unregister(id);
     metrics::gauge!("herald_pusher_connections").decrement(1.0);
-    match close {
-        Some((code, reason)) => {
-            if code != CloseCode::Normal {
-                tracing::debug!(conn = id, code = code.number(), %reason, "closing pusher connection");
-            }
-            outbox.close(code, &reason);
-        }
-        None if outbox.is_closing() => {}
-        None => {
-            outbox.close(CloseCode::Normal, "gone");
-            writer.abort();
-        }
-    }
-    let _ = writer.await;
+    finish(id, &outbox, writer, close).await;
 }
 
 #[cfg(test)]

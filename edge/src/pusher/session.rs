@@ -55,7 +55,7 @@ impl Session {
     }
 
     /// Ends every subscription; the presence leaves go out in the
-    /// background (the close must not wait for the bus).
+    /// background.
     pub(super) fn end(&mut self, shared: &Shared) {
         let mut leaves = Vec::new();
         for (channel, presence) in self.subscriptions.drain() {
@@ -63,14 +63,7 @@ impl Session {
             metrics::gauge!("herald_pusher_subscriptions").decrement(1.0);
             leaves.extend(presence);
         }
-        if !leaves.is_empty() {
-            let (hub, app) = (shared.hub.clone(), self.app.clone());
-            tokio::spawn(async move {
-                for entry in leaves {
-                    hub.report_leave(&app, entry).await;
-                }
-            });
-        }
+        shared.hub.report_leaves_later(&self.app, leaves);
     }
 }
 
