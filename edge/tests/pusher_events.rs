@@ -256,3 +256,47 @@ async fn occupancy_changes_reach_the_bus_promptly() {
     let took = reports.wait_for("counted", 0).await;
     assert!(took < Duration::from_millis(900), "{took:?}");
 }
+
+/// The next subscription count `c` is told about `channel`, skipping the
+/// counts on the way to `want`.
+async fn count_reaches(c: &mut PusherClient, channel: &str, want: u64) {
+    within(LIMIT, "the count", async {
+        loop {
+            let e = c.event_named("pusher_internal:subscription_count").await;
+            assert_eq!(e.channel.as_deref(), Some(channel));
+            assert!(e.data.is_string(), "{e:?}");
+            if e.json()["subscription_count"] == want {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscription_counts_add_up_subscribers_of_every_edge_and_protocol() {
+    let auth = TestAuthority::start().await;
+    let bus = herald_bus::LocalBus::new();
+    let settings = bus::PusherApp { subscription_count: true, ..pusher_settings(PUSHER_SECRET) };
+    let apps = herald_edge::testing::TestApps::with(PUSHER_APP, settings);
+    let serving = Bus::local(&bus);
+    serving.serve_namespaces(apps).await.expect("serve");
+    let edge_a = herald_edge::testing::TestEdge::start(config(&auth), Bus::local(&bus)).await;
+    let edge_b = herald_edge::testing::TestEdge::start(config(&auth), Bus::local(&bus)).await;
+    let room = "counted-room";
+    let (mut a, _) = PusherClient::connect(edge_a.addr, PUSHER_APP).await;
+    assert_eq!(a.subscribe(room, None, None).await.event, "pusher_internal:subscription_succeeded");
+    count_reaches(&mut a, room, 1).await;
+    let (mut b, _) = PusherClient::connect(edge_b.addr, PUSHER_APP).await;
+    assert_eq!(b.subscribe(room, None, None).await.event, "pusher_internal:subscription_succeeded");
+    count_reaches(&mut a, room, 2).await;
+    count_reaches(&mut b, room, 2).await;
+    let (mut native, _) = RawClient::connect(edge_a.addr, &auth.token(PUSHER_APP, "n", ALL)).await;
+    assert!(is_ok(&native.subscribe(room).await));
+    count_reaches(&mut a, room, 3).await;
+    count_reaches(&mut b, room, 3).await;
+    b.send(&json!({"event": "pusher:unsubscribe", "data": {"channel": room}})).await;
+    count_reaches(&mut a, room, 2).await;
+    drop(native);
+    count_reaches(&mut a, room, 1).await;
+}

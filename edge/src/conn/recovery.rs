@@ -186,6 +186,7 @@ mod tests {
             hold: true,
             presence: None,
             wire: crate::hub::Wire::Herald,
+            count: false,
         };
         hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
         let id = hub.subscription_id(&app, &channel).expect("channel");

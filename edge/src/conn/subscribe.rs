@@ -65,7 +65,7 @@ pub(super) async fn subscribe(
         })
     });
     let history_size = options.history_size as usize;
-    let how = SubscribeOptions { options, hold: history, presence: presence.clone(), wire: Wire::Herald };
+    let how = SubscribeOptions { options, hold: history, presence: presence.clone(), wire: Wire::Herald, count: false };
     if let Err(e) = hub.subscribe(app, &channel, session.id, &session.entry.outbox, how).await {
         return Some(bus_err(rid, "subscribe", &e));
     }

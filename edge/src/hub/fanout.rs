@@ -275,6 +275,7 @@ mod tests {
             hold: true,
             presence: None,
             wire: Wire::Herald,
+            count: false,
         };
         hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
         (hub, bus, app, channel, outbox)

@@ -26,6 +26,8 @@
 //!   change and periodically.
 //! - `users`: events for every connection of one user, and the end of them
 //!   (`UserEvent`, `UserTerminated`).
+//! - `counts`: channels' subscriber counts across edges, told to their
+//!   Pusher subscribers (`pusher_internal:subscription_count`).
 //! - `pusher`: Pusher's JSON event frames, built once per event.
 //!
 //! # Two protocols, one fan-out
@@ -69,6 +71,7 @@
 //! their targets are collected under them and served after.
 
 mod connections;
+mod counts;
 mod fanout;
 mod limits;
 mod occupancy;
@@ -168,6 +171,8 @@ pub struct Hub {
     occupancy_dirty: Mutex<HashSet<AppId>>,
     /// Wakes the prompt occupancy report.
     occupancy_wake: tokio::sync::Notify,
+    /// Subscriber counts across edges, for subscribers told them.
+    counts: Mutex<counts::Counts>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,6 +198,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             presence: Mutex::new(PresenceTable::new(settings.presence_ttl, settings.presence_max_per_channel)),
             namespaces: Namespaces::new(settings.namespace_cache_ttl),
+            counts: Mutex::new(counts::Counts::new(settings.presence_ttl)),
             settings,
             keys_rotated: tokio::sync::Notify::new(),
             report_now: tokio::sync::Notify::new(),
@@ -356,6 +362,13 @@ impl Sink for Hub {
                 let n = self.terminate_user(&terminated.app_id, &terminated.user_id);
                 tracing::info!(app = %terminated.app_id, user = %terminated.user_id, closed = n, "user terminated");
             }
+            Some(Kind::OccupancySync(sync)) => {
+                if let Ok(app) = AppId::new(&sync.app_id)
+                    && lock(&self.apps).contains_key(&app)
+                {
+                    self.occupancy_changed(&app);
+                }
+            }
             Some(Kind::UserEvent(event)) => {
                 let n = self.send_to_user(&event);
                 metrics::counter!("herald_user_event_deliveries_total").increment(n as u64);
@@ -366,5 +379,9 @@ impl Sink for Hub {
 
     fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
         self.on_presence(app, channel, report);
+    }
+
+    fn occupancy(&self, report: bus::OccupancyReport) {
+        self.on_occupancy(&report);
     }
 }

@@ -177,6 +177,7 @@ impl Hub {
                     for (app, channel, change) in expired {
                         self.announce(&app, &channel, vec![change]);
                     }
+                    self.expire_counts();
                     if tokio::time::Instant::now() >= next_report {
                         next_report = tokio::time::Instant::now() + interval;
                         self.report_all().await;

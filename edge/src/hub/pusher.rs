@@ -84,6 +84,13 @@ pub fn user_event_frame(user_id: &str, event: &str, data: &[u8]) -> Bytes {
     event_frame(event, Some(&channel), &String::from_utf8_lossy(data), None)
 }
 
+/// `pusher_internal:subscription_count` with the channel's subscribers.
+#[must_use]
+pub fn subscription_count_frame(channel: &str, count: u64) -> Bytes {
+    let data = format!("{{\"subscription_count\":{count}}}");
+    event_frame("pusher_internal:subscription_count", Some(channel), &data, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,8 @@ pub(super) struct Subscriber {
     pub(super) conn_id: u64,
     /// The protocol it speaks: which frame of a message it gets.
     pub(super) wire: Wire,
+    /// Whether it is told the channel's subscriber count.
+    pub(super) count: bool,
     pub(super) outbox: Arc<Outbox>,
     /// While the subscriber replays history: live frames kept aside.
     pub(super) held: Option<Vec<Held>>,
@@ -87,6 +89,9 @@ pub struct SubscribeOptions {
     pub presence: Option<Arc<bus::PresenceEntry>>,
     /// The protocol the subscriber speaks.
     pub wire: Wire,
+    /// Tell the subscriber the channel's subscriber count whenever it
+    /// changes (Pusher's `subscription_count`).
+    pub count: bool,
 }
 
 impl Hub {
@@ -125,6 +130,7 @@ impl Hub {
             entry.subscribers.push(Subscriber {
                 conn_id,
                 wire: how.wire,
+                count: how.count,
                 outbox: outbox.clone(),
                 held: how.hold.then(Vec::new),
                 presence: how.presence,
@@ -139,6 +145,9 @@ impl Hub {
         match result {
             Ok(_) => {
                 metrics::gauge!("herald_subscriptions").increment(1.0);
+                if how.count {
+                    self.count_channel(app, channel).await;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -178,7 +187,7 @@ impl Hub {
     /// Removes a subscriber. The channel's bus subscription ends with
     /// its last local subscriber.
     pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, conn_id: u64) {
-        let removed = {
+        let (removed, counted) = {
             let mut shard = lock(self.shard(app, channel));
             let key = (app.clone(), channel.clone());
             let Some(entry) = shard.get_mut(&key) else { return };
@@ -187,17 +196,21 @@ impl Hub {
             if gone.wire == Wire::Pusher {
                 self.pusher_subscriptions.fetch_sub(1, Ordering::Relaxed);
             }
-            if entry.subscribers.is_empty() {
+            let removed = if entry.subscribers.is_empty() {
                 // Dropped outside the lock: ends the bus subscription.
                 shard.remove(&key)
             } else {
                 None
-            }
+            };
+            (removed, gone.count)
         };
         if removed.as_ref().is_some_and(|c| c.options.presence) {
             lock(&self.presence).forget(app, channel);
         }
         drop(removed);
+        if counted {
+            self.uncount_channel(app, channel);
+        }
         self.occupancy_changed(app);
         metrics::gauge!("herald_subscriptions").decrement(1.0);
     }

@@ -132,7 +132,13 @@ async fn add(
             info,
         })
     });
-    let how = SubscribeOptions { options, hold: true, presence: entry.clone(), wire: Wire::Pusher };
+    let how = SubscribeOptions {
+        options,
+        hold: true,
+        presence: entry.clone(),
+        wire: Wire::Pusher,
+        count: settings.subscription_count,
+    };
     if let Err(e) = hub.subscribe(&session.app, &name, session.id, &session.entry.outbox, how).await {
         tracing::warn!(app = %session.app, channel = %name, error = %e, "pusher subscribe failed on the bus");
         return Err(("ServerError", "bus unavailable; retry".into(), 503));
