@@ -239,6 +239,12 @@ async fn presence_per_user_holds_across_edges() {
     let (mut tab_a, sa) = PusherClient::connect(edge_a.addr, PUSHER_APP).await;
     let joined = join(&mut tab_a, &sa, room, "zoe").await;
     assert!(succeeded(&joined));
+    // Edge A follows the channel from now on: the watcher (on edge B) is in
+    // zoe's list, or comes as member_added once edge B's snapshot arrives.
+    if joined.json()["presence"]["hash"].get("watcher").is_none() {
+        let added = tab_a.event_named("pusher_internal:member_added").await;
+        assert_eq!(added.json()["user_id"], "watcher");
+    }
     assert_eq!(watcher.event_named("pusher_internal:member_added").await.json()["user_id"], "zoe");
     // Zoe's second tab, on the other edge, sees both members and adds none.
     let (mut tab_b, sb) = PusherClient::connect(edge_b.addr, PUSHER_APP).await;

@@ -38,8 +38,15 @@ impl Hub {
 
     /// Sends join/leave events for member changes of a channel to its
     /// subscribers, when the channel's namespace wants them and the channel
-    /// has at most `presence_events_max_members` members.
-    pub(super) fn announce(&self, app: &AppId, channel: &ChannelName, changes: Vec<MemberChange>) {
+    /// has at most `presence_events_max_members` members. With
+    /// `joins_for_herald` false, joins go to Pusher subscribers only.
+    pub(super) fn announce(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        changes: Vec<MemberChange>,
+        joins_for_herald: bool,
+    ) {
         if changes.is_empty() {
             return;
         }
@@ -58,22 +65,25 @@ impl Hub {
                 MemberChange::Left(m) if members < max => (client::presence_event::Kind::Leave, m),
                 _ => continue,
             };
-            let delivered = self.fan_out_presence(app, channel, kind, &member);
+            let herald = joins_for_herald || kind == client::presence_event::Kind::Leave;
+            let delivered = self.fan_out_presence(app, channel, kind, &member, herald);
             metrics::counter!("herald_presence_events_total").increment(delivered as u64);
         }
     }
 
     /// Sends a presence event to a channel's subscribers, each in its
     /// protocol's frame (built once, when a subscriber speaks it), except
-    /// the connections of the member it is about.
+    /// the connections of the member it is about (and Herald subscribers
+    /// unless `herald`).
     fn fan_out_presence(
         &self,
         app: &AppId,
         channel: &ChannelName,
         kind: client::presence_event::Kind,
         member: &Member,
+        herald: bool,
     ) -> usize {
-        let herald = || {
+        let herald_event = || {
             ws::binary_frame(&client::ServerFrame {
                 kind: Some(server_frame::Kind::PresenceEvent(client::PresenceEvent {
                     channel: channel.as_str().to_owned(),
@@ -82,7 +92,7 @@ impl Hub {
                 })),
             })
         };
-        let pusher = || match kind {
+        let pusher_event = || match kind {
             client::presence_event::Kind::Leave => super::pusher::member_removed_frame(channel.as_str(), member),
             _ => super::pusher::member_added_frame(channel.as_str(), member),
         };
@@ -95,8 +105,9 @@ impl Hub {
                 continue;
             }
             let frame = match sub.wire {
-                Wire::Herald => herald_frame.get_or_insert_with(herald),
-                Wire::Pusher => pusher_frame.get_or_insert_with(pusher),
+                Wire::Herald if !herald => continue,
+                Wire::Herald => herald_frame.get_or_insert_with(herald_event),
+                Wire::Pusher => pusher_frame.get_or_insert_with(pusher_event),
             };
             if sub.outbox.push(frame.clone()).is_ok() {
                 delivered += 1;
@@ -175,7 +186,7 @@ impl Hub {
                 _ = tick.tick() => {
                     let expired = lock(&self.presence).expire(Instant::now());
                     for (app, channel, change) in expired {
-                        self.announce(&app, &channel, vec![change]);
+                        self.announce(&app, &channel, vec![change], true);
                     }
                     self.expire_counts();
                     if tokio::time::Instant::now() >= next_report {
@@ -247,13 +258,13 @@ impl Hub {
             }
             return;
         }
-        let mut changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
-        if let Some(bus::presence_report::Kind::Snapshot(_)) = report.kind {
-            // Members first seen in a snapshot are not news: they were there
-            // before this edge started following the channel (or their join
-            // was lost). Only their leaving is announced.
-            changes.retain(|c| matches!(c, MemberChange::Left(_)));
-        }
-        self.announce(app, channel, changes);
+        let changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
+        // Members first seen in a snapshot are not news to Herald clients:
+        // they were there before this edge started following the channel
+        // (or their join was lost), and the member list shows them. Pusher
+        // clients have no member list but the one their subscription began
+        // with, which the snapshot was not in yet: they are told.
+        let snapshot = matches!(report.kind, Some(bus::presence_report::Kind::Snapshot(_)));
+        self.announce(app, channel, changes, !snapshot);
     }
 }
