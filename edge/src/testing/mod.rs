@@ -24,7 +24,9 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use authority::TestAuthority;
-pub use bus::{NatsServer, StaticNamespaces, namespace, nats_bus, nats_url, serve_namespaces, unique_subjects};
+pub use bus::{
+    NatsServer, StaticNamespaces, namespace, nats_bus, nats_url, serve_namespaces, serve_source, unique_subjects,
+};
 pub use client::{RawClient, Received, is_error, is_ok, masked_frame};
 pub use edge::{TestEdge, http_get};
 pub use pusher::{PusherClient, PusherEvent, PusherReceived, TestApps, pusher_settings};
