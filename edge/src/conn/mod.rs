@@ -54,7 +54,7 @@ use reply::Close;
 pub(crate) use reply::{close_tail, go_away_frame};
 pub(crate) use session::RateLimit;
 pub(crate) use shared::{OpenGuard, Shared};
-pub(crate) use writer::write_loop;
+use writer::write_loop;
 
 /// Serves one upgraded WebSocket until it closes.
 ///
@@ -80,15 +80,7 @@ pub(crate) async fn serve<R, W>(
         Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize())
             .with_closer(reply::close_tail),
     );
-    if let Some(sock) = direct {
-        outbox.write_through(sock);
-    }
-    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
-    let mut reader = FrameReader::new(config.max_frame_size.as_usize());
-    reader.prime(&early);
-    // It may point into the HTTP server's read buffer: let go of it now,
-    // not when the connection ends.
-    drop(early);
+    let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
     let id = shared.hub.next_id();
 
     // Boxed: the handshake's state is needed once; keeping it out of this
@@ -108,6 +100,29 @@ pub(crate) async fn serve<R, W>(
         Err(close) => close,
     };
     finish(id, &outbox, writer, close.map(|Close(code, reason)| (code, reason))).await;
+}
+
+/// Starts the I/O of a connection of either protocol: the writer task
+/// draining `outbox` into `wr` (with pushes written straight to `direct`,
+/// the plain-TCP socket, while the writer is idle), and the frame reader,
+/// primed with what the client sent right after its upgrade request.
+pub(crate) fn start<W: AsyncWrite + Unpin + Send + 'static>(
+    shared: &Shared,
+    outbox: &Arc<Outbox>,
+    wr: W,
+    direct: Option<Arc<tokio::net::TcpStream>>,
+    early: Bytes,
+) -> (tokio::task::JoinHandle<()>, FrameReader) {
+    let config = &shared.config;
+    if let Some(sock) = direct {
+        outbox.write_through(sock);
+    }
+    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
+    let mut reader = FrameReader::new(config.max_frame_size.as_usize());
+    reader.prime(&early);
+    // `early` may point into the HTTP server's read buffer: it is let go of
+    // now, not when the connection ends.
+    (writer, reader)
 }
 
 /// Ends a connection of either protocol whose reader stopped: with `close`

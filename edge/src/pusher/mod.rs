@@ -48,10 +48,9 @@ use bytes::Bytes;
 use herald_proto::{AppId, bus};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::conn::{OpenGuard, RateLimit, Shared, finish, write_loop};
+use crate::conn::{OpenGuard, RateLimit, Shared, finish, start};
 use crate::hub::{ConnEntry, Wire};
 use crate::outbox::Outbox;
-use crate::ws::FrameReader;
 
 pub(crate) use codes::{OVER_CAPACITY, close_with};
 use session::Session;
@@ -161,13 +160,7 @@ pub(crate) async fn serve<R, W>(
     if shared.hub.register(entry.clone(), config.max_connections_per_app, None).is_none() {
         return refuse(&mut wr, codes::APP_OVER_QUOTA, "app connection limit reached on this edge").await;
     }
-    if let Some(sock) = direct {
-        outbox.write_through(sock);
-    }
-    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
-    let mut reader = FrameReader::new(config.max_frame_size.as_usize());
-    reader.prime(&early);
-    drop(early);
+    let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
     metrics::gauge!("herald_pusher_connections").increment(1.0);
     let socket_id = shared.hub.connection_id(id);
     let rate = match settings.client_event_rate {
