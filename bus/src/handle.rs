@@ -498,6 +498,23 @@ impl Bus {
         Ok(ChannelSubscription { _inner: inner })
     }
 
+    /// Starts receiving the occupancy reports of one app (for an edge that
+    /// tells its subscribers their channels' subscriber counts); they go to
+    /// [`Sink::occupancy`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::subscribe`].
+    pub async fn subscribe_occupancy(&self, app: &AppId) -> Result<ChannelSubscription, BusError> {
+        let inner = match &*self.inner {
+            Inner::Nats(n) => {
+                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.occupancy(app), Report::Occupancy).await?)
+            }
+            Inner::Local(l) => SubscriptionInner::Local { _interest: l.subscribe(Topic::Occupancy(app.clone()), 0)? },
+        };
+        Ok(ChannelSubscription { _inner: inner })
+    }
+
     /// Asks every edge to send its presence snapshots and occupancy now.
     ///
     /// # Errors

@@ -16,6 +16,8 @@ pub(crate) enum Topic {
     Channel(ChannelKey),
     Presence(ChannelKey),
     AllPresence,
+    /// One app's occupancy reports.
+    Occupancy(AppId),
     AllOccupancy,
 }
 
@@ -143,7 +145,11 @@ impl LocalBusInner {
     }
 
     pub(crate) fn publish_occupancy(&self, report: &bus::OccupancyReport) {
-        for (sink, _) in self.targets(&Topic::AllOccupancy) {
+        let mut targets = self.targets(&Topic::AllOccupancy);
+        if let Ok(app) = AppId::new(&report.app_id) {
+            targets.extend(self.targets(&Topic::Occupancy(app)));
+        }
+        for (sink, _) in targets {
             sink.occupancy(report.clone());
         }
     }

@@ -250,6 +250,12 @@ impl PresenceTable {
         MembersPage { members, next, total: ch.clients.len() }
     }
 
+    /// Whether `client_id` is a member of the channel.
+    #[must_use]
+    pub fn is_member(&self, app: &AppId, channel: &ChannelName, client_id: &str) -> bool {
+        self.channels.get(&(app.clone(), channel.clone())).is_some_and(|c| c.clients.contains_key(client_id))
+    }
+
     /// How many client ids are in the channel.
     #[must_use]
     pub fn member_count(&self, app: &AppId, channel: &ChannelName) -> usize {

@@ -103,7 +103,7 @@ impl Core {
                     self.namespaces.evict(&id);
                 }
             }
-            Some(Kind::PresenceSyncAll(_) | Kind::UserTerminated(_) | Kind::UserEvent(_)) => {}
+            Some(Kind::PresenceSyncAll(_) | Kind::UserTerminated(_) | Kind::UserEvent(_) | Kind::OccupancySync(_)) => {}
             Some(Kind::AppLimitsChanged(a)) => {
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.auth.evict_app(&id);

@@ -102,6 +102,21 @@ pub struct EdgeConfig {
     /// How long an app's namespace options are cached (a change made through
     /// the API also reaches edges at once, by a control event).
     pub namespace_cache_ttl: HumanDuration,
+    /// Pusher connections: the `activity_timeout` told to clients; the edge
+    /// sends `pusher:ping` after this long without a message from one.
+    pub pusher_activity_timeout: HumanDuration,
+    /// Pusher connections: after a `pusher:ping`, how long a client has to
+    /// answer before it is closed (4201).
+    pub pusher_pong_timeout: HumanDuration,
+    /// Pusher presence channels: most users in one channel, when the app
+    /// does not set its own.
+    pub pusher_presence_max_members: u32,
+    /// Pusher client events: largest `data`, when the app does not set its
+    /// own.
+    pub pusher_max_event_bytes: ByteSize,
+    /// Pusher client events: most per second from one connection, when the
+    /// app does not set its own.
+    pub pusher_client_event_rate: u32,
 }
 
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
@@ -146,6 +161,11 @@ impl Default for EdgeConfig {
             presence_max_per_channel: 100_000,
             presence_events_max_members: 1_000,
             namespace_cache_ttl: HumanDuration::secs(30),
+            pusher_activity_timeout: HumanDuration::secs(120),
+            pusher_pong_timeout: HumanDuration::secs(30),
+            pusher_presence_max_members: 100,
+            pusher_max_event_bytes: ByteSize::kib(10),
+            pusher_client_event_rate: 10,
         }
     }
 }
@@ -206,6 +226,11 @@ impl EdgeConfig {
         "presence_max_per_channel",
         "presence_events_max_members",
         "namespace_cache_ttl",
+        "pusher_activity_timeout",
+        "pusher_pong_timeout",
+        "pusher_presence_max_members",
+        "pusher_max_event_bytes",
+        "pusher_client_event_rate",
     ];
 
     /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
@@ -326,10 +351,23 @@ impl EdgeConfig {
             ("jwks_refresh_interval", self.jwks_refresh_interval),
             ("presence_snapshot_interval", self.presence_snapshot_interval),
             ("namespace_cache_ttl", self.namespace_cache_ttl),
+            ("pusher_pong_timeout", self.pusher_pong_timeout),
         ] {
             if d.0.is_zero() {
                 return Err(err(key, "must be above 0"));
             }
+        }
+        if self.pusher_activity_timeout.0 < Duration::from_secs(1) {
+            return Err(err("pusher_activity_timeout", "must be at least 1s (Pusher counts it in seconds)"));
+        }
+        if self.pusher_presence_max_members == 0 {
+            return Err(err("pusher_presence_max_members", "must be at least 1"));
+        }
+        if self.pusher_max_event_bytes.0 == 0 || self.pusher_max_event_bytes.0 > self.max_frame_size.0 {
+            return Err(err("pusher_max_event_bytes", "must be above 0 and at most max_frame_size"));
+        }
+        if self.pusher_client_event_rate == 0 {
+            return Err(err("pusher_client_event_rate", "must be at least 1"));
         }
         if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
             return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));
@@ -402,6 +440,12 @@ mod tests {
             (EdgeConfig { write_timeout: HumanDuration::secs(0), ..Default::default() }, "write_timeout"),
             (EdgeConfig { tls_cert: Some("c.pem".into()), ..Default::default() }, "tls_key"),
             (EdgeConfig { subject_prefix: "a.>".into(), ..Default::default() }, "subject_prefix"),
+            (
+                EdgeConfig { pusher_activity_timeout: HumanDuration(Duration::from_millis(10)), ..Default::default() },
+                "pusher_activity_timeout",
+            ),
+            (EdgeConfig { pusher_max_event_bytes: ByteSize::mib(1), ..Default::default() }, "pusher_max_event_bytes"),
+            (EdgeConfig { pusher_client_event_rate: 0, ..Default::default() }, "pusher_client_event_rate"),
         ];
         for (config, key) in cases {
             assert_eq!(config.validate().map_err(|e| e.key), Err(key));

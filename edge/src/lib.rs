@@ -12,6 +12,8 @@
 //! - [`ws`]: WebSocket framing after the upgrade.
 //! - `conn`: one connection: handshake, reader, requests (subscribe,
 //!   publish, presence), gap-free recovery, and the writer task.
+//! - `pusher`: one connection of the Pusher Channels protocol (7) on
+//!   `/app/{key}`, on the same hub, outbox and writer.
 //! - `server`: the listener, HTTP routes and the drain.
 //! - [`telemetry`]: the process's Prometheus recorder.
 //! - `testing` (feature `test-support`): a JWKS authority, an edge on port 0
@@ -37,6 +39,7 @@ pub mod config;
 mod conn;
 pub mod hub;
 pub mod outbox;
+mod pusher;
 mod server;
 mod tcp;
 pub mod telemetry;

@@ -120,6 +120,18 @@ pub struct Outbox {
     signal: Notify,
     max_frames: usize,
     max_bytes: usize,
+    /// Writes the end of the connection in its protocol's words.
+    closer: Closer,
+}
+
+/// Builds what the writer sends last when a connection closes with a code
+/// and reason: the close frame, after whatever notice the connection's
+/// protocol gives first.
+pub type Closer = fn(CloseCode, &str) -> Bytes;
+
+/// The close frame alone.
+fn plain_close(code: CloseCode, reason: &str) -> Bytes {
+    crate::ws::close_frame(code.number(), reason)
 }
 
 #[derive(Default)]
@@ -154,7 +166,22 @@ impl Outbox {
             signal: Notify::new(),
             max_frames,
             max_bytes,
+            closer: plain_close,
         }
+    }
+
+    /// The same outbox, closing with what `closer` builds (a protocol's
+    /// notice, then the close frame) instead of the close frame alone.
+    #[must_use]
+    pub fn with_closer(mut self, closer: Closer) -> Self {
+        self.closer = closer;
+        self
+    }
+
+    /// What the writer sends last when the connection closes with `code`.
+    #[must_use]
+    pub fn close_tail(&self, code: CloseCode, reason: &str) -> Bytes {
+        (self.closer)(code, reason)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -1,6 +1,7 @@
 //! The edge's listener: accepts TCP (and TLS) connections, serves HTTP/1.1
-//! on them, upgrades `GET /v1/connect` to WebSocket connections and answers
-//! `/healthz`, `/readyz` and `/metrics`. Also the drain on shutdown.
+//! on them, upgrades `GET /v1/connect` (Herald's protocol) and `GET
+//! /app/{key}` (Pusher's) to WebSocket connections and answers `/healthz`,
+//! `/readyz` and `/metrics`. Also the drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +22,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::conn::{self, Shared};
+use crate::hub::Wire;
+use crate::pusher::{self, PusherRequest};
 use crate::tcp::{SharedRead, SharedWrite};
 use crate::telemetry;
 
@@ -72,25 +75,44 @@ async fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respon
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             response
         }
-        p if p == CONNECT_PATH => upgrade(shared, &mut req),
+        p if p == CONNECT_PATH => {
+            if !offers_subprotocol(&req) {
+                return Ok(text(StatusCode::BAD_REQUEST, "the herald.v1 websocket subprotocol is required\n"));
+            }
+            let herald = Protocol::Herald { bearer: bearer(&req), origin: origin(&req) };
+            upgrade(shared, &mut req, herald)
+        }
+        p if p.starts_with(pusher::PATH_PREFIX) => match PusherRequest::from_uri(req.uri()) {
+            Some(request) => upgrade(shared, &mut req, Protocol::Pusher(request)),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
 }
 
-fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
+fn origin(req: &Request<Incoming>) -> Option<String> {
+    req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The protocol an upgrade is for, with what its connection needs of the
+/// request.
+enum Protocol {
+    /// Herald's (`/v1/connect`): the bearer token and `Origin`, if any.
+    Herald { bearer: Option<String>, origin: Option<String> },
+    /// Pusher's (`/app/{key}`).
+    Pusher(PusherRequest),
+}
+
+fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>, protocol: Protocol) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(req) {
         return text(StatusCode::UPGRADE_REQUIRED, "websocket upgrade required\n");
-    }
-    if !offers_subprotocol(req) {
-        return text(StatusCode::BAD_REQUEST, "the herald.v1 websocket subprotocol is required\n");
     }
     if *shared.draining.borrow() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "edge is draining\n");
     }
     let over_limit = shared.open.load(Ordering::Acquire) >= shared.config.max_connections as usize;
-    let bearer = bearer(req);
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let subprotocol = matches!(protocol, Protocol::Herald { .. });
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -110,7 +132,7 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
             }
         };
         if over_limit {
-            refuse(io, shared, CloseCode::ConnectionLimit).await;
+            refuse(io, shared, &protocol).await;
             return;
         }
         // Plain TCP is served on the socket itself (no boxed stream, no lock
@@ -120,30 +142,56 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>) -> Response<Body> {
             Ok(parts) => {
                 let sock = Arc::new(parts.io.into_inner());
                 let (rd, wr) = (SharedRead(sock.clone()), SharedWrite(sock.clone()));
-                conn::serve(rd, wr, parts.read_buf, Some(sock), shared, bearer, origin).await;
+                serve(rd, wr, parts.read_buf, Some(sock), shared, protocol).await;
             }
             Err(upgraded) => {
                 let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-                conn::serve(rd, wr, Bytes::new(), None, shared, bearer, origin).await;
+                serve(rd, wr, Bytes::new(), None, shared, protocol).await;
             }
         }
     });
     let (mut parts, _) = response.into_parts();
-    parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    if subprotocol {
+        parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-/// Closes a freshly upgraded connection at once with `code`.
-async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, code: CloseCode) {
+/// Serves an upgraded connection in its protocol.
+async fn serve<R, W>(
+    rd: R,
+    wr: W,
+    early: Bytes,
+    direct: Option<Arc<TcpStream>>,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    match protocol {
+        Protocol::Herald { bearer, origin } => conn::serve(rd, wr, early, direct, shared, bearer, origin).await,
+        Protocol::Pusher(request) => pusher::serve(rd, wr, early, direct, shared, request).await,
+    }
+}
+
+/// Closes a freshly upgraded connection at once: the edge holds as many
+/// connections as it may.
+async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, protocol: &Protocol) {
     use tokio::io::AsyncWriteExt;
+    let code = CloseCode::ConnectionLimit;
     metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
-    let mut bytes = conn::disconnect_frame(code, code.reason()).to_vec();
-    bytes.extend_from_slice(&crate::ws::close_frame(code.number(), code.reason()));
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = io.write_all(&bytes).await;
-        let _ = io.shutdown().await;
-    })
-    .await;
+    match protocol {
+        Protocol::Herald { .. } => {
+            let bytes = conn::close_tail(code, code.reason());
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                let _ = io.write_all(&bytes).await;
+                let _ = io.shutdown().await;
+            })
+            .await;
+        }
+        Protocol::Pusher(_) => pusher::refuse(&mut io, pusher::OVER_CAPACITY, "over capacity").await,
+    }
     shared.open.fetch_sub(1, Ordering::AcqRel);
 }
 
@@ -215,7 +263,12 @@ async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
     let started = tokio::time::Instant::now();
     let config = &shared.config;
     let grace = config.move_grace();
-    let told = shared.hub.send_to_all(&crate::conn::go_away_frame(grace));
+    let told = shared.hub.send_to_all(Wire::Herald, &crate::conn::go_away_frame(grace));
+    // Pusher's protocol has no notice: its clients are told to reconnect
+    // now (4200), and the balancer sends them to another edge.
+    let moved =
+        shared.hub.close_where(CloseCode::GoingAway, "edge is draining; reconnect now", |c| c.wire == Wire::Pusher);
+    let told = told + moved;
     tracing::info!(connections = shared.open.load(Ordering::Acquire), told, "draining");
     let wait_until_gone = |deadline: tokio::time::Instant| async move {
         while shared.open.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {

@@ -19,8 +19,9 @@ const IDLE_BUFFER: usize = 128;
 pub enum Incoming {
     /// A complete binary message.
     Binary(Bytes),
-    /// A text message (not allowed by the protocol; the payload is dropped).
-    Text,
+    /// A complete text message (Herald's protocol refuses it; Pusher's
+    /// protocol speaks only JSON text). The bytes are not checked as UTF-8.
+    Text(Bytes),
     /// A ping with its payload, to be answered with a pong.
     Ping(Bytes),
     /// A pong.
@@ -206,7 +207,7 @@ impl FrameReader {
 }
 
 fn data_message(opcode: u8, payload: Bytes) -> Incoming {
-    if opcode == 0x1 { Incoming::Text } else { Incoming::Binary(payload) }
+    if opcode == 0x1 { Incoming::Text(payload) } else { Incoming::Binary(payload) }
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -245,6 +246,16 @@ pub fn binary_frame<M: prost::Message>(message: &M) -> Bytes {
     put_header(&mut buf, 0x2, len);
     // Cannot fail: the capacity was reserved above.
     let _ = message.encode(&mut buf);
+    buf.freeze()
+}
+
+/// Wraps `payload` (UTF-8 text, JSON for the Pusher protocol) as one
+/// complete text WebSocket frame, in one allocation.
+#[must_use]
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 10);
+    put_header(&mut buf, 0x1, payload.len());
+    buf.put_slice(payload);
     buf.freeze()
 }
 
@@ -377,7 +388,10 @@ mod tests {
     async fn text_and_close_are_reported() {
         let mut bytes = client_frame(true, 1, b"hi");
         bytes.extend(client_frame(true, 8, &1000u16.to_be_bytes()));
-        assert_eq!(read_all(bytes, 1024).await, vec![Ok(Incoming::Text), Ok(Incoming::Close(Some(1000)))]);
+        assert_eq!(
+            read_all(bytes, 1024).await,
+            vec![Ok(Incoming::Text(Bytes::from_static(b"hi"))), Ok(Incoming::Close(Some(1000)))]
+        );
     }
 
     #[test]

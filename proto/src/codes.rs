@@ -142,6 +142,9 @@ close_codes! {
     BadFrame = 4502, "bad_frame", Terminal, "malformed or unexpected frame";
     /// The app was deleted or disabled.
     AppUnavailable = 4503, "app_unavailable", Terminal, "app deleted or disabled";
+    /// The app terminated every connection of this user (the token's
+    /// subject, or the user a Pusher connection signed in as).
+    UserTerminated = 4504, "user_terminated", Terminal, "the app terminated this user's connections";
 }
 
 impl fmt::Display for CloseCode {

@@ -182,6 +182,7 @@ fn bus_messages() -> Vec<String> {
         rt(SigningKeysRotated { current_kid: "kid".into() }),
         rt(AppLimitsChanged { app_id: "a".into(), max_message_bytes: 1024, max_connections: 10 }),
         rt(NamespacesChanged { app_id: "a".into() }),
+        rt(OccupancySync { app_id: "a".into() }),
         rt(PresenceSync {}),
         rt(PresenceSyncAll {}),
         rt(ChannelCount { channel: "c".into(), subscribers: 3 }),
@@ -235,6 +236,7 @@ fn bus_messages() -> Vec<String> {
         control_event::Kind::PresenceSyncAll(PresenceSyncAll {}),
         control_event::Kind::UserTerminated(UserTerminated { app_id: "a".into(), user_id: "u".into() }),
         control_event::Kind::UserEvent(user_event),
+        control_event::Kind::OccupancySync(OccupancySync { app_id: "a".into() }),
     ] {
         names.push(rt(ControlEvent { timestamp_ms: 3, kind: Some(kind) }));
     }

@@ -13,7 +13,7 @@ use prost::Message as _;
 use tokio::io::AsyncRead;
 use tokio::time::{Instant, sleep_until};
 
-use crate::hub::ConnEntry;
+use crate::hub::{ConnEntry, Wire};
 use crate::outbox::Outbox;
 use crate::ws::{self, FrameReader, Incoming};
 
@@ -53,7 +53,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
                     Ok(_) => return Err(Some(Close(CloseCode::BadFrame, "the first frame must be connect".into()))),
                     Err(_) => return Err(Some(Close::code(CloseCode::BadFrame))),
                 },
-                Incoming::Text => return Err(Some(Close::code(CloseCode::UnsupportedData))),
+                Incoming::Text(_) => return Err(Some(Close::code(CloseCode::UnsupportedData))),
                 Incoming::Close(_) => return Err(Some(Close::code(CloseCode::Normal))),
                 Incoming::Ping(_) | Incoming::Pong => {
                     return Err(Some(Close(CloseCode::BadFrame, "the first frame must be connect".into())));
@@ -80,8 +80,10 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     let entry = Arc::new(ConnEntry {
         id,
         app: claims.app.clone(),
-        key: std::sync::Mutex::new(claims.key.clone()),
+        key: std::sync::Mutex::new(Some(claims.key.clone())),
         outbox: outbox.clone(),
+        wire: Wire::Herald,
+        user: std::sync::Mutex::new(Some(claims.sub.as_str().into())),
     });
     // The app's limits as the control plane announced them win over the
     // token's (see the hub's `limits`).
@@ -101,7 +103,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     let rate = lim
         .publish_rate
         .map_or(config.publish_rate, |r| if config.publish_rate == 0 { r } else { r.min(config.publish_rate) });
-    let connection_id = format!("{}-{id}", shared.edge_id);
+    let connection_id = shared.hub.connection_id(id);
     let connected = client::ServerFrame {
         kind: Some(server_frame::Kind::Connected(client::Connected {
             connection_id: connection_id.clone(),

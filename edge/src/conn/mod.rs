@@ -24,7 +24,7 @@
 //! - `subscribe`: subscribe, unsubscribe and token refresh.
 //! - `recovery`: gap-free recovery of a subscription with a position.
 //! - `publish`: client publishes.
-//! - `presence`: presence queries and leave reports.
+//! - `presence`: presence queries.
 //! - `reply`: replies and the frames that end a connection.
 //! - `writer`: the write loop.
 
@@ -48,14 +48,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::outbox::Outbox;
 use crate::ws::FrameReader;
 use handshake::handshake;
-use presence::report_leave;
 use reader::run;
 use reply::Close;
-use shared::OpenGuard;
-use writer::write_loop;
 
-pub(crate) use reply::{disconnect_frame, go_away_frame};
-pub(crate) use shared::Shared;
+pub(crate) use reply::{close_tail, go_away_frame};
+pub(crate) use session::RateLimit;
+pub(crate) use shared::{OpenGuard, Shared};
+use writer::write_loop;
 
 /// Serves one upgraded WebSocket until it closes.
 ///
@@ -77,16 +76,11 @@ pub(crate) async fn serve<R, W>(
 {
     let _guard = OpenGuard(shared.clone());
     let config = &shared.config;
-    let outbox = Arc::new(Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()));
-    if let Some(sock) = direct {
-        outbox.write_through(sock);
-    }
-    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
-    let mut reader = FrameReader::new(config.max_frame_size.as_usize());
-    reader.prime(&early);
-    // It may point into the HTTP server's read buffer: let go of it now,
-    // not when the connection ends.
-    drop(early);
+    let outbox = Arc::new(
+        Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize())
+            .with_closer(reply::close_tail),
+    );
+    let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
     let id = shared.hub.next_id();
 
     // Boxed: the handshake's state is needed once; keeping it out of this
@@ -100,21 +94,50 @@ pub(crate) async fn serve<R, W>(
                 leaves.extend(presence);
             }
             shared.hub.unregister(id);
-            if !leaves.is_empty() {
-                // In the background: the close must not wait for NATS.
-                let (hub, app) = (shared.hub.clone(), session.claims.app.clone());
-                tokio::spawn(async move {
-                    for entry in leaves {
-                        report_leave(&hub, &app, entry).await;
-                    }
-                });
-            }
+            shared.hub.report_leaves_later(&session.claims.app, leaves);
             close
         }
         Err(close) => close,
     };
+    finish(id, &outbox, writer, close.map(|Close(code, reason)| (code, reason))).await;
+}
+
+/// Starts the I/O of a connection of either protocol: the writer task
+/// draining `outbox` into `wr` (with pushes written straight to `direct`,
+/// the plain-TCP socket, while the writer is idle), and the frame reader,
+/// primed with what the client sent right after its upgrade request.
+pub(crate) fn start<W: AsyncWrite + Unpin + Send + 'static>(
+    shared: &Shared,
+    outbox: &Arc<Outbox>,
+    wr: W,
+    direct: Option<Arc<tokio::net::TcpStream>>,
+    early: Bytes,
+) -> (tokio::task::JoinHandle<()>, FrameReader) {
+    let config = &shared.config;
+    if let Some(sock) = direct {
+        outbox.write_through(sock);
+    }
+    let writer = tokio::spawn(write_loop(wr, outbox.clone(), config.write_timeout.0));
+    let mut reader = FrameReader::new(config.max_frame_size.as_usize());
+    reader.prime(&early);
+    // `early` may point into the HTTP server's read buffer: it is let go of
+    // now, not when the connection ends.
+    (writer, reader)
+}
+
+/// Ends a connection of either protocol whose reader stopped: with `close`
+/// (code and reason) when the reader decided it, else as the hub asked
+/// (the writer sends its close frame) or, when the peer is gone, at once.
+/// Returns once the writer ended: after the close frame, or at once when
+/// the socket is gone; either way within the write timeout.
+pub(crate) async fn finish(
+    id: u64,
+    outbox: &Outbox,
+    writer: tokio::task::JoinHandle<()>,
+    close: Option<(CloseCode, String)>,
+) {
     match close {
-        Some(Close(code, reason)) => {
+        Some((code, reason)) => {
             if code != CloseCode::Normal {
                 tracing::debug!(conn = id, code = code.number(), %reason, "closing connection");
             }
@@ -130,8 +153,6 @@ pub(crate) async fn serve<R, W>(
             writer.abort();
         }
     }
-    // The writer ends after the close frame, or at once when the socket is
-    // gone; either way within the write timeout.
     let _ = writer.await;
 }
 

@@ -1,13 +1,11 @@
-//! Presence requests of a connection: member queries, and the leave
-//! reports sent when a connection leaves a presence channel.
+//! Presence requests of a connection: member queries.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_proto::client::{self, reply_ok};
-use herald_proto::{ChannelName, ErrorCode, Operation, bus};
+use herald_proto::{ChannelName, ErrorCode, Operation};
 
-use crate::hub::Hub;
 use herald_bus::presence::MAX_MEMBERS_PAGE;
 
 use super::reply::{bus_err, reply_err, reply_ok};
@@ -53,14 +51,4 @@ pub(super) async fn presence_query(
         total: u32::try_from(page.total).unwrap_or(u32::MAX),
     };
     reply_ok(rid, Some(reply_ok::Value::Presence(result)))
-}
-
-/// Reports that a connection left a presence channel.
-pub(super) async fn report_leave(hub: &Hub, app: &herald_proto::AppId, entry: Arc<bus::PresenceEntry>) {
-    let Ok(channel) = ChannelName::new(&entry.channel) else { return };
-    let report = hub
-        .presence_report(app, bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some((*entry).clone()) }));
-    if let Err(e) = hub.bus().publish_presence(app, &channel, &report).await {
-        tracing::warn!(%app, %channel, error = %e, "presence leave not sent; it expires instead");
-    }
 }

@@ -69,7 +69,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
                 continue;
             }
             Ok(Incoming::Pong) => continue,
-            Ok(Incoming::Text) => return Some(Close::code(CloseCode::UnsupportedData)),
+            Ok(Incoming::Text(_)) => return Some(Close::code(CloseCode::UnsupportedData)),
             Ok(Incoming::Close(_)) => return Some(Close::code(CloseCode::Normal)),
             Err(close) => return close,
         };

@@ -181,7 +181,13 @@ mod tests {
         bus.attach(hub.clone()).await.expect("attach");
         let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
         let outbox = Arc::new(Outbox::new(64, 64 * 1024));
-        let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
+        let how = SubscribeOptions {
+            options: bus::NamespaceOptions::default(),
+            hold: true,
+            presence: None,
+            wire: crate::hub::Wire::Herald,
+            count: false,
+        };
         hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
         let id = hub.subscription_id(&app, &channel).expect("channel");
         // Live frames while the replay runs: the replayed epoch's 9..=11,

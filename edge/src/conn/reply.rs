@@ -66,6 +66,21 @@ pub(crate) fn disconnect_frame(code: CloseCode, reason: &str) -> Bytes {
     })
 }
 
+/// How a Herald connection ends (the outbox's closer): a `Disconnect` frame
+/// with the code, reason and advice (but for a normal close), then the
+/// close frame.
+pub(crate) fn close_tail(code: CloseCode, reason: &str) -> Bytes {
+    let close = ws::close_frame(code.number(), reason);
+    if code == CloseCode::Normal {
+        return close;
+    }
+    let notice = disconnect_frame(code, reason);
+    let mut tail = bytes::BytesMut::with_capacity(notice.len() + close.len());
+    tail.extend_from_slice(&notice);
+    tail.extend_from_slice(&close);
+    tail.freeze()
+}
+
 /// The `GoAway` frame: the edge is draining; the client has `within` to
 /// finish its requests and move.
 pub(crate) fn go_away_frame(within: Duration) -> Bytes {

@@ -16,7 +16,7 @@ use crate::hub::{AppLimits, message_limit};
 pub(super) const RECENT_IDS: usize = 32;
 
 /// A token bucket for client publishes.
-pub(super) struct RateLimit {
+pub(crate) struct RateLimit {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -24,11 +24,11 @@ pub(super) struct RateLimit {
 }
 
 impl RateLimit {
-    pub(super) fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self { rate: f64::from(rate), burst: f64::from(burst), tokens: f64::from(burst), last: Instant::now() }
     }
 
-    pub(super) fn allow(&mut self) -> bool {
+    pub(crate) fn allow(&mut self) -> bool {
         if self.rate <= 0.0 {
             return true;
         }

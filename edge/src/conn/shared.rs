@@ -23,7 +23,7 @@ pub(crate) struct Shared {
 }
 
 /// Decrements the open-connection count when the connection ends.
-pub(super) struct OpenGuard(pub(super) Arc<Shared>);
+pub(crate) struct OpenGuard(pub(crate) Arc<Shared>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {

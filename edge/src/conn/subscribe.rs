@@ -8,10 +8,9 @@ use herald_proto::client::{self, reply_ok};
 use herald_proto::{ChannelName, ErrorCode, Operation, bus};
 
 use crate::auth::AuthError;
-use crate::hub::SubscribeOptions;
+use crate::hub::{SubscribeOptions, Wire};
 use herald_bus::namespaces::keeps_history;
 
-use super::presence::report_leave;
 use super::recovery::Recovery;
 use super::reply::{Close, bus_err, reply_err, reply_ok};
 use super::session::{Session, expiry_instant};
@@ -66,19 +65,13 @@ pub(super) async fn subscribe(
         })
     });
     let history_size = options.history_size as usize;
-    let how = SubscribeOptions { options, hold: history, presence: presence.clone() };
+    let how = SubscribeOptions { options, hold: history, presence: presence.clone(), wire: Wire::Herald, count: false };
     if let Err(e) = hub.subscribe(app, &channel, session.id, &session.entry.outbox, how).await {
         return Some(bus_err(rid, "subscribe", &e));
     }
     session.subscriptions.insert(channel.clone(), presence.clone());
     if let Some(entry) = presence {
-        let report = hub.presence_report(
-            app,
-            bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some((*entry).clone()) }),
-        );
-        if let Err(e) = hub.bus().publish_presence(app, &channel, &report).await {
-            tracing::warn!(%app, %channel, error = %e, "presence join not sent; the next snapshot carries it");
-        }
+        hub.report_join(app, &channel, &entry).await;
     }
     if !history {
         let result = client::SubscribeResult { history: false, recovered: false, position: None };
@@ -105,7 +98,7 @@ pub(super) async fn unsubscribe(shared: &Arc<Shared>, session: &mut Session, rid
     };
     shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
     if let Some(entry) = presence {
-        report_leave(&shared.hub, &session.claims.app, entry).await;
+        shared.hub.report_leave(&session.claims.app, entry).await;
     }
     reply_ok(rid, None)
 }
@@ -123,7 +116,7 @@ pub(super) async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u6
         return reply_err(rid, ErrorCode::Forbidden, "the new token must name the same app and client id");
     }
     session.expires_at = expiry_instant(claims.exp, shared.config.token_leeway.0);
-    *session.entry.key.lock().unwrap_or_else(|e| e.into_inner()) = claims.key.clone();
+    *session.entry.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.key.clone());
     // The new key's revocation may have been announced (and matched against
     // the old key) while the token was checked.
     if let Err(e) = shared.hub.revocations().check(&claims) {
@@ -142,7 +135,7 @@ pub(super) async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u6
         .collect();
     for channel in dropped {
         if let Some(Some(entry)) = session.subscriptions.remove(&channel) {
-            report_leave(&shared.hub, &session.claims.app, entry).await;
+            shared.hub.report_leave(&session.claims.app, entry).await;
         }
         shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
     }

@@ -1,8 +1,9 @@
 //! The writer: owns the socket's write half and drains the connection's
 //! [`Outbox`]: everything waiting goes out in one write (pings too: the hub
 //! queues them, see [`Hub::ping_loop`](crate::hub::Hub::ping_loop)), and a
-//! requested close is written as a `Disconnect` frame plus a close frame
-//! before the socket is shut.
+//! requested close is written as the outbox's closer builds it (for
+//! Herald's protocol a `Disconnect` frame plus a close frame) before the
+//! socket is shut.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +13,10 @@ use herald_proto::CloseCode;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::outbox::Outbox;
-use crate::ws::{self};
-
-use super::reply::disconnect_frame;
 
 /// The writer task: drains the outbox into the socket, pings on the
 /// heartbeat interval, and writes the close.
-pub(super) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
     // Counted locally and added to the shared counter in steps: an atomic
     // add per write costs more than the rest of the bookkeeping. The rest
     // is added when the task ends, also when it is aborted.
@@ -54,11 +52,7 @@ pub(super) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Out
             break;
         }
         if let Some((code, reason)) = batch.close {
-            let mut tail = BytesMut::new();
-            if code != CloseCode::Normal {
-                tail.extend_from_slice(&disconnect_frame(code, &reason));
-            }
-            tail.extend_from_slice(&ws::close_frame(code.number(), &reason));
+            let tail = outbox.close_tail(code, &reason);
             let _ = write_all(&mut wr, &tail, write_timeout).await;
             let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
             break;

@@ -11,7 +11,7 @@ use crate::outbox::{Outbox, PushError};
 use crate::ws;
 
 use super::limits::AppLimits;
-use super::{Hub, lock};
+use super::{Hub, Wire, lock};
 
 /// What the hub knows of a live connection.
 pub struct ConnEntry {
@@ -20,9 +20,16 @@ pub struct ConnEntry {
     /// Its app.
     pub app: AppId,
     /// The API key its token was minted from; changes on token refresh.
-    pub key: Mutex<KeyId>,
+    /// `None` for a Pusher connection (no token).
+    pub key: Mutex<Option<KeyId>>,
     /// Its send queue.
     pub outbox: Arc<Outbox>,
+    /// The protocol it speaks.
+    pub wire: Wire,
+    /// The user it is: its token's subject, or the user a Pusher connection
+    /// signed in as (`None` until then). User events and user termination
+    /// go to every connection of a user.
+    pub user: Mutex<Option<Arc<str>>>,
 }
 
 impl Hub {
@@ -51,10 +58,11 @@ impl Hub {
         lock(&self.conns).len()
     }
 
-    /// Queues `frame` on every registered connection; returns how many took
-    /// it (a connection whose queue is full is closed as a slow consumer).
-    pub fn send_to_all(&self, frame: &Bytes) -> usize {
-        let all: Vec<Arc<ConnEntry>> = lock(&self.conns).values().cloned().collect();
+    /// Queues `frame` on every registered connection speaking `wire`;
+    /// returns how many took it (a connection whose queue is full is closed
+    /// as a slow consumer).
+    pub fn send_to_all(&self, wire: Wire, frame: &Bytes) -> usize {
+        let all: Vec<Arc<ConnEntry>> = lock(&self.conns).values().filter(|c| c.wire == wire).cloned().collect();
         all.iter().filter(|c| c.outbox.push(frame.clone()).is_ok()).count()
     }
 

@@ -1,5 +1,6 @@
-//! The fan-out: a bus message is decoded and encoded into its outgoing
-//! WebSocket frame once, and the same `Bytes` go to every local
+//! The fan-out: a bus message is decoded once and encoded into its outgoing
+//! WebSocket frame once per protocol its subscribers speak (Pusher's only
+//! when one of them does), and the same `Bytes` go to every local
 //! subscriber's bounded [`Outbox`]; and the release of the live frames kept
 //! aside for a subscriber while it recovered history.
 
@@ -17,7 +18,7 @@ use crate::ws;
 use herald_bus::Position;
 
 use super::registry::{EpochTag, Held};
-use super::{Hub, lock};
+use super::{Hub, Wire, lock};
 
 /// A message arriving at least this long after the channel's previous
 /// fan-out ended may be written straight to idle subscribers' sockets (one
@@ -78,8 +79,9 @@ impl Hub {
         }
     }
 
-    /// Fans an encoded frame out to a channel's subscribers. Returns how
-    /// many received it.
+    /// Fans a decoded message out to a channel's subscribers, each in its
+    /// protocol's frame, but the one it excludes. Returns how many received
+    /// it.
     ///
     /// Under the shard lock frames are only queued (or held); on a calm
     /// channel a frame queued in an idle plain-TCP outbox is written to its
@@ -90,9 +92,11 @@ impl Hub {
         channel: &ChannelName,
         subscription: u64,
         position: Option<&Position>,
-        frame: &Bytes,
+        delivery: &Delivery,
     ) -> usize {
         let seq = position.map_or(0, |p| p.seq);
+        // Pusher's frame, encoded on meeting the first Pusher subscriber.
+        let mut pusher_frame: Option<Bytes> = None;
         let mut epoch = None;
         let mut delivered = 0;
         let mut slow = 0u64;
@@ -105,6 +109,18 @@ impl Hub {
                 }
                 let calm = entry.last_fan_out.is_none_or(|t| t.elapsed() >= CALM_GAP);
                 for sub in &mut entry.subscribers {
+                    if delivery.exclude == Some(sub.conn_id) {
+                        continue;
+                    }
+                    let frame = match sub.wire {
+                        Wire::Herald => &delivery.herald,
+                        Wire::Pusher => match delivery.pusher.as_ref() {
+                            Some(parts) => &*pusher_frame.get_or_insert_with(|| parts.frame(channel)),
+                            // The message was decoded before this edge had
+                            // a Pusher subscription.
+                            None => continue,
+                        },
+                    };
                     if let Some(held) = &mut sub.held {
                         if held.len() < self.settings.max_held {
                             let epoch =
@@ -160,22 +176,67 @@ impl Hub {
     }
 }
 
+/// A bus message, decoded once: Herald's frame, and what Pusher's frame is
+/// built from when a Pusher subscriber is to get it.
+pub(super) struct Delivery {
+    /// Herald's frame.
+    pub(super) herald: Bytes,
+    /// What Pusher's frame needs; kept only while the edge has Pusher
+    /// subscriptions.
+    pub(super) pusher: Option<PusherParts>,
+    /// This edge's connection that must not receive the message.
+    pub(super) exclude: Option<u64>,
+}
+
+/// The parts of a message Pusher's frame is built from.
+pub(super) struct PusherParts {
+    event: Option<String>,
+    data: Bytes,
+    /// The publisher's user id, sent as `user_id` (presence channels only).
+    user_id: Option<String>,
+}
+
+impl PusherParts {
+    fn frame(&self, channel: &ChannelName) -> Bytes {
+        super::pusher::message_frame(channel.as_str(), self.event.as_deref(), &self.data, self.user_id.as_deref())
+    }
+}
+
+impl Delivery {
+    /// Decodes `payload` and encodes Herald's frame; keeps Pusher's parts
+    /// when `for_pusher`.
+    pub(super) fn decode(
+        hub: &Hub,
+        channel: &ChannelName,
+        payload: Bytes,
+        position: Option<&Position>,
+        for_pusher: bool,
+    ) -> Result<Self, prost::DecodeError> {
+        let msg = bus::ChannelMessage::decode(payload)?;
+        let exclude =
+            if msg.exclude_connection.is_empty() { None } else { hub.local_connection(&msg.exclude_connection) };
+        let pusher = for_pusher.then(|| PusherParts {
+            event: msg.event.clone(),
+            data: msg.data.clone(),
+            user_id: (!msg.publisher.is_empty()
+                && channel.as_str().starts_with(herald_bus::namespaces::PRESENCE_PREFIX))
+            .then(|| msg.publisher.clone()),
+        });
+        Ok(Self { herald: herald_frame(channel, msg, position), pusher, exclude })
+    }
+}
+
 /// Builds the client-facing frame of a stored message, for a replay.
 ///
 /// # Errors
 ///
 /// When the stored bytes are not a [`bus::ChannelMessage`].
 pub fn encode_replay(channel: &ChannelName, payload: Bytes, position: &Position) -> Result<Bytes, prost::DecodeError> {
-    encode_delivery(channel, payload, Some(position))
+    Ok(herald_frame(channel, bus::ChannelMessage::decode(payload)?, Some(position)))
 }
 
-/// Builds the client-facing frame for a bus message, once.
-pub(super) fn encode_delivery(
-    channel: &ChannelName,
-    payload: Bytes,
-    position: Option<&Position>,
-) -> Result<Bytes, prost::DecodeError> {
-    let msg = bus::ChannelMessage::decode(payload)?;
+/// Herald's frame of a bus message.
+fn herald_frame(channel: &ChannelName, msg: bus::ChannelMessage, position: Option<&Position>) -> Bytes {
     let frame = client::ServerFrame {
         kind: Some(server_frame::Kind::Message(client::Message {
             channel: channel.as_str().to_owned(),
@@ -188,7 +249,7 @@ pub(super) fn encode_delivery(
             id: msg.id,
         })),
     };
-    Ok(ws::binary_frame(&frame))
+    ws::binary_frame(&frame)
 }
 
 #[cfg(test)]
@@ -209,7 +270,13 @@ mod tests {
         bus.attach(hub.clone()).await.expect("attach");
         let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
         let outbox = Arc::new(Outbox::new(max_frames, 64 * 1024));
-        let how = SubscribeOptions { options: bus::NamespaceOptions::default(), hold: true, presence: None };
+        let how = SubscribeOptions {
+            options: bus::NamespaceOptions::default(),
+            hold: true,
+            presence: None,
+            wire: Wire::Herald,
+            count: false,
+        };
         hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
         (hub, bus, app, channel, outbox)
     }

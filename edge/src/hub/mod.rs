@@ -22,6 +22,33 @@
 //!   app deletion, draining and pings ([`Hub::ping_loop`]).
 //! - `limits`: per-app connection counts and the app limits the control
 //!   plane announces, and how they combine with a token's.
+//! - `occupancy`: the subscriber counts this edge reports, promptly after a
+//!   change and periodically.
+//! - `users`: events for every connection of one user, and the end of them
+//!   (`UserEvent`, `UserTerminated`).
+//! - `counts`: channels' subscriber counts across edges, told to their
+//!   Pusher subscribers (`pusher_internal:subscription_count`).
+//! - `pusher`: Pusher's JSON event frames, built once per event.
+//!
+//! # Two protocols, one fan-out
+//!
+//! A subscriber speaks Herald's protocol or Pusher's ([`Wire`]). The hub
+//! decodes each bus message once and encodes Herald's binary frame once;
+//! Pusher's JSON text frame is encoded at most once per message too, and
+//! only when the channel has a Pusher subscriber (and the decoded parts it
+//! needs are kept only while the edge has any). Both go out in the same
+//! pass under the shard lock, so subscribers of both protocols see a
+//! channel's messages in the same order. A message naming a connection to
+//! exclude (`exclude_connection`) skips that subscriber whatever its
+//! protocol.
+//!
+//! # Connection ids
+//!
+//! Every connection has an id `<edge number>.<counter>` (a Pusher
+//! `socket_id`, `^\d+\.\d+$`), for both protocols: the edge number is
+//! picked at random when the hub is made, the counter counts this edge's
+//! connections. [`Hub::connection_id`] writes it, [`Hub::local_connection`]
+//! reads one back when it is this edge's.
 //!
 //! # Locks
 //!
@@ -44,19 +71,23 @@
 //! their targets are collected under them and served after.
 
 mod connections;
+mod counts;
 mod fanout;
 mod limits;
+mod occupancy;
 mod presence;
+pub mod pusher;
 mod registry;
+mod users;
 
 pub use connections::ConnEntry;
-use fanout::encode_delivery;
+use fanout::Delivery;
 pub use fanout::encode_replay;
 pub use limits::{AppLimits, connection_limit, message_limit};
 pub use registry::{EpochTag, SubscribeOptions};
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -100,6 +131,15 @@ impl Default for HubSettings {
     }
 }
 
+/// The protocol a connection speaks, and so the frames it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// Herald's protocol: binary Protobuf frames.
+    Herald,
+    /// Pusher Channels protocol 7: JSON text frames.
+    Pusher,
+}
+
 /// The hub. Shared by every connection of an edge and attached to the
 /// bus as its [`Sink`].
 pub struct Hub {
@@ -117,13 +157,22 @@ pub struct Hub {
     pub keys_rotated: tokio::sync::Notify,
     /// Notified when the control plane asks for every report at once.
     report_now: tokio::sync::Notify,
-    /// Set when subscriptions changed since the last occupancy report.
-    occupancy_changed: AtomicBool,
     /// The apps the last occupancy report named (an app left with no
     /// channel gets an empty report, which clears its counts).
     reported_apps: Mutex<HashSet<AppId>>,
     /// Revoked keys and deleted apps, as the control plane announced them.
     revocations: Revocations,
+    /// The number before the dot of this edge's connection ids.
+    id_prefix: u32,
+    /// Subscriptions of Pusher connections on this edge: while there are
+    /// none, a delivery keeps nothing for Pusher frames.
+    pusher_subscriptions: AtomicUsize,
+    /// Apps whose subscriber counts changed since their last report.
+    occupancy_dirty: Mutex<HashSet<AppId>>,
+    /// Wakes the prompt occupancy report.
+    occupancy_wake: tokio::sync::Notify,
+    /// Subscriber counts across edges, for subscribers told them.
+    counts: Mutex<counts::Counts>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -149,12 +198,16 @@ impl Hub {
             next_id: AtomicU64::new(1),
             presence: Mutex::new(PresenceTable::new(settings.presence_ttl, settings.presence_max_per_channel)),
             namespaces: Namespaces::new(settings.namespace_cache_ttl),
+            counts: Mutex::new(counts::Counts::new(settings.presence_ttl)),
             settings,
             keys_rotated: tokio::sync::Notify::new(),
             report_now: tokio::sync::Notify::new(),
-            occupancy_changed: AtomicBool::new(false),
             reported_apps: Mutex::new(HashSet::new()),
             revocations: Revocations::default(),
+            id_prefix: random_prefix(),
+            pusher_subscriptions: AtomicUsize::new(0),
+            occupancy_dirty: Mutex::new(HashSet::new()),
+            occupancy_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -222,6 +275,35 @@ impl Hub {
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// The connection id of this edge's connection `id`: `<edge
+    /// number>.<id>`, also its Pusher `socket_id`.
+    #[must_use]
+    pub fn connection_id(&self, id: u64) -> String {
+        format!("{}.{id}", self.id_prefix)
+    }
+
+    /// This edge's connection that `connection_id` names; `None` for an id
+    /// of another edge (or not an id at all).
+    #[must_use]
+    pub fn local_connection(&self, connection_id: &str) -> Option<u64> {
+        let (prefix, id) = connection_id.split_once('.')?;
+        if prefix.parse::<u32>().ok()? != self.id_prefix {
+            return None;
+        }
+        id.parse().ok()
+    }
+}
+
+/// A random edge number for connection ids, from the process's hasher seed
+/// and the clock (unique across edges with overwhelming likelihood; it
+/// only has to keep two edges' ids apart).
+fn random_prefix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    // At least 1: no id starts with 0.
+    (h.finish() as u32).max(1)
 }
 
 impl Sink for Hub {
@@ -235,15 +317,16 @@ impl Sink for Hub {
     ) {
         let started = Instant::now();
         metrics::counter!("herald_messages_in_total").increment(1);
-        let frame = match encode_delivery(channel, payload, position) {
-            Ok(frame) => frame,
+        let keep_for_pusher = self.pusher_subscriptions.load(Ordering::Relaxed) > 0;
+        let delivery = match Delivery::decode(self, channel, payload, position, keep_for_pusher) {
+            Ok(delivery) => delivery,
             Err(e) => {
                 tracing::warn!(%app, %channel, error = %e, "undecodable bus message dropped");
                 herald_bus::telemetry::decode_error();
                 return;
             }
         };
-        let delivered = self.fan_out(app, channel, subscription, position, &frame);
+        let delivered = self.fan_out(app, channel, subscription, position, &delivery);
         metrics::counter!("herald_deliveries_total").increment(delivered as u64);
         metrics::histogram!("herald_fanout_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -258,7 +341,8 @@ impl Sink for Hub {
                 // The key's Pusher secret, if it had one, goes with it.
                 self.namespaces.invalidate(&revoked.app_id);
                 let n = self.close_where(CloseCode::KeyRevoked, CloseCode::KeyRevoked.reason(), |c| {
-                    c.app.as_str() == revoked.app_id && lock(&c.key).as_str() == revoked.key_id
+                    c.app.as_str() == revoked.app_id
+                        && lock(&c.key).as_ref().is_some_and(|k| k.as_str() == revoked.key_id)
                 });
                 tracing::info!(app = %revoked.app_id, key = %revoked.key_id, closed = n, "api key revoked");
             }
@@ -274,13 +358,30 @@ impl Sink for Hub {
             Some(Kind::NamespacesChanged(changed)) => self.namespaces.invalidate(&changed.app_id),
             Some(Kind::PresenceSyncAll(_)) => self.report_now.notify_one(),
             Some(Kind::AppLimitsChanged(changed)) => self.apply_app_limits(&changed),
-            // Served by the Pusher protocol's connections.
-            Some(Kind::UserTerminated(_) | Kind::UserEvent(_)) => {}
+            Some(Kind::UserTerminated(terminated)) => {
+                let n = self.terminate_user(&terminated.app_id, &terminated.user_id);
+                tracing::info!(app = %terminated.app_id, user = %terminated.user_id, closed = n, "user terminated");
+            }
+            Some(Kind::OccupancySync(sync)) => {
+                if let Ok(app) = AppId::new(&sync.app_id)
+                    && lock(&self.apps).contains_key(&app)
+                {
+                    self.occupancy_changed(&app);
+                }
+            }
+            Some(Kind::UserEvent(event)) => {
+                let n = self.send_to_user(&event);
+                metrics::counter!("herald_user_event_deliveries_total").increment(n as u64);
+            }
             None => {}
         }
     }
 
     fn presence(&self, app: &AppId, channel: &ChannelName, report: bus::PresenceReport) {
         self.on_presence(app, channel, report);
+    }
+
+    fn occupancy(&self, report: bus::OccupancyReport) {
+        self.on_occupancy(&report);
     }
 }

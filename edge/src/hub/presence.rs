@@ -4,30 +4,19 @@
 //! publishes its own connections' entries and every channel's subscriber
 //! count ([`Hub::report_loop`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use herald_proto::client::{self, server_frame};
 use herald_proto::{AppId, ChannelName, bus};
 
 use crate::ws;
-use herald_bus::presence::{MemberChange, MembersPage};
+use herald_bus::presence::{Member, MemberChange, MembersPage};
 
-use super::{Hub, lock};
+use super::{Hub, Wire, lock};
 
 /// Entries per presence snapshot message.
 const SNAPSHOT_CHUNK: usize = 500;
-
-/// Channels per occupancy report message.
-const OCCUPANCY_CHUNK: usize = 2000;
-
-/// An edge following at most this many channels reports its subscriber
-/// counts within a second of a change (at most 5 messages a second); one
-/// following more waits for its periodic report.
-const PROMPT_OCCUPANCY_MAX_CHANNELS: usize = 5 * OCCUPANCY_CHUNK;
 
 impl Hub {
     /// A page of the members of a presence channel this edge follows (see
@@ -49,8 +38,15 @@ impl Hub {
 
     /// Sends join/leave events for member changes of a channel to its
     /// subscribers, when the channel's namespace wants them and the channel
-    /// has at most `presence_events_max_members` members.
-    pub(super) fn announce(&self, app: &AppId, channel: &ChannelName, changes: Vec<MemberChange>) {
+    /// has at most `presence_events_max_members` members. With
+    /// `joins_for_herald` false, joins go to Pusher subscribers only.
+    pub(super) fn announce(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        changes: Vec<MemberChange>,
+        joins_for_herald: bool,
+    ) {
         if changes.is_empty() {
             return;
         }
@@ -69,28 +65,50 @@ impl Hub {
                 MemberChange::Left(m) if members < max => (client::presence_event::Kind::Leave, m),
                 _ => continue,
             };
-            let frame = ws::binary_frame(&client::ServerFrame {
-                kind: Some(server_frame::Kind::PresenceEvent(client::PresenceEvent {
-                    channel: channel.as_str().to_owned(),
-                    kind: kind as i32,
-                    member: Some(client::Member { client_id: member.client_id.clone(), info: member.info }),
-                })),
-            });
-            let delivered = self.fan_out_presence(app, channel, &member.client_id, &frame);
+            let herald = joins_for_herald || kind == client::presence_event::Kind::Leave;
+            let delivered = self.fan_out_presence(app, channel, kind, &member, herald);
             metrics::counter!("herald_presence_events_total").increment(delivered as u64);
         }
     }
 
-    /// Sends a presence event to a channel's subscribers, except the
-    /// connections of the member it is about.
-    fn fan_out_presence(&self, app: &AppId, channel: &ChannelName, client_id: &str, frame: &Bytes) -> usize {
+    /// Sends a presence event to a channel's subscribers, each in its
+    /// protocol's frame (built once, when a subscriber speaks it), except
+    /// the connections of the member it is about (and Herald subscribers
+    /// unless `herald`).
+    fn fan_out_presence(
+        &self,
+        app: &AppId,
+        channel: &ChannelName,
+        kind: client::presence_event::Kind,
+        member: &Member,
+        herald: bool,
+    ) -> usize {
+        let herald_event = || {
+            ws::binary_frame(&client::ServerFrame {
+                kind: Some(server_frame::Kind::PresenceEvent(client::PresenceEvent {
+                    channel: channel.as_str().to_owned(),
+                    kind: kind as i32,
+                    member: Some(client::Member { client_id: member.client_id.clone(), info: member.info.clone() }),
+                })),
+            })
+        };
+        let pusher_event = || match kind {
+            client::presence_event::Kind::Leave => super::pusher::member_removed_frame(channel.as_str(), member),
+            _ => super::pusher::member_added_frame(channel.as_str(), member),
+        };
+        let (mut herald_frame, mut pusher_frame) = (None, None);
         let shard = lock(self.shard(app, channel));
         let Some(entry) = shard.get(&(app.clone(), channel.clone())) else { return 0 };
         let mut delivered = 0;
         for sub in &entry.subscribers {
-            if sub.presence.as_ref().is_some_and(|p| p.client_id == client_id) {
+            if sub.presence.as_ref().is_some_and(|p| p.client_id == member.client_id) {
                 continue;
             }
+            let frame = match sub.wire {
+                Wire::Herald if !herald => continue,
+                Wire::Herald => herald_frame.get_or_insert_with(herald_event),
+                Wire::Pusher => pusher_frame.get_or_insert_with(pusher_event),
+            };
             if sub.outbox.push(frame.clone()).is_ok() {
                 delivered += 1;
             }
@@ -154,53 +172,11 @@ impl Hub {
         self.report_occupancy().await;
     }
 
-    /// Publishes the subscriber counts of every app with local subscribers,
-    /// and an empty report for an app that had some at the last report.
-    async fn report_occupancy(&self) {
-        self.occupancy_changed.store(false, Ordering::Relaxed);
-        let mut counts: HashMap<AppId, Vec<bus::ChannelCount>> = HashMap::new();
-        for shard in self.shards.iter() {
-            for ((app, channel), entry) in lock(shard).iter() {
-                counts.entry(app.clone()).or_default().push(bus::ChannelCount {
-                    channel: channel.as_str().to_owned(),
-                    subscribers: entry.subscribers.len() as u32,
-                });
-            }
-        }
-        {
-            let mut reported = lock(&self.reported_apps);
-            for app in reported.iter() {
-                counts.entry(app.clone()).or_default();
-            }
-            *reported = counts.iter().filter(|(_, c)| !c.is_empty()).map(|(a, _)| a.clone()).collect();
-        }
-        for (app, channels) in counts {
-            // In parts, so that an app with many channels stays far below
-            // NATS's payload limit.
-            let parts = channels.len().div_ceil(OCCUPANCY_CHUNK).max(1);
-            for part in 0..parts {
-                let chunk = channels.get(part * OCCUPANCY_CHUNK..).unwrap_or_default();
-                let report = bus::OccupancyReport {
-                    edge_id: self.settings.edge_id.clone(),
-                    app_id: app.as_str().to_owned(),
-                    channels: chunk.iter().take(OCCUPANCY_CHUNK).cloned().collect(),
-                    part: part as u32,
-                    parts: parts as u32,
-                    ttl_ms: self.report_ttl_ms(),
-                };
-                if let Err(e) = self.bus.publish_occupancy(&app, &report).await {
-                    tracing::warn!(%app, error = %e, "occupancy report not sent");
-                    return;
-                }
-            }
-        }
-    }
-
     /// Runs until the hub is dropped: expires other edges' presence entries
     /// every second (announcing the leaves) and publishes this edge's
     /// reports every `interval` and whenever the control plane asks, and
-    /// its subscriber counts within a second of a change (see
-    /// `PROMPT_OCCUPANCY_MAX_CHANNELS`).
+    /// the subscriber counts of an app promptly after they changed (see the
+    /// hub's `occupancy`).
     pub async fn report_loop(self: Arc<Self>, interval: Duration) {
         let mut next_report = tokio::time::Instant::now() + interval;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -210,20 +186,68 @@ impl Hub {
                 _ = tick.tick() => {
                     let expired = lock(&self.presence).expire(Instant::now());
                     for (app, channel, change) in expired {
-                        self.announce(&app, &channel, vec![change]);
+                        self.announce(&app, &channel, vec![change], true);
                     }
+                    self.expire_counts();
                     if tokio::time::Instant::now() >= next_report {
                         next_report = tokio::time::Instant::now() + interval;
                         self.report_all().await;
-                    } else if self.occupancy_changed.load(Ordering::Relaxed)
-                        && self.channel_count() <= PROMPT_OCCUPANCY_MAX_CHANNELS
-                    {
-                        self.report_occupancy().await;
                     }
                 }
                 () = self.report_now.notified() => self.report_all().await,
+                () = self.occupancy_wake.notified() => self.report_changed_occupancy().await,
             }
         }
+    }
+
+    /// Reports that a connection joined a presence channel (a failure is
+    /// logged: the next snapshot carries the entry).
+    pub async fn report_join(&self, app: &AppId, channel: &ChannelName, entry: &bus::PresenceEntry) {
+        let report = self
+            .presence_report(app, bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some(entry.clone()) }));
+        if let Err(e) = self.bus.publish_presence(app, channel, &report).await {
+            tracing::warn!(%app, %channel, error = %e, "presence join not sent; the next snapshot carries it");
+        }
+    }
+
+    /// Reports that a connection left a presence channel (a failure is
+    /// logged: the entry expires instead).
+    pub async fn report_leave(&self, app: &AppId, entry: Arc<bus::PresenceEntry>) {
+        let Ok(channel) = ChannelName::new(&entry.channel) else { return };
+        let report = self.presence_report(
+            app,
+            bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some((*entry).clone()) }),
+        );
+        if let Err(e) = self.bus.publish_presence(app, &channel, &report).await {
+            tracing::warn!(%app, %channel, error = %e, "presence leave not sent; it expires instead");
+        }
+    }
+
+    /// Reports the leaves of a connection that closed, in the background:
+    /// the close must not wait for the bus.
+    pub fn report_leaves_later(self: &Arc<Self>, app: &AppId, leaves: Vec<Arc<bus::PresenceEntry>>) {
+        if leaves.is_empty() {
+            return;
+        }
+        let (hub, app) = (self.clone(), app.clone());
+        tokio::spawn(async move {
+            for entry in leaves {
+                hub.report_leave(&app, entry).await;
+            }
+        });
+    }
+
+    /// Whether `client_id` is a member of a presence channel this edge
+    /// follows, and how many members it has; `None` when it does not follow
+    /// the channel's presence.
+    #[must_use]
+    pub fn member_status(&self, app: &AppId, channel: &ChannelName, client_id: &str) -> Option<(bool, usize)> {
+        let follows =
+            lock(self.shard(app, channel)).get(&(app.clone(), channel.clone())).is_some_and(|c| c.options.presence);
+        follows.then(|| {
+            let table = lock(&self.presence);
+            (table.is_member(app, channel, client_id), table.member_count(app, channel))
+        })
     }
 
     /// Applies a presence report of another edge (or a sync request).
@@ -234,13 +258,13 @@ impl Hub {
             }
             return;
         }
-        let mut changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
-        if let Some(bus::presence_report::Kind::Snapshot(_)) = report.kind {
-            // Members first seen in a snapshot are not news: they were there
-            // before this edge started following the channel (or their join
-            // was lost). Only their leaving is announced.
-            changes.retain(|c| matches!(c, MemberChange::Left(_)));
-        }
-        self.announce(app, channel, changes);
+        let changes = lock(&self.presence).apply(app, channel, &report, Instant::now());
+        // Members first seen in a snapshot are not news to Herald clients:
+        // they were there before this edge started following the channel
+        // (or their join was lost), and the member list shows them. Pusher
+        // clients have no member list but the one their subscription began
+        // with, which the snapshot was not in yet: they are told.
+        let snapshot = matches!(report.kind, Some(bus::presence_report::Kind::Snapshot(_)));
+        self.announce(app, channel, changes, !snapshot);
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use crate::outbox::Outbox;
 use herald_bus::{BusError, ChannelSubscription};
 
-use super::{Hub, lock};
+use super::{Hub, Wire, lock};
 
 /// Shards of the channel map.
 pub(super) const SHARDS: usize = 64;
@@ -32,6 +32,10 @@ pub(super) struct Following {
 
 pub(super) struct Subscriber {
     pub(super) conn_id: u64,
+    /// The protocol it speaks: which frame of a message it gets.
+    pub(super) wire: Wire,
+    /// Whether it is told the channel's subscriber count.
+    pub(super) count: bool,
     pub(super) outbox: Arc<Outbox>,
     /// While the subscriber replays history: live frames kept aside.
     pub(super) held: Option<Vec<Held>>,
@@ -83,6 +87,11 @@ pub struct SubscribeOptions {
     pub hold: bool,
     /// The presence entry to report this subscriber with.
     pub presence: Option<Arc<bus::PresenceEntry>>,
+    /// The protocol the subscriber speaks.
+    pub wire: Wire,
+    /// Tell the subscriber the channel's subscriber count whenever it
+    /// changes (Pusher's `subscription_count`).
+    pub count: bool,
 }
 
 impl Hub {
@@ -120,17 +129,25 @@ impl Hub {
             });
             entry.subscribers.push(Subscriber {
                 conn_id,
+                wire: how.wire,
+                count: how.count,
                 outbox: outbox.clone(),
                 held: how.hold.then(Vec::new),
                 presence: how.presence,
             });
             (entry.ready.clone(), entry.id)
         };
-        self.occupancy_changed.store(true, Ordering::Relaxed);
+        if how.wire == Wire::Pusher {
+            self.pusher_subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        self.occupancy_changed(app);
         let result = ready.get_or_init(|| self.follow(app, channel, id, follow_presence)).await;
         match result {
             Ok(_) => {
                 metrics::gauge!("herald_subscriptions").increment(1.0);
+                if how.count {
+                    self.count_channel(app, channel).await;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -140,6 +157,9 @@ impl Hub {
                 let key = (app.clone(), channel.clone());
                 if shard.get(&key).is_some_and(|c| c.id == id) {
                     shard.remove(&key);
+                }
+                if how.wire == Wire::Pusher {
+                    self.pusher_subscriptions.fetch_sub(1, Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -167,24 +187,31 @@ impl Hub {
     /// Removes a subscriber. The channel's bus subscription ends with
     /// its last local subscriber.
     pub fn unsubscribe(&self, app: &AppId, channel: &ChannelName, conn_id: u64) {
-        let removed = {
+        let (removed, counted) = {
             let mut shard = lock(self.shard(app, channel));
             let key = (app.clone(), channel.clone());
             let Some(entry) = shard.get_mut(&key) else { return };
             let Some(pos) = entry.subscribers.iter().position(|s| s.conn_id == conn_id) else { return };
-            entry.subscribers.swap_remove(pos);
-            if entry.subscribers.is_empty() {
+            let gone = entry.subscribers.swap_remove(pos);
+            if gone.wire == Wire::Pusher {
+                self.pusher_subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
+            let removed = if entry.subscribers.is_empty() {
                 // Dropped outside the lock: ends the bus subscription.
                 shard.remove(&key)
             } else {
                 None
-            }
+            };
+            (removed, gone.count)
         };
         if removed.as_ref().is_some_and(|c| c.options.presence) {
             lock(&self.presence).forget(app, channel);
         }
         drop(removed);
-        self.occupancy_changed.store(true, Ordering::Relaxed);
+        if counted {
+            self.uncount_channel(app, channel);
+        }
+        self.occupancy_changed(app);
         metrics::gauge!("herald_subscriptions").decrement(1.0);
     }
 

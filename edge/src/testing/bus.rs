@@ -62,9 +62,16 @@ impl Sink for NullSink {
 /// Serves `namespaces` to the edges of `subjects` on NATS at `url`, in
 /// place of a control plane; keep the returned handle alive.
 pub async fn serve_namespaces(url: &str, subjects: SubjectSpace, namespaces: Vec<herald_proto::bus::Namespace>) -> Bus {
+    serve_source(url, subjects, Arc::new(StaticNamespaces(namespaces))).await
+}
+
+/// Answers the namespace requests of the edges of `subjects` on NATS at
+/// `url` from `source` (apps' namespaces and Pusher settings), in place of
+/// a control plane; keep the returned handle alive.
+pub async fn serve_source(url: &str, subjects: SubjectSpace, source: Arc<dyn NamespaceSource>) -> Bus {
     let bus = nats_bus(url, subjects).await;
     bus.attach(Arc::new(NullSink)).await.expect("attach");
-    bus.serve_namespaces(Arc::new(StaticNamespaces(namespaces))).await.expect("serve namespaces");
+    bus.serve_namespaces(source).await.expect("serve namespaces");
     bus
 }
 

@@ -41,40 +41,18 @@ impl RawClient {
     /// Upgrades a connection to `addr` with `herald.v1` and the given extra
     /// headers. Returns the HTTP status line's code and, on 101, the client.
     pub async fn connect_with(addr: SocketAddr, headers: &[(&str, &str)]) -> Result<Self, u16> {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let mut request = format!(
-            "GET /v1/connect HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        );
-        let mut protocol = true;
+        let mut protocol = Some(herald_proto::SUBPROTOCOL);
+        let mut extra = Vec::new();
         for (name, value) in headers {
-            if name.eq_ignore_ascii_case("sec-websocket-protocol") && value.is_empty() {
-                protocol = false;
-                continue;
+            if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                protocol = None;
+                if value.is_empty() {
+                    continue;
+                }
             }
-            request.push_str(&format!("{name}: {value}\r\n"));
+            extra.push((*name, *value));
         }
-        if protocol && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol")) {
-            request.push_str("Sec-WebSocket-Protocol: herald.v1\r\n");
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.expect("write upgrade");
-        let mut buf = BytesMut::new();
-        let head_end = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let n = stream.read_buf(&mut buf).await.expect("read upgrade response");
-            assert!(n > 0, "connection closed during the upgrade");
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        if status != 101 {
-            return Err(status);
-        }
-        assert!(head.to_ascii_lowercase().contains("sec-websocket-protocol: herald.v1"), "{head}");
-        buf.advance(head_end);
+        let (stream, buf) = upgrade(addr, herald_proto::CONNECT_PATH, &extra, protocol).await?;
         Ok(Self { stream, buf, next_id: 1, pending: Default::default(), pending_presence: Default::default() })
     }
 
@@ -161,28 +139,11 @@ impl RawClient {
     }
 
     fn parse(&mut self) -> Option<Received> {
-        let b = &self.buf[..];
-        if b.len() < 2 {
-            return None;
-        }
-        let opcode = b[0] & 0x0f;
-        let len7 = (b[1] & 0x7f) as usize;
-        let (len, header) = match len7 {
-            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
-            126 | 127 => return None,
-            n => (n, 2),
-        };
-        if b.len() < header + len {
-            return None;
-        }
-        self.buf.advance(header);
-        let payload = self.buf.split_to(len).freeze();
+        let (opcode, payload) = next_frame(&mut self.buf)?;
         Some(match opcode {
             0x2 => Received::Frame(client::ServerFrame::decode(payload).expect("server frame decodes")),
             0x8 => {
-                let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
-                let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+                let (code, reason) = close_payload(&payload);
                 Received::Close(code, reason)
             }
             0x9 => Received::Ping,
@@ -316,6 +277,77 @@ impl RawClient {
     pub fn from_stream(stream: TcpStream, buf: BytesMut) -> Self {
         Self { stream, buf, next_id: 1000, pending: Default::default(), pending_presence: Default::default() }
     }
+}
+
+/// Upgrades a connection to `addr` at `path` (with its query) with the
+/// extra headers, offering `subprotocol` when given (and then expecting it
+/// back). Returns the HTTP status line's code unless it is 101; on 101 the
+/// stream and what was read after the response head.
+pub(super) async fn upgrade(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    subprotocol: Option<&str>,
+) -> Result<(TcpStream, BytesMut), u16> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(p) = subprotocol {
+        request.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write upgrade");
+    let mut buf = BytesMut::new();
+    let head_end = loop {
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break pos + 4;
+        }
+        let n = stream.read_buf(&mut buf).await.expect("read upgrade response");
+        assert!(n > 0, "connection closed during the upgrade");
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if status != 101 {
+        return Err(status);
+    }
+    if let Some(p) = subprotocol {
+        assert!(head.to_ascii_lowercase().contains(&format!("sec-websocket-protocol: {p}")), "{head}");
+    }
+    buf.advance(head_end);
+    Ok((stream, buf))
+}
+
+/// Takes the next complete server frame from `buf`: its opcode and payload.
+pub(super) fn next_frame(buf: &mut BytesMut) -> Option<(u8, Bytes)> {
+    let b = &buf[..];
+    if b.len() < 2 {
+        return None;
+    }
+    let opcode = b[0] & 0x0f;
+    let len7 = (b[1] & 0x7f) as usize;
+    let (len, header) = match len7 {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?) as usize, 10),
+        126 | 127 => return None,
+        n => (n, 2),
+    };
+    if b.len() < header + len {
+        return None;
+    }
+    buf.advance(header);
+    Some((opcode, buf.split_to(len).freeze()))
+}
+
+/// A close frame's code (1005 when none) and reason.
+pub(super) fn close_payload(payload: &[u8]) -> (u16, String) {
+    let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+    (code, String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned())
 }
 
 /// A masked client frame.

@@ -11,19 +11,25 @@
 //!   [`NatsServer`].
 //! - `edge`: [`TestEdge`] and [`http_get`].
 //! - `client`: [`RawClient`] and what it receives.
+//! - `pusher`: [`TestApps`] (apps' Pusher settings, served as the control
+//!   plane would) and [`PusherClient`], a raw client of `/app/{key}`.
 
 mod authority;
 mod bus;
 mod client;
 mod edge;
+mod pusher;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use authority::TestAuthority;
-pub use bus::{NatsServer, StaticNamespaces, namespace, nats_bus, nats_url, serve_namespaces, unique_subjects};
+pub use bus::{
+    NatsServer, StaticNamespaces, namespace, nats_bus, nats_url, serve_namespaces, serve_source, unique_subjects,
+};
 pub use client::{RawClient, Received, is_error, is_ok, masked_frame};
 pub use edge::{TestEdge, http_get};
+pub use pusher::{PusherClient, PusherEvent, PusherReceived, TestApps, pusher_settings};
 
 /// Runs `f` with a deadline, panicking with `what` when it passes.
 pub async fn within<T>(limit: Duration, what: &str, f: impl Future<Output = T>) -> T {

@@ -28,3 +28,29 @@ pub async fn local_edge(config: EdgeConfig) -> (TestEdge, Bus) {
 pub fn now_secs() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() as i64
 }
+
+/// The app a Pusher test connects to, and its secret.
+pub const PUSHER_APP: &str = "papp";
+/// The secret of [`PUSHER_APP`].
+pub const PUSHER_SECRET: &str = "pusher-secret";
+
+/// An edge on a fresh in-process bus whose control plane stand-in serves
+/// [`PUSHER_APP`] with `settings`; also another handle on the bus and the
+/// stand-in (to change the settings).
+pub async fn pusher_edge(
+    config: EdgeConfig,
+    settings: herald_proto::bus::PusherApp,
+) -> (TestEdge, Bus, std::sync::Arc<herald_edge::testing::TestApps>) {
+    let bus = LocalBus::new();
+    let apps = herald_edge::testing::TestApps::with(PUSHER_APP, settings);
+    let other = Bus::local(&bus);
+    other.serve_namespaces(apps.clone()).await.expect("serve namespaces");
+    let edge = TestEdge::start(config, Bus::local(&bus)).await;
+    (edge, other, apps)
+}
+
+/// A channel `auth` for `socket_id` signed with [`PUSHER_SECRET`].
+pub fn pusher_auth(socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
+    let channel = herald_proto::pusher::PusherChannel::new(channel).expect("pusher channel");
+    herald_proto::pusher::sign_channel(PUSHER_APP, PUSHER_SECRET, socket_id, &channel, channel_data)
+}

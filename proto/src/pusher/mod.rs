@@ -8,7 +8,7 @@
 //! - [`channel`]: [`PusherChannel`], what a valid Pusher channel name is, and
 //!   its [`PusherChannelKind`] by prefix.
 //! - [`signature`]: channel authorization strings (`key:signature`) for
-//!   private and presence subscriptions.
+//!   private and presence subscriptions, and of user sign-ins.
 //! - [`request`]: the signature of Pusher HTTP API requests (`auth_key`,
 //!   `auth_timestamp`, `auth_version`, `body_md5`, `auth_signature`).
 //!
@@ -20,4 +20,4 @@ pub mod signature;
 
 pub use channel::{PusherChannel, PusherChannelError, PusherChannelKind};
 pub use request::{ApiAuthError, ApiRequest, body_md5, sign_request, string_to_sign, verify_request};
-pub use signature::{ChannelAuthError, sign_channel, verify_channel};
+pub use signature::{ChannelAuthError, sign_channel, sign_user, verify_channel, verify_user};
