@@ -140,7 +140,7 @@ async fn a_backend_mints_tokens_and_publishes_and_the_app_receives() {
         .publish_batch(vec![
             BatchMessage::new("orders:eu", "a"),
             BatchMessage::new("orders:eu", "b").name("letter").also_to("orders:us"),
-            BatchMessage::new("bad.channel", "c"),
+            BatchMessage::new("bad*channel", "c"),
         ])
         .await
         .expect("batch");
