@@ -311,3 +311,28 @@ async fn herald_and_pusher_subscribers_of_a_channel_get_the_same_messages_in_the
     );
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn cache_channels_give_a_new_subscriber_the_last_event_or_a_cache_miss() {
+    let auth = TestAuthority::start().await;
+    let (edge, bus, _apps) = pusher_edge(config(&auth), pusher_settings(PUSHER_SECRET)).await;
+    publish(&bus, "cache-prices", Some("tick"), "1", "").await;
+    publish(&bus, "cache-prices", Some("tick"), "2", "").await;
+    let (mut c, socket) = PusherClient::connect(edge.addr, PUSHER_APP).await;
+    assert!(succeeded(&c.subscribe("cache-prices", None, None).await));
+    let kept = c.event().await;
+    assert_eq!(
+        (kept.event.as_str(), kept.channel.as_deref(), kept.data.clone()),
+        ("tick", Some("cache-prices"), json!("2"))
+    );
+    // Then live events, as on any channel.
+    publish(&bus, "cache-prices", Some("tick"), "3", "").await;
+    assert_eq!(c.event().await.data, json!("3"));
+    // Nothing kept yet: a cache miss, for private cache channels too.
+    assert!(succeeded(&c.subscribe("cache-empty", None, None).await));
+    let miss = c.event().await;
+    assert_eq!((miss.event.as_str(), miss.channel.as_deref()), ("pusher:cache_miss", Some("cache-empty")));
+    let private = "private-cache-orders";
+    assert!(succeeded(&c.subscribe(private, Some(&pusher_auth(&socket, private, None)), None).await));
+    assert_eq!(c.event().await.event, "pusher:cache_miss");
+}

@@ -218,9 +218,7 @@ impl Delivery {
         let pusher = for_pusher.then(|| PusherParts {
             event: msg.event.clone(),
             data: msg.data.clone(),
-            user_id: (!msg.publisher.is_empty()
-                && channel.as_str().starts_with(herald_bus::namespaces::PRESENCE_PREFIX))
-            .then(|| msg.publisher.clone()),
+            user_id: super::pusher::user_id_of(channel.as_str(), &msg.publisher).map(str::to_owned),
         });
         Ok(Self { herald: herald_frame(channel, msg, position), pusher, exclude })
     }

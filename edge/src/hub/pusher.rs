@@ -44,6 +44,25 @@ pub fn message_frame(channel: &str, event: Option<&str>, data: &[u8], user_id: O
     event_frame(event.unwrap_or(DEFAULT_EVENT), Some(channel), &data, user_id)
 }
 
+/// The `user_id` a message of `channel` published by `publisher` carries
+/// to Pusher subscribers: the publisher's, on presence channels only.
+#[must_use]
+pub fn user_id_of<'a>(channel: &str, publisher: &'a str) -> Option<&'a str> {
+    (!publisher.is_empty() && channel.starts_with(herald_bus::namespaces::PRESENCE_PREFIX)).then_some(publisher)
+}
+
+/// The frame of a whole bus message (a cache channel's kept one).
+#[must_use]
+pub fn channel_message_frame(channel: &str, msg: &herald_proto::bus::ChannelMessage) -> Bytes {
+    message_frame(channel, msg.event.as_deref(), &msg.data, user_id_of(channel, &msg.publisher))
+}
+
+/// `pusher:cache_miss`: a cache channel has no event kept.
+#[must_use]
+pub fn cache_miss_frame(channel: &str) -> Bytes {
+    event_frame("pusher:cache_miss", Some(channel), "{}", None)
+}
+
 /// A member's `user_info` as JSON: the presence entry's info when it is
 /// JSON, else none.
 fn user_info(info: &[u8]) -> Option<serde_json::Value> {

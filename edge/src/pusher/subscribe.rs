@@ -11,7 +11,9 @@
 //! The subscriber is added to the hub *held* (see
 //! [`Hub::release`](crate::hub::Hub::release)): what
 //! is published meanwhile waits until `pusher_internal:subscription_succeeded`
-//! is queued, so that it comes first.
+//! is queued, so that it comes first. A cache channel's subscriber then
+//! gets the channel's kept event, or `pusher:cache_miss` when there is none
+//! (a message published while it is read may come twice: kept, and live).
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use herald_proto::{AppId, bus};
 use serde_json::Value;
 
 use crate::conn::Shared;
-use crate::hub::pusher::USER_CHANNEL_PREFIX;
+use crate::hub::pusher::{self as pusher_frames, USER_CHANNEL_PREFIX};
 use crate::hub::{SubscribeOptions, Wire};
 
 use super::frames::{SubscribeData, subscription_error, subscription_succeeded};
@@ -153,8 +155,31 @@ async fn add(
         None => Value::Object(Default::default()),
     };
     session.send(subscription_succeeded(channel.as_str(), &answer));
+    if channel.is_cache() {
+        send_cached(shared, session, channel).await;
+    }
     hub.release(&session.app, &name, session.id, |_, _| false).await;
     Ok(())
+}
+
+/// Sends a cache channel's kept event, or `pusher:cache_miss`.
+async fn send_cached(shared: &Arc<Shared>, session: &Session, channel: &PusherChannel) {
+    use prost::Message as _;
+    let name = channel.channel_name();
+    let kept = match shared.hub.bus().cached_message(&session.app, &name).await {
+        Ok(kept) => kept.and_then(|payload| bus::ChannelMessage::decode(payload).ok()),
+        Err(e) => {
+            tracing::warn!(app = %session.app, channel = %name, error = %e, "cache channel's event not read");
+            None
+        }
+    };
+    session.send(match kept {
+        Some(msg) => pusher_frames::channel_message_frame(channel.as_str(), &msg),
+        None => {
+            metrics::counter!("herald_pusher_cache_misses_total").increment(1);
+            pusher_frames::cache_miss_frame(channel.as_str())
+        }
+    });
 }
 
 pub(super) async fn unsubscribe(shared: &Arc<Shared>, session: &mut Session, channel: &str) {
