@@ -71,7 +71,7 @@ async fn events_to_users_and_terminating_users_over_rest() -> Result<()> {
         (e.app_id.as_str(), e.user_id.as_str(), e.event.as_str(), e.id.as_str()),
         (app.as_str(), "ada", "note", id.as_str())
     );
-    assert_eq!(&e.data[..], br#"{"n": 1}"#);
+    assert_eq!(&e.data[..], br#"{"n":1}"#);
 
     let r = http.send("POST", &url("ada%20l", "terminate"), Some(&key), None).await?;
     assert_eq!((r.status, r.json()), (202, json!({"user_id": "ada l"})), "{}", r.text());
