@@ -122,7 +122,7 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
             pb::PublishBatchRequest {
                 messages: vec![
                     msg(&f.app, "chat:a", b"two"),
-                    msg(&f.app, "bad.channel", b"x"),
+                    msg(&f.app, "bad channel", b"x"),
                     msg(&f.app, "chat:a", b"three"),
                 ],
             },
@@ -196,7 +196,7 @@ async fn grpc_errors_carry_codes() -> Result<()> {
         "admin with a key",
     );
     check(
-        f.publish.publish(authed(msg(&f.app, "a.b", b"x"), &f.key)).await.map(drop),
+        f.publish.publish(authed(msg(&f.app, "a b", b"x"), &f.key)).await.map(drop),
         Code::InvalidArgument,
         "invalid_channel",
         "invalid channel",

@@ -121,40 +121,51 @@ fn unauthorized(e: &ApiAuthError) -> ApiError {
 
 impl Core {
     /// `patch` applied to `base`, with defaults for zeros, checked against
-    /// the server's bounds.
+    /// the server's bounds. A default (or a stored value) beyond the bounds
+    /// is brought within them; a value the patch gives is refused.
     ///
     /// # Errors
     ///
     /// `bad_request` naming the field.
     pub fn check_pusher(&self, patch: &PusherPatch, base: PusherSettings) -> Result<PusherSettings, ApiError> {
         let mut s = patch.apply(base);
-        let max_batch = u32::try_from(self.config.max_batch_messages).unwrap_or(u32::MAX).max(1);
         if s.max_event_bytes == 0 {
             s.max_event_bytes = DEFAULT_PUSHER_MAX_EVENT_BYTES;
         }
         if s.batch_max == 0 {
-            s.batch_max = DEFAULT_PUSHER_BATCH_MAX.min(max_batch);
+            s.batch_max = DEFAULT_PUSHER_BATCH_MAX;
         }
-        let ceiling = self.config.max_message_size_ceiling.0;
-        if u64::from(s.max_event_bytes) > ceiling {
-            return Err(ApiError::bad_request(format!(
-                "`pusher.max_event_bytes` is {}; the server allows at most {ceiling} (max_message_size_ceiling)",
-                s.max_event_bytes
-            )));
+        let given = |v: Option<u32>| v.is_some_and(|v| v != 0);
+        let ceiling = u32::try_from(self.config.max_message_size_ceiling.0).unwrap_or(u32::MAX);
+        if s.max_event_bytes > ceiling {
+            if given(patch.max_event_bytes) {
+                return Err(ApiError::bad_request(format!(
+                    "`pusher.max_event_bytes` is {}; the server allows at most {ceiling} (max_message_size_ceiling)",
+                    s.max_event_bytes
+                )));
+            }
+            s.max_event_bytes = ceiling;
         }
+        let max_batch = u32::try_from(self.config.max_batch_messages).unwrap_or(u32::MAX).max(1);
         if s.batch_max > max_batch {
-            return Err(ApiError::bad_request(format!(
-                "`pusher.batch_max` is {}; the server allows at most {max_batch} (max_batch_messages)",
-                s.batch_max
-            )));
+            if given(patch.batch_max) {
+                return Err(ApiError::bad_request(format!(
+                    "`pusher.batch_max` is {}; the server allows at most {max_batch} (max_batch_messages)",
+                    s.batch_max
+                )));
+            }
+            s.batch_max = max_batch;
         }
         let max_members = self.config.presence_max_per_channel;
         if s.presence_max_members > max_members {
-            return Err(ApiError::bad_request(format!(
-                "`pusher.presence_max_members` is {}; the server tracks at most {max_members} per channel \
-                 (presence_max_per_channel)",
-                s.presence_max_members
-            )));
+            if patch.presence_max_members.is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "`pusher.presence_max_members` is {}; the server tracks at most {max_members} per channel \
+                     (presence_max_per_channel)",
+                    s.presence_max_members
+                )));
+            }
+            s.presence_max_members = max_members;
         }
         if s.client_event_rate > MAX_CLIENT_EVENT_RATE {
             return Err(ApiError::bad_request(format!(
