@@ -25,7 +25,7 @@ use crate::auth::Principal;
 use crate::core::Core;
 use crate::error::ApiError;
 use crate::services::checks::parse_app_id;
-use crate::store::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, PusherSettings, StoreError};
+use crate::store::{ApiKey, App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, PusherSettings, StoreError};
 
 /// The highest `client_event_rate` an app may set, per connection and
 /// second.
@@ -93,7 +93,7 @@ pub struct PusherCaller {
 }
 
 /// The Pusher settings edges get, with the secrets of `keys`.
-fn to_bus(settings: &PusherSettings, keys: &[Arc<crate::store::ApiKey>]) -> bus::PusherApp {
+fn to_bus(settings: &PusherSettings, keys: &[Arc<ApiKey>]) -> bus::PusherApp {
     bus::PusherApp {
         client_events: settings.client_events,
         presence_max_members: settings.presence_max_members,
@@ -189,15 +189,13 @@ impl Core {
         let lookup = async {
             let Some(stored) = self.store.get_app(app).await? else { return Ok(None) };
             if !stored.pusher.enabled {
-                return Ok(Some((stored, Vec::new())));
+                return Ok(None);
             }
             let keys: Vec<_> = self.store.list_pusher_keys(app).await?.into_iter().map(Arc::new).collect();
-            Ok::<_, StoreError>(Some((stored, keys)))
+            Ok::<_, StoreError>(Some(to_bus(&stored.pusher, &keys)))
         };
         match lookup.await {
-            Ok(None) => Ok(None),
-            Ok(Some((stored, _))) if !stored.pusher.enabled => Ok(None),
-            Ok(Some((stored, keys))) => Ok(Some(to_bus(&stored.pusher, &keys))),
+            Ok(found) => Ok(found),
             Err(e) => {
                 let (Some(cached), Some(keys)) = (self.auth.cached_app(app), self.auth.cached_pusher_keys(app)) else {
                     return Err(e);
