@@ -142,7 +142,7 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
     let mut client = admin(&api).await?;
     match command {
         AppsCommand::Create { name, origins } => {
-            let request = api::CreateAppRequest { name, limits: None, allowed_origins: origins, id: None };
+            let request = api::CreateAppRequest { name, allowed_origins: origins, ..Default::default() };
             let app = client.create_app(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             println!("{}", app.id);
         }
@@ -167,7 +167,7 @@ pub async fn keys(api: ApiArgs, admin_token: String, app_id: String, command: Ke
     match command {
         KeysCommand::Create { name, capabilities } => {
             let capabilities = capabilities.as_deref().map(capabilities_to_api).transpose()?.unwrap_or_default();
-            let request = api::CreateKeyRequest { app_id, name, capabilities };
+            let request = api::CreateKeyRequest { app_id, name, capabilities, ..Default::default() };
             let created = client.create_key(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             let id = created.key.map(|k| k.id).unwrap_or_default();
             eprintln!("key {id} created; the secret below is shown this once:");

@@ -1,5 +1,7 @@
 //! Who is calling: the admin token, or an API key of an app — and the
-//! per-replica caches that keep a database round trip off every request.
+//! per-replica caches that keep a database round trip off every request
+//! (keys, apps, and each app's keys with a Pusher secret, which the Pusher
+//! HTTP API checks request signatures against).
 //!
 //! [`Auth::authenticate`] turns an `Authorization: Bearer …` value into a
 //! [`Principal`]. API keys and apps are cached for `cache_ttl`, found or
@@ -8,7 +10,8 @@
 //! - on this replica, revoking a key or deleting an app evicts the entry
 //!   before the call returns: the key stops working here at once;
 //! - other replicas evict on the `KeyRevoked` / `AppDeleted` /
-//!   `AppLimitsChanged` control events the bus delivers (milliseconds), and
+//!   `AppLimitsChanged` / `NamespacesChanged` control events the bus
+//!   delivers (milliseconds), and
 //!   in any case trust an entry no longer than the TTL (the bound when the
 //!   bus is down).
 //!
@@ -58,6 +61,12 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// The entry, fresh or not (`None` when not cached).
+    pub(crate) fn get_stale(&self, k: &K) -> Option<Option<V>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(k).map(|(_, v)| v.clone())
+    }
+
     pub(crate) fn insert(&self, k: K, v: Option<V>) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= self.max_entries && !map.contains_key(&k) {
@@ -83,7 +92,11 @@ pub struct Auth {
     admin_hash: Option<Vec<u8>>,
     keys: TtlCache<KeyId, Arc<ApiKey>>,
     apps: TtlCache<AppId, Arc<App>>,
+    pusher_keys: TtlCache<AppId, PusherKeys>,
 }
+
+/// The active keys of an app that have a Pusher secret.
+pub type PusherKeys = Arc<[Arc<ApiKey>]>;
 
 impl Auth {
     pub(crate) fn new(store: Store, admin_token: Option<Secret>, ttl: Duration, max_entries: usize) -> Self {
@@ -92,6 +105,7 @@ impl Auth {
             admin_hash: admin_token.map(|t| keys::hash_secret(t.expose())),
             keys: TtlCache::new(ttl, max_entries),
             apps: TtlCache::new(ttl, max_entries),
+            pusher_keys: TtlCache::new(ttl, max_entries),
         }
     }
 
@@ -177,14 +191,47 @@ impl Auth {
         app.ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))
     }
 
-    /// Forgets a key (it was revoked).
-    pub fn evict_key(&self, id: &KeyId) {
+    /// The app's active keys with a Pusher secret, from the cache or the
+    /// store.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when the database is down.
+    pub async fn pusher_keys(&self, app: &AppId) -> Result<PusherKeys, ApiError> {
+        if let Some(Some(hit)) = self.pusher_keys.get(app) {
+            return Ok(hit);
+        }
+        let keys: PusherKeys = self.store.list_pusher_keys(app).await?.into_iter().map(Arc::new).collect();
+        self.pusher_keys.insert(app.clone(), Some(keys.clone()));
+        Ok(keys)
+    }
+
+    /// What is cached of the app's Pusher keys, however old (for answers
+    /// while the database is down).
+    pub(crate) fn cached_pusher_keys(&self, app: &AppId) -> Option<PusherKeys> {
+        self.pusher_keys.get_stale(app).flatten()
+    }
+
+    /// What is cached of the app, however old.
+    pub(crate) fn cached_app(&self, app: &AppId) -> Option<Arc<App>> {
+        self.apps.get_stale(app).flatten()
+    }
+
+    /// Forgets a key (it was revoked), and the Pusher keys of its app.
+    pub fn evict_key(&self, id: &KeyId, app: &AppId) {
         self.keys.remove(id);
+        self.pusher_keys.remove(app);
+    }
+
+    /// Forgets the app's Pusher keys (one was created).
+    pub fn evict_pusher_keys(&self, app: &AppId) {
+        self.pusher_keys.remove(app);
     }
 
     /// Forgets an app and its keys (it was deleted or changed).
     pub fn evict_app(&self, id: &AppId) {
         self.apps.remove(id);
+        self.pusher_keys.remove(id);
         self.keys.retain(|_, key| key.as_ref().is_none_or(|k| &k.app_id != id));
     }
 }

@@ -87,8 +87,8 @@ impl Core {
         use bus::control_event::Kind;
         match &event.kind {
             Some(Kind::KeyRevoked(k)) => {
-                if let Ok(id) = KeyId::new(&k.key_id) {
-                    self.auth.evict_key(&id);
+                if let (Ok(id), Ok(app)) = (KeyId::new(&k.key_id), AppId::new(&k.app_id)) {
+                    self.auth.evict_key(&id, &app);
                 }
             }
             Some(Kind::AppDeleted(a)) => {
@@ -99,8 +99,11 @@ impl Core {
                 }
             }
             Some(Kind::NamespacesChanged(a)) => {
+                // Sent for namespace changes, and for Pusher settings and
+                // keys (edges cache them with the namespaces).
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.namespaces.evict(&id);
+                    self.auth.evict_app(&id);
                 }
             }
             Some(Kind::PresenceSyncAll(_) | Kind::UserTerminated(_) | Kind::UserEvent(_) | Kind::OccupancySync(_)) => {}

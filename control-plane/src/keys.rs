@@ -66,6 +66,27 @@ pub fn new_key() -> Result<NewKey, ring::error::Unspecified> {
     Ok(NewKey { id, key, secret_hash: hash_secret(&secret) })
 }
 
+/// Bytes of randomness in a Pusher secret.
+const PUSHER_SECRET_BYTES: usize = 16;
+
+/// A new Pusher secret: 16 random bytes from the operating system, as 32
+/// lower-case hex characters (the form Pusher's own secrets take).
+///
+/// # Errors
+///
+/// When the system random generator fails.
+pub fn new_pusher_secret() -> Result<String, ring::error::Unspecified> {
+    use ring::rand::SecureRandom as _;
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; PUSHER_SECRET_BYTES];
+    ring::rand::SystemRandom::new().fill(&mut bytes)?;
+    let mut out = String::with_capacity(PUSHER_SECRET_BYTES * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    Ok(out)
+}
+
 /// Splits `hk_<id>_<secret>` into id and secret; `None` when the text is
 /// not shaped like a key.
 #[must_use]
@@ -130,6 +151,14 @@ mod tests {
         assert!(verify_secret(secret, &k.secret_hash));
         assert!(!verify_secret("wrong", &k.secret_hash));
         assert!(!format!("{k:?}").contains(secret), "debug must not show the secret");
+    }
+
+    #[test]
+    fn pusher_secrets_are_32_hex_digits() {
+        let a = new_pusher_secret().expect("rng");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{a}");
+        assert_ne!(a, new_pusher_secret().expect("rng"));
     }
 
     #[test]

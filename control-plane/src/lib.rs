@@ -1,5 +1,6 @@
 //! Herald's control plane: apps, API keys, tokens, signing keys and
-//! publishing, behind a REST API and a gRPC API on one port.
+//! publishing, behind a REST API and a gRPC API on one port — and, for apps
+//! in Pusher mode, Pusher's HTTP API on the same port.
 //!
 //! # Layout
 //!
@@ -16,11 +17,12 @@
 //! - [`publish`]: the publisher: rate limits, idempotency, onto the bus
 //!   (through the history stream for channels with history).
 //! - [`core`]: [`Core`], the shared state, readiness and control events.
-//! - [`services`]: the operations both APIs expose, one module per noun
-//!   (apps, keys, tokens, namespaces, channels, presence, publish), with
-//!   their checks.
-//! - [`api`]: `api::rest` (axum, OpenAPI) and `api::grpc` (tonic, with
-//!   reflection and health), and the router that serves both on one port.
+//! - [`services`]: the operations the APIs expose, one module per noun
+//!   (apps, Pusher mode, keys, tokens, namespaces, channels, presence,
+//!   publish, users), with their checks.
+//! - [`api`]: `api::rest` (axum, OpenAPI), `api::grpc` (tonic, with
+//!   reflection and health) and `api::pusher` (Pusher's HTTP API), and the
+//!   router that serves them on one port.
 //! - [`server`]: the accept loop: connection bounds, timeouts, draining.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.

@@ -50,6 +50,9 @@ pub struct Prepared {
     pub event: Option<String>,
     /// Idempotency id; becomes the message id.
     pub idempotency_id: Option<String>,
+    /// The connection (a Pusher `socket_id`, or a Herald connection id) that
+    /// must not receive it.
+    pub exclude_connection: Option<String>,
     /// Per channel (same order): whether it keeps history, so the message
     /// goes through its namespace's stream and gets a position. Empty (or
     /// shorter) means no history for the rest.
@@ -403,16 +406,54 @@ impl Publisher {
         out
     }
 
-    async fn publish_inner(&self, app: &AppId, limits: PublishLimits, msg: Prepared) -> Result<Published, ApiError> {
-        let n = u32::try_from(msg.channels.len()).unwrap_or(u32::MAX);
-        if let Err(wait) = self.limiter.try_take(app, limits.rate_per_sec, n) {
+    /// Takes `n` publishes from the app's bucket.
+    fn take(&self, app: &AppId, limits: PublishLimits, n: usize) -> Result<(), ApiError> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.limiter.try_take(app, limits.rate_per_sec, n).map_err(|wait| {
             let mut e = ApiError::new(
                 ErrorCode::RateLimited,
                 format!("publish rate limit of {} messages/s for this app reached; retry later", limits.rate_per_sec),
             );
             e.retry_after_secs = Some(wait.as_secs().max(1));
-            return Err(e);
+            e
+        })
+    }
+
+    /// Sends an event to every connection of one user (on the control
+    /// subject, to every edge), counted as one publish of the app. Resolves
+    /// once the bus accepted it.
+    ///
+    /// # Errors
+    ///
+    /// `rate_limited`, `unavailable` (the bus did not accept it).
+    pub async fn publish_user_event(
+        &self,
+        app: &AppId,
+        limits: PublishLimits,
+        event: bus::UserEvent,
+    ) -> Result<(), ApiError> {
+        let started = Instant::now();
+        let result = async {
+            self.take(app, limits, 1)?;
+            let event = bus::ControlEvent {
+                timestamp_ms: event.timestamp_ms,
+                kind: Some(bus::control_event::Kind::UserEvent(event)),
+            };
+            self.bus.publish_control(&event).await.map_err(ApiError::from)
         }
+        .await;
+        match &result {
+            Ok(()) => {
+                self.metrics.publish_latency(started.elapsed());
+                self.metrics.published(app, 1);
+            }
+            Err(e) => self.metrics.publish_failed(e.code),
+        }
+        result
+    }
+
+    async fn publish_inner(&self, app: &AppId, limits: PublishLimits, msg: Prepared) -> Result<Published, ApiError> {
+        self.take(app, limits, msg.channels.len())?;
         let id = msg.idempotency_id.clone().unwrap_or_else(new_message_id);
         let timestamp_ms = now_ms();
         let history = |i: usize| msg.history.get(i).copied().unwrap_or(false);
@@ -498,7 +539,7 @@ impl Publisher {
             event: msg.event.clone(),
             id: id.to_owned(),
             publisher: String::new(),
-            exclude_connection: String::new(),
+            exclude_connection: msg.exclude_connection.clone().unwrap_or_default(),
             timestamp_ms,
         };
         let sent = if history {

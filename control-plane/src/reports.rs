@@ -37,6 +37,11 @@ impl Reports {
         table.members_page(app, channel, after, limit, usize::MAX)
     }
 
+    /// How many members (client ids) a presence channel has.
+    pub(crate) fn member_count(&self, app: &AppId, channel: &ChannelName) -> usize {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner()).member_count(app, channel)
+    }
+
     /// The app's channels with subscribers, and how many, by name.
     pub(crate) fn channels(&self, app: &AppId) -> Vec<(ChannelName, u64)> {
         self.occupancy.lock().unwrap_or_else(|e| e.into_inner()).channels(app)

@@ -275,7 +275,7 @@ async fn history_flow(server: &Server) -> Result<()> {
         assert_eq!(r.code(), "not_enabled", "{channel}");
         assert!(r.json()["error"]["message"].as_str().unwrap_or("").contains("history"));
     }
-    let r = http.get(&server.url(&format!("/v1/apps/{app}/channels/a.b/history")), Some(&key)).await?;
+    let r = http.get(&server.url(&format!("/v1/apps/{app}/channels/a%20b/history")), Some(&key)).await?;
     assert_eq!(r.code(), "invalid_channel");
     // A key without the `history` capability.
     let r = http

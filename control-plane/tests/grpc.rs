@@ -52,6 +52,7 @@ async fn fixture() -> Result<Fixture> {
                     pattern: "chat:*".into(),
                     operations: vec!["publish".into(), "subscribe".into()],
                 }],
+                ..Default::default()
             },
             ADMIN,
         ))
@@ -121,7 +122,7 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
             pb::PublishBatchRequest {
                 messages: vec![
                     msg(&f.app, "chat:a", b"two"),
-                    msg(&f.app, "bad.channel", b"x"),
+                    msg(&f.app, "bad channel", b"x"),
                     msg(&f.app, "chat:a", b"three"),
                 ],
             },
@@ -195,7 +196,7 @@ async fn grpc_errors_carry_codes() -> Result<()> {
         "admin with a key",
     );
     check(
-        f.publish.publish(authed(msg(&f.app, "a.b", b"x"), &f.key)).await.map(drop),
+        f.publish.publish(authed(msg(&f.app, "a b", b"x"), &f.key)).await.map(drop),
         Code::InvalidArgument,
         "invalid_channel",
         "invalid channel",
@@ -322,6 +323,7 @@ async fn update_app_and_rotate_signing_keys_over_grpc() -> Result<()> {
                 name: Some("renamed".into()),
                 limits: Some(pb::AppLimitsUpdate { publish_rate_per_sec: Some(7), ..Default::default() }),
                 allowed_origins: Some(pb::AllowedOrigins { origins: vec!["https://chat.example".into()] }),
+                ..Default::default()
             },
             ADMIN,
         ))
@@ -403,13 +405,14 @@ async fn local_server() -> Result<Server> {
     Server::start_with(TestDb::sqlite(), bus, common::subjects(), |_| {}).await
 }
 
-const API_SERVICES: [&str; 6] = [
+const API_SERVICES: [&str; 7] = [
     "herald.api.v1.AdminService",
     "herald.api.v1.TokenService",
     "herald.api.v1.PublishService",
     "herald.api.v1.NamespaceService",
     "herald.api.v1.ChannelService",
     "herald.api.v1.PresenceService",
+    "herald.api.v1.UserService",
 ];
 
 #[tokio::test]

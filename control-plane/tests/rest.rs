@@ -173,7 +173,7 @@ async fn publish_reaches_nats_single_and_batched() -> Result<()> {
             json!({"messages": [
                 {"channel": "chat:room-1", "data": "one"},
                 {"channels": ["chat:room-1", "news"], "data": "two", "name": "e"},
-                {"channel": "bad.name", "data": "three"},
+                {"channel": "bad name", "data": "three"},
                 {"channel": "chat:room-1", "data": "four", "id": "batch-4"}
             ]}),
         )

@@ -141,7 +141,7 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
     assert_eq!(r.json()["results"][1]["error"]["code"], "bad_request");
 
     // Invalid channel names.
-    for bad in ["a.b", "*", "%3E", "a%20b", "%24sys", "herald:x", ":x", "%C3%A9", &"c".repeat(256)] {
+    for bad in ["a%2Ab", "*", "%3E", "a%20b", "%24sys", "herald:x", ":x", "%C3%A9", &"c".repeat(256)] {
         let r = http.json("POST", &publish_url(&server, &app, bad), Some(&key), json!({"data": 1})).await?;
         expect(r, 400, "invalid_channel", bad);
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use common::TestDb;
 use herald_control_plane::keys;
-use herald_control_plane::store::{ApiKey, App, LimitOverrides, Namespace, SigningKey, Store, StoreError};
+use herald_control_plane::store::{
+    ApiKey, App, LimitOverrides, Namespace, PusherSettings, SigningKey, Store, StoreError,
+};
 use herald_proto::{AppId, Capabilities, KeyId, NamespaceName, bus};
 
 fn app(id: &str) -> App {
@@ -17,6 +19,7 @@ fn app(id: &str) -> App {
         limits: LimitOverrides { max_connections: Some(10), max_message_bytes: None, publish_rate_per_sec: Some(5) },
         allowed_origins: vec!["https://example.com".into()],
         created_at_ms: 1_000,
+        pusher: PusherSettings::default(),
     }
 }
 
@@ -29,6 +32,7 @@ fn key(app: &str, id: &str, at: i64) -> ApiKey {
         secret_hash: keys::hash_secret("s"),
         created_at_ms: at,
         revoked_at_ms: None,
+        pusher_secret: None,
     }
 }
 
@@ -106,6 +110,38 @@ async fn suite(store: Store) -> Result<()> {
     assert!(store.get_key(&KeyId::new("k3")?).await?.is_some());
     let rev = store.revocations(0, 10).await?;
     assert_eq!(rev, [(AppId::new("a1")?, None, 300), (AppId::new("a2")?, Some(KeyId::new("k3")?), 150)], "{backend}");
+
+    // Pusher settings and Pusher secrets (migration 0005): stored as given;
+    // only the active keys with a secret are Pusher keys.
+    let mut pusher = app("p1");
+    pusher.pusher = PusherSettings {
+        enabled: true,
+        client_events: true,
+        presence_max_members: 100,
+        max_event_bytes: 2048,
+        subscription_count: true,
+        client_event_rate: 10,
+        batch_max: 5,
+    };
+    store.insert_app(&pusher).await?;
+    assert_eq!(store.get_app(&pusher.id).await?.expect("p1"), pusher, "{backend}");
+    pusher.pusher.enabled = false;
+    pusher.pusher.batch_max = 10;
+    assert!(store.update_app(&pusher).await?);
+    assert_eq!(store.get_app(&pusher.id).await?.expect("p1").pusher, pusher.pusher, "{backend}");
+    let mut pk = key("p1", "pk1", 10);
+    pk.pusher_secret = Some("0123456789abcdef0123456789abcdef".into());
+    store.insert_key(&pk).await?;
+    store.insert_key(&key("p1", "pk2", 20)).await?;
+    let mut revoked = key("p1", "pk3", 30);
+    revoked.pusher_secret = Some("ffffffffffffffffffffffffffffffff".into());
+    store.insert_key(&revoked).await?;
+    assert_eq!(store.get_key(&KeyId::new("pk1")?).await?.expect("pk1"), pk, "{backend}");
+    assert_eq!(store.list_pusher_keys(&pusher.id).await?.len(), 2);
+    store.revoke_key(&pusher.id, &KeyId::new("pk3")?, 40).await?;
+    assert_eq!(store.list_pusher_keys(&pusher.id).await?, vec![pk.clone()], "{backend}");
+    assert!(!format!("{pk:?}").contains("0123456789abcdef"), "Debug hides the Pusher secret");
+    assert!(store.delete_app(&pusher.id, 50, 0).await?);
 
     // Signing keys: one current; rotation retires it with an expiry.
     assert!(store.signing_keys(0).await?.is_empty());

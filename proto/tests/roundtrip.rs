@@ -252,6 +252,24 @@ fn api_messages() -> Vec<String> {
         limits: Some(limits),
         allowed_origins: vec!["https://example.com".into()],
         created_at_ms: 1,
+        pusher: Some(PusherSettings {
+            enabled: true,
+            client_events: true,
+            presence_max_members: 100,
+            max_event_bytes: 10_240,
+            subscription_count: true,
+            client_event_rate: 10,
+            batch_max: 10,
+        }),
+    };
+    let pusher_update = PusherSettingsUpdate {
+        enabled: Some(true),
+        client_events: None,
+        presence_max_members: Some(0),
+        max_event_bytes: Some(1),
+        subscription_count: Some(false),
+        client_event_rate: None,
+        batch_max: Some(5),
     };
     let cap = Capability { pattern: "chat:*".into(), operations: vec!["subscribe".into(), "publish".into()] };
     let key = ApiKey {
@@ -261,6 +279,7 @@ fn api_messages() -> Vec<String> {
         capabilities: vec![cap.clone()],
         created_at_ms: 2,
         revoked_at_ms: 3,
+        pusher: true,
     };
     let publish = PublishRequest {
         app_id: "app1".into(),
@@ -269,6 +288,7 @@ fn api_messages() -> Vec<String> {
         data: b("{}"),
         event: Some("e".into()),
         idempotency_id: Some("i".into()),
+        exclude_connection: Some("1.2".into()),
     };
     let response = PublishResponse {
         id: "m".into(),
@@ -297,6 +317,7 @@ fn api_messages() -> Vec<String> {
             limits: Some(limits),
             allowed_origins: vec!["o".into()],
             id: Some("app2".into()),
+            pusher: Some(pusher_update),
         }),
         rt(UpdateAppRequest {
             app_id: "a".into(),
@@ -307,7 +328,10 @@ fn api_messages() -> Vec<String> {
                 publish_rate_per_sec: None,
             }),
             allowed_origins: Some(AllowedOrigins { origins: vec![] }),
+            pusher: Some(pusher_update),
         }),
+        rt(pusher_update),
+        rt(app.pusher.unwrap_or_default()),
         rt(AllowedOrigins { origins: vec!["https://example.com".into()] }),
         rt(AppLimitsUpdate { max_connections: None, max_message_bytes: None, publish_rate_per_sec: Some(3) }),
         rt(RotateSigningKeysRequest { overlap_seconds: Some(0) }),
@@ -323,8 +347,12 @@ fn api_messages() -> Vec<String> {
         rt(DeleteAppResponse {}),
         rt(cap.clone()),
         rt(key.clone()),
-        rt(CreateKeyRequest { app_id: "a".into(), name: "n".into(), capabilities: vec![cap.clone()] }),
-        rt(CreateKeyResponse { key: Some(key.clone()), secret: "s".into() }),
+        rt(CreateKeyRequest { app_id: "a".into(), name: "n".into(), capabilities: vec![cap.clone()], pusher: true }),
+        rt(CreateKeyResponse {
+            key: Some(key.clone()),
+            secret: "s".into(),
+            pusher_secret: "0123456789abcdef0123456789abcdef".into(),
+        }),
         rt(ListKeysRequest { app_id: "a".into() }),
         rt(ListKeysResponse { keys: vec![key] }),
         rt(RevokeKeyRequest { app_id: "a".into(), key_id: "k".into() }),
@@ -381,6 +409,10 @@ fn api_messages() -> Vec<String> {
         rt(ListNamespacesResponse { namespaces: vec![namespace] }),
         rt(DeleteNamespaceRequest { app_id: "a".into(), name: "chat".into() }),
         rt(DeleteNamespaceResponse {}),
+        rt(PublishToUserRequest { app_id: "a".into(), user_id: "u".into(), data: b("d"), event: Some("e".into()) }),
+        rt(PublishToUserResponse { id: "m".into() }),
+        rt(TerminateUserRequest { app_id: "a".into(), user_id: "u".into() }),
+        rt(TerminateUserResponse {}),
     ]
 }
 

@@ -1,9 +1,12 @@
-//! The APIs: [`rest`] (axum) and [`grpc`] (tonic), served together on one
-//! port. HTTP/1.1 and h2c requests go to the REST routes; requests with
+//! The APIs: [`rest`] (axum), [`grpc`] (tonic) and [`pusher`] (Pusher's
+//! HTTP API, for apps in Pusher mode), served together on one port.
+//! HTTP/1.1 and h2c requests go to the REST routes (`/v1/…`, operations)
+//! and the Pusher routes (`/apps/{app_id}/…`); requests with
 //! `content-type: application/grpc` on a `/herald.api.v1.<Service>/<Method>`
 //! path go to the gRPC services.
 
 pub mod grpc;
+pub mod pusher;
 pub mod rest;
 
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use axum::Router;
 
 use crate::core::Core;
 
-/// The router serving both APIs.
+/// The router serving the three APIs.
 pub fn router(core: Arc<Core>) -> Router {
-    grpc::add_services(rest::router(core.clone()), core)
+    grpc::add_services(rest::router(core.clone()).merge(pusher::router(core.clone())), core)
 }

@@ -1,7 +1,9 @@
 //! Apps: create, list, read, change and delete them (admin only), with the
-//! checks of their names, limits and Origin allowlists. A change tells
-//! edges (`AppLimitsChanged`); a deletion drops the app's keys, history
-//! streams and caches and has edges close its connections (`AppDeleted`).
+//! checks of their names, limits, Origin allowlists and Pusher settings. A
+//! change tells edges (`AppLimitsChanged`, and `NamespacesChanged` when it
+//! touches the Pusher settings, which edges cache with the namespaces); a
+//! deletion drops the app's keys, history streams and caches and has edges
+//! close its connections (`AppDeleted`).
 
 use herald_bus::now_ms;
 use herald_proto::{AppId, ErrorCode, bus};
@@ -11,7 +13,8 @@ use crate::core::Core;
 use crate::error::ApiError;
 use crate::keys;
 use crate::services::checks::{check_name, parse_app_id, require_admin};
-use crate::store::{App, LimitOverrides, StoreError};
+use crate::services::pusher::PusherPatch;
+use crate::store::{App, LimitOverrides, PusherSettings, StoreError};
 
 /// Longest Origin in an allowlist, in bytes.
 pub const MAX_ORIGIN_BYTES: usize = 255;
@@ -25,6 +28,10 @@ pub struct AppSpec {
     pub limits: LimitOverrides,
     /// Exact Origin values; `Some(empty)` allows every origin.
     pub allowed_origins: Option<Vec<String>>,
+    /// Pusher settings to set: on creation the fields not given take their
+    /// defaults (Pusher mode off); on a change they stay. A whole
+    /// [`PusherSettings`] converts: `Some(settings.into())`.
+    pub pusher: Option<PusherPatch>,
 }
 
 fn check_origin(origin: &str) -> Result<(), ApiError> {
@@ -87,6 +94,7 @@ impl Core {
             limits: self.check_limits(&spec.limits)?,
             allowed_origins: origins,
             created_at_ms: now_ms(),
+            pusher: self.check_pusher(&spec.pusher.unwrap_or_default(), PusherSettings::default())?,
         };
         match self.store.insert_app(&app).await {
             Ok(()) => {}
@@ -96,6 +104,10 @@ impl Core {
             Err(e) => return Err(e.into()),
         }
         self.auth.evict_app(&app.id);
+        if app.pusher.enabled {
+            // An edge asked about this id before may hold "no such app".
+            self.namespaces_changed(&app.id).await;
+        }
         tracing::info!(app = %app.id, "app created");
         Ok(app)
     }
@@ -121,8 +133,8 @@ impl Core {
         self.store.get_app(&id).await?.ok_or_else(|| ApiError::not_found(format!("no app {:?}", id.as_str())))
     }
 
-    /// Changes an app's name, limits or Origin allowlist (admin); edges are
-    /// told to refetch.
+    /// Changes an app's name, limits, Origin allowlist or Pusher settings
+    /// (admin); edges are told to refetch.
     ///
     /// # Errors
     ///
@@ -142,6 +154,9 @@ impl Core {
             self.check_origins(&origins)?;
             app.allowed_origins = origins;
         }
+        if let Some(patch) = &spec.pusher {
+            app.pusher = self.check_pusher(patch, app.pusher)?;
+        }
         if !self.store.update_app(&app).await? {
             return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str())));
         }
@@ -153,6 +168,9 @@ impl Core {
             max_connections: limits.max_connections,
         });
         self.notify(kind).await;
+        if spec.pusher.is_some() {
+            self.namespaces_changed(&app.id).await;
+        }
         tracing::info!(app = %app.id, "app updated");
         Ok(app)
     }

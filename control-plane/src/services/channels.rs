@@ -1,6 +1,7 @@
-//! Channels: their history (read from the namespace's stream on the bus)
-//! and the app's occupied channels with their subscriber counts (from
-//! edges' reports), with the checks of who may read them.
+//! Channels: their history (read from the namespace's stream on the bus),
+//! the app's occupied channels with their subscriber counts, and the state
+//! of single channels (subscriptions and presence members, all from edges'
+//! reports, applied as they arrive), with the checks of who may read them.
 
 use herald_bus::BusError;
 use herald_proto::caps::Operation;
@@ -10,7 +11,7 @@ use prost::Message as _;
 use crate::auth::Principal;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::services::checks::{channel_reader, parse_app_id, require_app};
+use crate::services::checks::{channel_reader, parse_app_id, parse_channel, require_app};
 use crate::services::namespaces::keeps_history;
 
 /// The number of messages a history read returns when the request names
@@ -50,6 +51,24 @@ pub struct Occupancy {
     pub channels: Vec<(ChannelName, u64)>,
     /// Whether more channels matched than `max_channels_listed`.
     pub truncated: bool,
+}
+
+/// What is known of one channel now, from edges' reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelState {
+    /// Subscriptions across edges (a connection subscribed counts once).
+    pub subscriptions: u64,
+    /// For a channel with presence: its members (distinct client ids, or
+    /// Pusher user ids); `None` for a channel without presence.
+    pub members: Option<usize>,
+}
+
+impl ChannelState {
+    /// Whether anyone is subscribed.
+    #[must_use]
+    pub fn occupied(&self) -> bool {
+        self.subscriptions > 0 || self.members.is_some_and(|m| m > 0)
+    }
 }
 
 /// `not_enabled`: the channel's namespace does not turn `what` on.
@@ -134,6 +153,47 @@ impl Core {
             complete: page.complete && same_epoch,
             last_seq: page.last_seq,
         })
+    }
+
+    /// The state of `channels` of `app` (no access checks: the caller
+    /// checked them), in the same order.
+    ///
+    /// # Errors
+    ///
+    /// `unavailable` when a channel's namespace must be read and the
+    /// database is down.
+    pub async fn channel_states(&self, app: &AppId, channels: &[ChannelName]) -> Result<Vec<ChannelState>, ApiError> {
+        let counts: std::collections::HashMap<ChannelName, u64> = self.reports.channels(app).into_iter().collect();
+        let mut out = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let presence = self.channel_options(app, channel).await?.presence;
+            out.push(ChannelState {
+                subscriptions: counts.get(channel).copied().unwrap_or(0),
+                members: presence.then(|| self.reports.member_count(app, channel)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The state of one channel: subscriptions and (with presence) members.
+    /// A key needs some capability on the channel.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden` (another app's key, or none of its capabilities names
+    /// the channel), `invalid_channel`, `not_found` (app), `unavailable`.
+    pub async fn channel_state(&self, who: &Principal, app: &str, channel: &str) -> Result<ChannelState, ApiError> {
+        let app = parse_app_id(app)?;
+        let key = require_app(who, &app)?;
+        let channel = parse_channel(channel)?;
+        if let Some(key) = key
+            && !Operation::ALL.iter().any(|op| key.capabilities.allows(channel.as_str(), *op))
+        {
+            return Err(ApiError::forbidden(format!("the API key allows nothing on {:?}", channel.as_str())));
+        }
+        self.auth.app(&app).await?;
+        let mut states = self.channel_states(&app, std::slice::from_ref(&channel)).await?;
+        states.pop().ok_or_else(ApiError::internal)
     }
 
     /// The app's channels with subscribers, by name; with `prefix`, those

@@ -2,6 +2,11 @@
 //! list and revoke them (admin only). A revoked key stops working on this
 //! replica at once; edges close the connections holding tokens it minted
 //! (`KeyRevoked`).
+//!
+//! A key created with a Pusher secret ([`Core::create_pusher_key`]) also
+//! signs Pusher channel authorizations and Pusher HTTP API requests of its
+//! app; its creation sends `NamespacesChanged`, so edges learn the new
+//! secret with the app's Pusher settings.
 
 use herald_bus::now_ms;
 use herald_proto::{Capabilities, bus};
@@ -38,6 +43,42 @@ impl Core {
         name: &str,
         capabilities: Option<Capabilities>,
     ) -> Result<(ApiKey, String), ApiError> {
+        self.create_key_with(who, app, name, capabilities, false).await
+    }
+
+    /// Creates an API key with a Pusher secret (admin); returns the key,
+    /// the whole key (`hk_…`) and the Pusher secret. The Pusher secret is
+    /// stored (see [`crate::store`]); edges are told (`NamespacesChanged`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::create_key`].
+    pub async fn create_pusher_key(
+        &self,
+        who: &Principal,
+        app: &str,
+        name: &str,
+        capabilities: Option<Capabilities>,
+    ) -> Result<(ApiKey, String, String), ApiError> {
+        let (key, secret) = self.create_key_with(who, app, name, capabilities, true).await?;
+        let pusher_secret = key.pusher_secret.clone().ok_or_else(ApiError::internal)?;
+        Ok((key, secret, pusher_secret))
+    }
+
+    /// Creates an API key (admin), with a Pusher secret when `pusher`;
+    /// returns it with the whole secret, which is not kept.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::create_key`].
+    pub async fn create_key_with(
+        &self,
+        who: &Principal,
+        app: &str,
+        name: &str,
+        capabilities: Option<Capabilities>,
+        pusher: bool,
+    ) -> Result<(ApiKey, String), ApiError> {
         let app = self.get_app(who, app).await?;
         let name = check_name("name", name)?;
         let capabilities = capabilities.unwrap_or_else(Capabilities::all);
@@ -50,10 +91,12 @@ impl Core {
                 self.config.max_keys_per_app
             )));
         }
-        let new = keys::new_key().map_err(|_| {
+        let random_failed = |_| {
             tracing::error!("system random generator failed");
             ApiError::internal()
-        })?;
+        };
+        let new = keys::new_key().map_err(random_failed)?;
+        let pusher_secret = if pusher { Some(keys::new_pusher_secret().map_err(random_failed)?) } else { None };
         let key = ApiKey {
             id: new.id.clone(),
             app_id: app.id.clone(),
@@ -62,14 +105,18 @@ impl Core {
             secret_hash: new.secret_hash.clone(),
             created_at_ms: now_ms(),
             revoked_at_ms: None,
+            pusher_secret,
         };
         match self.store.insert_key(&key).await {
             Ok(()) => {}
             Err(StoreError::Missing(_)) => return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str()))),
             Err(e) => return Err(e.into()),
         }
-        self.auth.evict_key(&key.id);
-        tracing::info!(app = %app.id, key = %key.id, "api key created");
+        self.auth.evict_key(&key.id, &app.id);
+        if pusher {
+            self.namespaces_changed(&app.id).await;
+        }
+        tracing::info!(app = %app.id, key = %key.id, pusher, "api key created");
         Ok((key, new.key))
     }
 
@@ -97,7 +144,7 @@ impl Core {
         let Some(revoked_at_ms) = self.store.revoke_key(&app, &key, now_ms()).await? else {
             return Err(ApiError::not_found(format!("app {:?} has no key {:?}", app.as_str(), key.as_str())));
         };
-        self.auth.evict_key(&key);
+        self.auth.evict_key(&key, &app);
         let (at, until) = self.signer.revocation_bounds(revoked_at_ms);
         let kind = bus::control_event::Kind::KeyRevoked(bus::KeyRevoked {
             app_id: app.to_string(),

@@ -8,12 +8,15 @@
 //!   identifiers and texts.
 //! - [`limits`]: an app's limit overrides and the limits in force.
 //! - [`apps`]: create, list, read, change, delete apps.
-//! - [`keys`]: create, list, revoke API keys.
+//! - [`pusher`]: an app's Pusher mode: its settings, what edges get of it,
+//!   and who signed a Pusher HTTP API request.
+//! - [`keys`]: create (with a Pusher secret or not), list, revoke API keys.
 //! - [`tokens`]: minting tokens, rotating signing keys, the JWKS.
 //! - [`namespaces`]: channel namespaces and their history streams.
-//! - [`channels`]: channel history and occupied channels.
+//! - [`channels`]: channel history, occupied channels, a channel's state.
 //! - [`presence`]: the members of presence channels.
 //! - [`publish`]: publishing messages and batches.
+//! - [`users`]: events to every connection of a user, and closing them.
 
 pub mod apps;
 pub mod channels;
@@ -23,10 +26,14 @@ pub mod limits;
 pub mod namespaces;
 pub mod presence;
 pub mod publish;
+pub mod pusher;
 pub mod tokens;
+pub mod users;
 
 pub use apps::AppSpec;
-pub use channels::{History, HistoryMessage, Occupancy};
+pub use channels::{ChannelState, History, HistoryMessage, Occupancy};
 pub use keys::Revoked;
 pub use limits::EffectiveLimits;
 pub use presence::Presence;
+pub use publish::Draft;
+pub use pusher::{PusherCaller, PusherPatch};

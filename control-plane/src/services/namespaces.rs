@@ -2,7 +2,8 @@
 //! (presence, join/leave events, client publishes, history), their checks,
 //! the history streams they own on the bus, the lookups the publish path
 //! and channel reads make (through [`crate::namespace_cache`]), and the
-//! answers to edges' namespace requests.
+//! answers to edges' namespace requests (with the app's Pusher settings,
+//! from [`crate::services::pusher`]).
 //!
 //! A channel `ns:rest` belongs to namespace `ns` when `ns` is a valid
 //! [`herald_proto::NamespaceName`]; every other channel (and every channel
@@ -260,7 +261,9 @@ impl Core {
         failed
     }
 
-    async fn namespaces_changed(&self, app: &AppId) {
+    /// Tells edges and other replicas to drop what they cached of the app's
+    /// namespaces and Pusher settings (`NamespacesChanged`).
+    pub(crate) async fn namespaces_changed(&self, app: &AppId) {
         self.namespaces.evict(app);
         let kind = bus::control_event::Kind::NamespacesChanged(bus::NamespacesChanged { app_id: app.to_string() });
         self.notify(kind).await;
@@ -326,6 +329,17 @@ pub(crate) struct Source(pub(crate) Weak<Core>);
 impl NamespaceSource for Source {
     fn history_bounds(&self) -> StreamBounds {
         self.0.upgrade().map_or(StreamBounds::DEFAULT, |core| core.stream_bounds())
+    }
+
+    fn pusher_app(&self, app: AppId) -> BoxFuture<'static, Result<Option<bus::PusherApp>, String>> {
+        let core = self.0.clone();
+        Box::pin(async move {
+            let Some(core) = core.upgrade() else { return Err("the control plane is shutting down".to_owned()) };
+            core.pusher_app(&app).await.map_err(|e| {
+                tracing::warn!(app = %app, error = %e, "Pusher settings request failed");
+                format!("the control plane's store is unavailable: {e}")
+            })
+        })
     }
 
     fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {

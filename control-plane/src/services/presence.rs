@@ -1,6 +1,7 @@
-//! Presence: the members of a channel whose namespace turns presence on,
-//! counted per client id across connections and edges (from edges'
-//! reports), in pages by client id.
+//! Presence: the members of a channel whose namespace turns presence on
+//! (or named `presence-…`), counted per client id across connections and
+//! edges (from edges' reports), in pages by client id, or all their ids at
+//! once (the Pusher HTTP API's user list).
 
 use herald_bus::presence::{MAX_MEMBERS_PAGE, Member};
 use herald_proto::ChannelName;
@@ -58,5 +59,23 @@ impl Core {
         }
         let page = self.reports.members_page(&app, &channel, after.unwrap_or_default(), limit);
         Ok(Presence { channel, members: page.members, next: page.next, total: page.total })
+    }
+
+    /// Every member's client id (a Pusher user id), by id. The channel
+    /// holds at most `presence_max_per_channel` entries.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::presence`].
+    pub async fn member_ids(&self, who: &Principal, app: &str, channel: &str) -> Result<Vec<String>, ApiError> {
+        let mut page = self.presence(who, app, channel, None, None).await?;
+        let (app, channel) = (app.to_owned(), page.channel.clone());
+        let mut ids: Vec<String> = Vec::with_capacity(page.total);
+        loop {
+            ids.extend(page.members.into_iter().map(|m| m.client_id));
+            let Some(after) = page.next else { break };
+            page = self.presence(who, &app, channel.as_str(), Some(&after), None).await?;
+        }
+        Ok(ids)
     }
 }

@@ -1,7 +1,9 @@
 //! Publishing through the APIs: who may publish where, what a message and
-//! a batch may hold (channels, size, event name, idempotency id), and the
-//! app's limits; then the channels with history are marked and the
-//! [`Publisher`](crate::publish::Publisher) puts the messages on the bus.
+//! a batch may hold (channels, size, event name, idempotency id, the
+//! connection it skips), and the app's limits; then the channels with
+//! history are marked and the [`Publisher`](crate::publish::Publisher) puts
+//! the messages on the bus. Herald's REST and gRPC APIs and the Pusher HTTP
+//! API all publish through here.
 
 use bytes::Bytes;
 use herald_proto::AppId;
@@ -15,6 +17,57 @@ use crate::publish::{Prepared, PublishLimits, Published};
 use crate::services::checks::{check_text, parse_app_id, parse_channel, require_app};
 use crate::services::limits::EffectiveLimits;
 use crate::store::ApiKey;
+
+/// Longest event name the Pusher HTTP API takes (Pusher's own limit;
+/// Herald's APIs take [`MAX_EVENT_NAME_LEN`]).
+pub const PUSHER_MAX_EVENT_NAME_LEN: usize = 200;
+
+/// One message as a caller gives it, before the checks.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    /// The payload.
+    pub data: Bytes,
+    /// Event name.
+    pub event: Option<String>,
+    /// Idempotency id; becomes the message id.
+    pub idempotency_id: Option<String>,
+    /// The connection that must not receive the message: a Pusher
+    /// `socket_id` or a Herald connection id, both `<digits>.<digits>`.
+    pub exclude_connection: Option<String>,
+}
+
+/// Whether `id` is shaped like a connection id (`^\d+\.\d+$`, the form
+/// of Pusher's `socket_id`).
+#[must_use]
+pub fn is_connection_id(id: &str) -> bool {
+    let Some((a, b)) = id.split_once('.') else { return false };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|c| c.is_ascii_digit());
+    digits(a) && digits(b)
+}
+
+/// Checks a connection to exclude.
+///
+/// # Errors
+///
+/// `bad_request` when it is not `<digits>.<digits>`.
+pub fn check_exclusion(field: &str, id: Option<&str>) -> Result<(), ApiError> {
+    match id {
+        Some(id) if !is_connection_id(id) => Err(ApiError::bad_request(format!(
+            "`{field}` {:?} is not a connection id like \"1234.5678\"",
+            id.chars().take(64).collect::<String>()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks an event name against `max` bytes.
+///
+/// # Errors
+///
+/// `bad_request`.
+pub fn check_event_name(event: Option<&str>, max: usize) -> Result<(), ApiError> {
+    event.map_or(Ok(()), |e| check_text("name", e, max))
+}
 
 /// The channels of a message that names `channel` or `channels` (exactly
 /// one of them).
@@ -32,6 +85,22 @@ pub fn message_channels<'a>(
         (Some(_), Some(_)) => Err(ApiError::bad_request("give `channel` or `channels`, not both")),
         (None, None) => Err(ApiError::bad_request("give `channel` or `channels`")),
     }
+}
+
+/// Refuses a payload over the app's message size.
+///
+/// # Errors
+///
+/// `too_large`.
+pub fn check_payload(limits: &EffectiveLimits, data: &[u8]) -> Result<(), ApiError> {
+    if data.len() > limits.max_message_bytes as usize {
+        return Err(ApiError::too_large(format!(
+            "the message is {} bytes; this app allows at most {}",
+            data.len(),
+            limits.max_message_bytes
+        )));
+    }
+    Ok(())
 }
 
 impl Core {
@@ -63,9 +132,23 @@ impl Core {
         key: Option<&ApiKey>,
         limits: &EffectiveLimits,
         channels: &[&str],
-        data: Bytes,
-        event: Option<String>,
-        idempotency_id: Option<String>,
+        draft: Draft,
+    ) -> Result<Prepared, ApiError> {
+        self.prepare_with(key, limits, channels, draft, MAX_EVENT_NAME_LEN)
+    }
+
+    /// [`Self::prepare`], with event names of up to `max_event_name` bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::prepare`].
+    pub fn prepare_with(
+        &self,
+        key: Option<&ApiKey>,
+        limits: &EffectiveLimits,
+        channels: &[&str],
+        draft: Draft,
+        max_event_name: usize,
     ) -> Result<Prepared, ApiError> {
         if channels.is_empty() {
             return Err(ApiError::bad_request("give `channel` or a non-empty `channels`"));
@@ -92,20 +175,20 @@ impl Core {
                 names.push(name);
             }
         }
-        if data.len() > limits.max_message_bytes as usize {
-            return Err(ApiError::too_large(format!(
-                "the message is {} bytes; this app allows at most {}",
-                data.len(),
-                limits.max_message_bytes
-            )));
-        }
-        if let Some(e) = &event {
-            check_text("name", e, MAX_EVENT_NAME_LEN)?;
-        }
-        if let Some(id) = &idempotency_id {
+        check_payload(limits, &draft.data)?;
+        check_event_name(draft.event.as_deref(), max_event_name)?;
+        if let Some(id) = &draft.idempotency_id {
             check_text("id", id, MAX_MESSAGE_ID_LEN)?;
         }
-        Ok(Prepared { channels: names, data, event, idempotency_id, history: Vec::new() })
+        check_exclusion("exclude_connection", draft.exclude_connection.as_deref())?;
+        Ok(Prepared {
+            channels: names,
+            data: draft.data,
+            event: draft.event,
+            idempotency_id: draft.idempotency_id,
+            exclude_connection: draft.exclude_connection,
+            history: Vec::new(),
+        })
     }
 
     /// The caller's key (if any) and the app's limits, for publishing.
@@ -135,12 +218,10 @@ impl Core {
         who: &Principal,
         app: &str,
         channels: &[&str],
-        data: Bytes,
-        event: Option<String>,
-        idempotency_id: Option<String>,
+        draft: Draft,
     ) -> Result<Published, ApiError> {
         let (app, key, limits) = self.publish_context(who, app).await?;
-        let msg = self.prepare(key, &limits, channels, data, event, idempotency_id)?;
+        let msg = self.prepare(key, &limits, channels, draft)?;
         self.publish_one(&app, &limits, msg).await
     }
 

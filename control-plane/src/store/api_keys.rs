@@ -1,5 +1,12 @@
 //! The `api_keys` table: API keys of apps, stored without their secrets
-//! (only the SHA-256 of the secret part).
+//! (only the SHA-256 of the secret part), and the Pusher secrets of the keys
+//! that have one.
+//!
+//! A Pusher secret is stored in the clear, unlike the key's own secret:
+//! Pusher's request and channel signatures are HMAC-SHA256 keyed with it,
+//! so checking one needs the secret itself, not a hash. It is never logged
+//! and never listed; it reaches edges only inside the app's Pusher settings
+//! (`bus::PusherApp`), to check channel authorizations.
 
 use std::fmt;
 
@@ -25,6 +32,8 @@ pub struct ApiKey {
     pub created_at_ms: i64,
     /// Revocation time, Unix ms; `None` while active.
     pub revoked_at_ms: Option<i64>,
+    /// The key's Pusher secret, when it has one.
+    pub pusher_secret: Option<String>,
 }
 
 impl fmt::Debug for ApiKey {
@@ -36,6 +45,7 @@ impl fmt::Debug for ApiKey {
             .field("capabilities", &self.capabilities)
             .field("created_at_ms", &self.created_at_ms)
             .field("revoked_at_ms", &self.revoked_at_ms)
+            .field("pusher", &self.pusher_secret.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -55,13 +65,14 @@ macro_rules! key_from_row {
             secret_hash: row.try_get("secret_hash")?,
             created_at_ms: row.try_get("created_at_ms")?,
             revoked_at_ms: row.try_get("revoked_at_ms")?,
+            pusher_secret: row.try_get("pusher_secret")?,
         }
     }};
 }
 
 macro_rules! key_columns {
     () => {
-        "id, app_id, name, capabilities, secret_hash, created_at_ms, revoked_at_ms"
+        "id, app_id, name, capabilities, secret_hash, created_at_ms, revoked_at_ms, pusher_secret"
     };
 }
 
@@ -77,8 +88,7 @@ impl Store {
     /// [`StoreError::Missing`] when the app does not exist,
     /// [`StoreError::Conflict`] when the id is taken.
     pub async fn insert_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        let sql = "INSERT INTO api_keys (id, app_id, name, capabilities, secret_hash, created_at_ms, revoked_at_ms) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let sql = concat!("INSERT INTO api_keys (", key_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
         with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(key.id.as_str())
@@ -88,6 +98,7 @@ impl Store {
                 .bind(&key.secret_hash)
                 .bind(key.created_at_ms)
                 .bind(key.revoked_at_ms)
+                .bind(key.pusher_secret.as_deref())
                 .execute(pool)
                 .await?;
         });
@@ -117,6 +128,28 @@ impl Store {
     /// Database errors; [`StoreError::Corrupt`] for an unreadable row.
     pub async fn list_keys(&self, app: &AppId) -> Result<Vec<ApiKey>, StoreError> {
         let sql = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE app_id = $1 ORDER BY created_at_ms, id");
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(app.as_str()).fetch_all(pool).await?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in &rows {
+                keys.push(key_from_row!(row));
+            }
+            Ok(keys)
+        })
+    }
+
+    /// The active keys of an app that have a Pusher secret, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn list_pusher_keys(&self, app: &AppId) -> Result<Vec<ApiKey>, StoreError> {
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE app_id = $1 AND revoked_at_ms IS NULL AND pusher_secret IS NOT NULL \
+             ORDER BY created_at_ms, id"
+        );
         with_pool!(self, pool => {
             let rows = sqlx::query(sql).bind(app.as_str()).fetch_all(pool).await?;
             let mut keys = Vec::with_capacity(rows.len());

@@ -1,4 +1,5 @@
-//! The `apps` table: apps (tenants), their limits and Origin allowlists.
+//! The `apps` table: apps (tenants), their limits, Origin allowlists and
+//! Pusher settings.
 //!
 //! Deleting an app takes its rows in `api_keys` and `namespaces` with it and
 //! leaves a tombstone in `deleted_apps`, in one transaction.
@@ -19,6 +20,50 @@ pub struct LimitOverrides {
     pub publish_rate_per_sec: Option<u32>,
 }
 
+/// `data` bytes a Pusher event may carry unless an app says otherwise
+/// (Pusher's own limit).
+pub const DEFAULT_PUSHER_MAX_EVENT_BYTES: u32 = 10_240;
+
+/// Events in one Pusher `batch_events` request unless an app says otherwise
+/// (Pusher's own limit).
+pub const DEFAULT_PUSHER_BATCH_MAX: u32 = 10;
+
+/// How an app speaks Pusher's protocol: clients on edges (Channels protocol
+/// 7) and backends on the control plane's Pusher HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PusherSettings {
+    /// Pusher mode is on: edges accept Pusher clients at `/app/{app id}` and
+    /// the Pusher HTTP API serves the app.
+    pub enabled: bool,
+    /// Clients may send `client-` events on private and presence channels.
+    pub client_events: bool,
+    /// Most users in one presence channel; 0: the edge's default.
+    pub presence_max_members: u32,
+    /// Largest event `data`, in bytes.
+    pub max_event_bytes: u32,
+    /// Subscribers receive `pusher_internal:subscription_count` events.
+    pub subscription_count: bool,
+    /// Client events one connection may send per second; 0: the edge's
+    /// default.
+    pub client_event_rate: u32,
+    /// Most events in one `batch_events` request.
+    pub batch_max: u32,
+}
+
+impl Default for PusherSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            client_events: false,
+            presence_max_members: 0,
+            max_event_bytes: DEFAULT_PUSHER_MAX_EVENT_BYTES,
+            subscription_count: false,
+            client_event_rate: 0,
+            batch_max: DEFAULT_PUSHER_BATCH_MAX,
+        }
+    }
+}
+
 /// An app (tenant).
 #[derive(Debug, Clone, PartialEq)]
 pub struct App {
@@ -32,6 +77,8 @@ pub struct App {
     pub allowed_origins: Vec<String>,
     /// Creation time, Unix ms.
     pub created_at_ms: i64,
+    /// Pusher mode and its settings.
+    pub pusher: PusherSettings,
 }
 
 macro_rules! app_from_row {
@@ -50,14 +97,38 @@ macro_rules! app_from_row {
             allowed_origins: serde_json::from_str(&origins)
                 .map_err(|e| StoreError::Corrupt(format!("allowed_origins of app {id}: {e}")))?,
             created_at_ms: row.try_get("created_at_ms")?,
+            pusher: PusherSettings {
+                enabled: row.try_get("pusher_enabled")?,
+                client_events: row.try_get("pusher_client_events")?,
+                presence_max_members: stored_u32(
+                    &id,
+                    "pusher_presence_max_members",
+                    row.try_get("pusher_presence_max_members")?,
+                )?,
+                max_event_bytes: stored_u32(&id, "pusher_max_event_bytes", row.try_get("pusher_max_event_bytes")?)?,
+                subscription_count: row.try_get("pusher_subscription_count")?,
+                client_event_rate: stored_u32(
+                    &id,
+                    "pusher_client_event_rate",
+                    row.try_get("pusher_client_event_rate")?,
+                )?,
+                batch_max: stored_u32(&id, "pusher_batch_max", row.try_get("pusher_batch_max")?)?,
+            },
         }
     }};
 }
 
 macro_rules! app_columns {
     () => {
-        "id, name, max_connections, max_message_bytes, publish_rate_per_sec, allowed_origins, created_at_ms"
+        "id, name, max_connections, max_message_bytes, publish_rate_per_sec, allowed_origins, created_at_ms, \
+         pusher_enabled, pusher_client_events, pusher_presence_max_members, pusher_max_event_bytes, \
+         pusher_subscription_count, pusher_client_event_rate, pusher_batch_max"
     };
+}
+
+/// A non-null `BIGINT` setting as `u32`.
+fn stored_u32(app: &str, column: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v} of app {app}")))
 }
 
 fn origins_json(origins: &[String]) -> String {
@@ -71,8 +142,11 @@ impl Store {
     ///
     /// [`StoreError::Conflict`] when the id is taken.
     pub async fn insert_app(&self, app: &App) -> Result<(), StoreError> {
-        let sql = "INSERT INTO apps (id, name, max_connections, max_message_bytes, publish_rate_per_sec, \
-                   allowed_origins, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let sql = concat!(
+            "INSERT INTO apps (",
+            app_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        );
         with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(app.id.as_str())
@@ -82,21 +156,30 @@ impl Store {
                 .bind(app.limits.publish_rate_per_sec.map(i64::from))
                 .bind(origins_json(&app.allowed_origins))
                 .bind(app.created_at_ms)
+                .bind(app.pusher.enabled)
+                .bind(app.pusher.client_events)
+                .bind(i64::from(app.pusher.presence_max_members))
+                .bind(i64::from(app.pusher.max_event_bytes))
+                .bind(app.pusher.subscription_count)
+                .bind(i64::from(app.pusher.client_event_rate))
+                .bind(i64::from(app.pusher.batch_max))
                 .execute(pool)
                 .await?;
         });
         Ok(())
     }
 
-    /// Replaces an app's name, limits and Origin allowlist. Returns false
-    /// when no such app exists.
+    /// Replaces an app's name, limits, Origin allowlist and Pusher settings.
+    /// Returns false when no such app exists.
     ///
     /// # Errors
     ///
     /// Database errors.
     pub async fn update_app(&self, app: &App) -> Result<bool, StoreError> {
         let sql = "UPDATE apps SET name = $2, max_connections = $3, max_message_bytes = $4, \
-                   publish_rate_per_sec = $5, allowed_origins = $6 WHERE id = $1";
+                   publish_rate_per_sec = $5, allowed_origins = $6, pusher_enabled = $7, pusher_client_events = $8, \
+                   pusher_presence_max_members = $9, pusher_max_event_bytes = $10, pusher_subscription_count = $11, \
+                   pusher_client_event_rate = $12, pusher_batch_max = $13 WHERE id = $1";
         let n = with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(app.id.as_str())
@@ -105,6 +188,13 @@ impl Store {
                 .bind(app.limits.max_message_bytes.map(i64::from))
                 .bind(app.limits.publish_rate_per_sec.map(i64::from))
                 .bind(origins_json(&app.allowed_origins))
+                .bind(app.pusher.enabled)
+                .bind(app.pusher.client_events)
+                .bind(i64::from(app.pusher.presence_max_members))
+                .bind(i64::from(app.pusher.max_event_bytes))
+                .bind(app.pusher.subscription_count)
+                .bind(i64::from(app.pusher.client_event_rate))
+                .bind(i64::from(app.pusher.batch_max))
                 .execute(pool)
                 .await?
                 .rows_affected()

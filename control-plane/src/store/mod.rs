@@ -13,15 +13,19 @@
 //!
 //! # Layout
 //!
-//! - `apps`: [`App`], [`LimitOverrides`]; deleting an app.
-//! - `api_keys`: [`ApiKey`], stored without its secret.
+//! - `apps`: [`App`], [`LimitOverrides`], [`PusherSettings`]; deleting an
+//!   app.
+//! - `api_keys`: [`ApiKey`], stored without its secret (with its Pusher
+//!   secret, if any).
 //! - `signing_keys`: [`SigningKey`], the current one and those retiring.
 //! - `namespaces`: [`Namespace`], channel options per app.
 //! - `idempotency`: [`IdempotencyClaim`], publish ids shared by replicas.
 //! - `deleted_apps`: tombstones of deleted apps, and the revocation list.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
-//! text. API key secrets are never stored, only their SHA-256.
+//! text. API key secrets are never stored, only their SHA-256; a key's
+//! Pusher secret, when it has one, is stored as it is (Pusher's signatures
+//! are HMACs: checking them needs the secret).
 
 use std::fmt;
 use std::str::FromStr;
@@ -110,7 +114,7 @@ mod namespaces;
 mod signing_keys;
 
 pub use api_keys::ApiKey;
-pub use apps::{App, LimitOverrides};
+pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, LimitOverrides, PusherSettings};
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;

@@ -390,3 +390,254 @@ pub async fn local_server(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Result
     let server = Server::start_with(db, Bus::local(&bus), subjects(), tweak).await?;
     Ok((server, edge))
 }
+
+// ----- what the bus delivers to an edge -------------------------------------------
+
+/// Collects what a bus handle delivers: channel messages and control
+/// events.
+#[derive(Default)]
+pub struct Collect {
+    pub messages: std::sync::Mutex<Vec<herald_proto::bus::ChannelMessage>>,
+    pub control: std::sync::Mutex<Vec<herald_proto::bus::ControlEvent>>,
+}
+
+impl herald_bus::Sink for Collect {
+    fn deliver(
+        &self,
+        _app: &herald_proto::AppId,
+        _channel: &herald_proto::ChannelName,
+        _subscription: u64,
+        payload: Bytes,
+        _position: Option<&herald_bus::Position>,
+    ) {
+        use prost::Message as _;
+        if let Ok(m) = herald_proto::bus::ChannelMessage::decode(payload) {
+            self.messages.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+        }
+    }
+
+    fn control(&self, event: herald_proto::bus::ControlEvent) {
+        self.control.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+impl Collect {
+    /// Waits (up to 3 s) for a channel message that `matches`, and returns it.
+    pub async fn message(
+        &self,
+        matches: impl Fn(&herald_proto::bus::ChannelMessage) -> bool,
+    ) -> Result<herald_proto::bus::ChannelMessage> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(m) = self.messages.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|m| matches(m)) {
+                return Ok(m.clone());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no such channel message arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits (up to 3 s) for a control event whose kind `matches`.
+    pub async fn control_event<T>(
+        &self,
+        matches: impl Fn(&herald_proto::bus::control_event::Kind) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let found = self
+                .control
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find_map(|e| e.kind.as_ref().and_then(&matches));
+            if let Some(found) = found {
+                return Ok(found);
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "no such control event arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether a `NamespacesChanged` for `app` arrived; forgets the control
+    /// events seen so far.
+    pub fn take_namespaces_changed(&self, app: &str) -> bool {
+        let mut control = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = control.iter().any(|e| {
+            matches!(&e.kind, Some(herald_proto::bus::control_event::Kind::NamespacesChanged(n)) if n.app_id == app)
+        });
+        control.clear();
+        seen
+    }
+}
+
+/// A control plane with PostgreSQL on the in-process bus, and an edge-side
+/// handle on that bus collecting what it delivers.
+pub async fn pg_local_server(tweak: impl FnOnce(&mut Config)) -> Result<(Server, Bus, Arc<Collect>)> {
+    let (server, edge) = local_server(TestDb::postgres().await?, tweak).await?;
+    let collect = Arc::new(Collect::default());
+    edge.attach(collect.clone()).await?;
+    Ok((server, edge, collect))
+}
+
+// ----- Pusher apps and signed Pusher HTTP API requests ------------------------------
+
+/// An app in Pusher mode and an API key of it with a Pusher secret.
+#[derive(Debug, Clone)]
+pub struct PusherApp {
+    pub app: String,
+    pub key_id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+/// Creates an app with `pusher` settings and a key with a Pusher secret
+/// (and `caps`, everything when `None`).
+pub async fn pusher_app(http: &Http, server: &Server, pusher: Value, caps: Option<Value>) -> Result<PusherApp> {
+    let body = serde_json::json!({"name": "pusher app", "pusher": pusher});
+    let r = http.json("POST", &server.url("/v1/apps"), Some(ADMIN), body).await?;
+    anyhow::ensure!(r.status == 201, "create app: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    let app = r.json()["id"].as_str().context("app id")?.to_owned();
+    let secret = pusher_key(http, server, &app, caps).await?;
+    Ok(PusherApp { app, key_id: secret.0, key: secret.1, secret: secret.2 })
+}
+
+/// Creates a key with a Pusher secret; returns (key id, key, Pusher secret).
+pub async fn pusher_key(
+    http: &Http,
+    server: &Server,
+    app: &str,
+    caps: Option<Value>,
+) -> Result<(String, String, String)> {
+    let mut body = serde_json::json!({"name": "pusher backend", "pusher": true});
+    if let Some(caps) = caps {
+        body["capabilities"] = caps;
+    }
+    let r = http.json("POST", &server.url(&format!("/v1/apps/{app}/keys")), Some(ADMIN), body).await?;
+    anyhow::ensure!(r.status == 201, "create key: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    Ok((
+        j["id"].as_str().context("key id")?.to_owned(),
+        j["key"].as_str().context("key")?.to_owned(),
+        j["pusher_secret"].as_str().context("pusher secret")?.to_owned(),
+    ))
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Percent-encodes a query value (what is not unreserved, or a comma).
+pub fn query_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One Pusher HTTP API request, signed as a Pusher server library signs
+/// it, with knobs to break the signature.
+pub struct Signing<'a> {
+    pub method: &'a str,
+    /// The path signed, e.g. `/apps/a1/events` (unencoded).
+    pub path: &'a str,
+    /// The path requested, when it differs (percent-encoded).
+    pub url_path: Option<&'a str>,
+    pub params: Vec<(&'a str, String)>,
+    pub body: Option<Vec<u8>>,
+    pub key: &'a str,
+    pub secret: &'a str,
+    pub timestamp: u64,
+    /// `body_md5` to send instead of the body's.
+    pub body_md5: Option<String>,
+    /// Parameters left out of the request after signing.
+    pub drop: Vec<&'a str>,
+}
+
+impl<'a> Signing<'a> {
+    pub fn new(method: &'a str, path: &'a str, pusher: &'a PusherApp) -> Self {
+        Self {
+            method,
+            path,
+            url_path: None,
+            params: Vec::new(),
+            body: None,
+            key: &pusher.app,
+            secret: &pusher.secret,
+            timestamp: unix_now(),
+            body_md5: None,
+            drop: Vec::new(),
+        }
+    }
+
+    pub fn json(mut self, body: &Value) -> Self {
+        self.body = serde_json::to_vec(body).ok();
+        self
+    }
+
+    pub fn param(mut self, k: &'a str, v: &str) -> Self {
+        self.params.push((k, v.to_owned()));
+        self
+    }
+
+    /// The URL path and query.
+    pub fn uri(&self) -> String {
+        let ts = self.timestamp.to_string();
+        let md5 = self
+            .body_md5
+            .clone()
+            .unwrap_or_else(|| herald_proto::pusher::body_md5(self.body.as_deref().unwrap_or(b"")));
+        let mut all: Vec<(&str, String)> =
+            vec![("auth_key", self.key.to_owned()), ("auth_timestamp", ts), ("auth_version", "1.0".to_owned())];
+        if self.body.is_some() {
+            all.push(("body_md5", md5));
+        }
+        all.extend(self.params.iter().cloned());
+        let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let signature = herald_proto::pusher::sign_request(self.secret, self.method, self.path, &pairs);
+        all.push(("auth_signature", signature));
+        let query: Vec<String> = all
+            .iter()
+            .filter(|(k, _)| !self.drop.contains(k))
+            .map(|(k, v)| format!("{k}={}", query_encode(v)))
+            .collect();
+        format!("{}?{}", self.url_path.unwrap_or(self.path), query.join("&"))
+    }
+
+    pub async fn send(&self, http: &Http, server: &Server) -> Result<Reply> {
+        let body = self.body.clone().map(Bytes::from);
+        http.send(self.method, &server.url(&self.uri()), None, body).await
+    }
+}
+
+/// Signs and sends a Pusher HTTP API request with `pusher`'s secret.
+pub async fn pusher_send(
+    http: &Http,
+    server: &Server,
+    pusher: &PusherApp,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: Option<Value>,
+) -> Result<Reply> {
+    let mut s = Signing::new(method, path, pusher);
+    for (k, v) in params {
+        s = s.param(k, v);
+    }
+    if let Some(b) = &body {
+        s = s.json(b);
+    }
+    s.send(http, server).await
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}

@@ -1,4 +1,5 @@
-//! gRPC `AdminService`: apps, API keys and signing-key rotation (admin).
+//! gRPC `AdminService`: apps (with their Pusher settings), API keys (with
+//! or without a Pusher secret) and signing-key rotation (admin).
 
 use herald_proto::Capabilities;
 use herald_proto::api::admin_service_server::AdminService;
@@ -8,8 +9,8 @@ use tonic::{Request, Response as GrpcResponse, Status};
 use super::Grpc;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::services::AppSpec;
-use crate::store::{ApiKey, App, LimitOverrides};
+use crate::services::{AppSpec, PusherPatch};
+use crate::store::{ApiKey, App, LimitOverrides, PusherSettings};
 
 pub(super) fn caps_from_pb(caps: &[pb::Capability]) -> Result<Option<Capabilities>, ApiError> {
     if caps.is_empty() {
@@ -38,6 +39,30 @@ fn limits_from_pb(l: Option<pb::AppLimits>) -> LimitOverrides {
     }
 }
 
+fn pusher_from_pb(p: Option<pb::PusherSettingsUpdate>) -> Option<PusherPatch> {
+    p.map(|p| PusherPatch {
+        enabled: p.enabled,
+        client_events: p.client_events,
+        presence_max_members: p.presence_max_members,
+        max_event_bytes: p.max_event_bytes,
+        subscription_count: p.subscription_count,
+        client_event_rate: p.client_event_rate,
+        batch_max: p.batch_max,
+    })
+}
+
+fn pusher_to_pb(s: &PusherSettings) -> pb::PusherSettings {
+    pb::PusherSettings {
+        enabled: s.enabled,
+        client_events: s.client_events,
+        presence_max_members: s.presence_max_members,
+        max_event_bytes: s.max_event_bytes,
+        subscription_count: s.subscription_count,
+        client_event_rate: s.client_event_rate,
+        batch_max: s.batch_max,
+    }
+}
+
 fn app_to_pb(core: &Core, app: &App) -> pb::App {
     let l = core.effective_limits(app);
     pb::App {
@@ -50,6 +75,7 @@ fn app_to_pb(core: &Core, app: &App) -> pb::App {
         }),
         allowed_origins: app.allowed_origins.clone(),
         created_at_ms: app.created_at_ms,
+        pusher: Some(pusher_to_pb(&app.pusher)),
     }
 }
 
@@ -61,6 +87,7 @@ fn key_to_pb(key: &ApiKey) -> pb::ApiKey {
         capabilities: caps_to_pb(&key.capabilities),
         created_at_ms: key.created_at_ms,
         revoked_at_ms: key.revoked_at_ms.unwrap_or(0),
+        pusher: key.pusher_secret.is_some(),
     }
 }
 
@@ -69,8 +96,12 @@ impl AdminService for Grpc {
     async fn create_app(&self, req: Request<pb::CreateAppRequest>) -> Result<GrpcResponse<pb::App>, Status> {
         let who = self.caller(&req).await?;
         let r = req.into_inner();
-        let spec =
-            AppSpec { name: Some(r.name), limits: limits_from_pb(r.limits), allowed_origins: Some(r.allowed_origins) };
+        let spec = AppSpec {
+            name: Some(r.name),
+            limits: limits_from_pb(r.limits),
+            allowed_origins: Some(r.allowed_origins),
+            pusher: pusher_from_pb(r.pusher),
+        };
         let app = self.core.create_app(&who, r.id.as_deref(), spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
     }
@@ -103,8 +134,9 @@ impl AdminService for Grpc {
         let who = self.caller(&req).await?;
         let r = req.into_inner();
         let caps = caps_from_pb(&r.capabilities)?;
-        let (key, secret) = self.core.create_key(&who, &r.app_id, &r.name, caps).await?;
-        Ok(GrpcResponse::new(pb::CreateKeyResponse { key: Some(key_to_pb(&key)), secret }))
+        let (key, secret) = self.core.create_key_with(&who, &r.app_id, &r.name, caps, r.pusher).await?;
+        let pusher_secret = key.pusher_secret.clone().unwrap_or_default();
+        Ok(GrpcResponse::new(pb::CreateKeyResponse { key: Some(key_to_pb(&key)), secret, pusher_secret }))
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<GrpcResponse<pb::ListKeysResponse>, Status> {
@@ -134,7 +166,12 @@ impl AdminService for Grpc {
             max_message_bytes: l.max_message_bytes,
             publish_rate_per_sec: l.publish_rate_per_sec,
         });
-        let spec = AppSpec { name: r.name, limits, allowed_origins: r.allowed_origins.map(|o| o.origins) };
+        let spec = AppSpec {
+            name: r.name,
+            limits,
+            allowed_origins: r.allowed_origins.map(|o| o.origins),
+            pusher: pusher_from_pb(r.pusher),
+        };
         let app = self.core.update_app(&who, &r.app_id, spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
     }

@@ -1,5 +1,5 @@
 //! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService`,
-//! `PublishService`, `NamespaceService`, `ChannelService` and
+//! `PublishService`, `UserService`, `NamespaceService`, `ChannelService` and
 //! `PresenceService`, with server reflection (`grpc.reflection.v1` and
 //! `v1alpha`) and the standard health service (`grpc.health.v1`), on the
 //! REST port (h2c).
@@ -18,6 +18,7 @@ mod namespaces;
 mod presence;
 mod publish;
 mod tokens;
+mod users;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use herald_proto::api::namespace_service_server::NamespaceServiceServer;
 use herald_proto::api::presence_service_server::PresenceServiceServer;
 use herald_proto::api::publish_service_server::PublishServiceServer;
 use herald_proto::api::token_service_server::TokenServiceServer;
+use herald_proto::api::user_service_server::UserServiceServer;
 use tonic::server::NamedService;
 use tonic::{Request, Status};
 use tonic_health::pb::health_server::HealthServer;
@@ -46,13 +48,14 @@ pub struct Grpc {
 
 /// The full names of the API's services (what reflection lists and health
 /// answers for, besides `""`).
-pub const SERVICES: [&str; 6] = [
+pub const SERVICES: [&str; 7] = [
     <AdminServiceServer<Grpc> as NamedService>::NAME,
     <TokenServiceServer<Grpc> as NamedService>::NAME,
     <PublishServiceServer<Grpc> as NamedService>::NAME,
     <NamespaceServiceServer<Grpc> as NamedService>::NAME,
     <ChannelServiceServer<Grpc> as NamedService>::NAME,
     <PresenceServiceServer<Grpc> as NamedService>::NAME,
+    <UserServiceServer<Grpc> as NamedService>::NAME,
 ];
 
 fn path(service: &str) -> String {
@@ -77,7 +80,8 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     let publish = PublishServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let namespaces = NamespaceServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let channels = ChannelServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let presence = PresenceServiceServer::new(svc).max_decoding_message_size(max);
+    let presence = PresenceServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let users = UserServiceServer::new(svc).max_decoding_message_size(max);
     let health = HealthServer::new(health::Health::new(core));
     let mut router = router
         .route_service(&path(SERVICES[0]), admin)
@@ -86,6 +90,7 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
         .route_service(&path(SERVICES[3]), namespaces)
         .route_service(&path(SERVICES[4]), channels)
         .route_service(&path(SERVICES[5]), presence)
+        .route_service(&path(SERVICES[6]), users)
         .route_service(&path(health::SERVICE), health);
     // The descriptor sets are built into the binary: a failure here is a
     // build defect, which the tests catch; serving goes on without

@@ -12,6 +12,7 @@ use super::Grpc;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::publish::{InOrder, Published, channel_key};
+use crate::services::Draft;
 use crate::services::publish::message_channels;
 
 impl Grpc {
@@ -20,7 +21,13 @@ impl Grpc {
         let channel = (!m.channel.is_empty()).then_some(m.channel.as_str());
         let channels = (!m.channels.is_empty()).then_some(m.channels.as_slice());
         let channels = message_channels(channel, channels)?;
-        let msg = self.core.prepare(key, &limits, &channels, m.data, m.event, m.idempotency_id)?;
+        let draft = Draft {
+            data: m.data,
+            event: m.event,
+            idempotency_id: m.idempotency_id,
+            exclude_connection: m.exclude_connection,
+        };
+        let msg = self.core.prepare(key, &limits, &channels, draft)?;
         let published = self.core.publish_one(&app, &limits, msg).await?;
         Ok(publish_response(published))
     }

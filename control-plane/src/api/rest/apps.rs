@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use super::{ApiPath, Body, Caller, Shared, TAG_ADMIN, secs};
 use crate::core::Core;
 use crate::error::{ApiError, ErrorBody};
-use crate::services::{AppSpec, EffectiveLimits};
-use crate::store::{App, LimitOverrides};
+use crate::services::{AppSpec, EffectiveLimits, PusherPatch};
+use crate::store::{App, LimitOverrides, PusherSettings};
 
 // ----- bodies -------------------------------------------------------------------
 
@@ -37,6 +37,79 @@ impl From<LimitsBody> for LimitOverrides {
     }
 }
 
+/// Pusher settings in a request: on creation, absent fields take their
+/// defaults; on a change, they stay.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PusherBody {
+    /// Pusher mode: edges accept Pusher clients at `/app/{app_id}` and the
+    /// Pusher HTTP API serves the app (default false).
+    pub enabled: Option<bool>,
+    /// Clients may send `client-` events on private and presence channels
+    /// (default false).
+    pub client_events: Option<bool>,
+    /// Most users in one presence channel; 0: the edge's default.
+    pub presence_max_members: Option<u32>,
+    /// Largest event `data`, in bytes: the Pusher HTTP API answers 413
+    /// above it (default and 0: 10,240).
+    pub max_event_bytes: Option<u32>,
+    /// Subscribers receive `pusher_internal:subscription_count` events
+    /// (default false).
+    pub subscription_count: Option<bool>,
+    /// Client events one connection may send per second; 0: the edge's
+    /// default.
+    pub client_event_rate: Option<u32>,
+    /// Most events in one `batch_events` request (default and 0: 10).
+    pub batch_max: Option<u32>,
+}
+
+impl From<PusherBody> for PusherPatch {
+    fn from(b: PusherBody) -> Self {
+        Self {
+            enabled: b.enabled,
+            client_events: b.client_events,
+            presence_max_members: b.presence_max_members,
+            max_event_bytes: b.max_event_bytes,
+            subscription_count: b.subscription_count,
+            client_event_rate: b.client_event_rate,
+            batch_max: b.batch_max,
+        }
+    }
+}
+
+/// An app's Pusher settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PusherView {
+    /// Pusher mode is on.
+    pub enabled: bool,
+    /// Clients may send `client-` events.
+    pub client_events: bool,
+    /// Most users in one presence channel; 0: the edge's default.
+    pub presence_max_members: u32,
+    /// Largest event `data`, in bytes.
+    pub max_event_bytes: u32,
+    /// Subscribers receive `pusher_internal:subscription_count` events.
+    pub subscription_count: bool,
+    /// Client events per connection and second; 0: the edge's default.
+    pub client_event_rate: u32,
+    /// Most events in one `batch_events` request.
+    pub batch_max: u32,
+}
+
+impl From<PusherSettings> for PusherView {
+    fn from(s: PusherSettings) -> Self {
+        Self {
+            enabled: s.enabled,
+            client_events: s.client_events,
+            presence_max_members: s.presence_max_members,
+            max_event_bytes: s.max_event_bytes,
+            subscription_count: s.subscription_count,
+            client_event_rate: s.client_event_rate,
+            batch_max: s.batch_max,
+        }
+    }
+}
+
 /// `POST /v1/apps`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,6 +124,9 @@ pub struct CreateAppBody {
     /// Exact `Origin` values allowed to connect; empty allows every origin.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Pusher settings; absent fields take their defaults (Pusher mode
+    /// off).
+    pub pusher: Option<PusherBody>,
 }
 
 /// `PATCH /v1/apps/{app_id}`: only the fields given change.
@@ -63,6 +139,8 @@ pub struct UpdateAppBody {
     pub limits: Option<LimitsBody>,
     /// Replaces the Origin allowlist.
     pub allowed_origins: Option<Vec<String>>,
+    /// Pusher settings to change; absent fields stay.
+    pub pusher: Option<PusherBody>,
 }
 
 /// An app.
@@ -78,6 +156,8 @@ pub struct AppView {
     pub allowed_origins: Vec<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// Pusher mode and its settings.
+    pub pusher: PusherView,
 }
 
 /// `GET /v1/apps`.
@@ -94,6 +174,7 @@ fn app_view(core: &Core, app: &App) -> AppView {
         limits: core.effective_limits(app),
         allowed_origins: app.allowed_origins.clone(),
         created_at: secs(app.created_at_ms),
+        pusher: app.pusher.into(),
     }
 }
 
@@ -106,8 +187,12 @@ pub(super) async fn create_app(
     Caller(who): Caller,
     Body(body): Body<CreateAppBody>,
 ) -> Result<Response, ApiError> {
-    let spec =
-        AppSpec { name: Some(body.name), limits: body.limits.into(), allowed_origins: Some(body.allowed_origins) };
+    let spec = AppSpec {
+        name: Some(body.name),
+        limits: body.limits.into(),
+        allowed_origins: Some(body.allowed_origins),
+        pusher: body.pusher.map(Into::into),
+    };
     let app = core.create_app(&who, body.id.as_deref(), spec).await?;
     Ok((StatusCode::CREATED, Json(app_view(&core, &app))).into_response())
 }
@@ -134,7 +219,7 @@ pub(super) async fn get_app(
     Ok(Json(app_view(&core, &app)))
 }
 
-/// Changes an app's name, limits or Origin allowlist.
+/// Changes an app's name, limits, Origin allowlist or Pusher settings.
 #[utoipa::path(patch, path = "/v1/apps/{app_id}", tag = TAG_ADMIN, request_body = UpdateAppBody, security(("admin" = [])),
     params(("app_id" = String, Path, description = "The app id")),
     responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -149,6 +234,7 @@ pub(super) async fn update_app(
         name: body.name,
         limits: body.limits.map(Into::into).unwrap_or_default(),
         allowed_origins: body.allowed_origins,
+        pusher: body.pusher.map(Into::into),
     };
     let app = core.update_app(&who, &app_id, spec).await?;
     Ok(Json(app_view(&core, &app)))

@@ -21,6 +21,11 @@ pub struct CreateKeyBody {
     /// Channel pattern → operations; everything when absent.
     #[schema(value_type = Option<HashMap<String, Vec<String>>>)]
     pub capabilities: Option<Capabilities>,
+    /// Also give the key a Pusher secret, returned once as
+    /// `pusher_secret`: it signs the app's Pusher channel authorizations and
+    /// Pusher HTTP API requests (default false).
+    #[serde(default)]
+    pub pusher: bool,
 }
 
 /// A new API key, with the whole secret — shown this once.
@@ -38,6 +43,10 @@ pub struct CreatedKey {
     pub capabilities: Capabilities,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// The key's Pusher secret (32 hex characters), for keys created with
+    /// `"pusher": true`. Shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pusher_secret: Option<String>,
 }
 
 /// An API key, without its secret.
@@ -57,6 +66,8 @@ pub struct KeyView {
     /// Revocation time, Unix seconds; absent while active.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// Whether the key has a Pusher secret (never shown again).
+    pub pusher: bool,
 }
 
 /// `GET /v1/apps/{app_id}/keys`.
@@ -86,6 +97,7 @@ fn key_view(key: &ApiKey) -> KeyView {
         capabilities: key.capabilities.clone(),
         created_at: secs(key.created_at_ms),
         revoked_at: key.revoked_at_ms.map(secs),
+        pusher: key.pusher_secret.is_some(),
     }
 }
 
@@ -100,13 +112,14 @@ pub(super) async fn create_key(
     ApiPath(app_id): ApiPath<String>,
     Body(body): Body<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
-    let (key, secret) = core.create_key(&who, &app_id, &body.name, body.capabilities).await?;
+    let (key, secret) = core.create_key_with(&who, &app_id, &body.name, body.capabilities, body.pusher).await?;
     let created = CreatedKey {
         id: key.id.to_string(),
         key: secret,
         name: key.name,
         capabilities: key.capabilities,
         created_at: secs(key.created_at_ms),
+        pusher_secret: key.pusher_secret,
     };
     Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], Json(created)).into_response())
 }

@@ -22,6 +22,7 @@ pub mod presence;
 pub mod publish;
 pub mod signing_keys;
 pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -86,6 +87,18 @@ pub fn routes() -> Vec<Route> {
             post(publish::publish),
         ),
         route(M::POST, "/v1/apps/{app_id}/messages", Some("PublishService/PublishBatch"), post(publish::publish_batch)),
+        route(
+            M::POST,
+            "/v1/apps/{app_id}/users/{user_id}/messages",
+            Some("UserService/PublishToUser"),
+            post(users::publish_to_user),
+        ),
+        route(
+            M::POST,
+            "/v1/apps/{app_id}/users/{user_id}/terminate",
+            Some("UserService/TerminateUser"),
+            post(users::terminate_user),
+        ),
         route(
             M::PUT,
             "/v1/apps/{app_id}/namespaces/{name}",

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{TAG_OPS, apps, channels, keys, namespaces, ops, presence, publish, signing_keys, tokens};
+use super::{TAG_OPS, apps, channels, keys, namespaces, ops, presence, publish, signing_keys, tokens, users};
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = TAG_OPS, responses((status = 200, description = "OpenAPI 3.1 document")))]
@@ -16,10 +16,11 @@ pub(super) async fn openapi() -> Response {
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Herald control plane", description = "Apps, API keys, tokens, namespaces, publishing, history and presence. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
+    info(title = "Herald control plane", description = "Apps, API keys, tokens, namespaces, publishing, events to users, history and presence. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
     paths(ops::healthz, ops::readyz, ops::metrics, ops::jwks, openapi, apps::create_app, apps::list_apps,
           apps::get_app, apps::update_app, apps::delete_app, keys::create_key, keys::list_keys, keys::revoke_key,
           signing_keys::rotate, tokens::mint_token, publish::publish, publish::publish_batch,
+          users::publish_to_user, users::terminate_user,
           namespaces::put_namespace, namespaces::list_namespaces, namespaces::get_namespace,
           namespaces::delete_namespace, channels::history, presence::presence, channels::channels),
     modifiers(&Security),
@@ -55,6 +56,8 @@ mod tests {
             "/v1/apps/{app_id}/tokens",
             "/v1/apps/{app_id}/channels/{channel}/messages",
             "/v1/apps/{app_id}/messages",
+            "/v1/apps/{app_id}/users/{user_id}/messages",
+            "/v1/apps/{app_id}/users/{user_id}/terminate",
             "/v1/apps/{app_id}/namespaces",
             "/v1/apps/{app_id}/namespaces/{name}",
             "/v1/apps/{app_id}/channels",

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::{ApiPath, Body, Caller, Shared, TAG_APP};
 use crate::error::{ApiError, ErrorBody};
 use crate::publish::Published;
+use crate::services::Draft;
 use crate::services::publish::message_channels;
 
 /// `POST /v1/apps/{app_id}/channels/{channel}/messages`.
@@ -30,6 +31,9 @@ pub struct PublishBody {
     pub id: Option<String>,
     /// `"base64"` to send binary data given as a base64 string.
     pub encoding: Option<String>,
+    /// A connection id (`"1234.5678"`, a Pusher client's `socket_id`) that
+    /// must not receive the message: the sender's own, typically.
+    pub exclude_connection: Option<String>,
 }
 
 /// Where a message sits in its channel's history.
@@ -107,6 +111,8 @@ pub struct BatchMessage {
     pub id: Option<String>,
     /// `"base64"` for binary data.
     pub encoding: Option<String>,
+    /// A connection that must not receive it.
+    pub exclude_connection: Option<String>,
 }
 
 /// `POST /v1/apps/{app_id}/messages`.
@@ -139,7 +145,7 @@ pub struct BatchResults {
 }
 
 /// The payload bytes of `data` (see [`PublishBody::data`]).
-fn payload(data: &RawValue, encoding: Option<&str>) -> Result<Bytes, ApiError> {
+pub(super) fn payload(data: &RawValue, encoding: Option<&str>) -> Result<Bytes, ApiError> {
     let text = data.get();
     let is_string = text.starts_with('"');
     match encoding {
@@ -185,7 +191,8 @@ pub(super) async fn publish(
     Body(body): Body<PublishBody>,
 ) -> Result<Response, ApiError> {
     let data = payload(&body.data, body.encoding.as_deref())?;
-    let published = core.publish(&who, &app_id, &[channel.as_str()], data, body.name, body.id).await?;
+    let draft = Draft { data, event: body.name, idempotency_id: body.id, exclude_connection: body.exclude_connection };
+    let published = core.publish(&who, &app_id, &[channel.as_str()], draft).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted::from(published))).into_response())
 }
 
@@ -210,7 +217,13 @@ pub(super) async fn publish_batch(
         .map(|m| {
             let channels = message_channels(m.channel.as_deref(), m.channels.as_deref())?;
             let data = payload(&m.data, m.encoding.as_deref())?;
-            core.prepare(key, &limits, &channels, data, m.name.clone(), m.id.clone())
+            let draft = Draft {
+                data,
+                event: m.name.clone(),
+                idempotency_id: m.id.clone(),
+                exclude_connection: m.exclude_connection.clone(),
+            };
+            core.prepare(key, &limits, &channels, draft)
         })
         .collect();
     let results = core.publish_many(&app, &limits, items).await;

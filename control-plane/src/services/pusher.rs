@@ -1,0 +1,288 @@
+//! Pusher mode of an app: the checks of its settings ([`PusherPatch`]), the
+//! settings and secrets edges get along with the app's namespaces
+//! ([`Core::pusher_app`]), and who signed a request to the Pusher HTTP API
+//! ([`Core::pusher_caller`]).
+//!
+//! A Pusher app is a Herald app: its Pusher `key` and its Pusher `app_id`
+//! are both the Herald app id. Its secrets are the Pusher secrets of its
+//! active API keys (keys created with `"pusher": true`); any of them signs,
+//! so a secret can be replaced without a gap. The key whose secret signed a
+//! request is the request's principal, with that key's capabilities.
+//!
+//! A change of the settings, and a new Pusher key, send `NamespacesChanged`
+//! for the app: edges cache the Pusher settings with the namespaces. A
+//! revoked key sends `KeyRevoked`, on which edges drop the same cache.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use herald_proto::AppId;
+use herald_proto::bus;
+use herald_proto::pusher::request::DEFAULT_TIMESTAMP_WINDOW_SECS;
+use herald_proto::pusher::{ApiAuthError, ApiRequest, string_to_sign, verify_request};
+
+use crate::auth::Principal;
+use crate::core::Core;
+use crate::error::ApiError;
+use crate::services::checks::parse_app_id;
+use crate::store::{ApiKey, App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, PusherSettings, StoreError};
+
+/// The highest `client_event_rate` an app may set, per connection and
+/// second.
+pub const MAX_CLIENT_EVENT_RATE: u32 = 10_000;
+
+/// Changes to an app's Pusher settings: the fields given change, the others
+/// stay (on creation: take their defaults). `max_event_bytes` and
+/// `batch_max` of 0 mean their defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PusherPatch {
+    /// Pusher mode on or off.
+    pub enabled: Option<bool>,
+    /// Clients may send `client-` events.
+    pub client_events: Option<bool>,
+    /// Most users in one presence channel; 0: the edge's default.
+    pub presence_max_members: Option<u32>,
+    /// Largest event `data`, in bytes; 0: 10,240.
+    pub max_event_bytes: Option<u32>,
+    /// Subscribers receive `pusher_internal:subscription_count` events.
+    pub subscription_count: Option<bool>,
+    /// Client events per connection and second; 0: the edge's default.
+    pub client_event_rate: Option<u32>,
+    /// Most events in one `batch_events` request; 0: 10.
+    pub batch_max: Option<u32>,
+}
+
+impl From<PusherSettings> for PusherPatch {
+    /// Every field of `s`: applied, the patch gives exactly `s`.
+    fn from(s: PusherSettings) -> Self {
+        Self {
+            enabled: Some(s.enabled),
+            client_events: Some(s.client_events),
+            presence_max_members: Some(s.presence_max_members),
+            max_event_bytes: Some(s.max_event_bytes),
+            subscription_count: Some(s.subscription_count),
+            client_event_rate: Some(s.client_event_rate),
+            batch_max: Some(s.batch_max),
+        }
+    }
+}
+
+impl PusherPatch {
+    /// `base` with the fields given here changed.
+    #[must_use]
+    pub fn apply(&self, base: PusherSettings) -> PusherSettings {
+        PusherSettings {
+            enabled: self.enabled.unwrap_or(base.enabled),
+            client_events: self.client_events.unwrap_or(base.client_events),
+            presence_max_members: self.presence_max_members.unwrap_or(base.presence_max_members),
+            max_event_bytes: self.max_event_bytes.unwrap_or(base.max_event_bytes),
+            subscription_count: self.subscription_count.unwrap_or(base.subscription_count),
+            client_event_rate: self.client_event_rate.unwrap_or(base.client_event_rate),
+            batch_max: self.batch_max.unwrap_or(base.batch_max),
+        }
+    }
+}
+
+/// The caller of a signed Pusher HTTP API request.
+#[derive(Debug, Clone)]
+pub struct PusherCaller {
+    /// The app (in Pusher mode).
+    pub app: Arc<App>,
+    /// The API key whose Pusher secret signed the request.
+    pub who: Principal,
+}
+
+/// The Pusher settings edges get, with the secrets of `keys`.
+fn to_bus(settings: &PusherSettings, keys: &[Arc<ApiKey>]) -> bus::PusherApp {
+    bus::PusherApp {
+        client_events: settings.client_events,
+        presence_max_members: settings.presence_max_members,
+        max_event_bytes: settings.max_event_bytes,
+        subscription_count: settings.subscription_count,
+        secrets: keys
+            .iter()
+            .filter_map(|k| {
+                k.pusher_secret.as_ref().map(|s| bus::PusherSecret { key_id: k.id.to_string(), secret: s.clone() })
+            })
+            .collect(),
+        client_event_rate: settings.client_event_rate,
+    }
+}
+
+/// Unix seconds now.
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A refused signature: 401 with the reason.
+fn unauthorized(e: &ApiAuthError) -> ApiError {
+    ApiError::unauthorized(e.to_string())
+}
+
+impl Core {
+    /// `patch` applied to `base`, with defaults for zeros, checked against
+    /// the server's bounds. A default (or a stored value) beyond the bounds
+    /// is brought within them; a value the patch gives is refused.
+    ///
+    /// # Errors
+    ///
+    /// `bad_request` naming the field.
+    pub fn check_pusher(&self, patch: &PusherPatch, base: PusherSettings) -> Result<PusherSettings, ApiError> {
+        let mut s = patch.apply(base);
+        if s.max_event_bytes == 0 {
+            s.max_event_bytes = DEFAULT_PUSHER_MAX_EVENT_BYTES;
+        }
+        if s.batch_max == 0 {
+            s.batch_max = DEFAULT_PUSHER_BATCH_MAX;
+        }
+        let given = |v: Option<u32>| v.is_some_and(|v| v != 0);
+        let ceiling = u32::try_from(self.config.max_message_size_ceiling.0).unwrap_or(u32::MAX);
+        if s.max_event_bytes > ceiling {
+            if given(patch.max_event_bytes) {
+                return Err(ApiError::bad_request(format!(
+                    "`pusher.max_event_bytes` is {}; the server allows at most {ceiling} (max_message_size_ceiling)",
+                    s.max_event_bytes
+                )));
+            }
+            s.max_event_bytes = ceiling;
+        }
+        let max_batch = u32::try_from(self.config.max_batch_messages).unwrap_or(u32::MAX).max(1);
+        if s.batch_max > max_batch {
+            if given(patch.batch_max) {
+                return Err(ApiError::bad_request(format!(
+                    "`pusher.batch_max` is {}; the server allows at most {max_batch} (max_batch_messages)",
+                    s.batch_max
+                )));
+            }
+            s.batch_max = max_batch;
+        }
+        let max_members = self.config.presence_max_per_channel;
+        if s.presence_max_members > max_members {
+            if patch.presence_max_members.is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "`pusher.presence_max_members` is {}; the server tracks at most {max_members} per channel \
+                     (presence_max_per_channel)",
+                    s.presence_max_members
+                )));
+            }
+            s.presence_max_members = max_members;
+        }
+        if s.client_event_rate > MAX_CLIENT_EVENT_RATE {
+            return Err(ApiError::bad_request(format!(
+                "`pusher.client_event_rate` is {}; it must be at most {MAX_CLIENT_EVENT_RATE} per second",
+                s.client_event_rate
+            )));
+        }
+        Ok(s)
+    }
+
+    /// The Pusher settings of `app` as edges get them, with the secrets of
+    /// its active Pusher keys; `None` when the app does not exist or has
+    /// Pusher mode off. Read from the database (an edge asks after a change
+    /// it was told of); while the database is down, from this replica's
+    /// cache when it holds the app.
+    ///
+    /// # Errors
+    ///
+    /// The store's error when the database is down and nothing is cached.
+    pub async fn pusher_app(&self, app: &AppId) -> Result<Option<bus::PusherApp>, StoreError> {
+        let lookup = async {
+            let Some(stored) = self.store.get_app(app).await? else { return Ok(None) };
+            if !stored.pusher.enabled {
+                return Ok(None);
+            }
+            let keys: Vec<_> = self.store.list_pusher_keys(app).await?.into_iter().map(Arc::new).collect();
+            Ok::<_, StoreError>(Some(to_bus(&stored.pusher, &keys)))
+        };
+        match lookup.await {
+            Ok(found) => Ok(found),
+            Err(e) => {
+                let (Some(cached), Some(keys)) = (self.auth.cached_app(app), self.auth.cached_pusher_keys(app)) else {
+                    return Err(e);
+                };
+                tracing::warn!(%app, error = %e, "Pusher settings answered from the cache");
+                Ok(cached.pusher.enabled.then(|| to_bus(&cached.pusher, &keys)))
+            }
+        }
+    }
+
+    /// Who signed a Pusher HTTP API request to `app`: the active API key of
+    /// the app whose Pusher secret verifies it (`auth_key` is the app id).
+    /// `paths` are the forms of the request path the signature may cover
+    /// (as received, and percent-decoded: server libraries sign the path
+    /// before their HTTP client encodes it); `req.path` is ignored.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` (no such app), `unauthorized` (missing, stale or wrong
+    /// signature parameters, no key's secret matches, or the app has no
+    /// Pusher key), `forbidden` (Pusher mode is off for the app),
+    /// `unavailable`.
+    pub async fn pusher_caller(
+        &self,
+        app: &str,
+        req: &ApiRequest<'_>,
+        paths: &[&str],
+    ) -> Result<PusherCaller, ApiError> {
+        let app_id = parse_app_id(app)?;
+        let stored = self.auth.app(&app_id).await?;
+        let keys = self.auth.pusher_keys(&app_id).await?;
+        if keys.is_empty() {
+            return Err(ApiError::unauthorized(format!(
+                "app {:?} has no active API key with a Pusher secret; create one with \
+                 POST /v1/apps/{}/keys {{\"pusher\": true}}",
+                app_id.as_str(),
+                app_id.as_str()
+            )));
+        }
+        let now = now_secs();
+        let mut matched = None;
+        'keys: for key in keys.iter() {
+            let Some(secret) = &key.pusher_secret else { continue };
+            for &path in paths {
+                let attempt = ApiRequest { path, ..*req };
+                match verify_request(app_id.as_str(), secret, &attempt, now, DEFAULT_TIMESTAMP_WINDOW_SECS) {
+                    Ok(()) => {
+                        matched = Some(key.clone());
+                        break 'keys;
+                    }
+                    Err(ApiAuthError::BadSignature | ApiAuthError::NotHex) => {}
+                    // Independent of the secret: the same for every key.
+                    Err(e) => return Err(unauthorized(&e)),
+                }
+            }
+        }
+        let Some(key) = matched else {
+            let signed = string_to_sign(req.method, paths.first().copied().unwrap_or(req.path), req.params);
+            return Err(ApiError::unauthorized(format!(
+                "invalid auth_signature: expected the lower-case hex HMAC-SHA256 of {signed:?}, keyed with the \
+                 Pusher secret of an active API key of the app"
+            )));
+        };
+        if !stored.pusher.enabled {
+            return Err(ApiError::forbidden(format!(
+                "Pusher mode is off for app {:?}; turn it on with PATCH /v1/apps/{} {{\"pusher\": {{\"enabled\": true}}}}",
+                app_id.as_str(),
+                app_id.as_str()
+            )));
+        }
+        Ok(PusherCaller { app: stored, who: Principal::Key(key) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patches_change_only_what_they_name() {
+        let base = PusherSettings::default();
+        let on = PusherPatch { enabled: Some(true), batch_max: Some(5), ..Default::default() };
+        let s = on.apply(base);
+        assert!(s.enabled);
+        assert_eq!((s.batch_max, s.max_event_bytes, s.client_events), (5, DEFAULT_PUSHER_MAX_EVENT_BYTES, false));
+        let all = PusherPatch::from(s);
+        assert_eq!(all.apply(PusherSettings::default()), s);
+        assert_eq!(PusherPatch::default().apply(s), s);
+    }
+}
