@@ -336,3 +336,21 @@ async fn cache_channels_give_a_new_subscriber_the_last_event_or_a_cache_miss() {
     assert!(succeeded(&c.subscribe(private, Some(&pusher_auth(&socket, private, None)), None).await));
     assert_eq!(c.event().await.event, "pusher:cache_miss");
 }
+
+#[tokio::test]
+async fn private_channels_check_channel_data_when_it_is_sent() {
+    // Pusher's server libraries sign channel_data for private channels too
+    // when the auth endpoint passes one, and pusher-js sends it along.
+    let auth = TestAuthority::start().await;
+    let (edge, _bus, _apps) = pusher_edge(config(&auth), pusher_settings(PUSHER_SECRET)).await;
+    let (mut c, socket) = PusherClient::connect(edge.addr, PUSHER_APP).await;
+    let data = presence_data("alice");
+    let signed = pusher_auth(&socket, "private-a", Some(&data));
+    assert!(succeeded(&c.subscribe("private-a", Some(&signed), Some(&data)).await));
+    // Signed without it, sent with it (or the other way round): refused.
+    let unsigned = pusher_auth(&socket, "private-b", None);
+    let refused = c.subscribe("private-b", Some(&unsigned), Some(&data)).await;
+    assert_eq!(refused.event, "pusher:subscription_error", "{refused:?}");
+    let refused = c.subscribe("private-c", Some(&pusher_auth(&socket, "private-c", Some(&data))), None).await;
+    assert_eq!(refused.event, "pusher:subscription_error", "{refused:?}");
+}

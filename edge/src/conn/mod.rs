@@ -99,7 +99,7 @@ pub(crate) async fn serve<R, W>(
         }
         Err(close) => close,
     };
-    finish(id, &outbox, writer, close.map(|Close(code, reason)| (code, reason))).await;
+    finish(id, &mut rd, &outbox, writer, close.map(|Close(code, reason)| (code, reason))).await;
 }
 
 /// Starts the I/O of a connection of either protocol: the writer task
@@ -130,12 +130,14 @@ pub(crate) fn start<W: AsyncWrite + Unpin + Send + 'static>(
 /// (the writer sends its close frame) or, when the peer is gone, at once.
 /// Returns once the writer ended: after the close frame, or at once when
 /// the socket is gone; either way within the write timeout.
-pub(crate) async fn finish(
+pub(crate) async fn finish<R: AsyncRead + Unpin>(
     id: u64,
+    rd: &mut R,
     outbox: &Outbox,
     writer: tokio::task::JoinHandle<()>,
     close: Option<(CloseCode, String)>,
 ) {
+    let linger = matches!(close, Some((CloseCode::MessageTooBig, _)));
     match close {
         Some((code, reason)) => {
             if code != CloseCode::Normal {
@@ -154,6 +156,32 @@ pub(crate) async fn finish(
         }
     }
     let _ = writer.await;
+    if linger {
+        Box::pin(drain_input(rd)).await;
+    }
+}
+
+/// How long, and how many bytes, [`drain_input`] reads at most.
+const LINGER: (std::time::Duration, usize) = (std::time::Duration::from_secs(2), 8 * 1024 * 1024);
+
+/// After closing a connection whose client is still sending (the rest of a
+/// message over the size limit): reads and drops what arrives until the
+/// client closes too, for a bounded time and amount. A socket closed with
+/// unread input is reset, and a reset can overtake the close frame: the
+/// client would see a dropped connection instead of the close code.
+async fn drain_input<R: AsyncRead + Unpin>(rd: &mut R) {
+    use tokio::io::AsyncReadExt as _;
+    let (time, mut left) = LINGER;
+    let mut buf = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(time, async {
+        while left > 0 {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub const CLIENT_EVENT_RATE: u16 = 4301;
 pub const CLIENT_EVENT_REFUSED: u16 = 4302;
 /// Herald's: a client event whose `data` is larger than allowed.
 pub const CLIENT_EVENT_TOO_LARGE: u16 = 4303;
+/// Herald's, on the `pusher:error` sent before the close 1009 of a message
+/// over the frame size limit (`max_frame_size`).
+pub const MESSAGE_TOO_BIG: u16 = 4304;
 
 /// The Pusher close code a Herald close of a Pusher connection goes out
 /// with.

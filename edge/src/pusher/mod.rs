@@ -183,7 +183,7 @@ pub(crate) async fn serve<R, W>(
     session.end(&shared);
     shared.hub.unregister(id);
     metrics::gauge!("herald_pusher_connections").decrement(1.0);
-    finish(id, &outbox, writer, close).await;
+    finish(id, &mut rd, &outbox, writer, close).await;
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::conn::{RateLimit, Shared};
 use crate::hub::ConnEntry;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
 
-use super::codes::{BAD_MESSAGE, error_frame};
+use super::codes::{BAD_MESSAGE, MESSAGE_TOO_BIG, error_frame};
 use super::frames::{self, ClientMessage};
 use super::{client_events, subscribe, user};
 
@@ -113,7 +113,9 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             Ok(Incoming::Pong) => continue,
             Ok(Incoming::Close(_)) => return Some((CloseCode::Normal, "closed".to_owned())),
             Err(ReadError::TooBig { limit }) => {
-                return Some((CloseCode::MessageTooBig, format!("message exceeds {limit} bytes")));
+                let reason = format!("message exceeds {limit} bytes");
+                session.error(MESSAGE_TOO_BIG, &reason);
+                return Some((CloseCode::MessageTooBig, reason));
             }
             Err(ReadError::Protocol(what)) => return Some((CloseCode::ProtocolError, what.to_owned())),
             Err(ReadError::Eof | ReadError::Io(_)) => return None,

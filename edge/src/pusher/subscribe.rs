@@ -4,8 +4,9 @@
 //! refused with `pusher:subscription_error` (status 400). Private,
 //! private-encrypted and presence channels need an `auth` string
 //! `<app id>:<HMAC-SHA256>` signed with one of the app's Pusher secrets
-//! over `<socket_id>:<channel>` (and `:<channel_data>` for presence
-//! channels); a bad one is refused with status 401 and nothing of the
+//! over `<socket_id>:<channel>` (and `:<channel_data>` whenever the
+//! subscription carries it: always on presence channels, and on private
+//! ones when the app's auth endpoint gave it); a bad one is refused with status 401 and nothing of the
 //! channel is sent. Encrypted channels' payloads pass through untouched.
 //!
 //! The subscriber is added to the hub *held* (see
@@ -45,7 +46,10 @@ fn authorize(
     let Some(auth) = data.auth.as_deref().filter(|a| !a.is_empty()) else {
         return Err(("AuthError", "this channel needs an auth signature".into(), 401));
     };
-    let channel_data = data.channel_data.as_deref().filter(|_| channel.kind() == PusherChannelKind::Presence);
+    // Signed whenever it is sent: Pusher's server libraries sign (and
+    // pusher-js sends) `channel_data` for private channels too when the
+    // app's auth endpoint gives one.
+    let channel_data = data.channel_data.as_deref();
     let mut error = "the app has no Pusher secret".to_owned();
     for secret in &settings.secrets {
         match verify_channel(app.as_str(), &secret.secret, socket_id, channel, channel_data, auth) {
