@@ -1,9 +1,15 @@
 //! `herald dev`: the control plane and one edge in one process, SQLite in a
 //! data folder, the in-process bus — no services needed.
 //!
-//! On first start it creates an admin token, a `demo` app and an API key and
-//! writes them to `DIR/dev.json`; later starts reuse them (and the signing
-//! keys in the database, so tokens minted before a restart still verify).
+//! On first start it creates an admin token, a `demo` app (in Pusher mode,
+//! with client events) and an API key with a Pusher secret, and writes them
+//! to `DIR/dev.json`; later starts reuse them (and the signing keys in the
+//! database, so tokens minted before a restart still verify).
+//!
+//! Pusher mode is served on one address for the WebSocket and the HTTP API
+//! (`--pusher-addr`, 127.0.0.1:6001 by default; see the `pusher_port`
+//! module). When the default address is taken, `herald dev` says so and
+//! runs without it; an explicit address that cannot be bound is an error.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use herald_bus::{Bus, LocalBus};
 use herald_control_plane::auth::Principal;
-use herald_control_plane::services::AppSpec;
+use herald_control_plane::services::{AppSpec, PusherPatch};
 use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
 use herald_edge::EdgeConfig;
 use serde::{Deserialize, Serialize};
@@ -25,6 +31,20 @@ pub struct DevState {
     pub admin_token: String,
     pub app_id: String,
     pub api_key: String,
+    /// The Pusher address's URL (`http://host:port`), when it is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher_port: Option<u16>,
+    /// The demo app's Pusher `app_id`, `key` and `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher_app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pusher_secret: Option<String>,
 }
 
 /// The demo app's id.
@@ -42,6 +62,29 @@ pub struct DevArgs {
     /// Address of the edge (WebSocket connections).
     #[arg(long, env = "HERALD_DEV_EDGE_ADDR", default_value = "127.0.0.1:8081")]
     pub edge_addr: SocketAddr,
+    /// Address of Pusher mode: pusher-js's WebSocket (/app/KEY) and the
+    /// Pusher HTTP API (/apps/ID/...) on one port [default: 127.0.0.1:6001,
+    /// skipped with a note when taken; 127.0.0.1:0 picks a free port].
+    #[arg(long, env = "HERALD_DEV_PUSHER_ADDR")]
+    pub pusher_addr: Option<SocketAddr>,
+}
+
+/// Where `herald dev` serves Pusher mode unless told otherwise: the port
+/// Soketi and laravel-websockets users already have in their config.
+const DEFAULT_PUSHER_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 6001);
+
+/// Binds the Pusher address: an explicit one must bind; the default may be
+/// taken (then `None`, with a note).
+async fn bind_pusher(explicit: Option<SocketAddr>) -> Result<Option<tokio::net::TcpListener>> {
+    let addr = explicit.unwrap_or_else(|| SocketAddr::from(DEFAULT_PUSHER_ADDR));
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => Ok(Some(listener)),
+        Err(e) if explicit.is_none() => {
+            eprintln!("note: {addr} is taken ({e}); running without Pusher mode's address (give --pusher-addr)");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("binding Pusher mode's address {addr}")),
+    }
 }
 
 fn local_url(addr: SocketAddr) -> String {
@@ -100,6 +143,7 @@ pub async fn run(
     let edge_listener = tokio::net::TcpListener::bind(args.edge_addr)
         .await
         .with_context(|| format!("binding the edge to {}", args.edge_addr))?;
+    let pusher_listener = bind_pusher(args.pusher_addr).await?;
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 
@@ -107,25 +151,38 @@ pub async fn run(
     let cp = ControlPlane::new(cp_config, Bus::local(&bus)).await?;
     let core = cp.core().clone();
 
-    // The demo app and its key, created once.
+    // The demo app (in Pusher mode, with client events) and its key (with
+    // a Pusher secret), created once.
     let app_exists = core.get_app(&Principal::Admin, DEMO_APP).await.is_ok();
-    let api_key = match (&previous, app_exists) {
-        (Some(s), true) => s.api_key.clone(),
+    let pusher = PusherPatch { enabled: Some(true), client_events: Some(true), ..PusherPatch::default() };
+    let (api_key, pusher_secret) = match (&previous, app_exists) {
+        (Some(DevState { api_key, pusher_secret: Some(secret), .. }), true) => (api_key.clone(), secret.clone()),
         _ => {
-            if !app_exists {
-                let spec = AppSpec { name: Some("Demo".into()), ..AppSpec::default() };
+            if app_exists {
+                let spec = AppSpec { pusher: Some(pusher), ..AppSpec::default() };
+                core.update_app(&Principal::Admin, DEMO_APP, spec).await?;
+            } else {
+                let spec = AppSpec { name: Some("Demo".into()), pusher: Some(pusher), ..AppSpec::default() };
                 core.create_app(&Principal::Admin, Some(DEMO_APP), spec).await?;
             }
-            let (_, secret) = core.create_key(&Principal::Admin, DEMO_APP, "dev", None).await?;
-            secret
+            let (_, key, pusher_secret) = core.create_pusher_key(&Principal::Admin, DEMO_APP, "dev", None).await?;
+            (key, pusher_secret)
         }
     };
+    let pusher_addr = pusher_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
+    let pusher_local = pusher_addr.map(|a| local_url(a).parse::<SocketAddr>()).transpose()?;
     let state = DevState {
         api_url: format!("http://{}", local_url(api_addr)),
         edge_url: format!("ws://{}{}", local_url(edge_addr), herald_proto::CONNECT_PATH),
         admin_token,
         app_id: DEMO_APP.to_owned(),
         api_key,
+        pusher_url: pusher_local.map(|a| format!("http://{a}")),
+        pusher_host: pusher_local.map(|a| a.ip().to_string()),
+        pusher_port: pusher_local.map(|a| a.port()),
+        pusher_app_id: Some(DEMO_APP.to_owned()),
+        pusher_key: Some(DEMO_APP.to_owned()),
+        pusher_secret: Some(pusher_secret),
     };
     write_state(&state_path, &state)?;
 
@@ -144,6 +201,9 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
     let cp_task = tokio::spawn(cp.serve(api_listener, stopped(stop_rx.clone())));
+    if let Some(listener) = pusher_listener {
+        tokio::spawn(crate::pusher_port::serve(listener, edge_addr, api_addr, stopped(stop_rx.clone())));
+    }
     let edge_task = tokio::spawn(herald_edge::run(edge_listener, edge_config, Bus::local(&bus), stopped(stop_rx)));
 
     print_welcome(&state, &state_path);
@@ -177,7 +237,7 @@ and in a third:
        -H "Authorization: Bearer $HERALD_API_KEY" -H 'Content-Type: application/json' \
        -d '{{"data": {{"text": "hello"}}}}'
   cargo run -- publish chat '{{"text": "hi again"}}'
-
+{pusher}
 Stop with Ctrl-C.
 "#,
         api = s.api_url,
@@ -186,5 +246,24 @@ Stop with Ctrl-C.
         key = s.api_key,
         admin = s.admin_token,
         path = path.display(),
+        pusher = pusher_welcome(s),
     );
+}
+
+fn pusher_welcome(s: &DevState) -> String {
+    let (Some(url), Some(host), Some(port), Some(app_id), Some(key), Some(secret)) =
+        (&s.pusher_url, &s.pusher_host, &s.pusher_port, &s.pusher_app_id, &s.pusher_key, &s.pusher_secret)
+    else {
+        return String::new();
+    };
+    format!(
+        r#"
+Pusher mode (pusher-js, Laravel Echo, Pusher's server libraries; docs/pusher.md):
+
+  pusher_url     {url}   (host {host}, port {port}, no TLS)
+  pusher_app_id  {app_id}
+  pusher_key     {key}
+  pusher_secret  {secret}
+"#
+    )
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod dev;
+mod pusher_port;
 mod settings;
 
 use anyhow::{Context, Result};
