@@ -143,6 +143,11 @@ async fn pusher_keys_and_what_edges_get() -> Result<()> {
     assert!(p.client_events && p.subscription_count);
     assert_eq!((p.presence_max_members, p.client_event_rate, p.max_event_bytes), (7, 3, 500));
     assert_eq!(secrets(&p), vec![(k1.clone(), s1.clone())], "only keys with a Pusher secret");
+    assert!(p.allowed_origins.is_empty());
+    let origins = json!({"allowed_origins": ["https://app.example"]});
+    assert_eq!(http.json("PATCH", &server.url(&format!("/v1/apps/{app}")), Some(ADMIN), origins).await?.status, 200);
+    let p = edge_view(&edge, &app).await?.context("Pusher mode is on")?;
+    assert_eq!(p.allowed_origins, vec!["https://app.example".to_owned()], "the app's Origin allowlist");
 
     // A second Pusher key joins; a revoked one leaves.
     let (k2, _, s2) = pusher_key(&http, &server, &app, None).await?;

@@ -83,7 +83,10 @@ async fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respon
             upgrade(shared, &mut req, herald)
         }
         p if p.starts_with(pusher::PATH_PREFIX) => match PusherRequest::from_uri(req.uri()) {
-            Some(request) => upgrade(shared, &mut req, Protocol::Pusher(request)),
+            Some(request) => {
+                let request = PusherRequest { origin: origin(&req), ..request };
+                upgrade(shared, &mut req, Protocol::Pusher(request))
+            }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{PUSHER_APP, PUSHER_SECRET, config, pusher_edge};
 use herald_edge::EdgeConfig;
 use herald_edge::testing::{PusherClient, PusherReceived, TestAuthority, pusher_settings, within};
+use herald_proto::bus;
 use herald_proto::units::{ByteSize, HumanDuration};
 use serde_json::json;
 
@@ -78,6 +79,26 @@ async fn unknown_apps_and_apps_without_pusher_mode_are_refused_with_4001() {
         assert_eq!(error.data["code"], 4001, "{error:?}");
         assert_eq!(within(LIMIT, "the close", c.closed()).await.1, 4001);
     }
+}
+
+#[tokio::test]
+async fn the_apps_origin_allowlist_holds_for_pusher_connections() {
+    let auth = TestAuthority::start().await;
+    let settings =
+        bus::PusherApp { allowed_origins: vec!["https://app.example".into()], ..pusher_settings(PUSHER_SECRET) };
+    let (edge, _bus, _apps) = pusher_edge(config(&auth), settings).await;
+    let query = "?protocol=7";
+    let mut other = PusherClient::upgrade_with(edge.addr, PUSHER_APP, query, &[("Origin", "https://evil.example")])
+        .await
+        .expect("upgrade");
+    assert_eq!(within(LIMIT, "the close", other.closed()).await, (Some(4009), 4009));
+    let mut listed = PusherClient::upgrade_with(edge.addr, PUSHER_APP, query, &[("Origin", "https://app.example")])
+        .await
+        .expect("upgrade");
+    assert_eq!(listed.event().await.event, "pusher:connection_established");
+    // No Origin (not a browser): allowed, as for Herald's own connections.
+    let mut server = PusherClient::upgrade(edge.addr, PUSHER_APP, query).await.expect("upgrade");
+    assert_eq!(server.event().await.event, "pusher:connection_established");
 }
 
 #[tokio::test]

@@ -153,6 +153,7 @@ fn bus_messages() -> Vec<String> {
         subscription_count: true,
         secrets: vec![PusherSecret { key_id: "k".into(), secret: "s".into() }],
         client_event_rate: 10,
+        allowed_origins: vec!["https://app.example".into()],
     };
     let user_event = UserEvent {
         app_id: "a".into(),

@@ -92,8 +92,10 @@ pub struct PusherCaller {
     pub who: Principal,
 }
 
-/// The Pusher settings edges get, with the secrets of `keys`.
-fn to_bus(settings: &PusherSettings, keys: &[Arc<ApiKey>]) -> bus::PusherApp {
+/// The Pusher settings edges get for `app`, with the secrets of `keys`
+/// and the app's Origin allowlist.
+fn to_bus(app: &App, keys: &[Arc<ApiKey>]) -> bus::PusherApp {
+    let settings = &app.pusher;
     bus::PusherApp {
         client_events: settings.client_events,
         presence_max_members: settings.presence_max_members,
@@ -106,6 +108,7 @@ fn to_bus(settings: &PusherSettings, keys: &[Arc<ApiKey>]) -> bus::PusherApp {
             })
             .collect(),
         client_event_rate: settings.client_event_rate,
+        allowed_origins: app.allowed_origins.clone(),
     }
 }
 
@@ -192,7 +195,7 @@ impl Core {
                 return Ok(None);
             }
             let keys: Vec<_> = self.store.list_pusher_keys(app).await?.into_iter().map(Arc::new).collect();
-            Ok::<_, StoreError>(Some(to_bus(&stored.pusher, &keys)))
+            Ok::<_, StoreError>(Some(to_bus(&stored, &keys)))
         };
         match lookup.await {
             Ok(found) => Ok(found),
@@ -201,7 +204,7 @@ impl Core {
                     return Err(e);
                 };
                 tracing::warn!(%app, error = %e, "Pusher settings answered from the cache");
-                Ok(cached.pusher.enabled.then(|| to_bus(&cached.pusher, &keys)))
+                Ok(cached.pusher.enabled.then(|| to_bus(&cached, &keys)))
             }
         }
     }

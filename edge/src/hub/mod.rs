@@ -357,7 +357,12 @@ impl Sink for Hub {
             Some(Kind::SigningKeysRotated(_)) => self.keys_rotated.notify_one(),
             Some(Kind::NamespacesChanged(changed)) => self.namespaces.invalidate(&changed.app_id),
             Some(Kind::PresenceSyncAll(_)) => self.report_now.notify_one(),
-            Some(Kind::AppLimitsChanged(changed)) => self.apply_app_limits(&changed),
+            Some(Kind::AppLimitsChanged(changed)) => {
+                // Also sent when the Origin allowlist changed, which Pusher
+                // connections take from the app's cached settings.
+                self.namespaces.invalidate(&changed.app_id);
+                self.apply_app_limits(&changed);
+            }
             Some(Kind::UserTerminated(terminated)) => {
                 let n = self.terminate_user(&terminated.app_id, &terminated.user_id);
                 tracing::info!(app = %terminated.app_id, user = %terminated.user_id, closed = n, "user terminated");

@@ -67,6 +67,8 @@ pub(crate) struct PusherRequest {
     pub(crate) key: String,
     /// The `protocol` query parameter, if any.
     pub(crate) protocol: Option<String>,
+    /// The upgrade request's `Origin` header, if any.
+    pub(crate) origin: Option<String>,
 }
 
 impl PusherRequest {
@@ -82,7 +84,7 @@ impl PusherRequest {
             .split('&')
             .find_map(|pair| pair.strip_prefix("protocol="))
             .map(str::to_owned);
-        Some(Self { key: key.to_owned(), protocol })
+        Some(Self { key: key.to_owned(), protocol, origin: None })
     }
 
     /// Pusher's close code for a missing or unsupported protocol version.
@@ -144,6 +146,14 @@ pub(crate) async fn serve<R, W>(
         Ok(found) => found,
         Err((code, reason)) => return refuse(&mut wr, code, reason).await,
     };
+    // The app's Origin allowlist holds for both protocols.
+    if let Some(origin) = &request.origin
+        && !settings.allowed_origins.is_empty()
+        && !settings.allowed_origins.iter().any(|o| o == origin)
+    {
+        metrics::counter!("herald_auth_failures_total", "reason" => "origin").increment(1);
+        return refuse(&mut wr, codes::UNAUTHORIZED, "this Origin is not allowed for the app").await;
+    }
     let config = &shared.config;
     let outbox = Arc::new(
         Outbox::new(config.send_queue_frames as usize, config.send_queue_bytes.as_usize()).with_closer(codes::closer),

@@ -119,7 +119,12 @@ impl PusherClient {
     /// Upgrades at `/app/{key}` with `query` (e.g. `?protocol=7`); the HTTP
     /// status unless 101.
     pub async fn upgrade(addr: SocketAddr, key: &str, query: &str) -> Result<Self, u16> {
-        let (stream, buf) = upgrade(addr, &format!("/app/{key}{query}"), &[], None).await?;
+        Self::upgrade_with(addr, key, query, &[]).await
+    }
+
+    /// As [`Self::upgrade`], with more request headers (e.g. `Origin`).
+    pub async fn upgrade_with(addr: SocketAddr, key: &str, query: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        let (stream, buf) = upgrade(addr, &format!("/app/{key}{query}"), headers, None).await?;
         Ok(Self { stream, buf, pending: VecDeque::new() })
     }
 
