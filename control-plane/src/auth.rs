@@ -1,7 +1,8 @@
 //! Who is calling: the admin token, or an API key of an app — and the
 //! per-replica caches that keep a database round trip off every request
-//! (keys, apps, and each app's keys with a Pusher secret, which the Pusher
-//! HTTP API checks request signatures against).
+//! (keys, apps, which app has which Pusher app id, and each app's keys with
+//! a Pusher secret, which the Pusher HTTP API checks request signatures
+//! against).
 //!
 //! [`Auth::authenticate`] turns an `Authorization: Bearer …` value into a
 //! [`Principal`]. API keys and apps are cached for `cache_ttl`, found or
@@ -11,7 +12,9 @@
 //!   before the call returns: the key stops working here at once;
 //! - other replicas evict on the `KeyRevoked` / `AppDeleted` /
 //!   `AppLimitsChanged` / `NamespacesChanged` control events the bus
-//!   delivers (milliseconds), and
+//!   delivers (milliseconds) — evicting an app also forgets which Pusher
+//!   app id was found to name no app, as the app may have just taken it —
+//!   and
 //!   in any case trust an entry no longer than the TTL (the bound when the
 //!   bus is down).
 //!
@@ -28,6 +31,7 @@ use herald_proto::{AppId, KeyId};
 use crate::config::Secret;
 use crate::error::ApiError;
 use crate::keys;
+use crate::pusher_app_id::PusherAppId;
 use crate::store::{ApiKey, App, Store};
 
 /// The caller of a request.
@@ -92,6 +96,7 @@ pub struct Auth {
     admin_hash: Option<Vec<u8>>,
     keys: TtlCache<KeyId, Arc<ApiKey>>,
     apps: TtlCache<AppId, Arc<App>>,
+    pusher_ids: TtlCache<PusherAppId, AppId>,
     pusher_keys: TtlCache<AppId, PusherKeys>,
 }
 
@@ -105,6 +110,7 @@ impl Auth {
             admin_hash: admin_token.map(|t| keys::hash_secret(t.expose())),
             keys: TtlCache::new(ttl, max_entries),
             apps: TtlCache::new(ttl, max_entries),
+            pusher_ids: TtlCache::new(ttl, max_entries),
             pusher_keys: TtlCache::new(ttl, max_entries),
         }
     }
@@ -191,6 +197,32 @@ impl Auth {
         app.ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))
     }
 
+    /// The app whose Pusher app id is `id`, from the caches or the store.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` when no app has it; `unavailable` when the database is
+    /// down.
+    pub async fn app_by_pusher_id(&self, id: PusherAppId) -> Result<Arc<App>, ApiError> {
+        let not_found = || ApiError::not_found(format!("no app has the Pusher app_id {:?}", id.to_string()));
+        match self.pusher_ids.get(&id) {
+            Some(None) => return Err(not_found()),
+            Some(Some(app)) => match self.app(&app).await {
+                // The id may have moved to another app since: check.
+                Ok(found) if found.pusher.app_id == Some(id) => return Ok(found),
+                Ok(_) => self.pusher_ids.remove(&id),
+                Err(e) if e.code == herald_proto::ErrorCode::NotFound => self.pusher_ids.remove(&id),
+                Err(e) => return Err(e),
+            },
+            None => {}
+        }
+        let app = self.store.get_app_by_pusher_id(id).await?.map(Arc::new);
+        self.pusher_ids.insert(id, app.as_ref().map(|a| a.id.clone()));
+        let app = app.ok_or_else(not_found)?;
+        self.apps.insert(app.id.clone(), Some(app.clone()));
+        Ok(app)
+    }
+
     /// The app's active keys with a Pusher secret, from the cache or the
     /// store.
     ///
@@ -228,9 +260,12 @@ impl Auth {
         self.pusher_keys.remove(app);
     }
 
-    /// Forgets an app and its keys (it was deleted or changed).
+    /// Forgets an app, its keys and its Pusher app id (it was deleted or
+    /// changed), and every Pusher app id found to name no app (the app may
+    /// have taken one).
     pub fn evict_app(&self, id: &AppId) {
         self.apps.remove(id);
+        self.pusher_ids.retain(|_, app| app.as_ref().is_some_and(|a| a != id));
         self.pusher_keys.remove(id);
         self.keys.retain(|_, key| key.as_ref().is_none_or(|k| &k.app_id != id));
     }

@@ -8,6 +8,8 @@
 //! - [`store`]: [`store::Store`], apps, keys and signing keys in PostgreSQL
 //!   or SQLite (one enum, one query text, numbered migrations).
 //! - [`keys`]: API key secrets (`hk_<id>_<secret>`), hashing, random ids.
+//! - [`pusher_app_id`]: the numeric Pusher app id of an app in Pusher mode
+//!   (not its Herald id, which is its Pusher `key`).
 //! - [`auth`]: admin token and API key authentication, and the per-replica
 //!   caches of keys and apps with their invalidation.
 //! - [`tokens`]: Ed25519 signing keys, minting JWTs, the JWKS, rotation.
@@ -42,6 +44,7 @@ pub mod keys;
 pub mod metrics;
 pub mod namespace_cache;
 pub mod publish;
+pub mod pusher_app_id;
 pub mod reports;
 pub mod server;
 pub mod services;
@@ -147,7 +150,8 @@ impl ControlPlane {
     /// edges' presence and occupancy reports (and asks edges to re-send
     /// theirs), answers edges' namespace requests, and starts the
     /// background tasks (among them re-creating the history streams of
-    /// every namespace with history).
+    /// every namespace with history, and giving every app in Pusher mode
+    /// without a Pusher app id one).
     ///
     /// Give the control plane its own bus handle (its own NATS
     /// connection, or its own `Bus::local` on the shared bus): it
@@ -219,6 +223,7 @@ impl ControlPlane {
         let weak = Arc::downgrade(&core);
         let ensure = tokio::spawn(async move {
             if let Some(core) = weak.upgrade() {
+                core.assign_missing_pusher_app_ids().await;
                 core.ensure_all_history().await;
             }
         });

@@ -56,7 +56,7 @@ async fn events_reach_the_bus_with_their_name_data_and_exclusion() -> Result<()>
     let app = AppId::new(&p.app)?;
     let _a = edge.subscribe(&app, &ChannelName::new("private-App.Models.User.1")?, 1).await?;
     let _b = edge.subscribe(&app, &ChannelName::new("news")?, 2).await?;
-    let events = format!("/apps/{}/events", p.app);
+    let events = p.path("/events");
 
     // One channel, with the sender's socket excluded.
     let body = json!({"name": "my-event", "channel": "private-App.Models.User.1", "data": "{\"hi\":1}",
@@ -110,7 +110,7 @@ async fn batches_are_checked_whole_then_published() -> Result<()> {
     let app = AppId::new(&p.app)?;
     let _a = edge.subscribe(&app, &ChannelName::new("a")?, 1).await?;
     let _b = edge.subscribe(&app, &ChannelName::new("b")?, 2).await?;
-    let path = format!("/apps/{}/batch_events", p.app);
+    let path = p.path("/batch_events");
     let ev = |channel: &str, name: &str| json!({"channel": channel, "name": name, "data": name});
 
     let body = json!({"batch": [ev("a", "one"), {"channel": "b", "name": "two", "data": "2", "socket_id": "9.9"}]});
@@ -159,7 +159,7 @@ async fn signatures_are_checked_as_pusher_checks_them() -> Result<()> {
     let (server, _edge, _collect) = pg_local_server(|_| {}).await?;
     let http = Http::default();
     let p = pusher_app(&http, &server, json!({"enabled": true}), None).await?;
-    let path = format!("/apps/{}/events", p.app);
+    let path = p.path("/events");
     let body = json!({"name": "e", "channel": "c", "data": "x"});
     let ok = Signing::new("POST", &path, &p).json(&body);
     assert_eq!(ok.send(&http, &server).await?.status, 200);
@@ -230,13 +230,17 @@ async fn signatures_are_checked_as_pusher_checks_them() -> Result<()> {
     let r = http
         .json("POST", &server.url("/v1/apps"), Some(ADMIN), json!({"name": "plain", "pusher": {"enabled": true}}))
         .await?;
-    let plain = PusherApp { app: r.json()["id"].as_str().context("id")?.to_owned(), ..p.clone() };
-    let plain_path = format!("/apps/{}/events", plain.app);
+    let plain = PusherApp {
+        app: r.json()["id"].as_str().context("id")?.to_owned(),
+        pusher_id: r.json()["pusher"]["app_id"].as_str().context("Pusher app id")?.to_owned(),
+        ..p.clone()
+    };
+    let plain_path = plain.path("/events");
     let r = Signing::new("POST", &plain_path, &plain).json(&body).send(&http, &server).await?;
     assert_eq!(r.status, 401);
     assert!(r.text().contains("\"pusher\": true"), "{}", r.text());
-    let ghost = PusherApp { app: "ghost".into(), ..p.clone() };
-    let r = Signing::new("POST", "/apps/ghost/events", &ghost).json(&body).send(&http, &server).await?;
+    // The app's Pusher key is no Pusher app id.
+    let r = Signing::new("POST", &format!("/apps/{}/events", p.app), &p).json(&body).send(&http, &server).await?;
     assert_eq!(r.status, 404, "{}", r.text());
     server.stop().await;
     Ok(())
@@ -247,7 +251,7 @@ async fn refusals_answer_pushers_statuses() -> Result<()> {
     let (server, _edge, _collect) = pg_local_server(|_| {}).await?;
     let http = Http::default();
     let p = pusher_app(&http, &server, json!({"enabled": true, "max_event_bytes": 100}), None).await?;
-    let path = format!("/apps/{}/events", p.app);
+    let path = p.path("/events");
     let send = |body: Value| {
         let (http, server, p, path) = (&http, &server, &p, &path);
         async move { pusher_send(http, server, p, "POST", path, &[], Some(body)).await }
@@ -341,7 +345,7 @@ async fn channel_queries_follow_edges_reports_at_once() -> Result<()> {
     let p = pusher_app(&http, &server, json!({"enabled": true}), None).await?;
     let app = AppId::new(&p.app)?;
     let room = ChannelName::new("presence-room")?;
-    let apps = format!("/apps/{}", p.app);
+    let apps = p.path("");
     occupancy(&edge, &p.app, "e1", &[("presence-room", 2), ("news", 5), ("chat:herald-only", 1)]).await?;
     edge.publish_presence(&app, &room, &join("e1", &p.app, entry("presence-room", "1.1", "u1", "{}"))).await?;
     edge.publish_presence(&app, &room, &join("e1", &p.app, entry("presence-room", "1.2", "u2", "{}"))).await?;
@@ -418,19 +422,19 @@ async fn events_to_users_and_terminating_users() -> Result<()> {
 
     // pusher-http-node's sendToUser: one `#server-to-user-` channel.
     let body = json!({"name": "note", "channels": ["#server-to-user-u1"], "data": "{\"n\":1}"});
-    let r = pusher_send(&http, &server, &p, "POST", &format!("/apps/{}/events", p.app), &[], Some(body)).await?;
+    let r = pusher_send(&http, &server, &p, "POST", &p.path("/events"), &[], Some(body)).await?;
     assert_eq!((r.status, r.json()), (200, json!({})), "{}", r.text());
     let e = collect.control_event(|k| if let Kind::UserEvent(e) = k { Some(e.clone()) } else { None }).await?;
     assert_eq!((e.app_id.as_str(), e.user_id.as_str(), e.event.as_str()), (p.app.as_str(), "u1", "note"));
     assert_eq!(&e.data[..], br#"{"n":1}"#);
     assert!(!e.id.is_empty() && e.timestamp_ms > 0);
     let body = json!({"batch": [{"channel": "#server-to-user-u2", "name": "b", "data": "2"}]});
-    let r = pusher_send(&http, &server, &p, "POST", &format!("/apps/{}/batch_events", p.app), &[], Some(body)).await?;
+    let r = pusher_send(&http, &server, &p, "POST", &p.path("/batch_events"), &[], Some(body)).await?;
     assert_eq!(r.status, 200, "{}", r.text());
     collect.control_event(|k| matches!(k, Kind::UserEvent(e) if e.user_id == "u2").then_some(())).await?;
 
     // terminate_connections, as pusher-http-node sends it (body `{}`)…
-    let path = format!("/apps/{}/users/u1/terminate_connections", p.app);
+    let path = p.path("/users/u1/terminate_connections");
     let r = pusher_send(&http, &server, &p, "POST", &path, &[], Some(json!({}))).await?;
     assert_eq!((r.status, r.json()), (200, json!({})), "{}", r.text());
     let t = collect.control_event(|k| if let Kind::UserTerminated(t) = k { Some(t.clone()) } else { None }).await?;
@@ -441,8 +445,8 @@ async fn events_to_users_and_terminating_users() -> Result<()> {
     collect.control_event(|k| matches!(k, Kind::UserTerminated(t) if t.user_id == "u3").then_some(())).await?;
     // …and with a user id the HTTP client escapes after the library signed
     // the raw path.
-    let signed = format!("/apps/{}/users/ada lovelace/terminate_connections", p.app);
-    let sent = format!("/apps/{}/users/ada%20lovelace/terminate_connections", p.app);
+    let signed = p.path("/users/ada lovelace/terminate_connections");
+    let sent = p.path("/users/ada%20lovelace/terminate_connections");
     let signing = Signing { url_path: Some(&sent), ..Signing::new("POST", &signed, &p).json(&json!({})) };
     let r = signing.send(&http, &server).await?;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -16,7 +16,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const DEFAULTS: &str = r#"{"enabled": false, "client_events": false, "presence_max_members": 0,
-    "max_event_bytes": 10240, "subscription_count": false, "client_event_rate": 0, "batch_max": 10}"#;
+    "max_event_bytes": 10240, "subscription_count": false, "client_event_rate": 0, "batch_max": 10, "app_id": null}"#;
 
 fn defaults() -> Value {
     serde_json::from_str(DEFAULTS).unwrap_or(Value::Null)
@@ -51,10 +51,11 @@ async fn settings_round_trip_over_rest_and_edges_are_told() -> Result<()> {
     let r = http.json("POST", &server.url("/v1/apps"), Some(ADMIN), json!({"name": "plain"})).await?;
     assert_eq!((r.status, &r.json()["pusher"]), (201, &defaults()), "{}", r.text());
 
-    let body = json!({"id": "pusher-app", "name": "p", "pusher": {"enabled": true, "client_events": true}});
+    let body = json!({"id": "pusher-app", "name": "p",
+                      "pusher": {"enabled": true, "client_events": true, "app_id": "424242"}});
     let r = http.json("POST", &server.url("/v1/apps"), Some(ADMIN), body).await?;
     assert_eq!(r.status, 201, "{}", r.text());
-    assert_eq!(r.json()["pusher"], settings(json!({"enabled": true, "client_events": true})));
+    assert_eq!(r.json()["pusher"], settings(json!({"enabled": true, "client_events": true, "app_id": "424242"})));
     let url = server.url("/v1/apps/pusher-app");
     collect.take_namespaces_changed("pusher-app");
 
@@ -64,7 +65,8 @@ async fn settings_round_trip_over_rest_and_edges_are_told() -> Result<()> {
     let r = http.json("PATCH", &url, Some(ADMIN), patch).await?;
     assert_eq!(r.status, 200, "{}", r.text());
     let expected = settings(json!({"enabled": true, "client_events": true, "presence_max_members": 50,
-        "max_event_bytes": 2048, "subscription_count": true, "client_event_rate": 20, "batch_max": 25}));
+        "max_event_bytes": 2048, "subscription_count": true, "client_event_rate": 20, "batch_max": 25,
+        "app_id": "424242"}));
     assert_eq!(r.json()["pusher"], expected);
     assert_eq!(http.get(&url, Some(ADMIN)).await?.json()["pusher"], expected);
     collect
@@ -90,6 +92,10 @@ async fn settings_round_trip_over_rest_and_edges_are_told() -> Result<()> {
         (json!({"client_event_rate": 10_001}), "client_event_rate"),
         (json!({"presence_max_members": 100_001}), "presence_max_members"),
         (json!({"enabled": "yes"}), "enabled"),
+        (json!({"app_id": "12a"}), "app_id"),
+        (json!({"app_id": ""}), "app_id"),
+        (json!({"app_id": "1234567890123456789"}), "app_id"),
+        (json!({"app_id": 1234567}), "app_id"),
         (json!({"webhooks": true}), "webhooks"),
     ] {
         for (method, url) in [("PATCH", url.clone()), ("POST", server.url("/v1/apps"))] {
@@ -189,8 +195,16 @@ async fn settings_and_pusher_keys_over_grpc() -> Result<()> {
         ..Default::default()
     };
     let app = admin.create_app(authed(create, ADMIN)).await?.into_inner();
-    let expected = pb::PusherSettings { enabled: true, max_event_bytes: 10_240, batch_max: 4, ..Default::default() };
-    assert_eq!(app.pusher, Some(expected));
+    let drawn = app.pusher.as_ref().map(|p| p.app_id.clone()).unwrap_or_default();
+    assert!(drawn.len() == 7 && drawn.bytes().all(|b| b.is_ascii_digit()), "a Pusher app id is drawn: {drawn:?}");
+    let expected = pb::PusherSettings {
+        enabled: true,
+        max_event_bytes: 10_240,
+        batch_max: 4,
+        app_id: drawn,
+        ..Default::default()
+    };
+    assert_eq!(app.pusher, Some(expected.clone()));
 
     let update = pb::UpdateAppRequest {
         app_id: app.id.clone(),

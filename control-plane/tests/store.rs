@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use common::TestDb;
 use herald_control_plane::keys;
+use herald_control_plane::pusher_app_id::PusherAppId;
 use herald_control_plane::store::{
     ApiKey, App, LimitOverrides, Namespace, PusherSettings, SigningKey, Store, StoreError,
 };
@@ -54,7 +55,8 @@ async fn suite(store: Store) -> Result<()> {
     // Apps.
     store.insert_app(&app("a1")).await?;
     store.insert_app(&app("a2")).await?;
-    assert!(matches!(store.insert_app(&app("a1")).await, Err(StoreError::Conflict(_))), "{backend}: duplicate app");
+    let duplicate = store.insert_app(&app("a1")).await;
+    assert!(matches!(&duplicate, Err(e @ StoreError::Conflict(_)) if !e.is_pusher_app_id_conflict()), "{backend}");
     let got = store.get_app(&AppId::new("a1")?).await?.expect("a1");
     assert_eq!(got, app("a1"), "{backend}");
     assert!(store.get_app(&AppId::new("nope")?).await?.is_none());
@@ -122,9 +124,32 @@ async fn suite(store: Store) -> Result<()> {
         subscription_count: true,
         client_event_rate: 10,
         batch_max: 5,
+        app_id: Some(PusherAppId::parse("0042")?),
     };
     store.insert_app(&pusher).await?;
     assert_eq!(store.get_app(&pusher.id).await?.expect("p1"), pusher, "{backend}");
+    // Pusher app ids (migration 0006): unique across apps, found as written.
+    let id = |s: &str| PusherAppId::parse(s).expect("id");
+    assert_eq!(store.get_app_by_pusher_id(id("0042")).await?.map(|a| a.id), Some(pusher.id.clone()), "{backend}");
+    assert!(store.get_app_by_pusher_id(id("42")).await?.is_none(), "{backend}: 42 is not 0042");
+    let mut twin = app("p2");
+    twin.pusher.app_id = Some(id("0042"));
+    let taken = store.insert_app(&twin).await;
+    assert!(matches!(&taken, Err(e) if e.is_pusher_app_id_conflict()), "{backend}: {taken:?}");
+    twin.pusher.app_id = None;
+    store.insert_app(&twin).await?;
+    store.insert_app(&app("p3")).await?; // Many apps have none.
+    twin.pusher.app_id = Some(id("0042"));
+    let taken = store.update_app(&twin).await;
+    assert!(matches!(&taken, Err(e) if e.is_pusher_app_id_conflict()), "{backend}: {taken:?}");
+    assert!(
+        matches!(store.set_missing_pusher_app_id(&twin.id, id("0042")).await, Err(e) if e.is_pusher_app_id_conflict())
+    );
+    assert!(store.set_missing_pusher_app_id(&twin.id, id("7")).await?, "{backend}");
+    assert!(!store.set_missing_pusher_app_id(&twin.id, id("8")).await?, "{backend}: it has one now");
+    assert_eq!(store.get_app(&twin.id).await?.and_then(|a| a.pusher.app_id), Some(id("7")));
+    assert!(store.delete_app(&twin.id, 50, 0).await?);
+    assert!(store.get_app_by_pusher_id(id("7")).await?.is_none(), "{backend}: an id goes with its app");
     pusher.pusher.enabled = false;
     pusher.pusher.batch_max = 10;
     assert!(store.update_app(&pusher).await?);

@@ -1,6 +1,7 @@
 //! Apps: create, list, read, change and delete them (admin only), with the
-//! checks of their names, limits, Origin allowlists and Pusher settings. A
-//! change tells edges (`AppLimitsChanged`, and `NamespacesChanged` when it
+//! checks of their names, limits, Origin allowlists and Pusher settings
+//! (drawing a Pusher app id when Pusher mode is on without one). A change
+//! tells edges (`AppLimitsChanged`, and `NamespacesChanged` when it
 //! touches the Pusher settings, which edges cache with the namespaces); a
 //! deletion drops the app's keys, history streams and caches and has edges
 //! close its connections (`AppDeleted`).
@@ -13,7 +14,7 @@ use crate::core::Core;
 use crate::error::ApiError;
 use crate::keys;
 use crate::services::checks::{check_name, parse_app_id, require_admin};
-use crate::services::pusher::PusherPatch;
+use crate::services::pusher::{MAX_PUSHER_APP_ID_DRAWS, PusherPatch};
 use crate::store::{App, LimitOverrides, PusherSettings, StoreError};
 
 /// Longest Origin in an allowlist, in bytes.
@@ -78,7 +79,7 @@ impl Core {
     /// # Errors
     ///
     /// `forbidden`, `bad_request` for invalid fields, `conflict` for a taken
-    /// id, `unavailable`.
+    /// id or Pusher app id, `unavailable`.
     pub async fn create_app(&self, who: &Principal, id: Option<&str>, spec: AppSpec) -> Result<App, ApiError> {
         require_admin(who)?;
         let id = match id {
@@ -88,7 +89,7 @@ impl Core {
         let name = check_name("name", spec.name.as_deref().unwrap_or(""))?;
         let origins = spec.allowed_origins.unwrap_or_default();
         self.check_origins(&origins)?;
-        let app = App {
+        let mut app = App {
             id,
             name,
             limits: self.check_limits(&spec.limits)?,
@@ -96,20 +97,54 @@ impl Core {
             created_at_ms: now_ms(),
             pusher: self.check_pusher(&spec.pusher.unwrap_or_default(), PusherSettings::default())?,
         };
-        match self.store.insert_app(&app).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                return Err(ApiError::new(ErrorCode::Conflict, format!("an app with id {:?} exists", app.id.as_str())));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.save_app(&mut app, true).await?;
         self.auth.evict_app(&app.id);
-        if app.pusher.enabled {
-            // An edge asked about this id before may hold "no such app".
+        if app.pusher.enabled || app.pusher.app_id.is_some() {
+            // An edge asked about this id before may hold "no such app",
+            // and another replica "no app has this Pusher app id".
             self.namespaces_changed(&app.id).await;
         }
         tracing::info!(app = %app.id, "app created");
         Ok(app)
+    }
+
+    /// Writes `app`, inserted when `insert` or else updated, after drawing
+    /// a Pusher app id when Pusher mode is on without one (another if a
+    /// concurrent change took it). Returns false when the app to update
+    /// does not exist.
+    ///
+    /// # Errors
+    ///
+    /// `conflict` for a taken app id or Pusher app id, `unavailable`.
+    async fn save_app(&self, app: &mut App, insert: bool) -> Result<bool, ApiError> {
+        let draw = app.pusher.enabled && app.pusher.app_id.is_none();
+        for _ in 0..MAX_PUSHER_APP_ID_DRAWS {
+            if draw {
+                app.pusher.app_id = Some(self.unused_pusher_app_id().await?);
+            }
+            let saved =
+                if insert { self.store.insert_app(app).await.map(|()| true) } else { self.store.update_app(app).await };
+            match saved {
+                Ok(found) => return Ok(found),
+                Err(e) if e.is_pusher_app_id_conflict() && draw => {}
+                Err(e) if e.is_pusher_app_id_conflict() => {
+                    let id = app.pusher.app_id.map(|id| id.to_string()).unwrap_or_default();
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("another app has the Pusher app_id {id:?}; choose another or leave it out"),
+                    ));
+                }
+                Err(StoreError::Conflict(_)) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Conflict,
+                        format!("an app with id {:?} exists", app.id.as_str()),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::error!(app = %app.id, "every Pusher app id drawn was taken meanwhile");
+        Err(ApiError::internal())
     }
 
     /// Every app (admin).
@@ -138,7 +173,8 @@ impl Core {
     ///
     /// # Errors
     ///
-    /// `forbidden`, `not_found`, `bad_request`, `unavailable`.
+    /// `forbidden`, `not_found`, `bad_request`, `conflict` for a Pusher app
+    /// id another app has, `unavailable`.
     pub async fn update_app(&self, who: &Principal, id: &str, spec: AppSpec) -> Result<App, ApiError> {
         let mut app = self.get_app(who, id).await?;
         if let Some(name) = &spec.name {
@@ -157,7 +193,7 @@ impl Core {
         if let Some(patch) = &spec.pusher {
             app.pusher = self.check_pusher(patch, app.pusher)?;
         }
-        if !self.store.update_app(&app).await? {
+        if !self.save_app(&mut app, false).await? {
             return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str())));
         }
         self.auth.evict_app(&app.id);

@@ -1,13 +1,20 @@
-//! Pusher mode of an app: the checks of its settings ([`PusherPatch`]), the
-//! settings and secrets edges get along with the app's namespaces
+//! Pusher mode of an app: the checks of its settings ([`PusherPatch`]),
+//! turning it on ([`Core::enable_pusher`]), its Pusher app id, the settings
+//! and secrets edges get along with the app's namespaces
 //! ([`Core::pusher_app`]), and who signed a request to the Pusher HTTP API
 //! ([`Core::pusher_caller`]).
 //!
-//! A Pusher app is a Herald app: its Pusher `key` and its Pusher `app_id`
-//! are both the Herald app id. Its secrets are the Pusher secrets of its
-//! active API keys (keys created with `"pusher": true`); any of them signs,
-//! so a secret can be replaced without a gap. The key whose secret signed a
-//! request is the request's principal, with that key's capabilities.
+//! A Pusher app is a Herald app: its Pusher `key` (in pusher-js's
+//! `/app/{key}` and in the `auth_key` of signed requests) is the Herald app
+//! id. Its Pusher `app_id` is a number of its own
+//! ([`PusherAppId`], see [`crate::pusher_app_id`]), unique across apps:
+//! given on creation or a change, or drawn at random when Pusher mode is
+//! turned on without one; it stays when Pusher mode is turned off. The HTTP
+//! API finds the app by it (cached like other app lookups). Its secrets are
+//! the Pusher secrets of its active API keys (keys created with
+//! `"pusher": true`); any of them signs, so a secret can be replaced
+//! without a gap. The key whose secret signed a request is the request's
+//! principal, with that key's capabilities.
 //!
 //! A change of the settings, and a new Pusher key, send `NamespacesChanged`
 //! for the app: edges cache the Pusher settings with the namespaces. A
@@ -24,12 +31,16 @@ use herald_proto::pusher::{ApiAuthError, ApiRequest, string_to_sign, verify_requ
 use crate::auth::Principal;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::services::checks::parse_app_id;
+use crate::pusher_app_id::PusherAppId;
+use crate::services::AppSpec;
 use crate::store::{ApiKey, App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, PusherSettings, StoreError};
 
 /// The highest `client_event_rate` an app may set, per connection and
 /// second.
 pub const MAX_CLIENT_EVENT_RATE: u32 = 10_000;
+
+/// Random Pusher app ids tried before giving up on finding an unused one.
+pub(crate) const MAX_PUSHER_APP_ID_DRAWS: usize = 8;
 
 /// Changes to an app's Pusher settings: the fields given change, the others
 /// stay (on creation: take their defaults). `max_event_bytes` and
@@ -50,6 +61,9 @@ pub struct PusherPatch {
     pub client_event_rate: Option<u32>,
     /// Most events in one `batch_events` request; 0: 10.
     pub batch_max: Option<u32>,
+    /// The Pusher app id (unique across apps); when Pusher mode is on
+    /// without one, one is drawn. Parse it with [`parse_pusher_app_id`].
+    pub app_id: Option<PusherAppId>,
 }
 
 impl From<PusherSettings> for PusherPatch {
@@ -63,6 +77,7 @@ impl From<PusherSettings> for PusherPatch {
             subscription_count: Some(s.subscription_count),
             client_event_rate: Some(s.client_event_rate),
             batch_max: Some(s.batch_max),
+            app_id: s.app_id,
         }
     }
 }
@@ -79,8 +94,28 @@ impl PusherPatch {
             subscription_count: self.subscription_count.unwrap_or(base.subscription_count),
             client_event_rate: self.client_event_rate.unwrap_or(base.client_event_rate),
             batch_max: self.batch_max.unwrap_or(base.batch_max),
+            app_id: self.app_id.or(base.app_id),
         }
     }
+}
+
+/// Parses the Pusher app id a request gives in `field`.
+///
+/// # Errors
+///
+/// `bad_request` naming the field and the expected form.
+pub fn parse_pusher_app_id(field: &str, id: &str) -> Result<PusherAppId, ApiError> {
+    PusherAppId::parse(id).map_err(|e| ApiError::bad_request(format!("`{field}`: {e}")))
+}
+
+/// How a Pusher HTTP API request names its app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PusherAppRef<'a> {
+    /// The Pusher app id of the path, `/apps/{app_id}/…`.
+    AppId(&'a str),
+    /// The request's `auth_key` (the Herald app id), for a path without
+    /// `/apps/{app_id}` (pusher-http-python's `terminate_connections`).
+    Key(&'a str),
 }
 
 /// The caller of a signed Pusher HTTP API request.
@@ -179,6 +214,68 @@ impl Core {
         Ok(s)
     }
 
+    /// Turns Pusher mode on for `app` (admin), with or without client
+    /// events, and returns the app: its Pusher app id is
+    /// `app.pusher.app_id` (drawn when it had none). The other settings
+    /// stay. A shorthand for [`Core::update_app`] with a
+    /// [`PusherPatch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Core::update_app`].
+    pub async fn enable_pusher(&self, who: &Principal, app: &str, client_events: bool) -> Result<App, ApiError> {
+        let patch = PusherPatch { enabled: Some(true), client_events: Some(client_events), ..PusherPatch::default() };
+        self.update_app(who, app, AppSpec { pusher: Some(patch), ..AppSpec::default() }).await
+    }
+
+    /// A random Pusher app id no app has (yet: the unique index has the
+    /// last word).
+    ///
+    /// # Errors
+    ///
+    /// `unavailable`; `internal` when every draw was taken.
+    pub(crate) async fn unused_pusher_app_id(&self) -> Result<PusherAppId, ApiError> {
+        for _ in 0..MAX_PUSHER_APP_ID_DRAWS {
+            let id = PusherAppId::random();
+            if self.store.get_app_by_pusher_id(id).await?.is_none() {
+                return Ok(id);
+            }
+        }
+        tracing::error!("no unused Pusher app id found in {MAX_PUSHER_APP_ID_DRAWS} draws");
+        Err(ApiError::internal())
+    }
+
+    /// Gives every app in Pusher mode without a Pusher app id one (apps
+    /// that turned it on before Pusher app ids existed); run at start.
+    /// Failures are logged: such an app gets its id on its next change.
+    pub(crate) async fn assign_missing_pusher_app_ids(&self) {
+        let apps = match self.store.list_apps().await {
+            Ok(apps) => apps,
+            Err(e) => {
+                tracing::warn!(error = %e, "apps in Pusher mode without a Pusher app id not checked");
+                return;
+            }
+        };
+        for app in apps.iter().filter(|a| a.pusher.enabled && a.pusher.app_id.is_none()) {
+            let assigned = match self.unused_pusher_app_id().await {
+                Ok(id) => self.store.set_missing_pusher_app_id(&app.id, id).await.map(|set| set.then_some(id)),
+                Err(e) => {
+                    tracing::warn!(app = %app.id, error = %e, "no Pusher app id assigned");
+                    continue;
+                }
+            };
+            match assigned {
+                Ok(Some(id)) => {
+                    tracing::info!(app = %app.id, pusher_app_id = %id, "Pusher app id assigned");
+                    self.auth.evict_app(&app.id);
+                    self.namespaces_changed(&app.id).await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(app = %app.id, error = %e, "no Pusher app id assigned"),
+            }
+        }
+    }
+
     /// The Pusher settings of `app` as edges get them, with the secrets of
     /// its active Pusher keys; `None` when the app does not exist or has
     /// Pusher mode off. Read from the database (an edge asks after a change
@@ -209,11 +306,38 @@ impl Core {
         }
     }
 
-    /// Who signed a Pusher HTTP API request to `app`: the active API key of
-    /// the app whose Pusher secret verifies it (`auth_key` is the app id).
-    /// `paths` are the forms of the request path the signature may cover
-    /// (as received, and percent-decoded: server libraries sign the path
-    /// before their HTTP client encodes it); `req.path` is ignored.
+    /// The app a Pusher HTTP API request names.
+    ///
+    /// # Errors
+    ///
+    /// `not_found` (no app has that Pusher app id, or that key),
+    /// `unavailable`.
+    async fn pusher_target(&self, to: PusherAppRef<'_>) -> Result<Arc<App>, ApiError> {
+        match to {
+            PusherAppRef::AppId(id) => match PusherAppId::parse(id) {
+                Ok(id) => self.auth.app_by_pusher_id(id).await,
+                Err(_) => Err(ApiError::not_found(format!(
+                    "no app has the Pusher app_id {:?}: Pusher app ids are numbers (the app's `pusher.app_id`; its \
+                     Herald id is the Pusher key)",
+                    id.chars().take(64).collect::<String>()
+                ))),
+            },
+            PusherAppRef::Key(key) => match AppId::new(key) {
+                Ok(id) => self.auth.app(&id).await,
+                Err(_) => Err(ApiError::not_found(format!(
+                    "no app has the Pusher key (auth_key) {:?}",
+                    key.chars().take(64).collect::<String>()
+                ))),
+            },
+        }
+    }
+
+    /// Who signed a Pusher HTTP API request to the app `to` names: the
+    /// active API key of the app whose Pusher secret verifies it
+    /// (`auth_key` is the Herald app id). `paths` are the forms of the
+    /// request path the signature may cover (as received, and
+    /// percent-decoded: server libraries sign the path before their HTTP
+    /// client encodes it); `req.path` is ignored.
     ///
     /// # Errors
     ///
@@ -223,12 +347,12 @@ impl Core {
     /// `unavailable`.
     pub async fn pusher_caller(
         &self,
-        app: &str,
+        to: PusherAppRef<'_>,
         req: &ApiRequest<'_>,
         paths: &[&str],
     ) -> Result<PusherCaller, ApiError> {
-        let app_id = parse_app_id(app)?;
-        let stored = self.auth.app(&app_id).await?;
+        let stored = self.pusher_target(to).await?;
+        let app_id = stored.id.clone();
         let keys = self.auth.pusher_keys(&app_id).await?;
         if keys.is_empty() {
             return Err(ApiError::unauthorized(format!(
@@ -287,5 +411,9 @@ mod tests {
         let all = PusherPatch::from(s);
         assert_eq!(all.apply(PusherSettings::default()), s);
         assert_eq!(PusherPatch::default().apply(s), s);
+        let id = PusherAppId::parse("42").ok();
+        let with_id = PusherPatch { app_id: id, ..Default::default() }.apply(s);
+        assert_eq!(with_id.app_id, id);
+        assert_eq!(PusherPatch::default().apply(with_id).app_id, id, "an id stays unless one is given");
     }
 }

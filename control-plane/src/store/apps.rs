@@ -1,5 +1,5 @@
 //! The `apps` table: apps (tenants), their limits, Origin allowlists and
-//! Pusher settings.
+//! Pusher settings, with the Pusher app id unique across apps (an index).
 //!
 //! Deleting an app takes its rows in `api_keys` and `namespaces` with it and
 //! leaves a tombstone in `deleted_apps`, in one transaction.
@@ -8,6 +8,7 @@ use herald_proto::AppId;
 use sqlx::Row;
 
 use super::{Store, StoreError, parse_app_id, to_u32};
+use crate::pusher_app_id::PusherAppId;
 
 /// Per-app limits; `None` means the server's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct PusherSettings {
     pub client_event_rate: u32,
     /// Most events in one `batch_events` request.
     pub batch_max: u32,
+    /// The app's Pusher app id (in `/apps/{app_id}/…` of the Pusher HTTP
+    /// API); unique across apps. Set whenever Pusher mode is on.
+    pub app_id: Option<PusherAppId>,
 }
 
 impl Default for PusherSettings {
@@ -60,6 +64,7 @@ impl Default for PusherSettings {
             subscription_count: false,
             client_event_rate: 0,
             batch_max: DEFAULT_PUSHER_BATCH_MAX,
+            app_id: None,
         }
     }
 }
@@ -113,6 +118,7 @@ macro_rules! app_from_row {
                     row.try_get("pusher_client_event_rate")?,
                 )?,
                 batch_max: stored_u32(&id, "pusher_batch_max", row.try_get("pusher_batch_max")?)?,
+                app_id: stored_pusher_app_id(&id, row.try_get("pusher_app_id")?)?,
             },
         }
     }};
@@ -122,13 +128,19 @@ macro_rules! app_columns {
     () => {
         "id, name, max_connections, max_message_bytes, publish_rate_per_sec, allowed_origins, created_at_ms, \
          pusher_enabled, pusher_client_events, pusher_presence_max_members, pusher_max_event_bytes, \
-         pusher_subscription_count, pusher_client_event_rate, pusher_batch_max"
+         pusher_subscription_count, pusher_client_event_rate, pusher_batch_max, pusher_app_id"
     };
 }
 
 /// A non-null `BIGINT` setting as `u32`.
 fn stored_u32(app: &str, column: &str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v} of app {app}")))
+}
+
+/// A stored Pusher app id.
+fn stored_pusher_app_id(app: &str, v: Option<String>) -> Result<Option<PusherAppId>, StoreError> {
+    v.map(|v| PusherAppId::parse(&v).map_err(|e| StoreError::Corrupt(format!("pusher_app_id of app {app}: {e}"))))
+        .transpose()
 }
 
 fn origins_json(origins: &[String]) -> String {
@@ -140,12 +152,13 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Conflict`] when the id is taken.
+    /// [`StoreError::Conflict`] when the id or the Pusher app id is taken
+    /// (see [`StoreError::is_pusher_app_id_conflict`]).
     pub async fn insert_app(&self, app: &App) -> Result<(), StoreError> {
         let sql = concat!(
             "INSERT INTO apps (",
             app_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         with_pool!(self, pool => {
             sqlx::query(sql)
@@ -163,6 +176,7 @@ impl Store {
                 .bind(app.pusher.subscription_count)
                 .bind(i64::from(app.pusher.client_event_rate))
                 .bind(i64::from(app.pusher.batch_max))
+                .bind(app.pusher.app_id.map(|id| id.to_string()))
                 .execute(pool)
                 .await?;
         });
@@ -174,12 +188,13 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// Database errors.
+    /// Database errors; [`StoreError::Conflict`] when the Pusher app id is
+    /// another app's.
     pub async fn update_app(&self, app: &App) -> Result<bool, StoreError> {
         let sql = "UPDATE apps SET name = $2, max_connections = $3, max_message_bytes = $4, \
                    publish_rate_per_sec = $5, allowed_origins = $6, pusher_enabled = $7, pusher_client_events = $8, \
                    pusher_presence_max_members = $9, pusher_max_event_bytes = $10, pusher_subscription_count = $11, \
-                   pusher_client_event_rate = $12, pusher_batch_max = $13 WHERE id = $1";
+                   pusher_client_event_rate = $12, pusher_batch_max = $13, pusher_app_id = $14 WHERE id = $1";
         let n = with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(app.id.as_str())
@@ -195,6 +210,7 @@ impl Store {
                 .bind(app.pusher.subscription_count)
                 .bind(i64::from(app.pusher.client_event_rate))
                 .bind(i64::from(app.pusher.batch_max))
+                .bind(app.pusher.app_id.map(|id| id.to_string()))
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -232,6 +248,35 @@ impl Store {
                 None => Ok(None),
             }
         })
+    }
+
+    /// The app whose Pusher app id is `id`.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn get_app_by_pusher_id(&self, id: PusherAppId) -> Result<Option<App>, StoreError> {
+        let sql = concat!("SELECT ", app_columns!(), " FROM apps WHERE pusher_app_id = $1");
+        with_pool!(self, pool => {
+            match sqlx::query(sql).bind(id.to_string()).fetch_optional(pool).await? {
+                Some(row) => Ok(Some(app_from_row!(&row))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Sets the Pusher app id of an app that has none. Returns false when
+    /// the app does not exist or has one already.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`StoreError::Conflict`] when another app has it.
+    pub async fn set_missing_pusher_app_id(&self, app: &AppId, id: PusherAppId) -> Result<bool, StoreError> {
+        let sql = "UPDATE apps SET pusher_app_id = $2 WHERE id = $1 AND pusher_app_id IS NULL";
+        let n = with_pool!(self, pool => {
+            sqlx::query(sql).bind(app.as_str()).bind(id.to_string()).execute(pool).await?.rows_affected()
+        });
+        Ok(n > 0)
     }
 
     /// Deletes an app and, with it, its API keys and namespaces, and keeps

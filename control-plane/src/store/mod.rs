@@ -13,8 +13,8 @@
 //!
 //! # Layout
 //!
-//! - `apps`: [`App`], [`LimitOverrides`], [`PusherSettings`]; deleting an
-//!   app.
+//! - `apps`: [`App`], [`LimitOverrides`], [`PusherSettings`] (with the
+//!   app's unique Pusher app id); deleting an app.
 //! - `api_keys`: [`ApiKey`], stored without its secret (with its Pusher
 //!   secret, if any).
 //! - `signing_keys`: [`SigningKey`], the current one and those retiring.
@@ -74,6 +74,15 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_foreign_key_violation() => Self::Missing(db.message().to_owned()),
             _ => Self::Database(e),
         }
+    }
+}
+
+impl StoreError {
+    /// Whether this is a conflict on an app's Pusher app id (its unique
+    /// index: PostgreSQL names the index, SQLite the column).
+    #[must_use]
+    pub fn is_pusher_app_id_conflict(&self) -> bool {
+        matches!(self, Self::Conflict(m) if m.contains("pusher_app_id"))
     }
 }
 

@@ -484,7 +484,10 @@ pub async fn pg_local_server(tweak: impl FnOnce(&mut Config)) -> Result<(Server,
 /// An app in Pusher mode and an API key of it with a Pusher secret.
 #[derive(Debug, Clone)]
 pub struct PusherApp {
+    /// The Herald app id: the Pusher key.
     pub app: String,
+    /// The numeric Pusher app id.
+    pub pusher_id: String,
     pub key_id: String,
     pub key: String,
     pub secret: String,
@@ -497,8 +500,16 @@ pub async fn pusher_app(http: &Http, server: &Server, pusher: Value, caps: Optio
     let r = http.json("POST", &server.url("/v1/apps"), Some(ADMIN), body).await?;
     anyhow::ensure!(r.status == 201, "create app: {} {}", r.status, String::from_utf8_lossy(&r.body));
     let app = r.json()["id"].as_str().context("app id")?.to_owned();
+    let pusher_id = r.json()["pusher"]["app_id"].as_str().unwrap_or_default().to_owned();
     let secret = pusher_key(http, server, &app, caps).await?;
-    Ok(PusherApp { app, key_id: secret.0, key: secret.1, secret: secret.2 })
+    Ok(PusherApp { app, pusher_id, key_id: secret.0, key: secret.1, secret: secret.2 })
+}
+
+impl PusherApp {
+    /// `/apps/{Pusher app id}` and `rest`: a Pusher HTTP API path.
+    pub fn path(&self, rest: &str) -> String {
+        format!("/apps/{}{rest}", self.pusher_id)
+    }
 }
 
 /// Creates a key with a Pusher secret; returns (key id, key, Pusher secret).

@@ -9,6 +9,7 @@ use tonic::{Request, Response as GrpcResponse, Status};
 use super::Grpc;
 use crate::core::Core;
 use crate::error::ApiError;
+use crate::services::pusher::parse_pusher_app_id;
 use crate::services::{AppSpec, PusherPatch};
 use crate::store::{ApiKey, App, LimitOverrides, PusherSettings};
 
@@ -39,16 +40,20 @@ fn limits_from_pb(l: Option<pb::AppLimits>) -> LimitOverrides {
     }
 }
 
-fn pusher_from_pb(p: Option<pb::PusherSettingsUpdate>) -> Option<PusherPatch> {
-    p.map(|p| PusherPatch {
-        enabled: p.enabled,
-        client_events: p.client_events,
-        presence_max_members: p.presence_max_members,
-        max_event_bytes: p.max_event_bytes,
-        subscription_count: p.subscription_count,
-        client_event_rate: p.client_event_rate,
-        batch_max: p.batch_max,
+fn pusher_from_pb(p: Option<pb::PusherSettingsUpdate>) -> Result<Option<PusherPatch>, ApiError> {
+    p.map(|p| {
+        Ok(PusherPatch {
+            enabled: p.enabled,
+            client_events: p.client_events,
+            presence_max_members: p.presence_max_members,
+            max_event_bytes: p.max_event_bytes,
+            subscription_count: p.subscription_count,
+            client_event_rate: p.client_event_rate,
+            batch_max: p.batch_max,
+            app_id: p.app_id.as_deref().map(|id| parse_pusher_app_id("pusher.app_id", id)).transpose()?,
+        })
     })
+    .transpose()
 }
 
 fn pusher_to_pb(s: &PusherSettings) -> pb::PusherSettings {
@@ -60,6 +65,7 @@ fn pusher_to_pb(s: &PusherSettings) -> pb::PusherSettings {
         subscription_count: s.subscription_count,
         client_event_rate: s.client_event_rate,
         batch_max: s.batch_max,
+        app_id: s.app_id.map(|id| id.to_string()).unwrap_or_default(),
     }
 }
 
@@ -100,7 +106,7 @@ impl AdminService for Grpc {
             name: Some(r.name),
             limits: limits_from_pb(r.limits),
             allowed_origins: Some(r.allowed_origins),
-            pusher: pusher_from_pb(r.pusher),
+            pusher: pusher_from_pb(r.pusher)?,
         };
         let app = self.core.create_app(&who, r.id.as_deref(), spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
@@ -170,7 +176,7 @@ impl AdminService for Grpc {
             name: r.name,
             limits,
             allowed_origins: r.allowed_origins.map(|o| o.origins),
-            pusher: pusher_from_pb(r.pusher),
+            pusher: pusher_from_pb(r.pusher)?,
         };
         let app = self.core.update_app(&who, &r.app_id, spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))

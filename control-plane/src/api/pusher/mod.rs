@@ -1,6 +1,11 @@
 //! Pusher's HTTP API for apps in Pusher mode, as Pusher's server libraries
-//! call it (`pusher` on npm, `pusher` on PyPI, …), on the REST port: the
-//! Pusher `app_id` (and `key`) is the Herald app id.
+//! call it (`pusher` on npm, `pusher` on PyPI, …), on the REST port. The
+//! `{app_id}` of the paths is the app's numeric Pusher app id
+//! (`pusher.app_id` of the app, found through a cache; an unknown one
+//! answers 404); the Pusher `key`, which every request carries as
+//! `auth_key`, is the Herald app id. A library is configured with
+//! `appId` = the Pusher app id, `key` = the Herald app id, `secret` = the
+//! `pusher_secret` of one of the app's keys.
 //!
 //! - [`events`]: `POST /apps/{app_id}/events` and `/batch_events`: channel
 //!   events, and events to a user on `#server-to-user-{user_id}` (what the
@@ -9,10 +14,13 @@
 //!   `/channels/{channel}/users`.
 //! - [`users`]: `POST /apps/{app_id}/users/{user_id}/terminate_connections`,
 //!   also without the `/apps/{app_id}` prefix (pusher-http-python sends it
-//!   so; the app is then the `auth_key`).
+//!   so, signed over that shorter path; the app is then the one whose
+//!   Herald id is the `auth_key`).
 //!
-//! Every request is signed as Pusher's are (`auth_key` = the app id,
-//! `auth_timestamp` within 600 s, `auth_version` 1.0, `body_md5` of a body,
+//! Every request is signed as Pusher's are (`auth_key` = the Herald app
+//! id, `auth_timestamp` within 600 s, `auth_version` 1.0, `body_md5` of a
+//! body — also accepted, and checked, on a request without one, as
+//! pusher-http-python sends the MD5 of the empty body with every GET —
 //! `auth_signature`); [`Signed`] checks it against the Pusher secrets of the
 //! app's active API keys (`Core::pusher_caller`). The key that signed is
 //! the principal: its capabilities apply as on Herald's own APIs. Handlers
@@ -22,9 +30,10 @@
 //! Errors are answered as Pusher answers them: a status and a plain-text
 //! explanation. 400: bad body, parameter or channel name; 401: the
 //! signature (and why); 403: Pusher mode off, the key's capabilities, or
-//! the app's publish rate (Pusher's "over quota"); 404: no such app; 413:
-//! `data` over the app's `max_event_bytes` (or the request over
-//! `max_body_size`); 503: the bus or the database is unavailable.
+//! the app's publish rate (Pusher's "over quota"); 404: no app has that
+//! Pusher app id (or, without the prefix, that key); 413: `data` over the
+//! app's `max_event_bytes` (or the request over `max_body_size`); 503: the
+//! bus or the database is unavailable.
 
 pub mod channels;
 pub mod events;
@@ -45,6 +54,7 @@ use serde::de::DeserializeOwned;
 use crate::core::Core;
 use crate::error::ApiError;
 use crate::services::PusherCaller;
+use crate::services::pusher::PusherAppRef;
 
 /// The Pusher HTTP API's routes.
 pub fn router(core: Arc<Core>) -> Router {
@@ -205,12 +215,14 @@ impl FromRequest<Arc<Core>> for Signed {
                 PusherError::bad_request(format!("could not read the request body: {}", r.body_text()))
             }
         })?;
-        let app = path
-            .iter()
-            .find(|(k, _)| k == "app_id")
-            .or_else(|| query.iter().find(|(k, _)| k.eq_ignore_ascii_case("auth_key")))
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| PusherError::from(ApiError::unauthorized("missing parameter auth_key")))?;
+        let to = match path.iter().find(|(k, _)| k == "app_id") {
+            Some((_, id)) => PusherAppRef::AppId(id),
+            None => query
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("auth_key"))
+                .map(|(_, key)| PusherAppRef::Key(key))
+                .ok_or_else(|| PusherError::from(ApiError::unauthorized("missing parameter auth_key")))?,
+        };
         // Server libraries sign the path before their HTTP client encodes
         // it: a user id with reserved characters arrives escaped.
         let decoded = percent_decode(&raw_path).filter(|d| *d != raw_path);
@@ -220,7 +232,7 @@ impl FromRequest<Arc<Core>> for Signed {
         }
         let params: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let req = ApiRequest { method: method.as_str(), path: &raw_path, params: &params, body: &body };
-        let caller = core.pusher_caller(&app, &req, &paths).await?;
+        let caller = core.pusher_caller(to, &req, &paths).await?;
         Ok(Self { caller, path, query, body })
     }
 }

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use super::{ApiPath, Body, Caller, Shared, TAG_ADMIN, secs};
 use crate::core::Core;
 use crate::error::{ApiError, ErrorBody};
+use crate::services::pusher::parse_pusher_app_id;
 use crate::services::{AppSpec, EffectiveLimits, PusherPatch};
 use crate::store::{App, LimitOverrides, PusherSettings};
 
@@ -39,7 +40,7 @@ impl From<LimitsBody> for LimitOverrides {
 
 /// Pusher settings in a request: on creation, absent fields take their
 /// defaults; on a change, they stay.
-#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PusherBody {
     /// Pusher mode: edges accept Pusher clients at `/app/{app_id}` and the
@@ -61,11 +62,18 @@ pub struct PusherBody {
     pub client_event_rate: Option<u32>,
     /// Most events in one `batch_events` request (default and 0: 10).
     pub batch_max: Option<u32>,
+    /// The Pusher app id, 1-18 decimal digits as a string (in
+    /// `/apps/{app_id}/…` of the Pusher HTTP API), unique across apps;
+    /// drawn at random (7 digits) when Pusher mode is on without one.
+    #[schema(example = "1234567")]
+    pub app_id: Option<String>,
 }
 
-impl From<PusherBody> for PusherPatch {
-    fn from(b: PusherBody) -> Self {
-        Self {
+impl TryFrom<PusherBody> for PusherPatch {
+    type Error = ApiError;
+
+    fn try_from(b: PusherBody) -> Result<Self, ApiError> {
+        Ok(Self {
             enabled: b.enabled,
             client_events: b.client_events,
             presence_max_members: b.presence_max_members,
@@ -73,12 +81,13 @@ impl From<PusherBody> for PusherPatch {
             subscription_count: b.subscription_count,
             client_event_rate: b.client_event_rate,
             batch_max: b.batch_max,
-        }
+            app_id: b.app_id.as_deref().map(|id| parse_pusher_app_id("pusher.app_id", id)).transpose()?,
+        })
     }
 }
 
 /// An app's Pusher settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PusherView {
     /// Pusher mode is on.
     pub enabled: bool,
@@ -94,6 +103,10 @@ pub struct PusherView {
     pub client_event_rate: u32,
     /// Most events in one `batch_events` request.
     pub batch_max: u32,
+    /// The Pusher app id (the `appId` of Pusher's server libraries; their
+    /// `key` is the app id); null until Pusher mode is first turned on.
+    #[schema(example = "1234567")]
+    pub app_id: Option<String>,
 }
 
 impl From<PusherSettings> for PusherView {
@@ -106,6 +119,7 @@ impl From<PusherSettings> for PusherView {
             subscription_count: s.subscription_count,
             client_event_rate: s.client_event_rate,
             batch_max: s.batch_max,
+            app_id: s.app_id.map(|id| id.to_string()),
         }
     }
 }
@@ -191,7 +205,7 @@ pub(super) async fn create_app(
         name: Some(body.name),
         limits: body.limits.into(),
         allowed_origins: Some(body.allowed_origins),
-        pusher: body.pusher.map(Into::into),
+        pusher: body.pusher.map(PusherPatch::try_from).transpose()?,
     };
     let app = core.create_app(&who, body.id.as_deref(), spec).await?;
     Ok((StatusCode::CREATED, Json(app_view(&core, &app))).into_response())
@@ -234,7 +248,7 @@ pub(super) async fn update_app(
         name: body.name,
         limits: body.limits.map(Into::into).unwrap_or_default(),
         allowed_origins: body.allowed_origins,
-        pusher: body.pusher.map(Into::into),
+        pusher: body.pusher.map(PusherPatch::try_from).transpose()?,
     };
     let app = core.update_app(&who, &app_id, spec).await?;
     Ok(Json(app_view(&core, &app)))
