@@ -21,16 +21,55 @@ pub struct ApiArgs {
     pub api_url: String,
 }
 
+/// Pusher mode flags of `herald apps create` and `update`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PusherArgs {
+    /// Pusher mode: Pusher clients at /app/<app id> on edges, Pusher's HTTP API at /apps/<Pusher app id> (=false: off).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub pusher: Option<bool>,
+    /// Pusher clients may send client- events (=false: may not).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub pusher_client_events: Option<bool>,
+    /// The numeric Pusher app id (appId) to keep, e.g. when moving from Pusher; drawn when Pusher mode is on without one.
+    #[arg(long, value_name = "N")]
+    pub pusher_app_id: Option<String>,
+}
+
+impl PusherArgs {
+    /// The Pusher settings to set, if any flag was given.
+    fn update(self) -> Option<api::PusherSettingsUpdate> {
+        let given = self.pusher.is_some() || self.pusher_client_events.is_some() || self.pusher_app_id.is_some();
+        given.then(|| api::PusherSettingsUpdate {
+            enabled: self.pusher,
+            client_events: self.pusher_client_events,
+            app_id: self.pusher_app_id,
+            ..Default::default()
+        })
+    }
+}
+
 /// `herald apps …` (admin token).
 #[derive(Debug, clap::Subcommand)]
 pub enum AppsCommand {
-    /// Create an app; prints its id.
+    /// Create an app; prints its id (and, in Pusher mode, its Pusher app id on a second line).
     Create {
         /// Display name.
         name: String,
         /// Allowed Origin values (repeat; none = every origin).
         #[arg(long = "origin")]
         origins: Vec<String>,
+        #[command(flatten)]
+        pusher: PusherArgs,
+    },
+    /// Change an app's name or Pusher mode; in Pusher mode, prints its Pusher app id.
+    Update {
+        /// The app's id.
+        id: String,
+        /// A new display name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        pusher: PusherArgs,
     },
     /// List apps.
     List,
@@ -45,13 +84,16 @@ pub enum AppsCommand {
 /// `herald keys …` (admin token).
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// Create an API key; prints the secret (shown this once).
+    /// Create an API key; prints the secret (shown this once), and with --pusher its Pusher secret on a second line.
     Create {
         /// A name for the key.
         name: String,
         /// Capabilities as JSON, e.g. '{"chat:*": ["subscribe", "publish"]}' (default: everything).
         #[arg(long)]
         capabilities: Option<String>,
+        /// Also give the key a Pusher secret (the `secret` of Pusher's libraries for the app).
+        #[arg(long)]
+        pusher: bool,
     },
     /// List the app's keys.
     List,
@@ -141,15 +183,26 @@ fn status(e: tonic::Status) -> anyhow::Error {
 pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Result<()> {
     let mut client = admin(&api).await?;
     match command {
-        AppsCommand::Create { name, origins } => {
-            let request = api::CreateAppRequest { name, allowed_origins: origins, ..Default::default() };
+        AppsCommand::Create { name, origins, pusher } => {
+            let pusher = pusher.update();
+            let request = api::CreateAppRequest { name, allowed_origins: origins, pusher, ..Default::default() };
             let app = client.create_app(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             println!("{}", app.id);
+            print_pusher_app_id(&app);
+        }
+        AppsCommand::Update { id, name, pusher } => {
+            let request = api::UpdateAppRequest { app_id: id, name, pusher: pusher.update(), ..Default::default() };
+            let app = client.update_app(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            eprintln!("app {} updated", app.id);
+            print_pusher_app_id(&app);
         }
         AppsCommand::List => {
             let apps = client.list_apps(authorized(api::ListAppsRequest {}, &admin_token)?).await.map_err(status)?;
             for app in apps.into_inner().apps {
-                println!("{}\t{}", app.id, app.name);
+                match app.pusher.filter(|p| p.enabled) {
+                    Some(p) => println!("{}\t{}\tpusher app_id {}", app.id, app.name, p.app_id),
+                    None => println!("{}\t{}", app.id, app.name),
+                }
             }
         }
         AppsCommand::Delete { id } => {
@@ -161,17 +214,32 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
     Ok(())
 }
 
+/// In Pusher mode, prints the app's Pusher app id (stdout) and what to
+/// give Pusher's libraries (stderr).
+fn print_pusher_app_id(app: &api::App) {
+    if let Some(p) = app.pusher.as_ref().filter(|p| p.enabled) {
+        eprintln!("Pusher mode on: appId {} (below), key {} (the app id)", p.app_id, app.id);
+        println!("{}", p.app_id);
+    }
+}
+
 /// `herald keys …`.
 pub async fn keys(api: ApiArgs, admin_token: String, app_id: String, command: KeysCommand) -> Result<()> {
     let mut client = admin(&api).await?;
     match command {
-        KeysCommand::Create { name, capabilities } => {
+        KeysCommand::Create { name, capabilities, pusher } => {
             let capabilities = capabilities.as_deref().map(capabilities_to_api).transpose()?.unwrap_or_default();
-            let request = api::CreateKeyRequest { app_id, name, capabilities, ..Default::default() };
+            let request = api::CreateKeyRequest { app_id, name, capabilities, pusher };
             let created = client.create_key(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             let id = created.key.map(|k| k.id).unwrap_or_default();
-            eprintln!("key {id} created; the secret below is shown this once:");
-            println!("{}", created.secret);
+            if pusher {
+                eprintln!("key {id} created; the secret and then the Pusher secret below are shown this once:");
+                println!("{}", created.secret);
+                println!("{}", created.pusher_secret);
+            } else {
+                eprintln!("key {id} created; the secret below is shown this once:");
+                println!("{}", created.secret);
+            }
         }
         KeysCommand::List => {
             let keys = client
@@ -182,7 +250,8 @@ pub async fn keys(api: ApiArgs, admin_token: String, app_id: String, command: Ke
                 .keys;
             for key in keys {
                 let state = if key.revoked_at_ms > 0 { "revoked" } else { "active" };
-                println!("{}\t{}\t{state}", key.id, key.name);
+                let pusher = if key.pusher { "\tpusher" } else { "" };
+                println!("{}\t{}\t{state}{pusher}", key.id, key.name);
             }
         }
         KeysCommand::Revoke { key_id } => {
