@@ -17,10 +17,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_proto::ChannelName;
 use herald_proto::pusher::PusherChannel;
+use herald_proto::{AppId, ChannelName};
 
-use crate::local::ChannelKey;
+/// A channel of an app.
+type ChannelKey = (AppId, ChannelName);
 
 /// How long a cache channel's last message is kept by default.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -70,7 +71,6 @@ impl LocalCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_proto::AppId;
 
     fn key(c: &str) -> ChannelKey {
         (AppId::new("a").expect("app"), ChannelName::new(c).expect("channel"))
