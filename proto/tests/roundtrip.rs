@@ -261,6 +261,7 @@ fn api_messages() -> Vec<String> {
             subscription_count: true,
             client_event_rate: 10,
             batch_max: 10,
+            app_id: "1234567".into(),
         }),
     };
     let pusher_update = PusherSettingsUpdate {
@@ -271,6 +272,7 @@ fn api_messages() -> Vec<String> {
         subscription_count: Some(false),
         client_event_rate: None,
         batch_max: Some(5),
+        app_id: Some("0042".into()),
     };
     let cap = Capability { pattern: "chat:*".into(), operations: vec!["subscribe".into(), "publish".into()] };
     let key = ApiKey {
@@ -318,7 +320,7 @@ fn api_messages() -> Vec<String> {
             limits: Some(limits),
             allowed_origins: vec!["o".into()],
             id: Some("app2".into()),
-            pusher: Some(pusher_update),
+            pusher: Some(pusher_update.clone()),
         }),
         rt(UpdateAppRequest {
             app_id: "a".into(),
@@ -329,10 +331,10 @@ fn api_messages() -> Vec<String> {
                 publish_rate_per_sec: None,
             }),
             allowed_origins: Some(AllowedOrigins { origins: vec![] }),
-            pusher: Some(pusher_update),
+            pusher: Some(pusher_update.clone()),
         }),
         rt(pusher_update),
-        rt(app.pusher.unwrap_or_default()),
+        rt(app.pusher.clone().unwrap_or_default()),
         rt(AllowedOrigins { origins: vec!["https://example.com".into()] }),
         rt(AppLimitsUpdate { max_connections: None, max_message_bytes: None, publish_rate_per_sec: Some(3) }),
         rt(RotateSigningKeysRequest { overlap_seconds: Some(0) }),
