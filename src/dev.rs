@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use herald_bus::{Bus, LocalBus};
 use herald_control_plane::auth::Principal;
-use herald_control_plane::services::{AppSpec, PusherPatch};
+use herald_control_plane::services::AppSpec;
 use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
 use herald_edge::EdgeConfig;
 use serde::{Deserialize, Serialize};
@@ -151,24 +151,31 @@ pub async fn run(
     let cp = ControlPlane::new(cp_config, Bus::local(&bus)).await?;
     let core = cp.core().clone();
 
-    // The demo app (in Pusher mode, with client events) and its key (with
-    // a Pusher secret), created once.
+    // The demo app and its key (with a Pusher secret), created once; Pusher
+    // mode with client events, its numeric Pusher app id kept from start to
+    // start.
     let app_exists = core.get_app(&Principal::Admin, DEMO_APP).await.is_ok();
-    let pusher = PusherPatch { enabled: Some(true), client_events: Some(true), ..PusherPatch::default() };
-    let (api_key, pusher_secret) = match (&previous, app_exists) {
-        (Some(DevState { api_key, pusher_secret: Some(secret), .. }), true) => (api_key.clone(), secret.clone()),
+    if !app_exists {
+        let spec = AppSpec { name: Some("Demo".into()), ..AppSpec::default() };
+        core.create_app(&Principal::Admin, Some(DEMO_APP), spec).await?;
+    }
+    let (api_key, pusher_secret) = match &previous {
+        Some(DevState { api_key, pusher_secret: Some(secret), .. }) if app_exists => (api_key.clone(), secret.clone()),
         _ => {
-            if app_exists {
-                let spec = AppSpec { pusher: Some(pusher), ..AppSpec::default() };
-                core.update_app(&Principal::Admin, DEMO_APP, spec).await?;
-            } else {
-                let spec = AppSpec { name: Some("Demo".into()), pusher: Some(pusher), ..AppSpec::default() };
-                core.create_app(&Principal::Admin, Some(DEMO_APP), spec).await?;
-            }
             let (_, key, pusher_secret) = core.create_pusher_key(&Principal::Admin, DEMO_APP, "dev", None).await?;
             (key, pusher_secret)
         }
     };
+    let client_events = !app_exists || previous.as_ref().is_none_or(|p| p.pusher_secret.is_none());
+    let demo = if client_events {
+        core.enable_pusher(&Principal::Admin, DEMO_APP, true).await?
+    } else {
+        // Keep what was changed since (client events turned off, say).
+        let current = core.get_app(&Principal::Admin, DEMO_APP).await?;
+        core.enable_pusher(&Principal::Admin, DEMO_APP, current.pusher.client_events).await?
+    };
+    let pusher_app_id =
+        demo.pusher.app_id.map(|id| id.to_string()).context("Pusher mode gives the demo app a Pusher app id")?;
     let pusher_addr = pusher_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let pusher_local = pusher_addr.map(|a| local_url(a).parse::<SocketAddr>()).transpose()?;
     let state = DevState {
@@ -180,7 +187,7 @@ pub async fn run(
         pusher_url: pusher_local.map(|a| format!("http://{a}")),
         pusher_host: pusher_local.map(|a| a.ip().to_string()),
         pusher_port: pusher_local.map(|a| a.port()),
-        pusher_app_id: Some(DEMO_APP.to_owned()),
+        pusher_app_id: Some(pusher_app_id),
         pusher_key: Some(DEMO_APP.to_owned()),
         pusher_secret: Some(pusher_secret),
     };
