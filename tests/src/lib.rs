@@ -6,6 +6,8 @@
 //! Every test gets its own PostgreSQL database, its own NATS subject prefix
 //! (or its own nats-server when it restarts NATS) and ports chosen by the OS.
 
+pub mod pusher;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -100,6 +102,14 @@ impl Process {
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn exit_status(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match self.child.as_mut() {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("{} was already killed or waited for", self.name),
+        }
     }
 
     /// SIGKILL, and wait for the exit.
