@@ -75,8 +75,8 @@ const DEFAULT_PUSHER_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 6001);
 
 /// Binds the Pusher address: an explicit one must bind; the default may be
 /// taken (then `None`, with a note).
-async fn bind_pusher(explicit: Option<SocketAddr>) -> Result<Option<tokio::net::TcpListener>> {
-    let addr = explicit.unwrap_or_else(|| SocketAddr::from(DEFAULT_PUSHER_ADDR));
+async fn bind_pusher(explicit: Option<SocketAddr>, default: SocketAddr) -> Result<Option<tokio::net::TcpListener>> {
+    let addr = explicit.unwrap_or(default);
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => Ok(Some(listener)),
         Err(e) if explicit.is_none() => {
@@ -143,7 +143,7 @@ pub async fn run(
     let edge_listener = tokio::net::TcpListener::bind(args.edge_addr)
         .await
         .with_context(|| format!("binding the edge to {}", args.edge_addr))?;
-    let pusher_listener = bind_pusher(args.pusher_addr).await?;
+    let pusher_listener = bind_pusher(args.pusher_addr, SocketAddr::from(DEFAULT_PUSHER_ADDR)).await?;
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 
@@ -273,4 +273,24 @@ Pusher mode (pusher-js, Laravel Echo, Pusher's server libraries; docs/pusher.md)
   pusher_secret  {secret}
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pusher_address_may_be_taken_only_when_it_is_the_default() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        // The default, taken: run without it.
+        assert!(bind_pusher(None, addr).await.expect("not an error").is_none());
+        // Asked for, taken: an error naming the address.
+        let err = bind_pusher(Some(addr), addr).await.expect_err("taken");
+        assert!(format!("{err:#}").contains(&addr.to_string()), "{err:#}");
+        // Port 0: any free port.
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener = bind_pusher(Some(any), addr).await.expect("binds").expect("a listener");
+        assert_ne!(listener.local_addr().expect("addr").port(), 0);
+    }
 }
