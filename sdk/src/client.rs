@@ -25,6 +25,7 @@ use crate::state::{ConnectionInfo, ConnectionState, StateEvents};
 use crate::subscription::Subscription;
 use crate::token::{TokenProvider, TokenSource};
 use crate::transport::{Connector, WsConnector, default_tls};
+use crate::user_events::UserEvents;
 
 /// Options of one publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,6 +156,20 @@ impl Client {
     pub fn connection(&self) -> Option<ConnectionInfo> {
         match &*self.inner.state.borrow() {
             ConnectionState::Connected(info) => Some(info.clone()),
+            _ => None,
+        }
+    }
+
+    /// The current connection's id, when connected: the value to give the
+    /// app's backend to keep a message from this client
+    /// ([`crate::MessageOptions::exclude_connection`], what a Pusher client
+    /// calls its `socket_id`). Every connection has its own, so it changes
+    /// with each reconnect; read it when it is needed, or follow
+    /// [`Self::state_events`].
+    #[must_use]
+    pub fn connection_id(&self) -> Option<String> {
+        match &*self.inner.state.borrow() {
+            ConnectionState::Connected(info) => Some(info.connection_id.clone()),
             _ => None,
         }
     }
@@ -419,6 +434,38 @@ impl Client {
         }
     }
 
+    /// The events the app's backend sends to this client's user (the
+    /// token's subject, [`crate::Publisher::publish_to_user`]) from now on,
+    /// over every connection; no subscription is needed. Buffering, lag and
+    /// reconnects are as the [`UserEvents`] docs say. When the backend
+    /// terminates the user ([`crate::Publisher::terminate_user`]) the client
+    /// stops with [`Error::Terminal`] of code 4504 (`user_terminated`): the
+    /// state becomes `Closed`, and every `UserEvents` ends with that error.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), herald_sdk::Error> {
+    /// use futures_util::StreamExt as _;
+    ///
+    /// let mut inbox = client.user_events().await?;
+    /// while let Some(m) = inbox.next().await {
+    ///     println!("{:?}: {}", m.event, m.text().unwrap_or("<binary>"));
+    /// }
+    /// if let Some(e) = inbox.end_reason() {
+    ///     println!("stopped: {e}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] or [`Error::Terminal`] when the client stopped;
+    /// [`Error::TimedOut`] when the client task did not answer within
+    /// `request_timeout`.
+    pub async fn user_events(&self) -> Result<UserEvents, Error> {
+        let rx = self.call(|reply| Command::UserEvents { reply }, self.inner.config.request_timeout).await?;
+        Ok(UserEvents::new(rx))
+    }
+
     /// Closes the client gracefully: queued and in-flight publishes get up
     /// to `close_timeout` to be acknowledged, then the WebSocket is closed
     /// with 1000; subscriptions end; later calls fail with
@@ -506,6 +553,13 @@ impl ClientBuilder {
     #[must_use]
     pub fn subscription_buffer(mut self, messages: usize) -> Self {
         self.config.subscription_buffer = messages;
+        self
+    }
+
+    /// User events buffered per [`UserEvents`].
+    #[must_use]
+    pub fn user_event_buffer(mut self, events: usize) -> Self {
+        self.config.user_event_buffer = events;
         self
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::event::{Member, Position, SubscriptionEvent};
+use crate::user_events::UserEvent;
 
 /// What a handle asks of the client task.
 pub(crate) enum Command {
@@ -18,6 +19,7 @@ pub(crate) enum Command {
     Publish { publish: client::Publish, reply: oneshot::Sender<Result<PublishAck, Error>> },
     Ping { reply: oneshot::Sender<Result<Duration, Error>> },
     Presence { channel: ChannelName, after: String, reply: oneshot::Sender<Result<MembersPage, Error>> },
+    UserEvents { reply: oneshot::Sender<Result<mpsc::Receiver<UserEvent>, Error>> },
     Close { reply: oneshot::Sender<()> },
 }
 
@@ -42,6 +44,9 @@ impl Command {
                 let _ = reply.send(Err(error.clone()));
             }
             Self::Presence { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Self::UserEvents { reply } => {
                 let _ = reply.send(Err(error.clone()));
             }
             Self::Close { reply } => {

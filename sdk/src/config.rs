@@ -14,6 +14,8 @@ use crate::transport::Endpoint;
 /// `publish_queue_capacity` (publishes waiting for a connection),
 /// `max_in_flight_publishes` (sent, not yet acknowledged),
 /// `subscription_buffer` (messages waiting to be read, per subscription),
+/// `user_event_buffer` (user events waiting to be read, per
+/// [`crate::UserEvents`]),
 /// `command_buffer` (calls waiting for the client task),
 /// `write_buffer` (frames waiting for the socket),
 /// `inbound_buffer` (frames read, waiting for the client task) and
@@ -54,6 +56,10 @@ pub struct ClientConfig {
     /// slower than messages arrive, the newest are dropped and the
     /// subscription reports [`crate::SubscriptionEvent::Lagged`].
     pub subscription_buffer: usize,
+    /// User events buffered per [`crate::UserEvents`]; when the application
+    /// reads slower than they arrive, the newest are dropped and the reader
+    /// is told with [`crate::UserEvent::Lagged`].
+    pub user_event_buffer: usize,
     /// Calls waiting for the client task.
     pub command_buffer: usize,
     /// Frames waiting to be written to the socket.
@@ -94,6 +100,7 @@ impl Default for ClientConfig {
             publish_queue_capacity: 1024,
             max_in_flight_publishes: 256,
             subscription_buffer: 4096,
+            user_event_buffer: 1024,
             command_buffer: 256,
             write_buffer: 1024,
             inbound_buffer: 1024,
@@ -138,6 +145,7 @@ impl ClientConfig {
             ("publish_queue_capacity", self.publish_queue_capacity),
             ("max_in_flight_publishes", self.max_in_flight_publishes),
             ("subscription_buffer", self.subscription_buffer),
+            ("user_event_buffer", self.user_event_buffer),
             ("command_buffer", self.command_buffer),
             ("write_buffer", self.write_buffer),
             ("inbound_buffer", self.inbound_buffer),

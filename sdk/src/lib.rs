@@ -17,13 +17,17 @@
 //!   [`SubscriptionEvent`]s between them.
 //! - `event`: [`SubscriptionEvent`] and what it carries ([`Message`],
 //!   [`Position`], [`PresenceChange`], [`Member`]).
+//! - [`user_events`]: [`UserEvents`], a `Stream` of the [`UserMessage`]s
+//!   the app's backend sends to this client's user, with [`UserEvent`]s
+//!   between them.
 //! - [`state`]: [`ConnectionState`] and [`StateEvents`], what apps watch.
 //! - [`backoff`]: [`Backoff`], the reconnect schedule as plain functions.
 //! - [`config`]: [`ClientConfig`], every timeout and bound.
 //! - [`token`]: [`TokenProvider`], where fresh tokens come from.
 //! - [`error`]: [`Error`], one variant per kind of failure.
-//! - [`publisher`]: [`Publisher`], the REST client for backends: publish,
-//!   batch publish, mint tokens.
+//! - [`publisher`]: [`Publisher`], the REST client for backends: publish
+//!   (optionally keeping a message from one connection), batch publish,
+//!   events to users, terminating users, mint tokens.
 //!
 //! # The realtime client in one page
 //!
@@ -74,16 +78,18 @@ pub mod state;
 pub mod subscription;
 pub mod token;
 mod transport;
+pub mod user_events;
 
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, PendingPublish, PublishAck, PublishOptions};
 pub use config::ClientConfig;
 pub use error::Error;
 pub use herald_proto::{ChannelName, CloseCode, ErrorCode};
-pub use publisher::{Accepted, BatchMessage, Data, MintedToken, Publisher, RestError, TokenRequest};
+pub use publisher::{Accepted, BatchMessage, Data, MessageOptions, MintedToken, Publisher, RestError, TokenRequest};
 pub use state::{ConnectionInfo, ConnectionState, DisconnectReason, StateEvents};
 pub use subscription::{Member, Message, Position, PresenceChange, Subscription, SubscriptionEvent};
 pub use token::{BoxError, TokenProvider};
+pub use user_events::{UserEvent, UserEvents, UserMessage};
 
 #[cfg(test)]
 mod tests;

@@ -71,7 +71,12 @@ impl ConnectionState {
 pub struct ConnectionInfo {
     /// The URL connected to.
     pub url: String,
-    /// The connection's id (for logs and support).
+    /// The connection's id (`"1234.5678"`: unique across edges, the same
+    /// form as a Pusher `socket_id`). Give it to the app's backend to keep a
+    /// message from this connection
+    /// ([`crate::MessageOptions::exclude_connection`]); also for logs and
+    /// support. Each connection has its own, so it changes with every
+    /// reconnect.
     pub connection_id: String,
     /// The token's subject.
     pub client_id: String,

@@ -569,3 +569,43 @@ async fn go_away_with_an_unanswered_request_moves_at_the_deadline() {
     assert!(pinging.await.expect("join").is_err(), "the unanswered ping fails");
     client.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn user_events_arrive_without_a_subscription_and_user_terminated_is_final() {
+    let (hand, mut handed) = mpsc::unbounded_channel();
+    let edge = FakeEdge::new([Script::Hand(hand.clone()), Script::Hand(hand)]);
+    let client = client(&edge, Backoff::default(), &["ws://a"]);
+    let mut inbox = client.user_events().await.expect("user events");
+    let mut server = handed_server(&mut handed).await;
+    server.accept().await;
+    let user_event = |id: &str| client::Message {
+        data: format!("for {id}").into_bytes().into(),
+        event: Some("note".into()),
+        id: id.into(),
+        timestamp_ms: 7,
+        ..Default::default()
+    };
+    server.send(server_frame::Kind::Message(user_event("u1"))).await;
+    let m = inbox.next_message().await.expect("user event");
+    assert_eq!((m.id.as_str(), m.event.as_deref(), m.text(), m.timestamp_ms), ("u1", Some("note"), Some("for u1"), 7));
+
+    // A dropped connection: the reader is told, and events go on after it.
+    drop(server);
+    let mut server = handed_server(&mut handed).await;
+    server.accept().await;
+    assert_eq!(inbox.next_event().await, Some(crate::UserEvent::Reconnected));
+    server.send(server_frame::Kind::Message(user_event("u2"))).await;
+    assert_eq!(inbox.next_message().await.map(|m| m.id), Some("u2".to_owned()));
+
+    // The app terminated the user: terminal, no reconnect.
+    server.inbound.send(Inbound::Closed { code: Some(4504), reason: "user terminated".into() }).await.expect("open");
+    match inbox.next_event().await {
+        Some(crate::UserEvent::Ended(e)) => assert_eq!(e.close_code(), Some(herald_proto::CloseCode::UserTerminated)),
+        other => panic!("expected the end, got {other:?}"),
+    }
+    assert_eq!(inbox.next_event().await, None);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(edge.attempts().len(), 2);
+    assert!(matches!(client.state(), ConnectionState::Closed { error: Some(Error::Terminal { code: 4504, .. }) }));
+    assert!(matches!(client.user_events().await, Err(Error::Terminal { code: 4504, .. })));
+}

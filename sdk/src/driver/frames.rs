@@ -1,7 +1,7 @@
 //! What the client task does with what arrives from the edge: replies to
 //! its requests, messages and presence events for the subscription
-//! registry, the edge's `Disconnect` notice and `GoAway`, and the end of
-//! the connection.
+//! registry, user events (messages with no channel) for their readers, the
+//! edge's `Disconnect` notice and `GoAway`, and the end of the connection.
 
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ impl Driver {
             Some(Inbound::Closed { code, reason }) => self.connection_ended(code, reason),
             Some(Inbound::Frame(frame)) => match frame.kind {
                 Some(server_frame::Kind::Reply(r)) => self.on_reply(r).await,
+                Some(server_frame::Kind::Message(m)) if m.channel.is_empty() => self.user_events.deliver(m),
                 Some(server_frame::Kind::Message(m)) => {
                     if let Some(channel) = self.subscriptions.deliver(m) {
                         self.prune(&channel).await;

@@ -41,6 +41,7 @@ impl Driver {
         self.phase = Phase::Connected(Box::new(opened.conn));
         self.publishes.clear_pause();
         self.set_state(ConnectionState::Connected(opened.info));
+        self.user_events.connected();
         // Restore every subscription, then let the queued publishes go, in
         // that order: the edge handles one connection's requests in order,
         // so a queued publish reaches the client's own subscriptions.
@@ -176,6 +177,7 @@ impl Driver {
         self.requests.fail_all(&err);
         self.publishes.fail_all(&err);
         self.subscriptions.end_all(&err);
+        self.user_events.end_all(&err);
         self.set_state(ConnectionState::Closed { error });
         for closer in self.closers.drain(..) {
             let _ = closer.send(());

@@ -25,6 +25,7 @@
 //! - `subscriptions`: the subscription registry.
 //! - `requests`: the requests in flight and their answers.
 //! - `publishes`: the publish queue and its rate limit.
+//! - `user_events`: the readers of user events.
 //! - Gap-free recovery lives in [`crate::recovery`].
 
 mod connection;
@@ -33,6 +34,7 @@ mod lifecycle;
 mod publishes;
 mod requests;
 mod subscriptions;
+mod user_events;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +48,7 @@ use self::connection::{Conn, Established};
 use self::publishes::{Bucket, Next, Publishes};
 use self::requests::{Pending, Requests};
 use self::subscriptions::{Added, Removed, Subscriptions};
+use self::user_events::UserEventReaders;
 use crate::backoff::Jitter;
 use crate::command::{Command, Subscribed};
 use crate::config::ClientConfig;
@@ -100,6 +103,7 @@ pub(crate) struct Driver {
     /// When the cached token should no longer be used for a new connection.
     token_due: Option<Instant>,
     subscriptions: Subscriptions,
+    user_events: UserEventReaders,
     requests: Requests,
     publishes: Publishes,
     closers: Vec<oneshot::Sender<()>>,
@@ -138,6 +142,7 @@ impl Driver {
         events: broadcast::Sender<ConnectionState>,
     ) -> Self {
         let subscriptions = Subscriptions::new(cfg.subscription_buffer);
+        let user_events = UserEventReaders::new(cfg.user_event_buffer);
         let publishes =
             Publishes::new(cfg.publish_queue_capacity, cfg.max_in_flight_publishes, cfg.rate_limited_retries);
         Self {
@@ -155,6 +160,7 @@ impl Driver {
             token: None,
             token_due: None,
             subscriptions,
+            user_events,
             requests: Requests::new(),
             publishes,
             closers: Vec::new(),
@@ -360,6 +366,9 @@ impl Driver {
                 {
                     let _ = reply.send(Err(Error::NotConnected));
                 }
+            }
+            Command::UserEvents { reply } => {
+                let _ = reply.send(Ok(self.user_events.open()));
             }
             Command::Close { reply } => self.request_close(Some(reply)),
         }

@@ -1,7 +1,7 @@
-//! The JSON bodies of the REST API: what a publish, a batch publish and a
-//! token request send ([`Data`], [`BatchMessage`], [`TokenRequest`]) and
-//! what the control plane answers ([`Accepted`], [`MintedToken`], a batch's
-//! results).
+//! The JSON bodies of the REST API: what a publish, a batch publish, an
+//! event to a user and a token request send ([`Data`], [`MessageOptions`],
+//! [`BatchMessage`], [`TokenRequest`]) and what the control plane answers
+//! ([`Accepted`], [`MintedToken`], a batch's results, a user event's id).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,6 +64,107 @@ impl Data {
             }
         }
     }
+
+    /// Adds the `data` and `encoding` fields to a request body.
+    fn insert_into(&self, body: &mut serde_json::Map<String, serde_json::Value>) {
+        let (data, encoding) = self.fields();
+        body.insert("data".into(), data);
+        insert_opt(body, "encoding", encoding);
+    }
+}
+
+/// The options of one publish through the REST API
+/// ([`Publisher::publish_with`](super::Publisher::publish_with)): an event
+/// name, an idempotency id, a connection that must not receive it.
+///
+/// ```
+/// use herald_sdk::MessageOptions;
+///
+/// // `connection_id` is the sender's own realtime connection, from
+/// // `Client::connection_id()` (what a Pusher client calls its socket_id).
+/// # let connection_id = "1.42";
+/// let options = MessageOptions::new().name("chat.message").id("msg-42").exclude_connection(connection_id);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageOptions {
+    /// An event name (at most 128 bytes).
+    pub name: Option<String>,
+    /// An idempotency id (at most 128 bytes); it becomes the message id.
+    pub id: Option<String>,
+    /// A connection id (`"1234.5678"`, as in
+    /// [`ConnectionInfo::connection_id`](crate::ConnectionInfo::connection_id))
+    /// that must not receive the message — typically the sender's own, so
+    /// that an app publishing through its backend does not get its own
+    /// message back. The control plane refuses anything not shaped like a
+    /// connection id with `bad_request`.
+    pub exclude_connection: Option<String>,
+}
+
+impl MessageOptions {
+    /// No name, no idempotency id, no exclusion.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the event name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the idempotency id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Keeps the message from connection `connection_id`.
+    #[must_use]
+    pub fn exclude_connection(mut self, connection_id: impl Into<String>) -> Self {
+        self.exclude_connection = Some(connection_id.into());
+        self
+    }
+
+    /// The body of a publish of `data` with these options.
+    pub(super) fn body(&self, data: &Data) -> serde_json::Value {
+        let mut body = serde_json::Map::new();
+        data.insert_into(&mut body);
+        insert_opt(&mut body, "name", self.name.as_deref());
+        insert_opt(&mut body, "id", self.id.as_deref());
+        insert_opt(&mut body, "exclude_connection", self.exclude_connection.as_deref());
+        serde_json::Value::Object(body)
+    }
+}
+
+/// Adds `key` to `body` when `value` is given.
+fn insert_opt(body: &mut serde_json::Map<String, serde_json::Value>, key: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        body.insert(key.into(), value.into());
+    }
+}
+
+/// The body of an event to a user: `data` (and `encoding`) and an optional
+/// event `name`.
+pub(super) fn user_event_body(data: &Data, name: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    data.insert_into(&mut body);
+    insert_opt(&mut body, "name", name);
+    serde_json::Value::Object(body)
+}
+
+/// The answer to an event to a user.
+#[derive(Deserialize)]
+pub(super) struct UserEventAccepted {
+    pub(super) id: String,
+}
+
+/// The answer to terminating a user.
+#[derive(Deserialize)]
+pub(super) struct UserTerminated {
+    pub(super) user_id: String,
 }
 
 /// A message accepted by the control plane.
@@ -91,13 +192,16 @@ pub struct BatchMessage {
     pub name: Option<String>,
     /// An idempotency id.
     pub id: Option<String>,
+    /// A connection that must not receive it (see
+    /// [`MessageOptions::exclude_connection`]).
+    pub exclude_connection: Option<String>,
 }
 
 impl BatchMessage {
     /// A message for `channel`.
     #[must_use]
     pub fn new(channel: impl Into<String>, data: impl Into<Data>) -> Self {
-        Self { channels: vec![channel.into()], data: data.into(), name: None, id: None }
+        Self { channels: vec![channel.into()], data: data.into(), name: None, id: None, exclude_connection: None }
     }
 
     /// Also sends it to `channel`.
@@ -121,23 +225,24 @@ impl BatchMessage {
         self
     }
 
+    /// Keeps the message from connection `connection_id` (see
+    /// [`MessageOptions::exclude_connection`]).
+    #[must_use]
+    pub fn exclude_connection(mut self, connection_id: impl Into<String>) -> Self {
+        self.exclude_connection = Some(connection_id.into());
+        self
+    }
+
     pub(super) fn to_json(&self) -> serde_json::Value {
-        let (data, encoding) = self.data.fields();
         let mut body = serde_json::Map::new();
         match self.channels.as_slice() {
             [one] => body.insert("channel".into(), one.clone().into()),
             many => body.insert("channels".into(), many.to_vec().into()),
         };
-        body.insert("data".into(), data);
-        if let Some(encoding) = encoding {
-            body.insert("encoding".into(), encoding.into());
-        }
-        if let Some(name) = &self.name {
-            body.insert("name".into(), name.clone().into());
-        }
-        if let Some(id) = &self.id {
-            body.insert("id".into(), id.clone().into());
-        }
+        self.data.insert_into(&mut body);
+        insert_opt(&mut body, "name", self.name.as_deref());
+        insert_opt(&mut body, "id", self.id.as_deref());
+        insert_opt(&mut body, "exclude_connection", self.exclude_connection.as_deref());
         serde_json::Value::Object(body)
     }
 }
@@ -260,8 +365,24 @@ mod tests {
     fn payloads_encode_as_the_api_expects() {
         let m = BatchMessage::new("a", serde_json::json!({"x": 1})).name("e").id("i");
         assert_eq!(m.to_json(), serde_json::json!({"channel": "a", "data": {"x": 1}, "name": "e", "id": "i"}));
-        let m = BatchMessage::new("a", vec![0u8, 1]).also_to("b");
-        assert_eq!(m.to_json(), serde_json::json!({"channels": ["a", "b"], "data": "AAE=", "encoding": "base64"}));
+        let m = BatchMessage::new("a", vec![0u8, 1]).also_to("b").exclude_connection("1.2");
+        assert_eq!(
+            m.to_json(),
+            serde_json::json!({"channels": ["a", "b"], "data": "AAE=", "encoding": "base64", "exclude_connection": "1.2"})
+        );
+        let o = MessageOptions::new().name("e").exclude_connection("3.4");
+        assert_eq!(
+            o.body(&Data::from("hi")),
+            serde_json::json!({"data": "hi", "name": "e", "exclude_connection": "3.4"})
+        );
+        assert_eq!(
+            MessageOptions::default().body(&Data::from(serde_json::json!([1]))),
+            serde_json::json!({"data": [1]})
+        );
+        assert_eq!(
+            user_event_body(&Data::from(vec![255u8]), Some("n")),
+            serde_json::json!({"data": "/w==", "encoding": "base64", "name": "n"})
+        );
         let t = TokenRequest::new("u").allow("chat:*", ["subscribe"]).ttl(Duration::from_secs(60));
         assert_eq!(
             t.to_json(),

@@ -42,6 +42,9 @@ pub enum RestError {
     /// The publisher's configuration is invalid.
     #[error("invalid publisher configuration: {0}")]
     Config(String),
+    /// An argument is invalid; nothing was sent (e.g. an empty user id).
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
 }
 
 impl RestError {

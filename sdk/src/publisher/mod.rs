@@ -1,5 +1,7 @@
 //! [`Publisher`]: the control plane's REST API for backends, with an API
-//! key: publish one message, publish a batch, mint tokens for end users.
+//! key: publish one message (optionally keeping it from one connection),
+//! publish a batch, send an event to a user, terminate a user's
+//! connections, mint tokens for end users.
 //!
 //! It speaks HTTP/1.1 over `http://` or `https://` (rustls with the Mozilla
 //! roots and ring) through one pooled client, so a `Publisher` is cheap to
@@ -22,8 +24,10 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
 
-use self::body::BatchAnswer;
-pub use self::body::{Accepted, BatchMessage, Data, MintedToken, TokenRequest};
+use herald_proto::ClientId;
+
+pub use self::body::{Accepted, BatchMessage, Data, MessageOptions, MintedToken, TokenRequest};
+use self::body::{BatchAnswer, UserEventAccepted, UserTerminated, user_event_body};
 pub use self::error::RestError;
 use self::error::decode;
 use self::rest::{Rest, segment};
@@ -167,7 +171,7 @@ impl Publisher {
     /// two after the retries); [`RestError::Transport`];
     /// [`RestError::TimedOut`].
     pub async fn publish(&self, channel: &str, data: impl Into<Data>) -> Result<Accepted, RestError> {
-        self.publish_message(channel, data, None, None).await
+        self.publish_with(channel, data, MessageOptions::default()).await
     }
 
     /// Publishes with an event `name` and an idempotency `id`.
@@ -182,20 +186,39 @@ impl Publisher {
         name: Option<&str>,
         id: Option<&str>,
     ) -> Result<Accepted, RestError> {
-        let (data, encoding) = data.into().fields();
-        let mut body = serde_json::Map::new();
-        body.insert("data".into(), data);
-        if let Some(encoding) = encoding {
-            body.insert("encoding".into(), encoding.into());
-        }
-        if let Some(name) = name {
-            body.insert("name".into(), name.into());
-        }
-        if let Some(id) = id {
-            body.insert("id".into(), id.into());
-        }
+        let options =
+            MessageOptions { name: name.map(str::to_owned), id: id.map(str::to_owned), exclude_connection: None };
+        self.publish_with(channel, data, options).await
+    }
+
+    /// Publishes with [`MessageOptions`]: an event name, an idempotency id,
+    /// and a connection that must not receive the message (typically the
+    /// sender's own realtime connection, [`crate::Client::connection_id`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher, app: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::MessageOptions;
+    ///
+    /// // The app asked its backend to post a chat line; everyone else gets it.
+    /// let me = app.connection_id().ok_or("not connected")?;
+    /// publisher.publish_with("chat:lobby", "hello", MessageOptions::new().name("line").exclude_connection(me)).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish`]; [`RestError::Api`] with `bad_request` when
+    /// `exclude_connection` is not a connection id (`"1234.5678"`), or the
+    /// name or id is too long.
+    pub async fn publish_with(
+        &self,
+        channel: &str,
+        data: impl Into<Data>,
+        options: MessageOptions,
+    ) -> Result<Accepted, RestError> {
+        let body = options.body(&data.into());
         let path = format!("/v1/apps/{}/channels/{}/messages", segment(&self.inner.app_id), segment(channel));
-        let (_, bytes) = self.inner.rest.request(Method::POST, &path, &serde_json::Value::Object(body)).await?;
+        let (_, bytes) = self.inner.rest.request(Method::POST, &path, &body).await?;
         decode(StatusCode::ACCEPTED, &bytes)
     }
 
@@ -218,6 +241,64 @@ impl Publisher {
         let answer: BatchAnswer = serde_json::from_slice(&bytes)
             .map_err(|e| RestError::Decode { status: status.as_u16(), detail: e.to_string() })?;
         Ok(answer.into_results(status.as_u16()))
+    }
+
+    /// Sends an event to every connection of user `user_id` (the realtime
+    /// clients whose token's subject it is, and Pusher connections signed in
+    /// as it), on every edge, whatever their channels; returns the event's
+    /// id once the control plane's bus accepted it. The client receives it
+    /// through [`crate::Client::user_events`]. Needs an API key that allows
+    /// `publish` on every channel (`"*"`).
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), herald_sdk::RestError> {
+    /// let id = publisher.publish_to_user("user-42", serde_json::json!({"unread": 3}), Some("inbox.updated")).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RestError::InvalidInput`] for a user id that is not a client id
+    /// (empty, over 255 bytes, control characters), before anything is
+    /// sent; [`RestError::Api`] with `bad_request` (event name),
+    /// `forbidden` (a key without `publish` on every channel), `too_large`,
+    /// `rate_limited` or `unavailable` (after the retries);
+    /// [`RestError::Transport`]; [`RestError::TimedOut`].
+    pub async fn publish_to_user(
+        &self,
+        user_id: &str,
+        data: impl Into<Data>,
+        name: Option<&str>,
+    ) -> Result<String, RestError> {
+        let path = self.user_path(user_id, "messages")?;
+        let body = user_event_body(&data.into(), name);
+        let (_, bytes) = self.inner.rest.request(Method::POST, &path, &body).await?;
+        decode::<UserEventAccepted>(StatusCode::ACCEPTED, &bytes).map(|a| a.id)
+    }
+
+    /// Closes every connection of user `user_id` on every edge: realtime
+    /// clients whose token's subject it is end with the terminal close code
+    /// `user_terminated` (4504) and do not reconnect by themselves. The user
+    /// may connect again. Resolves once the control plane's bus accepted
+    /// the order. Needs an API key that allows `publish` on every channel.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::publish_to_user`] (`unavailable`: nothing was closed;
+    /// retry).
+    pub async fn terminate_user(&self, user_id: &str) -> Result<(), RestError> {
+        let path = self.user_path(user_id, "terminate")?;
+        let (_, bytes) = self.inner.rest.request(Method::POST, &path, &serde_json::json!({})).await?;
+        let answer: UserTerminated = decode(StatusCode::ACCEPTED, &bytes)?;
+        tracing::debug!(user = %answer.user_id, "user's connections terminated");
+        Ok(())
+    }
+
+    /// `/v1/apps/{app}/users/{user}/{action}`, once `user_id` is a valid
+    /// client id.
+    fn user_path(&self, user_id: &str, action: &str) -> Result<String, RestError> {
+        let user = ClientId::new(user_id).map_err(|e| RestError::InvalidInput(format!("user id: {e}")))?;
+        Ok(format!("/v1/apps/{}/users/{}/{action}", segment(&self.inner.app_id), segment(user.as_str())))
     }
 
     /// Mints a token for an end user.

@@ -1,8 +1,11 @@
 //! Test harness: edges on port 0 with the in-process bus, tokens from
-//! a test authority, and a TCP proxy that can kill, refuse and freeze the
-//! connections between a client and an edge.
+//! a test authority, a TCP proxy that can kill, refuse and freeze the
+//! connections between a client and an edge, and a control plane
+//! (`control_plane`).
 
 #![allow(dead_code)]
+
+pub mod control_plane;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
