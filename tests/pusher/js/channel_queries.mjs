@@ -21,6 +21,15 @@ run('channel queries', async () => {
   await subscribe(c2, presence);
   await subscribe(c3, presence);
 
+  // Channel queries answer from what the edge reports, which reaches the
+  // control plane shortly after a subscription.
+  step('the subscriptions reach the channel queries');
+  await waitFor(async () => {
+    const l = await getJson(srv, '/channels', { filter_by_prefix: prefix });
+    const p = await getJson(srv, `/channels/${presence}`, { info: 'user_count' });
+    return Object.keys(l.channels || {}).length === 2 && p.user_count === 2;
+  }, 2000, 'the subscriptions to show in the channel queries');
+
   step('GET /channels?filter_by_prefix=PREFIX');
   const listed = await getJson(srv, '/channels', { filter_by_prefix: prefix });
   check(listed.channels && typeof listed.channels === 'object', `/channels answered ${JSON.stringify(listed)}`);

@@ -52,6 +52,20 @@ def check(condition, message):
         fail(message)
 
 
+def eventually(query, expected, what, timeout=5):
+    """Asks `query()` until `expected(answer)` holds or `timeout` seconds
+    pass: channel queries answer from what edges report, which reaches the
+    control plane shortly after a subscription."""
+    until = time.monotonic() + timeout
+    while True:
+        answer = query()
+        if expected(answer):
+            return answer
+        if time.monotonic() >= until:
+            fail(f"{what}: {answer}")
+        time.sleep(0.05)
+
+
 def env(name):
     value = os.environ.get(name, "")
     if not value:
@@ -260,20 +274,21 @@ def main():
     check(joined.get("members") == 2, f"s2's subscription_succeeded counts {joined.get('members')} members, expected 2")
 
     step("users_info")
-    users = app.users_info(pres)
-    check(sorted(u["id"] for u in users.get("users", [])) == ["py-1", "py-2"], f"users_info: {users}")
+    eventually(lambda: app.users_info(pres),
+               lambda users: sorted(u["id"] for u in users.get("users", [])) == ["py-1", "py-2"], "users_info")
 
     step("channel_info")
-    info = app.channel_info(pres, ["user_count"])
-    check(info.get("occupied") is True and info.get("user_count") == 2, f"channel_info({pres}): {info}")
+    eventually(lambda: app.channel_info(pres, ["user_count"]),
+               lambda info: info.get("occupied") is True and info.get("user_count") == 2, f"channel_info({pres})")
     nobody = app.channel_info(unique("py-nobody"))
     check(nobody.get("occupied") is False, f"channel_info of a channel nobody is on: {nobody}")
 
     step("channels_info")
-    listed = app.channels_info(prefix_filter="presence-py-", attributes=["user_count"])
-    check(listed.get("channels", {}).get(pres) == {"user_count": 2}, f"channels_info(presence-py-, user_count): {listed}")
-    public = app.channels_info(prefix_filter=pub)
-    check(list(public.get("channels", {})) == [pub], f"channels_info({pub}): {public}")
+    eventually(lambda: app.channels_info(prefix_filter="presence-py-", attributes=["user_count"]),
+               lambda listed: listed.get("channels", {}).get(pres) == {"user_count": 2},
+               "channels_info(presence-py-, user_count)")
+    eventually(lambda: app.channels_info(prefix_filter=pub),
+               lambda public: list(public.get("channels", {})) == [pub], f"channels_info({pub})")
 
     step("trigger_batch")
     app.trigger_batch([
