@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herald_proto::pusher::PusherChannel;
+use herald_proto::pusher::channel::is_cache_name;
 use herald_proto::{AppId, ChannelName};
 
 /// A channel of an app.
@@ -33,7 +33,7 @@ pub const LOCAL_CACHE_MAX_ENTRIES: usize = 100_000;
 /// Whether `channel` keeps its last message.
 #[must_use]
 pub fn is_cache_channel(channel: &ChannelName) -> bool {
-    PusherChannel::from_channel_name(channel).is_some_and(|c| c.is_cache())
+    is_cache_name(channel.as_str())
 }
 
 /// The in-process bus's last messages.

@@ -56,6 +56,20 @@ pub fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
 }
 
+/// Whether `name` is a valid Pusher channel name of a cache channel,
+/// without allocating (it is asked on every publish).
+#[must_use]
+pub fn is_cache_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > MAX_LEN || !name.bytes().all(is_name_byte) {
+        return false;
+    }
+    let rest = ["private-encrypted-", "private-", "presence-"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .unwrap_or(name);
+    rest.starts_with("cache-")
+}
+
 impl PusherChannel {
     /// Validates a Pusher channel name.
     ///
@@ -109,13 +123,7 @@ impl PusherChannel {
     /// Whether this is a cache channel (the last event is kept).
     #[must_use]
     pub fn is_cache(&self) -> bool {
-        let rest = match self.kind() {
-            PusherChannelKind::Public => &self.0[..],
-            PusherChannelKind::Private => &self.0["private-".len()..],
-            PusherChannelKind::PrivateEncrypted => &self.0["private-encrypted-".len()..],
-            PusherChannelKind::Presence => &self.0["presence-".len()..],
-        };
-        rest.starts_with("cache-")
+        is_cache_name(&self.0)
     }
 }
 
