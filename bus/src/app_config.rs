@@ -3,6 +3,7 @@
 //! ([`AppConfig`]), and how the control plane's [`NamespaceSource`] answers
 //! the lookup ([`answer`]).
 
+use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, bus};
 
 use crate::history::StreamBounds;
@@ -17,6 +18,17 @@ pub struct AppConfig {
     pub pusher: Option<bus::PusherApp>,
     /// The bounds every history stream gets.
     pub bounds: StreamBounds,
+    /// The edge-seen event kinds some active webhook endpoint of the app
+    /// wants (names this edge does not know are left out).
+    pub webhook_events: Vec<EventKind>,
+}
+
+impl AppConfig {
+    /// Whether some webhook endpoint of the app wants events of `kind`.
+    #[must_use]
+    pub fn wants_webhook(&self, kind: EventKind) -> bool {
+        self.webhook_events.contains(&kind)
+    }
 }
 
 impl AppConfig {
@@ -31,7 +43,8 @@ impl AppConfig {
             return Err(BusError::Unavailable(format!("namespace lookup: {}", list.error)));
         }
         let bounds = StreamBounds::from_list(&list);
-        Ok(list.app_exists.then_some(Self { namespaces: list.namespaces, pusher: list.pusher, bounds }))
+        let webhook_events = list.webhook_events.iter().filter_map(|k| k.parse().ok()).collect();
+        Ok(list.app_exists.then_some(Self { namespaces: list.namespaces, pusher: list.pusher, bounds, webhook_events }))
     }
 }
 
@@ -39,16 +52,17 @@ impl AppConfig {
 pub async fn answer(source: &dyn NamespaceSource, app: AppId) -> bus::NamespaceList {
     let bounds = source.history_bounds();
     match source.namespaces(app.clone()).await {
-        Ok(Some(namespaces)) => match source.pusher_app(app).await {
-            Ok(pusher) => bus::NamespaceList {
+        Ok(Some(namespaces)) => match (source.pusher_app(app.clone()).await, source.webhook_events(app).await) {
+            (Ok(pusher), Ok(webhook_events)) => bus::NamespaceList {
                 app_exists: true,
                 namespaces,
                 error: String::new(),
                 history_max_bytes: bounds.max_bytes,
                 history_replicas: u32::from(bounds.replicas),
                 pusher,
+                webhook_events: webhook_events.iter().map(|k| k.as_str().to_owned()).collect(),
             },
-            Err(error) => bus::NamespaceList { error, ..Default::default() },
+            (Err(error), _) | (_, Err(error)) => bus::NamespaceList { error, ..Default::default() },
         },
         Ok(None) => bus::NamespaceList::default(),
         Err(error) => bus::NamespaceList { error, ..Default::default() },

@@ -402,7 +402,12 @@ impl Bus {
                     Some(source) => AppConfig::from_list(crate::app_config::answer(&*source, app.clone()).await),
                     // An in-process bus without a control plane: nothing is
                     // configured, every channel takes the defaults.
-                    None => Ok(Some(AppConfig { namespaces: Vec::new(), pusher: None, bounds: StreamBounds::DEFAULT })),
+                    None => Ok(Some(AppConfig {
+                        namespaces: Vec::new(),
+                        pusher: None,
+                        bounds: StreamBounds::DEFAULT,
+                        webhook_events: Vec::new(),
+                    })),
                 }
             }
         }

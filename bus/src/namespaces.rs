@@ -1,5 +1,6 @@
-//! The edge's cache of apps' configuration: their namespace options and
-//! their Pusher settings ([`AppConfig`]).
+//! The edge's cache of apps' configuration: their namespace options, their
+//! Pusher settings and the webhook events they want reported
+//! ([`AppConfig`]).
 //!
 //! A channel `ns:rest` takes the options of namespace `ns` of its app
 //! (presence, join/leave events, client publish, history); channels without
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
 use crate::{Bus, BusError};
@@ -46,6 +48,7 @@ struct Cached {
     exists: bool,
     namespaces: HashMap<NamespaceName, bus::NamespaceOptions>,
     pusher: Option<Arc<bus::PusherApp>>,
+    webhook_events: Vec<EventKind>,
 }
 
 type CachedApp = Arc<Cached>;
@@ -85,6 +88,7 @@ impl Namespaces {
                             .filter_map(|n| Some((NamespaceName::new(&n.name).ok()?, n.options.unwrap_or_default())))
                             .collect(),
                         pusher: config.pusher.map(Arc::new),
+                        webhook_events: config.webhook_events,
                     },
                     None => Cached::default(),
                 });
@@ -131,6 +135,18 @@ impl Namespaces {
     pub async fn pusher_app(&self, bus: &Bus, app: &AppId) -> Result<Option<Arc<bus::PusherApp>>, BusError> {
         let cached = self.app(bus, app).await?;
         Ok(if cached.exists { cached.pusher.clone() } else { None })
+    }
+
+    /// Whether some webhook endpoint of `app` wants events of `kind` (an
+    /// edge-seen kind: `client_event`, `cache_miss`).
+    ///
+    /// # Errors
+    ///
+    /// A transient [`BusError`] when nothing is cached and the control
+    /// plane cannot be asked.
+    pub async fn wants_webhook(&self, bus: &Bus, app: &AppId, kind: EventKind) -> Result<bool, BusError> {
+        let cached = self.app(bus, app).await?;
+        Ok(cached.webhook_events.contains(&kind))
     }
 
     /// Forgets what is cached for `app`.

@@ -52,6 +52,13 @@ pub trait NamespaceSource: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
+    /// The edge-seen event kinds (`client_event`, `cache_miss`) some active
+    /// webhook endpoint of the app wants; sent along with the namespaces.
+    fn webhook_events(&self, app: AppId) -> BoxFuture<'static, Result<Vec<herald_proto::webhook::EventKind>, String>> {
+        let _ = app;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// The bounds every history stream gets, sent along with the
     /// namespaces (a publisher that finds a stream lost creates it again
     /// with them).

@@ -213,6 +213,39 @@ config! {
     /// Most channels one channel listing returns (the rest are cut, and the
     /// answer says so).
     max_channels_listed: usize = 10_000;
+    /// Most webhook endpoints per app.
+    webhook_max_endpoints_per_app: u64 = 20;
+    /// Allow webhook URLs on loopback, private and link-local addresses
+    /// (refused by default against SSRF; `herald dev` allows them).
+    webhook_allow_private_urls: bool = false;
+    /// How long a channel must stay empty (a user absent) before
+    /// `channel_vacated` (`member_removed`) is sent: a page reload sends
+    /// nothing. Also the shortest gap between two `subscription_count`
+    /// events of one channel.
+    webhook_debounce: HumanDuration = HumanDuration::secs(3);
+    /// Longest wait for an endpoint's answer; no answer counts as a failure
+    /// and is retried.
+    webhook_timeout: HumanDuration = HumanDuration::secs(5);
+    /// How long a Herald-format event is retried before it is given up.
+    webhook_retry_window: HumanDuration = HumanDuration::secs(86_400);
+    /// How long a Pusher-format event is retried (Pusher's own window).
+    webhook_pusher_retry_window: HumanDuration = HumanDuration::secs(300);
+    /// An endpoint failing without a success for this long is disabled
+    /// (its pending events dropped); turning it on again is an update.
+    webhook_disable_after: HumanDuration = HumanDuration::secs(86_400);
+    /// Most undelivered webhook deliveries per app; events past it are
+    /// dropped, counted per endpoint and in the metrics.
+    webhook_outbox_max_per_app: u64 = 10_000;
+    /// Most webhook requests in flight from one replica.
+    webhook_concurrency: usize = 64;
+    /// Most webhook requests in flight to one endpoint from one replica (an
+    /// endpoint also gets one request at a time per channel, to keep order).
+    webhook_endpoint_concurrency: usize = 8;
+    /// How often each replica looks for due deliveries (events of its own
+    /// are looked for at once).
+    webhook_poll_interval: HumanDuration = HumanDuration::millis(500);
+    /// Delivery attempts kept per endpoint in its log.
+    webhook_log_size: u64 = 100;
 }
 
 fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -408,7 +441,7 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 21] = [
+        let positive: [(&str, u64); 31] = [
             ("max_http_connections", self.max_http_connections as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
             ("header_read_timeout", ms(self.header_read_timeout)),
@@ -430,6 +463,16 @@ impl Config {
             ("presence_ttl", ms(self.presence_ttl)),
             ("presence_max_per_channel", u64::from(self.presence_max_per_channel)),
             ("max_channels_listed", self.max_channels_listed as u64),
+            ("webhook_max_endpoints_per_app", self.webhook_max_endpoints_per_app),
+            ("webhook_timeout", ms(self.webhook_timeout)),
+            ("webhook_retry_window", ms(self.webhook_retry_window)),
+            ("webhook_pusher_retry_window", ms(self.webhook_pusher_retry_window)),
+            ("webhook_disable_after", ms(self.webhook_disable_after)),
+            ("webhook_outbox_max_per_app", self.webhook_outbox_max_per_app),
+            ("webhook_concurrency", self.webhook_concurrency as u64),
+            ("webhook_endpoint_concurrency", self.webhook_endpoint_concurrency as u64),
+            ("webhook_poll_interval", ms(self.webhook_poll_interval)),
+            ("webhook_log_size", self.webhook_log_size),
         ];
         for (key, v) in positive {
             if v == 0 {

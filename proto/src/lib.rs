@@ -16,6 +16,7 @@
 //! - [`pusher`]: Pusher Channels compatibility: [`pusher::PusherChannel`],
 //!   its subject-token escaping and Pusher's signatures.
 //! - [`units`]: [`units::ByteSize`] and [`units::HumanDuration`] for configuration.
+//! - [`webhook`]: webhook event kinds and body formats.
 //!
 //! The wire schemas live in `schemas/` and are compiled by `build.rs`;
 //! `docs/protocol.md` describes them for client authors.
@@ -30,6 +31,7 @@ pub mod ids;
 pub mod pusher;
 pub mod subject;
 pub mod units;
+pub mod webhook;
 
 /// The client protocol, `herald.client.v1` (generated from
 /// `schemas/herald/client/v1/client.proto`).

@@ -21,6 +21,7 @@
 //! - `namespaces`: [`Namespace`], channel options per app.
 //! - `idempotency`: [`IdempotencyClaim`], publish ids shared by replicas.
 //! - `deleted_apps`: tombstones of deleted apps, and the revocation list.
+//! - `webhooks`: [`Webhook`], the webhook endpoints of apps.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
 //! text. API key secrets are never stored, only their SHA-256; a key's
@@ -121,12 +122,14 @@ mod deleted_apps;
 mod idempotency;
 mod namespaces;
 mod signing_keys;
+mod webhooks;
 
 pub use api_keys::ApiKey;
 pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, LimitOverrides, PusherSettings};
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;
+pub use webhooks::{ChannelFilter, Webhook, WebhookStatus, events_json};
 
 /// An app id read back from a row.
 fn parse_app_id(id: &str) -> Result<AppId, StoreError> {
