@@ -21,7 +21,7 @@ use herald_proto::{AppId, ChannelName, bus};
 type ChannelKey = (AppId, ChannelName);
 
 /// One edge's counts for one app: when they expire, and the counts.
-type EdgeCounts = (Instant, Vec<(ChannelName, u32)>);
+type EdgeCounts = (Instant, HashMap<ChannelName, u32>);
 
 /// When what a report adds or refreshes expires: the reporter's TTL, or
 /// `own` when the report does not say.
@@ -281,31 +281,66 @@ impl OccupancyTable {
     /// Replaces the reporting edge's counts for the report's app and part
     /// (and drops its parts past the report's count). Reports with an
     /// invalid app id, and entries with an invalid channel name, are
-    /// ignored.
-    pub fn apply(&mut self, report: &bus::OccupancyReport, now: Instant) {
-        let Ok(app) = AppId::new(&report.app_id) else { return };
+    /// ignored. Returns the app and the channels whose count from this edge
+    /// changed.
+    pub fn apply(&mut self, report: &bus::OccupancyReport, now: Instant) -> Option<(AppId, Vec<ChannelName>)> {
+        let app = AppId::new(&report.app_id).ok()?;
         let parts = report.parts.max(1);
         if report.part >= parts {
-            return;
+            return None;
         }
-        self.reports.retain(|(edge, a, part), _| !(&**edge == report.edge_id.as_str() && *a == app && *part >= parts));
-        let counts: Vec<(ChannelName, u32)> = report
+        let mut before: HashMap<ChannelName, u32> = HashMap::new();
+        self.reports.retain(|(edge, a, part), (_, counts)| {
+            let gone = &**edge == report.edge_id.as_str() && *a == app && *part >= parts;
+            if gone {
+                before.extend(counts.drain());
+            }
+            !gone
+        });
+        let counts: HashMap<ChannelName, u32> = report
             .channels
             .iter()
             .filter(|c| c.subscribers > 0)
             .filter_map(|c| ChannelName::new(&c.channel).ok().map(|n| (n, c.subscribers)))
             .collect();
-        let key = (Box::<str>::from(report.edge_id.as_str()), app, report.part);
-        if counts.is_empty() {
-            self.reports.remove(&key);
+        let key = (Box::<str>::from(report.edge_id.as_str()), app.clone(), report.part);
+        let old = if counts.is_empty() {
+            self.reports.remove(&key)
         } else {
-            self.reports.insert(key, (expiry(now, report.ttl_ms, self.ttl), counts));
+            self.reports.insert(key, (expiry(now, report.ttl_ms, self.ttl), counts.clone()))
+        };
+        if let Some((_, old)) = old {
+            before.extend(old);
         }
+        let mut changed: Vec<ChannelName> =
+            counts.into_iter().filter(|(name, n)| before.remove(name) != Some(*n)).map(|(name, _)| name).collect();
+        changed.extend(before.into_keys());
+        Some((app, changed))
     }
 
-    /// Drops the reports older than their TTL.
-    pub fn expire(&mut self, now: Instant) {
-        self.reports.retain(|_, (expires, _)| now <= *expires);
+    /// Drops the reports older than their TTL; returns the channels whose
+    /// counts they held.
+    pub fn expire(&mut self, now: Instant) -> Vec<(AppId, ChannelName)> {
+        let mut dropped = Vec::new();
+        self.reports.retain(|(_, app, _), (expires, counts)| {
+            let keep = now <= *expires;
+            if !keep {
+                dropped.extend(counts.iter().map(|(name, _)| (app.clone(), name.clone())));
+            }
+            keep
+        });
+        dropped
+    }
+
+    /// The subscribers of one channel, over every edge.
+    #[must_use]
+    pub fn subscribers(&self, app: &AppId, channel: &ChannelName) -> u64 {
+        self.reports
+            .iter()
+            .filter(|((_, a, _), _)| a == app)
+            .filter_map(|(_, (_, counts))| counts.get(channel))
+            .map(|n| u64::from(*n))
+            .sum()
     }
 
     /// The app's occupied channels with their subscriber counts, by name.

@@ -20,6 +20,7 @@ use crate::publish::Publisher;
 use crate::reports::Reports;
 use crate::store::Store;
 use crate::tokens::Signer;
+use crate::webhooks::Webhooks;
 
 /// The shared state of one control plane; the operations both APIs expose
 /// are its methods, in the `services` module.
@@ -35,6 +36,7 @@ pub struct Core {
     pub(crate) retry_events: mpsc::Sender<bus::ControlEvent>,
     pub(crate) namespaces: NamespaceCache,
     pub(crate) reports: Reports,
+    pub(crate) webhooks: Webhooks,
 }
 
 impl Core {
@@ -105,6 +107,8 @@ impl Core {
                     self.namespaces.evict(&id);
                     self.auth.evict_app(&id);
                 }
+                // Webhook endpoints changed too, perhaps.
+                self.webhooks.changed();
             }
             Some(Kind::PresenceSyncAll(_) | Kind::UserTerminated(_) | Kind::UserEvent(_) | Kind::OccupancySync(_)) => {}
             Some(Kind::AppLimitsChanged(a)) => {

@@ -28,6 +28,8 @@
 //! - [`server`]: the accept loop: connection bounds, timeouts, draining.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
+//! - [`webhooks`]: the webhook engine: events computed from bus-wide
+//!   presence and occupancy, the durable outbox, signed deliveries.
 //!
 //! The entry point is [`run`] (or [`ControlPlane`] for finer control):
 //! it takes its listener, config, bus and a shutdown future, so tests
@@ -50,6 +52,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tokens;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -186,6 +189,7 @@ impl ControlPlane {
         let (cache_ttl, cache_max_entries) = (config.cache_ttl(), config.cache_max_entries);
         let presence_ttl = config.presence_ttl.0;
         let presence_max = config.presence_max_per_channel as usize;
+        let (webhook_timeout, webhook_allow_private) = (config.webhook_timeout.0, config.webhook_allow_private_urls);
         let core = Arc::new(Core {
             config,
             store,
@@ -198,6 +202,7 @@ impl ControlPlane {
             retry_events: retry_tx,
             namespaces: NamespaceCache::new(cache_ttl, cache_max_entries),
             reports: Reports::new(presence_ttl, presence_max),
+            webhooks: webhooks::Webhooks::new(webhook_timeout, webhook_allow_private),
         });
         if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
@@ -227,12 +232,13 @@ impl ControlPlane {
                 core.ensure_all_history().await;
             }
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(refresh_loop(Arc::downgrade(&core))),
             tokio::spawn(retry_loop(bus, retry_rx)),
             tokio::spawn(expiry_loop(Arc::downgrade(&core), presence_ttl)),
             ensure,
         ];
+        tasks.extend(webhooks::start(&core));
         Ok(Self { core, tasks, _subscriptions: subscriptions })
     }
 

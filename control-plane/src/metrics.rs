@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, ErrorCode};
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder as _};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
@@ -87,6 +88,38 @@ impl Metrics {
     /// Counts a connection closed because `max_http_connections` was reached.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.increment(1);
+    }
+
+    /// Counts webhook deliveries queued, by event kind.
+    pub(crate) fn webhook_queued(&self, kind: EventKind, n: usize) {
+        let key = Key::from_parts("herald_cp_webhook_events_queued_total", vec![Label::new("kind", kind.as_str())]);
+        self.recorder.register_counter(&key, &META).increment(n as u64);
+    }
+
+    /// Counts webhook deliveries dropped (outbox full, endpoint disabled),
+    /// by event kind (`any` when several).
+    pub(crate) fn webhook_dropped(&self, kind: &'static str, n: usize) {
+        let key = Key::from_parts("herald_cp_webhook_events_dropped_total", vec![Label::new("kind", kind)]);
+        self.recorder.register_counter(&key, &META).increment(n as u64);
+    }
+
+    /// Counts a webhook attempt by result (`delivered`, `retrying`,
+    /// `failed`) and records its latency.
+    pub(crate) fn webhook_attempt(&self, result: &'static str, latency: Duration) {
+        let key = Key::from_parts("herald_cp_webhook_attempts_total", vec![Label::new("result", result)]);
+        self.recorder.register_counter(&key, &META).increment(1);
+        self.recorder
+            .register_histogram(&Key::from_static_name("herald_cp_webhook_attempt_duration_seconds"), &META)
+            .record(latency.as_secs_f64());
+    }
+
+    /// Sets the webhook backlog: deliveries queued over every app, and the
+    /// age of the oldest undelivered event.
+    pub(crate) fn webhook_backlog(&self, depth: i64, oldest_age: Duration) {
+        self.recorder.register_gauge(&Key::from_static_name("herald_cp_webhook_queue_depth"), &META).set(depth as f64);
+        self.recorder
+            .register_gauge(&Key::from_static_name("herald_cp_webhook_oldest_undelivered_seconds"), &META)
+            .set(oldest_age.as_secs_f64());
     }
 
     /// The Prometheus text exposition.

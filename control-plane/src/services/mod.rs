@@ -29,6 +29,7 @@ pub mod publish;
 pub mod pusher;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 pub use apps::AppSpec;
 pub use channels::{ChannelState, History, HistoryMessage, Occupancy};

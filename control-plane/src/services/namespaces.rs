@@ -21,6 +21,7 @@ use std::sync::Weak;
 
 use futures_util::future::BoxFuture;
 use herald_bus::{BusError, HistorySpec, NamespaceSource, StreamBounds, now_ms};
+use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, ChannelName, ErrorCode, NamespaceName, bus};
 
 use crate::auth::Principal;
@@ -29,7 +30,7 @@ use crate::error::ApiError;
 use crate::namespace_cache::{AppNamespaces, AppNamespacesInner};
 use crate::publish::Prepared;
 use crate::services::checks::{parse_app_id, parse_namespace, require_admin, require_app};
-use crate::store::{Namespace, StoreError};
+use crate::store::{Namespace, StoreError, WebhookStatus};
 
 pub use herald_bus::namespaces::{default_options, keeps_history};
 
@@ -339,6 +340,28 @@ impl NamespaceSource for Source {
                 tracing::warn!(app = %app, error = %e, "Pusher settings request failed");
                 format!("the control plane's store is unavailable: {e}")
             })
+        })
+    }
+
+    fn webhook_events(&self, app: AppId) -> BoxFuture<'static, Result<Vec<EventKind>, String>> {
+        let core = self.0.clone();
+        Box::pin(async move {
+            let Some(core) = core.upgrade() else { return Err("the control plane is shutting down".to_owned()) };
+            // From the database, not this replica's copy: an edge asks right
+            // after a change, perhaps before this replica reloaded.
+            let endpoints = core.store.list_webhooks(&app).await.map_err(|e| {
+                tracing::warn!(app = %app, error = %e, "webhook endpoints not read for an edge");
+                format!("the control plane's store is unavailable: {e}")
+            })?;
+            let mut kinds: Vec<EventKind> = endpoints
+                .iter()
+                .filter(|w| w.status != WebhookStatus::Disabled)
+                .flat_map(|w| w.events.iter().copied())
+                .filter(|k| k.is_edge_event())
+                .collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            Ok(kinds)
         })
     }
 

@@ -22,6 +22,7 @@
 //! - `idempotency`: [`IdempotencyClaim`], publish ids shared by replicas.
 //! - `deleted_apps`: tombstones of deleted apps, and the revocation list.
 //! - `webhooks`: [`Webhook`], the webhook endpoints of apps.
+//! - `webhook_outbox`: webhooks' channel state, outbox and attempt log.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
 //! text. API key secrets are never stored, only their SHA-256; a key's
@@ -122,6 +123,7 @@ mod deleted_apps;
 mod idempotency;
 mod namespaces;
 mod signing_keys;
+mod webhook_outbox;
 mod webhooks;
 
 pub use api_keys::ApiKey;
@@ -129,6 +131,7 @@ pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, Li
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;
+pub use webhook_outbox::{Attempt, ChannelRecord, Delivery, EventDraft, Outcome, Recorded, Transition};
 pub use webhooks::{ChannelFilter, Webhook, WebhookStatus, events_json};
 
 /// An app id read back from a row.

@@ -1,0 +1,272 @@
+//! Turns bus-wide state changes into recorded events.
+//!
+//! One task per replica. It wakes when reports changed a channel of an app
+//! with endpoints, when a debounce runs out, when endpoints changed, and
+//! every few seconds. For each channel to look at it compares what edges
+//! report now (subscribers over every edge; the user ids present) with what
+//! the database last recorded, and records each difference with its event
+//! ([`crate::store::Store::record_webhook_transition`]):
+//!
+//! - subscribers and nothing recorded: `channel_occupied` (and the first
+//!   `subscription_count`); a different count: `subscription_count`, at most
+//!   one per channel per debounce period, the latest count winning;
+//! - a user present and not recorded: `member_added`;
+//! - a recorded user absent for the whole debounce: `member_removed`; a
+//!   recorded channel without subscribers for the whole debounce, once its
+//!   members are removed: `channel_vacated`.
+//!
+//! Removals wait while the replica's bus is down (its tables would empty
+//! for want of reports, not because anyone left), and for one debounce
+//! after the replica starts, when edges are still re-sending their state.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Weak;
+use std::time::Duration;
+
+use herald_bus::now_ms;
+use herald_proto::webhook::EventKind;
+use herald_proto::{AppId, ChannelName};
+use tokio::time::Instant;
+
+use crate::core::Core;
+use crate::reports::ChangedChannels;
+use crate::store::{EventDraft, Transition};
+
+/// Longest sleep between two looks (timers and changes wake it earlier).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// What the debounce waits on: a channel (`None`) or a member of it.
+type AbsentKey = (AppId, ChannelName, Option<String>);
+
+/// The task's memory between passes.
+struct Pass {
+    /// Since when a recorded channel or member has been seen absent.
+    absent: HashMap<AbsentKey, Instant>,
+    /// When a channel's held-back subscriber count may go out.
+    counts_due: HashMap<(AppId, ChannelName), Instant>,
+    started: Instant,
+}
+
+pub(super) async fn run(core: Weak<Core>) {
+    let Some(first) = super::reload(&core).await else { return };
+    let mut pass = Pass { absent: HashMap::new(), counts_due: HashMap::new(), started: Instant::now() };
+    let mut sweep: HashSet<AppId> = first.into_iter().collect();
+    let mut last_reload = Instant::now();
+    loop {
+        let Some(c) = core.upgrade() else { return };
+        let wake = pass.next_timer().map_or(Instant::now() + IDLE, |t| t.min(Instant::now() + IDLE));
+        let mut reload = last_reload.elapsed() >= super::RELOAD_INTERVAL;
+        if !reload && sweep.is_empty() {
+            tokio::select! {
+                () = c.reports.changes.notified() => {}
+                () = c.webhooks.reload.notified() => reload = true,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+        drop(c);
+        if reload {
+            last_reload = Instant::now();
+            if let Some(new) = super::reload(&core).await {
+                sweep.extend(new);
+            }
+            if let Some(c) = core.upgrade()
+                && let Err(e) = c.store.forget_unwatched_webhook_state().await
+            {
+                tracing::warn!(error = %e, "webhook state of apps without endpoints not cleared");
+            }
+        }
+        let Some(c) = core.upgrade() else { return };
+        let mut todo: HashSet<(AppId, ChannelName)> = HashSet::new();
+        match c.reports.take_changed() {
+            ChangedChannels::Some(set) => todo.extend(set),
+            ChangedChannels::All => sweep.extend(c.webhooks.apps()),
+        }
+        for app in std::mem::take(&mut sweep) {
+            todo.extend(c.reports.channels(&app).into_iter().map(|(name, _)| (app.clone(), name)));
+            match c.store.webhook_recorded_channels(&app).await {
+                Ok(names) => {
+                    todo.extend(names.iter().filter_map(|n| ChannelName::new(n).ok()).map(|n| (app.clone(), n)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, %app, "recorded webhook state not read; trying again");
+                    sweep.insert(app);
+                }
+            }
+        }
+        let now = Instant::now();
+        pass.absent.retain(|(app, channel, _), since| {
+            let due = *since + c.config.webhook_debounce.0 <= now;
+            if due {
+                todo.insert((app.clone(), channel.clone()));
+            }
+            // Looked at again below; kept until then.
+            true
+        });
+        pass.counts_due.retain(|key, at| {
+            let due = *at <= now;
+            if due {
+                todo.insert(key.clone());
+            }
+            !due
+        });
+        for (app, channel) in todo {
+            if !c.reports.is_watched(&app) {
+                pass.forget(&app, &channel);
+                continue;
+            }
+            if let Err(e) = pass.channel(&c, &app, &channel).await {
+                tracing::warn!(error = %e, %app, %channel, "webhook state not recorded; trying again");
+                sweep.insert(app);
+            }
+        }
+    }
+}
+
+impl Pass {
+    fn next_timer(&self) -> Option<Instant> {
+        // Debounces are checked on every pass; a pass happens at least
+        // every IDLE, which bounds how late one runs out.
+        self.counts_due.values().min().copied()
+    }
+
+    fn forget(&mut self, app: &AppId, channel: &ChannelName) {
+        self.absent.retain(|(a, c, _), _| !(a == app && c == channel));
+        self.counts_due.remove(&(app.clone(), channel.clone()));
+    }
+
+    /// Whether an absence that began at `since` (noted now when new) is
+    /// long enough to record, and removals are safe now.
+    fn absent_long_enough(&mut self, core: &Core, key: AbsentKey) -> bool {
+        let debounce = core.config.webhook_debounce.0;
+        let now = Instant::now();
+        let since = *self.absent.entry(key).or_insert(now);
+        now >= since + debounce && now >= self.started + debounce && core.publisher.is_connected()
+    }
+
+    async fn channel(
+        &mut self,
+        core: &Core,
+        app: &AppId,
+        channel: &ChannelName,
+    ) -> Result<(), crate::store::StoreError> {
+        let subscribers = core.reports.subscribers(app, channel);
+        let present: BTreeSet<String> = core.reports.member_ids(app, channel).into_iter().collect();
+        let stored = core.store.webhook_channel_record(app, channel.as_str()).await?;
+        let recorded: BTreeSet<String> = stored.members.into_iter().collect();
+        let gap = core.config.webhook_debounce.0;
+        let gap_ms = i64::try_from(gap.as_millis()).unwrap_or(i64::MAX);
+
+        if subscribers > 0 {
+            self.absent.remove(&(app.clone(), channel.clone(), None));
+            match stored.subscribers {
+                None => {
+                    // The first count goes with the occupation, in its
+                    // transaction.
+                    let count = format!(r#"{{"subscription_count":{subscribers}}}"#);
+                    let events = [(EventKind::ChannelOccupied, "{}"), (EventKind::SubscriptionCount, count.as_str())];
+                    record_all(core, app, channel, Transition::Occupied { subscribers }, &events).await?;
+                }
+                Some((sent, sent_at)) if u64::try_from(sent).ok() != Some(subscribers) => {
+                    let now = now_ms();
+                    if now.saturating_sub(sent_at) >= gap_ms {
+                        let count = format!(r#"{{"subscription_count":{subscribers}}}"#);
+                        let t = Transition::Count { subscribers, min_gap_ms: gap_ms };
+                        record(core, app, channel, t, EventKind::SubscriptionCount, &count).await?;
+                    } else {
+                        let wait = Duration::from_millis(u64::try_from(sent_at + gap_ms - now).unwrap_or(0));
+                        self.counts_due.insert((app.clone(), channel.clone()), Instant::now() + wait);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+
+        for user in present.difference(&recorded) {
+            let data = serde_json::json!({ "user_id": user }).to_string();
+            record(core, app, channel, Transition::MemberAdded(user.clone()), EventKind::MemberAdded, &data).await?;
+        }
+        for user in &present {
+            self.absent.remove(&(app.clone(), channel.clone(), Some(user.clone())));
+        }
+        let mut members_left = false;
+        for user in recorded.difference(&present) {
+            if self.absent_long_enough(core, (app.clone(), channel.clone(), Some(user.clone()))) {
+                let data = serde_json::json!({ "user_id": user }).to_string();
+                let t = Transition::MemberRemoved(user.clone());
+                record(core, app, channel, t, EventKind::MemberRemoved, &data).await?;
+                self.absent.remove(&(app.clone(), channel.clone(), Some(user.clone())));
+            } else {
+                members_left = true;
+            }
+        }
+
+        if subscribers == 0 && stored.subscribers.is_some() {
+            let key = (app.clone(), channel.clone(), None);
+            if self.absent_long_enough(core, key.clone()) && !members_left {
+                record(core, app, channel, Transition::Vacated, EventKind::ChannelVacated, "{}").await?;
+                self.absent.remove(&key);
+            }
+        } else if subscribers == 0 {
+            self.absent.remove(&(app.clone(), channel.clone(), None));
+        }
+        Ok(())
+    }
+}
+
+fn draft(app: &AppId, channel: &ChannelName, kind: EventKind, data: &str) -> EventDraft {
+    EventDraft {
+        id: super::new_event_id(),
+        app: app.clone(),
+        channel: channel.to_string(),
+        kind,
+        occurred_at_ms: now_ms(),
+        data: data.to_owned(),
+    }
+}
+
+async fn record(
+    core: &Core,
+    app: &AppId,
+    channel: &ChannelName,
+    transition: Transition,
+    kind: EventKind,
+    data: &str,
+) -> Result<(), crate::store::StoreError> {
+    record_all(core, app, channel, transition, &[(kind, data)]).await
+}
+
+/// Records `transition` with its events (the first is the transition's).
+async fn record_all(
+    core: &Core,
+    app: &AppId,
+    channel: &ChannelName,
+    transition: Transition,
+    events: &[(EventKind, &str)],
+) -> Result<(), crate::store::StoreError> {
+    let drafts: Vec<(EventDraft, Vec<String>)> = events
+        .iter()
+        .map(|(kind, data)| (draft(app, channel, *kind, data), core.webhooks.targets(app, *kind, channel.as_str())))
+        .collect();
+    let recorded =
+        core.store.record_webhook_transition(&transition, &drafts, core.config.webhook_outbox_max_per_app).await?;
+    if let Some((kind, _)) = events.first() {
+        note(core, *kind, recorded);
+    }
+    Ok(())
+}
+
+/// Counts what recording did, and wakes the delivery task.
+pub(super) fn note(core: &Core, kind: EventKind, recorded: crate::store::Recorded) {
+    if recorded.queued > 0 {
+        core.metrics.webhook_queued(kind, recorded.queued);
+        core.webhooks.queued.notify_one();
+    }
+    if recorded.dropped > 0 {
+        core.metrics.webhook_dropped(kind.as_str(), recorded.dropped);
+        tracing::warn!(
+            kind = kind.as_str(),
+            dropped = recorded.dropped,
+            "webhook outbox of the app full; event dropped"
+        );
+    }
+}
