@@ -7,6 +7,7 @@
 //! (or its own nats-server when it restarts NATS) and ports chosen by the OS.
 
 pub mod pusher;
+pub mod webhooks;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -38,7 +38,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The longest delay between two attempts.
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// A lease outlives the request's timeout by this much.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How an attempt ended.
 struct Result {
