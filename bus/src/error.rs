@@ -16,8 +16,9 @@ pub enum BusError {
         /// The operation that timed out (`publish`, `subscribe`, …).
         what: &'static str,
     },
-    /// No control plane answered an edge's namespace lookup.
-    #[error("bus unavailable: no control plane answers namespace requests")]
+    /// No control plane answered an edge's request (a namespace lookup, a
+    /// webhook event).
+    #[error("bus unavailable: no control plane answers the request")]
     NoControlPlane,
     /// Another failure that may heal: NATS or JetStream refused the call
     /// for now (connect refused, a request failed, a stream busy).

@@ -13,7 +13,7 @@ use crate::app_config::AppConfig;
 use crate::history::{HistoryPage, HistorySpec, Position, StreamBounds};
 use crate::local::{LocalBus, LocalHandle, LocalSubscription, Topic};
 use crate::nats::{NatsBus, NatsOptions, Report};
-use crate::{BusError, NamespaceSource, Sink, lock};
+use crate::{BusError, NamespaceSource, Sink, WebhookEventSink, lock};
 
 /// A handle to the bus. Cheap to clone.
 #[derive(Clone)]
@@ -413,6 +413,54 @@ impl Bus {
         }
     }
 
+    /// Stores the webhook events edges report, with `sink` (the control
+    /// plane calls this once at start). Over NATS, the requests are shared
+    /// among the control planes of the subject space (a queue group), each
+    /// handled in a task of its own; past `request_concurrency` at once, a
+    /// request is answered [`webhook_events::BUSY`](crate::webhook_events::BUSY)
+    /// (the edge retries). Events that fail [`webhook_events::check`](crate::webhook_events::check) are
+    /// answered with why and never reach the sink.
+    ///
+    /// # Errors
+    ///
+    /// A transient [`BusError`] when the request subject cannot be
+    /// subscribed.
+    pub async fn serve_webhook_events(&self, sink: Arc<dyn WebhookEventSink>) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.serve_webhook_events(sink).await,
+            Inner::Local(l) => {
+                *lock(&l.bus.webhook_events) = Some(sink);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports a webhook event seen on this edge to the control plane, and
+    /// resolves once it is stored there. Sending the same event (same id)
+    /// again is safe: it is stored once.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Failed`] when the event fails
+    /// [`webhook_events::check`](crate::webhook_events::check) (nothing is
+    /// sent); [`BusError::NoControlPlane`] when no control plane serves
+    /// webhook events; [`BusError::Unavailable`] when the control plane
+    /// answered that it did not store it (busy, or its store failed), or
+    /// NATS failed the request; [`BusError::Timeout`] when no answer came
+    /// within the publish timeout.
+    pub async fn report_webhook_event(&self, app: &AppId, event: &bus::WebhookEvent) -> Result<(), BusError> {
+        crate::webhook_events::check(app, event).map_err(BusError::Failed)?;
+        match &*self.inner {
+            Inner::Nats(n) => n.report_webhook_event(app, event).await,
+            Inner::Local(l) => {
+                let sink = lock(&l.bus.webhook_events).clone().ok_or(BusError::NoControlPlane)?;
+                sink.store(app.clone(), event.clone())
+                    .await
+                    .map_err(|error| BusError::Unavailable(format!("webhook event not stored: {error}")))
+            }
+        }
+    }
+
     /// Publishes a presence report about one channel.
     ///
     /// # Errors
@@ -537,7 +585,7 @@ impl Bus {
     pub async fn close(&self) {
         if let Inner::Nats(n) = &*self.inner {
             let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
-            for task in [&n.control_task, &n.serve_task, &n.advisory_task] {
+            for task in [&n.control_task, &n.serve_task, &n.webhook_task, &n.advisory_task] {
                 if let Some(task) = lock(task).take() {
                     task.abort();
                 }

@@ -31,6 +31,10 @@
 //!   options by request/reply ([`Bus::fetch_namespaces`],
 //!   [`Bus::serve_namespaces`]).
 //! - **Presence** and **occupancy** reports from edges.
+//! - **Webhook events** seen on edges (client events, cache misses): an
+//!   edge reports each one by request/reply and the control plane answers
+//!   once it stored it ([`Bus::report_webhook_event`],
+//!   [`Bus::serve_webhook_events`]).
 //!
 //! A publish resolves once the NATS server has the message: the client must
 //! be connected, and a round trip sent after the message must have come
@@ -47,8 +51,8 @@
 //!   - `nats`: NATS and JetStream (relay of a channel's messages with gap
 //!     fills in `nats::relay`), or
 //!   - [`LocalBus`] (`local`): the in-process bus.
-//! - [`Sink`] and [`NamespaceSource`] (`sink`): what the users of the bus
-//!   implement.
+//! - [`Sink`], [`NamespaceSource`] and [`WebhookEventSink`] (`sink`): what
+//!   the users of the bus implement.
 //! - [`history`]: history positions, pages, stream bounds, and the
 //!   in-process history store.
 //! - [`presence`]: presence and occupancy tables built from edges' reports.
@@ -57,6 +61,7 @@
 //! - [`cache`]: cache channels, whose last message is kept.
 //! - [`namespaces`]: namespace rules (defaults, history) and the cache of
 //!   apps' namespace options.
+//! - [`webhook_events`]: what makes a reported webhook event acceptable.
 //! - [`BusError`] (`error`): why an operation failed, by kind.
 
 pub mod app_config;
@@ -70,6 +75,7 @@ mod nats;
 pub mod presence;
 mod sink;
 pub mod telemetry;
+pub mod webhook_events;
 
 pub use app_config::AppConfig;
 pub use error::BusError;
@@ -77,7 +83,7 @@ pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 pub use local::LocalBus;
 pub use nats::NatsOptions;
-pub use sink::{NamespaceSource, Sink};
+pub use sink::{NamespaceSource, Sink, WebhookEventSink};
 
 /// Wall-clock time in Unix milliseconds (0 before 1970, saturating far
 /// ahead): the one clock of presence entries, control events and token

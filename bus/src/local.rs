@@ -8,7 +8,7 @@ use bytes::Bytes;
 use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
 use crate::history::{LocalHistory, Position};
-use crate::{BusError, NamespaceSource, Sink, lock};
+use crate::{BusError, NamespaceSource, Sink, WebhookEventSink, lock};
 
 /// What a local subscription listens to.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -63,6 +63,8 @@ pub(crate) struct LocalBusInner {
     pub(crate) interest: Mutex<HashMap<Topic, Vec<(u64, u64)>>>,
     /// Who answers namespace requests.
     pub(crate) namespaces: Mutex<Option<Arc<dyn NamespaceSource>>>,
+    /// Who stores the webhook events edges report.
+    pub(crate) webhook_events: Mutex<Option<Arc<dyn WebhookEventSink>>>,
     /// The streams of history namespaces. Held while a history message is
     /// stored and delivered, which keeps deliveries in sequence order.
     pub(crate) history: Mutex<LocalHistory>,

@@ -1,6 +1,7 @@
-//! The two traits through which the bus hands work to its users: a [`Sink`]
+//! The traits through which the bus hands work to its users: a [`Sink`]
 //! receives what the bus delivers, a [`NamespaceSource`] answers edges'
-//! namespace lookups.
+//! namespace lookups, a [`WebhookEventSink`] stores the webhook events edges
+//! report.
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -65,4 +66,16 @@ pub trait NamespaceSource: Send + Sync + 'static {
     fn history_bounds(&self) -> StreamBounds {
         StreamBounds::DEFAULT
     }
+}
+
+/// Stores the webhook events edges report (client events, cache misses).
+/// Implemented by the control plane; served with
+/// [`Bus::serve_webhook_events`](crate::Bus::serve_webhook_events).
+pub trait WebhookEventSink: Send + Sync + 'static {
+    /// Stores `event` of `app` durably (its `app_id` is `app`; the bus
+    /// checked). Resolves once stored: the edge that reported it stops
+    /// retrying then. An error (a description) when it could not be stored
+    /// now: the edge sends the same event (same id) again later, so storing
+    /// must be idempotent by the event's id.
+    fn store(&self, app: AppId, event: bus::WebhookEvent) -> BoxFuture<'static, Result<(), String>>;
 }

@@ -9,6 +9,7 @@
 //! | `<prefix>.presence.<app>.<channel>` | [`crate::bus::PresenceReport`] from edges |
 //! | `<prefix>.occupancy.<app>` | [`crate::bus::OccupancyReport`] from edges |
 //! | `<prefix>.ns.<app>` | requests for the app's [`crate::bus::NamespaceList`], answered by the control plane |
+//! | `<prefix>.wh.<app>` | [`crate::bus::WebhookEvent`] requests from edges (client events, cache misses), stored by the control plane, which answers [`crate::bus::WebhookEventReply`] |
 //! | `<prefix>.hs.<app>.<ns>.<channel>` | channel messages of history namespaces, captured by the namespace's JetStream stream, which republishes them on the channel subject |
 //! | `<prefix>.cache.<app>.<channel>` | the last message of a cache channel, kept by the subject space's cache stream |
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
@@ -184,6 +185,27 @@ impl SubjectSpace {
         AppId::new(rest).ok()
     }
 
+    /// The subject on which edges report one app's edge-seen webhook events
+    /// (requests the control plane answers once it stored them).
+    #[must_use]
+    pub fn webhook_events(&self, app: &AppId) -> String {
+        format!("{}.wh.{}", self.prefix, app)
+    }
+
+    /// The wildcard subject of every app's webhook events (what the control
+    /// plane answers).
+    #[must_use]
+    pub fn all_webhook_events(&self) -> String {
+        format!("{}.wh.*", self.prefix)
+    }
+
+    /// Maps a webhook-event subject back to its app.
+    #[must_use]
+    pub fn parse_webhook_events(&self, subject: &str) -> Option<AppId> {
+        let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".wh.")?;
+        AppId::new(rest).ok()
+    }
+
     /// The subject a message of a history channel is published on; the
     /// namespace's stream captures it.
     #[must_use]
@@ -284,6 +306,10 @@ mod tests {
         assert_eq!(s.namespaces(&app), "t.x-1.ns.app1");
         assert_eq!(s.parse_namespaces("t.x-1.ns.app1"), Some(app.clone()));
         assert_eq!(s.parse_namespaces("t.x-1.ns.a.b"), None);
+        assert_eq!(s.webhook_events(&app), "t.x-1.wh.app1");
+        assert_eq!(s.all_webhook_events(), "t.x-1.wh.*");
+        assert_eq!(s.parse_webhook_events("t.x-1.wh.app1"), Some(app.clone()));
+        assert_eq!(s.parse_webhook_events(&s.webhook_events(&app)), Some(app.clone()));
         let ns = ch.namespace_name().expect("namespace");
         assert_eq!(s.history(&app, &ns, &ch), "t.x-1.hs.app1.chat.chat:room/1");
         assert_eq!(s.history_stream_subjects(&app, &ns), "t.x-1.hs.app1.chat.*");
@@ -314,6 +340,23 @@ mod tests {
         assert!(ChannelName::new("a^b").is_err());
         assert_eq!(parse_channel_token("a^b"), ChannelName::new("a.b").ok());
         assert_eq!(channel_token(&ChannelName::new("plain").expect("channel")), Cow::Borrowed("plain"));
+    }
+
+    #[test]
+    fn webhook_subjects_refuse_what_they_cannot_produce() {
+        let s = space();
+        for subject in [
+            "t.x-1.wh.a.b",
+            "t.x-1.wh.",
+            "t.x-1.wh.*",
+            "t.x-1.wh.>",
+            "t.x-1.ns.app1",
+            "other.wh.app1",
+            "t.x-1.whapp1",
+            "t.x-1.wh.app 1",
+        ] {
+            assert_eq!(s.parse_webhook_events(subject), None, "{subject}");
+        }
     }
 
     #[test]

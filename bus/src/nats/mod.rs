@@ -2,6 +2,7 @@
 
 mod cache;
 mod relay;
+mod webhooks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -27,7 +28,8 @@ pub struct NatsOptions {
     pub subscription_capacity: usize,
     /// Name shown in NATS monitoring.
     pub connection_name: String,
-    /// Namespace requests the control plane answers at once.
+    /// Requests the control plane handles at once, per kind (namespace
+    /// lookups, webhook events).
     pub request_concurrency: usize,
     /// How long the last message of a cache channel is kept.
     pub cache_ttl: Duration,
@@ -66,6 +68,8 @@ pub(crate) struct NatsBus {
     pub(crate) reconnected: Arc<tokio::sync::Notify>,
     pub(crate) control_task: Mutex<Option<JoinHandle<()>>>,
     pub(crate) serve_task: Mutex<Option<JoinHandle<()>>>,
+    /// Takes the webhook events edges report (the control plane's side).
+    pub(crate) webhook_task: Mutex<Option<JoinHandle<()>>>,
     /// Forgets the epoch of a stream JetStream announces as created or
     /// deleted.
     pub(crate) advisory_task: Mutex<Option<JoinHandle<()>>>,
@@ -102,8 +106,10 @@ impl Drop for RoundGuard<'_> {
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
-        if let Some(task) = lock(&self.advisory_task).take() {
-            task.abort();
+        for task in [&self.advisory_task, &self.webhook_task] {
+            if let Some(task) = lock(task).take() {
+                task.abort();
+            }
         }
     }
 }
@@ -174,6 +180,7 @@ impl NatsBus {
             reconnected,
             control_task: Mutex::new(None),
             serve_task: Mutex::new(None),
+            webhook_task: Mutex::new(None),
             advisory_task: Mutex::new(None),
             epochs,
             sent: AtomicU64::new(0),
