@@ -210,6 +210,9 @@ impl ControlPlane {
         if let Err(e) = bus.serve_namespaces(Arc::new(services::namespaces::Source(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "namespace requests of edges not served");
         }
+        if let Err(e) = bus.serve_webhook_events(Arc::new(webhooks::EdgeEventSink(Arc::downgrade(&core)))).await {
+            tracing::warn!(error = %e, "edges' webhook events not served; they retry until a replica serves them");
+        }
         let mut subscriptions = Vec::new();
         match bus.subscribe_presence_all().await {
             Ok(s) => subscriptions.push(s),

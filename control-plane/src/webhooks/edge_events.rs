@@ -1,10 +1,11 @@
-//! Stores what edges report for webhooks (client events, cache misses):
-//! checked, turned into an event of the outbox for the app's endpoints
+//! Stores what edges report for webhooks (client events, cache misses),
+//! turned into an event of the outbox for the app's endpoints
 //! that want it, under the id the edge gave it (a resend queues nothing
 //! twice).
 
 use std::sync::Weak;
 
+use futures_util::future::BoxFuture;
 use herald_bus::now_ms;
 use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, ChannelName, bus};
@@ -12,24 +13,23 @@ use herald_proto::{AppId, ChannelName, bus};
 use crate::core::Core;
 use crate::store::EventDraft;
 
-/// Longest event id an edge may give.
-const MAX_ID_LEN: usize = 64;
-
 /// Answers edges' webhook reports (holds the core weakly).
 pub(crate) struct Sink(pub(crate) Weak<Core>);
 
-/// Checks and stores one reported event.
-pub(crate) async fn store(core: &Core, app: &AppId, event: bus::WebhookEvent) -> Result<(), String> {
-    if event.app_id != app.as_str() {
-        return Err("the event's app is not the subject's".into());
+impl herald_bus::WebhookEventSink for Sink {
+    fn store(&self, app: AppId, event: bus::WebhookEvent) -> BoxFuture<'static, Result<(), String>> {
+        let core = self.0.clone();
+        Box::pin(async move {
+            let core = core.upgrade().ok_or_else(|| "the control plane is shutting down".to_owned())?;
+            store(&core, &app, event).await
+        })
     }
-    if event.id.is_empty() || event.id.len() > MAX_ID_LEN || !event.id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("invalid event id".into());
-    }
+}
+
+/// Stores one reported event (the bus checked it:
+/// [`herald_bus::webhook_events::check`]).
+async fn store(core: &Core, app: &AppId, event: bus::WebhookEvent) -> Result<(), String> {
     let kind: EventKind = event.kind.parse().map_err(|e: herald_proto::webhook::UnknownEventKind| e.to_string())?;
-    if !kind.is_edge_event() {
-        return Err(format!("{kind} is not reported by edges"));
-    }
     let channel = ChannelName::new(&event.channel).map_err(|e| format!("channel: {e}"))?;
     let targets = core.webhooks.targets(app, kind, channel.as_str());
     if targets.is_empty() {
