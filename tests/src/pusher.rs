@@ -107,9 +107,14 @@ impl PusherDev {
     /// `dev.json` holds the Pusher fields and the Pusher port accepts
     /// connections.
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Self::start`], with more arguments to `herald dev`.
+    pub async fn start_with(extra: &[&str]) -> Result<Self> {
         let data_dir = std::env::temp_dir().join(format!("herald-pusher-{}", random_suffix()));
         let dir = data_dir.display().to_string();
-        let args = [
+        let mut args = vec![
             "dev",
             "--data-dir",
             &dir,
@@ -120,6 +125,7 @@ impl PusherDev {
             "--pusher-addr",
             "127.0.0.1:0",
         ];
+        args.extend_from_slice(extra);
         let mut process = Process::start("dev", &args, &[])?;
         match wait_for_endpoint(&mut process, &data_dir).await {
             Ok(endpoint) => Ok(Self { endpoint, data_dir, process }),
@@ -198,6 +204,17 @@ impl Script<'_> {
 /// Runs `script` against `endpoint` from `tests/pusher`; fails with the
 /// script's output when it exits non-zero or outlives `deadline`.
 pub async fn run_script(endpoint: &PusherEndpoint, script: Script<'_>, deadline: Duration) -> Result<()> {
+    run_script_with(endpoint, script, deadline, &[]).await.map(|_| ())
+}
+
+/// Like [`run_script`], with more environment; returns what the script
+/// printed on stdout.
+pub async fn run_script_with(
+    endpoint: &PusherEndpoint,
+    script: Script<'_>,
+    deadline: Duration,
+    env: &[(&str, String)],
+) -> Result<String> {
     let dir = pusher_dir();
     require_installed(matches!(script, Script::Python(_)))?;
     let path = script.path();
@@ -212,6 +229,7 @@ pub async fn run_script(endpoint: &PusherEndpoint, script: Script<'_>, deadline:
     cmd.arg(&path)
         .current_dir(&dir)
         .envs(endpoint.env())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -231,7 +249,7 @@ pub async fn run_script(endpoint: &PusherEndpoint, script: Script<'_>, deadline:
     }
     print!("{stdout}");
     eprint!("{stderr}");
-    Ok(())
+    Ok(stdout.into_owned())
 }
 
 fn relative(path: &Path) -> String {

@@ -316,3 +316,55 @@ async fn a_control_plane_killed_mid_delivery_sends_again_after_restart_and_two_r
     drop((one, two));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_dev_sends_pusher_webhooks_that_pushers_own_libraries_validate() -> Result<()> {
+    use herald_tests::pusher::{PusherDev, Script, require_installed, run_script_with};
+    require_installed(true)?;
+    let receiver = Receiver::start().await?;
+    let url = receiver.url("/pusher/webhooks");
+    let dev = PusherDev::start_with(&["--webhook-url", &url]).await?;
+    let channel = format!("presence-hooks-{}", random_suffix());
+    let env = [("WEBHOOK_CHANNEL", channel.clone())];
+    run_script_with(&dev.endpoint, Script::Node("webhook_activity"), Duration::from_secs(60), &env).await?;
+    // Everything, up to the channel vacated after the debounce (3 s in dev).
+    receiver
+        .wait(Duration::from_secs(20), |_| {
+            let d = receiver.delivered();
+            has(&d, "channel_vacated", &channel) && count(&d, "member_removed", &channel, "bob") == 1
+        })
+        .await?;
+    let d = receiver.delivered();
+    let seen = summary(&d);
+    for (name, user) in [
+        ("channel_occupied", ""),
+        ("member_added", "alice"),
+        ("member_added", "bob"),
+        ("member_removed", "alice"),
+        ("member_removed", "bob"),
+        ("channel_vacated", ""),
+    ] {
+        assert_eq!(count(&d, name, &channel, user), 1, "{name} {user}: {seen:?}");
+    }
+    let client_event = d.iter().find(|(e, _)| event_name(e) == "client_event").context("a client event")?;
+    assert_eq!(client_event.0["event"], "client-typing");
+    assert_eq!(client_event.0["user_id"], "alice");
+    assert!(client_event.0["socket_id"].as_str().is_some_and(|s| s.contains('.')), "{}", client_event.0);
+    assert_eq!(serde_json::from_str::<Value>(client_event.0["data"].as_str().unwrap_or(""))?, json!({"typing": true}));
+
+    // Pusher's own libraries validate every one.
+    let file = dev.data_dir.join("webhooks.json");
+    let requests: Vec<Value> = receiver
+        .requests()
+        .iter()
+        .map(|r| json!({"headers": r.headers, "body": String::from_utf8_lossy(&r.body)}))
+        .collect();
+    std::fs::write(&file, serde_json::to_vec(&requests)?)?;
+    let env = [("WEBHOOKS_FILE", file.display().to_string())];
+    let node = run_script_with(&dev.endpoint, Script::Node("webhook_validate"), Duration::from_secs(60), &env).await?;
+    assert!(node.contains(&format!("client_event {channel}")), "{node}");
+    let python =
+        run_script_with(&dev.endpoint, Script::Python("webhook_validate"), Duration::from_secs(60), &env).await?;
+    assert!(python.contains(&format!("member_added {channel}")), "{python}");
+    Ok(())
+}
