@@ -10,6 +10,10 @@
 //! (`--pusher-addr`, 127.0.0.1:6001 by default; see the `pusher_port`
 //! module). When the default address is taken, `herald dev` says so and
 //! runs without it; an explicit address that cannot be bound is an error.
+//!
+//! `--webhook-url URL` registers a webhook endpoint for the demo app with
+//! every event type (Pusher format when the URL's path contains `pusher`,
+//! or `--webhook-format`), kept with its secret across restarts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,8 @@ use anyhow::{Context, Result};
 use herald_bus::{Bus, LocalBus};
 use herald_control_plane::auth::Principal;
 use herald_control_plane::services::AppSpec;
+use herald_control_plane::services::webhooks::{WebhookPatch, WebhookSpec};
+use herald_proto::webhook::EventKind;
 use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
 use herald_edge::EdgeConfig;
 use serde::{Deserialize, Serialize};
@@ -45,6 +51,16 @@ pub struct DevState {
     pub pusher_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pusher_secret: Option<String>,
+    /// The demo app's webhook endpoint of `--webhook-url`, its id, format
+    /// and signing secret (the Herald format's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 /// The demo app's id.
@@ -67,6 +83,56 @@ pub struct DevArgs {
     /// skipped with a note when taken; 127.0.0.1:0 picks a free port].
     #[arg(long, env = "HERALD_DEV_PUSHER_ADDR")]
     pub pusher_addr: Option<SocketAddr>,
+    /// Register a webhook endpoint for the demo app at this URL with every
+    /// event type (kept across restarts; loopback addresses allowed).
+    #[arg(long, env = "HERALD_DEV_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// The endpoint's format, `herald` or `pusher` [default: pusher when the
+    /// URL's path contains "pusher", else herald].
+    #[arg(long, env = "HERALD_DEV_WEBHOOK_FORMAT", value_parser = ["herald", "pusher"])]
+    pub webhook_format: Option<String>,
+}
+
+/// The format of `--webhook-url`: the flag's, else Pusher's when the URL's
+/// path says `pusher`.
+fn webhook_format(url: &str, flag: Option<&str>) -> &'static str {
+    match flag {
+        Some("pusher") => "pusher",
+        Some(_) => "herald",
+        None => {
+            let path = url.split_once("://").map_or(url, |(_, rest)| rest.split_once('/').map_or("", |(_, p)| p));
+            if path.to_ascii_lowercase().contains("pusher") { "pusher" } else { "herald" }
+        }
+    }
+}
+
+/// The demo app's endpoint for `--webhook-url`: the one registered by an
+/// earlier start when it has the same URL (its secret kept, its events and
+/// format brought up to date), else a new one. Returns (id, format, secret).
+async fn dev_webhook(
+    core: &herald_control_plane::Core,
+    url: &str,
+    format: &str,
+    previous: Option<&DevState>,
+) -> Result<(String, String)> {
+    let events: Vec<String> = EventKind::ALL.iter().map(|k| k.as_str().to_owned()).collect();
+    let kept = previous.and_then(|p| Some((p.webhook_id.clone()?, p.webhook_secret.clone()?, p.webhook_url.clone()?)));
+    if let Some((id, secret, old_url)) = kept
+        && old_url == url
+        && core.get_webhook(&Principal::Admin, DEMO_APP, &id).await.is_ok()
+    {
+        let patch = WebhookPatch {
+            events: Some(events),
+            format: Some(format.to_owned()),
+            enabled: Some(true),
+            ..WebhookPatch::default()
+        };
+        core.update_webhook(&Principal::Admin, DEMO_APP, &id, patch).await?;
+        return Ok((id, secret));
+    }
+    let spec = WebhookSpec { url: url.to_owned(), events, format: Some(format.to_owned()), filter: None };
+    let created = core.create_webhook(&Principal::Admin, DEMO_APP, spec).await?;
+    Ok((created.id, created.secret))
 }
 
 /// Where `herald dev` serves Pusher mode unless told otherwise: the port
@@ -136,6 +202,8 @@ pub async fn run(
     let db = args.data_dir.join("control-plane.db");
     cp_config.database_url = format!("sqlite://{}", db.display());
     cp_config.admin_token = Some(Secret::new(admin_token.clone()));
+    // Development: webhook receivers on this machine are the usual case.
+    cp_config.webhook_allow_private_urls = true;
 
     let api_listener = tokio::net::TcpListener::bind(args.api_addr)
         .await
@@ -176,6 +244,16 @@ pub async fn run(
     };
     let pusher_app_id =
         demo.pusher.app_id.map(|id| id.to_string()).context("Pusher mode gives the demo app a Pusher app id")?;
+    let webhook = match &args.webhook_url {
+        Some(url) => {
+            let format = webhook_format(url, args.webhook_format.as_deref());
+            let (id, secret) = dev_webhook(&core, url, format, previous.as_ref())
+                .await
+                .with_context(|| format!("registering the webhook endpoint {url}"))?;
+            Some((url.clone(), id, format.to_owned(), secret))
+        }
+        None => None,
+    };
     let pusher_addr = pusher_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let pusher_local = pusher_addr.map(|a| local_url(a).parse::<SocketAddr>()).transpose()?;
     let state = DevState {
@@ -190,6 +268,10 @@ pub async fn run(
         pusher_app_id: Some(pusher_app_id),
         pusher_key: Some(DEMO_APP.to_owned()),
         pusher_secret: Some(pusher_secret),
+        webhook_url: webhook.as_ref().map(|w| w.0.clone()),
+        webhook_id: webhook.as_ref().map(|w| w.1.clone()),
+        webhook_format: webhook.as_ref().map(|w| w.2.clone()),
+        webhook_secret: webhook.as_ref().map(|w| w.3.clone()),
     };
     write_state(&state_path, &state)?;
 
@@ -253,8 +335,26 @@ Stop with Ctrl-C.
         key = s.api_key,
         admin = s.admin_token,
         path = path.display(),
-        pusher = pusher_welcome(s),
+        pusher = pusher_welcome(s) + &webhook_welcome(s),
     );
+}
+
+fn webhook_welcome(s: &DevState) -> String {
+    let (Some(url), Some(format), Some(secret)) = (&s.webhook_url, &s.webhook_format, &s.webhook_secret) else {
+        return String::new();
+    };
+    let signing = if format == "pusher" {
+        "signed with pusher_secret above (X-Pusher-Signature)".to_owned()
+    } else {
+        format!("signing secret {secret}")
+    };
+    format!(
+        r#"
+Webhooks (docs/webhooks.md): every event of the demo app is POSTed to
+
+  {url}   ({format} format, {signing})
+"#
+    )
 }
 
 fn pusher_welcome(s: &DevState) -> String {
@@ -278,6 +378,14 @@ Pusher mode (pusher-js, Laravel Echo, Pusher's server libraries; docs/pusher.md)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_webhook_format_follows_the_flag_then_the_path() {
+        assert_eq!(webhook_format("http://127.0.0.1:9000/pusher/hooks", None), "pusher");
+        assert_eq!(webhook_format("http://pusher.example.com/hooks", None), "herald");
+        assert_eq!(webhook_format("http://127.0.0.1:9000/pusher", Some("herald")), "herald");
+        assert_eq!(webhook_format("http://127.0.0.1:9000/", Some("pusher")), "pusher");
+    }
 
     #[tokio::test]
     async fn the_pusher_address_may_be_taken_only_when_it_is_the_default() {
