@@ -117,6 +117,12 @@ pub struct EdgeConfig {
     /// Pusher client events: most per second from one connection, when the
     /// app does not set its own.
     pub pusher_client_event_rate: u32,
+    /// Webhook events (client events, cache misses) waiting to be reported
+    /// to the control plane; past it, new ones are dropped and counted.
+    pub webhook_report_queue: u32,
+    /// How long the edge keeps retrying to report one webhook event before
+    /// dropping it.
+    pub webhook_report_retry: HumanDuration,
 }
 
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
@@ -166,6 +172,8 @@ impl Default for EdgeConfig {
             pusher_presence_max_members: 100,
             pusher_max_event_bytes: ByteSize::kib(10),
             pusher_client_event_rate: 10,
+            webhook_report_queue: 10_000,
+            webhook_report_retry: HumanDuration::secs(60),
         }
     }
 }
@@ -231,6 +239,8 @@ impl EdgeConfig {
         "pusher_presence_max_members",
         "pusher_max_event_bytes",
         "pusher_client_event_rate",
+        "webhook_report_queue",
+        "webhook_report_retry",
     ];
 
     /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
@@ -352,6 +362,7 @@ impl EdgeConfig {
             ("presence_snapshot_interval", self.presence_snapshot_interval),
             ("namespace_cache_ttl", self.namespace_cache_ttl),
             ("pusher_pong_timeout", self.pusher_pong_timeout),
+            ("webhook_report_retry", self.webhook_report_retry),
         ] {
             if d.0.is_zero() {
                 return Err(err(key, "must be above 0"));
@@ -368,6 +379,9 @@ impl EdgeConfig {
         }
         if self.pusher_client_event_rate == 0 {
             return Err(err("pusher_client_event_rate", "must be at least 1"));
+        }
+        if self.webhook_report_queue == 0 {
+            return Err(err("webhook_report_queue", "must be at least 1"));
         }
         if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
             return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));
@@ -446,6 +460,8 @@ mod tests {
             ),
             (EdgeConfig { pusher_max_event_bytes: ByteSize::mib(1), ..Default::default() }, "pusher_max_event_bytes"),
             (EdgeConfig { pusher_client_event_rate: 0, ..Default::default() }, "pusher_client_event_rate"),
+            (EdgeConfig { webhook_report_queue: 0, ..Default::default() }, "webhook_report_queue"),
+            (EdgeConfig { webhook_report_retry: HumanDuration::secs(0), ..Default::default() }, "webhook_report_retry"),
         ];
         for (config, key) in cases {
             assert_eq!(config.validate().map_err(|e| e.key), Err(key));

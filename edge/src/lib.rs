@@ -15,6 +15,8 @@
 //! - `pusher`: one connection of the Pusher Channels protocol (7) on
 //!   `/app/{key}`, on the same hub, outbox and writer.
 //! - `server`: the listener, HTTP routes and the drain.
+//! - [`webhooks`]: the reporter of webhook events seen here (client events,
+//!   cache misses) to the control plane.
 //! - [`telemetry`]: the process's Prometheus recorder.
 //! - `testing` (feature `test-support`): a JWKS authority, an edge on port 0
 //!   and a raw WebSocket client for tests.
@@ -45,6 +47,7 @@ mod tcp;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -142,9 +145,17 @@ pub async fn run(
     let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));
     let (draining_tx, draining_rx) = watch::channel(false);
     let edge_id = config.edge_id.clone();
+    let webhooks = webhooks::WebhookReporter::start(
+        hub.clone(),
+        webhooks::ReporterSettings {
+            queue: config.webhook_report_queue as usize,
+            retry: config.webhook_report_retry.0,
+        },
+    );
     let shared = Arc::new(Shared {
         hub: hub.clone(),
         verifier: verifier.clone(),
+        webhooks,
         config,
         edge_id,
         open: AtomicUsize::new(0),

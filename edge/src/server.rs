@@ -260,7 +260,8 @@ pub(crate) async fn accept_loop(
 /// Not ready → no new connections → every client told to move (`GoAway`)
 /// and served while it finishes its requests → those still there after
 /// `drain_grace` closed with 1001 (reconnect elsewhere) → wait until they are
-/// gone or `drain_timeout` passes.
+/// gone or `drain_timeout` passes → the webhook events seen meanwhile
+/// reported (within the same deadline) → the bus closed.
 async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
     let _ = draining.send(true);
     let started = tokio::time::Instant::now();
@@ -290,5 +291,7 @@ async fn drain(shared: &Arc<Shared>, draining: &watch::Sender<bool>) {
     } else {
         tracing::info!("drained");
     }
+    // The webhook events seen until now go out before the bus closes.
+    shared.webhooks.flush(started + config.drain_timeout.0).await;
     shared.hub.bus().close().await;
 }

@@ -200,8 +200,11 @@ mod tests {
     #[tokio::test]
     async fn connection_futures_stay_small() {
         let (_tx, draining) = watch::channel(false);
+        let hub = Hub::new(Bus::local(&LocalBus::new()));
+        let settings = crate::webhooks::ReporterSettings { queue: 16, retry: Duration::from_secs(1) };
         let shared = Arc::new(Shared {
-            hub: Hub::new(Bus::local(&LocalBus::new())),
+            webhooks: crate::webhooks::WebhookReporter::start(hub.clone(), settings),
+            hub,
             verifier: Verifier::new(
                 "http://127.0.0.1:1/jwks",
                 "herald",

@@ -1,11 +1,13 @@
 //! Client publishes: checks (capability, namespace, size, event name,
-//! idempotency id, rate), then one publish on the bus.
+//! idempotency id, rate), then one publish on the bus, reported for the
+//! app's `client_event` webhooks when it has some ([`crate::webhooks`]).
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use herald_proto::claims::{MAX_EVENT_NAME_LEN, MAX_MESSAGE_ID_LEN};
 use herald_proto::client::{self, reply_ok};
+use herald_proto::webhook::EventKind;
 use herald_proto::{ChannelName, ErrorCode, Operation, bus};
 use prost::Message as _;
 
@@ -14,6 +16,7 @@ use herald_bus::namespaces::keeps_history;
 use super::reply::{bus_err, reply_err, reply_ok};
 use super::session::{RECENT_IDS, Session};
 use super::shared::Shared;
+use crate::webhooks::Seen;
 
 pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u64, p: client::Publish) -> Bytes {
     let channel = match ChannelName::new(&p.channel) {
@@ -78,6 +81,15 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
     match outcome {
         Ok(position) => {
             metrics::counter!("herald_client_publishes_total").increment(1);
+            let seen = Seen {
+                kind: EventKind::ClientEvent,
+                channel: &channel,
+                event: message.event.as_deref().unwrap_or_default(),
+                data: message.data,
+                connection_id: &session.connection_id,
+                user_id: &message.publisher,
+            };
+            shared.webhooks.report(&session.claims.app, seen).await;
             if p.idempotency_id.is_some() {
                 if session.recent_ids.len() >= RECENT_IDS {
                     session.recent_ids.pop_front();

@@ -1,5 +1,6 @@
 //! What every connection of an edge shares: the hub, the token verifier,
-//! the configuration, and the count of open connections.
+//! the webhook reporter, the configuration, and the count of open
+//! connections.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,11 +10,14 @@ use tokio::sync::watch;
 use crate::auth::Verifier;
 use crate::config::EdgeConfig;
 use crate::hub::Hub;
+use crate::webhooks::WebhookReporter;
 
 /// What every connection of an edge shares.
 pub(crate) struct Shared {
     pub hub: Arc<Hub>,
     pub verifier: Verifier,
+    /// Reports client events and cache misses the app's webhooks want.
+    pub webhooks: WebhookReporter,
     pub config: EdgeConfig,
     pub edge_id: String,
     /// WebSocket connections open now, authenticated or not.

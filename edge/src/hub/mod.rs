@@ -237,6 +237,18 @@ impl Hub {
         self.namespaces.pusher_app(&self.bus, app).await
     }
 
+    /// Whether some webhook endpoint of `app` wants events of `kind` (an
+    /// edge-seen kind), from the app's configuration cached with its
+    /// namespaces.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when nothing is cached and the control
+    /// plane cannot be asked.
+    pub async fn wants_webhook(&self, app: &AppId, kind: herald_proto::webhook::EventKind) -> Result<bool, BusError> {
+        self.namespaces.wants_webhook(&self.bus, app, kind).await
+    }
+
     /// This edge's id.
     #[must_use]
     pub fn edge_id(&self) -> &str {

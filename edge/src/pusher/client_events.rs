@@ -15,6 +15,10 @@
 //! user id (`publisher`), which Pusher subscribers receive as `user_id`.
 //! Its data is the event's `data` as text: a string as itself, other JSON
 //! as its JSON.
+//!
+//! Once published, the event is reported for the app's `client_event`
+//! webhooks when it has some ([`crate::webhooks`]), with the sender's socket
+//! id and, on a presence channel, its user id.
 
 use std::sync::Arc;
 
@@ -22,9 +26,11 @@ use bytes::{Bytes, BytesMut};
 use herald_proto::bus;
 use herald_proto::claims::MAX_EVENT_NAME_LEN;
 use herald_proto::pusher::{PusherChannel, PusherChannelKind};
+use herald_proto::webhook::EventKind;
 use prost::Message as _;
 
 use crate::conn::Shared;
+use crate::webhooks::Seen;
 
 use super::codes::{CLIENT_EVENT_RATE, CLIENT_EVENT_REFUSED, CLIENT_EVENT_TOO_LARGE, UNAVAILABLE};
 use super::frames::ClientMessage;
@@ -92,6 +98,15 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, message: ClientMes
     match hub.bus().publish_encoded(&session.app, &name, buf.freeze()).await {
         Ok(()) => {
             metrics::counter!("herald_pusher_client_events_total").increment(1);
+            let seen = Seen {
+                kind: EventKind::ClientEvent,
+                channel: &name,
+                event: msg.event.as_deref().unwrap_or_default(),
+                data: msg.data,
+                connection_id: &session.socket_id,
+                user_id: &msg.publisher,
+            };
+            shared.webhooks.report(&session.app, seen).await;
             Ok(())
         }
         Err(e) => {

@@ -19,12 +19,14 @@
 use std::sync::Arc;
 
 use herald_proto::pusher::{PusherChannel, PusherChannelKind, verify_channel};
+use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, bus};
 use serde_json::Value;
 
 use crate::conn::Shared;
 use crate::hub::pusher::{self as pusher_frames, USER_CHANNEL_PREFIX};
 use crate::hub::{SubscribeOptions, Wire};
+use crate::webhooks::Seen;
 
 use super::frames::{SubscribeData, subscription_error, subscription_succeeded};
 use super::presence;
@@ -166,7 +168,9 @@ async fn add(
     Ok(())
 }
 
-/// Sends a cache channel's kept event, or `pusher:cache_miss`.
+/// Sends a cache channel's kept event, or `pusher:cache_miss` (reported for
+/// the app's `cache_miss` webhooks when it has some; also when the kept
+/// event could not be read: the client was told of a miss either way).
 async fn send_cached(shared: &Arc<Shared>, session: &Session, channel: &PusherChannel) {
     use prost::Message as _;
     let name = channel.channel_name();
@@ -177,13 +181,24 @@ async fn send_cached(shared: &Arc<Shared>, session: &Session, channel: &PusherCh
             None
         }
     };
-    session.send(match kept {
-        Some(msg) => pusher_frames::channel_message_frame(channel.as_str(), &msg),
+    match kept {
+        Some(msg) => {
+            session.send(pusher_frames::channel_message_frame(channel.as_str(), &msg));
+        }
         None => {
             metrics::counter!("herald_pusher_cache_misses_total").increment(1);
-            pusher_frames::cache_miss_frame(channel.as_str())
+            session.send(pusher_frames::cache_miss_frame(channel.as_str()));
+            let seen = Seen {
+                kind: EventKind::CacheMiss,
+                channel: &name,
+                event: "",
+                data: bytes::Bytes::new(),
+                connection_id: &session.socket_id,
+                user_id: "",
+            };
+            shared.webhooks.report(&session.app, seen).await;
         }
-    });
+    }
 }
 
 pub(super) async fn unsubscribe(shared: &Arc<Shared>, session: &mut Session, channel: &str) {

@@ -1,7 +1,8 @@
 //! Pusher-protocol test support: a namespace source that serves apps'
-//! Pusher settings as the control plane would ([`TestApps`]), and a raw
-//! JSON WebSocket client of `/app/{key}` ([`PusherClient`]) that can send
-//! anything, including what pusher-js never would.
+//! Pusher settings and webhook wishes as the control plane would
+//! ([`TestApps`]), and a raw JSON WebSocket client of `/app/{key}`
+//! ([`PusherClient`]) that can send anything, including what pusher-js
+//! never would.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::BoxFuture;
+use herald_proto::webhook::EventKind;
 use herald_proto::{AppId, bus};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -21,9 +23,12 @@ use herald_bus::NamespaceSource;
 /// Every app exists, without namespaces; the apps given Pusher settings
 /// (with [`TestApps::set`]) have Pusher mode on. Serve it with
 /// `bus.serve_namespaces(apps.clone())`.
+/// The edge-seen webhook kinds an app wants are set with
+/// [`TestApps::set_webhook_events`] (none by default).
 #[derive(Default)]
 pub struct TestApps {
     pusher: Mutex<HashMap<String, bus::PusherApp>>,
+    webhook_events: Mutex<HashMap<String, Vec<EventKind>>>,
 }
 
 impl TestApps {
@@ -45,6 +50,13 @@ impl TestApps {
             None => pusher.remove(app),
         };
     }
+
+    /// Sets the edge-seen webhook kinds (`client_event`, `cache_miss`)
+    /// some endpoint of `app` wants. An edge sees the change once its cache
+    /// of the app expires or is invalidated.
+    pub fn set_webhook_events(&self, app: &str, kinds: &[EventKind]) {
+        self.webhook_events.lock().expect("apps").insert(app.to_owned(), kinds.to_vec());
+    }
 }
 
 impl NamespaceSource for TestApps {
@@ -55,6 +67,11 @@ impl NamespaceSource for TestApps {
     fn pusher_app(&self, app: AppId) -> BoxFuture<'static, Result<Option<bus::PusherApp>, String>> {
         let found = self.pusher.lock().expect("apps").get(app.as_str()).cloned();
         Box::pin(async move { Ok(found) })
+    }
+
+    fn webhook_events(&self, app: AppId) -> BoxFuture<'static, Result<Vec<EventKind>, String>> {
+        let kinds = self.webhook_events.lock().expect("apps").get(app.as_str()).cloned().unwrap_or_default();
+        Box::pin(async move { Ok(kinds) })
     }
 }
 
