@@ -17,6 +17,8 @@
 //! - [`presence`]: the members of presence channels.
 //! - [`publish`]: publishing messages and batches.
 //! - [`users`]: events to every connection of a user, and closing them.
+//! - [`webhooks`]: webhook endpoints, their checks (URLs against SSRF) and
+//!   secret rotation.
 
 pub mod apps;
 pub mod channels;
@@ -29,6 +31,7 @@ pub mod publish;
 pub mod pusher;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 pub use apps::AppSpec;
 pub use channels::{ChannelState, History, HistoryMessage, Occupancy};
@@ -37,3 +40,4 @@ pub use limits::EffectiveLimits;
 pub use presence::Presence;
 pub use publish::Draft;
 pub use pusher::{PusherCaller, PusherPatch};
+pub use webhooks::{FilterSpec, WebhookPatch, WebhookSpec};
