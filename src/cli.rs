@@ -1,5 +1,6 @@
 //! The operator and developer commands: `apps`, `keys`, `namespaces`,
-//! `token`, `publish`, `subscribe`. They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
+//! `token`, `publish`, `subscribe` (and `webhooks`, in its own module, on
+//! the helpers here). They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
 //! `HERALD_APP_ID`, `HERALD_API_KEY`, `HERALD_ADMIN_TOKEN` (and
 //! `HERALD_TOKEN`), parse, and call the SDK (REST, WebSocket) or the gRPC
 //! admin API.
@@ -154,7 +155,7 @@ fn capabilities_to_api(json: &str) -> Result<Vec<Capability>> {
         .collect())
 }
 
-async fn connect(api: &ApiArgs) -> Result<tonic::transport::Channel> {
+pub(crate) async fn connect(api: &ApiArgs) -> Result<tonic::transport::Channel> {
     tonic::transport::Endpoint::from_shared(api.api_url.clone())
         .with_context(|| format!("invalid API URL {}", api.api_url))?
         .connect_timeout(Duration::from_secs(5))
@@ -167,7 +168,7 @@ async fn admin(api: &ApiArgs) -> Result<AdminServiceClient<tonic::transport::Cha
     Ok(AdminServiceClient::new(connect(api).await?))
 }
 
-fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>> {
+pub(crate) fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>> {
     let mut request = tonic::Request::new(message);
     let value: MetadataValue<_> =
         format!("Bearer {token}").parse().context("the admin token holds characters a header cannot")?;
@@ -175,7 +176,7 @@ fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>> {
     Ok(request)
 }
 
-fn status(e: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", e.code(), e.message())
 }
 

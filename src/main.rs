@@ -6,6 +6,7 @@ mod cli;
 mod dev;
 mod pusher_port;
 mod settings;
+mod webhooks;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -79,6 +80,15 @@ enum Command {
         app_id: String,
         #[command(subcommand)]
         command: cli::NamespacesCommand,
+    },
+    /// Manage an app's webhook endpoints (needs HERALD_ADMIN_TOKEN).
+    Webhooks {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(subcommand)]
+        command: webhooks::WebhooksCommand,
     },
     /// Mint a token for an end user with the API key; prints the JWT.
     Token {
@@ -265,6 +275,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Namespaces { api, admin_token, app_id, command } => {
             client_runtime()?.block_on(cli::namespaces(api, admin_token, app_id, command))
         }
+        Command::Webhooks { api, admin_token, command } => {
+            client_runtime()?.block_on(webhooks::run(api, admin_token, command))
+        }
         Command::Token { api, app_id, api_key, client_id, capabilities, ttl } => {
             client_runtime()?.block_on(cli::token(api, app_id, api_key, client_id, capabilities, ttl))
         }
@@ -283,7 +296,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dev(args) => {
             init_tracing(&cli.log_format);
             raise_open_files_limit();
-            let mut cp = herald_control_plane::Config::default();
+            // Webhook receivers under development listen on this machine.
+            let mut cp = herald_control_plane::Config { webhook_allow_private_urls: true, ..Default::default() };
             cp.apply_env(std::env::vars())?;
             let mut edge = EdgeConfig::default();
             edge.apply_env(std::env::vars())?;

@@ -138,9 +138,50 @@ pub fn new_message_id() -> String {
     out
 }
 
+/// The prefix of every webhook endpoint id.
+pub const WEBHOOK_ID_PREFIX: &str = "wh_";
+
+/// The prefix of every webhook signing secret.
+pub const WEBHOOK_SECRET_PREFIX: &str = "whsec_";
+
+/// A new webhook endpoint id: `wh_` and 16 random characters of `[0-9a-z]`
+/// (about 82 bits).
+#[must_use]
+pub fn new_webhook_id() -> String {
+    format!("{WEBHOOK_ID_PREFIX}{}", random_alnum(16))
+}
+
+/// Whether `id` is shaped like a webhook endpoint id.
+#[must_use]
+pub fn is_webhook_id(id: &str) -> bool {
+    id.strip_prefix(WEBHOOK_ID_PREFIX)
+        .is_some_and(|r| r.len() == 16 && r.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()))
+}
+
+/// A new webhook signing secret: `whsec_` and 32 random characters of
+/// `[0-9a-z]` (about 165 bits, from a cryptographically secure generator
+/// seeded by the operating system).
+#[must_use]
+pub fn new_webhook_secret() -> String {
+    format!("{WEBHOOK_SECRET_PREFIX}{}", random_alnum(32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_ids_and_secrets_have_their_shape() {
+        let id = new_webhook_id();
+        assert!(is_webhook_id(&id), "{id}");
+        assert!(!is_webhook_id("wh_ABCDEFGHIJKLMNOP"));
+        assert!(!is_webhook_id("wh_short"));
+        assert!(!is_webhook_id("xx_0123456789abcdef"));
+        let secret = new_webhook_secret();
+        assert_eq!(secret.len(), 6 + 32);
+        assert!(secret.starts_with("whsec_"));
+        assert_ne!(secret, new_webhook_secret());
+    }
 
     #[test]
     fn keys_round_trip() {

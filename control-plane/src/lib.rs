@@ -21,7 +21,7 @@
 //! - [`core`]: [`Core`], the shared state, readiness and control events.
 //! - [`services`]: the operations the APIs expose, one module per noun
 //!   (apps, Pusher mode, keys, tokens, namespaces, channels, presence,
-//!   publish, users), with their checks.
+//!   publish, users, webhooks), with their checks.
 //! - [`api`]: `api::rest` (axum, OpenAPI), `api::grpc` (tonic, with
 //!   reflection and health) and `api::pusher` (Pusher's HTTP API), and the
 //!   router that serves them on one port.

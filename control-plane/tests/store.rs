@@ -9,8 +9,10 @@ use common::TestDb;
 use herald_control_plane::keys;
 use herald_control_plane::pusher_app_id::PusherAppId;
 use herald_control_plane::store::{
-    ApiKey, App, LimitOverrides, Namespace, PusherSettings, SigningKey, Store, StoreError,
+    ApiKey, App, ChannelFilter, LimitOverrides, Namespace, PusherSettings, SigningKey, Store, StoreError, Webhook,
+    WebhookChange, WebhookStatus,
 };
+use herald_proto::webhook::{EventKind, Format};
 use herald_proto::{AppId, Capabilities, KeyId, NamespaceName, bus};
 
 fn app(id: &str) -> App {
@@ -283,6 +285,99 @@ async fn namespaces_on_both_databases() -> Result<()> {
         assert_eq!(store.count_namespaces(&n2).await?, 0, "{backend}");
         let gone: Vec<_> = store.revocations(0, 10).await?.into_iter().filter(|r| r.1.is_none()).collect();
         assert_eq!(gone, [(n2.clone(), None, 1000)], "{backend}: the tombstone older than 500 went");
+        store.close().await;
+    }
+    Ok(())
+}
+
+fn webhook(app: &str, id: &str, at: i64) -> Webhook {
+    Webhook {
+        id: id.into(),
+        app_id: AppId::new(app).expect("app"),
+        url: "https://example.com/hook".into(),
+        events: vec![EventKind::ChannelOccupied, EventKind::MemberAdded],
+        format: Format::Herald,
+        filter: Some(ChannelFilter::Prefix("presence-".into())),
+        secret: "whsec_one".into(),
+        previous_secret: None,
+        status: WebhookStatus::Active,
+        status_reason: None,
+        failing_since_ms: None,
+        dropped: 0,
+        created_at_ms: at,
+        updated_at_ms: at,
+    }
+}
+
+#[tokio::test]
+async fn webhooks_on_both_databases() -> Result<()> {
+    for db in TestDb::both().await? {
+        let store = Store::connect(&db.url, 2, Duration::from_secs(5)).await?;
+        let backend = store.backend();
+        store.insert_app(&app("w1")).await?;
+        let w1 = AppId::new("w1")?;
+        // The count is checked in the insert.
+        assert!(store.insert_webhook(&webhook("w1", "wh_0000000000000001", 10), 2).await?, "{backend}");
+        assert!(store.insert_webhook(&webhook("w1", "wh_0000000000000002", 20), 2).await?);
+        assert!(!store.insert_webhook(&webhook("w1", "wh_0000000000000003", 30), 2).await?, "{backend}: full");
+        assert!(matches!(
+            store.insert_webhook(&webhook("nope", "wh_0000000000000004", 30), 2).await,
+            Err(StoreError::Missing(_))
+        ));
+        let ids: Vec<String> = store.list_webhooks(&w1).await?.into_iter().map(|h| h.id).collect();
+        assert_eq!(ids, ["wh_0000000000000001", "wh_0000000000000002"], "{backend}");
+        assert_eq!(
+            store.get_webhook(&w1, "wh_0000000000000001").await?,
+            Some(webhook("w1", "wh_0000000000000001", 10))
+        );
+
+        // A change sets what it gives; a filter can be removed.
+        let change = WebhookChange {
+            url: Some("https://example.org/new".into()),
+            filter: Some(None),
+            ..WebhookChange::default()
+        };
+        let changed = store.update_webhook(&w1, "wh_0000000000000001", &change, 40).await?.expect("changed");
+        assert_eq!(
+            (changed.url.as_str(), &changed.filter, changed.updated_at_ms),
+            ("https://example.org/new", &None, 40)
+        );
+        assert_eq!((changed.events.len(), changed.format, changed.created_at_ms), (2, Format::Herald, 10));
+        let change = WebhookChange {
+            events: Some(vec![EventKind::CacheMiss]),
+            format: Some(Format::Pusher),
+            filter: Some(Some(ChannelFilter::Namespace(NamespaceName::new("chat")?))),
+            enabled: Some(false),
+            ..WebhookChange::default()
+        };
+        let changed = store.update_webhook(&w1, "wh_0000000000000001", &change, 50).await?.expect("changed");
+        assert_eq!((changed.events, changed.format), (vec![EventKind::CacheMiss], Format::Pusher), "{backend}");
+        assert_eq!(changed.filter, Some(ChannelFilter::Namespace(NamespaceName::new("chat")?)));
+        assert_eq!(
+            (changed.status, changed.status_reason.as_deref()),
+            (WebhookStatus::Disabled, Some("disabled by an operator"))
+        );
+        assert_eq!(store.enabled_webhooks().await?.len(), 1, "{backend}: a disabled endpoint is not listed");
+        let enable = WebhookChange { enabled: Some(true), ..WebhookChange::default() };
+        let changed = store.update_webhook(&w1, "wh_0000000000000001", &enable, 60).await?.expect("changed");
+        assert_eq!((changed.status, changed.status_reason), (WebhookStatus::Active, None));
+        assert!(store.update_webhook(&AppId::new("w2")?, "wh_0000000000000001", &enable, 60).await?.is_none());
+
+        // Rotation keeps the previous secret for the overlap, or not at all.
+        let rotated = store.rotate_webhook_secret(&w1, "wh_0000000000000002", "whsec_two", 1_000, 70).await?;
+        let rotated = rotated.expect("rotated");
+        assert_eq!(rotated.secret, "whsec_two");
+        assert_eq!(rotated.previous_secret, Some(("whsec_one".to_owned(), 1_000)), "{backend}");
+        assert_eq!((rotated.previous_secret_until(999), rotated.previous_secret_until(1_000)), (Some(1_000), None));
+        let rotated = store.rotate_webhook_secret(&w1, "wh_0000000000000002", "whsec_three", 80, 80).await?;
+        assert_eq!(rotated.expect("rotated").previous_secret, None, "{backend}: no overlap");
+        assert!(store.rotate_webhook_secret(&w1, "wh_0000000000000009", "s", 1, 1).await?.is_none());
+
+        assert!(store.delete_webhook(&w1, "wh_0000000000000002").await?);
+        assert!(!store.delete_webhook(&w1, "wh_0000000000000002").await?);
+        // Deleting an app deletes its endpoints.
+        assert!(store.delete_app(&w1, 1_000, 0).await?);
+        assert!(store.list_webhooks(&w1).await?.is_empty(), "{backend}");
         store.close().await;
     }
     Ok(())

@@ -17,6 +17,8 @@
 //! - [`presence`]: the members of presence channels.
 //! - [`publish`]: publishing messages and batches.
 //! - [`users`]: events to every connection of a user, and closing them.
+//! - [`webhooks`]: webhook endpoints, their checks (URLs against SSRF) and
+//!   secret rotation.
 
 pub mod apps;
 pub mod channels;
@@ -38,3 +40,4 @@ pub use limits::EffectiveLimits;
 pub use presence::Presence;
 pub use publish::Draft;
 pub use pusher::{PusherCaller, PusherPatch};
+pub use webhooks::{FilterSpec, WebhookPatch, WebhookSpec};

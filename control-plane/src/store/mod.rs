@@ -132,7 +132,7 @@ pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;
 pub use webhook_outbox::{Attempt, ChannelRecord, Delivery, EventDraft, Outcome, Recorded, Transition};
-pub use webhooks::{ChannelFilter, Webhook, WebhookStatus, events_json};
+pub use webhooks::{ChannelFilter, DISABLED_BY_OPERATOR, Webhook, WebhookChange, WebhookStatus, events_json};
 
 /// An app id read back from a row.
 fn parse_app_id(id: &str) -> Result<AppId, StoreError> {

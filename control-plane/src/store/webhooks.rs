@@ -3,6 +3,9 @@
 //! An endpoint's signing secret (Herald format) is stored as it is: the
 //! signature is an HMAC keyed with it. It is shown once, when created or
 //! rotated, and never listed.
+//!
+//! Creating one checks the app's count in the same statement; disabling one
+//! drops what its outbox held, counted in `dropped`, in one transaction.
 
 use std::fmt;
 
@@ -118,6 +121,13 @@ impl Webhook {
             && self.events.contains(&kind)
             && self.filter.as_ref().is_none_or(|f| f.matches(channel))
     }
+
+    /// Until when (Unix ms) requests are also signed with the previous
+    /// secret, if that is still after `now_ms`.
+    #[must_use]
+    pub fn previous_secret_until(&self, now_ms: i64) -> Option<i64> {
+        self.previous_secret.as_ref().map(|(_, until)| *until).filter(|u| *u > now_ms)
+    }
 }
 
 impl fmt::Debug for Webhook {
@@ -133,6 +143,27 @@ impl fmt::Debug for Webhook {
             .field("status_reason", &self.status_reason)
             .finish_non_exhaustive()
     }
+}
+
+/// The reason an endpoint disabled through the API gives.
+pub const DISABLED_BY_OPERATOR: &str = "disabled by an operator";
+
+/// What [`Store::update_webhook`] changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookChange {
+    /// A new URL.
+    pub url: Option<String>,
+    /// New kinds (sorted, without duplicates).
+    pub events: Option<Vec<EventKind>>,
+    /// A new format.
+    pub format: Option<Format>,
+    /// A new filter; `Some(None)` removes it (every channel).
+    pub filter: Option<Option<ChannelFilter>>,
+    /// `Some(true)` turns a disabled endpoint on again (active, with no
+    /// reason and no failure); `Some(false)` disables it
+    /// ([`DISABLED_BY_OPERATOR`]) and drops its pending deliveries. An
+    /// endpoint already in the state asked for stays as it is.
+    pub enabled: Option<bool>,
 }
 
 /// Reads a row of [`webhook_columns!`] into a [`Webhook`].
@@ -199,6 +230,178 @@ pub fn events_json(events: &[EventKind]) -> String {
 }
 
 impl Store {
+    /// Inserts a new endpoint unless its app has `max_per_app` already (the
+    /// count is taken in the same statement). Returns false when it was not
+    /// inserted for that reason.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Missing`] when the app does not exist,
+    /// [`StoreError::Conflict`] when the id is taken, database errors.
+    pub async fn insert_webhook(&self, hook: &Webhook, max_per_app: u64) -> Result<bool, StoreError> {
+        let sql = concat!(
+            "INSERT INTO webhooks (",
+            webhook_columns!(),
+            ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+             WHERE (SELECT COUNT(*) FROM webhooks WHERE app_id = $2) < $17"
+        );
+        let (filter_kind, filter_value) = hook.filter.as_ref().map(ChannelFilter::to_parts).unzip();
+        let (previous, previous_until) = hook.previous_secret.clone().unzip();
+        let max = i64::try_from(max_per_app).unwrap_or(i64::MAX);
+        let n = with_pool!(self, pool => {
+            sqlx::query(sql)
+                .bind(&hook.id)
+                .bind(hook.app_id.as_str())
+                .bind(&hook.url)
+                .bind(events_json(&hook.events))
+                .bind(hook.format.as_str())
+                .bind(filter_kind)
+                .bind(filter_value)
+                .bind(&hook.secret)
+                .bind(previous)
+                .bind(previous_until)
+                .bind(hook.status.as_str())
+                .bind(hook.status_reason.as_deref())
+                .bind(hook.failing_since_ms)
+                .bind(hook.dropped)
+                .bind(hook.created_at_ms)
+                .bind(hook.updated_at_ms)
+                .bind(max)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
+    /// Changes an endpoint at `now_ms` (see [`WebhookChange`]); disabling
+    /// it deletes its rows in `webhook_outbox` and adds their number to
+    /// `dropped`, in one transaction. Returns the endpoint as stored, or
+    /// `None` when the app has no such endpoint.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn update_webhook(
+        &self,
+        app: &AppId,
+        id: &str,
+        change: &WebhookChange,
+        now_ms: i64,
+    ) -> Result<Option<Webhook>, StoreError> {
+        // Every right-hand side reads the row as it was before the
+        // statement; PostgreSQL re-reads it after taking the row lock, so a
+        // concurrent status change is not overwritten with a stale value.
+        let sql = concat!(
+            "UPDATE webhooks SET url = COALESCE($3, url), events = COALESCE($4, events), \
+             format = COALESCE($5, format), \
+             filter_kind = CASE WHEN $6 THEN $7 ELSE filter_kind END, \
+             filter_value = CASE WHEN $6 THEN $8 ELSE filter_value END, \
+             status = CASE WHEN $9 AND status = 'disabled' THEN 'active' \
+                           WHEN $10 THEN 'disabled' ELSE status END, \
+             status_reason = CASE WHEN $9 AND status = 'disabled' THEN NULL \
+                                  WHEN $10 AND status <> 'disabled' THEN $11 ELSE status_reason END, \
+             failing_since_ms = CASE WHEN ($9 AND status = 'disabled') OR $10 THEN NULL \
+                                     ELSE failing_since_ms END, \
+             updated_at_ms = $12 \
+             WHERE app_id = $1 AND id = $2 RETURNING ",
+            webhook_columns!()
+        );
+        let drop_pending = "DELETE FROM webhook_outbox WHERE webhook_id = $1";
+        let count_dropped =
+            concat!("UPDATE webhooks SET dropped = dropped + $2 WHERE id = $1 RETURNING ", webhook_columns!());
+        let filter = change.filter.as_ref().map(|f| f.as_ref().map(ChannelFilter::to_parts));
+        let (filter_kind, filter_value) = filter.flatten().unzip();
+        let disable = change.enabled == Some(false);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query(sql)
+                .bind(app.as_str())
+                .bind(id)
+                .bind(change.url.as_deref())
+                .bind(change.events.as_deref().map(events_json))
+                .bind(change.format.map(Format::as_str))
+                .bind(filter.is_some())
+                .bind(filter_kind)
+                .bind(filter_value)
+                .bind(change.enabled == Some(true))
+                .bind(disable)
+                .bind(DISABLED_BY_OPERATOR)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(mut row) = row else { return Ok(None) };
+            if disable {
+                let n = sqlx::query(drop_pending).bind(id).execute(&mut *tx).await?.rows_affected();
+                if n > 0 {
+                    let n = i64::try_from(n).unwrap_or(i64::MAX);
+                    row = sqlx::query(count_dropped).bind(id).bind(n).fetch_one(&mut *tx).await?;
+                }
+            }
+            let hook = webhook_from_row!(&row);
+            tx.commit().await?;
+            Ok(Some(hook))
+        })
+    }
+
+    /// Gives an endpoint a new secret at `now_ms`; the current one stays
+    /// valid until `previous_until_ms` (none is kept when that is not after
+    /// `now_ms`). Returns the endpoint as stored, or `None` when the app has
+    /// no such endpoint.
+    ///
+    /// # Errors
+    ///
+    /// Database errors; [`StoreError::Corrupt`] for an unreadable row.
+    pub async fn rotate_webhook_secret(
+        &self,
+        app: &AppId,
+        id: &str,
+        secret: &str,
+        previous_until_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let sql = concat!(
+            "UPDATE webhooks SET \
+             previous_secret = CASE WHEN $4 > $5 THEN secret ELSE NULL END, \
+             previous_secret_until_ms = CASE WHEN $4 > $5 THEN $4 ELSE NULL END, \
+             secret = $3, updated_at_ms = $5 \
+             WHERE app_id = $1 AND id = $2 RETURNING ",
+            webhook_columns!()
+        );
+        with_pool!(self, pool => {
+            let row = sqlx::query(sql)
+                .bind(app.as_str())
+                .bind(id)
+                .bind(secret)
+                .bind(previous_until_ms)
+                .bind(now_ms)
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(row) => Ok(Some(webhook_from_row!(&row))),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Deletes an endpoint, and with it its pending deliveries and its log.
+    /// Returns false when the app has no such endpoint.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn delete_webhook(&self, app: &AppId, id: &str) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => {
+            sqlx::query("DELETE FROM webhooks WHERE app_id = $1 AND id = $2")
+                .bind(app.as_str())
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n > 0)
+    }
+
     /// One endpoint of an app.
     ///
     /// # Errors

@@ -1,8 +1,8 @@
 //! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService`,
-//! `PublishService`, `UserService`, `NamespaceService`, `ChannelService` and
-//! `PresenceService`, with server reflection (`grpc.reflection.v1` and
-//! `v1alpha`) and the standard health service (`grpc.health.v1`), on the
-//! REST port (h2c).
+//! `PublishService`, `UserService`, `NamespaceService`, `ChannelService`,
+//! `PresenceService` and `WebhookService`, with server reflection
+//! (`grpc.reflection.v1` and `v1alpha`) and the standard health service
+//! (`grpc.health.v1`), on the REST port (h2c).
 //!
 //! Credentials travel in the `authorization` metadata entry, exactly like
 //! the REST header (`Bearer <admin token>` or `Bearer <API key>`). Errors are
@@ -19,6 +19,7 @@ mod presence;
 mod publish;
 mod tokens;
 mod users;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use herald_proto::api::presence_service_server::PresenceServiceServer;
 use herald_proto::api::publish_service_server::PublishServiceServer;
 use herald_proto::api::token_service_server::TokenServiceServer;
 use herald_proto::api::user_service_server::UserServiceServer;
+use herald_proto::api::webhook_service_server::WebhookServiceServer;
 use tonic::server::NamedService;
 use tonic::{Request, Status};
 use tonic_health::pb::health_server::HealthServer;
@@ -48,7 +50,7 @@ pub struct Grpc {
 
 /// The full names of the API's services (what reflection lists and health
 /// answers for, besides `""`).
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     <AdminServiceServer<Grpc> as NamedService>::NAME,
     <TokenServiceServer<Grpc> as NamedService>::NAME,
     <PublishServiceServer<Grpc> as NamedService>::NAME,
@@ -56,6 +58,7 @@ pub const SERVICES: [&str; 7] = [
     <ChannelServiceServer<Grpc> as NamedService>::NAME,
     <PresenceServiceServer<Grpc> as NamedService>::NAME,
     <UserServiceServer<Grpc> as NamedService>::NAME,
+    <WebhookServiceServer<Grpc> as NamedService>::NAME,
 ];
 
 fn path(service: &str) -> String {
@@ -81,7 +84,8 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     let namespaces = NamespaceServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let channels = ChannelServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let presence = PresenceServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let users = UserServiceServer::new(svc).max_decoding_message_size(max);
+    let users = UserServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let webhooks = WebhookServiceServer::new(svc).max_decoding_message_size(max);
     let health = HealthServer::new(health::Health::new(core));
     let mut router = router
         .route_service(&path(SERVICES[0]), admin)
@@ -91,6 +95,7 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
         .route_service(&path(SERVICES[4]), channels)
         .route_service(&path(SERVICES[5]), presence)
         .route_service(&path(SERVICES[6]), users)
+        .route_service(&path(SERVICES[7]), webhooks)
         .route_service(&path(health::SERVICE), health);
     // The descriptor sets are built into the binary: a failure here is a
     // build defect, which the tests catch; serving goes on without

@@ -23,6 +23,7 @@ pub mod publish;
 pub mod signing_keys;
 pub mod tokens;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -122,6 +123,37 @@ pub fn routes() -> Vec<Route> {
             "/v1/apps/{app_id}/namespaces/{name}",
             Some("NamespaceService/DeleteNamespace"),
             delete(namespaces::delete_namespace),
+        ),
+        route(
+            M::POST,
+            "/v1/apps/{app_id}/webhooks",
+            Some("WebhookService/CreateWebhook"),
+            post(webhooks::create_webhook),
+        ),
+        route(M::GET, "/v1/apps/{app_id}/webhooks", Some("WebhookService/ListWebhooks"), get(webhooks::list_webhooks)),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            Some("WebhookService/GetWebhook"),
+            get(webhooks::get_webhook),
+        ),
+        route(
+            M::PATCH,
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            Some("WebhookService/UpdateWebhook"),
+            patch(webhooks::update_webhook),
+        ),
+        route(
+            M::DELETE,
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            Some("WebhookService/DeleteWebhook"),
+            delete(webhooks::delete_webhook),
+        ),
+        route(
+            M::POST,
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/rotate-secret",
+            Some("WebhookService/RotateWebhookSecret"),
+            post(webhooks::rotate_secret),
         ),
         route(M::GET, "/v1/apps/{app_id}/channels", Some("ChannelService/ListChannels"), get(channels::channels)),
         route(

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{TAG_OPS, apps, channels, keys, namespaces, ops, presence, publish, signing_keys, tokens, users};
+use super::{TAG_OPS, apps, channels, keys, namespaces, ops, presence, publish, signing_keys, tokens, users, webhooks};
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = TAG_OPS, responses((status = 200, description = "OpenAPI 3.1 document")))]
@@ -16,13 +16,15 @@ pub(super) async fn openapi() -> Response {
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Herald control plane", description = "Apps, API keys, tokens, namespaces, publishing, events to users, history and presence. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
+    info(title = "Herald control plane", description = "Apps, API keys, tokens, namespaces, webhook endpoints, publishing, events to users, history and presence. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
     paths(ops::healthz, ops::readyz, ops::metrics, ops::jwks, openapi, apps::create_app, apps::list_apps,
           apps::get_app, apps::update_app, apps::delete_app, keys::create_key, keys::list_keys, keys::revoke_key,
           signing_keys::rotate, tokens::mint_token, publish::publish, publish::publish_batch,
           users::publish_to_user, users::terminate_user,
           namespaces::put_namespace, namespaces::list_namespaces, namespaces::get_namespace,
-          namespaces::delete_namespace, channels::history, presence::presence, channels::channels),
+          namespaces::delete_namespace, webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+          webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret,
+          channels::history, presence::presence, channels::channels),
     modifiers(&Security),
     tags((name = "admin", description = "Operators, with the admin token"),
          (name = "app", description = "Customers' backends, with an API key of the app"),
@@ -60,6 +62,9 @@ mod tests {
             "/v1/apps/{app_id}/users/{user_id}/terminate",
             "/v1/apps/{app_id}/namespaces",
             "/v1/apps/{app_id}/namespaces/{name}",
+            "/v1/apps/{app_id}/webhooks",
+            "/v1/apps/{app_id}/webhooks/{webhook_id}",
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/rotate-secret",
             "/v1/apps/{app_id}/channels",
             "/v1/apps/{app_id}/channels/{channel}/history",
             "/v1/apps/{app_id}/channels/{channel}/presence",
