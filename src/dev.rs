@@ -23,9 +23,9 @@ use herald_bus::{Bus, LocalBus};
 use herald_control_plane::auth::Principal;
 use herald_control_plane::services::AppSpec;
 use herald_control_plane::services::webhooks::{WebhookPatch, WebhookSpec};
-use herald_proto::webhook::EventKind;
 use herald_control_plane::{Config as CpConfig, ControlPlane, Secret};
 use herald_edge::EdgeConfig;
+use herald_proto::webhook::EventKind;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 

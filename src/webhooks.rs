@@ -107,6 +107,23 @@ pub enum WebhooksCommand {
         #[arg(long)]
         overlap: Option<HumanDuration>,
     },
+    /// Send a test request to an endpoint now; prints the status and latency.
+    Test {
+        /// The app's id.
+        app: String,
+        /// The endpoint id (wh_…).
+        id: String,
+    },
+    /// An endpoint's last delivery attempts, newest first: time, event, attempt, status, latency, outcome, error.
+    Deliveries {
+        /// The app's id.
+        app: String,
+        /// The endpoint id (wh_…).
+        id: String,
+        /// Most attempts shown (default: all kept).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
 }
 
 /// One line: id, status, format, URL, events, filter, dropped (and why
@@ -198,6 +215,34 @@ pub async fn run(api: ApiArgs, admin_token: String, command: WebhooksCommand) ->
                 None => eprintln!("webhook endpoint {id}: new signing secret below (shown this once)"),
             }
             println!("{}", rotated.secret);
+        }
+        WebhooksCommand::Test { app, id } => {
+            let request = api::TestWebhookRequest { app_id: app, webhook_id: id };
+            let t = client.test_webhook(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            let status_text = t.status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
+            println!("{}\t{status_text}\t{} ms\t{}", t.event_id, t.latency_ms, t.error.unwrap_or_default());
+            if !t.status.is_some_and(|s| (200..300).contains(&s)) {
+                anyhow::bail!("the endpoint did not take the test request");
+            }
+        }
+        WebhooksCommand::Deliveries { app, id, limit } => {
+            let request = api::ListWebhookDeliveriesRequest { app_id: app, webhook_id: id, limit };
+            let list =
+                client.list_webhook_deliveries(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            for d in list.deliveries {
+                let status_text = d.status.map_or_else(|| "-".to_owned(), |s| s.to_string());
+                println!(
+                    "{}\t{}\t{}\t{}\t#{}\t{status_text}\t{} ms\t{}\t{}",
+                    d.at_ms,
+                    d.event_id,
+                    d.r#type,
+                    d.channel,
+                    d.attempt,
+                    d.latency_ms,
+                    d.outcome,
+                    d.error.unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())

@@ -28,7 +28,8 @@ use crate::core::Core;
 use crate::error::ApiError;
 use crate::keys;
 use crate::services::checks::{parse_app_id, require_admin};
-use crate::store::{App, ChannelFilter, StoreError, Webhook, WebhookChange, WebhookStatus};
+use crate::store::{App, Attempt, ChannelFilter, StoreError, Webhook, WebhookChange, WebhookStatus};
+use crate::webhooks::TestResult;
 
 /// Longest endpoint URL, in bytes.
 pub const MAX_URL_BYTES: usize = 2048;
@@ -129,6 +130,7 @@ impl Core {
             Err(e) => return Err(e.into()),
         }
         self.namespaces_changed(&app.id).await;
+        self.webhooks.changed();
         tracing::info!(app = %app.id, webhook = %hook.id, format = %hook.format, "webhook endpoint created");
         Ok(hook)
     }
@@ -194,6 +196,7 @@ impl Core {
             return Err(self.missing_webhook(&app.id, id).await);
         };
         self.namespaces_changed(&app.id).await;
+        self.webhooks.changed();
         tracing::info!(app = %app.id, webhook = %hook.id, status = hook.status.as_str(), "webhook endpoint changed");
         Ok(hook)
     }
@@ -212,6 +215,7 @@ impl Core {
             return Err(self.missing_webhook(&app, id).await);
         }
         self.namespaces_changed(&app).await;
+        self.webhooks.changed();
         tracing::info!(app = %app, webhook = %id, "webhook endpoint deleted");
         Ok(())
     }
@@ -248,12 +252,42 @@ impl Core {
             return Err(self.missing_webhook(&app, id).await);
         };
         self.namespaces_changed(&app).await;
+        self.webhooks.changed();
         tracing::info!(app = %app, webhook = %id, overlap_secs = overlap, "webhook secret rotated");
         Ok(hook)
     }
 
     /// The error for an endpoint that is not there: the app's, or the
     /// endpoint's.
+    /// Sends a test request to an endpoint now (admin), once, and logs it.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `unavailable`.
+    pub async fn test_webhook(&self, who: &Principal, app: &str, id: &str) -> Result<TestResult, ApiError> {
+        let hook = self.get_webhook(who, app, id).await?;
+        Ok(crate::webhooks::send_test(self, &hook).await?)
+    }
+
+    /// The last delivery attempts of an endpoint, newest first (admin): at
+    /// most `limit` (and `webhook_log_size`).
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `unavailable`.
+    pub async fn webhook_deliveries(
+        &self,
+        who: &Principal,
+        app: &str,
+        id: &str,
+        limit: Option<u64>,
+    ) -> Result<Vec<Attempt>, ApiError> {
+        let hook = self.get_webhook(who, app, id).await?;
+        let max = self.config.webhook_log_size;
+        let limit = i64::try_from(limit.unwrap_or(max).clamp(1, max)).unwrap_or(i64::MAX);
+        Ok(self.store.webhook_attempts(&hook.id, limit).await?)
+    }
+
     async fn missing_webhook(&self, app: &AppId, id: &str) -> ApiError {
         match self.store.get_app(app).await {
             Ok(None) => no_app(app),

@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use crate::core::Core;
 use crate::store::Webhook;
 
-pub use deliver::send_test;
+pub use deliver::{TestResult, send_test};
 pub(crate) use edge_events::Sink as EdgeEventSink;
 
 /// How often the endpoints are reloaded even without a change event.

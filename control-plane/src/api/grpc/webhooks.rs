@@ -121,4 +121,43 @@ impl WebhookService for Grpc {
         let hook = self.core.rotate_webhook_secret(&who, &r.app_id, &r.webhook_id, r.overlap_seconds).await?;
         Ok(GrpcResponse::new(with_secret(&hook)))
     }
+
+    async fn test_webhook(
+        &self,
+        req: Request<pb::TestWebhookRequest>,
+    ) -> Result<GrpcResponse<pb::TestWebhookResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        let t = self.core.test_webhook(&who, &r.app_id, &r.webhook_id).await?;
+        Ok(GrpcResponse::new(pb::TestWebhookResponse {
+            event_id: t.event_id,
+            status: t.status.map(u32::from),
+            latency_ms: u64::try_from(t.latency_ms).unwrap_or(0),
+            error: t.error,
+        }))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        req: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<GrpcResponse<pb::ListWebhookDeliveriesResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let r = req.get_ref();
+        let list = self.core.webhook_deliveries(&who, &r.app_id, &r.webhook_id, r.limit.map(u64::from)).await?;
+        let deliveries = list
+            .into_iter()
+            .map(|a| pb::WebhookDelivery {
+                event_id: a.event_id,
+                r#type: a.kind,
+                channel: a.channel,
+                attempt: u32::try_from(a.attempt).unwrap_or(u32::MAX),
+                at_ms: a.at_ms,
+                status: a.status.map(u32::from),
+                latency_ms: u64::try_from(a.latency_ms).unwrap_or(0),
+                error: a.error,
+                outcome: a.outcome,
+            })
+            .collect();
+        Ok(GrpcResponse::new(pb::ListWebhookDeliveriesResponse { deliveries }))
+    }
 }

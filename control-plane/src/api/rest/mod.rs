@@ -155,6 +155,18 @@ pub fn routes() -> Vec<Route> {
             Some("WebhookService/RotateWebhookSecret"),
             post(webhooks::rotate_secret),
         ),
+        route(
+            M::POST,
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/test",
+            Some("WebhookService/TestWebhook"),
+            post(webhooks::test_webhook),
+        ),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries",
+            Some("WebhookService/ListWebhookDeliveries"),
+            get(webhooks::list_deliveries),
+        ),
         route(M::GET, "/v1/apps/{app_id}/channels", Some("ChannelService/ListChannels"), get(channels::channels)),
         route(
             M::GET,

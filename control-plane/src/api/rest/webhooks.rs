@@ -275,3 +275,99 @@ pub(super) async fn rotate_secret(
     let hook = core.rotate_webhook_secret(&who, &app_id, &id, body.overlap_seconds).await?;
     Ok(Json(with_secret(&hook)))
 }
+
+/// `POST /v1/apps/{app_id}/webhooks/{webhook_id}/test`: what the test
+/// request got.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TestView {
+    /// The test event's id.
+    pub event_id: String,
+    /// The HTTP status; absent when no answer came.
+    pub status: Option<u16>,
+    /// How long it took.
+    pub latency_ms: i64,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryView {
+    /// The event's id.
+    pub event_id: String,
+    /// The event type (`webhook_test` for a test send).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its channel.
+    pub channel: String,
+    /// 1 for the event's first attempt.
+    pub attempt: i64,
+    /// When it started (Unix ms).
+    pub at_ms: i64,
+    /// The HTTP status; absent when no answer came.
+    pub status: Option<u16>,
+    /// How long it took.
+    pub latency_ms: i64,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// `delivered`, `retrying`, `failed` or `test`.
+    pub outcome: String,
+}
+
+/// `GET /v1/apps/{app_id}/webhooks/{webhook_id}/deliveries`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryList {
+    /// Newest first.
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// `?limit=` of the delivery log.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    /// Most attempts returned (default and ceiling: `webhook_log_size`).
+    pub limit: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/v1/apps/{app_id}/webhooks/{webhook_id}/test", tag = TAG_ADMIN, security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id"), ("webhook_id" = String, Path, description = "The endpoint id")),
+    responses((status = 200, body = TestView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(super) async fn test_webhook(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, id)): ApiPath<(String, String)>,
+) -> Result<Json<TestView>, ApiError> {
+    let t = core.test_webhook(&who, &app_id, &id).await?;
+    Ok(Json(TestView { event_id: t.event_id, status: t.status, latency_ms: t.latency_ms, error: t.error }))
+}
+
+#[utoipa::path(get, path = "/v1/apps/{app_id}/webhooks/{webhook_id}/deliveries", tag = TAG_ADMIN,
+    security(("admin" = [])),
+    params(("app_id" = String, Path, description = "The app id"), ("webhook_id" = String, Path, description = "The endpoint id"),
+           DeliveriesQuery),
+    responses((status = 200, body = DeliveryList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn list_deliveries(
+    State(core): Shared,
+    Caller(who): Caller,
+    ApiPath((app_id, id)): ApiPath<(String, String)>,
+    super::ApiQuery(query): super::ApiQuery<DeliveriesQuery>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    let list = core.webhook_deliveries(&who, &app_id, &id, query.limit).await?;
+    let deliveries = list
+        .into_iter()
+        .map(|a| DeliveryView {
+            event_id: a.event_id,
+            kind: a.kind,
+            channel: a.channel,
+            attempt: a.attempt,
+            at_ms: a.at_ms,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            error: a.error,
+            outcome: a.outcome,
+        })
+        .collect();
+    Ok(Json(DeliveryList { deliveries }))
+}
