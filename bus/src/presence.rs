@@ -325,7 +325,7 @@ impl OccupancyTable {
         self.reports.retain(|(_, app, _), (expires, counts)| {
             let keep = now <= *expires;
             if !keep {
-                dropped.extend(counts.iter().map(|(name, _)| (app.clone(), name.clone())));
+                dropped.extend(counts.keys().map(|name| (app.clone(), name.clone())));
             }
             keep
         });

@@ -231,7 +231,7 @@ async fn a_failing_endpoint_gets_the_event_again_with_its_id_and_a_dead_one_dela
     let start = tokio::time::Instant::now();
     healthy.wait(Duration::from_secs(10), |r| r.len() >= 5).await?;
     let took = start.elapsed();
-    assert!(dead.requests().len() >= 1, "the dead endpoint was tried");
+    assert!(!dead.requests().is_empty(), "the dead endpoint was tried");
     assert!(took < Duration::from_secs(8), "the healthy endpoint waited {took:?}");
 
     // The flaky one: refused three times, then delivered — same id each time.
