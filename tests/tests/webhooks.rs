@@ -109,11 +109,11 @@ async fn occupancy_and_members_across_edges_reach_both_formats_once_and_a_killed
     let s = setup(&[]).await?;
     let herald = Receiver::start().await?;
     let pusher = Receiver::start().await?;
-    let (_, secret) = s.endpoint(json!({"url": herald.url("/herald"), "events": ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event"]})).await?;
+    let (_, secret) = s.endpoint(json!({"url": herald.url("/herald"), "events": ["channel_occupied", "channel_vacated", "member_added", "member_removed", "client_event", "subscription_count"]})).await?;
     s.endpoint(json!({"url": pusher.url("/pusher"), "format": "pusher", "events": ["channel_occupied", "channel_vacated", "member_added", "member_removed"]}))
         .await?;
     let mut a = EdgeProc::start_with("edge-a", free_addr(), &s.cp, &nats_url(), &s.prefix, &fast_edge()).await?;
-    let b = EdgeProc::start_with("edge-b", free_addr(), &s.cp, &nats_url(), &s.prefix, &fast_edge()).await?;
+    let mut b = EdgeProc::start_with("edge-b", free_addr(), &s.cp, &nats_url(), &s.prefix, &fast_edge()).await?;
 
     // Ada on edge A, Bob on edge B: one presence channel, one plain one.
     let ada = s.client(&a, "ada").connect().await?;
@@ -139,6 +139,7 @@ async fn occupancy_and_members_across_edges_reach_both_formats_once_and_a_killed
     bob.close().await;
     let bob = s.client(&b, "bob").connect().await?;
     let _bob_room = bob.subscribe("presence-room").await?;
+    let _bob_news = bob.subscribe("news").await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let d = herald.delivered();
     assert_eq!(count(&d, "member_removed", "presence-room", "bob"), 0, "{:?}", summary(&d));
@@ -147,8 +148,9 @@ async fn occupancy_and_members_across_edges_reach_both_formats_once_and_a_killed
     // debounce (1 s); she is removed, the channel stays occupied by Bob.
     a.process.kill();
     herald.wait(wait, |_| count(&herald.delivered(), "member_removed", "presence-room", "ada") == 1).await?;
-    // Bob leaves: he is removed, and both channels are vacated.
-    bob.close().await;
+    // Edge B dies too, with Bob: he is removed, and both channels are
+    // vacated.
+    b.process.kill();
     herald
         .wait(wait, |_| {
             let d = herald.delivered();
@@ -185,6 +187,13 @@ async fn occupancy_and_members_across_edges_reach_both_formats_once_and_a_killed
     let client_event = d.iter().find(|(e, _)| event_name(e) == "client_event").context("client event")?;
     assert_eq!(client_event.0["data"]["data"], "hello");
     assert_eq!(client_event.0["data"]["user_id"], "ada");
+    // Subscriber counts over both edges (news had two).
+    let counts: Vec<i64> = d
+        .iter()
+        .filter(|(e, _)| event_name(e) == "subscription_count" && e["channel"] == "news")
+        .filter_map(|(e, _)| e["data"]["subscription_count"].as_i64())
+        .collect();
+    assert!(counts.contains(&2), "news counts {counts:?}");
 
     // The Pusher endpoint got the same changes in Pusher's format.
     pusher.wait(wait, |_| has(&pusher.delivered(), "channel_vacated", "news")).await?;
@@ -204,7 +213,7 @@ async fn occupancy_and_members_across_edges_reach_both_formats_once_and_a_killed
     let id = hooks["webhooks"][0]["id"].as_str().context("endpoint id")?.to_owned();
     let log = s.get(&format!("/webhooks/{id}/deliveries")).await?;
     assert!(log["deliveries"].as_array().is_some_and(|l| l.len() >= 8), "{log}");
-    drop((b, s.key));
+    drop((bob, s.key));
     Ok(())
 }
 
@@ -337,8 +346,21 @@ async fn herald_dev_sends_pusher_webhooks_that_pushers_own_libraries_validate() 
     let receiver = Receiver::start().await?;
     let url = receiver.url("/pusher/webhooks");
     let dev = PusherDev::start_with(&["--webhook-url", &url]).await?;
+    // And a Herald-format endpoint for every event, over REST.
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(dev.data_dir.join("dev.json"))?)?;
+    assert_eq!(state["webhook_format"], "pusher", "{state}");
+    let api: std::net::SocketAddr =
+        state["api_url"].as_str().and_then(|u| u.strip_prefix("http://")).context("api_url")?.parse()?;
+    let admin = state["admin_token"].as_str().context("admin_token")?;
+    let herald = Receiver::start().await?;
+    let all: Vec<&str> = herald_proto::webhook::EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    let body = json!({"url": herald.url("/herald"), "events": all}).to_string();
+    let (status, created) = http_request(api, "POST", "/v1/apps/demo/webhooks", admin, Some(&body)).await?;
+    anyhow::ensure!(status == 201, "{status} {created}");
+    let herald_secret = serde_json::from_str::<Value>(&created)?["secret"].as_str().context("secret")?.to_owned();
     let channel = format!("presence-hooks-{}", random_suffix());
-    let env = [("WEBHOOK_CHANNEL", channel.clone())];
+    let cache = format!("cache-hooks-{}", random_suffix());
+    let env = [("WEBHOOK_CHANNEL", channel.clone()), ("WEBHOOK_CACHE_CHANNEL", cache.clone())];
     run_script_with(&dev.endpoint, Script::Node("webhook_activity"), Duration::from_secs(60), &env).await?;
     // Everything, up to the channel vacated after the debounce (3 s in dev).
     receiver
@@ -364,6 +386,18 @@ async fn herald_dev_sends_pusher_webhooks_that_pushers_own_libraries_validate() 
     assert_eq!(client_event.0["user_id"], "alice");
     assert!(client_event.0["socket_id"].as_str().is_some_and(|s| s.contains('.')), "{}", client_event.0);
     assert_eq!(serde_json::from_str::<Value>(client_event.0["data"].as_str().unwrap_or(""))?, json!({"typing": true}));
+    assert!(has(&d, "cache_miss", &cache), "{seen:?}");
+    assert!(has(&d, "subscription_count", &channel), "{seen:?}");
+
+    // The Herald endpoint got every kind too, each signed with its secret.
+    herald.wait(Duration::from_secs(10), |_| has(&herald.delivered(), "channel_vacated", &channel)).await?;
+    let h = herald.delivered();
+    for kind in herald_proto::webhook::EventKind::ALL {
+        assert!(h.iter().any(|(e, _)| event_name(e) == kind.as_str()), "no {kind}: {:?}", summary(&h));
+    }
+    for (e, r) in &h {
+        assert!(herald_signature_valid(r, &herald_secret, Duration::from_secs(300)), "signature of {e}");
+    }
 
     // Pusher's own libraries validate every one.
     let file = dev.data_dir.join("webhooks.json");

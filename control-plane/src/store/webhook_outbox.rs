@@ -148,6 +148,8 @@ pub struct Attempt {
 
 /// Queues `event` for `targets` inside the open transaction `$tx`; drops it
 /// (counting it per endpoint) when the app's outbox holds `$max` or more.
+/// A target deleted or disabled meanwhile (the caller's list may be a
+/// moment old) gets nothing.
 macro_rules! queue_in {
     ($tx:expr, $event:expr, $targets:expr, $max:expr) => {{
         let event: &EventDraft = $event;
@@ -163,7 +165,8 @@ macro_rules! queue_in {
                 if room {
                     let done = sqlx::query(
                         "INSERT INTO webhook_outbox (webhook_id, app_id, event_id, channel, kind, occurred_at_ms, \
-                         data, next_attempt_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $6) \
+                         data, next_attempt_at_ms) SELECT $1, $2, $3, $4, $5, $6, $7, $6 \
+                         WHERE EXISTS (SELECT 1 FROM webhooks WHERE id = $1 AND status <> 'disabled') \
                          ON CONFLICT (webhook_id, event_id) DO NOTHING",
                     )
                     .bind(id)

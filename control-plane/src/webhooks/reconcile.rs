@@ -209,6 +209,10 @@ impl Pass {
         } else if subscribers == 0 {
             self.absent.remove(&(app.clone(), channel.clone(), None));
         }
+        // What another replica recorded meanwhile needs no more waiting here.
+        self.absent.retain(|(a, c, user), _| {
+            a != app || c != channel || user.as_ref().is_none_or(|u| recorded.contains(u) && !present.contains(u))
+        });
         Ok(())
     }
 }
