@@ -9,8 +9,8 @@ use common::TestDb;
 use herald_control_plane::keys;
 use herald_control_plane::pusher_app_id::PusherAppId;
 use herald_control_plane::store::{
-    ApiKey, App, ChannelFilter, LimitOverrides, Namespace, PusherSettings, SigningKey, Store, StoreError, Webhook,
-    WebhookChange, WebhookStatus,
+    ApiKey, App, Attempt, ChannelFilter, EventDraft, LimitOverrides, Namespace, Outcome, PusherSettings, Recorded,
+    SigningKey, Store, StoreError, Transition, Webhook, WebhookChange, WebhookStatus,
 };
 use herald_proto::webhook::{EventKind, Format};
 use herald_proto::{AppId, Capabilities, KeyId, NamespaceName, bus};
@@ -402,4 +402,112 @@ async fn migrations_are_idempotent_and_concurrent_replicas_share_a_database() ->
 #[tokio::test]
 async fn unsupported_urls_are_refused() {
     assert!(matches!(Store::connect("mysql://x/y", 1, Duration::from_secs(1)).await, Err(StoreError::UnsupportedUrl)));
+}
+
+fn draft(app: &str, id: &str, channel: &str, kind: EventKind) -> EventDraft {
+    EventDraft {
+        id: id.into(),
+        app: AppId::new(app).expect("app"),
+        channel: channel.into(),
+        kind,
+        occurred_at_ms: 1_000,
+        data: "{}".into(),
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_outbox_records_once_keeps_order_leases_once_and_is_bounded() -> Result<()> {
+    for db in TestDb::both().await? {
+        let store = Store::connect(&db.url, 2, Duration::from_secs(5)).await?;
+        let backend = store.backend();
+        store.insert_app(&app("o1")).await?;
+        let o1 = AppId::new("o1")?;
+        assert!(store.insert_webhook(&webhook("o1", "wh_000000000000000a", 10), 10).await?);
+        assert!(store.insert_webhook(&webhook("o1", "wh_000000000000000b", 10), 10).await?);
+        let both = vec!["wh_000000000000000a".to_owned(), "wh_000000000000000b".to_owned()];
+
+        // A state change is recorded once: a second replica making the same
+        // change finds it made, and queues nothing.
+        let occupied = Transition::Occupied { subscribers: 1 };
+        let first = [(draft("o1", "evt_1", "room", EventKind::ChannelOccupied), both.clone())];
+        let r = store.record_webhook_transition(&occupied, &first, 100).await?;
+        assert_eq!((r.changed, r.queued), (true, 2), "{backend}");
+        let again = [(draft("o1", "evt_2", "room", EventKind::ChannelOccupied), both.clone())];
+        assert_eq!(store.record_webhook_transition(&occupied, &again, 100).await?, Recorded::default(), "{backend}");
+        let added = Transition::MemberAdded("ada".into());
+        let member = [(draft("o1", "evt_3", "room", EventKind::MemberAdded), both.clone())];
+        assert_eq!(store.record_webhook_transition(&added, &member, 100).await?.queued, 2);
+        let record = store.webhook_channel_record(&o1, "room").await?;
+        assert_eq!((record.subscribers.map(|s| s.0), record.members), (Some(1), vec!["ada".to_owned()]));
+        // Re-queuing an event id (an edge's resend) queues nothing.
+        let client = draft("o1", "evt_3", "room", EventKind::ClientEvent);
+        assert_eq!(store.queue_webhook_event(&client, &both, 100).await?.queued, 0, "{backend}");
+
+        // Per endpoint and channel, only the oldest is due; another channel
+        // is independent.
+        let other = draft("o1", "evt_4", "lobby", EventKind::ChannelOccupied);
+        store.queue_webhook_event(&other, &both[..1], 100).await?;
+        let due = store.due_webhook_deliveries("wh_000000000000000a", 2_000, 10).await?;
+        assert_eq!(due.len(), 2, "{backend}: the head of room and of lobby: {due:?}");
+        let mut endpoints = store.due_webhook_endpoints(2_000).await?;
+        endpoints.sort();
+        assert_eq!(endpoints, both);
+
+        // A lease is taken once; the next of the channel waits for it.
+        let head = due[0];
+        let leased = store.claim_webhook_delivery(head, "r1", 2_000, 9_000).await?.expect("leased");
+        assert_eq!((leased.event_id.as_str(), leased.attempts), ("evt_1", 1), "{backend}");
+        assert!(store.claim_webhook_delivery(head, "r2", 2_000, 9_000).await?.is_none(), "{backend}: leased twice");
+        let due = store.due_webhook_deliveries("wh_000000000000000a", 2_000, 10).await?;
+        assert_eq!(due.len(), 1, "{backend}: only lobby while room's head is out: {due:?}");
+        // The lease ran out (its replica died): another replica takes it.
+        let retaken = store.claim_webhook_delivery(head, "r2", 9_001, 20_000).await?.expect("retaken");
+        assert_eq!(retaken.attempts, 2);
+        // The first replica's late answer changes nothing.
+        let attempt = Attempt {
+            event_id: "evt_1".into(),
+            kind: "channel_occupied".into(),
+            channel: "room".into(),
+            attempt: 1,
+            at_ms: 2_000,
+            status: Some(200),
+            latency_ms: 5,
+            error: None,
+            outcome: "delivered".into(),
+        };
+        store.finish_webhook_delivery(&leased, "r1", &Outcome::Delivered, &attempt, 10).await?;
+        assert!(store.due_webhook_deliveries("wh_000000000000000a", 30_000, 10).await?.contains(&head), "{backend}");
+        // Retry later; then delivered: the next of the channel is due.
+        let failed = Attempt { status: Some(503), error: Some("HTTP 503".into()), ..attempt.clone() };
+        store.finish_webhook_delivery(&retaken, "r2", &Outcome::Retry(40_000), &failed, 10).await?;
+        assert!(!store.due_webhook_deliveries("wh_000000000000000a", 39_999, 10).await?.contains(&head));
+        let hook = store.get_webhook(&o1, "wh_000000000000000a").await?.expect("endpoint");
+        assert_eq!((hook.status, hook.status_reason.as_deref()), (WebhookStatus::Failing, Some("HTTP 503")));
+        let again = store.claim_webhook_delivery(head, "r2", 40_000, 50_000).await?.expect("due again");
+        store.finish_webhook_delivery(&again, "r2", &Outcome::Delivered, &attempt, 10).await?;
+        let hook = store.get_webhook(&o1, "wh_000000000000000a").await?.expect("endpoint");
+        assert_eq!(hook.status, WebhookStatus::Active, "{backend}: a success clears failing");
+        let due = store.due_webhook_deliveries("wh_000000000000000a", 40_000, 10).await?;
+        assert_eq!(due.len(), 2, "{backend}: room's next (the member) and lobby: {due:?}");
+        let log = store.webhook_attempts("wh_000000000000000a", 10).await?;
+        assert_eq!(log.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(), ["delivered", "retrying", "delivered"]);
+
+        // The app's outbox is bounded: past it, events are dropped and
+        // counted on each endpoint.
+        let held = store.webhook_backlog().await?.0;
+        let full = store.queue_webhook_event(&draft("o1", "evt_5", "x", EventKind::CacheMiss), &both, 5).await?;
+        assert_eq!((full.queued, full.dropped), (0, 2), "{backend}: {held} held, bound 5");
+        let hook = store.get_webhook(&o1, "wh_000000000000000b").await?.expect("endpoint");
+        assert_eq!(hook.dropped, 1);
+
+        // An endpoint disabled meanwhile gets nothing queued.
+        let off = WebhookChange { enabled: Some(false), ..WebhookChange::default() };
+        store.update_webhook(&o1, "wh_000000000000000b", &off, 60).await?;
+        let late = store.queue_webhook_event(&draft("o1", "evt_6", "y", EventKind::CacheMiss), &both, 100).await?;
+        assert_eq!(late.queued, 1, "{backend}: only the enabled endpoint");
+        let vacated = [(draft("o1", "evt_7", "room", EventKind::ChannelVacated), both.clone())];
+        assert!(store.record_webhook_transition(&Transition::Vacated, &vacated, 100).await?.changed);
+        assert!(store.webhook_channel_record(&o1, "room").await?.subscribers.is_none());
+    }
+    Ok(())
 }
