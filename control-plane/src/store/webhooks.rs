@@ -128,6 +128,19 @@ impl Webhook {
     pub fn previous_secret_until(&self, now_ms: i64) -> Option<i64> {
         self.previous_secret.as_ref().map(|(_, until)| *until).filter(|u| *u > now_ms)
     }
+
+    /// The secrets a Herald-format request is signed with at `now_ms`: the
+    /// current one, and the previous one during a rotation's overlap.
+    #[must_use]
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let Some((previous, until)) = &self.previous_secret
+            && *until > now_ms
+        {
+            secrets.push(previous.as_str());
+        }
+        secrets
+    }
 }
 
 impl fmt::Debug for Webhook {

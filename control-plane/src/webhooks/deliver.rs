@@ -161,12 +161,7 @@ async fn request(core: &Core, webhook: &Webhook, d: &Delivery) -> std::result::R
     match webhook.format {
         Format::Herald => {
             let now = now_ms();
-            let mut secrets = vec![webhook.secret.as_str()];
-            if let Some((previous, until)) = &webhook.previous_secret
-                && *until > now
-            {
-                secrets.push(previous.as_str());
-            }
+            let secrets = webhook.signing_secrets(now);
             Ok(body::herald_delivery(d, &secrets, now / 1000))
         }
         Format::Pusher => {
@@ -290,12 +285,7 @@ pub async fn send_test(core: &Core, webhook: &Webhook) -> std::result::Result<Te
     let now = now_ms();
     let request = match webhook.format {
         Format::Herald => {
-            let mut secrets = vec![webhook.secret.as_str()];
-            if let Some((previous, until)) = &webhook.previous_secret
-                && *until > now
-            {
-                secrets.push(previous.as_str());
-            }
+            let secrets = webhook.signing_secrets(now);
             Ok(body::herald(
                 &event_id,
                 body::TEST_KIND,
