@@ -28,8 +28,10 @@
 //! - [`server`]: the accept loop: connection bounds, timeouts, draining.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
-//! - [`webhooks`]: the webhook engine: events computed from bus-wide
-//!   presence and occupancy, the durable outbox, signed deliveries.
+//! - [`webhooks`]: webhooks' shared state (the endpoints this replica
+//!   knows, its HTTP client) and body formats; [`webhook_engine`]: the
+//!   tasks — events computed from bus-wide presence and occupancy, the
+//!   durable outbox, signed deliveries.
 //!
 //! The entry point is [`run`] (or [`ControlPlane`] for finer control):
 //! it takes its listener, config, bus and a shutdown future, so tests
@@ -52,6 +54,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tokens;
+pub mod webhook_engine;
 pub mod webhooks;
 
 use std::future::Future;
@@ -210,7 +213,7 @@ impl ControlPlane {
         if let Err(e) = bus.serve_namespaces(Arc::new(services::namespaces::Source(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "namespace requests of edges not served");
         }
-        if let Err(e) = bus.serve_webhook_events(Arc::new(webhooks::EdgeEventSink(Arc::downgrade(&core)))).await {
+        if let Err(e) = bus.serve_webhook_events(Arc::new(webhook_engine::EdgeEventSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "edges' webhook events not served; they retry until a replica serves them");
         }
         let mut subscriptions = Vec::new();
@@ -241,7 +244,7 @@ impl ControlPlane {
             tokio::spawn(expiry_loop(Arc::downgrade(&core), presence_ttl)),
             ensure,
         ];
-        tasks.extend(webhooks::start(&core));
+        tasks.extend(webhook_engine::start(&core));
         Ok(Self { core, tasks, _subscriptions: subscriptions })
     }
 

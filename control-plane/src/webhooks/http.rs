@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::services::webhooks::is_public_ip;
+use super::address::is_public_ip;
 
 /// Most bytes of a response body kept for the delivery log.
 const MAX_ERROR_BODY: usize = 256;

@@ -1,46 +1,29 @@
-//! The webhook engine: what turns bus-wide state changes and edges' reports
-//! into signed HTTP requests to customers' endpoints, durably.
+//! Webhooks' shared state and formats — what the engine
+//! ([`crate::webhook_engine`]) and the services use, held by the core:
 //!
 //! - [`Webhooks`]: each replica's view of the enabled endpoints (reloaded
-//!   on changes and periodically) and the wake-ups between the tasks.
-//! - `reconcile`: compares what edges report (the replica's presence and
-//!   occupancy tables) with the state last recorded in the database, and
-//!   records each difference with its event in one transaction — the state
-//!   write is conditional, so of several replicas seeing the same change
-//!   one records it. Vacated channels and removed members wait out the
-//!   debounce first; an edge that died is counted out by the expiry of its
-//!   reports, like presence.
-//! - `edge_events`: stores the events edges report (client events, cache
-//!   misses).
-//! - `deliver`: leases due deliveries from the outbox and sends them, with
-//!   retries, per-endpoint fairness and per-channel order; keeps each
-//!   endpoint's status and delivery log.
-//! - `body`: both body formats and their signatures.
-//! - `http`: the HTTP client, with the SSRF check on the address used.
+//!   on changes and periodically), the wake-ups between the engine's tasks,
+//!   this replica's lease name and its HTTP client.
+//! - [`body`]: both body formats and their signatures.
+//! - [`http`]: the HTTP client, with the SSRF check on the address used.
+//! - [`address`]: which addresses are public.
 
+pub mod address;
 pub mod body;
-mod deliver;
-mod edge_events;
 pub mod http;
-mod reconcile;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use herald_proto::AppId;
 use herald_proto::webhook::EventKind;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
-use crate::core::Core;
 use crate::store::Webhook;
 
-pub use deliver::{TestResult, send_test};
-pub(crate) use edge_events::Sink as EdgeEventSink;
-
 /// How often the endpoints are reloaded even without a change event.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The enabled endpoints, by app.
 type Endpoints = HashMap<AppId, Vec<Arc<Webhook>>>;
@@ -83,7 +66,7 @@ impl Webhooks {
     }
 
     /// Replaces the endpoints; returns the apps that had none before.
-    fn replace(&self, list: Vec<Webhook>) -> Vec<AppId> {
+    pub(crate) fn replace(&self, list: Vec<Webhook>) -> Vec<AppId> {
         let mut by_app: Endpoints = HashMap::new();
         for w in list {
             by_app.entry(w.app_id.clone()).or_default().push(Arc::new(w));
@@ -98,32 +81,6 @@ impl Webhooks {
     /// another replica).
     pub fn changed(&self) {
         self.reload.notify_one();
-    }
-}
-
-/// Starts the engine's tasks (aborted when the handles drop).
-pub(crate) fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
-    vec![
-        tokio::spawn(reconcile::run(Arc::downgrade(core))),
-        tokio::spawn(deliver::run(Arc::downgrade(core))),
-        tokio::spawn(deliver::watch_backlog(Arc::downgrade(core))),
-    ]
-}
-
-/// Reloads the endpoints from the database; returns the apps that got
-/// their first one (their channels are all looked at).
-pub(crate) async fn reload(core: &Weak<Core>) -> Option<Vec<AppId>> {
-    let core = core.upgrade()?;
-    match core.store.enabled_webhooks().await {
-        Ok(list) => {
-            let new = core.webhooks.replace(list);
-            core.reports.watch(core.webhooks.apps());
-            Some(new)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "webhook endpoints not reloaded");
-            None
-        }
     }
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn run(core: Weak<Core>) {
     loop {
         let Some(c) = core.upgrade() else { return };
         let wake = pass.next_timer().map_or(Instant::now() + IDLE, |t| t.min(Instant::now() + IDLE));
-        let mut reload = last_reload.elapsed() >= super::RELOAD_INTERVAL;
+        let mut reload = last_reload.elapsed() >= crate::webhooks::RELOAD_INTERVAL;
         if !reload && sweep.is_empty() {
             tokio::select! {
                 () = c.reports.changes.notified() => {}
@@ -219,7 +219,7 @@ impl Pass {
 
 fn draft(app: &AppId, channel: &ChannelName, kind: EventKind, data: &str) -> EventDraft {
     EventDraft {
-        id: super::new_event_id(),
+        id: crate::webhooks::new_event_id(),
         app: app.clone(),
         channel: channel.to_string(),
         kind,

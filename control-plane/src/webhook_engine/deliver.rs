@@ -28,10 +28,10 @@ use herald_proto::webhook::Format;
 use rand::Rng;
 use tokio::sync::Semaphore;
 
-use super::body;
-use super::http::{Answer, SendError};
 use crate::core::Core;
 use crate::store::{Attempt, Delivery, Outcome, StoreError, Webhook};
+use crate::webhooks::body;
+use crate::webhooks::http::{Answer, SendError};
 
 /// The first retry's delay.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -281,7 +281,7 @@ pub struct TestResult {
 ///
 /// The store's, when the attempt cannot be logged.
 pub async fn send_test(core: &Core, webhook: &Webhook) -> std::result::Result<TestResult, StoreError> {
-    let event_id = super::new_event_id();
+    let event_id = crate::webhooks::new_event_id();
     let now = now_ms();
     let request = match webhook.format {
         Format::Herald => {
