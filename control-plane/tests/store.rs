@@ -475,16 +475,16 @@ async fn the_webhook_outbox_records_once_keeps_order_leases_once_and_is_bounded(
             error: None,
             outcome: "delivered".into(),
         };
-        store.finish_webhook_delivery(&leased, "r1", &Outcome::Delivered, &attempt, 10).await?;
+        store.finish_webhook_delivery(&leased, "r1", &Outcome::Delivered, &attempt, 10, false).await?;
         assert!(store.due_webhook_deliveries("wh_000000000000000a", 30_000, 10).await?.contains(&head), "{backend}");
         // Retry later; then delivered: the next of the channel is due.
         let failed = Attempt { status: Some(503), error: Some("HTTP 503".into()), ..attempt.clone() };
-        store.finish_webhook_delivery(&retaken, "r2", &Outcome::Retry(40_000), &failed, 10).await?;
+        store.finish_webhook_delivery(&retaken, "r2", &Outcome::Retry(40_000), &failed, 10, false).await?;
         assert!(!store.due_webhook_deliveries("wh_000000000000000a", 39_999, 10).await?.contains(&head));
         let hook = store.get_webhook(&o1, "wh_000000000000000a").await?.expect("endpoint");
         assert_eq!((hook.status, hook.status_reason.as_deref()), (WebhookStatus::Failing, Some("HTTP 503")));
         let again = store.claim_webhook_delivery(head, "r2", 40_000, 50_000).await?.expect("due again");
-        store.finish_webhook_delivery(&again, "r2", &Outcome::Delivered, &attempt, 10).await?;
+        store.finish_webhook_delivery(&again, "r2", &Outcome::Delivered, &attempt, 10, true).await?;
         let hook = store.get_webhook(&o1, "wh_000000000000000a").await?.expect("endpoint");
         assert_eq!(hook.status, WebhookStatus::Active, "{backend}: a success clears failing");
         let due = store.due_webhook_deliveries("wh_000000000000000a", 40_000, 10).await?;

@@ -59,6 +59,7 @@ CREATE TABLE webhook_outbox (
 
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at_ms);
 CREATE INDEX webhook_outbox_order ON webhook_outbox (webhook_id, channel, seq);
+CREATE INDEX webhook_outbox_by_webhook ON webhook_outbox (webhook_id, seq);
 CREATE INDEX webhook_outbox_by_app ON webhook_outbox (app_id);
 
 -- The last attempts per endpoint (trimmed to webhook_log_size).

@@ -192,15 +192,19 @@ macro_rules! queue_in {
     }};
 }
 
+/// How often the log of an endpoint is trimmed: every this many attempts
+/// (so it holds up to `log_size + TRIM_EVERY - 1` between trims).
+const TRIM_EVERY: i64 = 16;
+
 /// Logs `$attempt` of endpoint `$id` inside the open transaction `$tx`,
-/// keeping its last `$keep` attempts.
+/// keeping its last `$keep` attempts (trimmed every [`TRIM_EVERY`]).
 macro_rules! log_attempt {
     ($tx:expr, $id:expr, $attempt:expr, $outcome:expr, $keep:expr) => {{
         let attempt: &Attempt = $attempt;
         let id: &str = $id;
-        sqlx::query(
+        let logged: i64 = sqlx::query_scalar(
             "INSERT INTO webhook_attempts (webhook_id, event_id, kind, channel, attempt, at_ms, status, latency_ms, \
-             error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             error, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(id)
         .bind(&attempt.event_id)
@@ -212,16 +216,18 @@ macro_rules! log_attempt {
         .bind(attempt.latency_ms)
         .bind(attempt.error.as_deref())
         .bind($outcome)
-        .execute(&mut *$tx)
+        .fetch_one(&mut *$tx)
         .await?;
-        sqlx::query(
-            "DELETE FROM webhook_attempts WHERE webhook_id = $1 AND id <= \
-             (SELECT id FROM webhook_attempts WHERE webhook_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
-        )
-        .bind(id)
-        .bind(i64::try_from($keep).unwrap_or(i64::MAX))
-        .execute(&mut *$tx)
-        .await?;
+        if logged % TRIM_EVERY == 0 {
+            sqlx::query(
+                "DELETE FROM webhook_attempts WHERE webhook_id = $1 AND id <= \
+                 (SELECT id FROM webhook_attempts WHERE webhook_id = $1 ORDER BY id DESC LIMIT 1 OFFSET $2)",
+            )
+            .bind(id)
+            .bind(i64::try_from($keep).unwrap_or(i64::MAX))
+            .execute(&mut *$tx)
+            .await?;
+        }
     }};
 }
 
@@ -409,8 +415,11 @@ impl Store {
     ///
     /// Database errors.
     pub async fn due_webhook_endpoints(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
-        let sql = "SELECT DISTINCT webhook_id FROM webhook_outbox \
-                   WHERE next_attempt_at_ms <= $1 AND lease_until_ms < $1";
+        // Per endpoint, the first due row found on its (webhook_id, seq)
+        // index ends the look: no scan of the whole outbox.
+        let sql = "SELECT w.id FROM webhooks w WHERE w.status <> 'disabled' AND EXISTS \
+                   (SELECT 1 FROM webhook_outbox o WHERE o.webhook_id = w.id \
+                   AND o.next_attempt_at_ms <= $1 AND o.lease_until_ms < $1) ORDER BY w.id";
         with_pool!(self, pool => Ok(sqlx::query_scalar(sql).bind(now_ms).fetch_all(pool).await?))
     }
 
@@ -473,10 +482,11 @@ impl Store {
     }
 
     /// Ends an attempt of a leased delivery: removes it (delivered, failed)
-    /// or sets its next attempt; logs the attempt (keeping the last
+    /// or sets its next attempt; logs the attempt (keeping about the last
     /// `log_size` of the endpoint); marks the endpoint active again on a
-    /// success, failing (with the error) otherwise. Does nothing to the
-    /// delivery when `owner` lost the lease meanwhile.
+    /// success when it `was_failing`, failing (with the error) on a
+    /// failure. Does nothing to the delivery when `owner` lost the lease
+    /// meanwhile.
     ///
     /// # Errors
     ///
@@ -488,6 +498,7 @@ impl Store {
         outcome: &Outcome,
         attempt: &Attempt,
         log_size: u64,
+        was_failing: bool,
     ) -> Result<(), StoreError> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -512,7 +523,7 @@ impl Store {
                     .await?;
                 }
             }
-            if matches!(outcome, Outcome::Delivered) {
+            if matches!(outcome, Outcome::Delivered) && was_failing {
                 sqlx::query(
                     "UPDATE webhooks SET status = 'active', status_reason = NULL, failing_since_ms = NULL \
                      WHERE id = $1 AND status = 'failing'",
@@ -520,7 +531,7 @@ impl Store {
                 .bind(&delivery.webhook_id)
                 .execute(&mut *tx)
                 .await?;
-            } else {
+            } else if !matches!(outcome, Outcome::Delivered) {
                 sqlx::query(
                     "UPDATE webhooks SET status = 'failing', status_reason = $2, \
                      failing_since_ms = COALESCE(failing_since_ms, $3) WHERE id = $1 AND status <> 'disabled'",

@@ -19,7 +19,7 @@
 //! failure marks it `failing`, a success `active` again, and an endpoint
 //! failing for `webhook_disable_after` is disabled with its reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use crate::core::Core;
-use crate::store::{Attempt, Delivery, Outcome, StoreError, Webhook};
+use crate::store::{Attempt, Delivery, Outcome, StoreError, Webhook, WebhookStatus};
 use crate::webhooks::body;
 use crate::webhooks::http::{Answer, SendError};
 
@@ -83,6 +83,18 @@ fn backoff(attempts: i64) -> Duration {
     base.mul_f64(jitter)
 }
 
+/// What this replica is sending: per endpoint how many, and which rows
+/// (leased, or being leased).
+#[derive(Default)]
+struct Busy {
+    per_endpoint: HashMap<String, usize>,
+    seqs: HashSet<i64>,
+}
+
+fn lock(busy: &Mutex<Busy>) -> std::sync::MutexGuard<'_, Busy> {
+    busy.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub(super) async fn run(core: Weak<Core>) {
     let (concurrency, per_endpoint, poll) = match core.upgrade() {
         Some(c) => {
@@ -91,7 +103,7 @@ pub(super) async fn run(core: Weak<Core>) {
         None => return,
     };
     let slots = Arc::new(Semaphore::new(concurrency));
-    let busy: Arc<Mutex<HashMap<String, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    let busy: Arc<Mutex<Busy>> = Arc::default();
     loop {
         {
             let Some(c) = core.upgrade() else { return };
@@ -108,51 +120,68 @@ pub(super) async fn run(core: Weak<Core>) {
     }
 }
 
-/// Starts what is due, fairly over endpoints.
+/// Starts what is due, fairly over endpoints: each delivery in a task of
+/// its own that leases it, sends it and records the attempt.
 async fn start_due(
     core: &Arc<Core>,
     slots: &Arc<Semaphore>,
-    busy: &Arc<Mutex<HashMap<String, usize>>>,
+    busy: &Arc<Mutex<Busy>>,
     per_endpoint: usize,
 ) -> std::result::Result<(), StoreError> {
     let now = now_ms();
     let endpoints = core.store.due_webhook_endpoints(now).await?;
     for webhook_id in endpoints {
-        let free = per_endpoint
-            .saturating_sub(busy.lock().unwrap_or_else(|e| e.into_inner()).get(&webhook_id).copied().unwrap_or(0));
-        if free == 0 {
+        let held = lock(busy).per_endpoint.get(&webhook_id).copied().unwrap_or(0);
+        if held >= per_endpoint {
             continue;
         }
-        let due = core.store.due_webhook_deliveries(&webhook_id, now, i64::try_from(free).unwrap_or(1)).await?;
+        // Rows being leased here may still look due: ask for them too.
+        let limit = i64::try_from(per_endpoint).unwrap_or(i64::MAX);
+        let due = core.store.due_webhook_deliveries(&webhook_id, now, limit).await?;
         for seq in due {
-            let Ok(permit) = slots.clone().try_acquire_owned() else { return Ok(()) };
-            let lease_until = now_ms()
-                + i64::try_from((core.config.webhook_timeout.0 + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
-            let Some(delivery) =
-                core.store.claim_webhook_delivery(seq, &core.webhooks.owner, now_ms(), lease_until).await?
-            else {
-                continue;
-            };
-            *busy.lock().unwrap_or_else(|e| e.into_inner()).entry(webhook_id.clone()).or_default() += 1;
-            let (core, busy) = (core.clone(), busy.clone());
-            tokio::spawn(async move {
-                let id = delivery.webhook_id.clone();
-                attempt(&core, delivery).await;
-                let mut map = busy.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(n) = map.get_mut(&id) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        map.remove(&id);
-                    }
+            {
+                let mut b = lock(busy);
+                if b.seqs.contains(&seq) {
+                    continue;
                 }
-                drop(map);
-                drop(permit);
-                // A slot is free: what waited for it may go.
-                core.webhooks.queued.notify_one();
-            });
+                if b.per_endpoint.get(&webhook_id).copied().unwrap_or(0) >= per_endpoint {
+                    break;
+                }
+                let Ok(permit) = slots.clone().try_acquire_owned() else { return Ok(()) };
+                *b.per_endpoint.entry(webhook_id.clone()).or_default() += 1;
+                b.seqs.insert(seq);
+                let (core, busy, id) = (core.clone(), busy.clone(), webhook_id.clone());
+                tokio::spawn(async move {
+                    lease_and_send(&core, seq).await;
+                    {
+                        let mut b = lock(&busy);
+                        b.seqs.remove(&seq);
+                        if let Some(n) = b.per_endpoint.get_mut(&id) {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                b.per_endpoint.remove(&id);
+                            }
+                        }
+                    }
+                    drop(permit);
+                    // A slot is free: what waited for it may go.
+                    core.webhooks.queued.notify_one();
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// Leases delivery `seq` (another replica may have it) and sends it.
+async fn lease_and_send(core: &Arc<Core>, seq: i64) {
+    let until =
+        now_ms() + i64::try_from((core.config.webhook_timeout.0 + LEASE_MARGIN).as_millis()).unwrap_or(i64::MAX);
+    match core.store.claim_webhook_delivery(seq, &core.webhooks.owner, now_ms(), until).await {
+        Ok(Some(delivery)) => attempt(core, delivery).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "webhook delivery not leased"),
+    }
 }
 
 /// The request of a delivery to `webhook`; an error when it cannot be
@@ -233,7 +262,18 @@ async fn attempt(core: &Arc<Core>, d: Delivery) {
         outcome: label.to_owned(),
     };
     let log_size = core.config.webhook_log_size;
-    if let Err(e) = core.store.finish_webhook_delivery(&d, &core.webhooks.owner, &outcome, &logged, log_size).await {
+    if let Err(e) = core
+        .store
+        .finish_webhook_delivery(
+            &d,
+            &core.webhooks.owner,
+            &outcome,
+            &logged,
+            log_size,
+            webhook.status == WebhookStatus::Failing,
+        )
+        .await
+    {
         tracing::warn!(error = %e, "webhook attempt not recorded; the delivery is tried again after its lease");
         return;
     }

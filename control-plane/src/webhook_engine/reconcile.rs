@@ -1,8 +1,9 @@
 //! Turns bus-wide state changes into recorded events.
 //!
-//! One task per replica. It wakes when reports changed a channel of an app
-//! with endpoints, when a debounce runs out, when endpoints changed, and
-//! every few seconds. For each channel to look at it compares what edges
+//! One task per replica (looking at up to `CONCURRENCY` channels at once,
+//! each channel by one look at a time). It wakes when reports changed a
+//! channel of an app with endpoints, when a debounce runs out, when
+//! endpoints changed, and every few seconds. For each channel to look at it compares what edges
 //! report now (subscribers over every edge; the user ids present) with what
 //! the database last recorded, and records each difference with its event
 //! ([`crate::store::Store::record_webhook_transition`]):
@@ -20,8 +21,10 @@
 //! after the replica starts, when edges are still re-sending their state.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Weak;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
+
+use futures_util::StreamExt as _;
 
 use herald_bus::now_ms;
 use herald_proto::webhook::EventKind;
@@ -35,21 +38,43 @@ use crate::store::{EventDraft, Transition};
 /// Longest sleep between two looks (timers and changes wake it earlier).
 const IDLE: Duration = Duration::from_secs(1);
 
-/// What the debounce waits on: a channel (`None`) or a member of it.
-type AbsentKey = (AppId, ChannelName, Option<String>);
+/// Channels looked at at once (each its own database round trips).
+const CONCURRENCY: usize = 16;
 
-/// The task's memory between passes.
+type ChannelKey = (AppId, ChannelName);
+
+/// Since when what is recorded of a channel has been seen absent.
+#[derive(Default)]
+struct Absence {
+    /// The channel's subscribers.
+    channel: Option<Instant>,
+    /// Members, by user id.
+    members: HashMap<String, Instant>,
+}
+
+impl Absence {
+    fn earliest(&self) -> Option<Instant> {
+        self.channel.into_iter().chain(self.members.values().copied()).min()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.channel.is_none() && self.members.is_empty()
+    }
+}
+
+/// The task's memory between passes (locked briefly, never across an
+/// await: channels are looked at concurrently).
 struct Pass {
-    /// Since when a recorded channel or member has been seen absent.
-    absent: HashMap<AbsentKey, Instant>,
+    absent: Mutex<HashMap<ChannelKey, Absence>>,
     /// When a channel's held-back subscriber count may go out.
-    counts_due: HashMap<(AppId, ChannelName), Instant>,
+    counts_due: Mutex<HashMap<ChannelKey, Instant>>,
     started: Instant,
 }
 
 pub(super) async fn run(core: Weak<Core>) {
     let Some(first) = super::reload(&core).await else { return };
-    let mut pass = Pass { absent: HashMap::new(), counts_due: HashMap::new(), started: Instant::now() };
+    let pass =
+        Pass { absent: Mutex::new(HashMap::new()), counts_due: Mutex::new(HashMap::new()), started: Instant::now() };
     let mut sweep: HashSet<AppId> = first.into_iter().collect();
     let mut last_reload = Instant::now();
     loop {
@@ -76,7 +101,7 @@ pub(super) async fn run(core: Weak<Core>) {
             }
         }
         let Some(c) = core.upgrade() else { return };
-        let mut todo: HashSet<(AppId, ChannelName)> = HashSet::new();
+        let mut todo: HashSet<ChannelKey> = HashSet::new();
         match c.reports.take_changed() {
             ChangedChannels::Some(set) => todo.extend(set),
             ChangedChannels::All => sweep.extend(c.webhooks.apps()),
@@ -93,62 +118,94 @@ pub(super) async fn run(core: Weak<Core>) {
                 }
             }
         }
-        let now = Instant::now();
-        pass.absent.retain(|(app, channel, _), since| {
-            let due = *since + c.config.webhook_debounce.0 <= now;
-            if due {
-                todo.insert((app.clone(), channel.clone()));
-            }
-            // Looked at again below; kept until then.
-            true
-        });
-        pass.counts_due.retain(|key, at| {
-            let due = *at <= now;
-            if due {
-                todo.insert(key.clone());
-            }
-            !due
-        });
-        for (app, channel) in todo {
-            if !c.reports.is_watched(&app) {
-                pass.forget(&app, &channel);
-                continue;
-            }
-            if let Err(e) = pass.channel(&c, &app, &channel).await {
-                tracing::warn!(error = %e, %app, %channel, "webhook state not recorded; trying again");
-                sweep.insert(app);
-            }
-        }
+        todo.extend(pass.due(Instant::now(), c.config.webhook_debounce.0));
+        let failed: Mutex<HashSet<AppId>> = Mutex::new(HashSet::new());
+        futures_util::stream::iter(todo)
+            .for_each_concurrent(CONCURRENCY, |(app, channel)| {
+                let (c, pass, failed) = (&c, &pass, &failed);
+                async move {
+                    if !c.reports.is_watched(&app) {
+                        pass.forget(&(app, channel));
+                        return;
+                    }
+                    if let Err(e) = pass.channel(c, &app, &channel).await {
+                        tracing::warn!(error = %e, %app, %channel, "webhook state not recorded; trying again");
+                        lock(failed).insert(app);
+                    }
+                }
+            })
+            .await;
+        sweep.extend(failed.into_inner().unwrap_or_else(|e| e.into_inner()));
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pass {
     fn next_timer(&self) -> Option<Instant> {
         // Debounces are checked on every pass; a pass happens at least
         // every IDLE, which bounds how late one runs out.
-        self.counts_due.values().min().copied()
+        lock(&self.counts_due).values().min().copied()
     }
 
-    fn forget(&mut self, app: &AppId, channel: &ChannelName) {
-        self.absent.retain(|(a, c, _), _| !(a == app && c == channel));
-        self.counts_due.remove(&(app.clone(), channel.clone()));
+    /// The channels whose debounce or held-back count is due at `now`.
+    fn due(&self, now: Instant, debounce: Duration) -> Vec<ChannelKey> {
+        let mut due: Vec<ChannelKey> = lock(&self.absent)
+            .iter()
+            .filter(|(_, a)| a.earliest().is_some_and(|t| t + debounce <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        lock(&self.counts_due).retain(|key, at| {
+            let is_due = *at <= now;
+            if is_due {
+                due.push(key.clone());
+            }
+            !is_due
+        });
+        due
     }
 
-    /// Whether an absence that began at `since` (noted now when new) is
-    /// long enough to record, and removals are safe now.
-    fn absent_long_enough(&mut self, core: &Core, key: AbsentKey) -> bool {
+    fn forget(&self, key: &ChannelKey) {
+        lock(&self.absent).remove(key);
+        lock(&self.counts_due).remove(key);
+    }
+
+    /// Notes that what is recorded of `key` (the channel, or a member) is
+    /// absent now, if not noted before; whether it has been absent for the
+    /// whole debounce and removals are safe now.
+    fn absent_long_enough(&self, core: &Core, key: &ChannelKey, member: Option<&str>) -> bool {
         let debounce = core.config.webhook_debounce.0;
         let now = Instant::now();
-        let since = *self.absent.entry(key).or_insert(now);
+        let since = {
+            let mut absent = lock(&self.absent);
+            let entry = absent.entry(key.clone()).or_default();
+            match member {
+                Some(user) => *entry.members.entry(user.to_owned()).or_insert(now),
+                None => *entry.channel.get_or_insert(now),
+            }
+        };
         now >= since + debounce && now >= self.started + debounce && core.publisher.is_connected()
     }
 
-    async fn channel(
-        &mut self,
-        core: &Core,
-        app: &AppId,
-        channel: &ChannelName,
-    ) -> Result<(), crate::store::StoreError> {
+    /// Forgets the absences of `key` that no longer wait: the channel's when
+    /// `channel_waits` is false, and those of members not in `waiting`.
+    fn settle(&self, key: &ChannelKey, channel_waits: bool, waiting: &BTreeSet<String>) {
+        let mut absent = lock(&self.absent);
+        if let Some(entry) = absent.get_mut(key) {
+            if !channel_waits {
+                entry.channel = None;
+            }
+            entry.members.retain(|user, _| waiting.contains(user));
+            if entry.is_empty() {
+                absent.remove(key);
+            }
+        }
+    }
+
+    async fn channel(&self, core: &Core, app: &AppId, channel: &ChannelName) -> Result<(), crate::store::StoreError> {
+        let key = (app.clone(), channel.clone());
         let subscribers = core.reports.subscribers(app, channel);
         let present: BTreeSet<String> = core.reports.member_ids(app, channel).into_iter().collect();
         let stored = core.store.webhook_channel_record(app, channel.as_str()).await?;
@@ -157,7 +214,6 @@ impl Pass {
         let gap_ms = i64::try_from(gap.as_millis()).unwrap_or(i64::MAX);
 
         if subscribers > 0 {
-            self.absent.remove(&(app.clone(), channel.clone(), None));
             match stored.subscribers {
                 None => {
                     // The first count goes with the occupation, in its
@@ -174,7 +230,7 @@ impl Pass {
                         record(core, app, channel, t, EventKind::SubscriptionCount, &count).await?;
                     } else {
                         let wait = Duration::from_millis(u64::try_from(sent_at + gap_ms - now).unwrap_or(0));
-                        self.counts_due.insert((app.clone(), channel.clone()), Instant::now() + wait);
+                        lock(&self.counts_due).insert(key.clone(), Instant::now() + wait);
                     }
                 }
                 Some(_) => {}
@@ -185,34 +241,29 @@ impl Pass {
             let data = serde_json::json!({ "user_id": user }).to_string();
             record(core, app, channel, Transition::MemberAdded(user.clone()), EventKind::MemberAdded, &data).await?;
         }
-        for user in &present {
-            self.absent.remove(&(app.clone(), channel.clone(), Some(user.clone())));
-        }
-        let mut members_left = false;
+        let mut waiting = BTreeSet::new();
         for user in recorded.difference(&present) {
-            if self.absent_long_enough(core, (app.clone(), channel.clone(), Some(user.clone()))) {
+            if self.absent_long_enough(core, &key, Some(user)) {
                 let data = serde_json::json!({ "user_id": user }).to_string();
                 let t = Transition::MemberRemoved(user.clone());
                 record(core, app, channel, t, EventKind::MemberRemoved, &data).await?;
-                self.absent.remove(&(app.clone(), channel.clone(), Some(user.clone())));
             } else {
-                members_left = true;
+                waiting.insert(user.clone());
             }
         }
 
+        let mut channel_waits = false;
         if subscribers == 0 && stored.subscribers.is_some() {
-            let key = (app.clone(), channel.clone(), None);
-            if self.absent_long_enough(core, key.clone()) && !members_left {
+            // Members go first: the channel waits for their removal.
+            if self.absent_long_enough(core, &key, None) && waiting.is_empty() {
                 record(core, app, channel, Transition::Vacated, EventKind::ChannelVacated, "{}").await?;
-                self.absent.remove(&key);
+            } else {
+                channel_waits = true;
             }
-        } else if subscribers == 0 {
-            self.absent.remove(&(app.clone(), channel.clone(), None));
         }
-        // What another replica recorded meanwhile needs no more waiting here.
-        self.absent.retain(|(a, c, user), _| {
-            a != app || c != channel || user.as_ref().is_none_or(|u| recorded.contains(u) && !present.contains(u))
-        });
+        // What is present again, was removed, or another replica recorded
+        // meanwhile needs no more waiting here.
+        self.settle(&key, channel_waits, &waiting);
         Ok(())
     }
 }
