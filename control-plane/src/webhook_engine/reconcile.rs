@@ -18,7 +18,8 @@
 //!
 //! Removals wait while the replica's bus is down (its tables would empty
 //! for want of reports, not because anyone left), and for one debounce
-//! after the replica starts, when edges are still re-sending their state.
+//! after the replica starts or its bus comes back, when edges re-send their
+//! state (the replica asks them to).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, Weak};
@@ -68,13 +69,20 @@ struct Pass {
     absent: Mutex<HashMap<ChannelKey, Absence>>,
     /// When a channel's held-back subscriber count may go out.
     counts_due: Mutex<HashMap<ChannelKey, Instant>>,
-    started: Instant,
+    /// Since when the replica has followed reports without a break (its
+    /// start, or its bus's last reconnection): removals wait a debounce
+    /// after it, while edges re-send their state.
+    following_since: Mutex<Instant>,
 }
 
 pub(super) async fn run(core: Weak<Core>) {
     let Some(first) = super::reload(&core).await else { return };
-    let pass =
-        Pass { absent: Mutex::new(HashMap::new()), counts_due: Mutex::new(HashMap::new()), started: Instant::now() };
+    let pass = Pass {
+        absent: Mutex::new(HashMap::new()),
+        counts_due: Mutex::new(HashMap::new()),
+        following_since: Mutex::new(Instant::now()),
+    };
+    let mut was_connected = true;
     let mut sweep: HashSet<AppId> = first.into_iter().collect();
     let mut last_reload = Instant::now();
     loop {
@@ -101,6 +109,16 @@ pub(super) async fn run(core: Weak<Core>) {
             }
         }
         let Some(c) = core.upgrade() else { return };
+        // Back on the bus after a break: what expired meanwhile is not
+        // gone; ask every edge for its state and wait for it.
+        let connected = c.publisher.is_connected();
+        if connected && !was_connected {
+            *lock(&pass.following_since) = Instant::now();
+            if let Err(e) = c.publisher.bus().request_presence_sync().await {
+                tracing::warn!(error = %e, "presence sync not requested after the bus came back");
+            }
+        }
+        was_connected = connected;
         let mut todo: HashSet<ChannelKey> = HashSet::new();
         match c.reports.take_changed() {
             ChangedChannels::Some(set) => todo.extend(set),
@@ -186,7 +204,8 @@ impl Pass {
                 None => *entry.channel.get_or_insert(now),
             }
         };
-        now >= since + debounce && now >= self.started + debounce && core.publisher.is_connected()
+        let following_since = *lock(&self.following_since);
+        now >= since + debounce && now >= following_since + debounce && core.publisher.is_connected()
     }
 
     /// Forgets the absences of `key` that no longer wait: the channel's when
