@@ -18,18 +18,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use herald_proto::claims::{AUDIENCE, MAX_REVOCATIONS, MAX_TOKEN_BYTES, Revocation};
 use herald_proto::{AppId, Claims, KeyId};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::jwks_fetch::JwksFetcher;
+
 /// Largest JWKS document accepted: a few keys and up to
 /// [`MAX_REVOCATIONS`] revocations.
-const MAX_JWKS_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_JWKS_BYTES: usize = 2 * 1024 * 1024;
 
 /// Revocations learned from events are kept until their `until`; past this
 /// many entries the soonest to expire are dropped first.
@@ -228,7 +226,12 @@ struct VerifierInner {
     fetching: tokio::sync::Mutex<()>,
     /// When an unknown `kid` last caused a fetch.
     last_unknown_fetch: std::sync::Mutex<Option<Instant>>,
-    http: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    fetcher: JwksFetcher,
+    /// The last answer's `Cache-Control: max-age`.
+    max_age: std::sync::Mutex<Option<Duration>>,
+    /// Woken after each successful fetch (the periodic refresh counts from
+    /// it).
+    fetched: tokio::sync::Notify,
 }
 
 impl Verifier {
@@ -242,6 +245,7 @@ impl Verifier {
         leeway: Duration,
         min_refetch: Duration,
         revocations: Revocations,
+        fetcher: JwksFetcher,
     ) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
@@ -251,7 +255,6 @@ impl Verifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = leeway.as_secs();
-        let http = Client::builder(TokioExecutor::new()).build_http();
         Self {
             inner: Arc::new(VerifierInner {
                 jwks_url: jwks_url.to_owned(),
@@ -261,7 +264,9 @@ impl Verifier {
                 min_refetch,
                 fetching: tokio::sync::Mutex::new(()),
                 last_unknown_fetch: std::sync::Mutex::new(None),
-                http,
+                fetcher,
+                max_age: std::sync::Mutex::new(None),
+                fetched: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -288,6 +293,7 @@ impl Verifier {
                 tracing::info!(keys = keys.len(), revoked = revoked.len(), "signing keys loaded");
                 self.inner.revocations.merge(revoked);
                 *self.inner.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+                self.inner.fetched.notify_waiters();
                 Ok(())
             }
             Err(e) => {
@@ -312,22 +318,9 @@ impl Verifier {
     }
 
     async fn fetch(&self) -> Result<JwksContent, String> {
-        let uri: http::Uri = self.inner.jwks_url.parse().map_err(|e| format!("bad url: {e}"))?;
-        let request = http::Request::get(uri).body(Empty::new()).map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(Duration::from_secs(5), self.inner.http.request(request))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("status {}", response.status()));
-        }
-        let body =
-            tokio::time::timeout(Duration::from_secs(5), Limited::new(response.into_body(), MAX_JWKS_BYTES).collect())
-                .await
-                .map_err(|_| "timed out".to_owned())?
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-        parse_jwks(&body)
+        let fetched = self.inner.fetcher.get(&self.inner.jwks_url).await?;
+        *self.inner.max_age.lock().unwrap_or_else(|e| e.into_inner()) = fetched.max_age;
+        parse_jwks(&fetched.body)
     }
 
     /// Verifies `token`: size, header algorithm, key, signature, `exp`,
@@ -383,19 +376,38 @@ impl Verifier {
         }
     }
 
-    /// Spawns the periodic refresh; ends when the verifier is dropped.
+    /// Spawns the periodic refresh; ends when the verifier is dropped. It
+    /// reads the JWKS again when the last answer's `Cache-Control:
+    /// max-age` runs out, but not more often than the minimum refetch
+    /// interval, and at least `every`.
     pub fn spawn_refresh(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
-                let _ = Verifier { inner }.refresh().await;
+                let refetch = {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let max_age = *inner.max_age.lock().unwrap_or_else(|e| e.into_inner());
+                    let wait = refresh_after(max_age, inner.min_refetch, every);
+                    // Any fetch (a first one, one for an unknown key)
+                    // starts the wait again, with its own max-age.
+                    let fetched = inner.fetched.notified();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => true,
+                        () = fetched => false,
+                    }
+                };
+                if refetch {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let _ = Verifier { inner }.refresh().await;
+                }
             }
         })
     }
+}
+
+/// When to read the JWKS again: its `max_age`, within `[min, every]`.
+fn refresh_after(max_age: Option<Duration>, min: Duration, every: Duration) -> Duration {
+    max_age.map_or(every, |age| age.clamp(min.min(every), every))
 }
 
 /// Parses a JWKS document, keeping the Ed25519 keys and the first
@@ -455,6 +467,15 @@ fn claims_from_json(mut map: serde_json::Map<String, serde_json::Value>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refresh_follows_max_age_within_bounds() {
+        let (min, every) = (Duration::from_secs(5), Duration::from_secs(300));
+        assert_eq!(refresh_after(None, min, every), every);
+        assert_eq!(refresh_after(Some(Duration::from_secs(60)), min, every), Duration::from_secs(60));
+        assert_eq!(refresh_after(Some(Duration::ZERO), min, every), min);
+        assert_eq!(refresh_after(Some(Duration::from_secs(86_400)), min, every), every);
+    }
 
     #[test]
     fn jwks_parsing_keeps_only_ed25519() {

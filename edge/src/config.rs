@@ -33,7 +33,7 @@ pub struct EdgeConfig {
     /// Empty: generated at start.
     pub edge_id: String,
     /// Where the control plane publishes its signing keys, e.g.
-    /// `http://control-plane:8080/.well-known/jwks.json`.
+    /// `http://control-plane:8080/.well-known/jwks.json` (or `https://…`).
     pub jwks_url: String,
     /// Expected `iss` of tokens.
     pub issuer: String,
@@ -41,8 +41,12 @@ pub struct EdgeConfig {
     pub token_leeway: HumanDuration,
     /// Refetch the JWKS at most this often when a token names an unknown key.
     pub jwks_min_refetch_interval: HumanDuration,
-    /// Refetch the JWKS this often regardless.
+    /// Refetch the JWKS this often regardless (sooner when its
+    /// `Cache-Control: max-age` says so).
     pub jwks_refresh_interval: HumanDuration,
+    /// CA certificates (PEM) trusted for an `https://` `jwks_url`, besides
+    /// the bundled web PKI roots (for a private CA).
+    pub jwks_ca_file: Option<PathBuf>,
     /// TLS: serve `wss://` with this certificate chain (PEM); needs
     /// `tls_key`.
     pub tls_cert: Option<PathBuf>,
@@ -144,6 +148,7 @@ impl Default for EdgeConfig {
             token_leeway: HumanDuration::secs(5),
             jwks_min_refetch_interval: HumanDuration::secs(5),
             jwks_refresh_interval: HumanDuration::secs(300),
+            jwks_ca_file: None,
             tls_cert: None,
             tls_key: None,
             max_frame_size: ByteSize::kib(68),
@@ -211,6 +216,7 @@ impl EdgeConfig {
         "token_leeway",
         "jwks_min_refetch_interval",
         "jwks_refresh_interval",
+        "jwks_ca_file",
         "tls_cert",
         "tls_key",
         "max_frame_size",
@@ -319,8 +325,11 @@ impl EdgeConfig {
         if self.nats_url.trim().is_empty() {
             return Err(err("nats_url", "must not be empty"));
         }
-        if !self.jwks_url.starts_with("http://") {
-            return Err(err("jwks_url", "must be an http:// URL of the control plane's /.well-known/jwks.json"));
+        if !(self.jwks_url.starts_with("http://") || self.jwks_url.starts_with("https://")) {
+            return Err(err(
+                "jwks_url",
+                "must be an http:// or https:// URL of the control plane's /.well-known/jwks.json",
+            ));
         }
         if self.token_leeway.0 > MAX_TOKEN_LEEWAY {
             return Err(err("token_leeway", "must be at most 60s"));
@@ -445,7 +454,7 @@ mod tests {
     #[test]
     fn validation_names_the_key() {
         let cases: Vec<(EdgeConfig, &str)> = vec![
-            (EdgeConfig { jwks_url: "https://x".into(), ..Default::default() }, "jwks_url"),
+            (EdgeConfig { jwks_url: "ftp://x".into(), ..Default::default() }, "jwks_url"),
             (EdgeConfig { token_leeway: HumanDuration::secs(61), ..Default::default() }, "token_leeway"),
             (EdgeConfig { max_message_size: ByteSize::kib(68), ..Default::default() }, "max_message_size"),
             (EdgeConfig { heartbeat_timeout: HumanDuration::secs(25), ..Default::default() }, "heartbeat_timeout"),

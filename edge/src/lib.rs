@@ -17,6 +17,8 @@
 //! - `server`: the listener, HTTP routes and the drain.
 //! - [`webhooks`]: the reporter of webhook events seen here (client events,
 //!   cache misses) to the control plane.
+//! - [`jwks_fetch`]: the JWKS client (`http://` and `https://`, `jwks_ca_file`,
+//!   `Cache-Control`).
 //! - [`telemetry`]: the process's Prometheus recorder.
 //! - `testing` (feature `test-support`): a JWKS authority, an edge on port 0
 //!   and a raw WebSocket client for tests.
@@ -40,6 +42,7 @@ pub mod auth;
 pub mod config;
 mod conn;
 pub mod hub;
+pub mod jwks_fetch;
 pub mod outbox;
 mod pusher;
 mod server;
@@ -79,6 +82,9 @@ pub enum EdgeError {
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// Longest wait for one JWKS fetch (connect, TLS, answer).
+const JWKS_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn tls_acceptor(
     (cert, key): (&std::path::PathBuf, &std::path::PathBuf),
@@ -133,12 +139,16 @@ pub async fn run(
         max_held: config.send_queue_frames as usize,
     };
     let hub = Hub::with_settings(bus.clone(), settings);
+    let fetcher =
+        jwks_fetch::JwksFetcher::new(config.jwks_ca_file.as_deref(), JWKS_FETCH_TIMEOUT, auth::MAX_JWKS_BYTES)
+            .map_err(EdgeError::Tls)?;
     let verifier = Verifier::new(
         &config.jwks_url,
         &config.issuer,
         config.token_leeway.0,
         config.jwks_min_refetch_interval.0,
         hub.revocations().clone(),
+        fetcher,
     );
     bus.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));

@@ -211,6 +211,7 @@ mod tests {
                 Duration::ZERO,
                 Duration::from_secs(1),
                 crate::auth::Revocations::default(),
+                crate::jwks_fetch::JwksFetcher::new(None, Duration::from_secs(1), 1024).expect("a fetcher"),
             ),
             config: EdgeConfig::default(),
             edge_id: "e".into(),

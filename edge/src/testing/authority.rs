@@ -40,35 +40,67 @@ pub struct TestAuthority {
     revoked: Arc<Mutex<Vec<herald_proto::claims::Revocation>>>,
     fetches: Arc<std::sync::atomic::AtomicUsize>,
     addr: SocketAddr,
+    https: bool,
     _server: JoinHandle<()>,
 }
 
 impl TestAuthority {
     /// Starts the JWKS server on `127.0.0.1:0` with one key.
     pub async fn start() -> Self {
+        Self::serve(None, None).await
+    }
+
+    /// Like [`Self::start`], over TLS with `acceptor` (its certificate for
+    /// `localhost`), answering with `Cache-Control: max-age` when given.
+    pub async fn start_tls(acceptor: tokio_rustls::TlsAcceptor, max_age: Option<u64>) -> Self {
+        Self::serve(Some(acceptor), max_age).await
+    }
+
+    /// Like [`Self::start`], answering with `Cache-Control: max-age`.
+    pub async fn start_with_max_age(max_age: u64) -> Self {
+        Self::serve(None, Some(max_age)).await
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>, max_age: Option<u64>) -> Self {
         let keys = Arc::new(Mutex::new(vec![SigningKey::generate("k1")]));
         let revoked = Arc::new(Mutex::new(Vec::new()));
         let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind jwks server");
         let addr = listener.local_addr().expect("addr");
         let (served, served_revoked, counted) = (keys.clone(), revoked.clone(), fetches.clone());
+        let https = tls.is_some();
         let server = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (served, served_revoked, counted) = (served.clone(), served_revoked.clone(), counted.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |_req| {
                         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let body = jwks(&served.lock().expect("keys"), &served_revoked.lock().expect("revoked"));
-                        async move { Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body)))) }
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                        if let Some(age) = max_age
+                            && let Ok(value) = hyper::header::HeaderValue::from_str(&format!("max-age={age}"))
+                        {
+                            response.headers_mut().insert(hyper::header::CACHE_CONTROL, value);
+                        }
+                        async move { Ok::<_, Infallible>(response) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
-        Self { keys, revoked, fetches, addr, _server: server }
+        Self { keys, revoked, fetches, addr, https, _server: server }
     }
 
     /// How many times the JWKS was fetched.
@@ -92,7 +124,11 @@ impl TestAuthority {
     /// The JWKS URL for [`EdgeConfig::jwks_url`].
     #[must_use]
     pub fn jwks_url(&self) -> String {
-        format!("http://{}/.well-known/jwks.json", self.addr)
+        if self.https {
+            format!("https://localhost:{}/.well-known/jwks.json", self.addr.port())
+        } else {
+            format!("http://{}/.well-known/jwks.json", self.addr)
+        }
     }
 
     /// Adds a new current key (`kid`) and keeps the older ones published.

@@ -419,7 +419,7 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str]] = [
     ("edge issuer not the control plane's", lambda d: deep_merge(d, {"edge": {"config": {"issuer": "other"}}}), "edge.config.issuer"),
     ("edge setting through extraEnv",
      lambda d: deep_merge(d, {"edge": {"extraEnv": [{"name": "HERALD_EDGE_MAX_CONNECTIONS", "value": "1"}]}}), "/edge/extraEnv"),
-    ("JWKS over https", lambda d: deep_merge(d, {"edge": {"jwksUrl": "https://cp/.well-known/jwks.json"}}), "/edge/jwksUrl"),
+    ("JWKS over ftp", lambda d: deep_merge(d, {"edge": {"jwksUrl": "ftp://cp/.well-known/jwks.json"}}), "/edge/jwksUrl"),
     ("unknown pull policy", lambda d: deep_merge(d, {"image": {"pullPolicy": "Sometimes"}}), "/image/pullPolicy"),
     ("ingress path without slash",
      lambda d: deep_merge(d, {"edge": {"ingress": {"enabled": True, "hosts": [{"host": "x", "paths": [{"path": "v1", "pathType": "Exact"}]}]}}}),
