@@ -203,10 +203,27 @@ async fn deliveries_resume_after_nats_restarts() -> Result<()> {
     assert_eq!(next_text(&mut sub).await?, "before");
 
     nats.kill();
-    // While NATS is down, the API answers 503 — never a false 202.
+    // While NATS is down, the API answers 503 — never a false 202 — and
+    // both the control plane and the edges say they are not ready.
     let refused = c.publisher.publish("ticks", "lost").await;
     assert!(refused.is_err(), "{refused:?}");
+    for (addr, what) in [(c.cp.addr, "control plane"), (c.a.addr, "edge a"), (c.b.addr, "edge b")] {
+        within(&format!("{what} not ready without NATS"), async {
+            while http_get(addr, "/readyz").await.is_none_or(|(status, _)| status == 200) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await?;
+    }
     nats.restart().await;
+    for (addr, what) in [(c.cp.addr, "control plane"), (c.a.addr, "edge a"), (c.b.addr, "edge b")] {
+        within(&format!("{what} ready again"), async {
+            while http_get(addr, "/readyz").await.is_none_or(|(status, _)| status != 200) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await?;
+    }
 
     let got = within("delivery after the NATS restart", async {
         loop {
