@@ -449,6 +449,11 @@ async fn silent_and_idle_connections_are_closed() -> Result<()> {
     let status = read_status(&mut conn, deadline).await?;
     assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 200")), "{status:?}");
     assert!(closed(&mut conn, deadline).await, "an idle keep-alive connection is closed");
+
+    // An h2c connection (preface and SETTINGS) that opens no stream: closed.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+    assert!(closed(&mut conn, deadline).await, "an idle HTTP/2 connection is closed");
     server.stop().await;
     Ok(())
 }
