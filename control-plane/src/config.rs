@@ -36,6 +36,9 @@ pub const MIN_IDEMPOTENCY_WINDOW_SECS: u64 = 120;
 /// The shortest idempotency window allowed.
 pub const MIN_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(MIN_IDEMPOTENCY_WINDOW_SECS);
 
+/// The largest `max_json_depth` (serde_json stops at 128 levels).
+pub const MAX_JSON_DEPTH: usize = 100;
+
 /// A value that must never be logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -183,8 +186,18 @@ config! {
     max_http_connections: usize = 10_000;
     /// Most concurrent requests (streams) on one HTTP/2 connection.
     max_http2_streams: u32 = 256;
-    /// Longest wait for a request's head.
+    /// Longest wait for a request's head (for HTTP/2, the connection
+    /// preface) on a new connection.
     header_read_timeout: HumanDuration = HumanDuration::secs(10);
+    /// Longest a connection may stay open with no request in flight; it is
+    /// closed past it.
+    http_idle_timeout: HumanDuration = HumanDuration::secs(60);
+    /// Longest wait for a whole request body once its head arrived (408
+    /// past it).
+    body_read_timeout: HumanDuration = HumanDuration::secs(30);
+    /// Deepest nesting of arrays and objects a JSON request body may have
+    /// (at most 100).
+    max_json_depth: usize = 32;
     /// Longest wait for in-flight requests at shutdown.
     shutdown_timeout: HumanDuration = HumanDuration::secs(10);
     /// Longest wait for the database in `/readyz`.
@@ -441,8 +454,11 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 31] = [
+        let positive: [(&str, u64); 34] = [
             ("max_http_connections", self.max_http_connections as u64),
+            ("http_idle_timeout", ms(self.http_idle_timeout)),
+            ("body_read_timeout", ms(self.body_read_timeout)),
+            ("max_json_depth", self.max_json_depth as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
             ("header_read_timeout", ms(self.header_read_timeout)),
             ("database_max_connections", u64::from(self.database_max_connections)),
@@ -525,6 +541,9 @@ impl Config {
         }
         if self.presence_ttl.0 < Duration::from_secs(1) {
             return Err(ConfigError::new("presence_ttl", "must be at least 1s (edges report every few seconds)"));
+        }
+        if self.max_json_depth > MAX_JSON_DEPTH {
+            return Err(ConfigError::new("max_json_depth", format!("must be at most {MAX_JSON_DEPTH}")));
         }
         if self.max_history_ttl.0 > Duration::from_secs(10 * 365 * 86_400) {
             return Err(ConfigError::new("max_history_ttl", "must be at most ten years"));

@@ -281,6 +281,19 @@ async fn refusals_answer_pushers_statuses() -> Result<()> {
         .send(&http, &server)
         .await?;
     assert_eq!(r.status, 400, "{}", r.text());
+    // Bodies are strict JSON as on the REST API: nothing after the value, no
+    // duplicate key at any depth.
+    for (body, says) in [
+        (r#"{"name":"e","channel":"c","data":"x"} trailing"#, "after the JSON value"),
+        (r#"{"name":"e","channel":"c","data":"x","name":"f"}"#, "duplicate key `name` in the object at `.`"),
+        (r#"{"batch":[{"name":"e","channel":"c","channel":"d","data":"x"}]}"#, "duplicate key `channel`"),
+    ] {
+        let r = common::Signing { body: Some(body.as_bytes().to_vec()), ..Signing::new("POST", &path, &p) }
+            .send(&http, &server)
+            .await?;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(says), "{body}: {}", r.text());
+    }
 
     // A key whose capabilities do not allow the channel.
     let (_, _, narrow) = pusher_key(&http, &server, &p.app, Some(json!({"public-*": ["publish"]}))).await?;

@@ -1,13 +1,19 @@
-//! Bad input through the REST API, against a real PostgreSQL and NATS:
+//! Bad input through the REST API, against a real database and NATS:
 //! every malformed, oversized, unauthorized or out-of-range request gets a
-//! clear error (status and code) and changes nothing.
+//! clear error (status and code) and changes nothing; bodies that are not
+//! one strict JSON document, too large or too slow are refused, and
+//! connections that send nothing or sit idle are closed.
 
 mod common;
 
+use std::time::Duration;
+
 use anyhow::Result;
 use common::{ADMIN, Http, Server, TestDb, app_with_key, publish_url};
-use herald_proto::units::ByteSize;
+use herald_proto::units::{ByteSize, HumanDuration};
 use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn bad_input_gets_clear_errors() -> Result<()> {
@@ -255,6 +261,199 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
         "unauthorized",
         "revoked key mints",
     );
+    server.stop().await;
+    Ok(())
+}
+
+/// The status line of what `conn` answers, or `None` when it closes
+/// without answering; waits at most `deadline`.
+async fn read_status(conn: &mut TcpStream, deadline: Duration) -> Result<Option<String>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(deadline, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer and no close within {deadline:?}"))?;
+    let text = String::from_utf8_lossy(&got);
+    Ok(text.lines().next().filter(|l| !l.is_empty()).map(str::to_owned))
+}
+
+/// Waits (at most `deadline`) until the server closes `conn`, reading and
+/// dropping whatever it sends first.
+async fn closed(conn: &mut TcpStream, deadline: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(deadline, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+fn head(path: &str, key: &str, content_length: u64) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn bodies_are_strict_json() -> Result<()> {
+    let server = Server::start(TestDb::sqlite(), |c| c.max_json_depth = 8).await?;
+    let http = Http::default();
+    let (app, _, key) = app_with_key(&http, &server, Some(json!({"chat:*": ["publish", "subscribe"]}))).await?;
+    let publish = publish_url(&server, &app, "chat:x");
+    let tokens = server.url(&format!("/v1/apps/{app}/tokens"));
+    let refused = |r: common::Reply, says: &str| {
+        let message = r.json()["error"]["message"].as_str().unwrap_or("").to_owned();
+        assert_eq!((r.status, r.code().as_str()), (400, "bad_request"), "{says}: {message}");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    };
+
+    refused(http.raw("POST", &publish, Some(&key), r#"{"data":"x"} garbage"#).await?, "after the JSON value");
+    refused(http.raw("POST", &publish, Some(&key), r#"{"data":"x"}{"data":"y"}"#).await?, "after the JSON value");
+    refused(
+        http.raw("POST", &publish, Some(&key), r#"{"data":1,"data":2}"#).await?,
+        "duplicate key `data` in the object at `.`",
+    );
+    refused(
+        http.raw("POST", &publish, Some(&key), r#"{"data":{"a":[{"b":1,"b":2}]}}"#).await?,
+        "duplicate key `b` in the object at `data.a[0]`",
+    );
+    refused(
+        http.raw(
+            "POST",
+            &tokens,
+            Some(&key),
+            r#"{"client_id":"u","capabilities":{"chat:x":["subscribe"],"chat:x":["publish"]}}"#,
+        )
+        .await?,
+        "duplicate key `chat:x` in the object at `capabilities`",
+    );
+    // Escapes are undone before keys are compared.
+    refused(http.raw("POST", &publish, Some(&key), r#"{"data":{"a":1,"\u0061":2}}"#).await?, "duplicate key `a`");
+    refused(
+        http.raw("POST", &publish, Some(&key), r#"{"data":[[[[[[[[1]]]]]]]]}"#).await?,
+        "nesting deeper than 8 levels (max_json_depth)",
+    );
+    refused(http.raw("POST", &tokens, Some(&key), r#"{"client_id":"u","ttl_seconds":"1"}"#).await?, "ttl_seconds");
+
+    // At the depth limit, with the same key in sibling objects: accepted.
+    let ok = http.raw("POST", &publish, Some(&key), r#"{"data":[[[[[[{"k":1},{"k":2}]]]]]]} "#).await?;
+    assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bodies_are_bounded_in_size_and_time_and_read_after_authentication() -> Result<()> {
+    let server = Server::start(TestDb::sqlite(), |c| {
+        c.max_body_size = ByteSize::kib(64);
+        c.max_message_size_ceiling = ByteSize::kib(32);
+        c.default_max_message_size = ByteSize::kib(1);
+        c.body_read_timeout = HumanDuration::secs(1);
+    })
+    .await?;
+    let http = Http::default();
+    let (app, _, key) = app_with_key(&http, &server, Some(json!({"chat:*": ["publish"]}))).await?;
+    let path = format!("/v1/apps/{app}/channels/chat:x/messages");
+    let deadline = Duration::from_secs(20);
+
+    // A Content-Length over the limit: 413 with no byte of the body sent.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(head(&path, &key, 1 << 40).as_bytes()).await?;
+    let status = read_status(&mut conn, deadline).await?;
+    assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 413")), "{status:?}");
+
+    // The same on an admin route.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(head("/v1/apps", ADMIN, 1 << 30).as_bytes()).await?;
+    let status = read_status(&mut conn, deadline).await?;
+    assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 413")), "{status:?}");
+
+    // A body that stalls: 408 (or the connection closed) after
+    // body_read_timeout.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(head(&path, &key, 100).as_bytes()).await?;
+    conn.write_all(br#"{"data":"#).await?;
+    let status = read_status(&mut conn, deadline).await?;
+    assert!(status.as_ref().is_none_or(|s| s.starts_with("HTTP/1.1 408")), "{status:?}");
+
+    // A bad key with a stalled body: 401, not 408, so before the body.
+    for bad in ["garbage", "hk_kabc_wrong"] {
+        let mut conn = TcpStream::connect(server.addr).await?;
+        conn.write_all(head(&path, bad, 100).as_bytes()).await?;
+        conn.write_all(br#"{"data":"#).await?;
+        let status = read_status(&mut conn, deadline).await?;
+        assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 401")), "{bad}: {status:?}");
+    }
+
+    // And a whole body still goes through.
+    let ok = http.json("POST", &server.url(&path), Some(&key), json!({"data": 1})).await?;
+    assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed() -> Result<()> {
+    let server = Server::start(TestDb::sqlite(), |c| {
+        c.max_http_connections = 200;
+        c.header_read_timeout = HumanDuration::secs(1);
+        c.http_idle_timeout = HumanDuration::secs(2);
+    })
+    .await?;
+    let http = Http::default();
+    let (app, _, key) = app_with_key(&http, &server, Some(json!({"chat:*": ["publish"]}))).await?;
+    let deadline = Duration::from_secs(30);
+
+    // 300 connections that send nothing (100 over max_http_connections):
+    // every one is closed.
+    let mut silent = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let mut conn = TcpStream::connect(server.addr).await?;
+        silent.spawn(async move { closed(&mut conn, deadline).await });
+    }
+    let mut closed_count = 0;
+    while let Some(was_closed) = silent.join_next().await {
+        closed_count += usize::from(was_closed?);
+    }
+    assert_eq!(closed_count, 300, "every silent connection is closed");
+
+    // Then a publish goes through.
+    let ok = http.json("POST", &publish_url(&server, &app, "chat:x"), Some(&key), json!({"data": 1})).await?;
+    assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+
+    // Half a request line, part of the HTTP/2 preface, half a head: closed.
+    for start in ["POST /v1/ap", "PRI * HTTP/2.0\r\n", "GET /healthz HTTP/1.1\r\nhost: herald\r\n"] {
+        let mut conn = TcpStream::connect(server.addr).await?;
+        conn.write_all(start.as_bytes()).await?;
+        assert!(closed(&mut conn, deadline).await, "{start:?} is closed");
+    }
+
+    // A keep-alive connection idle after a request: closed.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: herald\r\n\r\n").await?;
+    let status = read_status(&mut conn, deadline).await?;
+    assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 200")), "{status:?}");
+    assert!(closed(&mut conn, deadline).await, "an idle keep-alive connection is closed");
+
+    // An h2c connection (preface and SETTINGS) that opens no stream: closed.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+    assert!(closed(&mut conn, deadline).await, "an idle HTTP/2 connection is closed");
     server.stop().await;
     Ok(())
 }

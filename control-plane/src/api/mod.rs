@@ -8,6 +8,7 @@
 pub mod grpc;
 pub mod pusher;
 pub mod rest;
+pub mod strict_json;
 
 use std::sync::Arc;
 

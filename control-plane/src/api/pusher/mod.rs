@@ -51,6 +51,7 @@ use herald_proto::ErrorCode;
 use herald_proto::pusher::ApiRequest;
 use serde::de::DeserializeOwned;
 
+use crate::api::rest::{BodyError, read_body};
 use crate::core::Core;
 use crate::error::ApiError;
 use crate::services::PusherCaller;
@@ -132,6 +133,7 @@ pub struct Signed {
     pub query: Vec<(String, String)>,
     /// The body (empty for none).
     pub body: Bytes,
+    max_json_depth: usize,
 }
 
 impl Signed {
@@ -163,7 +165,7 @@ impl Signed {
         if self.body.is_empty() {
             return Err(PusherError::bad_request("the request body is empty; send a JSON object"));
         }
-        serde_json::from_slice(&self.body).map_err(|e| PusherError::bad_request(format!("invalid JSON body: {e}")))
+        crate::api::rest::parse_json(&self.body, self.max_json_depth).map_err(|e| PusherError::bad_request(e.message))
     }
 }
 
@@ -208,12 +210,13 @@ impl FromRequest<Arc<Core>> for Signed {
         };
         let method = parts.method.clone();
         let raw_path = parts.uri.path().to_owned();
-        let body = Bytes::from_request(Request::from_parts(parts, body), core).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                PusherError::too_large("the request body is larger than the server accepts (max_body_size)")
-            } else {
-                PusherError::bad_request(format!("could not read the request body: {}", r.body_text()))
-            }
+        let body = read_body(Request::from_parts(parts, body), core).await.map_err(|e| match e {
+            BodyError::Api(e) => PusherError::from(e),
+            BodyError::Timeout => PusherError {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: "the request body did not arrive within body_read_timeout".to_owned(),
+                retry_after_secs: None,
+            },
         })?;
         let to = match path.iter().find(|(k, _)| k == "app_id") {
             Some((_, id)) => PusherAppRef::AppId(id),
@@ -233,7 +236,7 @@ impl FromRequest<Arc<Core>> for Signed {
         let params: Vec<(&str, &str)> = query.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let req = ApiRequest { method: method.as_str(), path: &raw_path, params: &params, body: &body };
         let caller = core.pusher_caller(to, &req, &paths).await?;
-        Ok(Self { caller, path, query, body })
+        Ok(Self { caller, path, query, body, max_json_depth: core.config.max_json_depth })
     }
 }
 

@@ -3,10 +3,13 @@
 //! OpenAPI document is generated from the handlers' annotations
 //! (`GET /v1/openapi.json`).
 //!
-//! Every request body is read whole, bounded by `max_body_size` (`413
-//! too_large` past it), and parsed strictly: unknown fields, wrong types and
-//! malformed JSON answer `400 bad_request` naming the field. Handlers only
-//! translate: the checks live in [`crate::services`].
+//! Every request body is read whole after the caller is authenticated,
+//! bounded by `max_body_size` (`413 too_large` past it, from the
+//! `Content-Length` alone when it says so) and `body_read_timeout` (`408`),
+//! and parsed strictly: trailing data, duplicate keys, nesting past
+//! `max_json_depth`, unknown fields, wrong types and malformed JSON answer
+//! `400 bad_request` naming the field. Handlers only translate: the checks
+//! live in [`crate::services`].
 //!
 //! [`routes`] is the one list of operations, each with its gRPC
 //! counterpart; [`router`] is built from it, and a test holds
@@ -37,6 +40,7 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::api::strict_json;
 use crate::auth::Principal;
 use crate::core::Core;
 use crate::error::ApiError;
@@ -233,30 +237,85 @@ impl FromRequestParts<Arc<Core>> for Caller {
     }
 }
 
-/// A strict JSON body.
+/// A strict JSON body: read as [`RawBody`], then checked by
+/// [`strict_json`] and deserialized naming the field that is wrong.
 pub struct Body<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
+impl<T: DeserializeOwned> FromRequest<Arc<Core>> for Body<T> {
+    type Rejection = Response;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
-        parse_json(&bytes).map(Self)
+    async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, Response> {
+        let RawBody(bytes) = RawBody::from_request(req, core).await?;
+        parse_json(&bytes, core.config.max_json_depth).map(Self).map_err(IntoResponse::into_response)
     }
+}
+
+/// The request body, bounded: a `Content-Length` over `max_body_size` is
+/// refused (413) before any byte of the body is read, a body that grows
+/// past it too, and one that does not arrive whole within
+/// `body_read_timeout` is answered 408 and the connection closed.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<Arc<Core>> for RawBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, Response> {
+        read_body(req, core).await.map(Self).map_err(|e| match e {
+            BodyError::Api(e) => e.into_response(),
+            BodyError::Timeout => {
+                let e = ApiError::bad_request("the request body did not arrive within body_read_timeout");
+                let mut response = e.into_response();
+                *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+                response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                response
+            }
+        })
+    }
+}
+
+/// Why a body could not be read.
+pub(crate) enum BodyError {
+    /// Too large (`413`) or broken (`400`).
+    Api(ApiError),
+    /// Not whole within `body_read_timeout`.
+    Timeout,
+}
+
+/// Reads the body of `req` within `max_body_size` and `body_read_timeout`
+/// (see [`RawBody`]).
+pub(crate) async fn read_body(req: Request, core: &Core) -> Result<Bytes, BodyError> {
+    let limit = core.config.max_body_size.0;
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::Api(too_large()));
+    }
+    match tokio::time::timeout(core.config.body_read_timeout.0, Bytes::from_request(req, &())).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(r)) => Err(BodyError::Api(body_rejection(r))),
+        Err(_) => Err(BodyError::Timeout),
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::too_large("the request body is larger than the server accepts (max_body_size)")
 }
 
 fn body_rejection(r: BytesRejection) -> ApiError {
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("the request body is larger than the server accepts (max_body_size)")
+        too_large()
     } else {
         ApiError::bad_request(format!("could not read the request body: {}", r.body_text()))
     }
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+/// Parses a JSON body strictly: [`strict_json::check`] (one value, no
+/// duplicate keys, at most `max_depth` levels), then into `T` naming the
+/// field with a wrong type or an unknown name.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], max_depth: usize) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty; send a JSON object"));
     }
+    strict_json::check(bytes, max_depth).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

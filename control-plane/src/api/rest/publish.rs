@@ -268,9 +268,9 @@ mod tests {
 
     #[test]
     fn raw_values_survive_path_tracking() {
-        let body: PublishBody = parse_json(br#"{"data": {"x": [1, 2]}, "name": "e"}"#).expect("body");
+        let body: PublishBody = parse_json(br#"{"data": {"x": [1, 2]}, "name": "e"}"#, 32).expect("body");
         assert_eq!(body.data.get(), r#"{"x": [1, 2]}"#);
-        let err = parse_json::<TokenBody>(br#"{"client_id": "u", "ttl_seconds": "long"}"#).expect_err("type");
+        let err = parse_json::<TokenBody>(br#"{"client_id": "u", "ttl_seconds": "long"}"#, 32).expect_err("type");
         assert!(err.message.contains("ttl_seconds"), "{}", err.message);
     }
 }

@@ -3,11 +3,10 @@
 
 use axum::Json;
 use axum::extract::State;
-use bytes::Bytes;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{Caller, Shared, TAG_ADMIN, parse_json};
+use super::{Caller, RawBody, Shared, TAG_ADMIN, parse_json};
 use crate::error::{ApiError, ErrorBody};
 use crate::tokens::Rotation;
 
@@ -25,7 +24,12 @@ pub struct RotateBody {
 #[utoipa::path(post, path = "/v1/signing-keys/rotate", tag = TAG_ADMIN, request_body(content = RotateBody, description = "optional"),
     security(("admin" = [])),
     responses((status = 200, body = Rotation), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub(super) async fn rotate(State(core): Shared, Caller(who): Caller, body: Bytes) -> Result<Json<Rotation>, ApiError> {
-    let body: RotateBody = if body.is_empty() { RotateBody::default() } else { parse_json(&body)? };
+pub(super) async fn rotate(
+    State(core): Shared,
+    Caller(who): Caller,
+    RawBody(body): RawBody,
+) -> Result<Json<Rotation>, ApiError> {
+    let depth = core.config.max_json_depth;
+    let body: RotateBody = if body.is_empty() { RotateBody::default() } else { parse_json(&body, depth)? };
     Ok(Json(core.rotate_signing_keys(&who, body.overlap_seconds).await?))
 }

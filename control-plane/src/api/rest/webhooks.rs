@@ -4,11 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiPath, Body, Caller, Shared, TAG_ADMIN, parse_json};
+use super::{ApiPath, Body, Caller, RawBody, Shared, TAG_ADMIN, parse_json};
 use crate::error::{ApiError, ErrorBody};
 use crate::services::{FilterSpec, WebhookPatch, WebhookSpec};
 use crate::store::{ChannelFilter, Webhook};
@@ -269,9 +268,10 @@ pub(super) async fn rotate_secret(
     State(core): Shared,
     Caller(who): Caller,
     ApiPath((app_id, id)): ApiPath<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Json<WebhookWithSecret>, ApiError> {
-    let body: RotateSecretBody = if body.is_empty() { RotateSecretBody::default() } else { parse_json(&body)? };
+    let depth = core.config.max_json_depth;
+    let body: RotateSecretBody = if body.is_empty() { RotateSecretBody::default() } else { parse_json(&body, depth)? };
     let hook = core.rotate_webhook_secret(&who, &app_id, &id, body.overlap_seconds).await?;
     Ok(Json(with_secret(&hook)))
 }
