@@ -114,6 +114,10 @@ config! {
     /// Address the `herald control-plane` command listens on (REST and
     /// gRPC); the library takes a listener instead.
     listen: std::net::SocketAddr = std::net::SocketAddr::from(([0, 0, 0, 0], 8080));
+    /// Pending connections the kernel queues on `listen` before they are
+    /// accepted (`herald control-plane`, and both listeners of `herald
+    /// dev`); the kernel caps it at `net.core.somaxconn`.
+    listen_backlog: u32 = 4096;
     /// NATS server(s) of the bus, comma-separated (`herald
     /// control-plane`).
     nats_url: String = "nats://127.0.0.1:4222".to_owned();
@@ -441,7 +445,8 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 31] = [
+        let positive: [(&str, u64); 32] = [
+            ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
             ("header_read_timeout", ms(self.header_read_timeout)),
@@ -478,6 +483,9 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        if i32::try_from(self.listen_backlog).is_err() {
+            return Err(ConfigError::new("listen_backlog", "must be at most 2147483647"));
         }
         // Token lifetimes and the rotation overlap travel in whole seconds.
         for (key, d) in [
