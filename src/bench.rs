@@ -57,6 +57,37 @@ pub struct BenchArgs {
     /// (`own`), all `--channel` (`shared`) or nothing (`none`).
     #[arg(long, value_enum, default_value_t = IdleSubscribe::Own)]
     pub idle_subscribe: IdleSubscribe,
+    /// Instead of the fan-out run: N clients connect at once (upgrade and
+    /// connect with the token, as an idle connection does); reports the
+    /// time until all are in, failures by reason and handshake latency.
+    #[arg(long, value_name = "N")]
+    pub connect_storm: Option<usize>,
+    /// With --connect-storm: longest wait for one client, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub storm_timeout: u64,
+}
+
+/// Files the generator needs besides its connections.
+const SPARE_FILES: u64 = 64;
+
+/// Says so when the open-files limit (already raised to the hard limit at
+/// start) is too low for `connections`.
+fn check_open_files(connections: usize) {
+    #[cfg(unix)]
+    {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let needed = connections as u64 + SPARE_FILES;
+        if let Some(soft) = limit.current
+            && soft < needed
+        {
+            eprintln!(
+                "warning: the open files limit is {soft} (hard limit {}), below the {needed} this run needs; \
+                 connections past it fail with \"too many open files\" (raise it with ulimit -n or the \
+                 service manager's LimitNOFILE)",
+                limit.maximum.map_or("none".to_owned(), |m| m.to_string())
+            );
+        }
+    }
 }
 
 /// Values of `--idle-subscribe`.
@@ -97,7 +128,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         let _ = std::io::stderr().flush();
     };
+    if let Some(n) = args.connect_storm {
+        check_open_files(n);
+        println!("connect storm: {n} clients at once against {}", edges[0]);
+        let timeout = Duration::from_secs(args.storm_timeout.max(1));
+        let report = herald_bench::connect_storm(edges[0], &args.token, n, timeout).await?;
+        println!("{report}");
+        return Ok(());
+    }
     if let Some(n) = args.idle_connections {
+        check_open_files(n);
         let subscriptions = match args.idle_subscribe {
             IdleSubscribe::Own => IdleSubscriptions::Own,
             IdleSubscribe::Shared => IdleSubscriptions::Shared(args.channel.clone()),

@@ -185,6 +185,36 @@ fn write_state(path: &Path, state: &DevState) -> Result<()> {
     Ok(())
 }
 
+/// Connections per app by default in development (production: 10,000).
+pub const DEV_MAX_CONNECTIONS: u32 = 1_000_000;
+
+/// REST publishes per second per app by default in development
+/// (production: 1,000): high enough never to be the bottleneck.
+pub const DEV_PUBLISH_RATE_PER_SEC: u32 = 1_000_000_000;
+
+/// The control plane's settings before the environment's: production's,
+/// with generous per-app limits (a benchmark or a load test against `herald
+/// dev` measures Herald, not a quota) and webhook receivers allowed on this
+/// machine. `HERALD_CP_DEFAULT_MAX_CONNECTIONS` and
+/// `HERALD_CP_DEFAULT_PUBLISH_RATE_PER_SEC` still override them.
+#[must_use]
+pub fn control_plane_defaults() -> CpConfig {
+    CpConfig {
+        webhook_allow_private_urls: true,
+        default_max_connections: DEV_MAX_CONNECTIONS,
+        default_publish_rate_per_sec: DEV_PUBLISH_RATE_PER_SEC,
+        ..CpConfig::default()
+    }
+}
+
+/// The edge's settings before the environment's: production's, accepting as
+/// many connections as an app may have in development
+/// (`HERALD_EDGE_MAX_CONNECTIONS` overrides it).
+#[must_use]
+pub fn edge_defaults() -> EdgeConfig {
+    EdgeConfig { max_connections: DEV_MAX_CONNECTIONS, ..EdgeConfig::default() }
+}
+
 /// Runs `herald dev` until `shutdown` resolves.
 pub async fn run(
     args: DevArgs,
@@ -205,11 +235,11 @@ pub async fn run(
     // Development: webhook receivers on this machine are the usual case.
     cp_config.webhook_allow_private_urls = true;
 
-    let api_listener = tokio::net::TcpListener::bind(args.api_addr)
-        .await
+    crate::listen::warn_if_capped("HERALD_CP_LISTEN_BACKLOG", cp_config.listen_backlog);
+    crate::listen::warn_if_capped("HERALD_EDGE_LISTEN_BACKLOG", edge_config.listen_backlog);
+    let api_listener = crate::listen::bind(args.api_addr, cp_config.listen_backlog)
         .with_context(|| format!("binding the API to {}", args.api_addr))?;
-    let edge_listener = tokio::net::TcpListener::bind(args.edge_addr)
-        .await
+    let edge_listener = crate::listen::bind(args.edge_addr, edge_config.listen_backlog)
         .with_context(|| format!("binding the edge to {}", args.edge_addr))?;
     let pusher_listener = bind_pusher(args.pusher_addr, SocketAddr::from(DEFAULT_PUSHER_ADDR)).await?;
     let api_addr = api_listener.local_addr()?;

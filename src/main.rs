@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod dev;
+mod listen;
 mod pusher_port;
 mod settings;
 mod webhooks;
@@ -214,8 +215,8 @@ async fn shutdown_signal() {
 async fn run_edge(config: EdgeConfig) -> Result<()> {
     config.validate()?;
     let subjects = SubjectSpace::new(&config.subject_prefix)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    listen::warn_if_capped("listen_backlog", config.listen_backlog);
+    let listener = listen::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("binding the edge to {}", config.listen))?;
     let options = NatsOptions { connection_name: format!("herald-edge {}", config.edge_id), ..NatsOptions::default() };
     let bus = Bus::connect_nats(&config.nats_url, subjects, options)
@@ -228,8 +229,8 @@ async fn run_edge(config: EdgeConfig) -> Result<()> {
 async fn run_control_plane(config: herald_control_plane::Config) -> Result<()> {
     config.validate()?;
     let subjects = SubjectSpace::new(&config.subject_prefix)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    listen::warn_if_capped("listen_backlog", config.listen_backlog);
+    let listener = listen::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("binding the control plane to {}", config.listen))?;
     let options = NatsOptions { connection_name: "herald-control-plane".into(), ..NatsOptions::default() };
     let bus = Bus::connect_nats(&config.nats_url, subjects, options)
@@ -296,10 +297,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dev(args) => {
             init_tracing(&cli.log_format);
             raise_open_files_limit();
-            // Webhook receivers under development listen on this machine.
-            let mut cp = herald_control_plane::Config { webhook_allow_private_urls: true, ..Default::default() };
+            let mut cp = dev::control_plane_defaults();
             cp.apply_env(std::env::vars())?;
-            let mut edge = EdgeConfig::default();
+            let mut edge = dev::edge_defaults();
             edge.apply_env(std::env::vars())?;
             tokio::runtime::Runtime::new()?.block_on(dev::run(args, cp, edge, shutdown_signal()))
         }

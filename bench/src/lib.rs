@@ -9,6 +9,8 @@
 //! - [`BenchConfig`] and [`run`]: the fan-out benchmark.
 //! - [`idle_memory`]: resident memory per idle connection, read from the
 //!   edge's `/metrics`.
+//! - [`connect_storm`]: many clients connecting at once; time until all
+//!   are in, failures by reason, handshake latency.
 //! - `stamp`: how a payload carries its send time (binary for `herald.v1`
 //!   subscribers, decimal text for Pusher ones), and reading it back.
 //! - `wire`: the minimal client side of the protocol (handshake, frames).
@@ -24,6 +26,7 @@
 //! generator reads thousands of sockets one after another.
 
 mod stamp;
+mod storm;
 mod wire;
 
 use std::net::SocketAddr;
@@ -36,6 +39,7 @@ use herald_proto::client::{self, client_frame};
 use tokio::sync::Semaphore;
 
 use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
+pub use storm::{StormReport, connect_storm};
 pub use wire::{Conn, WireError};
 
 /// What to run.

@@ -117,6 +117,10 @@ config! {
     /// Address the `herald control-plane` command listens on (REST and
     /// gRPC); the library takes a listener instead.
     listen: std::net::SocketAddr = std::net::SocketAddr::from(([0, 0, 0, 0], 8080));
+    /// Pending connections the kernel queues on `listen` before they are
+    /// accepted (`herald control-plane`, and both listeners of `herald
+    /// dev`); the kernel caps it at `net.core.somaxconn`.
+    listen_backlog: u32 = 4096;
     /// NATS server(s) of the bus, comma-separated (`herald
     /// control-plane`).
     nats_url: String = "nats://127.0.0.1:4222".to_owned();
@@ -454,7 +458,8 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 34] = [
+        let positive: [(&str, u64); 35] = [
+            ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("http_idle_timeout", ms(self.http_idle_timeout)),
             ("body_read_timeout", ms(self.body_read_timeout)),
@@ -494,6 +499,9 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));
             }
+        }
+        if i32::try_from(self.listen_backlog).is_err() {
+            return Err(ConfigError::new("listen_backlog", "must be at most 2147483647"));
         }
         // Token lifetimes and the rotation overlap travel in whole seconds.
         for (key, d) in [

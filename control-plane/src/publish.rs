@@ -412,7 +412,11 @@ impl Publisher {
         self.limiter.try_take(app, limits.rate_per_sec, n).map_err(|wait| {
             let mut e = ApiError::new(
                 ErrorCode::RateLimited,
-                format!("publish rate limit of {} messages/s for this app reached; retry later", limits.rate_per_sec),
+                format!(
+                    "publish rate limit of {} messages/s for this app reached; retry later, or raise the app's \
+                     limits.publish_rate_per_sec or the control plane's default_publish_rate_per_sec",
+                    limits.rate_per_sec
+                ),
             );
             e.retry_after_secs = Some(wait.as_secs().max(1));
             e

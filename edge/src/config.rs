@@ -24,6 +24,10 @@ pub struct EdgeConfig {
     /// Address the `herald edge` command listens on (the library takes a
     /// listener instead).
     pub listen: SocketAddr,
+    /// Pending connections the kernel queues on `listen` before they are
+    /// accepted (`herald edge`); the kernel caps it at
+    /// `net.core.somaxconn`.
+    pub listen_backlog: u32,
     /// NATS server(s) of the bus, comma-separated (`herald edge`).
     pub nats_url: String,
     /// Prefix of every NATS subject; deployments sharing a NATS use
@@ -140,6 +144,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8081)),
+            listen_backlog: 4096,
             nats_url: "nats://127.0.0.1:4222".to_owned(),
             subject_prefix: herald_proto::subject::DEFAULT_PREFIX.to_owned(),
             edge_id: String::new(),
@@ -208,6 +213,7 @@ impl EdgeConfig {
     /// Every field name, in declaration order.
     pub const FIELDS: &'static [&'static str] = &[
         "listen",
+        "listen_backlog",
         "nats_url",
         "subject_prefix",
         "edge_id",
@@ -348,6 +354,9 @@ impl EdgeConfig {
         }
         if self.max_subscriptions == 0 {
             return Err(err("max_subscriptions", "must be at least 1"));
+        }
+        if self.listen_backlog == 0 || i32::try_from(self.listen_backlog).is_err() {
+            return Err(err("listen_backlog", "must be between 1 and 2147483647"));
         }
         if self.max_connections == 0 {
             return Err(err("max_connections", "must be at least 1"));

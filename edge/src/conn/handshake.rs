@@ -87,9 +87,9 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     });
     // The app's limits as the control plane announced them win over the
     // token's (see the hub's `limits`).
-    let Some(app_limits) = shared.hub.register(entry.clone(), config.max_connections_per_app, lim.max_connections)
-    else {
-        return Err(Some(Close(CloseCode::ConnectionLimit, "app connection limit reached on this edge".into())));
+    let app_limits = match shared.hub.register(entry.clone(), config.max_connections_per_app, lim.max_connections) {
+        Ok(limits) => limits,
+        Err(reached) => return Err(Some(Close(CloseCode::ConnectionLimit, reached.message()))),
     };
     // A revocation announced while the token was checked closed the
     // connections registered then; this one checks again now that it is.

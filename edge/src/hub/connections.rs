@@ -10,7 +10,7 @@ use herald_proto::{AppId, CloseCode, KeyId};
 use crate::outbox::{Outbox, PushError};
 use crate::ws;
 
-use super::limits::AppLimits;
+use super::limits::{AppLimits, ConnectionLimitReached};
 use super::{Hub, Wire, lock};
 
 /// What the hub knows of a live connection.
@@ -37,12 +37,21 @@ impl Hub {
     /// connections here (see the hub's `limits`: the smaller of `edge_max`,
     /// 0 for none, and the app's announced limit, else `token_max`).
     /// Returns the app's announced limits, shared by its connections, or
-    /// `None` when refused.
-    pub fn register(&self, entry: Arc<ConnEntry>, edge_max: u32, token_max: Option<u32>) -> Option<Arc<AppLimits>> {
+    /// the limit that refused it.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectionLimitReached`] when the app has its limit here.
+    pub fn register(
+        &self,
+        entry: Arc<ConnEntry>,
+        edge_max: u32,
+        token_max: Option<u32>,
+    ) -> Result<Arc<AppLimits>, ConnectionLimitReached> {
         let limits = self.admit(&entry.app, edge_max, token_max)?;
         lock(&self.conns).insert(entry.id, entry);
         metrics::gauge!("herald_connections").increment(1.0);
-        Some(limits)
+        Ok(limits)
     }
 
     /// Forgets a connection registered with [`Self::register`].

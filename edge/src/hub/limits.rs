@@ -97,6 +97,35 @@ pub fn connection_limit(edge_max: u32, app_max: Option<u32>) -> u32 {
     }
 }
 
+/// Why [`Hub::register`] refused a connection: the app's limit of
+/// connections on this edge and whose setting it is, so the refusal can
+/// say which key to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimitReached {
+    /// The limit in force.
+    pub limit: u32,
+    /// The edge's `max_connections_per_app` set it (else the app's limit).
+    pub by_edge: bool,
+}
+
+impl ConnectionLimitReached {
+    /// The refusal's text (a close reason: at most 123 bytes).
+    #[must_use]
+    pub fn message(&self) -> String {
+        if self.by_edge {
+            format!(
+                "connection limit of {} for this app on this edge reached; raise the edge's max_connections_per_app",
+                self.limit
+            )
+        } else {
+            format!(
+                "app connection limit of {} reached; raise the app's limits.max_connections or default_max_connections",
+                self.limit
+            )
+        }
+    }
+}
+
 /// Largest client message payload: the smaller of the edge's `edge_max`
 /// and the app's limit, if any.
 #[must_use]
@@ -108,19 +137,26 @@ impl Hub {
     /// Counts a new connection of `app`, unless the app already has its
     /// limit here: the smaller of `edge_max` (0: none) and the app's
     /// announced limit, else `token_max`. Returns the app's shared
-    /// [`AppLimits`], or `None` when refused.
-    pub(super) fn admit(&self, app: &AppId, edge_max: u32, token_max: Option<u32>) -> Option<Arc<AppLimits>> {
+    /// [`AppLimits`], or the limit that refused it.
+    pub(super) fn admit(
+        &self,
+        app: &AppId,
+        edge_max: u32,
+        token_max: Option<u32>,
+    ) -> Result<Arc<AppLimits>, ConnectionLimitReached> {
         let mut apps = lock(&self.apps);
         let entry = apps.entry(app.clone()).or_default();
-        let limit = connection_limit(edge_max, entry.limits.max_connections().or(token_max));
+        let app_max = entry.limits.max_connections().or(token_max);
+        let limit = connection_limit(edge_max, app_max);
         if limit > 0 && entry.connections >= limit {
             if entry.connections == 0 {
                 apps.remove(app);
             }
-            return None;
+            let by_edge = edge_max > 0 && app_max.is_none_or(|n| edge_max <= n.max(1));
+            return Err(ConnectionLimitReached { limit, by_edge });
         }
         entry.connections += 1;
-        Some(entry.limits.clone())
+        Ok(entry.limits.clone())
     }
 
     /// Uncounts a connection of `app`; the app's entry goes with its last.

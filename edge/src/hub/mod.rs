@@ -83,7 +83,7 @@ mod users;
 pub use connections::ConnEntry;
 use fanout::Delivery;
 pub use fanout::encode_replay;
-pub use limits::{AppLimits, connection_limit, message_limit};
+pub use limits::{AppLimits, ConnectionLimitReached, connection_limit, message_limit};
 pub use registry::{EpochTag, SubscribeOptions};
 
 use std::collections::{HashMap, HashSet};

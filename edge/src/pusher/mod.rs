@@ -167,8 +167,8 @@ pub(crate) async fn serve<R, W>(
         wire: Wire::Pusher,
         user: std::sync::Mutex::new(None),
     });
-    if shared.hub.register(entry.clone(), config.max_connections_per_app, None).is_none() {
-        return refuse(&mut wr, codes::APP_OVER_QUOTA, "app connection limit reached on this edge").await;
+    if let Err(reached) = shared.hub.register(entry.clone(), config.max_connections_per_app, None) {
+        return refuse(&mut wr, codes::APP_OVER_QUOTA, &reached.message()).await;
     }
     let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
     metrics::gauge!("herald_pusher_connections").increment(1.0);
