@@ -202,6 +202,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_names_whose_limit_it_is_and_fits_a_close_reason() {
+        let hub = Hub::new(herald_bus::Bus::local(&herald_bus::LocalBus::new()));
+        let app = AppId::new("a").expect("app");
+        // The edge's limit is the smaller: the edge's key is named.
+        assert!(hub.admit(&app, 1, Some(5)).is_ok());
+        let reached = hub.admit(&app, 1, Some(5)).expect_err("over the edge's limit");
+        assert_eq!(reached, ConnectionLimitReached { limit: 1, by_edge: true });
+        assert!(reached.message().contains("max_connections_per_app"), "{}", reached.message());
+        // The app's limit is the smaller: the app's keys are named.
+        let reached = hub.admit(&app, 0, Some(1)).expect_err("over the app's limit");
+        assert_eq!(reached, ConnectionLimitReached { limit: 1, by_edge: false });
+        assert!(reached.message().contains("limits.max_connections"), "{}", reached.message());
+        for by_edge in [true, false] {
+            let longest = ConnectionLimitReached { limit: u32::MAX, by_edge }.message();
+            assert!(longest.len() <= 123, "{} bytes: {longest}", longest.len());
+        }
+    }
+
+    #[test]
     fn the_smaller_limit_wins_and_an_app_limit_is_at_least_one() {
         assert_eq!(connection_limit(0, None), 0);
         assert_eq!(connection_limit(0, Some(0)), 1);
