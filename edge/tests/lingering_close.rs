@@ -10,31 +10,11 @@ use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Upgrades with the token in the `Authorization` header; returns the
-/// stream once the 101 head has been read.
-async fn upgrade(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET /v1/connect HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: herald.v1\r\nAuthorization: Bearer {token}\r\n\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = within(Duration::from_secs(5), "the 101", tcp.read(&mut byte)).await.expect("read");
-        assert!(n > 0, "closed during the upgrade: {}", String::from_utf8_lossy(&head));
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
-}
-
-/// Reads frames until a close frame; returns its code (`None` when the
-/// connection ended without one, e.g. by a reset).
-async fn close_code<R: AsyncReadExt + Unpin>(rd: &mut R) -> Option<u16> {
-    let mut buf = Vec::new();
+/// Reads frames (after those in `read`, already read) until a close
+/// frame; returns its code (`None` when the connection ended without one,
+/// e.g. by a reset).
+async fn close_code<R: AsyncReadExt + Unpin>(rd: &mut R, read: &[u8]) -> Option<u16> {
+    let mut buf = read.to_vec();
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
         // Parse the frames held so far.
@@ -72,7 +52,9 @@ async fn a_client_still_sending_an_oversized_message_reads_1009() {
     let token = auth.token("app1", "alice", "{\"*\":[\"subscribe\",\"publish\"]}");
     // Several times: a reset overtaking the close frame is a race.
     for round in 0..10 {
-        let tcp = upgrade(edge.addr, &token).await;
+        let bearer = format!("Bearer {token}");
+        let client = RawClient::connect_with(edge.addr, &[("authorization", &bearer)]).await.expect("upgrade");
+        let (tcp, read) = client.into_parts();
         let (mut rd, mut wr) = tcp.into_split();
         // A 2 MiB binary message, masked, written in 64 KiB pieces while the
         // edge has long decided to close.
@@ -92,7 +74,7 @@ async fn a_client_still_sending_an_oversized_message_reads_1009() {
                 }
             }
         });
-        let code = within(Duration::from_secs(10), "the close frame", close_code(&mut rd)).await;
+        let code = within(Duration::from_secs(10), "the close frame", close_code(&mut rd, &read)).await;
         assert_eq!(code, Some(1009), "round {round}: the close frame, not a reset");
         writer.abort();
     }

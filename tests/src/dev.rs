@@ -30,17 +30,8 @@ impl Dev {
     pub async fn start(env: &[(&str, String)]) -> Result<Self> {
         let data_dir = std::env::temp_dir().join(format!("herald-dev-{}", random_suffix()));
         let dir = data_dir.display().to_string();
-        let args = [
-            "dev",
-            "--data-dir",
-            &dir,
-            "--api-addr",
-            "127.0.0.1:0",
-            "--edge-addr",
-            "127.0.0.1:0",
-            "--pusher-addr",
-            "127.0.0.1:0",
-        ];
+        let args = crate::dev_args(&dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut process = Process::start("dev", &args, env)?;
         let path = data_dir.join("dev.json");
         let deadline = tokio::time::Instant::now() + STARTUP;

@@ -58,6 +58,26 @@ pub fn herald_bin() -> Result<PathBuf> {
     .map_err(anyhow::Error::msg)
 }
 
+/// The arguments of `herald dev` in `data_dir` with every address on a
+/// port chosen by the OS (API, edge, Pusher).
+#[must_use]
+pub fn dev_args(data_dir: &str) -> Vec<String> {
+    [
+        "dev",
+        "--data-dir",
+        data_dir,
+        "--api-addr",
+        "127.0.0.1:0",
+        "--edge-addr",
+        "127.0.0.1:0",
+        "--pusher-addr",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// A free port on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");

@@ -114,17 +114,8 @@ impl PusherDev {
     pub async fn start_with(extra: &[&str]) -> Result<Self> {
         let data_dir = std::env::temp_dir().join(format!("herald-pusher-{}", random_suffix()));
         let dir = data_dir.display().to_string();
-        let mut args = vec![
-            "dev",
-            "--data-dir",
-            &dir,
-            "--api-addr",
-            "127.0.0.1:0",
-            "--edge-addr",
-            "127.0.0.1:0",
-            "--pusher-addr",
-            "127.0.0.1:0",
-        ];
+        let owned = crate::dev_args(&dir);
+        let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
         let mut process = Process::start("dev", &args, &[])?;
         match wait_for_endpoint(&mut process, &data_dir).await {

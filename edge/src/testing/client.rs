@@ -56,6 +56,13 @@ impl RawClient {
         Ok(Self { stream, buf, next_id: 1, pending: Default::default(), pending_presence: Default::default() })
     }
 
+    /// The socket, and what was read from it past the upgrade's answer,
+    /// for a test that drives the bytes itself.
+    #[must_use]
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
+    }
+
     /// Upgrades, sends `Connect` with `token` and returns the client and the
     /// `Connected` frame.
     pub async fn connect(addr: SocketAddr, token: &str) -> (Self, client::Connected) {
