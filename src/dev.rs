@@ -141,9 +141,13 @@ const DEFAULT_PUSHER_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 6001);
 
 /// Binds the Pusher address: an explicit one must bind; the default may be
 /// taken (then `None`, with a note).
-async fn bind_pusher(explicit: Option<SocketAddr>, default: SocketAddr) -> Result<Option<tokio::net::TcpListener>> {
+async fn bind_pusher(
+    explicit: Option<SocketAddr>,
+    default: SocketAddr,
+    backlog: u32,
+) -> Result<Option<tokio::net::TcpListener>> {
     let addr = explicit.unwrap_or(default);
-    match tokio::net::TcpListener::bind(addr).await {
+    match crate::listen::bind(addr, backlog) {
         Ok(listener) => Ok(Some(listener)),
         Err(e) if explicit.is_none() => {
             eprintln!("note: {addr} is taken ({e}); running without Pusher mode's address (give --pusher-addr)");
@@ -241,7 +245,8 @@ pub async fn run(
         .with_context(|| format!("binding the API to {}", args.api_addr))?;
     let edge_listener = crate::listen::bind(args.edge_addr, edge_config.listen_backlog)
         .with_context(|| format!("binding the edge to {}", args.edge_addr))?;
-    let pusher_listener = bind_pusher(args.pusher_addr, SocketAddr::from(DEFAULT_PUSHER_ADDR)).await?;
+    let pusher_listener =
+        bind_pusher(args.pusher_addr, SocketAddr::from(DEFAULT_PUSHER_ADDR), edge_config.listen_backlog).await?;
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 
@@ -422,13 +427,13 @@ mod tests {
         let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = taken.local_addr().expect("addr");
         // The default, taken: run without it.
-        assert!(bind_pusher(None, addr).await.expect("not an error").is_none());
+        assert!(bind_pusher(None, addr, 128).await.expect("not an error").is_none());
         // Asked for, taken: an error naming the address.
-        let err = bind_pusher(Some(addr), addr).await.expect_err("taken");
+        let err = bind_pusher(Some(addr), addr, 128).await.expect_err("taken");
         assert!(format!("{err:#}").contains(&addr.to_string()), "{err:#}");
         // Port 0: any free port.
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener = bind_pusher(Some(any), addr).await.expect("binds").expect("a listener");
+        let listener = bind_pusher(Some(any), addr, 128).await.expect("binds").expect("a listener");
         assert_ne!(listener.local_addr().expect("addr").port(), 0);
     }
 }
