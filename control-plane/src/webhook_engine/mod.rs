@@ -21,7 +21,6 @@ mod reconcile;
 
 use std::sync::{Arc, Weak};
 
-use herald_proto::AppId;
 use tokio::task::JoinHandle;
 
 use crate::core::Core;
@@ -40,13 +39,13 @@ pub(crate) fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
 
 /// Reloads the endpoints from the database; returns the apps that got
 /// their first one (their channels are all looked at).
-pub(crate) async fn reload(core: &Weak<Core>) -> Option<Vec<AppId>> {
+pub(crate) async fn reload(core: &Weak<Core>) -> Option<crate::webhooks::Reloaded> {
     let core = core.upgrade()?;
     match core.store.enabled_webhooks().await {
         Ok(list) => {
-            let new = core.webhooks.replace(list);
+            let reloaded = core.webhooks.replace(list);
             core.reports.watch(core.webhooks.apps());
-            Some(new)
+            Some(reloaded)
         }
         Err(e) => {
             tracing::warn!(error = %e, "webhook endpoints not reloaded");

@@ -77,13 +77,17 @@ struct Pass {
 
 pub(super) async fn run(core: Weak<Core>) {
     let Some(first) = super::reload(&core).await else { return };
+    // What apps without endpoints left behind (e.g. deleted while this
+    // replica was down) goes once at start, then whenever an app loses
+    // its last endpoint.
+    forget_unwatched(&core).await;
     let pass = Pass {
         absent: Mutex::new(HashMap::new()),
         counts_due: Mutex::new(HashMap::new()),
         following_since: Mutex::new(Instant::now()),
     };
     let mut was_connected = true;
-    let mut sweep: HashSet<AppId> = first.into_iter().collect();
+    let mut sweep: HashSet<AppId> = first.new.into_iter().collect();
     let mut last_reload = Instant::now();
     loop {
         let Some(c) = core.upgrade() else { return };
@@ -99,13 +103,11 @@ pub(super) async fn run(core: Weak<Core>) {
         drop(c);
         if reload {
             last_reload = Instant::now();
-            if let Some(new) = super::reload(&core).await {
-                sweep.extend(new);
-            }
-            if let Some(c) = core.upgrade()
-                && let Err(e) = c.store.forget_unwatched_webhook_state().await
-            {
-                tracing::warn!(error = %e, "webhook state of apps without endpoints not cleared");
+            if let Some(reloaded) = super::reload(&core).await {
+                sweep.extend(reloaded.new);
+                if reloaded.lost_some {
+                    forget_unwatched(&core).await;
+                }
             }
         }
         let Some(c) = core.upgrade() else { return };
@@ -154,6 +156,14 @@ pub(super) async fn run(core: Weak<Core>) {
             })
             .await;
         sweep.extend(failed.into_inner().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+async fn forget_unwatched(core: &Weak<Core>) {
+    if let Some(c) = core.upgrade()
+        && let Err(e) = c.store.forget_unwatched_webhook_state().await
+    {
+        tracing::warn!(error = %e, "webhook state of apps without endpoints not cleared");
     }
 }
 

@@ -28,6 +28,14 @@ pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// The enabled endpoints, by app.
 type Endpoints = HashMap<AppId, Vec<Arc<Webhook>>>;
 
+/// What a reload of the endpoints changed.
+pub(crate) struct Reloaded {
+    /// Apps that got their first enabled endpoint.
+    pub(crate) new: Vec<AppId>,
+    /// Whether some app lost its last one.
+    pub(crate) lost_some: bool,
+}
+
 /// One replica's webhook state.
 pub struct Webhooks {
     endpoints: RwLock<Arc<Endpoints>>,
@@ -65,16 +73,18 @@ impl Webhooks {
         self.endpoints.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
     }
 
-    /// Replaces the endpoints; returns the apps that had none before.
-    pub(crate) fn replace(&self, list: Vec<Webhook>) -> Vec<AppId> {
+    /// Replaces the endpoints; says which apps had none before and whether
+    /// some app has none now.
+    pub(crate) fn replace(&self, list: Vec<Webhook>) -> Reloaded {
         let mut by_app: Endpoints = HashMap::new();
         for w in list {
             by_app.entry(w.app_id.clone()).or_default().push(Arc::new(w));
         }
         let mut current = self.endpoints.write().unwrap_or_else(|e| e.into_inner());
         let new: Vec<AppId> = by_app.keys().filter(|a| !current.contains_key(*a)).cloned().collect();
+        let lost_some = current.keys().any(|a| !by_app.contains_key(a));
         *current = Arc::new(by_app);
-        new
+        Reloaded { new, lost_some }
     }
 
     /// Asks for the endpoints to be reloaded now (after a change here or on
