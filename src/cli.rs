@@ -176,8 +176,15 @@ pub(crate) fn authorized<T>(message: T, token: &str) -> Result<tonic::Request<T>
     Ok(request)
 }
 
+/// A gRPC status as an error, marked refused or unreachable for the exit
+/// code when it is one.
 pub(crate) fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}: {}", e.code(), e.message())
+    let error = anyhow::anyhow!("{}: {}", e.code(), e.message());
+    match e.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => error.context(crate::exit::Failure::Refused),
+        tonic::Code::Unavailable => error.context(crate::exit::Failure::Unreachable),
+        _ => error,
+    }
 }
 
 /// `herald apps …`.
@@ -392,6 +399,10 @@ pub struct SubscribeArgs {
     /// A token to use instead of minting one with the API key.
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Give up (exit code 4) after this long without a connection, at the
+    /// start or after a drop, e.g. 30s, 5m; 0s: never.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub give_up_after: herald_proto::units::HumanDuration,
 }
 
 /// `herald subscribe CHANNEL`: prints each message's data on its own line,
@@ -419,24 +430,37 @@ pub async fn subscribe(
         }
         _ => bail!("set HERALD_TOKEN, or HERALD_APP_ID and HERALD_API_KEY to mint a token"),
     };
-    let client = builder.connect().await?;
-    let mut states = client.state_events();
-    tokio::spawn(async move {
-        while let Some(state) = states.next().await {
-            match state {
-                ConnectionState::Reconnecting { attempt, delay } => {
-                    eprintln!("reconnecting (attempt {attempt}) in {:.1}s", delay.as_secs_f64());
-                }
-                ConnectionState::Connected(_) => eprintln!("connected"),
-                ConnectionState::Disconnected { reason } => eprintln!("disconnected: {reason}"),
-                _ => {}
+    let client = builder.connect_lazy()?;
+    let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
+    let mut watcher = tokio::spawn(watch_connection(client.state_events(), connected_tx, args.give_up_after.0));
+    // Subscribe once connected: the SDK resubscribes after every reconnect.
+    tokio::select! {
+        result = connected.wait_for(|up| *up) => {
+            if result.is_err() {
+                return Err(watcher.await.unwrap_or_else(|e| Err(anyhow::anyhow!("{e}"))).err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the client stopped")));
             }
         }
-    });
+        outcome = &mut watcher => {
+            return Err(outcome.unwrap_or_else(|e| Err(anyhow::anyhow!("{e}"))).err()
+                .unwrap_or_else(|| anyhow::anyhow!("the client stopped")));
+        }
+    }
     let mut subscription = client.subscribe(&args.channel).await?;
     eprintln!("subscribed to {}", args.channel);
     let mut seen = 0u64;
-    while let Some(event) = subscription.next_event().await {
+    loop {
+        let event = tokio::select! {
+            event = subscription.next_event() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            outcome = &mut watcher => {
+                client.close().await;
+                return Err(outcome.unwrap_or_else(|e| Err(anyhow::anyhow!("{e}"))).err()
+                    .unwrap_or_else(|| anyhow::anyhow!("the client stopped")));
+            }
+        };
         match event {
             SubscriptionEvent::Message(message) => {
                 println!("{}", String::from_utf8_lossy(&message.data));
@@ -460,4 +484,68 @@ pub async fn subscribe(
     }
     client.close().await;
     Ok(())
+}
+
+/// Prints the connection's states on stderr (connecting, connected,
+/// disconnected with the reason, retrying in N s) and says on `connected`
+/// whether it is up. Ends with an error after `give_up_after` (zero:
+/// never) without a connection, or when the client stops (a refused token,
+/// say).
+async fn watch_connection(
+    mut states: herald_sdk::StateEvents,
+    connected: tokio::sync::watch::Sender<bool>,
+    give_up_after: Duration,
+) -> Result<()> {
+    let mut down_since = Some(tokio::time::Instant::now());
+    let mut last_reason = String::from("no answer yet");
+    let mut url = String::new();
+    loop {
+        let give_up = async {
+            match down_since {
+                Some(since) if !give_up_after.is_zero() => tokio::time::sleep_until(since + give_up_after).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let state = tokio::select! {
+            state = states.next() => state,
+            () = give_up => {
+                return Err(crate::exit::Unreachable {
+                    what: "the edge",
+                    url,
+                    reason: format!(
+                        "{}; gave up after {}",
+                        crate::exit::short_reason(&last_reason),
+                        herald_proto::units::HumanDuration(give_up_after)
+                    ),
+                    flag: "--edge-url (HERALD_EDGE_URL)",
+                }.into());
+            }
+        };
+        let Some(state) = state else { return Ok(()) };
+        match state {
+            ConnectionState::Connecting { url: to, attempt } => {
+                if attempt == 0 {
+                    eprintln!("connecting to {to}");
+                }
+                url = to;
+            }
+            ConnectionState::Connected(info) => {
+                eprintln!("connected to {} (edge {}, connection {})", info.url, info.edge_id, info.connection_id);
+                down_since = None;
+                connected.send_replace(true);
+            }
+            ConnectionState::Disconnected { reason } => {
+                eprintln!("disconnected: {reason}");
+                last_reason = reason.to_string();
+                down_since.get_or_insert_with(tokio::time::Instant::now);
+                connected.send_replace(false);
+            }
+            ConnectionState::Reconnecting { attempt, delay } => {
+                eprintln!("retrying in {:.1} s (attempt {attempt}): {last_reason}", delay.as_secs_f64());
+            }
+            ConnectionState::Closed { error: Some(e) } => return Err(e.into()),
+            ConnectionState::Closed { error: None } => return Ok(()),
+            _ => {}
+        }
+    }
 }

@@ -3,7 +3,9 @@
 
 mod bench;
 mod cli;
+mod config_text;
 mod dev;
+mod exit;
 mod listen;
 mod pusher_port;
 mod settings;
@@ -15,7 +17,8 @@ use herald_bus::{Bus, NatsOptions};
 use herald_edge::EdgeConfig;
 use herald_proto::SubjectSpace;
 
-use crate::settings::{Overrides, redacted_toml};
+use crate::exit::{Failure, explain_api_error};
+use crate::settings::Overrides;
 
 /// Herald: real-time pub/sub over WebSockets.
 #[derive(Debug, Parser)]
@@ -32,7 +35,8 @@ struct Cli {
 enum Command {
     /// Run an edge: WebSocket connections and fan-out over NATS.
     Edge {
-        /// Print the effective configuration (secrets redacted) and exit.
+        /// Print the effective configuration as a TOML file that --config
+        /// reads back (secrets left out, as comments), and exit.
         #[arg(long)]
         print_config: bool,
         #[command(flatten)]
@@ -40,7 +44,8 @@ enum Command {
     },
     /// Run the control plane: apps, keys, tokens, REST and gRPC APIs, publishing.
     ControlPlane {
-        /// Print the effective configuration (secrets redacted) and exit.
+        /// Print the effective configuration as a TOML file that --config
+        /// reads back (secrets left out, as comments), and exit.
         #[arg(long)]
         print_config: bool,
         /// Apply the database migrations and exit (for a deploy hook).
@@ -143,12 +148,35 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the close-code and error-code tables of the client protocol (Markdown).
     Codes,
+    /// Check configuration files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check FILE as `herald edge` or `herald control-plane` would read it:
+    /// syntax, unknown keys, values, and the checks across keys. Prints
+    /// which component it is valid for; exit code 3 and the bad key with its
+    /// line otherwise.
+    Check {
+        /// The TOML file.
+        file: std::path::PathBuf,
+        /// The component it is for (default: told from its keys).
+        #[arg(long, value_enum)]
+        component: Option<config_text::Component>,
+    },
 }
 
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a terminal: logs written to a file or a collector
+    // carry no escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if format == "json" {
         builder.json().init();
     } else {
@@ -221,7 +249,8 @@ async fn run_edge(config: EdgeConfig) -> Result<()> {
     let options = NatsOptions { connection_name: format!("herald-edge {}", config.edge_id), ..NatsOptions::default() };
     let bus = Bus::connect_nats(&config.nats_url, subjects, options)
         .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))
+        .context(Failure::Unreachable)?;
     herald_edge::run(listener, config, bus, shutdown_signal()).await?;
     Ok(())
 }
@@ -235,7 +264,8 @@ async fn run_control_plane(config: herald_control_plane::Config) -> Result<()> {
     let options = NatsOptions { connection_name: "herald-control-plane".into(), ..NatsOptions::default() };
     let bus = Bus::connect_nats(&config.nats_url, subjects, options)
         .await
-        .with_context(|| format!("connecting to NATS at {}", config.nats_url))?;
+        .with_context(|| format!("connecting to NATS at {}", config.nats_url))
+        .context(Failure::Unreachable)?;
     herald_control_plane::run(listener, config, bus.clone(), shutdown_signal()).await?;
     bus.close().await;
     Ok(())
@@ -256,7 +286,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(Failure::of(&e).map_or(1, Failure::code))
         }
     }
 }
@@ -269,25 +299,53 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", herald_proto::codes::markdown_tables());
             Ok(())
         }
-        Command::Apps { api, admin_token, command } => client_runtime()?.block_on(cli::apps(api, admin_token, command)),
+        Command::Config { command: ConfigCommand::Check { file, component } } => {
+            let valid_for = config_text::check_file(&file, component).context(Failure::Config)?;
+            let name = match valid_for {
+                config_text::Component::Edge => "herald edge",
+                config_text::Component::ControlPlane => "herald control-plane",
+            };
+            println!("{}: valid configuration for `{name}`", file.display());
+            Ok(())
+        }
+        Command::Apps { api, admin_token, command } => {
+            let url = api.api_url.clone();
+            client_runtime()?.block_on(cli::apps(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
+        }
         Command::Keys { api, admin_token, app_id, command } => {
-            client_runtime()?.block_on(cli::keys(api, admin_token, app_id, command))
+            let url = api.api_url.clone();
+            client_runtime()?
+                .block_on(cli::keys(api, admin_token, app_id, command))
+                .map_err(|e| explain_api_error(e, &url))
         }
         Command::Namespaces { api, admin_token, app_id, command } => {
-            client_runtime()?.block_on(cli::namespaces(api, admin_token, app_id, command))
+            let url = api.api_url.clone();
+            client_runtime()?
+                .block_on(cli::namespaces(api, admin_token, app_id, command))
+                .map_err(|e| explain_api_error(e, &url))
         }
         Command::Webhooks { api, admin_token, command } => {
-            client_runtime()?.block_on(webhooks::run(api, admin_token, command))
+            let url = api.api_url.clone();
+            client_runtime()?.block_on(webhooks::run(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
         }
         Command::Token { api, app_id, api_key, client_id, capabilities, ttl } => {
-            client_runtime()?.block_on(cli::token(api, app_id, api_key, client_id, capabilities, ttl))
+            let url = api.api_url.clone();
+            client_runtime()?
+                .block_on(cli::token(api, app_id, api_key, client_id, capabilities, ttl))
+                .map_err(|e| explain_api_error(e, &url))
         }
         Command::Publish { api, app_id, api_key, channel, data, event, id } => {
-            client_runtime()?.block_on(cli::publish(api, app_id, api_key, channel, data, event, id))
+            let url = api.api_url.clone();
+            client_runtime()?
+                .block_on(cli::publish(api, app_id, api_key, channel, data, event, id))
+                .map_err(|e| explain_api_error(e, &url))
         }
         Command::Subscribe { api, app_id, api_key, args } => {
             init_tracing_quiet(&cli.log_format);
-            client_runtime()?.block_on(cli::subscribe(api, app_id, api_key, args))
+            let url = api.api_url.clone();
+            client_runtime()?
+                .block_on(cli::subscribe(api, app_id, api_key, args))
+                .map_err(|e| explain_api_error(e, &url))
         }
         Command::Bench(args) => {
             raise_open_files_limit();
@@ -304,13 +362,11 @@ fn run(cli: Cli) -> Result<()> {
             tokio::runtime::Runtime::new()?.block_on(dev::run(args, cp, edge, shutdown_signal()))
         }
         Command::ControlPlane { print_config, migrate_only, settings } => {
-            // Before loading: a renamed key read warns.
+            // Before loading: a renamed key read warns (on stderr).
             init_tracing(&cli.log_format);
-            let config = settings.load()?;
-            let mut shown = config.clone();
-            shown.database_url = settings::redact_url(&shown.database_url);
+            let config = settings.load().context(Failure::Config)?;
             if print_config {
-                println!("{shown:#?}");
+                print!("{}", config_text::to_toml(&config, true));
                 return Ok(());
             }
             raise_open_files_limit();
@@ -318,18 +374,18 @@ fn run(cli: Cli) -> Result<()> {
             if migrate_only {
                 return runtime.block_on(migrate(config));
             }
-            tracing::info!(config = ?shown, "starting control plane");
+            tracing::info!(config = %config_text::one_line(&config), "starting control plane");
             runtime.block_on(run_control_plane(config))
         }
         Command::Edge { print_config, settings } => {
-            let config = settings.load()?;
+            let config = settings.load().context(Failure::Config)?;
             if print_config {
-                print!("{}", redacted_toml(&config));
+                print!("{}", config_text::to_toml(&config, true));
                 return Ok(());
             }
             init_tracing(&cli.log_format);
             raise_open_files_limit();
-            tracing::info!(config = %redacted_toml(&config), "starting edge");
+            tracing::info!(config = %config_text::one_line(&config), "starting edge");
             tokio::runtime::Runtime::new()?.block_on(run_edge(config))
         }
     }

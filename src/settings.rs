@@ -22,7 +22,7 @@ use herald_control_plane::config::RenamedKey;
 use serde::de::DeserializeOwned;
 
 /// A component configuration the command line can fill.
-pub trait Settings: DeserializeOwned + Default {
+pub trait Settings: DeserializeOwned + serde::Serialize + Default {
     /// The environment variable prefix, e.g. `HERALD_EDGE_`.
     const ENV_PREFIX: &'static str;
     /// Variables with the prefix that are not settings.
@@ -31,6 +31,12 @@ pub trait Settings: DeserializeOwned + Default {
     const RENAMED: &'static [RenamedKey] = &[];
     /// Every key.
     fn fields() -> &'static [&'static str];
+    /// Every key's documentation, in [`Settings::fields`]' order.
+    fn help() -> &'static [&'static str];
+    /// Every key's Rust type, in [`Settings::fields`]' order.
+    fn types() -> &'static [&'static str];
+    /// Checks the values together (ranges, keys that need each other).
+    fn validate(&self) -> Result<()>;
     /// Sets one key from its text form; false for an unknown key.
     fn set_key(&mut self, key: &str, value: &str) -> Result<bool>;
 }
@@ -41,6 +47,18 @@ impl Settings for herald_edge::EdgeConfig {
 
     fn fields() -> &'static [&'static str] {
         Self::FIELDS
+    }
+
+    fn help() -> &'static [&'static str] {
+        Self::HELP
+    }
+
+    fn types() -> &'static [&'static str] {
+        Self::TYPES
+    }
+
+    fn validate(&self) -> Result<()> {
+        Ok(Self::validate(self)?)
     }
 
     fn set_key(&mut self, key: &str, value: &str) -> Result<bool> {
@@ -56,8 +74,123 @@ impl Settings for herald_control_plane::Config {
         Self::FIELDS
     }
 
+    fn help() -> &'static [&'static str] {
+        Self::HELP
+    }
+
+    fn types() -> &'static [&'static str] {
+        Self::TYPES
+    }
+
+    fn validate(&self) -> Result<()> {
+        Ok(Self::validate(self)?)
+    }
+
     fn set_key(&mut self, key: &str, value: &str) -> Result<bool> {
         Ok(self.set(key, value)?)
+    }
+}
+
+/// What kind of value a key takes, from its Rust type: the flag's value
+/// name and a line on how to write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Duration,
+    Size,
+    Number,
+    Bool,
+    Address,
+    File,
+    Url,
+    Secret,
+    Text,
+}
+
+impl ValueKind {
+    /// The kind of key `key` of Rust type `ty` (as written in the struct).
+    #[must_use]
+    pub fn of(key: &str, ty: &str) -> Self {
+        let ty = ty.replace(' ', "");
+        let inner = ty.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')).unwrap_or(&ty);
+        let last = inner.rsplit("::").next().unwrap_or(inner);
+        match last {
+            "HumanDuration" => Self::Duration,
+            "ByteSize" => Self::Size,
+            "u8" | "u16" | "u32" | "u64" | "usize" | "i64" | "f64" => Self::Number,
+            "bool" => Self::Bool,
+            "SocketAddr" => Self::Address,
+            "PathBuf" => Self::File,
+            "Secret" => Self::Secret,
+            _ if key.ends_with("_url") => Self::Url,
+            _ => Self::Text,
+        }
+    }
+
+    /// The flag's value name in `--help`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Duration => "DURATION",
+            Self::Size => "SIZE",
+            Self::Number => "N",
+            Self::Bool => "BOOL",
+            Self::Address => "ADDR",
+            Self::File => "FILE",
+            Self::Url => "URL",
+            Self::Secret => "SECRET",
+            Self::Text => "TEXT",
+        }
+    }
+
+    /// How to write a value of this kind.
+    #[must_use]
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::Duration => "A duration: a whole number and a unit (ms, s, m, h), e.g. 500ms, 30s, 5m.",
+            Self::Size => "A size: bytes, or a number and a unit (B, KiB, MiB, GiB), e.g. 64KiB.",
+            Self::Number => "A whole number.",
+            Self::Bool => "true or false.",
+            Self::Address => "An IP address and port, e.g. 0.0.0.0:8080.",
+            Self::File => "A file path.",
+            Self::Url => "A URL.",
+            Self::Secret => "A secret: never printed nor logged.",
+            Self::Text => "Text.",
+        }
+    }
+}
+
+/// A doc comment's lines (as the config macros give them) as one
+/// paragraph.
+#[must_use]
+pub fn paragraph(doc: &str) -> String {
+    doc.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The first sentence of a doc comment: what a flag's one line of help
+/// says.
+#[must_use]
+pub fn first_sentence(doc: &str) -> String {
+    let text = paragraph(doc);
+    let mut from = 0;
+    while let Some(at) = text[from..].find(". ") {
+        let end = from + at + 1;
+        // Abbreviations end no sentence.
+        if !(text[..end].ends_with("e.g.") || text[..end].ends_with("i.e.")) {
+            return text[..end].to_owned();
+        }
+        from = end;
+    }
+    text
+}
+
+/// A default value as `--help` shows it.
+#[must_use]
+pub fn default_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "unset".to_owned(),
+        serde_json::Value::String(s) if s.is_empty() => "empty".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -95,13 +228,18 @@ impl<S: Settings> Args for Overrides<S> {
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("TOML file with settings (flags and environment variables override it)"),
         );
-        for key in S::fields() {
+        let defaults = serde_json::to_value(S::default()).unwrap_or_default();
+        for (i, key) in S::fields().iter().enumerate() {
+            let doc = S::help().get(i).copied().unwrap_or_default();
+            let kind = ValueKind::of(key, S::types().get(i).copied().unwrap_or_default());
+            let default = default_text(&defaults[*key]);
             cmd = cmd.arg(
                 Arg::new(*key)
                     .long(flag_name(key))
-                    .value_name("VALUE")
+                    .value_name(kind.name())
                     .env(env_name(S::ENV_PREFIX, key))
-                    .help(format!("config key `{key}` (see the README's config reference)")),
+                    .help(format!("{} [default: {default}]", first_sentence(doc)))
+                    .long_help(format!("{}\n{} Default: {default}.", paragraph(doc), kind.hint())),
             );
         }
         for renamed in S::RENAMED {
@@ -201,7 +339,7 @@ impl<S: Settings> Overrides<S> {
 
 /// Parses a TOML config file; `source` names it in warnings. Renamed keys
 /// are read under their new names, their numbers in the old unit.
-fn from_toml<S: Settings>(text: &str, source: &str) -> Result<S> {
+pub fn from_toml<S: Settings>(text: &str, source: &str) -> Result<S> {
     let parse_error = |e: toml::de::Error| anyhow::anyhow!("{source}: {e}");
     let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
     RenamedKey::check_exclusive(S::RENAMED, table.keys().map(String::as_str))
@@ -226,23 +364,6 @@ fn from_toml<S: Settings>(text: &str, source: &str) -> Result<S> {
     toml::from_str::<S>(&rewritten).map_err(|e| anyhow::anyhow!("{source} (renamed keys read as their new names): {e}"))
 }
 
-/// Keys whose values are never printed.
-const SECRET_KEYS: &[&str] = &["admin_token", "database_url", "password", "secret", "api_key", "token"];
-
-/// The configuration as TOML with secrets replaced by `***`.
-pub fn redacted_toml(value: &impl serde::Serialize) -> String {
-    let mut json = serde_json::to_value(value).unwrap_or_default();
-    if let Some(map) = json.as_object_mut() {
-        map.retain(|_, v| !v.is_null());
-        for (k, v) in map.iter_mut() {
-            if SECRET_KEYS.iter().any(|s| k == s || k.ends_with(&format!("_{s}"))) {
-                *v = serde_json::Value::String("***".into());
-            }
-        }
-    }
-    toml::to_string(&json).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-}
-
 /// A URL with the password of its user info replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
@@ -262,14 +383,6 @@ mod tests {
         assert_eq!(redact_url("postgres://u:secret@db:5432/h"), "postgres://u:***@db:5432/h");
         assert_eq!(redact_url("postgres://u@db/h"), "postgres://u@db/h");
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
-    }
-
-    #[test]
-    fn secrets_are_redacted_in_printed_config() {
-        let text =
-            redacted_toml(&serde_json::json!({"admin_token": "s3cret", "jwks_url": "http://x", "tls_key": null}));
-        assert!(!text.contains("s3cret"), "{text}");
-        assert!(text.contains("jwks_url"));
     }
 
     use herald_control_plane::Config;

@@ -24,8 +24,8 @@ use std::fmt;
 use std::time::Duration;
 
 use herald_proto::units::{ByteSize, HumanDuration};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The prefix of the environment variables [`Config::apply_env`] reads.
 pub const ENV_PREFIX: &str = "HERALD_CP_";
@@ -58,6 +58,14 @@ impl Secret {
     }
 }
 
+/// Serialized as `***`: a configuration written out never holds the
+/// secret.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -85,7 +93,7 @@ macro_rules! config {
         /// The control plane's settings. See the module docs; every field
         /// has a default, so `Config::default()` runs an embedded control
         /// plane on SQLite.
-        #[derive(Clone, Debug, Deserialize)]
+        #[derive(Clone, Debug, Deserialize, Serialize)]
         #[serde(deny_unknown_fields, default)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $field: $ty, )*
@@ -100,6 +108,14 @@ macro_rules! config {
         impl Config {
             /// Every field name, in declaration order.
             pub const FIELDS: &'static [&'static str] = &[$( stringify!($field), )*];
+
+            /// Every field's documentation, in [`Self::FIELDS`]' order (its
+            /// doc comment's lines joined).
+            pub const HELP: &'static [&'static str] = &[$( concat!($($doc, "\n",)*), )*];
+
+            /// Every field's Rust type as written, in [`Self::FIELDS`]'
+            /// order: what the flags' help names as the value's kind.
+            pub const TYPES: &'static [&'static str] = &[$( stringify!($ty), )*];
 
             /// Sets the field named `key` (a current name) from its text
             /// form. Returns false when no field has that name.

@@ -17,6 +17,32 @@ use serde::{Deserialize, Serialize};
 /// Longest token leeway accepted in config.
 pub const MAX_TOKEN_LEEWAY: Duration = Duration::from_secs(60);
 
+/// Declares [`EdgeConfig`] from one list of documented fields, and from
+/// the same list its field names ([`EdgeConfig::FIELDS`]) and their
+/// documentation ([`EdgeConfig::HELP`], the help of each `--flag`).
+macro_rules! edge_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $( $(#[doc = $doc:literal])* pub $field:ident : $ty:ty, )* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[doc = $doc])* pub $field: $ty, )*
+        }
+
+        impl $name {
+            /// Every field name, in declaration order.
+            pub const FIELDS: &'static [&'static str] = &[$( stringify!($field), )*];
+
+            /// Every field's documentation, in [`Self::FIELDS`]' order (its
+            /// doc comment's lines joined).
+            pub const HELP: &'static [&'static str] = &[$( concat!($($doc, "\n",)*), )*];
+
+            /// Every field's Rust type as written, in [`Self::FIELDS`]'
+            /// order: what the flags' help names as the value's kind.
+            pub const TYPES: &'static [&'static str] = &[$( stringify!($ty), )*];
+        }
+    };
+}
+
+edge_config! {
 /// Configuration of one edge node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,6 +158,7 @@ pub struct EdgeConfig {
     /// dropping it.
     pub webhook_report_retry: HumanDuration,
 }
+}
 
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
 pub const ENV_PREFIX: &str = "HERALD_EDGE_";
@@ -209,51 +236,6 @@ impl EdgeConfig {
     pub fn move_grace(&self) -> std::time::Duration {
         self.drain_grace.0.min(self.drain_timeout.0)
     }
-
-    /// Every field name, in declaration order.
-    pub const FIELDS: &'static [&'static str] = &[
-        "listen",
-        "listen_backlog",
-        "nats_url",
-        "subject_prefix",
-        "edge_id",
-        "jwks_url",
-        "issuer",
-        "token_leeway",
-        "jwks_min_refetch_interval",
-        "jwks_refresh_interval",
-        "jwks_ca_file",
-        "tls_cert",
-        "tls_key",
-        "max_frame_size",
-        "max_message_size",
-        "max_subscriptions",
-        "max_connections",
-        "max_connections_per_app",
-        "publish_rate",
-        "publish_burst",
-        "send_queue_frames",
-        "send_queue_bytes",
-        "write_timeout",
-        "handshake_timeout",
-        "heartbeat_interval",
-        "heartbeat_timeout",
-        "http_header_timeout",
-        "drain_timeout",
-        "drain_grace",
-        "presence_snapshot_interval",
-        "presence_ttl",
-        "presence_max_per_channel",
-        "presence_events_max_members",
-        "namespace_cache_ttl",
-        "pusher_activity_timeout",
-        "pusher_pong_timeout",
-        "pusher_presence_max_members",
-        "pusher_max_event_bytes",
-        "pusher_client_event_rate",
-        "webhook_report_queue",
-        "webhook_report_retry",
-    ];
 
     /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
     /// `"128"`, a path). Returns false when no field has that name.

@@ -146,11 +146,10 @@ impl Rest {
             .body(Full::new(body))
             .map_err(|e| SendError::Failed(e.to_string()))?;
         let response = self.client.request(request).await.map_err(|e| {
-            if e.is_connect() {
-                SendError::NotSent(format!("{uri}: {e}"))
-            } else {
-                SendError::Failed(format!("{uri}: {e}"))
-            }
+            // The client's own text ("client error (Connect)") says little;
+            // its causes say what happened ("Connection refused").
+            let text = format!("{uri}: {}", with_causes(&e));
+            if e.is_connect() { SendError::NotSent(text) } else { SendError::Failed(text) }
         })?;
         let status = response.status();
         let retry_after = response
@@ -166,6 +165,21 @@ impl Rest {
             .to_bytes();
         Ok((status, bytes, retry_after))
     }
+}
+
+/// An error's text followed by its causes', each after `: `.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Why one try of a request failed.
