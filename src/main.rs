@@ -20,9 +20,12 @@ use herald_proto::SubjectSpace;
 use crate::exit::{Failure, explain_api_error};
 use crate::settings::Overrides;
 
+/// The version and the commit built (`herald --version`, `herald_build_info`).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HERALD_COMMIT"), ")");
+
 /// Herald: real-time pub/sub over WebSockets.
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about, long_about = None)]
+#[command(name = "herald", version = VERSION, about, long_about = None)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, env = "HERALD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -292,6 +295,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    herald_bus::telemetry::set_build_info(env!("CARGO_PKG_VERSION"), env!("HERALD_COMMIT"));
     // One crypto provider for every TLS user in the process (ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {

@@ -212,6 +212,9 @@ config! {
     /// Longest a connection may stay open with no request in flight; it is
     /// closed past it.
     http_idle_timeout: HumanDuration = HumanDuration::secs(60);
+    /// Log one line per REST, gRPC and Pusher API request (target
+    /// `herald::access`: method, route, status, latency, app, request id).
+    access_log: bool = true;
     /// Longest wait for a whole request body once its head arrived (408
     /// past it).
     body_read_timeout: HumanDuration = HumanDuration::secs(30);

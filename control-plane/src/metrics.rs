@@ -27,6 +27,32 @@ pub struct Metrics {
     published: RwLock<HashMap<AppId, Counter>>,
 }
 
+/// The HELP text of the control plane's metrics.
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    ("herald_cp_messages_published_total", "Messages accepted by the bus, by app (one per channel)."),
+    ("herald_cp_publish_errors_total", "Publishes refused or failed, by error code name."),
+    ("herald_cp_publish_duration_seconds", "Time from a publish request to the bus accepting it."),
+    ("herald_cp_tokens_minted_total", "Client tokens minted."),
+    (
+        "herald_cp_connections_refused_total",
+        "HTTP connections closed at once because max_http_connections was reached.",
+    ),
+    ("herald_cp_requests_total", "REST, gRPC and Pusher API requests, by API, method, route template and status."),
+    (
+        "herald_cp_request_duration_seconds",
+        "Time to answer a request (to the response head), by API and route template.",
+    ),
+    ("herald_cp_webhook_events_queued_total", "Webhook deliveries queued, by event kind."),
+    (
+        "herald_cp_webhook_events_dropped_total",
+        "Webhook deliveries dropped (outbox full, endpoint disabled), by event kind.",
+    ),
+    ("herald_cp_webhook_attempts_total", "Webhook delivery attempts, by result (delivered, retrying, failed)."),
+    ("herald_cp_webhook_attempt_duration_seconds", "Time of one webhook delivery attempt."),
+    ("herald_cp_webhook_queue_depth", "Webhook deliveries waiting in the outbox, over every app."),
+    ("herald_cp_webhook_oldest_undelivered_seconds", "Age of the oldest undelivered webhook event."),
+];
+
 /// Most per-app counter handles kept (the series stay in the recorder).
 const MAX_APP_SERIES: usize = 100_000;
 
@@ -37,6 +63,9 @@ impl Metrics {
             .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0])
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
+        for (name, help) in DESCRIPTIONS {
+            recorder.describe_counter(metrics::KeyName::from_const_str(name), None, (*help).into());
+        }
         let handle = recorder.handle();
         let publish_latency =
             recorder.register_histogram(&Key::from_static_name("herald_cp_publish_duration_seconds"), &META);
@@ -122,9 +151,30 @@ impl Metrics {
             .set(oldest_age.as_secs_f64());
     }
 
-    /// The Prometheus text exposition.
+    /// Counts an API request and records its latency, by API (`rest`,
+    /// `grpc`, `pusher`), route template and status.
+    pub(crate) fn request(&self, api: &'static str, method: &str, route: &str, status: &str, latency: Duration) {
+        let labels = vec![
+            Label::new("api", api),
+            Label::new("method", method.to_owned()),
+            Label::new("route", route.to_owned()),
+            Label::new("status", status.to_owned()),
+        ];
+        self.recorder.register_counter(&Key::from_parts("herald_cp_requests_total", labels), &META).increment(1);
+        let labels = vec![Label::new("api", api), Label::new("route", route.to_owned())];
+        self.recorder
+            .register_histogram(&Key::from_parts("herald_cp_request_duration_seconds", labels), &META)
+            .record(latency.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition: this control plane's metrics, the
+    /// process-wide ones (the bus's; in `herald dev`, the edge's too) and
+    /// the process's (`process_*`, `herald_build_info`).
     pub(crate) fn render(&self) -> String {
-        self.handle.render()
+        let mut page = self.handle.render();
+        page.push_str(&herald_bus::telemetry::process_recorder().render());
+        page.push_str(&herald_bus::telemetry::process_text());
+        page
     }
 
     pub(crate) fn upkeep(&self) {

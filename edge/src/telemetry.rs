@@ -1,48 +1,66 @@
-//! Prometheus metrics: one process-wide recorder, installed on first use,
-//! shared by every Herald component in the process (an edge, the control
-//! plane, or both in the embedded mode).
+//! The edge's Prometheus metrics: their HELP text, and the page `/metrics`
+//! serves. The recorder is the process-wide one of the bus crate, shared
+//! by every Herald component in the process (an edge, the control plane,
+//! or both in the embedded mode).
 
-use std::sync::OnceLock;
+use metrics_exporter_prometheus::PrometheusHandle;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+/// The HELP text of the edge's metrics.
+pub const DESCRIPTIONS: &[(&str, &str)] = &[
+    ("herald_connections", "Open client connections (Herald and Pusher protocols)."),
+    ("herald_subscriptions", "Channel subscriptions of the open connections."),
+    ("herald_connections_accepted_total", "Client connections accepted (upgraded and authenticated)."),
+    ("herald_closes_total", "Connections closed, by close code name."),
+    ("herald_auth_failures_total", "Connections refused at authentication, by reason."),
+    ("herald_requests_total", "Requests (frames with a request id) read from clients."),
+    ("herald_request_errors_total", "Requests answered with an error, by error code name."),
+    ("herald_client_publishes_total", "Messages published by clients over their connection."),
+    ("herald_messages_in_total", "Messages received from the bus for local subscribers."),
+    ("herald_deliveries_total", "Messages handed to local subscribers' send queues."),
+    ("herald_fanout_seconds", "Time to hand one message to every local subscriber of its channel."),
+    ("herald_frames_out_total", "WebSocket frames written to clients."),
+    ("herald_slow_consumer_closes_total", "Connections closed because their send queue was full."),
+    ("herald_presence_events_total", "Presence join and leave events delivered to subscribers."),
+    ("herald_recovered_messages_total", "Messages replayed to resubscribing clients from history."),
+    ("herald_history_gap_fills_total", "Gaps in a channel's sequence filled from its history stream."),
+    ("herald_history_streams_recreated_total", "History streams created again after they were lost."),
+    ("herald_user_event_deliveries_total", "Server-to-user events delivered to connections."),
+    ("herald_jwks_fetch_failures_total", "Failed fetches of the control plane's JWKS."),
+    ("herald_pusher_connections", "Open Pusher-protocol connections."),
+    ("herald_pusher_subscriptions", "Channel subscriptions of Pusher-protocol connections."),
+    ("herald_pusher_messages_in_total", "Messages received from the bus for Pusher subscribers."),
+    ("herald_pusher_client_events_total", "Pusher client events (client-*) relayed."),
+    ("herald_pusher_client_events_refused_total", "Pusher client events refused, by reason."),
+    ("herald_pusher_subscription_errors_total", "Pusher subscriptions refused, by reason."),
+    ("herald_pusher_signins_total", "Pusher user sign-ins accepted."),
+    ("herald_pusher_signin_failures_total", "Pusher user sign-ins refused."),
+    ("herald_pusher_errors_total", "pusher:error events sent to Pusher clients, by code."),
+    ("herald_pusher_cache_misses_total", "Subscriptions to Pusher cache channels that had no cached message."),
+    (
+        "herald_edge_webhook_events_reported_total",
+        "Webhook events (client events, cache misses) reported to the control plane.",
+    ),
+    (
+        "herald_edge_webhook_events_dropped_total",
+        "Webhook events dropped because the report queue was full or reports kept failing.",
+    ),
+    ("herald_edge_webhook_report_retries_total", "Webhook event reports sent again after a failure."),
+];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Latency buckets, in seconds, for every histogram.
-const BUCKETS: &[f64] =
-    &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
-
-/// The process's Prometheus handle; installs the recorder on first call.
-/// When another recorder was installed first, metrics go there and this
-/// handle renders an empty page.
+/// The process's Prometheus handle ([`herald_bus::telemetry::process_recorder`]),
+/// with the edge's metrics described.
 pub fn prometheus() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new().set_buckets(BUCKETS).unwrap_or_else(|_| PrometheusBuilder::new());
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
-        }
-        handle
-    })
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    let handle = herald_bus::telemetry::process_recorder();
+    DESCRIBED.call_once(|| herald_bus::telemetry::describe(DESCRIPTIONS));
+    handle
 }
 
-/// The metrics page in the Prometheus text format, with the process's
-/// resident memory refreshed.
+/// The metrics page in the Prometheus text format: the recorded metrics,
+/// then the process's (`process_*`, `herald_build_info`).
 #[must_use]
 pub fn render() -> String {
-    let handle = prometheus();
-    if let Some(bytes) = resident_memory() {
-        metrics::gauge!("herald_process_resident_memory_bytes").set(bytes as f64);
-    }
-    handle.render()
-}
-
-/// The process's resident set size, from `/proc/self/status` (Linux).
-#[must_use]
-pub fn resident_memory() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 =
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kib * 1024)
+    let mut page = prometheus().render();
+    page.push_str(&herald_bus::telemetry::process_text());
+    page
 }

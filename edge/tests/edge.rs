@@ -116,8 +116,13 @@ async fn health_readiness_and_metrics() {
     assert!(is_ok(&c.subscribe("m").await));
     let (status, body) = http_get(edge.addr, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
-    for name in ["herald_connections", "herald_subscriptions", "herald_requests_total"] {
+    for name in ["herald_connections", "herald_subscriptions", "herald_requests_total", "process_resident_memory_bytes"]
+    {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    for line in body.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(body.contains(&format!("# HELP {name} ")), "{name} has no HELP line");
     }
     assert_eq!(http_get(edge.addr, "/nope").await.map(|r| r.0), Some(404));
 }

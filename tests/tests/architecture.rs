@@ -1,6 +1,7 @@
 //! The shape of the workspace, checked: the crate graph `docs/architecture.md`
 //! draws, files that own one noun (a size bound), and no import cycles
-//! between the modules of a crate. Each check names what breaks it.
+//! between the modules of a crate, and every metric a crate records given
+//! its HELP text. Each check names what breaks it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -326,4 +327,42 @@ fn the_edge_and_the_sdk_describe_recovery_the_same_way() {
     let sdk = recovery_paragraph("sdk/src/recovery.rs");
     assert!(edge.contains("`recovered`"), "{edge}");
     assert_eq!(edge, sdk, "the edge's and the SDK's recovery modules must open with the same paragraph");
+}
+
+/// The metric names recorded in `text`: `herald_…` string literals right
+/// after a `metrics` macro or a recorder key constructor.
+fn recorded_metrics(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for opener in ["counter!(", "gauge!(", "histogram!(", "from_static_name(", "from_parts("] {
+        for (at, _) in text.match_indices(opener) {
+            let rest = text[at + opener.len()..].trim_start();
+            let Some(rest) = rest.strip_prefix('"') else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name.starts_with("herald_") && rest[name.len()..].starts_with('"') {
+                names.insert(name);
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_recorded_metric_has_help_text() {
+    let mut text = String::new();
+    for dir in ["bus/src", "edge/src", "control-plane/src", "src"] {
+        let mut files = Vec::new();
+        rust_files(&root().join(dir), &mut files);
+        for file in files {
+            text.push_str(&std::fs::read_to_string(&file).unwrap_or_default());
+        }
+    }
+    let names = recorded_metrics(&text);
+    assert!(names.contains("herald_connections") && names.contains("herald_cp_requests_total"), "{names:?}");
+    // Tables as rustfmt lays them out, one entry on one line or several.
+    let compact: String = text.split_whitespace().collect();
+    let undescribed: Vec<&String> = names.iter().filter(|n| !compact.contains(&format!("(\"{n}\",\""))).collect();
+    assert!(
+        undescribed.is_empty(),
+        "metrics without a (name, HELP text) entry in their crate's DESCRIPTIONS table: {undescribed:?}"
+    );
 }

@@ -226,7 +226,11 @@ impl Http {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        let req = req.body(Full::new(body.unwrap_or_default()))?;
+        self.send_request(req.body(Full::new(body.unwrap_or_default()))?).await
+    }
+
+    /// Sends a request built by the caller (its own headers).
+    pub async fn send_request(&self, req: http::Request<Full<Bytes>>) -> Result<Reply> {
         let res = self.client.request(req).await?;
         let status = res.status().as_u16();
         let headers = res.headers().clone();
