@@ -151,7 +151,27 @@ set, else the edge's; empty means the binary default on both. */}}
 {{/* Restart pods when the Secret the chart owns changes. */}}
 {{- define "herald.secretChecksum" -}}
 {{- if not .Values.secrets.existingSecret }}
-checksum/secrets: {{ printf "%s\n%s" .Values.secrets.adminToken .Values.secrets.databaseUrl | sha256sum }}
+checksum/secrets: {{ printf "%s\n%s" (include "herald.adminToken" .) .Values.secrets.databaseUrl | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{/*
+The admin token of the chart's Secret: secrets.adminToken when given; else
+the one the release's Secret already holds (kept across upgrades, read with
+lookup); else 48 random letters and digits, drawn once per render (kept in
+.Values for the other templates of the same render).
+*/}}
+{{- define "herald.adminToken" -}}
+{{- $s := .Values.secrets }}
+{{- if $s.adminToken }}
+{{- $s.adminToken }}
+{{- else }}
+{{- if not (hasKey $s "generatedAdminToken") }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "herald.secretName" .) }}
+{{- $kept := dig "data" $s.adminTokenKey "" ($existing | default dict) }}
+{{- $_ := set $s "generatedAdminToken" (ternary (b64dec $kept) (randAlphaNum 48) (ne $kept "")) }}
+{{- end }}
+{{- $s.generatedAdminToken }}
 {{- end }}
 {{- end }}
 

@@ -11,9 +11,6 @@ set. Included once, from the edge Deployment. */}}
 {{- if not $v.secrets.databaseUrl }}
 {{- fail "secrets.databaseUrl is required (postgres://user:password@host:5432/herald), or set secrets.existingSecret to a Secret holding it" }}
 {{- end }}
-{{- if not $v.secrets.adminToken }}
-{{- fail "secrets.adminToken is required (e.g. `openssl rand -hex 32`), or set secrets.existingSecret to a Secret holding it" }}
-{{- end }}
 {{- end }}
 
 {{- if and (not $v.nats.url) (not $v.nats.existingSecret) }}
