@@ -10,7 +10,7 @@
 //!
 //! Over NATS the last messages live in one JetStream stream per subject
 //! space ([`SubjectSpace::cache_stream`](herald_proto::SubjectSpace::cache_stream)), one message per subject, created
-//! on first use; in-process, in [`LocalCache`], bounded to
+//! on first use; in-process, in `LocalCache`, bounded to
 //! [`LOCAL_CACHE_MAX_ENTRIES`] channels.
 
 use std::collections::HashMap;

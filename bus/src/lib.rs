@@ -6,7 +6,7 @@
 //! API:
 //!
 //! - **NATS** ([`Bus::connect_nats`]): core NATS subjects from
-//!   [`SubjectSpace`]; async-nats reconnects on its own and re-sends the
+//!   [`SubjectSpace`](herald_proto::SubjectSpace); async-nats reconnects on its own and re-sends the
 //!   subscriptions of every live channel after a NATS restart.
 //! - **Local** ([`Bus::local`]): an in-process bus for the embedded
 //!   mode and fast tests; several handles on one [`LocalBus`] behave like
@@ -99,3 +99,8 @@ pub fn now_ms() -> i64 {
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -39,7 +39,7 @@ impl Drop for LocalSubscription {
     }
 }
 
-/// The in-process bus. Handles made with [`Bus::local`] on one bus
+/// The in-process bus. Handles made with [`Bus::local`](crate::Bus::local) on one bus
 /// see each other's messages.
 #[derive(Clone, Default)]
 pub struct LocalBus {

@@ -1,6 +1,6 @@
 //! The edge's cache of apps' configuration: their namespace options, their
 //! Pusher settings and the webhook events they want reported
-//! ([`AppConfig`]).
+//! ([`AppConfig`](crate::AppConfig)).
 //!
 //! A channel `ns:rest` takes the options of namespace `ns` of its app
 //! (presence, join/leave events, client publish, history); channels without

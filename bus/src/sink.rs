@@ -31,7 +31,7 @@ pub trait Sink: Send + Sync + 'static {
         let _ = (app, channel, report);
     }
 
-    /// An edge's occupancy report, for [`Bus::subscribe_occupancy_all`].
+    /// An edge's occupancy report, for [`Bus::subscribe_occupancy_all`](crate::Bus::subscribe_occupancy_all).
     fn occupancy(&self, report: bus::OccupancyReport) {
         let _ = report;
     }

@@ -70,3 +70,8 @@ pub use claims::Claims;
 pub use codes::{Advice, CloseCode, ErrorCode};
 pub use ids::{AppId, ClientId, IdError, KeyId, NamespaceName};
 pub use subject::SubjectSpace;
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -93,3 +93,8 @@ pub use user_events::{UserEvent, UserEvents, UserMessage};
 
 #[cfg(test)]
 mod tests;
+
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
