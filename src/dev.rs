@@ -298,9 +298,8 @@ pub async fn run(
         None => None,
     };
     let console_url = if core.config.console_enabled {
-        let token = herald_control_plane::console::create_login_link(&core)
-            .await
-            .context("creating a console login link")?;
+        let token =
+            herald_control_plane::console::create_login_link(&core).await.context("creating a console login link")?;
         let base = core.config.console_addr.map_or_else(|| local_url(api_addr), local_url);
         Some(format!("http://{base}/console/login/{token}"))
     } else {
@@ -383,7 +382,11 @@ and in a third:
 Stop with Ctrl-C.
 "#,
         api = s.api_url,
-        console = s.console_url.as_ref().map(|u| format!("  Console        {u} (one-time sign-in link)\n")).unwrap_or_default(),
+        console = s
+            .console_url
+            .as_ref()
+            .map(|u| format!("  Console        {u} (one-time sign-in link)\n"))
+            .unwrap_or_default(),
         edge = s.edge_url,
         app = s.app_id,
         key = s.api_key,

@@ -60,6 +60,15 @@ enum Command {
         #[command(subcommand)]
         command: cli::AppsCommand,
     },
+    /// The web console: `herald console link` prints a one-time login link (needs HERALD_ADMIN_TOKEN).
+    Console {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(subcommand)]
+        command: cli::ConsoleCommand,
+    },
     /// Manage an app's API keys (needs HERALD_ADMIN_TOKEN).
     Keys {
         #[command(flatten)]
@@ -270,6 +279,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Apps { api, admin_token, command } => client_runtime()?.block_on(cli::apps(api, admin_token, command)),
+        Command::Console { api, admin_token, command } => {
+            client_runtime()?.block_on(cli::console(api, admin_token, command))
+        }
         Command::Keys { api, admin_token, app_id, command } => {
             client_runtime()?.block_on(cli::keys(api, admin_token, app_id, command))
         }

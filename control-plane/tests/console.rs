@@ -71,7 +71,11 @@ struct Visitor {
 
 impl Visitor {
     fn new(addr: SocketAddr) -> Self {
-        Self { base: format!("http://{addr}"), client: Client::builder(TokioExecutor::new()).build_http(), cookie: None }
+        Self {
+            base: format!("http://{addr}"),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            cookie: None,
+        }
     }
 
     async fn send(&mut self, method: &str, path: &str, kind: Option<&str>, body: Bytes) -> Result<Page> {
@@ -139,7 +143,12 @@ fn assert_headers(path: &str, status: u16, h: &http::HeaderMap) {
 
 async fn app_names(http: &Http, addr: SocketAddr) -> Result<Vec<String>> {
     let r = http.get(&format!("http://{addr}/v1/apps"), Some(ADMIN)).await?;
-    Ok(r.json()["apps"].as_array().into_iter().flatten().filter_map(|a| a["name"].as_str().map(str::to_owned)).collect())
+    Ok(r.json()["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["name"].as_str().map(str::to_owned))
+        .collect())
 }
 
 #[tokio::test]
@@ -315,17 +324,28 @@ async fn bad_input_gets_a_clear_error_page_never_a_500() -> Result<()> {
     assert_eq!(r.status, 415);
     // A channel name the rules refuse: the form again, the error beside the
     // field, the values kept.
-    let r = v.post("/console/apps/shop/publish", &[("channel", "bad channel*"), ("data", "kept"), ("csrf", &csrf)]).await?;
+    let r =
+        v.post("/console/apps/shop/publish", &[("channel", "bad channel*"), ("data", "kept"), ("csrf", &csrf)]).await?;
     assert_eq!(r.status, 422, "{}", r.body);
     assert!(r.body.contains(r#"aria-invalid="true" aria-describedby="f-channel-err""#), "{}", r.body);
     assert!(r.body.contains(">kept</textarea>"));
     let r = v.get("/console/apps/shop/channel?name=bad%20channel*").await?;
     assert_eq!(r.status, 400, "{}", r.body);
     // A payload over the app's limit.
-    let r = v.post("/console/apps/shop/publish", &[("channel", "chat"), ("data", &"y".repeat(2000)), ("csrf", &csrf)]).await?;
+    let r = v
+        .post("/console/apps/shop/publish", &[("channel", "chat"), ("data", &"y".repeat(2000)), ("csrf", &csrf)])
+        .await?;
     assert_eq!(r.status, 422, "{}", r.body);
     // An unknown app, everywhere.
-    for path in ["/console/apps/nope", "/console/apps/nope/keys", "/console/apps/nope/channels", "/console/apps/nope/publish", "/console/apps/nope/namespaces", "/console/apps/nope/webhooks", "/console/apps/nope/tokens"] {
+    for path in [
+        "/console/apps/nope",
+        "/console/apps/nope/keys",
+        "/console/apps/nope/channels",
+        "/console/apps/nope/publish",
+        "/console/apps/nope/namespaces",
+        "/console/apps/nope/webhooks",
+        "/console/apps/nope/tokens",
+    ] {
         let r = v.get(path).await?;
         assert_eq!(r.status, 404, "{path}: {}", r.body);
         assert!(r.body.contains("no app"), "{path}: {}", r.body);
@@ -335,13 +355,16 @@ async fn bad_input_gets_a_clear_error_page_never_a_500() -> Result<()> {
     let r = v.post("/console/apps/shop", &[("name", "Shop"), ("max_connections", "lots"), ("csrf", &csrf)]).await?;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("f-max_connections-err") && r.body.contains(r#"value="lots""#), "{}", r.body);
-    let r = v.post("/console/apps/shop", &[("name", "Shop"), ("allowed_origins", "not an origin"), ("csrf", &csrf)]).await?;
+    let r = v
+        .post("/console/apps/shop", &[("name", "Shop"), ("allowed_origins", "not an origin"), ("csrf", &csrf)])
+        .await?;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("f-allowed_origins-err"), "{}", r.body);
     let r = v.post("/console/apps/shop/namespaces", &[("name", "bad name!"), ("csrf", &csrf)]).await?;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("f-name-err"), "{}", r.body);
-    let r = v.post("/console/apps/shop/keys", &[("name", "k"), ("capabilities", "chat:* fly"), ("csrf", &csrf)]).await?;
+    let r =
+        v.post("/console/apps/shop/keys", &[("name", "k"), ("capabilities", "chat:* fly"), ("csrf", &csrf)]).await?;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("f-capabilities-err"), "{}", r.body);
     Ok(())
@@ -372,9 +395,16 @@ async fn pages_show_hostile_text_escaped_and_secrets_once() -> Result<()> {
     assert!(!list.contains(&secret), "the secret is shown once");
     // Publish a hostile payload; the history page (with a namespace that
     // keeps history) shows it as text.
-    let r = v.post("/console/apps/x1/namespaces", &[("name", "h"), ("history_size", "10"), ("history_ttl", "60"), ("csrf", &csrf)]).await?;
+    let r = v
+        .post(
+            "/console/apps/x1/namespaces",
+            &[("name", "h"), ("history_size", "10"), ("history_ttl", "60"), ("csrf", &csrf)],
+        )
+        .await?;
     assert_eq!(r.status, 303, "{}", r.body);
-    let r = v.post("/console/apps/x1/publish", &[("channel", "h:room"), ("data", xss), ("event", "e"), ("csrf", &csrf)]).await?;
+    let r = v
+        .post("/console/apps/x1/publish", &[("channel", "h:room"), ("data", xss), ("event", "e"), ("csrf", &csrf)])
+        .await?;
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(r.location().starts_with("/console/apps/x1/publish?channel=h%3Aroom&sent="), "{}", r.location());
     let page = v.get(r.location()).await?.body;

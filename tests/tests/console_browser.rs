@@ -37,10 +37,10 @@ async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result
         bail!("PUT {path}: {status} {answer}");
     }
     let publisher = Publisher::new(format!("http://{}", dev.api_addr), &dev.app_id, &dev.api_key)?;
-    let request = TokenRequest::new("mallory")
-        .allow("*", ["subscribe", "presence"])
-        .info(serde_json::json!({"name": XSS}));
-    let client = Client::builder(dev.edge_url.clone()).token_provider(publisher.token_provider(request)).connect().await?;
+    let request =
+        TokenRequest::new("mallory").allow("*", ["subscribe", "presence"]).info(serde_json::json!({"name": XSS}));
+    let client =
+        Client::builder(dev.edge_url.clone()).token_provider(publisher.token_provider(request)).connect().await?;
     let _sub = client.subscribe(CHANNEL).await?;
     let listed = format!("/v1/apps/{}/channels", dev.app_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

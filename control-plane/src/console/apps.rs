@@ -59,7 +59,14 @@ fn list_body(apps: &[App], csrf: &str, form: &Form, errors: &FieldErrors, notice
         r#"{notice}{table}<h2>Create an app</h2><form method="post" action="/console/apps" class="card">{}{}{}<button type="submit">Create app</button></form>"#,
         csrf_field(csrf),
         field("name", "Name", "text", form.raw("name"), errors.of("name"), "Shown in lists; 1 to 100 characters."),
-        field("id", "Id (optional)", "text", form.raw("id"), errors.of("id"), "Letters, digits, - and _; generated when empty.")
+        field(
+            "id",
+            "Id (optional)",
+            "text",
+            form.raw("id"),
+            errors.of("id"),
+            "Letters, digits, - and _; generated when empty."
+        )
     )
 }
 
@@ -77,10 +84,15 @@ async fn create(state: Shared, request: Request) -> PageResult {
         Ok(app) => Ok(see_other(&format!("/console/apps/{}?done=created", url(app.id.as_str())))),
         Err(err) if err.code.http_status() < 500 => {
             let mut errors = FieldErrors::default();
-            let at = field_of(&err.message, &["id", "name"], &[]).unwrap_or(if err.message.contains(" id ") { "id" } else { "name" });
+            let at = field_of(&err.message, &["id", "name"], &[]).unwrap_or(if err.message.contains(" id ") {
+                "id"
+            } else {
+                "name"
+            });
             errors.add(if at == "id" { "id" } else { "name" }, err.message.to_string());
             let apps = state.core.list_apps(&Principal::Admin).await?;
-            let body = list_body(&apps, &session.csrf, &form, &errors, &html::notice("error", "The app was not created."));
+            let body =
+                list_body(&apps, &session.csrf, &form, &errors, &html::notice("error", "The app was not created."));
             let page = html::page(&Layout { title: "Apps", csrf: Some(&session.csrf), app: None }, &body);
             Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::response::Html(page)).into_response())
         }
@@ -161,17 +173,65 @@ fn settings_body(app: &App, v: &Values, csrf: &str, errors: &FieldErrors, notice
         created = html::time(app.created_at_ms),
         csrf = csrf_field(csrf),
         f_name = field("name", "Name", "text", &v.name, errors.of("name"), ""),
-        f_origins = field("allowed_origins", "Allowed origins", "textarea", &v.allowed_origins, errors.of("allowed_origins"), "One per line, like https://example.com; none: every origin."),
-        f_conn = field("max_connections", "Max connections", "text", &v.max_connections, errors.of("max_connections"), ""),
-        f_bytes = field("max_message_bytes", "Max message bytes", "text", &v.max_message_bytes, errors.of("max_message_bytes"), ""),
-        f_rate = field("publish_rate_per_sec", "Publishes per second", "text", &v.publish_rate_per_sec, errors.of("publish_rate_per_sec"), ""),
+        f_origins = field(
+            "allowed_origins",
+            "Allowed origins",
+            "textarea",
+            &v.allowed_origins,
+            errors.of("allowed_origins"),
+            "One per line, like https://example.com; none: every origin."
+        ),
+        f_conn =
+            field("max_connections", "Max connections", "text", &v.max_connections, errors.of("max_connections"), ""),
+        f_bytes = field(
+            "max_message_bytes",
+            "Max message bytes",
+            "text",
+            &v.max_message_bytes,
+            errors.of("max_message_bytes"),
+            ""
+        ),
+        f_rate = field(
+            "publish_rate_per_sec",
+            "Publishes per second",
+            "text",
+            &v.publish_rate_per_sec,
+            errors.of("publish_rate_per_sec"),
+            ""
+        ),
         c_pusher = checkbox("pusher_enabled", "Pusher mode on", v.pusher_enabled),
-        c_client = checkbox("client_events", "Client events (client- events on private and presence channels)", v.client_events),
+        c_client = checkbox(
+            "client_events",
+            "Client events (client- events on private and presence channels)",
+            v.client_events
+        ),
         c_count = checkbox("subscription_count", "Subscription count events", v.subscription_count),
-        f_members = field("presence_max_members", "Presence cap (members per channel; 0: default)", "text", &v.presence_max_members, errors.of("presence_max_members"), ""),
-        f_event = field("max_event_bytes", "Max event bytes (0: default)", "text", &v.max_event_bytes, errors.of("max_event_bytes"), ""),
-        f_cer = field("client_event_rate", "Client events per second per connection (0: default)", "text", &v.client_event_rate, errors.of("client_event_rate"), ""),
-        f_batch = field("batch_max", "Most events per batch (0: default)", "text", &v.batch_max, errors.of("batch_max"), ""),
+        f_members = field(
+            "presence_max_members",
+            "Presence cap (members per channel; 0: default)",
+            "text",
+            &v.presence_max_members,
+            errors.of("presence_max_members"),
+            ""
+        ),
+        f_event = field(
+            "max_event_bytes",
+            "Max event bytes (0: default)",
+            "text",
+            &v.max_event_bytes,
+            errors.of("max_event_bytes"),
+            ""
+        ),
+        f_cer = field(
+            "client_event_rate",
+            "Client events per second per connection (0: default)",
+            "text",
+            &v.client_event_rate,
+            errors.of("client_event_rate"),
+            ""
+        ),
+        f_batch =
+            field("batch_max", "Most events per batch (0: default)", "text", &v.batch_max, errors.of("batch_max"), ""),
     )
 }
 
@@ -192,7 +252,14 @@ async fn settings(
     Query(q): Query<HashMap<String, String>>,
 ) -> PageResult {
     let app = state.core.get_app(&Principal::Admin, &app).await?;
-    let page = settings_page(&state, &app, &Values::of_app(&app), &session.csrf, &FieldErrors::default(), &done_notice(&q, DONE));
+    let page = settings_page(
+        &state,
+        &app,
+        &Values::of_app(&app),
+        &session.csrf,
+        &FieldErrors::default(),
+        &done_notice(&q, DONE),
+    );
     Ok(ok_page(page))
 }
 
@@ -236,8 +303,14 @@ fn spec_of(form: &Form) -> Result<AppSpec, FieldErrors> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    let origins = form.raw("allowed_origins").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
-    Ok(AppSpec { name: Some(form.text("name").to_owned()), limits, allowed_origins: Some(origins), pusher: Some(pusher) })
+    let origins =
+        form.raw("allowed_origins").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    Ok(AppSpec {
+        name: Some(form.text("name").to_owned()),
+        limits,
+        allowed_origins: Some(origins),
+        pusher: Some(pusher),
+    })
 }
 
 async fn update(state: Shared, Path(id): Path<String>, request: Request) -> PageResult {
@@ -248,9 +321,12 @@ async fn update(state: Shared, Path(id): Path<String>, request: Request) -> Page
             Ok(app) => return Ok(see_other(&format!("/console/apps/{}?done=saved", url(app.id.as_str())))),
             Err(err) if err.code.http_status() < 500 && err.code.http_status() != 404 => {
                 let mut errors = FieldErrors::default();
-                let at = field_of(&err.message, FIELDS, &[]).or_else(|| err.message.contains("origin").then_some("allowed_origins"));
+                let at = field_of(&err.message, FIELDS, &[])
+                    .or_else(|| err.message.contains("origin").then_some("allowed_origins"));
                 match at {
-                    Some(f) => errors.add(FIELDS.iter().copied().find(|x| *x == f).unwrap_or("name"), err.message.to_string()),
+                    Some(f) => {
+                        errors.add(FIELDS.iter().copied().find(|x| *x == f).unwrap_or("name"), err.message.to_string())
+                    }
                     None => errors.add("name", err.message.to_string()),
                 }
                 errors

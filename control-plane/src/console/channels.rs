@@ -127,7 +127,10 @@ async fn channel(
         Err(err) => return Err(err.into()),
     }
     body.push_str("<h2>History</h2>");
-    match core.history(&Principal::Admin, &app, name, 0, Some(HISTORY_SHOWN.min(core.config.max_history_limit)), None).await {
+    match core
+        .history(&Principal::Admin, &app, name, 0, Some(HISTORY_SHOWN.min(core.config.max_history_limit)), None)
+        .await
+    {
         Ok(h) if h.messages.is_empty() => body.push_str("<p>No messages held.</p>"),
         Ok(h) => {
             let mut rows = String::new();

@@ -33,9 +33,8 @@ impl Form {
             ));
         }
         let limit = core.config.max_body_size.as_usize();
-        let too_large = || {
-            Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "Too large", format!("The form is over {limit} bytes."))
-        };
+        let too_large =
+            || Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "Too large", format!("The form is over {limit} bytes."));
         let declared = request
             .headers()
             .get(header::CONTENT_LENGTH)

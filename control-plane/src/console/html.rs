@@ -111,7 +111,7 @@ pub fn page(layout: &Layout<'_>, body: &str) -> String {
         None => String::new(),
     };
     format!(
-        r#"<!doctype html>
+        r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · Herald console</title>
 <link rel="stylesheet" href="/console/assets/console.css"><script src="/console/assets/console.js" defer></script></head>
@@ -119,7 +119,7 @@ pub fn page(layout: &Layout<'_>, body: &str) -> String {
 <header><a class="brand" href="/console">Herald console</a>{nav}</header>
 <main id="main">{heading}{app_nav}<h1>{title}</h1>
 {body}</main></body></html>
-"#,
+"##,
         title = e(layout.title),
     )
 }
@@ -192,7 +192,10 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(e(r#"<img src=x onerror="alert(1)">&'"#), "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            e(r#"<img src=x onerror="alert(1)">&'"#),
+            "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;&#39;"
+        );
         assert_eq!(url("a b/c:d#e"), "a%20b%2Fc%3Ad%23e");
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(time(1_700_000_000_000), "2023-11-14 22:13:20 UTC");

@@ -117,7 +117,11 @@ fn keys_page(app: &str, keys: &[ApiKey], csrf: &str, form: &Form, errors: &Field
             errors.of("capabilities"),
             "One rule per line: pattern then operations (subscribe publish presence history), e.g. chat:* subscribe publish. Empty: everything."
         ),
-        pusher = checkbox("pusher", "With a Pusher secret (signs Pusher auth and HTTP API requests)", form.checked("pusher")),
+        pusher = checkbox(
+            "pusher",
+            "With a Pusher secret (signs Pusher auth and HTTP API requests)",
+            form.checked("pusher")
+        ),
     );
     html::page(&Layout { title: "Keys", csrf: Some(csrf), app: Some((app, "/keys")) }, &body)
 }
@@ -141,7 +145,8 @@ async fn create(state: Shared, Path(app): Path<String>, request: Request) -> Pag
         None
     });
     if errors.is_empty() {
-        let made = state.core.create_key_with(&Principal::Admin, &app, form.text("name"), caps, form.checked("pusher")).await;
+        let made =
+            state.core.create_key_with(&Principal::Admin, &app, form.text("name"), caps, form.checked("pusher")).await;
         match made {
             Ok((key, whole)) => {
                 let mut top = html::notice("ok", "The key was created.");
@@ -150,7 +155,14 @@ async fn create(state: Shared, Path(app): Path<String>, request: Request) -> Pag
                     top.push_str(&secret("new-pusher-secret", "Pusher secret", p));
                 }
                 let keys = state.core.list_keys(&Principal::Admin, &app).await?;
-                return Ok(ok_page(keys_page(&app, &keys, &session.csrf, &Form::default(), &FieldErrors::default(), &top)));
+                return Ok(ok_page(keys_page(
+                    &app,
+                    &keys,
+                    &session.csrf,
+                    &Form::default(),
+                    &FieldErrors::default(),
+                    &top,
+                )));
             }
             Err(err) if err.code.http_status() == 404 || err.code.http_status() >= 500 => return Err(err.into()),
             Err(err) => {
@@ -179,7 +191,10 @@ async fn confirm_revoke(state: Shared, session: Session, Path((app, key)): Path<
         ukey = url(&key),
         csrf = csrf_field(&session.csrf),
     );
-    Ok(ok_page(html::page(&Layout { title: "Revoke key", csrf: Some(&session.csrf), app: Some((&app, "/keys")) }, &body)))
+    Ok(ok_page(html::page(
+        &Layout { title: "Revoke key", csrf: Some(&session.csrf), app: Some((&app, "/keys")) },
+        &body,
+    )))
 }
 
 async fn revoke(state: Shared, Path((app, key)): Path<(String, String)>, request: Request) -> PageResult {
@@ -193,7 +208,9 @@ async fn rotate(state: Shared, request: Request) -> PageResult {
     state.core.rotate_signing_keys(&Principal::Admin, None).await?;
     // Back to the console page the form was on.
     let back = Some(form.text("back"))
-        .filter(|p| p.starts_with("/console/apps/") && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/%-_.~".contains(&b)))
+        .filter(|p| {
+            p.starts_with("/console/apps/") && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/%-_.~".contains(&b))
+        })
         .unwrap_or("/console/apps");
     Ok(see_other(&format!("{back}?done=rotated")))
 }

@@ -63,8 +63,7 @@ const JS: &str = include_str!("assets/console.js");
 
 /// The console's routes, under `/console`, with their headers.
 pub fn router(core: Arc<Core>) -> Router {
-    let limiter =
-        session::SigninLimiter::new(core.config.console_signin_attempts, core.config.console_signin_clients);
+    let limiter = session::SigninLimiter::new(core.config.console_signin_attempts, core.config.console_signin_clients);
     let console = Arc::new(Console { core, limiter });
     let inner = Router::new()
         .route("/", get(home))
@@ -170,10 +169,8 @@ impl IntoResponse for Failure {
         match self {
             Self::SignIn => Redirect::to("/console/signin").into_response(),
             Self::Page { status, title, message } => {
-                let body = format!(
-                    r#"{}<p><a href="/console">Back to the console</a></p>"#,
-                    html::notice("error", &message)
-                );
+                let body =
+                    format!(r#"{}<p><a href="/console">Back to the console</a></p>"#, html::notice("error", &message));
                 let layout = html::Layout { title, csrf: None, app: None };
                 (status, axum::response::Html(html::page(&layout, &body))).into_response()
             }

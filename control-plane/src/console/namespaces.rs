@@ -49,7 +49,15 @@ fn form_of(ns: &Namespace) -> Vec<(String, String)> {
     v
 }
 
-fn page(app: &str, list: &[Namespace], csrf: &str, form: &Form, errors: &FieldErrors, top: &str, fresh: bool) -> String {
+fn page(
+    app: &str,
+    list: &[Namespace],
+    csrf: &str,
+    form: &Form,
+    errors: &FieldErrors,
+    top: &str,
+    fresh: bool,
+) -> String {
     let mut rows = String::new();
     for ns in list {
         let o = &ns.options;
@@ -83,8 +91,22 @@ fn page(app: &str, list: &[Namespace], csrf: &str, form: &Form, errors: &FieldEr
         p = checkbox("presence", "Presence (members are tracked and served)", form.checked("presence")),
         jl = checkbox("join_leave", "Join and leave events (needs presence)", form.checked("join_leave")),
         cp = checkbox("client_publish", "Clients may publish (when their token allows)", client_publish),
-        hs = field("history_size", "History size (messages per channel)", "text", form.raw("history_size"), errors.of("history_size"), ""),
-        ht = field("history_ttl", "History TTL (seconds)", "text", form.raw("history_ttl"), errors.of("history_ttl"), ""),
+        hs = field(
+            "history_size",
+            "History size (messages per channel)",
+            "text",
+            form.raw("history_size"),
+            errors.of("history_size"),
+            ""
+        ),
+        ht = field(
+            "history_ttl",
+            "History TTL (seconds)",
+            "text",
+            form.raw("history_ttl"),
+            errors.of("history_ttl"),
+            ""
+        ),
     );
     html::page(&Layout { title: "Namespaces", csrf: Some(csrf), app: Some((app, "/namespaces")) }, &body)
 }

@@ -24,11 +24,12 @@ use herald_bus::now_ms;
 
 use super::form::Form;
 use super::html::{self, Layout};
-use super::{Console, Failure, PageResult, Shared, ok_page};
+use super::{Console, Failure, PageResult, Shared};
 use crate::auth::Principal;
 use crate::core::Core;
 use crate::error::ApiError;
-use crate::keys::{constant_time_eq, hash_secret};
+use crate::keys::constant_time_eq;
+use crate::services::console::{hashed, random_hex};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "herald_console";
@@ -43,36 +44,14 @@ pub(super) fn routes() -> Router<Arc<Console>> {
         .route("/login/{token}", get(login_link))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_hex() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| {
-        tracing::error!("system random generator failed");
-        ApiError::internal()
-    })?;
-    Ok(hex(&bytes))
-}
-
-fn hashed(secret: &str) -> String {
-    hex(&hash_secret(secret))
-}
-
 /// Creates a one-time login link's token (valid for `console_link_ttl`):
 /// the console signs in whoever opens `/console/login/<token>` first.
 ///
 /// # Errors
 ///
-/// `unavailable` when the database fails, `internal` when the random
-/// generator does.
+/// As [`Core::create_console_link`].
 pub async fn create_login_link(core: &Core) -> Result<String, ApiError> {
-    let token = random_hex()?;
-    let now = now_ms();
-    let ttl = i64::try_from(core.config.console_link_ttl.0.as_millis()).unwrap_or(i64::MAX);
-    core.store.insert_console_link(&hashed(&token), now, now.saturating_add(ttl)).await?;
-    Ok(token)
+    Ok(core.create_console_link(&Principal::Admin).await?.token)
 }
 
 /// A signed-in request's session.
@@ -130,7 +109,10 @@ async fn new_session(console: &Console, headers: &HeaderMap) -> Result<HeaderVal
     let now = now_ms();
     let ttl = core.config.console_session_ttl.0;
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-    core.store.insert_console_session(&hashed(&id), &csrf, now, now.saturating_add(ttl_ms)).await.map_err(ApiError::from)?;
+    core.store
+        .insert_console_session(&hashed(&id), &csrf, now, now.saturating_add(ttl_ms))
+        .await
+        .map_err(ApiError::from)?;
     let secure = core.config.console_secure_cookies || over_tls(headers);
     let cookie = format!(
         "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -176,9 +158,7 @@ async fn signin_page(state: Shared, headers: HeaderMap) -> PageResult {
 
 /// The client's IP (the peer address the server recorded).
 fn client_ip(parts: &axum::http::Extensions) -> IpAddr {
-    parts
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+    parts.get::<axum::extract::ConnectInfo<SocketAddr>>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
 }
 
 async fn signin(state: Shared, request: axum::extract::Request) -> PageResult {
@@ -192,9 +172,10 @@ async fn signin(state: Shared, request: axum::extract::Request) -> PageResult {
         ));
     }
     let token = form.text("token");
+    let bearer = format!("Bearer {token}");
     let admin = !token.is_empty()
         && token.len() <= MAX_TOKEN_BYTES
-        && matches!(state.core.auth.authenticate(Some(&format!("Bearer {token}"))).await, Ok(Principal::Admin));
+        && matches!(state.core.auth.authenticate(Some(bearer.as_str())).await, Ok(Principal::Admin));
     if !admin {
         state.limiter.failed(ip);
         tracing::info!(%ip, "console sign-in refused");

@@ -28,7 +28,15 @@ pub(super) fn routes() -> Router<Arc<Console>> {
         .route("/apps/{app}/tokens", get(token_page).post(mint))
 }
 
-fn publish_form(app: &str, csrf: &str, channel: &str, event: &str, data: &str, errors: &FieldErrors, top: &str) -> String {
+fn publish_form(
+    app: &str,
+    csrf: &str,
+    channel: &str,
+    event: &str,
+    data: &str,
+    errors: &FieldErrors,
+    top: &str,
+) -> String {
     let body = format!(
         r#"{top}<form method="post" action="/console/apps/{uapp}/publish" class="card">{c}{ch}{ev}{da}<button type="submit">Publish</button></form>"#,
         uapp = url(app),
@@ -64,12 +72,8 @@ async fn publish(state: Shared, Path(app): Path<String>, request: Request) -> Pa
     let (session, form) = Form::read_checked(request, &state.core).await?;
     let channel = form.text("channel");
     let event = Some(form.text("event")).filter(|s| !s.is_empty()).map(str::to_owned);
-    let draft = Draft {
-        data: Bytes::from(form.raw("data").to_owned()),
-        event,
-        idempotency_id: None,
-        exclude_connection: None,
-    };
+    let draft =
+        Draft { data: Bytes::from(form.raw("data").to_owned()), event, idempotency_id: None, exclude_connection: None };
     let err = match state.core.publish(&Principal::Admin, &app, &[channel], draft).await {
         Ok(p) => {
             return Ok(see_other(&format!(
@@ -84,7 +88,7 @@ async fn publish(state: Shared, Path(app): Path<String>, request: Request) -> Pa
     };
     let mut errors = FieldErrors::default();
     let m = err.message.to_lowercase();
-    let at = if m.contains("channel") {
+    let at = if err.code == herald_proto::ErrorCode::InvalidChannel || m.contains("channel") {
         "channel"
     } else if m.contains("event") || m.contains("`name`") {
         "event"
@@ -93,7 +97,8 @@ async fn publish(state: Shared, Path(app): Path<String>, request: Request) -> Pa
     };
     errors.add(at, err.message.to_string());
     let top = html::notice("error", "Nothing was published: correct the field marked below.");
-    let page = publish_form(&app, &session.csrf, form.raw("channel"), form.raw("event"), form.raw("data"), &errors, &top);
+    let page =
+        publish_form(&app, &session.csrf, form.raw("channel"), form.raw("event"), form.raw("data"), &errors, &top);
     Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::response::Html(page)).into_response())
 }
 
@@ -102,7 +107,14 @@ fn token_form(app: &str, csrf: &str, form: &Form, errors: &FieldErrors, top: &st
         r#"{top}<form method="post" action="/console/apps/{uapp}/tokens" class="card">{c}{cid}{caps}{ttl}{info}<button type="submit">Generate token</button></form>"#,
         uapp = url(app),
         c = csrf_field(csrf),
-        cid = field("client_id", "Client id", "text", form.raw("client_id"), errors.of("client_id"), "Who the token is for, e.g. user-42."),
+        cid = field(
+            "client_id",
+            "Client id",
+            "text",
+            form.raw("client_id"),
+            errors.of("client_id"),
+            "Who the token is for, e.g. user-42."
+        ),
         caps = field(
             "capabilities",
             "Capabilities",
@@ -111,8 +123,16 @@ fn token_form(app: &str, csrf: &str, form: &Form, errors: &FieldErrors, top: &st
             errors.of("capabilities"),
             "One rule per line: pattern then operations, e.g. chat:* subscribe publish. Empty: everything."
         ),
-        ttl = field("ttl_seconds", "Lifetime in seconds (optional)", "text", form.raw("ttl_seconds"), errors.of("ttl_seconds"), ttl_hint),
-        info = field("info", "Presence info (optional JSON object)", "textarea", form.raw("info"), errors.of("info"), ""),
+        ttl = field(
+            "ttl_seconds",
+            "Lifetime in seconds (optional)",
+            "text",
+            form.raw("ttl_seconds"),
+            errors.of("ttl_seconds"),
+            ttl_hint
+        ),
+        info =
+            field("info", "Presence info (optional JSON object)", "textarea", form.raw("info"), errors.of("info"), ""),
     );
     html::page(&Layout { title: "Token generator", csrf: Some(csrf), app: Some((app, "/tokens")) }, &body)
 }
@@ -162,7 +182,14 @@ async fn mint(state: Shared, Path(app): Path<String>, request: Request) -> PageR
                     secret("new-token", "Client token", &token),
                     html::time(expires.saturating_mul(1000))
                 );
-                return Ok(ok_page(token_form(&app, &session.csrf, &form, &FieldErrors::default(), &top, &ttl_hint(&state))));
+                return Ok(ok_page(token_form(
+                    &app,
+                    &session.csrf,
+                    &form,
+                    &FieldErrors::default(),
+                    &top,
+                    &ttl_hint(&state),
+                )));
             }
             Err(err) if err.code.http_status() == 404 || err.code.http_status() >= 500 => return Err(err.into()),
             Err(err) => {

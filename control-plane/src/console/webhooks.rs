@@ -52,7 +52,8 @@ fn events_fields(form: &Form, errors: &FieldErrors) -> String {
 }
 
 fn format_field(current: &str) -> String {
-    let mut out = String::from(r#"<div class="field"><label for="f-format">Format</label><select id="f-format" name="format">"#);
+    let mut out =
+        String::from(r#"<div class="field"><label for="f-format">Format</label><select id="f-format" name="format">"#);
     for f in ["herald", "pusher"] {
         let sel = if f == current { " selected" } else { "" };
         let _ = write!(out, r#"<option value="{f}"{sel}>{f}</option>"#);
@@ -70,7 +71,14 @@ fn endpoint_form(action: &str, csrf: &str, form: &Form, errors: &FieldErrors, ed
         u = field("url", "URL", "url", form.raw("url"), errors.of("url"), "Where events are POSTed (http or https)."),
         f = format_field(if form.text("format").is_empty() { "herald" } else { form.text("format") }),
         ev = events_fields(form, errors),
-        p = field("prefix", "Channel prefix filter (optional)", "text", form.raw("prefix"), errors.of("prefix"), "Only channels starting with this."),
+        p = field(
+            "prefix",
+            "Channel prefix filter (optional)",
+            "text",
+            form.raw("prefix"),
+            errors.of("prefix"),
+            "Only channels starting with this."
+        ),
     )
 }
 
@@ -96,7 +104,8 @@ fn list_page(app: &str, hooks: &[Webhook], csrf: &str, form: &Form, errors: &Fie
             r#"<div class="scroll"><table><caption>Endpoints</caption><thead><tr><th scope="col">Id</th><th scope="col">URL</th><th scope="col">Format</th><th scope="col">Events</th><th scope="col">Status</th></tr></thead><tbody>{rows}</tbody></table></div>"#
         )
     };
-    let create = endpoint_form(&format!("/console/apps/{}/webhooks", url(app)), csrf, form, errors, false, "Create endpoint");
+    let create =
+        endpoint_form(&format!("/console/apps/{}/webhooks", url(app)), csrf, form, errors, false, "Create endpoint");
     let body = format!("{top}{table}<h2>Create an endpoint</h2>{create}");
     html::page(&Layout { title: "Webhooks", csrf: Some(csrf), app: Some((app, "/webhooks")) }, &body)
 }
@@ -108,11 +117,20 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> PageResult {
     let hooks = state.core.list_webhooks(&Principal::Admin, &app).await?;
-    Ok(ok_page(list_page(&app, &hooks, &session.csrf, &Form::default(), &FieldErrors::default(), &done_notice(&q, DONE))))
+    Ok(ok_page(list_page(
+        &app,
+        &hooks,
+        &session.csrf,
+        &Form::default(),
+        &FieldErrors::default(),
+        &done_notice(&q, DONE),
+    )))
 }
 
 fn filter_of(form: &Form) -> Option<FilterSpec> {
-    Some(form.text("prefix")).filter(|p| !p.is_empty()).map(|p| FilterSpec { prefix: Some(p.to_owned()), namespace: None })
+    Some(form.text("prefix"))
+        .filter(|p| !p.is_empty())
+        .map(|p| FilterSpec { prefix: Some(p.to_owned()), namespace: None })
 }
 
 /// The field a refusal is about.
@@ -148,7 +166,14 @@ async fn create(state: Shared, Path(app): Path<String>, request: Request) -> Pag
                 secret("new-webhook-secret", "Signing secret", &hook.secret)
             );
             let hooks = state.core.list_webhooks(&Principal::Admin, &app).await?;
-            return Ok(ok_page(list_page(&app, &hooks, &session.csrf, &Form::default(), &FieldErrors::default(), &top)));
+            return Ok(ok_page(list_page(
+                &app,
+                &hooks,
+                &session.csrf,
+                &Form::default(),
+                &FieldErrors::default(),
+                &top,
+            )));
         }
         Err(err) if passes(&err) => return Err(err.into()),
         Err(err) => errors.add(error_field(&err), err.message.to_string()),
@@ -227,8 +252,16 @@ async fn detail(
     Query(q): Query<HashMap<String, String>>,
 ) -> PageResult {
     let hook = state.core.get_webhook(&Principal::Admin, &app, &id).await?;
-    let page =
-        detail_page(&state, &app, &hook, &session.csrf, &form_of(&hook), &FieldErrors::default(), &done_notice(&q, DONE)).await?;
+    let page = detail_page(
+        &state,
+        &app,
+        &hook,
+        &session.csrf,
+        &form_of(&hook),
+        &FieldErrors::default(),
+        &done_notice(&q, DONE),
+    )
+    .await?;
     Ok(ok_page(page))
 }
 
