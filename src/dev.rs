@@ -258,6 +258,7 @@ pub async fn run(
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 
+    let (console_enabled, console_addr) = (cp_config.console_enabled, cp_config.console_addr);
     let bus = LocalBus::new();
     let cp = ControlPlane::new(cp_config, Bus::local(&bus)).await?;
     let core = cp.core().clone();
@@ -297,10 +298,10 @@ pub async fn run(
         }
         None => None,
     };
-    let console_url = if core.config.console_enabled {
+    let console_url = if console_enabled {
         let token =
             herald_control_plane::console::create_login_link(&core).await.context("creating a console login link")?;
-        let base = core.config.console_addr.map_or_else(|| local_url(api_addr), local_url);
+        let base = console_addr.map_or_else(|| local_url(api_addr), local_url);
         Some(format!("http://{base}/console/login/{token}"))
     } else {
         None

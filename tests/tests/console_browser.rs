@@ -30,7 +30,7 @@ async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result
 
     // A namespace with presence and history, and a member on CHANNEL whose
     // info is hostile.
-    let body = r#"{"presence": true, "history_size": 10, "history_ttl_ms": 600000}"#;
+    let body = r#"{"presence": true, "history_size": 10, "history_ttl": "10m"}"#;
     let path = format!("/v1/apps/{}/namespaces/room", dev.app_id);
     let (status, answer) = http_request(dev.api_addr, "PUT", &path, &dev.admin_token, Some(body)).await?;
     if !(200..300).contains(&status) {

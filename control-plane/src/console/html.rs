@@ -113,7 +113,7 @@ pub fn page(layout: &Layout<'_>, body: &str) -> String {
     format!(
         r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} · Herald console</title>
+<title>{title} · Herald console</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="/console/assets/console.css"><script src="/console/assets/console.js" defer></script></head>
 <body><a class="skip" href="#main">Skip to content</a>
 <header><a class="brand" href="/console">Herald console</a>{nav}</header>
