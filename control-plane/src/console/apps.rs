@@ -77,7 +77,7 @@ async fn list(state: Shared, session: Session, Query(q): Query<HashMap<String, S
 }
 
 async fn create(state: Shared, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let id = Some(form.text("id")).filter(|s| !s.is_empty());
     let spec = AppSpec { name: Some(form.text("name").to_owned()), ..AppSpec::default() };
     match state.core.create_app(&Principal::Admin, id, spec).await {
@@ -314,7 +314,7 @@ fn spec_of(form: &Form) -> Result<AppSpec, FieldErrors> {
 }
 
 async fn update(state: Shared, Path(id): Path<String>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let app = state.core.get_app(&Principal::Admin, &id).await?;
     let errors = match spec_of(&form) {
         Ok(spec) => match state.core.update_app(&Principal::Admin, &id, spec).await {
@@ -355,7 +355,7 @@ async fn confirm_delete(state: Shared, session: Session, Path(app): Path<String>
 }
 
 async fn delete(state: Shared, Path(app): Path<String>, request: Request) -> PageResult {
-    let (_session, _form) = Form::read_checked(request, &state.core).await?;
+    let (_session, _form) = Session::read_form(request, &state.core).await?;
     state.core.delete_app(&Principal::Admin, &app).await?;
     Ok(see_other("/console/apps?done=deleted"))
 }

@@ -1,16 +1,14 @@
 //! Form posts: the body read whole within `max_body_size` and
 //! `body_read_timeout` (413 and 408 pages past them), only
 //! `application/x-www-form-urlencoded` (415 otherwise), parsed into
-//! name/value pairs; and, for every state-changing request, the session's
-//! CSRF token in the `csrf` field, compared in constant time (403 and
-//! nothing done when it is missing or wrong).
+//! name/value pairs. (The CSRF check of every state-changing form is
+//! [`Session::read_form`](super::session::Session::read_form).)
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use http_body_util::BodyExt as _;
 
 use super::Failure;
-use super::session::Session;
 use crate::core::Core;
 
 /// A posted form's fields, in order.
@@ -52,27 +50,6 @@ impl Form {
             Ok(Ok(collected)) => collected.to_bytes(),
         };
         Ok(Self(form_urlencoded::parse(&bytes).into_owned().collect()))
-    }
-
-    /// Reads the form of a signed-in request and checks its CSRF token.
-    ///
-    /// # Errors
-    ///
-    /// [`Failure::SignIn`] without a session, a 403 page for a missing or
-    /// wrong CSRF token, and as [`Self::read`].
-    pub async fn read_checked(request: Request, core: &Core) -> Result<(Session, Self), Failure> {
-        let session = Session::of(request.headers(), core).await?.ok_or(Failure::SignIn)?;
-        let form = Self::read(request, core).await?;
-        if !session.csrf_ok(form.text("csrf")) {
-            tracing::info!("console form refused: missing or wrong CSRF token");
-            return Err(Failure::new(
-                StatusCode::FORBIDDEN,
-                "Form expired",
-                "The form's security token is missing or wrong (was it sent from another page or session?). \
-                 Nothing was changed: reload the page and try again.",
-            ));
-        }
-        Ok((session, form))
     }
 
     /// The first value of `name`, trimmed; empty when absent.

@@ -138,7 +138,7 @@ async fn list(
 }
 
 async fn create(state: Shared, Path(app): Path<String>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let mut errors = FieldErrors::default();
     let caps = parse_capabilities(form.raw("capabilities")).unwrap_or_else(|msg| {
         errors.add("capabilities", msg);
@@ -198,13 +198,13 @@ async fn confirm_revoke(state: Shared, session: Session, Path((app, key)): Path<
 }
 
 async fn revoke(state: Shared, Path((app, key)): Path<(String, String)>, request: Request) -> PageResult {
-    let _ = Form::read_checked(request, &state.core).await?;
+    let _ = Session::read_form(request, &state.core).await?;
     state.core.revoke_key(&Principal::Admin, &app, &key).await?;
     Ok(see_other(&format!("/console/apps/{}/keys?done=revoked", url(&app))))
 }
 
 async fn rotate(state: Shared, request: Request) -> PageResult {
-    let (_, form) = Form::read_checked(request, &state.core).await?;
+    let (_, form) = Session::read_form(request, &state.core).await?;
     state.core.rotate_signing_keys(&Principal::Admin, None).await?;
     // Back to the console page the form was on.
     let back = Some(form.text("back"))

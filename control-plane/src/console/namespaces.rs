@@ -127,7 +127,7 @@ async fn list(
 }
 
 async fn put(state: Shared, Path(app): Path<String>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let mut errors = FieldErrors::default();
     let size = optional_number::<u32>(&form, "history_size", "The history size").unwrap_or_else(|m| {
         errors.add("history_size", m);
@@ -184,7 +184,7 @@ async fn confirm_delete(state: Shared, session: Session, Path((app, name)): Path
 }
 
 async fn delete(state: Shared, Path((app, name)): Path<(String, String)>, request: Request) -> PageResult {
-    let _ = Form::read_checked(request, &state.core).await?;
+    let _ = Session::read_form(request, &state.core).await?;
     state.core.delete_namespace(&Principal::Admin, &app, &name).await?;
     Ok(see_other(&format!("/console/apps/{}/namespaces?done=deleted", url(&app))))
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +85,27 @@ impl Session {
         let id_hash = hashed(id);
         let csrf = core.store.console_session(&id_hash, now_ms()).await.map_err(ApiError::from)?;
         Ok(csrf.map(|csrf| Self { id_hash, csrf }))
+    }
+
+    /// Reads the form of a signed-in request and checks its CSRF token.
+    ///
+    /// # Errors
+    ///
+    /// [`Failure::SignIn`] without a session, a 403 page for a missing or
+    /// wrong CSRF token, and as [`Form::read`].
+    pub async fn read_form(request: Request, core: &Core) -> Result<(Self, Form), Failure> {
+        let session = Self::of(request.headers(), core).await?.ok_or(Failure::SignIn)?;
+        let form = Form::read(request, core).await?;
+        if !session.csrf_ok(form.text("csrf")) {
+            tracing::info!("console form refused: missing or wrong CSRF token");
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "The form's security token is missing or wrong (was it sent from another page or session?). \
+                 Nothing was changed: reload the page and try again.",
+            ));
+        }
+        Ok((session, form))
     }
 
     /// Whether `token` is this session's CSRF token (constant time).
@@ -186,7 +207,7 @@ async fn signin(state: Shared, request: axum::extract::Request) -> PageResult {
 }
 
 async fn signout(state: Shared, request: axum::extract::Request) -> PageResult {
-    let (session, _form) = Form::read_checked(request, &state.core).await?;
+    let (session, _form) = Session::read_form(request, &state.core).await?;
     state.core.store.delete_console_session(&session.id_hash).await.map_err(ApiError::from)?;
     let mut r = super::see_other("/console/signin");
     r.headers_mut().insert(

@@ -69,7 +69,7 @@ async fn publish_page(
 }
 
 async fn publish(state: Shared, Path(app): Path<String>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let channel = form.text("channel");
     let event = Some(form.text("event")).filter(|s| !s.is_empty()).map(str::to_owned);
     let draft =
@@ -153,7 +153,7 @@ async fn token_page(state: Shared, session: Session, Path(app): Path<String>) ->
 }
 
 async fn mint(state: Shared, Path(app): Path<String>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let mut errors = FieldErrors::default();
     let caps = parse_capabilities(form.raw("capabilities")).unwrap_or_else(|m| {
         errors.add("capabilities", m);

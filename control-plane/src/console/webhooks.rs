@@ -150,7 +150,7 @@ fn passes(err: &ApiError) -> bool {
 }
 
 async fn create(state: Shared, Path(app): Path<String>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let spec = WebhookSpec {
         url: form.text("url").to_owned(),
         events: form.all("events").into_iter().map(str::to_owned).collect(),
@@ -266,7 +266,7 @@ async fn detail(
 }
 
 async fn update(state: Shared, Path((app, id)): Path<(String, String)>, request: Request) -> PageResult {
-    let (session, form) = Form::read_checked(request, &state.core).await?;
+    let (session, form) = Session::read_form(request, &state.core).await?;
     let patch = WebhookPatch {
         url: Some(form.text("url").to_owned()),
         events: Some(form.all("events").into_iter().map(str::to_owned).collect()),
@@ -288,7 +288,7 @@ async fn update(state: Shared, Path((app, id)): Path<(String, String)>, request:
 }
 
 async fn test(state: Shared, Path((app, id)): Path<(String, String)>, request: Request) -> PageResult {
-    let (session, _) = Form::read_checked(request, &state.core).await?;
+    let (session, _) = Session::read_form(request, &state.core).await?;
     let result = state.core.test_webhook(&Principal::Admin, &app, &id).await?;
     let hook = state.core.get_webhook(&Principal::Admin, &app, &id).await?;
     let ok = result.error.is_none() && result.status.is_some_and(|s| (200..300).contains(&s));
@@ -320,7 +320,7 @@ async fn confirm_delete(state: Shared, session: Session, Path((app, id)): Path<(
 }
 
 async fn delete(state: Shared, Path((app, id)): Path<(String, String)>, request: Request) -> PageResult {
-    let _ = Form::read_checked(request, &state.core).await?;
+    let _ = Session::read_form(request, &state.core).await?;
     state.core.delete_webhook(&Principal::Admin, &app, &id).await?;
     Ok(see_other(&format!("/console/apps/{}/webhooks?done=deleted", url(&app))))
 }
