@@ -414,3 +414,122 @@ async fn pages_show_hostile_text_escaped_and_secrets_once() -> Result<()> {
     assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"), "{page}");
     Ok(())
 }
+
+#[tokio::test]
+async fn operators_get_login_links_over_rest_and_grpc_and_nobody_else_does() -> Result<()> {
+    use herald_proto::api::admin_service_client::AdminServiceClient;
+    let db = TestDb::sqlite();
+    let cp = start(&db, |_| {}).await?;
+    let http = Http::default();
+    let url = format!("http://{}/v1/console/links", cp.addr);
+    let r = http.send("POST", &url, Some(ADMIN), None).await?;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let path = r.json()["path"].as_str().context("path")?.to_owned();
+    assert!(path.starts_with("/console/login/") && r.json()["expires_at"].as_i64().is_some(), "{}", r.json());
+    let mut v = Visitor::new(cp.addr);
+    assert_eq!(v.get(&path).await?.status, 303);
+    assert_eq!(v.get("/console/apps").await?.status, 200);
+    // Not without the admin token, not with a body.
+    assert_eq!(http.send("POST", &url, None, None).await?.status, 401);
+    assert_eq!(http.send("POST", &url, Some("wrong"), None).await?.status, 401);
+    assert_eq!(http.raw("POST", &url, Some(ADMIN), r#"{"x": 1}"#).await?.code(), "bad_request");
+    let base = format!("http://{}", cp.addr);
+    let r =
+        http.json("POST", &format!("{base}/v1/apps"), Some(ADMIN), serde_json::json!({"name": "a", "id": "a"})).await?;
+    assert_eq!(r.status, 201);
+    let r = http.json("POST", &format!("{base}/v1/apps/a/keys"), Some(ADMIN), serde_json::json!({"name": "k"})).await?;
+    let key = r.json()["key"].as_str().context("key")?.to_owned();
+    assert_eq!(http.send("POST", &url, Some(&key), None).await?.status, 403);
+    // gRPC: the same operation.
+    let mut grpc = AdminServiceClient::connect(format!("http://{}", cp.addr)).await?;
+    let link = grpc
+        .create_console_link(common::authed(herald_proto::api::CreateConsoleLinkRequest {}, ADMIN))
+        .await?
+        .into_inner();
+    assert!(link.path.starts_with("/console/login/") && link.path != path);
+    assert_eq!(Visitor::new(cp.addr).get(&link.path).await?.status, 303);
+    // With the console off there is no link to make, and no console.
+    let off = start(&TestDb::sqlite(), |c| c.console_enabled = false).await?;
+    let r = http.send("POST", &format!("http://{}/v1/console/links", off.addr), Some(ADMIN), None).await?;
+    assert_eq!((r.status, r.code().as_str()), (400, "not_enabled"));
+    let r = http.get(&format!("http://{}/console", off.addr), None).await?;
+    assert_eq!(r.status, 404);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_console_can_have_an_address_of_its_own() -> Result<()> {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let cp = start(&TestDb::sqlite(), |c| c.console_addr = Some(free)).await?;
+    let http = Http::default();
+    // Not on the API address…
+    assert_eq!(http.get(&format!("http://{}/console/signin", cp.addr), None).await?.status, 404);
+    // …but on its own (once it listens).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(free).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the console address never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut v = Visitor::new(free);
+    assert_eq!(v.get("/console/signin").await?.status, 200);
+    v.sign_in().await?;
+    assert_eq!(v.get("/console/apps").await?.status, 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhooks_and_namespaces_through_the_console() -> Result<()> {
+    // A receiver answering 200 to everything.
+    let receiver = TcpListener::bind("127.0.0.1:0").await?;
+    let hook_url = format!("http://{}/hooks", receiver.local_addr()?);
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { "ok" });
+        let _ = axum::serve(receiver, app).await;
+    });
+    let db = TestDb::sqlite();
+    let cp = start(&db, |c| c.webhook_allow_private_urls = true).await?;
+    let mut v = Visitor::new(cp.addr);
+    v.sign_in().await?;
+    let csrf = v.csrf().await?;
+    assert_eq!(v.post("/console/apps", &[("name", "Hooks"), ("id", "hk"), ("csrf", &csrf)]).await?.status, 303);
+
+    // A URL that is not one: the form again with the error beside it.
+    let r = v
+        .post("/console/apps/hk/webhooks", &[("url", "ftp://x"), ("events", "channel_occupied"), ("csrf", &csrf)])
+        .await?;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("f-url-err") && r.body.contains(r#"value="ftp://x""#), "{}", r.body);
+    // A good one: the secret once.
+    let fields =
+        [("url", hook_url.as_str()), ("events", "channel_occupied"), ("events", "channel_vacated"), ("csrf", &csrf)];
+    let r = v.post("/console/apps/hk/webhooks", &fields).await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#"id="new-webhook-secret""#));
+    let list = v.get("/console/apps/hk/webhooks").await?.body;
+    let at = list.find("/console/apps/hk/webhooks/wh_").context("the endpoint is listed")?;
+    let page: String = list[at..].chars().take_while(|c| *c != '"').collect();
+    assert!(!list.contains(r#"id="new-webhook-secret""#));
+    // A test send and its result, then the log.
+    let r = v.post(&format!("{page}/test"), &[("csrf", &csrf)]).await?;
+    assert!(r.body.contains("HTTP 200"), "{}", r.body);
+    assert!(r.body.contains("webhook_test"), "the delivery log shows the test: {}", r.body);
+    // Turned off, then deleted after the confirmation page.
+    let r = v.post(&page, &[("url", hook_url.as_str()), ("events", "channel_occupied"), ("csrf", &csrf)]).await?;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert!(v.get(&page).await?.body.contains("<strong>disabled</strong>"));
+    assert_eq!(v.get(&format!("{page}/delete")).await?.status, 200);
+    assert_eq!(v.post(&format!("{page}/delete"), &[("csrf", &csrf)]).await?.status, 303);
+    assert_eq!(v.get(&page).await?.status, 404);
+
+    // A namespace: created, edited through its prefilled form, deleted.
+    let ns = [("name", "chat"), ("presence", "on"), ("history_size", "5"), ("history_ttl", "60"), ("csrf", &csrf)];
+    assert_eq!(v.post("/console/apps/hk/namespaces", &ns).await?.status, 303);
+    let edit = v.get("/console/apps/hk/namespaces?edit=chat").await?.body;
+    assert!(edit.contains(r#"name="history_size" type="text" value="5""#), "{edit}");
+    let r = v.post("/console/apps/hk/namespaces", &[("name", "chat"), ("history_size", "x"), ("csrf", &csrf)]).await?;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("f-history_size-err"));
+    assert_eq!(v.post("/console/apps/hk/namespaces/chat/delete", &[("csrf", &csrf)]).await?.status, 303);
+    assert!(v.get("/console/apps/hk/namespaces").await?.body.contains("No namespaces"));
+    Ok(())
+}
