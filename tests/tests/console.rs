@@ -1,4 +1,5 @@
-//! The web console end to end in headless Chromium: `herald dev`, its
+//! The web console end to end: `herald console link`, and in headless
+//! Chromium: `herald dev`, its
 //! one-time login link from `dev.json`, and `tests/console/console.mjs`
 //! (playwright-core, from `tests/pusher`'s install) driving Debian's
 //! Chromium through sign-in, apps, keys, the event creator and the
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use herald_sdk::{Client, Publisher, TokenRequest};
 use herald_tests::dev::Dev;
-use herald_tests::{http_request, pusher};
+use herald_tests::{cli, http_get, http_request, pusher};
 
 const XSS: &str = "<img src=x onerror=alert(1)>";
 /// As hostile as the channel-name rules allow: URL and HTML punctuation.
@@ -77,5 +78,24 @@ async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result
     if !out.status.success() {
         bail!("tests/console/console.mjs failed ({}):\n{stdout}{stderr}", out.status);
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_console_link_prints_a_link_that_signs_in_once() -> Result<()> {
+    let dev = Dev::start(&[]).await?;
+    let link = cli(&["console", "link"], &dev.client_env())?;
+    let prefix = format!("http://{}/console/login/", dev.api_addr);
+    let path = link.strip_prefix(&format!("http://{}", dev.api_addr)).context(link.clone())?;
+    assert!(link.starts_with(&prefix), "{link}");
+    let first = http_get(dev.api_addr, path).await.context("no answer")?;
+    assert_eq!(first.0, 303, "{first:?}");
+    let second = http_get(dev.api_addr, path).await.context("no answer")?;
+    assert_eq!(second.0, 403, "a link signs in once: {second:?}");
+    let bad = cli(
+        &["console", "link"],
+        &[("HERALD_API_URL", format!("http://{}", dev.api_addr)), ("HERALD_ADMIN_TOKEN", "wrong".into())],
+    );
+    assert!(bad.is_err(), "a wrong admin token gets no link");
     Ok(())
 }
