@@ -283,7 +283,16 @@ async fn sessions_and_links_expire() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The link expired meanwhile too.
+    let expired_link = herald_control_plane::console::create_login_link(&cp.core).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(Visitor::new(cp.addr).get(&format!("/console/login/{token}")).await?.status, 403);
+    // What the periodic purge runs deletes the expired rows (the session and
+    // the unused link), and nothing is left for the next round.
+    let now = herald_bus::now_ms();
+    let store = herald_control_plane::store::Store::connect(&db.url, 1, Duration::from_secs(5)).await?;
+    assert!(store.purge_console(now).await? >= 2);
+    assert_eq!(store.purge_console(now).await?, 0);
+    assert_eq!(Visitor::new(cp.addr).get(&format!("/console/login/{expired_link}")).await?.status, 403);
     Ok(())
 }
 
