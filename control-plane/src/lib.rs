@@ -396,6 +396,7 @@ async fn refresh_loop(core: Weak<Core>) {
         let Some(c) = core.upgrade() else { return };
         c.publisher.purge();
         c.metrics.upkeep();
+        c.auth.flush_usage().await;
         if last_purge.elapsed() >= Duration::from_secs(60) {
             last_purge = tokio::time::Instant::now();
             c.publisher.purge_shared().await;

@@ -382,7 +382,7 @@ async fn bad_input_gets_a_clear_error_page_never_a_500() -> Result<()> {
 #[tokio::test]
 async fn pages_show_hostile_text_escaped_and_secrets_once() -> Result<()> {
     let db = TestDb::sqlite();
-    let cp = start(&db, |_| {}).await?;
+    let cp = start(&db, |c| c.signing_key_refresh_interval = HumanDuration::secs(1)).await?;
     let mut v = Visitor::new(cp.addr);
     v.sign_in().await?;
     let csrf = v.csrf().await?;
@@ -398,10 +398,19 @@ async fn pages_show_hostile_text_escaped_and_secrets_once() -> Result<()> {
     let r = v.post("/console/apps/x1/keys", &[("name", "backend"), ("csrf", &csrf)]).await?;
     assert_eq!(r.status, 200);
     let at = r.body.find("hk_").context("the secret is shown")?;
-    let secret: String = r.body[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    let secret: String = r.body[at..].chars().take_while(|c| *c != '<').collect();
     assert!(r.body.contains(r#"data-copy="new-key""#));
     let list = v.get("/console/apps/x1/keys").await?.body;
     assert!(!list.contains(&secret), "the secret is shown once");
+    assert!(list.contains("<td>never</td>"), "not used yet: {list}");
+    // Used once, the key shows when (replicas write it within a tick).
+    let used = Http::default().get(&format!("http://{}/v1/apps/x1/channels", cp.addr), Some(&secret)).await?;
+    assert_eq!(used.status, 200, "{}", String::from_utf8_lossy(&used.body));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while v.get("/console/apps/x1/keys").await?.body.contains("<td>never</td>") {
+        assert!(tokio::time::Instant::now() < deadline, "the key's last use never showed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     // Publish a hostile payload; the history page (with a namespace that
     // keeps history) shows it as text.
     let r = v
@@ -458,7 +467,8 @@ async fn operators_get_login_links_over_rest_and_grpc_and_nobody_else_does() -> 
     assert!(link.path.starts_with("/console/login/") && link.path != path);
     assert_eq!(Visitor::new(cp.addr).get(&link.path).await?.status, 303);
     // With the console off there is no link to make, and no console.
-    let off = start(&TestDb::sqlite(), |c| c.console_enabled = false).await?;
+    let off_db = TestDb::sqlite();
+    let off = start(&off_db, |c| c.console_enabled = false).await?;
     let r = http.send("POST", &format!("http://{}/v1/console/links", off.addr), Some(ADMIN), None).await?;
     assert_eq!((r.status, r.code().as_str()), (400, "not_enabled"));
     let r = http.get(&format!("http://{}/console", off.addr), None).await?;
@@ -469,7 +479,8 @@ async fn operators_get_login_links_over_rest_and_grpc_and_nobody_else_does() -> 
 #[tokio::test]
 async fn the_console_can_have_an_address_of_its_own() -> Result<()> {
     let free = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let cp = start(&TestDb::sqlite(), |c| c.console_addr = Some(free)).await?;
+    let db = TestDb::sqlite();
+    let cp = start(&db, |c| c.console_addr = Some(free)).await?;
     let http = Http::default();
     // Not on the API address…
     assert_eq!(http.get(&format!("http://{}/console/signin", cp.addr), None).await?.status, 404);

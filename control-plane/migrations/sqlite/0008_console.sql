@@ -16,3 +16,11 @@ CREATE TABLE console_links (
     expires_at_ms BIGINT NOT NULL
 );
 CREATE INDEX console_links_expiry ON console_links (expires_at_ms);
+
+-- When each API key last authenticated a request (as replicas last flushed
+-- it: at most a few seconds late), shown by the console's keys page. Rows
+-- go with their key.
+CREATE TABLE api_key_usage (
+    key_id          TEXT PRIMARY KEY REFERENCES api_keys (id) ON DELETE CASCADE,
+    last_used_at_ms BIGINT NOT NULL
+);

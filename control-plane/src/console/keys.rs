@@ -1,4 +1,5 @@
-//! The keys pages: an app's API keys (capabilities, created, revoked), a
+//! The keys pages: an app's API keys (capabilities, created, last used,
+//! revoked), a
 //! create form whose answer shows the new secret once with a copy button,
 //! revocation behind a confirmation page, and signing-key rotation.
 //!
@@ -72,7 +73,7 @@ pub fn capabilities_text(c: &Capabilities) -> String {
         .join("\n")
 }
 
-fn keys_table(app: &str, keys: &[ApiKey]) -> String {
+fn keys_table(app: &str, keys: &[ApiKey], used: &HashMap<String, i64>) -> String {
     if keys.is_empty() {
         return "<p>No keys yet.</p>".to_owned();
     }
@@ -88,24 +89,33 @@ fn keys_table(app: &str, keys: &[ApiKey]) -> String {
         };
         let _ = write!(
             rows,
-            r#"<tr><td><code>{}</code></td><td>{}</td><td><pre class="inline">{}</pre></td><td>{}</td><td>{}</td><td>{state}</td></tr>"#,
+            r#"<tr><td><code>{}</code></td><td>{}</td><td><pre class="inline">{}</pre></td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>"#,
             e(k.id.as_str()),
             e(&k.name),
             e(&capabilities_text(&k.capabilities)),
             if k.pusher_secret.is_some() { "yes" } else { "no" },
             html::time(k.created_at_ms),
+            used.get(k.id.as_str()).map_or_else(|| "never".to_owned(), |at| html::time(*at)),
         );
     }
     format!(
-        r#"<div class="scroll"><table><caption>API keys</caption><thead><tr><th scope="col">Id</th><th scope="col">Name</th><th scope="col">Capabilities</th><th scope="col">Pusher secret</th><th scope="col">Created</th><th scope="col">State</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+        r#"<div class="scroll"><table><caption>API keys</caption><thead><tr><th scope="col">Id</th><th scope="col">Name</th><th scope="col">Capabilities</th><th scope="col">Pusher secret</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col">State</th></tr></thead><tbody>{rows}</tbody></table></div>"#
     )
 }
 
-fn keys_page(app: &str, keys: &[ApiKey], csrf: &str, form: &Form, errors: &FieldErrors, top: &str) -> String {
+fn keys_page(
+    app: &str,
+    keys: &[ApiKey],
+    used: &HashMap<String, i64>,
+    csrf: &str,
+    form: &Form,
+    errors: &FieldErrors,
+    top: &str,
+) -> String {
     let body = format!(
         r#"{top}{table}<h2>Create a key</h2><form method="post" action="/console/apps/{uid}/keys" class="card">{c}{name}{caps}{pusher}<button type="submit">Create key</button></form>
 <h2>Signing keys</h2><form method="post" action="/console/signing-keys/rotate" class="card">{c}<input type="hidden" name="back" value="/console/apps/{uid}/keys"><p>Rotating makes a new key sign tokens; tokens signed with the previous one stay valid for the overlap (all apps).</p><button type="submit">Rotate signing keys</button></form>"#,
-        table = keys_table(app, keys),
+        table = keys_table(app, keys, used),
         uid = url(app),
         c = csrf_field(csrf),
         name = field("name", "Name", "text", form.raw("name"), errors.of("name"), "What uses it, e.g. backend."),
@@ -133,7 +143,9 @@ async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> PageResult {
     let keys = state.core.list_keys(&Principal::Admin, &app).await?;
-    let page = keys_page(&app, &keys, &session.csrf, &Form::default(), &FieldErrors::default(), &done_notice(&q, DONE));
+    let used = state.core.keys_last_used(&Principal::Admin, &app).await?;
+    let page =
+        keys_page(&app, &keys, &used, &session.csrf, &Form::default(), &FieldErrors::default(), &done_notice(&q, DONE));
     Ok(ok_page(page))
 }
 
@@ -155,9 +167,11 @@ async fn create(state: Shared, Path(app): Path<String>, request: Request) -> Pag
                     top.push_str(&secret("new-pusher-secret", "Pusher secret", p));
                 }
                 let keys = state.core.list_keys(&Principal::Admin, &app).await?;
+                let used = state.core.keys_last_used(&Principal::Admin, &app).await?;
                 return Ok(ok_page(keys_page(
                     &app,
                     &keys,
+                    &used,
                     &session.csrf,
                     &Form::default(),
                     &FieldErrors::default(),
@@ -172,8 +186,9 @@ async fn create(state: Shared, Path(app): Path<String>, request: Request) -> Pag
         }
     }
     let keys = state.core.list_keys(&Principal::Admin, &app).await?;
+    let used = state.core.keys_last_used(&Principal::Admin, &app).await?;
     let top = html::notice("error", "The key was not created: correct the fields marked below.");
-    let page = keys_page(&app, &keys, &session.csrf, &form, &errors, &top);
+    let page = keys_page(&app, &keys, &used, &session.csrf, &form, &errors, &top);
     Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::response::Html(page)).into_response())
 }
 

@@ -1,7 +1,8 @@
 //! The `console_sessions` and `console_links` tables: the web console's
 //! sessions (a hash of the session id, its CSRF token, its expiry) and its
 //! one-time login links (a hash of the token, its expiry). Callers hash;
-//! this module never sees a session id or a link token.
+//! this module never sees a session id or a link token. And
+//! `api_key_usage`: when each API key was last used, as the console shows.
 
 use sqlx::Row;
 
@@ -105,6 +106,44 @@ impl Store {
             let b = sqlx::query("DELETE FROM console_links WHERE expires_at_ms <= $1").bind(now_ms)
                 .execute(pool).await?.rows_affected();
             Ok(a + b)
+        })
+    }
+}
+
+impl Store {
+    /// Records that keys were used: `(key id, when)`; a key deleted
+    /// meanwhile is skipped, and an older time never replaces a newer one.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn record_key_usage(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let sql = "INSERT INTO api_key_usage (key_id, last_used_at_ms) SELECT id, $2 FROM api_keys WHERE id = $1 \
+                   ON CONFLICT (key_id) DO UPDATE SET last_used_at_ms = excluded.last_used_at_ms \
+                   WHERE api_key_usage.last_used_at_ms < excluded.last_used_at_ms";
+        with_pool!(self, pool => {
+            for (id, at) in uses {
+                sqlx::query(sql).bind(id).bind(*at).execute(pool).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// When each key of `app` was last used (keys never used are absent).
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn key_usage(&self, app: &herald_proto::AppId) -> Result<Vec<(String, i64)>, StoreError> {
+        let sql = "SELECT u.key_id, u.last_used_at_ms FROM api_key_usage u JOIN api_keys k ON k.id = u.key_id \
+                   WHERE k.app_id = $1";
+        with_pool!(self, pool => {
+            let rows = sqlx::query(sql).bind(app.as_str()).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push((row.try_get::<String, _>("key_id")?, row.try_get::<i64, _>("last_used_at_ms")?));
+            }
+            Ok(out)
         })
     }
 }
