@@ -24,7 +24,7 @@
 //! - `webhooks`: [`Webhook`], the webhook endpoints of apps.
 //! - `webhook_outbox`: webhooks' channel state, outbox and attempt log.
 //! - `console`: the web console's sessions and one-time login links
-//!   (hashes only).
+//!   (hashes only), and when each API key was last used.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
 //! text. API key secrets are never stored, only their SHA-256; a key's
