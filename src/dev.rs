@@ -11,6 +11,10 @@
 //! module). When the default address is taken, `herald dev` says so and
 //! runs without it; an explicit address that cannot be bound is an error.
 //!
+//! Each start also makes a one-time login link of the web console,
+//! printed first among its `/console` URLs and written to `dev.json` as
+//! `console_url`.
+//!
 //! `--webhook-url URL` registers a webhook endpoint for the demo app with
 //! every event type (Pusher format when the URL's path contains `pusher`,
 //! or `--webhook-format`), kept with its secret across restarts.
@@ -61,6 +65,10 @@ pub struct DevState {
     pub webhook_format: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// A one-time login link of the web console, made at this start (it
+    /// signs in once; the next start makes another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
 }
 
 /// The demo app's id.
@@ -250,6 +258,7 @@ pub async fn run(
     let api_addr = api_listener.local_addr()?;
     let edge_addr = edge_listener.local_addr()?;
 
+    let (console_enabled, console_addr) = (cp_config.console_enabled, cp_config.console_addr);
     let bus = LocalBus::new();
     let cp = ControlPlane::new(cp_config, Bus::local(&bus)).await?;
     let core = cp.core().clone();
@@ -289,6 +298,14 @@ pub async fn run(
         }
         None => None,
     };
+    let console_url = if console_enabled {
+        let token =
+            herald_control_plane::console::create_login_link(&core).await.context("creating a console login link")?;
+        let base = console_addr.map_or_else(|| local_url(api_addr), local_url);
+        Some(format!("http://{base}/console/login/{token}"))
+    } else {
+        None
+    };
     let pusher_addr = pusher_listener.as_ref().map(tokio::net::TcpListener::local_addr).transpose()?;
     let pusher_local = pusher_addr.map(|a| local_url(a).parse::<SocketAddr>()).transpose()?;
     let state = DevState {
@@ -307,6 +324,7 @@ pub async fn run(
         webhook_id: webhook.as_ref().map(|w| w.1.clone()),
         webhook_format: webhook.as_ref().map(|w| w.2.clone()),
         webhook_secret: webhook.as_ref().map(|w| w.3.clone()),
+        console_url,
     };
     write_state(&state_path, &state)?;
 
@@ -344,7 +362,7 @@ fn print_welcome(s: &DevState, path: &Path) {
 Herald is running (embedded: control plane + edge, SQLite, in-process bus).
 
   REST/gRPC API  {api}
-  Edge           {edge}
+{console}  Edge           {edge}
   App            {app}
   Saved to       {path}
 
@@ -365,6 +383,11 @@ and in a third:
 Stop with Ctrl-C.
 "#,
         api = s.api_url,
+        console = s
+            .console_url
+            .as_ref()
+            .map(|u| format!("  Console        {u} (one-time sign-in link)\n"))
+            .unwrap_or_default(),
         edge = s.edge_url,
         app = s.app_id,
         key = s.api_key,

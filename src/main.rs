@@ -68,6 +68,15 @@ enum Command {
         #[command(subcommand)]
         command: cli::AppsCommand,
     },
+    /// The web console: `herald console link` prints a one-time login link (needs HERALD_ADMIN_TOKEN).
+    Console {
+        #[command(flatten)]
+        api: cli::ApiArgs,
+        #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(subcommand)]
+        command: cli::ConsoleCommand,
+    },
     /// Manage an app's API keys (needs HERALD_ADMIN_TOKEN).
     Keys {
         #[command(flatten)]
@@ -315,6 +324,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Apps { api, admin_token, command } => {
             let url = api.api_url.clone();
             client_runtime()?.block_on(cli::apps(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
+        }
+        Command::Console { api, admin_token, command } => {
+            let url = api.api_url.clone();
+            client_runtime()?.block_on(cli::console(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
         }
         Command::Keys { api, admin_token, app_id, command } => {
             let url = api.api_url.clone();

@@ -98,6 +98,10 @@ pub struct Auth {
     apps: TtlCache<AppId, Arc<App>>,
     pusher_ids: TtlCache<PusherAppId, AppId>,
     pusher_keys: TtlCache<AppId, PusherKeys>,
+    /// Keys used since the last flush, and when (at most `max_entries`:
+    /// past it, uses of other keys wait for the next flush's next use).
+    usage: std::sync::Mutex<HashMap<KeyId, i64>>,
+    max_usage: usize,
 }
 
 /// The active keys of an app that have a Pusher secret.
@@ -112,6 +116,38 @@ impl Auth {
             apps: TtlCache::new(ttl, max_entries),
             pusher_ids: TtlCache::new(ttl, max_entries),
             pusher_keys: TtlCache::new(ttl, max_entries),
+            usage: std::sync::Mutex::new(HashMap::new()),
+            max_usage: max_entries,
+        }
+    }
+
+    /// Notes that `key` authenticated a request now.
+    fn used(&self, key: &KeyId) {
+        let mut usage = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if usage.len() < self.max_usage || usage.contains_key(key) {
+            usage.insert(key.clone(), herald_bus::now_ms());
+        }
+    }
+
+    /// Writes the key uses noted since the last flush (they are kept for
+    /// the next one when the database fails).
+    pub(crate) async fn flush_usage(&self) {
+        let taken: Vec<(KeyId, i64)> =
+            std::mem::take(&mut *self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+                .into_iter()
+                .collect();
+        if taken.is_empty() {
+            return;
+        }
+        let rows: Vec<(String, i64)> = taken.iter().map(|(k, at)| (k.to_string(), *at)).collect();
+        if let Err(e) = self.store.record_key_usage(&rows).await {
+            tracing::warn!(error = %e, "key last-used times not written; retrying");
+            let mut usage = self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (k, at) in taken {
+                if usage.len() < self.max_usage {
+                    usage.entry(k).or_insert(at);
+                }
+            }
         }
     }
 
@@ -150,6 +186,7 @@ impl Auth {
         if key.revoked_at_ms.is_some() {
             return Err(ApiError::unauthorized("this API key was revoked"));
         }
+        self.used(&key.id);
         Ok(Principal::Key(key))
     }
 

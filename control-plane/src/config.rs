@@ -282,6 +282,24 @@ config! {
     webhook_poll_interval: HumanDuration = HumanDuration::millis(500);
     /// Delivery attempts kept per endpoint in its log.
     webhook_log_size: u64 = 100;
+    /// Serve the web console under `/console`.
+    console_enabled: bool = true;
+    /// A separate address for the console; when set, the console is served
+    /// there and not on the API address.
+    console_addr: Option<std::net::SocketAddr> = None;
+    /// How long a console session lasts after sign-in.
+    console_session_ttl: HumanDuration = HumanDuration::secs(12 * 3_600);
+    /// How long a one-time console login link stays usable.
+    console_link_ttl: HumanDuration = HumanDuration::secs(15 * 60);
+    /// Mark the console's session cookie `Secure` even when requests arrive
+    /// over plain HTTP (behind a TLS-terminating proxy).
+    console_secure_cookies: bool = false;
+    /// Failed console sign-ins allowed per client IP per minute; past it
+    /// sign-ins from that IP are refused until the minute is over.
+    console_signin_attempts: u32 = 10;
+    /// Most client IPs whose failed sign-ins are tracked; when full, new
+    /// clients' sign-ins are refused until entries age out.
+    console_signin_clients: usize = 10_000;
 }
 
 fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -477,7 +495,7 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 35] = [
+        let positive: [(&str, u64); 39] = [
             ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("http_idle_timeout", ms(self.http_idle_timeout)),
@@ -513,6 +531,10 @@ impl Config {
             ("webhook_endpoint_concurrency", self.webhook_endpoint_concurrency as u64),
             ("webhook_poll_interval", ms(self.webhook_poll_interval)),
             ("webhook_log_size", self.webhook_log_size),
+            ("console_session_ttl", ms(self.console_session_ttl)),
+            ("console_link_ttl", ms(self.console_link_ttl)),
+            ("console_signin_attempts", u64::from(self.console_signin_attempts)),
+            ("console_signin_clients", self.console_signin_clients as u64),
         ];
         for (key, v) in positive {
             if v == 0 {

@@ -28,6 +28,9 @@
 //! - [`server`]: the accept loop: connection bounds, timeouts, draining.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
+//! - [`console`]: the web console under `/console` (server-rendered
+//!   administration pages over the same service methods), on the API port
+//!   or on `console_addr`.
 //! - [`webhooks`]: webhooks' shared state (the endpoints this replica
 //!   knows, its HTTP client) and body formats; [`webhook_engine`]: the
 //!   tasks — events computed from bus-wide presence and occupancy, the
@@ -42,6 +45,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod error;
 pub mod keys;
@@ -242,6 +246,7 @@ impl ControlPlane {
             tokio::spawn(refresh_loop(Arc::downgrade(&core))),
             tokio::spawn(retry_loop(bus, retry_rx)),
             tokio::spawn(expiry_loop(Arc::downgrade(&core), presence_ttl)),
+            tokio::spawn(console::purge_loop(Arc::downgrade(&core))),
             ensure,
         ];
         tasks.extend(webhook_engine::start(&core));
@@ -254,9 +259,16 @@ impl ControlPlane {
         &self.core
     }
 
-    /// The router serving REST and gRPC (h2c) on one port.
+    /// The router serving REST and gRPC (h2c) on one port, and the
+    /// console when it is enabled without an address of its own.
     pub fn router(&self) -> axum::Router {
-        api::router(self.core.clone())
+        let router = api::router(self.core.clone());
+        let config = &self.core.config;
+        if config.console_enabled && config.console_addr.is_none() {
+            router.merge(console::router(self.core.clone()))
+        } else {
+            router
+        }
     }
 
     /// Rotates the signing keys; the previous key stays in the JWKS for
@@ -282,7 +294,28 @@ impl ControlPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let core = self.core.clone();
-        server::serve(listener, self.router(), core.clone(), shutdown).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let console = match (core.config.console_enabled, core.config.console_addr) {
+            (true, Some(addr)) => {
+                let listener = TcpListener::bind(addr).await?;
+                tracing::info!(%addr, "console listening");
+                let router = console::router(core.clone());
+                Some(tokio::spawn(server::serve(listener, router, core.clone(), stopped(stop_rx.clone()))))
+            }
+            _ => None,
+        };
+        let api = server::serve(listener, self.router(), core.clone(), stopped(stop_rx));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        tokio::join!(api, signal);
+        if let Some(task) = console {
+            let _ = task.await;
+        }
         drop(self);
         core.store.close().await;
         tracing::info!("control plane stopped");
@@ -363,6 +396,7 @@ async fn refresh_loop(core: Weak<Core>) {
         let Some(c) = core.upgrade() else { return };
         c.publisher.purge();
         c.metrics.upkeep();
+        c.auth.flush_usage().await;
         if last_purge.elapsed() >= Duration::from_secs(60) {
             last_purge = tokio::time::Instant::now();
             c.publisher.purge_shared().await;

@@ -68,8 +68,8 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; retrying");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -97,7 +97,7 @@ pub(crate) async fn serve(
                 }
             }
             let activity = Arc::new(Activity::new());
-            let service = Tracked { router, activity: activity.clone() };
+            let service = Tracked { router, activity: activity.clone(), peer };
             let io = TokioIo::new(Replay { start, pos: 0, inner: stream });
             let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
             tokio::select! {
@@ -231,6 +231,8 @@ impl Drop for InFlight {
 struct Tracked {
     router: Router,
     activity: Arc<Activity>,
+    /// The client's address, given to handlers as `ConnectInfo`.
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<axum::http::Request<Incoming>> for Tracked {
@@ -238,7 +240,8 @@ impl hyper::service::Service<axum::http::Request<Incoming>> for Tracked {
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn call(&self, req: axum::http::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: axum::http::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
         let guard = self.activity.begin();
         let response = self.router.clone().oneshot(req);
         Box::pin(async move {

@@ -413,6 +413,8 @@ fn api_messages() -> Vec<String> {
             previous_kid: Some("k1".into()),
             previous_expires_at_ms: Some(7),
         }),
+        rt(CreateConsoleLinkRequest {}),
+        rt(CreateConsoleLinkResponse { path: "/console/login/ab".into(), expires_at_ms: 9 }),
         rt(ListAppsRequest {}),
         rt(ListAppsResponse { apps: vec![app.clone(), app] }),
         rt(GetAppRequest { app_id: "a".into() }),

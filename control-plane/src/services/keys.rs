@@ -130,6 +130,21 @@ impl Core {
         Ok(self.store.list_keys(&app.id).await?)
     }
 
+    /// When each key of an app was last used (admin), by key id: as
+    /// replicas last wrote it, a few seconds late at most.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden`, `not_found`, `unavailable`.
+    pub async fn keys_last_used(
+        &self,
+        who: &Principal,
+        app: &str,
+    ) -> Result<std::collections::HashMap<String, i64>, ApiError> {
+        let app = self.get_app(who, app).await?;
+        Ok(self.store.key_usage(&app.id).await?.into_iter().collect())
+    }
+
     /// Revokes a key (admin): it stops working on this replica at once, on
     /// other replicas when they get the event (or within the cache TTL), and
     /// edges close the connections holding tokens it minted.

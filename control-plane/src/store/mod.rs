@@ -23,6 +23,8 @@
 //! - `deleted_apps`: tombstones of deleted apps, and the revocation list.
 //! - `webhooks`: [`Webhook`], the webhook endpoints of apps.
 //! - `webhook_outbox`: webhooks' channel state, outbox and attempt log.
+//! - `console`: the web console's sessions and one-time login links
+//!   (hashes only), and when each API key was last used.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
 //! text. API key secrets are never stored, only their SHA-256; a key's
@@ -119,6 +121,7 @@ macro_rules! with_pool {
 
 mod api_keys;
 mod apps;
+mod console;
 mod deleted_apps;
 mod idempotency;
 mod namespaces;

@@ -1,5 +1,6 @@
 //! gRPC `AdminService`: apps (with their Pusher settings), API keys (with
-//! or without a Pusher secret) and signing-key rotation (admin).
+//! or without a Pusher secret), signing-key rotation and console login
+//! links (admin).
 
 use herald_proto::Capabilities;
 use herald_proto::api::admin_service_server::AdminService;
@@ -193,5 +194,14 @@ impl AdminService for Grpc {
             previous_kid: rotation.previous_kid,
             previous_expires_at_ms: rotation.previous_expires_at.map(|s| s.saturating_mul(1000)),
         }))
+    }
+
+    async fn create_console_link(
+        &self,
+        req: Request<pb::CreateConsoleLinkRequest>,
+    ) -> Result<GrpcResponse<pb::CreateConsoleLinkResponse>, Status> {
+        let who = self.caller(&req).await?;
+        let link = self.core.create_console_link(&who).await?;
+        Ok(GrpcResponse::new(pb::CreateConsoleLinkResponse { path: link.path, expires_at_ms: link.expires_at_ms }))
     }
 }

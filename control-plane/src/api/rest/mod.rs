@@ -17,6 +17,7 @@
 
 pub mod apps;
 pub mod channels;
+pub mod console_links;
 pub mod keys;
 pub mod namespaces;
 pub mod openapi;
@@ -84,6 +85,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/v1/apps/{app_id}/keys", Some("AdminService/ListKeys"), get(keys::list_keys)),
         route(M::DELETE, "/v1/apps/{app_id}/keys/{key_id}", Some("AdminService/RevokeKey"), delete(keys::revoke_key)),
         route(M::POST, "/v1/signing-keys/rotate", Some("AdminService/RotateSigningKeys"), post(signing_keys::rotate)),
+        route(M::POST, "/v1/console/links", Some("AdminService/CreateConsoleLink"), post(console_links::create_link)),
         route(M::POST, "/v1/apps/{app_id}/tokens", Some("TokenService/MintToken"), post(tokens::mint_token)),
         route(
             M::POST,

@@ -5,7 +5,10 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{TAG_OPS, apps, channels, keys, namespaces, ops, presence, publish, signing_keys, tokens, users, webhooks};
+use super::{
+    TAG_OPS, apps, channels, console_links, keys, namespaces, ops, presence, publish, signing_keys, tokens, users,
+    webhooks,
+};
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = TAG_OPS, responses((status = 200, description = "OpenAPI 3.1 document")))]
@@ -19,7 +22,7 @@ pub(super) async fn openapi() -> Response {
     info(title = "Herald control plane", description = "Apps, API keys, tokens, namespaces, webhook endpoints, publishing, events to users, history and presence. Errors are `{\"error\": {\"code\", \"message\"}}`; `code` is a Herald error code name."),
     paths(ops::healthz, ops::readyz, ops::metrics, ops::jwks, openapi, apps::create_app, apps::list_apps,
           apps::get_app, apps::update_app, apps::delete_app, keys::create_key, keys::list_keys, keys::revoke_key,
-          signing_keys::rotate, tokens::mint_token, publish::publish, publish::publish_batch,
+          signing_keys::rotate, console_links::create_link, tokens::mint_token, publish::publish, publish::publish_batch,
           users::publish_to_user, users::terminate_user,
           namespaces::put_namespace, namespaces::list_namespaces, namespaces::get_namespace,
           namespaces::delete_namespace, webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
