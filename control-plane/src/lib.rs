@@ -32,6 +32,8 @@
 //!   knows, its HTTP client) and body formats; [`webhook_engine`]: the
 //!   tasks — events computed from bus-wide presence and occupancy, the
 //!   durable outbox, signed deliveries.
+//! - [`usage`]: per-app usage — this replica's counts, edges' reports
+//!   stored per minute, hour and day, retention, and quotas.
 //!
 //! The entry point is [`run`] (or [`ControlPlane`] for finer control):
 //! it takes its listener, config, bus and a shutdown future, so tests
@@ -54,6 +56,7 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tokens;
+pub mod usage;
 pub mod webhook_engine;
 pub mod webhooks;
 
@@ -206,6 +209,7 @@ impl ControlPlane {
             namespaces: NamespaceCache::new(cache_ttl, cache_max_entries),
             reports: Reports::new(presence_ttl, presence_max),
             webhooks: webhooks::Webhooks::new(webhook_timeout, webhook_allow_private),
+            usage: usage::Usage::default(),
         });
         if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
@@ -215,6 +219,9 @@ impl ControlPlane {
         }
         if let Err(e) = bus.serve_webhook_events(Arc::new(webhook_engine::EdgeEventSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "edges' webhook events not served; they retry until a replica serves them");
+        }
+        if let Err(e) = bus.serve_usage(Arc::new(usage::UsageSink(Arc::downgrade(&core)))).await {
+            tracing::warn!(error = %e, "usage reports not served; nodes keep them until a replica serves them");
         }
         let mut subscriptions = Vec::new();
         match bus.subscribe_presence_all().await {
@@ -245,6 +252,7 @@ impl ControlPlane {
             ensure,
         ];
         tasks.extend(webhook_engine::start(&core));
+        tasks.extend(usage::start(&core));
         Ok(Self { core, tasks, _subscriptions: subscriptions })
     }
 

@@ -153,6 +153,19 @@ pub async fn run(
     bus.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
     let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));
+    // A node id per run: the sequence of its usage batches starts again at
+    // 1, so a fixed edge id alone would collide with the last run's.
+    let usage_node = format!("{}-{:08x}{:x}", config.edge_id, rand_u32(), herald_bus::now_ms());
+    let usage = {
+        let reporter = herald_bus::usage::Reporter::new(usage_node, config.usage_max_pending_apps as usize);
+        let gauges_hub = hub.clone();
+        tokio::spawn(reporter.run(
+            bus.clone(),
+            hub.usage().clone(),
+            move || gauges_hub.usage_gauges(),
+            config.usage_report_interval.0,
+        ))
+    };
     let (draining_tx, draining_rx) = watch::channel(false);
     let edge_id = config.edge_id.clone();
     let webhooks = webhooks::WebhookReporter::start(
@@ -202,6 +215,7 @@ pub async fn run(
     rotations.abort();
     reports.abort();
     pings.abort();
+    usage.abort();
     Ok(())
 }
 

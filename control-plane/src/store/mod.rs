@@ -23,6 +23,8 @@
 //! - `deleted_apps`: tombstones of deleted apps, and the revocation list.
 //! - `webhooks`: [`Webhook`], the webhook endpoints of apps.
 //! - `webhook_outbox`: webhooks' channel state, outbox and attempt log.
+//! - `usage`: per-app usage per minute, hour and day ([`UsageRow`]), the
+//!   usage batches stored, nodes' latest connection figures, quotas' sums.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
 //! text. API key secrets are never stored, only their SHA-256; a key's
@@ -123,6 +125,7 @@ mod deleted_apps;
 mod idempotency;
 mod namespaces;
 mod signing_keys;
+mod usage;
 mod webhook_outbox;
 mod webhooks;
 
@@ -131,6 +134,7 @@ pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, Li
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;
+pub use usage::{StoredUsage, UsageRow, UsageUnit};
 pub use webhook_outbox::{Attempt, ChannelRecord, Delivery, EventDraft, Outcome, Recorded, Transition};
 pub use webhooks::{ChannelFilter, DISABLED_BY_OPERATOR, Webhook, WebhookChange, WebhookStatus, events_json};
 

@@ -1,5 +1,6 @@
 //! REST for publishing: one message to a channel, and batches.
 
+use herald_bus::usage::Source;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -192,7 +193,7 @@ pub(super) async fn publish(
 ) -> Result<Response, ApiError> {
     let data = payload(&body.data, body.encoding.as_deref())?;
     let draft = Draft { data, event: body.name, idempotency_id: body.id, exclude_connection: body.exclude_connection };
-    let published = core.publish(&who, &app_id, &[channel.as_str()], draft).await?;
+    let published = core.publish(&who, &app_id, &[channel.as_str()], draft, Source::Rest).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted::from(published))).into_response())
 }
 
@@ -226,7 +227,7 @@ pub(super) async fn publish_batch(
             core.prepare(key, &limits, &channels, draft)
         })
         .collect();
-    let results = core.publish_many(&app, &limits, items).await;
+    let results = core.publish_many(&app, &limits, items, Source::Rest).await;
     let unavailable = results.iter().any(|r| matches!(r, Err(e) if e.code == herald_proto::ErrorCode::Unavailable));
     let results: Vec<BatchResult> = results
         .into_iter()
