@@ -412,7 +412,8 @@ impl EdgeConfig {
         if self.webhook_report_queue == 0 {
             return Err(err("webhook_report_queue", "must be at least 1"));
         }
-        if self.usage_report_interval.0 < Duration::from_secs(1) || self.usage_report_interval.0 > Duration::from_secs(300)
+        if self.usage_report_interval.0 < Duration::from_secs(1)
+            || self.usage_report_interval.0 > Duration::from_secs(300)
         {
             return Err(err("usage_report_interval", "must be 1s to 5m"));
         }

@@ -8,9 +8,9 @@
 
 use bytes::Bytes;
 use herald_bus::usage::{Refused, Source};
-use herald_proto::{AppId, ErrorCode};
 use herald_proto::caps::Operation;
 use herald_proto::claims::{MAX_EVENT_NAME_LEN, MAX_MESSAGE_ID_LEN};
+use herald_proto::{AppId, ErrorCode};
 
 use crate::auth::Principal;
 use crate::core::Core;

@@ -248,7 +248,7 @@ impl Store {
                     .await?;
                 }
                 let row = sqlx::query(
-                    "SELECT COALESCE(SUM(connections), 0) AS c, COALESCE(SUM(channels), 0) AS ch \
+                    "SELECT CAST(COALESCE(SUM(connections), 0) AS BIGINT) AS c, CAST(COALESCE(SUM(channels), 0) AS BIGINT) AS ch \
                      FROM usage_gauges WHERE app_id = $1 AND updated_at_ms >= $2",
                 )
                 .bind(&g.app_id)
@@ -379,15 +379,16 @@ impl Store {
         month_ms: i64,
         fresh_after_ms: i64,
     ) -> Result<(i64, i64, i64), StoreError> {
-        const SUM: &str = "SELECT COALESCE(SUM(published_rest + published_grpc + published_pusher_http \
-            + published_client), 0) FROM usage_stats WHERE app_id = $1 AND unit = 'day' AND start_ms >= $2 \
+        const SUM: &str = "SELECT CAST(COALESCE(SUM(published_rest + published_grpc + published_pusher_http \
+            + published_client), 0) AS BIGINT) FROM usage_stats WHERE app_id = $1 AND unit = 'day' AND start_ms >= $2 \
             AND start_ms <= $3";
         with_pool!(self, pool => {
             let day: i64 = sqlx::query_scalar(SUM).bind(app.as_str()).bind(day_ms).bind(day_ms).fetch_one(pool).await?;
             let month: i64 =
                 sqlx::query_scalar(SUM).bind(app.as_str()).bind(month_ms).bind(i64::MAX).fetch_one(pool).await?;
             let connections: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(connections), 0) FROM usage_gauges WHERE app_id = $1 AND updated_at_ms >= $2",
+                "SELECT CAST(COALESCE(SUM(connections), 0) AS BIGINT) FROM usage_gauges \
+                 WHERE app_id = $1 AND updated_at_ms >= $2",
             )
             .bind(app.as_str())
             .bind(fresh_after_ms)

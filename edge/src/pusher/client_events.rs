@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use herald_bus::usage::{Refused, Source};
-use herald_proto::{ErrorCode, bus};
 use herald_proto::claims::MAX_EVENT_NAME_LEN;
 use herald_proto::pusher::{PusherChannel, PusherChannelKind};
 use herald_proto::webhook::EventKind;
+use herald_proto::{ErrorCode, bus};
 use prost::Message as _;
 
 use crate::conn::Shared;

@@ -1,12 +1,12 @@
 //! REST for publishing: one message to a channel, and batches.
 
-use herald_bus::usage::Source;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
+use herald_bus::usage::Source;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
