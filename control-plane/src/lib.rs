@@ -252,6 +252,7 @@ impl ControlPlane {
             ensure,
         ];
         tasks.extend(webhook_engine::start(&core));
+        usage::load_quotas(&core).await;
         tasks.extend(usage::start(&core));
         Ok(Self { core, tasks, _subscriptions: subscriptions })
     }

@@ -57,6 +57,15 @@ pub(crate) fn gauge_ttl(core: &Core) -> Duration {
     core.config.usage_report_interval.0 * 3
 }
 
+/// Works out the apps' quota verdicts now (at start, before serving: a
+/// replica that starts refuses what the quotas refuse from its first
+/// request). A database failure leaves them to the periodic task.
+pub(crate) async fn load_quotas(core: &Arc<Core>) {
+    if let Err(e) = quota::evaluate(core).await {
+        tracing::warn!(error = %e, "quotas not evaluated at start; retried every usage_report_interval");
+    }
+}
+
 /// Starts the usage tasks: storing this replica's counts, quotas,
 /// retention.
 pub(crate) fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
