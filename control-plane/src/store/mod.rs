@@ -134,7 +134,7 @@ pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, Li
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;
-pub use usage::{StoredUsage, UsageRow, UsageUnit};
+pub use usage::{AppQuotas, StoredUsage, UsageRow, UsageUnit};
 pub use webhook_outbox::{Attempt, ChannelRecord, Delivery, EventDraft, Outcome, Recorded, Transition};
 pub use webhooks::{ChannelFilter, DISABLED_BY_OPERATOR, Webhook, WebhookChange, WebhookStatus, events_json};
 

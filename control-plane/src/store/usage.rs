@@ -94,6 +94,19 @@ pub struct UsageRow {
     pub refusals: Vec<(String, i64)>,
 }
 
+/// An app's quotas (`None`: no such quota).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppQuotas {
+    /// The app.
+    pub app: AppId,
+    /// Messages per UTC day.
+    pub per_day: Option<i64>,
+    /// Messages per UTC month.
+    pub per_month: Option<i64>,
+    /// Concurrent connections across edges.
+    pub connections: Option<i64>,
+}
+
 /// What storing a report did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoredUsage {
@@ -403,8 +416,9 @@ impl Store {
     /// # Errors
     ///
     /// Database errors; [`StoreError::Corrupt`] for an unreadable id.
-    pub async fn apps_with_quotas(&self) -> Result<Vec<(AppId, Option<i64>, Option<i64>, Option<i64>)>, StoreError> {
-        let rows: Vec<(String, Option<i64>, Option<i64>, Option<i64>)> = with_pool!(self, pool => {
+    pub async fn apps_with_quotas(&self) -> Result<Vec<AppQuotas>, StoreError> {
+        type Row = (String, Option<i64>, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = with_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, quota_messages_per_day, quota_messages_per_month, quota_connections FROM apps \
                  WHERE quota_messages_per_day IS NOT NULL OR quota_messages_per_month IS NOT NULL \
@@ -413,7 +427,11 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter().map(|(id, d, m, c)| Ok((parse_app_id(&id)?, d, m, c))).collect()
+        rows.into_iter()
+            .map(|(id, per_day, per_month, connections)| {
+                Ok(AppQuotas { app: parse_app_id(&id)?, per_day, per_month, connections })
+            })
+            .collect()
     }
 
     /// Deletes usage rows of `unit` that started before `before_ms`.

@@ -54,7 +54,7 @@ pub(crate) async fn evaluate(core: &Arc<Core>) -> Result<(), crate::store::Store
     let ttl = super::gauge_ttl(core);
     let fresh_after = now - i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let mut verdicts = HashMap::new();
-    for (app, per_day, per_month, connections) in core.store.apps_with_quotas().await? {
+    for crate::store::AppQuotas { app, per_day, per_month, connections } in core.store.apps_with_quotas().await? {
         let (used_day, used_month, open) = core.store.usage_for_quota(&app, day, month, fresh_after).await?;
         let mut reasons = Vec::new();
         let mut messages_over = false;
