@@ -32,8 +32,9 @@
 //!   knows, its HTTP client) and body formats; [`webhook_engine`]: the
 //!   tasks — events computed from bus-wide presence and occupancy, the
 //!   durable outbox, signed deliveries.
-//! - [`usage`]: per-app usage — this replica's counts, edges' reports
-//!   stored per minute, hour and day, retention, and quotas.
+//! - [`usage`]: per-app usage state — this replica's counters and quota
+//!   verdicts; [`usage_engine`]: its tasks — edges' reports stored per
+//!   minute, hour and day, this replica's counts, quotas, retention.
 //!
 //! The entry point is [`run`] (or [`ControlPlane`] for finer control):
 //! it takes its listener, config, bus and a shutdown future, so tests
@@ -57,6 +58,7 @@ pub mod services;
 pub mod store;
 pub mod tokens;
 pub mod usage;
+pub mod usage_engine;
 pub mod webhook_engine;
 pub mod webhooks;
 
@@ -220,7 +222,7 @@ impl ControlPlane {
         if let Err(e) = bus.serve_webhook_events(Arc::new(webhook_engine::EdgeEventSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "edges' webhook events not served; they retry until a replica serves them");
         }
-        if let Err(e) = bus.serve_usage(Arc::new(usage::UsageSink(Arc::downgrade(&core)))).await {
+        if let Err(e) = bus.serve_usage(Arc::new(usage_engine::UsageSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "usage reports not served; nodes keep them until a replica serves them");
         }
         let mut subscriptions = Vec::new();
@@ -252,8 +254,8 @@ impl ControlPlane {
             ensure,
         ];
         tasks.extend(webhook_engine::start(&core));
-        usage::load_quotas(&core).await;
-        tasks.extend(usage::start(&core));
+        usage_engine::load_quotas(&core).await;
+        tasks.extend(usage_engine::start(&core));
         Ok(Self { core, tasks, _subscriptions: subscriptions })
     }
 

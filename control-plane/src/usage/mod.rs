@@ -1,4 +1,7 @@
-//! Per-app usage and quotas on the control plane.
+//! Per-app usage and quotas on the control plane: the state (this
+//! replica's counters and quota verdicts, read on the publish path) and
+//! UTC calendar arithmetic. The tasks that fill it are in
+//! [`usage_engine`](crate::usage_engine).
 //!
 //! - Counting: this replica counts what it sees itself (publishes through
 //!   REST, gRPC and Pusher's HTTP API, webhook deliveries, refusals of
@@ -6,30 +9,36 @@
 //!   counts every `usage_report_interval` (`flush`).
 //! - Reports: edges' usage reports arrive over the bus (one replica of the
 //!   queue group answers each) and are stored with
-//!   [`Store::store_usage`](crate::store::Store::store_usage) (`sink`).
-//! - Quotas (`quota`): every interval each replica works out, from the
+//!   [`Store::store_usage`](crate::store::Store::store_usage).
+//! - Quotas: every interval each replica works out, from the
 //!   durable usage, which apps are over a quota; its publishes check that
 //!   table, and it announces the apps over one to edges (`QuotaState`).
-//! - Retention (`retention`): old rows deleted per unit, and batch ids and
+//! - Retention: old rows deleted per unit, and batch ids and
 //!   stale node figures forgotten.
 
-mod flush;
-mod quota;
-mod retention;
-mod sink;
+mod calendar;
 
-pub use quota::{QuotaVerdict, format_utc_minute, month_start};
-pub use sink::UsageSink;
+pub use calendar::{format_utc_minute, month_start};
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use herald_bus::usage::{AppCounters, UsageRegistry};
 use herald_proto::AppId;
-use tokio::task::JoinHandle;
 
-use crate::core::Core;
+use crate::config::Config;
+
+/// Why an app is over a quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaVerdict {
+    /// Publishes are refused.
+    pub messages_over: bool,
+    /// New connections are refused.
+    pub connections_over: bool,
+    /// Which quota, in words.
+    pub reason: String,
+}
 
 /// This replica's usage counters and the quota verdicts it works out.
 #[derive(Debug, Default)]
@@ -45,34 +54,30 @@ impl Usage {
         self.registry.app(app)
     }
 
+    /// Every app's counts since the last drain.
+    #[must_use]
+    pub fn drain(&self) -> Vec<herald_proto::bus::AppUsage> {
+        self.registry.drain()
+    }
+
     /// The app's quota verdict, when it is over a quota.
     #[must_use]
     pub fn verdict(&self, app: &AppId) -> Option<QuotaVerdict> {
         self.verdicts.read().unwrap_or_else(|e| e.into_inner()).get(app).cloned()
     }
-}
 
-/// How long usage figures of a node stay counted: three report intervals.
-pub(crate) fn gauge_ttl(core: &Core) -> Duration {
-    core.config.usage_report_interval.0 * 3
-}
-
-/// Works out the apps' quota verdicts now (at start, before serving: a
-/// replica that starts refuses what the quotas refuse from its first
-/// request). A database failure leaves them to the periodic task.
-pub(crate) async fn load_quotas(core: &Arc<Core>) {
-    if let Err(e) = quota::evaluate(core).await {
-        tracing::warn!(error = %e, "quotas not evaluated at start; retried every usage_report_interval");
+    /// Replaces the verdicts; returns the apps that were over a quota and
+    /// are no longer.
+    pub fn replace_verdicts(&self, verdicts: HashMap<AppId, QuotaVerdict>) -> Vec<AppId> {
+        let mut current = self.verdicts.write().unwrap_or_else(|e| e.into_inner());
+        let ended = current.keys().filter(|a| !verdicts.contains_key(*a)).cloned().collect();
+        *current = verdicts;
+        ended
     }
 }
 
-/// Starts the usage tasks: storing this replica's counts, quotas,
-/// retention.
-pub(crate) fn start(core: &Arc<Core>) -> Vec<JoinHandle<()>> {
-    let weak: Weak<Core> = Arc::downgrade(core);
-    vec![
-        tokio::spawn(flush::run(weak.clone())),
-        tokio::spawn(quota::run(weak.clone())),
-        tokio::spawn(retention::run(weak)),
-    ]
+/// How long usage figures of a node stay counted: three report intervals.
+#[must_use]
+pub fn gauge_ttl(config: &Config) -> Duration {
+    config.usage_report_interval.0 * 3
 }

@@ -28,30 +28,23 @@ impl StatsService for Grpc {
         let entries = page
             .entries
             .into_iter()
-            .map(|row| {
-                let e = crate::api::rest::stats::entry(unit, row);
-                pb::AppStatsEntry {
-                    interval_start: e.interval_start,
-                    unit: e.unit,
-                    published: e.published,
-                    published_rest: e.published_rest,
-                    published_grpc: e.published_grpc,
-                    published_pusher_http: e.published_pusher_http,
-                    published_client: e.published_client,
-                    delivered: e.delivered,
-                    bytes_in: e.bytes_in,
-                    bytes_out: e.bytes_out,
-                    connections_opened: e.connections_opened,
-                    peak_connections: e.peak_connections,
-                    peak_channels: e.peak_channels,
-                    webhooks_ok: e.webhooks_ok,
-                    webhooks_failed: e.webhooks_failed,
-                    refusals: e
-                        .refusals
-                        .into_iter()
-                        .map(|(reason, count)| pb::StatsRefusal { reason, count })
-                        .collect(),
-                }
+            .map(|r| pb::AppStatsEntry {
+                interval_start: r.start_ms,
+                unit: unit.to_owned(),
+                published: r.published_rest + r.published_grpc + r.published_pusher_http + r.published_client,
+                published_rest: r.published_rest,
+                published_grpc: r.published_grpc,
+                published_pusher_http: r.published_pusher_http,
+                published_client: r.published_client,
+                delivered: r.delivered,
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+                connections_opened: r.connections_opened,
+                peak_connections: r.peak_connections,
+                peak_channels: r.peak_channels,
+                webhooks_ok: r.webhooks_ok,
+                webhooks_failed: r.webhooks_failed,
+                refusals: r.refusals.into_iter().map(|(reason, count)| pb::StatsRefusal { reason, count }).collect(),
             })
             .collect();
         Ok(GrpcResponse::new(pb::GetAppStatsResponse {

@@ -33,7 +33,7 @@ pub(super) async fn run(core: Weak<Core>) {
                 Err(e) => tracing::warn!(error = %e, "old usage not deleted; next time"),
             }
         }
-        let stale = now.saturating_sub(ms(super::gauge_ttl(&core)) * 10);
+        let stale = now.saturating_sub(ms(crate::usage::gauge_ttl(&core.config)) * 10);
         if let Err(e) = core.store.forget_usage_batches(now - BATCH_IDS_KEPT_MS, stale).await {
             tracing::warn!(error = %e, "old usage batch ids not forgotten; next time");
         }

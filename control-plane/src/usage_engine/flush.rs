@@ -19,7 +19,7 @@ pub(super) async fn run(core: Weak<Core>) {
     loop {
         tick.tick().await;
         let Some(core) = core.upgrade() else { return };
-        let fresh = core.usage.registry.drain();
+        let fresh = core.usage.drain();
         let Some(report) = reporter.next_report(fresh, Vec::new(), herald_bus::now_ms()) else { continue };
         if super::sink::store(&core, &report).await.is_ok() {
             reporter.acknowledged(&report);

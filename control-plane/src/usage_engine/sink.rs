@@ -23,7 +23,7 @@ impl herald_bus::UsageSink for UsageSink {
 /// Stores `report` now; the error says why not.
 pub(crate) async fn store(core: &Arc<Core>, report: &bus::UsageReport) -> Result<(), String> {
     let now = herald_bus::now_ms();
-    let fresh_after = now - i64::try_from(super::gauge_ttl(core).as_millis()).unwrap_or(i64::MAX);
+    let fresh_after = now - i64::try_from(crate::usage::gauge_ttl(&core.config).as_millis()).unwrap_or(i64::MAX);
     match core.store.store_usage(report, now, fresh_after).await {
         Ok(stored) => {
             core.metrics.usage_batches(stored.stored, stored.duplicates);
