@@ -87,28 +87,46 @@ impl Reporter {
         self.pending.retain(|b| b.seq > last);
     }
 
-    /// Every `interval`, drains `registry` and reports over `bus` (until
-    /// the task is dropped). `gauges` gives the node's current per-app
-    /// figures. A report not acknowledged stays pending for the next one.
+    /// Every `interval`, drains `registry` and reports over `bus`, until
+    /// `stop` resolves: then it reports once more (what was counted last,
+    /// and the node's gauges gone to zero) and ends. `gauges` gives the
+    /// node's current per-app figures. A report not acknowledged stays
+    /// pending for the next one.
     pub async fn run(
         mut self,
         bus: Bus,
         registry: Arc<UsageRegistry>,
         gauges: impl Fn() -> Vec<bus::AppGauge> + Send,
         interval: Duration,
+        stop: impl std::future::Future<Output = ()> + Send,
     ) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut stop = std::pin::pin!(stop);
         loop {
-            tick.tick().await;
-            let Some(report) = self.next_report(registry.drain(), gauges(), crate::now_ms()) else { continue };
-            match bus.report_usage(&report).await {
-                Ok(()) => self.acknowledged(&report),
-                Err(e) => {
-                    metrics::counter!("herald_usage_report_failures_total").increment(1);
-                    tracing::debug!(error = %e, pending_apps = self.pending_apps(), "usage report not stored; kept");
-                }
+            let last = tokio::select! {
+                _ = tick.tick() => false,
+                () = &mut stop => true,
+            };
+            let now = if last { Vec::new() } else { gauges() };
+            let report = self.next_report(registry.drain(), now, crate::now_ms());
+            if let Some(report) = report {
+                self.send(&bus, &report).await;
+            }
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// Sends `report`; forgets its batches once acknowledged.
+    async fn send(&mut self, bus: &Bus, report: &bus::UsageReport) {
+        match bus.report_usage(report).await {
+            Ok(()) => self.acknowledged(report),
+            Err(e) => {
+                metrics::counter!("herald_usage_report_failures_total").increment(1);
+                tracing::debug!(error = %e, pending_apps = self.pending_apps(), "usage report not stored; kept");
             }
         }
     }
