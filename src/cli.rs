@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use herald_proto::api::admin_service_client::AdminServiceClient;
 use herald_proto::api::namespace_service_client::NamespaceServiceClient;
+use herald_proto::api::stats_service_client::StatsServiceClient;
 use herald_proto::api::{self, Capability};
 use herald_sdk::{Client, ConnectionState, Data, Publisher, SubscriptionEvent, TokenRequest};
 use tonic::metadata::MetadataValue;
@@ -62,7 +63,7 @@ pub enum AppsCommand {
         #[command(flatten)]
         pusher: PusherArgs,
     },
-    /// Change an app's name or Pusher mode; in Pusher mode, prints its Pusher app id.
+    /// Change an app's name, quotas or Pusher mode; in Pusher mode, prints its Pusher app id.
     Update {
         /// The app's id.
         id: String,
@@ -71,6 +72,25 @@ pub enum AppsCommand {
         name: Option<String>,
         #[command(flatten)]
         pusher: PusherArgs,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+    },
+    /// Show an app's usage: one line per minute, hour or day with usage, newest first.
+    Stats {
+        /// The app's id.
+        id: String,
+        /// minute, hour or day.
+        #[arg(long, default_value = "minute")]
+        unit: String,
+        /// Intervals starting at or after this time (Unix ms).
+        #[arg(long)]
+        start: Option<i64>,
+        /// Intervals starting at or before this time (Unix ms; default now).
+        #[arg(long)]
+        end: Option<i64>,
+        /// Most lines.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
     },
     /// List apps.
     List,
@@ -80,6 +100,35 @@ pub enum AppsCommand {
         /// The app's id.
         id: String,
     },
+}
+
+/// Quota flags of `herald apps update` (0 removes a quota).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QuotaArgs {
+    /// Most messages published per UTC day (0: no quota).
+    #[arg(long, value_name = "N")]
+    pub quota_messages_per_day: Option<u64>,
+    /// Most messages published per UTC month (0: no quota).
+    #[arg(long, value_name = "N")]
+    pub quota_messages_per_month: Option<u64>,
+    /// Most concurrent connections across edges (0: no quota).
+    #[arg(long, value_name = "N")]
+    pub quota_connections: Option<u32>,
+}
+
+impl QuotaArgs {
+    /// The limits to change, if any flag was given.
+    fn update(self) -> Option<api::AppLimitsUpdate> {
+        let given = self.quota_messages_per_day.is_some()
+            || self.quota_messages_per_month.is_some()
+            || self.quota_connections.is_some();
+        given.then(|| api::AppLimitsUpdate {
+            quota_messages_per_day: self.quota_messages_per_day,
+            quota_messages_per_month: self.quota_messages_per_month,
+            quota_connections: self.quota_connections,
+            ..Default::default()
+        })
+    }
 }
 
 /// `herald keys …` (admin token).
@@ -198,8 +247,14 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
             println!("{}", app.id);
             print_pusher_app_id(&app);
         }
-        AppsCommand::Update { id, name, pusher } => {
-            let request = api::UpdateAppRequest { app_id: id, name, pusher: pusher.update(), ..Default::default() };
+        AppsCommand::Update { id, name, pusher, quotas } => {
+            let request = api::UpdateAppRequest {
+                app_id: id,
+                name,
+                pusher: pusher.update(),
+                limits: quotas.update(),
+                ..Default::default()
+            };
             let app = client.update_app(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             eprintln!("app {} updated", app.id);
             print_pusher_app_id(&app);
@@ -217,6 +272,12 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
             let request = api::DeleteAppRequest { app_id: id.clone() };
             client.delete_app(authorized(request, &admin_token)?).await.map_err(status)?;
             println!("deleted {id}");
+        }
+        AppsCommand::Stats { id, unit, start, end, limit } => {
+            let mut stats = StatsServiceClient::new(connect(&api).await?);
+            let request = api::GetAppStatsRequest { app_id: id, unit, start, end, limit, direction: String::new() };
+            let page = stats.get_app_stats(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
+            print!("{}", stats_table(&page.entries));
         }
     }
     Ok(())
@@ -246,6 +307,47 @@ pub async fn console(api: ApiArgs, admin_token: String, command: ConsoleCommand)
         }
     }
     Ok(())
+}
+
+/// A small table of usage entries, one line each, with a header.
+fn stats_table(entries: &[api::AppStatsEntry]) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<17} {:>9} {:>9} {:>10} {:>10} {:>6} {:>6} {:>6} {:>5} {:>5} {:>7}\n",
+        "interval (UTC)",
+        "published",
+        "delivered",
+        "bytes_in",
+        "bytes_out",
+        "conns",
+        "peak_c",
+        "peak_ch",
+        "wh_ok",
+        "wh_ko",
+        "refused"
+    );
+    for e in entries {
+        let refused: i64 = e.refusals.iter().map(|r| r.count).sum();
+        let _ = writeln!(
+            out,
+            "{:<17} {:>9} {:>9} {:>10} {:>10} {:>6} {:>6} {:>6} {:>5} {:>5} {:>7}",
+            herald_control_plane::usage::format_utc_minute(e.interval_start),
+            e.published,
+            e.delivered,
+            e.bytes_in,
+            e.bytes_out,
+            e.connections_opened,
+            e.peak_connections,
+            e.peak_channels,
+            e.webhooks_ok,
+            e.webhooks_failed,
+            refused
+        );
+    }
+    if entries.is_empty() {
+        out.push_str("(no usage in this range)\n");
+    }
+    out
 }
 
 /// In Pusher mode, prints the app's Pusher app id (stdout) and what to

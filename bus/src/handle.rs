@@ -461,6 +461,52 @@ impl Bus {
         }
     }
 
+    /// Stores the usage reports nodes send, with `sink` (the control plane
+    /// calls this once at start). Over NATS the requests are shared among
+    /// the control planes of the subject space (a queue group), as webhook
+    /// events are; past `request_concurrency` at once a request is answered
+    /// [`usage::BUSY`](crate::usage::BUSY). Reports that fail
+    /// [`usage::check`](crate::usage::check) are answered with why.
+    ///
+    /// # Errors
+    ///
+    /// A transient [`BusError`] when the request subject cannot be
+    /// subscribed.
+    pub async fn serve_usage(&self, sink: Arc<dyn crate::UsageSink>) -> Result<(), BusError> {
+        match &*self.inner {
+            Inner::Nats(n) => n.serve_usage(sink).await,
+            Inner::Local(l) => {
+                *lock(&l.bus.usage) = Some(sink);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a usage report to the control plane, and resolves once it is
+    /// stored there. Sending the same batches again is safe: each is
+    /// counted once.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Failed`] when the report fails
+    /// [`usage::check`](crate::usage::check) (nothing is sent);
+    /// [`BusError::NoControlPlane`] when no control plane serves usage;
+    /// [`BusError::Unavailable`] when it answered that it did not store it;
+    /// [`BusError::Timeout`] when no answer came within the publish
+    /// timeout.
+    pub async fn report_usage(&self, report: &bus::UsageReport) -> Result<(), BusError> {
+        crate::usage::check(report).map_err(BusError::Failed)?;
+        match &*self.inner {
+            Inner::Nats(n) => n.report_usage(report).await,
+            Inner::Local(l) => {
+                let sink = lock(&l.bus.usage).clone().ok_or(BusError::NoControlPlane)?;
+                sink.store(report.clone())
+                    .await
+                    .map_err(|error| BusError::Unavailable(format!("usage report not stored: {error}")))
+            }
+        }
+    }
+
     /// Publishes a presence report about one channel.
     ///
     /// # Errors
@@ -585,7 +631,7 @@ impl Bus {
     pub async fn close(&self) {
         if let Inner::Nats(n) = &*self.inner {
             let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
-            for task in [&n.control_task, &n.serve_task, &n.webhook_task, &n.advisory_task] {
+            for task in [&n.control_task, &n.serve_task, &n.webhook_task, &n.usage_task, &n.advisory_task] {
                 if let Some(task) = lock(task).take() {
                     task.abort();
                 }

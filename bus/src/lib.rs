@@ -35,6 +35,9 @@
 //!   edge reports each one by request/reply and the control plane answers
 //!   once it stored it ([`Bus::report_webhook_event`],
 //!   [`Bus::serve_webhook_events`]).
+//! - **Usage reports**: every node sends its per-app usage counts by
+//!   request/reply to one control plane of the queue group
+//!   ([`Bus::report_usage`], [`Bus::serve_usage`], [`usage`]).
 //!
 //! A publish resolves once the NATS server has the message: the client must
 //! be connected, and a round trip sent after the message must have come
@@ -51,7 +54,7 @@
 //!   - `nats`: NATS and JetStream (relay of a channel's messages with gap
 //!     fills in `nats::relay`), or
 //!   - [`LocalBus`] (`local`): the in-process bus.
-//! - [`Sink`], [`NamespaceSource`] and [`WebhookEventSink`] (`sink`): what
+//! - [`Sink`], [`NamespaceSource`], [`WebhookEventSink`] and [`UsageSink`] (`sink`): what
 //!   the users of the bus implement.
 //! - [`history`]: history positions, pages, stream bounds, and the
 //!   in-process history store.
@@ -62,6 +65,8 @@
 //! - [`namespaces`]: namespace rules (defaults, history) and the cache of
 //!   apps' namespace options.
 //! - [`webhook_events`]: what makes a reported webhook event acceptable.
+//! - [`usage`]: per-app usage counters, the node's reporter, and what makes
+//!   a usage report acceptable.
 //! - [`BusError`] (`error`): why an operation failed, by kind.
 
 pub mod app_config;
@@ -75,6 +80,7 @@ mod nats;
 pub mod presence;
 mod sink;
 pub mod telemetry;
+pub mod usage;
 pub mod webhook_events;
 
 pub use app_config::AppConfig;
@@ -83,7 +89,7 @@ pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 pub use local::LocalBus;
 pub use nats::NatsOptions;
-pub use sink::{NamespaceSource, Sink, WebhookEventSink};
+pub use sink::{NamespaceSource, Sink, UsageSink, WebhookEventSink};
 
 /// Wall-clock time in Unix milliseconds (0 before 1970, saturating far
 /// ahead): the one clock of presence entries, control events and token

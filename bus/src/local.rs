@@ -65,6 +65,8 @@ pub(crate) struct LocalBusInner {
     pub(crate) namespaces: Mutex<Option<Arc<dyn NamespaceSource>>>,
     /// Who stores the webhook events edges report.
     pub(crate) webhook_events: Mutex<Option<Arc<dyn WebhookEventSink>>>,
+    /// Who stores usage reports.
+    pub(crate) usage: Mutex<Option<Arc<dyn crate::UsageSink>>>,
     /// The streams of history namespaces. Held while a history message is
     /// stored and delivered, which keeps deliveries in sequence order.
     pub(crate) history: Mutex<LocalHistory>,

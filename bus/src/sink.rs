@@ -79,3 +79,14 @@ pub trait WebhookEventSink: Send + Sync + 'static {
     /// must be idempotent by the event's id.
     fn store(&self, app: AppId, event: bus::WebhookEvent) -> BoxFuture<'static, Result<(), String>>;
 }
+
+/// Stores the usage reports nodes send. Implemented by the control plane;
+/// served with [`Bus::serve_usage`](crate::Bus::serve_usage).
+pub trait UsageSink: Send + Sync + 'static {
+    /// Stores `report` durably (it passed
+    /// [`usage::check`](crate::usage::check)). Resolves once every batch is
+    /// stored: a batch whose (node, sequence) was stored before is not
+    /// counted again. An error (a description) when it could not be stored
+    /// now: the node sends the batches again with its next report.
+    fn store(&self, report: bus::UsageReport) -> BoxFuture<'static, Result<(), String>>;
+}

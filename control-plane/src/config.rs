@@ -300,6 +300,22 @@ config! {
     /// Most client IPs whose failed sign-ins are tracked; when full, new
     /// clients' sign-ins are refused until entries age out.
     console_signin_clients: usize = 10_000;
+    /// How often this replica stores its own usage counts (1s to 5m), works
+    /// out apps' quota states and announces those over a quota. Edges'
+    /// figures of connections older than three intervals are not counted.
+    usage_report_interval: HumanDuration = HumanDuration::secs(10);
+    /// Most app entries kept in this replica's usage counts not yet stored;
+    /// past it the oldest are dropped (and counted).
+    usage_max_pending_apps: u32 = 100_000;
+    /// How long per-minute usage is kept.
+    usage_minute_retention: HumanDuration = HumanDuration::secs(7 * 86_400);
+    /// How long per-hour usage is kept.
+    usage_hour_retention: HumanDuration = HumanDuration::secs(90 * 86_400);
+    /// How long per-day usage is kept (at least 32 days: monthly quotas
+    /// add up the days of the month).
+    usage_day_retention: HumanDuration = HumanDuration::secs(400 * 86_400);
+    /// Most intervals one stats read returns (`limit`).
+    usage_max_limit: usize = 1_000;
 }
 
 fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -495,7 +511,7 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 39] = [
+        let positive: [(&str, u64); 44] = [
             ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("http_idle_timeout", ms(self.http_idle_timeout)),
@@ -535,6 +551,11 @@ impl Config {
             ("console_link_ttl", ms(self.console_link_ttl)),
             ("console_signin_attempts", u64::from(self.console_signin_attempts)),
             ("console_signin_clients", self.console_signin_clients as u64),
+            ("usage_max_pending_apps", u64::from(self.usage_max_pending_apps)),
+            ("usage_minute_retention", ms(self.usage_minute_retention)),
+            ("usage_hour_retention", ms(self.usage_hour_retention)),
+            ("usage_day_retention", ms(self.usage_day_retention)),
+            ("usage_max_limit", self.usage_max_limit as u64),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -590,6 +611,12 @@ impl Config {
         }
         if self.presence_ttl.0 < Duration::from_secs(1) {
             return Err(ConfigError::new("presence_ttl", "must be at least 1s (edges report every few seconds)"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.usage_report_interval.0) {
+            return Err(ConfigError::new("usage_report_interval", "must be 1s to 5m"));
+        }
+        if self.usage_day_retention.0 < Duration::from_secs(32 * 86_400) {
+            return Err(ConfigError::new("usage_day_retention", "must be at least 32d (monthly quotas read the days)"));
         }
         if self.max_json_depth > MAX_JSON_DEPTH {
             return Err(ConfigError::new("max_json_depth", format!("must be at most {MAX_JSON_DEPTH}")));

@@ -37,6 +37,7 @@ pub struct Core {
     pub(crate) namespaces: NamespaceCache,
     pub(crate) reports: Reports,
     pub(crate) webhooks: Webhooks,
+    pub(crate) usage: crate::usage::Usage,
 }
 
 impl Core {
@@ -110,7 +111,14 @@ impl Core {
                 // Webhook endpoints changed too, perhaps.
                 self.webhooks.changed();
             }
-            Some(Kind::PresenceSyncAll(_) | Kind::UserTerminated(_) | Kind::UserEvent(_) | Kind::OccupancySync(_)) => {}
+            // Quota states: every replica works its own out from the store.
+            Some(
+                Kind::PresenceSyncAll(_)
+                | Kind::UserTerminated(_)
+                | Kind::UserEvent(_)
+                | Kind::OccupancySync(_)
+                | Kind::QuotaState(_),
+            ) => {}
             Some(Kind::AppLimitsChanged(a)) => {
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.auth.evict_app(&id);

@@ -35,6 +35,9 @@
 //!   knows, its HTTP client) and body formats; [`webhook_engine`]: the
 //!   tasks — events computed from bus-wide presence and occupancy, the
 //!   durable outbox, signed deliveries.
+//! - [`usage`]: per-app usage state — this replica's counters and quota
+//!   verdicts; [`usage_engine`]: its tasks — edges' reports stored per
+//!   minute, hour and day, this replica's counts, quotas, retention.
 //!
 //! The entry point is [`run`] (or [`ControlPlane`] for finer control):
 //! it takes its listener, config, bus and a shutdown future, so tests
@@ -58,6 +61,8 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tokens;
+pub mod usage;
+pub mod usage_engine;
 pub mod webhook_engine;
 pub mod webhooks;
 
@@ -210,6 +215,7 @@ impl ControlPlane {
             namespaces: NamespaceCache::new(cache_ttl, cache_max_entries),
             reports: Reports::new(presence_ttl, presence_max),
             webhooks: webhooks::Webhooks::new(webhook_timeout, webhook_allow_private),
+            usage: usage::Usage::default(),
         });
         if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
@@ -219,6 +225,9 @@ impl ControlPlane {
         }
         if let Err(e) = bus.serve_webhook_events(Arc::new(webhook_engine::EdgeEventSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "edges' webhook events not served; they retry until a replica serves them");
+        }
+        if let Err(e) = bus.serve_usage(Arc::new(usage_engine::UsageSink(Arc::downgrade(&core)))).await {
+            tracing::warn!(error = %e, "usage reports not served; nodes keep them until a replica serves them");
         }
         let mut subscriptions = Vec::new();
         match bus.subscribe_presence_all().await {
@@ -250,6 +259,8 @@ impl ControlPlane {
             ensure,
         ];
         tasks.extend(webhook_engine::start(&core));
+        usage_engine::load_quotas(&core).await;
+        tasks.extend(usage_engine::start(&core));
         Ok(Self { core, tasks, _subscriptions: subscriptions })
     }
 

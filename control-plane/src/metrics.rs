@@ -151,6 +151,22 @@ impl Metrics {
             .set(oldest_age.as_secs_f64());
     }
 
+    /// Counts usage batches stored now and resent ones not counted again.
+    pub(crate) fn usage_batches(&self, stored: u64, duplicates: u64) {
+        for (result, n) in [("stored", stored), ("duplicate", duplicates)] {
+            if n > 0 {
+                let key = Key::from_parts("herald_cp_usage_batches_total", vec![Label::new("result", result)]);
+                self.recorder.register_counter(&key, &META).increment(n);
+            }
+        }
+    }
+
+    /// Sets how many apps are over a quota (as this replica last worked
+    /// out).
+    pub(crate) fn apps_over_quota(&self, n: usize) {
+        self.recorder.register_gauge(&Key::from_static_name("herald_cp_apps_over_quota"), &META).set(n as f64);
+    }
+
     /// Counts an API request and records its latency, by API (`rest`,
     /// `grpc`, `pusher`), route template and status.
     pub(crate) fn request(&self, api: &'static str, method: &str, route: &str, status: &str, latency: Duration) {

@@ -19,7 +19,12 @@ fn app(id: &str) -> App {
     App {
         id: AppId::new(id).expect("id"),
         name: format!("app {id}"),
-        limits: LimitOverrides { max_connections: Some(10), max_message_bytes: None, publish_rate_per_sec: Some(5) },
+        limits: LimitOverrides {
+            max_connections: Some(10),
+            max_message_bytes: None,
+            publish_rate_per_sec: Some(5),
+            ..LimitOverrides::default()
+        },
         allowed_origins: vec!["https://example.com".into()],
         created_at_ms: 1_000,
         pusher: PusherSettings::default(),

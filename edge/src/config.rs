@@ -154,6 +154,13 @@ pub struct EdgeConfig {
     /// Webhook events (client events, cache misses) waiting to be reported
     /// to the control plane; past it, new ones are dropped and counted.
     pub webhook_report_queue: u32,
+    /// How often the edge sends its per-app usage counts to the control
+    /// plane (1s to 5m).
+    pub usage_report_interval: HumanDuration,
+    /// Most app entries kept in usage reports the control plane has not
+    /// acknowledged; past it the oldest are dropped (and counted in
+    /// `herald_usage_dropped_apps_total`).
+    pub usage_max_pending_apps: u32,
     /// How long the edge keeps retrying to report one webhook event before
     /// dropping it.
     pub webhook_report_retry: HumanDuration,
@@ -211,6 +218,8 @@ impl Default for EdgeConfig {
             pusher_client_event_rate: 10,
             webhook_report_queue: 10_000,
             webhook_report_retry: HumanDuration::secs(60),
+            usage_report_interval: HumanDuration::secs(10),
+            usage_max_pending_apps: 100_000,
         }
     }
 }
@@ -382,6 +391,14 @@ impl EdgeConfig {
         }
         if self.webhook_report_queue == 0 {
             return Err(err("webhook_report_queue", "must be at least 1"));
+        }
+        if self.usage_report_interval.0 < Duration::from_secs(1)
+            || self.usage_report_interval.0 > Duration::from_secs(300)
+        {
+            return Err(err("usage_report_interval", "must be 1s to 5m"));
+        }
+        if self.usage_max_pending_apps == 0 || self.usage_max_pending_apps > 1_000_000 {
+            return Err(err("usage_max_pending_apps", "must be 1 to 1000000"));
         }
         if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
             return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));

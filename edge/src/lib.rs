@@ -109,9 +109,13 @@ fn tls_acceptor(
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
+/// Longest wait for the last usage report when the edge stops.
+const USAGE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs an edge on `listener` until `shutdown` resolves, then drains: no
 /// new connections, every client closed with 1001 (reconnect elsewhere),
-/// and a return once they are gone or `drain_timeout` passed.
+/// and a return once they are gone or `drain_timeout` passed; then sends
+/// its last usage report (at most 2 s).
 ///
 /// # Errors
 ///
@@ -153,6 +157,23 @@ pub async fn run(
     bus.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
     let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));
+    // A node id per run: the sequence of its usage batches starts again at
+    // 1, so a fixed edge id alone would collide with the last run's.
+    let usage_node = format!("{}-{:08x}{:x}", config.edge_id, rand_u32(), herald_bus::now_ms());
+    let (usage_stop, usage_stopped) = tokio::sync::oneshot::channel::<()>();
+    let usage = {
+        let reporter = herald_bus::usage::Reporter::new(usage_node, config.usage_max_pending_apps as usize);
+        let gauges_hub = hub.clone();
+        tokio::spawn(reporter.run(
+            bus.clone(),
+            hub.usage().clone(),
+            move || gauges_hub.usage_gauges(),
+            config.usage_report_interval.0,
+            async move {
+                let _ = usage_stopped.await;
+            },
+        ))
+    };
     let (draining_tx, draining_rx) = watch::channel(false);
     let edge_id = config.edge_id.clone();
     let webhooks = webhooks::WebhookReporter::start(
@@ -202,6 +223,11 @@ pub async fn run(
     rotations.abort();
     reports.abort();
     pings.abort();
+    // The last counts go out before the edge ends (a bounded wait).
+    let _ = usage_stop.send(());
+    if tokio::time::timeout(USAGE_FLUSH_TIMEOUT, usage).await.is_err() {
+        tracing::warn!("last usage report not sent in time; its counts are lost");
+    }
     Ok(())
 }
 

@@ -128,6 +128,9 @@ close_codes! {
     /// wire name keeps its first word, `backplane`, for the clients that
     /// match it.)
     BusUnavailable = 4004, "backplane_unavailable", Reconnect, "bus unavailable";
+    /// The app is at its connection quota (or over a usage quota); retry
+    /// later, once the app's usage or quota allows.
+    QuotaExceeded = 4005, "quota_exceeded", Reconnect, "the app's usage quota is reached; retry later";
     /// The token expired and was not refreshed in time.
     TokenExpired = 4100, "token_expired", RefreshToken, "token expired";
     /// The API key that minted the token was revoked.
@@ -258,6 +261,10 @@ error_codes! {
     /// A feature is off for this channel (e.g. presence on a channel without
     /// presence).
     NotEnabled = 15, "not_enabled", 400, FailedPrecondition, false;
+    /// The app is over one of its usage quotas (messages per day or month,
+    /// connections); publishes are refused until the period ends or the
+    /// quota is raised.
+    QuotaExceeded = 16, "quota_exceeded", 403, ResourceExhausted, false;
 }
 
 impl fmt::Display for ErrorCode {

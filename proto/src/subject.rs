@@ -12,6 +12,7 @@
 //! | `<prefix>.wh.<app>` | [`crate::bus::WebhookEvent`] requests from edges (client events, cache misses), stored by the control plane, which answers [`crate::bus::WebhookEventReply`] |
 //! | `<prefix>.hs.<app>.<ns>.<channel>` | channel messages of history namespaces, captured by the namespace's JetStream stream, which republishes them on the channel subject |
 //! | `<prefix>.cache.<app>.<channel>` | the last message of a cache channel, kept by the subject space's cache stream |
+//! | `<prefix>.usage` | [`crate::bus::UsageReport`] requests from nodes, stored by the control plane, which answers [`crate::bus::UsageReportReply`] |
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
 //! | `<prefix>.sync` | nothing: requests on it prove earlier commands were processed |
 //!
@@ -206,6 +207,13 @@ impl SubjectSpace {
         AppId::new(rest).ok()
     }
 
+    /// The subject on which nodes send their usage reports (requests the
+    /// control plane answers once it stored them).
+    #[must_use]
+    pub fn usage(&self) -> String {
+        format!("{}.usage", self.prefix)
+    }
+
     /// The subject a message of a history channel is published on; the
     /// namespace's stream captures it.
     #[must_use]
@@ -308,6 +316,7 @@ mod tests {
         assert_eq!(s.parse_namespaces("t.x-1.ns.a.b"), None);
         assert_eq!(s.webhook_events(&app), "t.x-1.wh.app1");
         assert_eq!(s.all_webhook_events(), "t.x-1.wh.*");
+        assert_eq!(s.usage(), "t.x-1.usage");
         assert_eq!(s.parse_webhook_events("t.x-1.wh.app1"), Some(app.clone()));
         assert_eq!(s.parse_webhook_events(&s.webhook_events(&app)), Some(app.clone()));
         let ns = ch.namespace_name().expect("namespace");

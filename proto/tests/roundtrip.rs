@@ -155,6 +155,27 @@ fn bus_messages() -> Vec<String> {
         client_event_rate: 10,
         allowed_origins: vec!["https://app.example".into()],
     };
+    let quota = QuotaState {
+        app_id: "a".into(),
+        messages_over: true,
+        connections_over: true,
+        reason: "over quota".into(),
+        ttl_ms: 30_000,
+    };
+    let usage = AppUsage {
+        app_id: "a".into(),
+        published_rest: 1,
+        published_grpc: 2,
+        published_pusher_http: 3,
+        published_client: 4,
+        delivered: 5,
+        bytes_in: 6,
+        bytes_out: 7,
+        connections_opened: 8,
+        webhooks_ok: 9,
+        webhooks_failed: 10,
+        refusals: vec![Refusal { reason: "quota_exceeded".into(), count: 11 }],
+    };
     let user_event = UserEvent {
         app_id: "a".into(),
         user_id: "u".into(),
@@ -228,6 +249,18 @@ fn bus_messages() -> Vec<String> {
             timestamp_ms: 4,
         }),
         rt(WebhookEventReply { error: "busy".into() }),
+        rt(quota.clone()),
+        rt(usage.clone()),
+        rt(Refusal { reason: "rate_limited".into(), count: 3 }),
+        rt(AppGauge { app_id: "a".into(), connections: 4, channels: 5 }),
+        rt(UsageBatch { seq: 7, timestamp_ms: 8, apps: vec![usage.clone()] }),
+        rt(UsageReport {
+            node_id: "edge-1".into(),
+            batches: vec![UsageBatch { seq: 7, timestamp_ms: 8, apps: vec![usage.clone()] }],
+            gauges: vec![AppGauge { app_id: "a".into(), connections: 4, channels: 5 }],
+            timestamp_ms: 9,
+        }),
+        rt(UsageReportReply { error: "busy".into() }),
     ];
     for kind in [
         presence_report::Kind::Join(PresenceJoin { entry: Some(entry.clone()) }),
@@ -251,6 +284,7 @@ fn bus_messages() -> Vec<String> {
         control_event::Kind::UserTerminated(UserTerminated { app_id: "a".into(), user_id: "u".into() }),
         control_event::Kind::UserEvent(user_event),
         control_event::Kind::OccupancySync(OccupancySync { app_id: "a".into() }),
+        control_event::Kind::QuotaState(quota),
     ] {
         names.push(rt(ControlEvent { timestamp_ms: 3, kind: Some(kind) }));
     }
@@ -259,7 +293,32 @@ fn bus_messages() -> Vec<String> {
 
 fn api_messages() -> Vec<String> {
     use api::*;
-    let limits = AppLimits { max_connections: 10, max_message_bytes: 1024, publish_rate_per_sec: 5 };
+    let limits = AppLimits {
+        max_connections: 10,
+        max_message_bytes: 1024,
+        publish_rate_per_sec: 5,
+        quota_messages_per_day: 1_000,
+        quota_messages_per_month: 20_000,
+        quota_connections: 50,
+    };
+    let stats_entry = AppStatsEntry {
+        interval_start: 60_000,
+        unit: "minute".into(),
+        published: 10,
+        published_rest: 1,
+        published_grpc: 2,
+        published_pusher_http: 3,
+        published_client: 4,
+        delivered: 5,
+        bytes_in: 6,
+        bytes_out: 7,
+        connections_opened: 8,
+        peak_connections: 9,
+        peak_channels: 10,
+        webhooks_ok: 11,
+        webhooks_failed: 12,
+        refusals: vec![StatsRefusal { reason: "rate_limited".into(), count: 13 }],
+    };
     let delivery = WebhookDelivery {
         event_id: "evt_1".into(),
         r#type: "member_added".into(),
@@ -368,6 +427,9 @@ fn api_messages() -> Vec<String> {
                 max_connections: Some(0),
                 max_message_bytes: Some(512),
                 publish_rate_per_sec: None,
+                quota_messages_per_day: Some(100),
+                quota_messages_per_month: None,
+                quota_connections: Some(0),
             }),
             allowed_origins: Some(AllowedOrigins { origins: vec![] }),
             pusher: Some(pusher_update.clone()),
@@ -375,7 +437,7 @@ fn api_messages() -> Vec<String> {
         rt(pusher_update),
         rt(app.pusher.clone().unwrap_or_default()),
         rt(AllowedOrigins { origins: vec!["https://example.com".into()] }),
-        rt(AppLimitsUpdate { max_connections: None, max_message_bytes: None, publish_rate_per_sec: Some(3) }),
+        rt(AppLimitsUpdate { publish_rate_per_sec: Some(3), ..Default::default() }),
         rt(RotateSigningKeysRequest { overlap_seconds: Some(0) }),
         rt(WebhookFilter { kind: Some(webhook_filter::Kind::Prefix("presence-".into())) }),
         rt(webhook.clone()),
@@ -455,6 +517,17 @@ fn api_messages() -> Vec<String> {
             next: "u".into(),
         }),
         rt(ListChannelsRequest { app_id: "a".into(), prefix: "chat:".into() }),
+        rt(GetAppStatsRequest {
+            app_id: "a".into(),
+            unit: "hour".into(),
+            start: Some(1),
+            end: Some(2),
+            limit: 10,
+            direction: "forwards".into(),
+        }),
+        rt(StatsRefusal { reason: "quota_exceeded".into(), count: 2 }),
+        rt(stats_entry.clone()),
+        rt(GetAppStatsResponse { entries: vec![stats_entry], next_start: Some(1), next_end: Some(5) }),
         rt(ChannelInfo { name: "c".into(), subscribers: 2 }),
         rt(ListChannelsResponse { channels: vec![ChannelInfo { name: "c".into(), subscribers: 2 }], truncated: true }),
         rt(GetHistoryRequest { app_id: "a".into(), channel: "c".into(), since: 3, limit: 10, epoch: "e".into() }),

@@ -2,6 +2,7 @@
 
 mod cache;
 mod relay;
+mod usage;
 mod webhooks;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -70,6 +71,7 @@ pub(crate) struct NatsBus {
     pub(crate) serve_task: Mutex<Option<JoinHandle<()>>>,
     /// Takes the webhook events edges report (the control plane's side).
     pub(crate) webhook_task: Mutex<Option<JoinHandle<()>>>,
+    pub(crate) usage_task: Mutex<Option<JoinHandle<()>>>,
     /// Forgets the epoch of a stream JetStream announces as created or
     /// deleted.
     pub(crate) advisory_task: Mutex<Option<JoinHandle<()>>>,
@@ -106,7 +108,7 @@ impl Drop for RoundGuard<'_> {
 
 impl Drop for NatsBus {
     fn drop(&mut self) {
-        for task in [&self.advisory_task, &self.webhook_task] {
+        for task in [&self.advisory_task, &self.webhook_task, &self.usage_task] {
             if let Some(task) = lock(task).take() {
                 task.abort();
             }
@@ -181,6 +183,7 @@ impl NatsBus {
             control_task: Mutex::new(None),
             serve_task: Mutex::new(None),
             webhook_task: Mutex::new(None),
+            usage_task: Mutex::new(None),
             advisory_task: Mutex::new(None),
             epochs,
             sent: AtomicU64::new(0),

@@ -106,6 +106,9 @@ struct Values {
     max_connections: String,
     max_message_bytes: String,
     publish_rate_per_sec: String,
+    quota_messages_per_day: String,
+    quota_messages_per_month: String,
+    quota_connections: String,
     allowed_origins: String,
     pusher_enabled: bool,
     client_events: bool,
@@ -116,7 +119,7 @@ struct Values {
     batch_max: String,
 }
 
-fn opt(v: Option<u32>) -> String {
+fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
@@ -128,6 +131,9 @@ impl Values {
             max_connections: opt(app.limits.max_connections),
             max_message_bytes: opt(app.limits.max_message_bytes),
             publish_rate_per_sec: opt(app.limits.publish_rate_per_sec),
+            quota_messages_per_day: opt(app.limits.quota_messages_per_day),
+            quota_messages_per_month: opt(app.limits.quota_messages_per_month),
+            quota_connections: opt(app.limits.quota_connections),
             allowed_origins: app.allowed_origins.join("\n"),
             pusher_enabled: p.enabled,
             client_events: p.client_events,
@@ -146,6 +152,9 @@ impl Values {
             max_connections: s("max_connections"),
             max_message_bytes: s("max_message_bytes"),
             publish_rate_per_sec: s("publish_rate_per_sec"),
+            quota_messages_per_day: s("quota_messages_per_day"),
+            quota_messages_per_month: s("quota_messages_per_month"),
+            quota_connections: s("quota_connections"),
             allowed_origins: s("allowed_origins"),
             pusher_enabled: f.checked("pusher_enabled"),
             client_events: f.checked("client_events"),
@@ -166,6 +175,7 @@ fn settings_body(app: &App, v: &Values, csrf: &str, errors: &FieldErrors, notice
 <form method="post" action="/console/apps/{id}" class="card">{csrf}
 <fieldset><legend>General</legend>{f_name}{f_origins}</fieldset>
 <fieldset><legend>Limits (empty: keep; 0: the server default)</legend>{f_conn}{f_bytes}{f_rate}</fieldset>
+<fieldset><legend>Quotas (empty: keep; 0: none)</legend>{f_qday}{f_qmonth}{f_qconn}</fieldset>
 <fieldset><legend>Pusher mode</legend>{c_pusher}{c_client}{c_count}{f_members}{f_event}{f_cer}{f_batch}</fieldset>
 <button type="submit">Save settings</button></form>
 <h2>Delete</h2><p><a class="danger" href="/console/apps/{id}/delete">Delete this app…</a> (asks for confirmation)</p>"#,
@@ -197,6 +207,30 @@ fn settings_body(app: &App, v: &Values, csrf: &str, errors: &FieldErrors, notice
             "text",
             &v.publish_rate_per_sec,
             errors.of("publish_rate_per_sec"),
+            ""
+        ),
+        f_qday = field(
+            "quota_messages_per_day",
+            "Messages per UTC day",
+            "text",
+            &v.quota_messages_per_day,
+            errors.of("quota_messages_per_day"),
+            ""
+        ),
+        f_qmonth = field(
+            "quota_messages_per_month",
+            "Messages per UTC month",
+            "text",
+            &v.quota_messages_per_month,
+            errors.of("quota_messages_per_month"),
+            ""
+        ),
+        f_qconn = field(
+            "quota_connections",
+            "Concurrent connections",
+            "text",
+            &v.quota_connections,
+            errors.of("quota_connections"),
             ""
         ),
         c_pusher = checkbox("pusher_enabled", "Pusher mode on", v.pusher_enabled),
@@ -268,6 +302,9 @@ const FIELDS: &[&str] = &[
     "max_connections",
     "max_message_bytes",
     "publish_rate_per_sec",
+    "quota_messages_per_day",
+    "quota_messages_per_month",
+    "quota_connections",
     "allowed_origins",
     "presence_max_members",
     "max_event_bytes",
@@ -278,6 +315,15 @@ const FIELDS: &[&str] = &[
 /// The change the form asks for, or the errors of its fields.
 fn spec_of(form: &Form) -> Result<AppSpec, FieldErrors> {
     let mut errors = FieldErrors::default();
+    let mut big = |name: &'static str, label: &str| match optional_number::<u64>(form, name, label) {
+        Ok(v) => v,
+        Err(msg) => {
+            errors.add(name, msg);
+            None
+        }
+    };
+    let quota_day = big("quota_messages_per_day", "Messages per UTC day");
+    let quota_month = big("quota_messages_per_month", "Messages per UTC month");
     let mut num = |name: &'static str, label: &str| match optional_number::<u32>(form, name, label) {
         Ok(v) => v,
         Err(msg) => {
@@ -289,6 +335,9 @@ fn spec_of(form: &Form) -> Result<AppSpec, FieldErrors> {
         max_connections: num("max_connections", "Max connections"),
         max_message_bytes: num("max_message_bytes", "Max message bytes"),
         publish_rate_per_sec: num("publish_rate_per_sec", "Publishes per second"),
+        quota_messages_per_day: quota_day,
+        quota_messages_per_month: quota_month,
+        quota_connections: num("quota_connections", "Concurrent connections"),
     };
     let pusher = PusherPatch {
         enabled: Some(form.checked("pusher_enabled")),

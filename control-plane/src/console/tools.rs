@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use bytes::Bytes;
+use herald_bus::usage::Source;
 
 use super::channels::channel_href;
 use super::form::{FieldErrors, Form, optional_number};
@@ -74,7 +75,7 @@ async fn publish(state: Shared, Path(app): Path<String>, request: Request) -> Pa
     let event = Some(form.text("event")).filter(|s| !s.is_empty()).map(str::to_owned);
     let draft =
         Draft { data: Bytes::from(form.raw("data").to_owned()), event, idempotency_id: None, exclude_connection: None };
-    let err = match state.core.publish(&Principal::Admin, &app, &[channel], draft).await {
+    let err = match state.core.publish(&Principal::Admin, &app, &[channel], draft, Source::Rest).await {
         Ok(p) => {
             return Ok(see_other(&format!(
                 "/console/apps/{}/publish?channel={}&sent={}",

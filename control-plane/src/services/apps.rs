@@ -184,6 +184,9 @@ impl Core {
             max_connections: spec.limits.max_connections.or(app.limits.max_connections),
             max_message_bytes: spec.limits.max_message_bytes.or(app.limits.max_message_bytes),
             publish_rate_per_sec: spec.limits.publish_rate_per_sec.or(app.limits.publish_rate_per_sec),
+            quota_messages_per_day: spec.limits.quota_messages_per_day.or(app.limits.quota_messages_per_day),
+            quota_messages_per_month: spec.limits.quota_messages_per_month.or(app.limits.quota_messages_per_month),
+            quota_connections: spec.limits.quota_connections.or(app.limits.quota_connections),
         };
         app.limits = self.check_limits(&merged)?;
         if let Some(origins) = spec.allowed_origins {

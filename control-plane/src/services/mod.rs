@@ -16,6 +16,7 @@
 //! - [`channels`]: channel history, occupied channels, a channel's state.
 //! - [`presence`]: the members of presence channels.
 //! - [`publish`]: publishing messages and batches.
+//! - [`stats`]: an app's usage per minute, hour or day, in pages.
 //! - [`users`]: events to every connection of a user, and closing them.
 //! - [`console`]: one-time login links of the web console.
 //! - [`webhooks`]: webhook endpoints, their checks (URLs against SSRF) and
@@ -31,6 +32,7 @@ pub mod namespaces;
 pub mod presence;
 pub mod publish;
 pub mod pusher;
+pub mod stats;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;
@@ -42,4 +44,5 @@ pub use limits::EffectiveLimits;
 pub use presence::Presence;
 pub use publish::Draft;
 pub use pusher::{PusherCaller, PusherPatch};
+pub use stats::{StatsPage, StatsQuery};
 pub use webhooks::{FilterSpec, WebhookPatch, WebhookSpec};

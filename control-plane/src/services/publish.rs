@@ -3,12 +3,14 @@
 //! connection it skips), and the app's limits; then the channels with
 //! history are marked and the [`Publisher`](crate::publish::Publisher) puts
 //! the messages on the bus. Herald's REST and gRPC APIs and the Pusher HTTP
-//! API all publish through here.
+//! API all publish through here, and here they are counted in the app's
+//! usage (by source) and refused while the app is over a message quota.
 
 use bytes::Bytes;
-use herald_proto::AppId;
+use herald_bus::usage::{Refused, Source};
 use herald_proto::caps::Operation;
 use herald_proto::claims::{MAX_EVENT_NAME_LEN, MAX_MESSAGE_ID_LEN};
+use herald_proto::{AppId, ErrorCode};
 
 use crate::auth::Principal;
 use crate::core::Core;
@@ -204,6 +206,10 @@ impl Core {
         let app_id = parse_app_id(app)?;
         let key = require_app(who, &app_id)?;
         let app = self.auth.app(&app_id).await?;
+        if let Some(verdict) = self.usage.verdict(&app_id).filter(|v| v.messages_over) {
+            self.usage.counters(&app_id).refused(Refused::Error(ErrorCode::QuotaExceeded));
+            return Err(ApiError::new(ErrorCode::QuotaExceeded, format!("the app is over quota: {}", verdict.reason)));
+        }
         Ok((app_id, key, self.effective_limits(&app)))
     }
 
@@ -219,10 +225,29 @@ impl Core {
         app: &str,
         channels: &[&str],
         draft: Draft,
+        source: Source,
     ) -> Result<Published, ApiError> {
         let (app, key, limits) = self.publish_context(who, app).await?;
-        let msg = self.prepare(key, &limits, channels, draft)?;
-        self.publish_one(&app, &limits, msg).await
+        let msg = self.prepare(key, &limits, channels, draft).inspect_err(|e| self.count_refusal(&app, e))?;
+        self.publish_one(&app, &limits, msg, source).await
+    }
+
+    /// Counts a message published from `source` in the app's usage (one
+    /// per channel it went to; nothing for a duplicate), or its refusal.
+    fn count_publish(&self, app: &AppId, source: Source, bytes: usize, result: &Result<Published, ApiError>) {
+        match result {
+            Ok(p) if !p.duplicate => {
+                let n = p.channels as u64;
+                self.usage.counters(app).published(source, n, (bytes as u64).saturating_mul(n));
+            }
+            Ok(_) => {}
+            Err(e) => self.count_refusal(app, e),
+        }
+    }
+
+    /// Counts a refused publish in the app's usage.
+    pub(crate) fn count_refusal(&self, app: &AppId, e: &ApiError) {
+        self.usage.counters(app).refused(Refused::Error(e.code));
     }
 
     /// Publishes prepared messages; one result per message.
@@ -231,8 +256,10 @@ impl Core {
         app: &AppId,
         limits: &EffectiveLimits,
         items: Vec<Result<Prepared, ApiError>>,
+        source: Source,
     ) -> Vec<Result<Published, ApiError>> {
         let limits = PublishLimits { rate_per_sec: limits.publish_rate_per_sec };
+        let sizes: Vec<usize> = items.iter().map(|i| i.as_ref().map_or(0, |m| m.data.len())).collect();
         let mut marked = Vec::with_capacity(items.len());
         for item in items {
             marked.push(match item {
@@ -240,7 +267,11 @@ impl Core {
                 Err(e) => Err(e),
             });
         }
-        self.publisher.publish_many(app, limits, marked).await
+        let results = self.publisher.publish_many(app, limits, marked).await;
+        for (result, bytes) in results.iter().zip(sizes) {
+            self.count_publish(app, source, bytes, result);
+        }
+        results
     }
 
     /// Marks the channels of `msg` that keep history (only channels with a
@@ -262,9 +293,15 @@ impl Core {
         app: &AppId,
         limits: &EffectiveLimits,
         msg: Prepared,
+        source: Source,
     ) -> Result<Published, ApiError> {
         let limits = PublishLimits { rate_per_sec: limits.publish_rate_per_sec };
-        let msg = self.resolve_history(app, msg).await?;
-        self.publisher.publish(app, limits, msg).await
+        let bytes = msg.data.len();
+        let result = match self.resolve_history(app, msg).await {
+            Ok(msg) => self.publisher.publish(app, limits, msg).await,
+            Err(e) => Err(e),
+        };
+        self.count_publish(app, source, bytes, &result);
+        result
     }
 }

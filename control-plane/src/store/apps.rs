@@ -19,6 +19,12 @@ pub struct LimitOverrides {
     pub max_message_bytes: Option<u32>,
     /// Publishes per second through the API (per control-plane replica).
     pub publish_rate_per_sec: Option<u32>,
+    /// Quota: messages published per UTC day (`None`: no quota).
+    pub quota_messages_per_day: Option<u64>,
+    /// Quota: messages published per UTC calendar month.
+    pub quota_messages_per_month: Option<u64>,
+    /// Quota: concurrent connections across edges.
+    pub quota_connections: Option<u32>,
 }
 
 /// `data` bytes a Pusher event may carry unless an app says otherwise
@@ -98,6 +104,9 @@ macro_rules! app_from_row {
                 max_connections: to_u32(row.try_get("max_connections")?),
                 max_message_bytes: to_u32(row.try_get("max_message_bytes")?),
                 publish_rate_per_sec: to_u32(row.try_get("publish_rate_per_sec")?),
+                quota_messages_per_day: to_u64(row.try_get("quota_messages_per_day")?),
+                quota_messages_per_month: to_u64(row.try_get("quota_messages_per_month")?),
+                quota_connections: to_u32(row.try_get("quota_connections")?),
             },
             allowed_origins: serde_json::from_str(&origins)
                 .map_err(|e| StoreError::Corrupt(format!("allowed_origins of app {id}: {e}")))?,
@@ -128,7 +137,8 @@ macro_rules! app_columns {
     () => {
         "id, name, max_connections, max_message_bytes, publish_rate_per_sec, allowed_origins, created_at_ms, \
          pusher_enabled, pusher_client_events, pusher_presence_max_members, pusher_max_event_bytes, \
-         pusher_subscription_count, pusher_client_event_rate, pusher_batch_max, pusher_app_id"
+         pusher_subscription_count, pusher_client_event_rate, pusher_batch_max, pusher_app_id, \
+         quota_messages_per_day, quota_messages_per_month, quota_connections"
     };
 }
 
@@ -141,6 +151,16 @@ fn stored_u32(app: &str, column: &str, v: i64) -> Result<u32, StoreError> {
 fn stored_pusher_app_id(app: &str, v: Option<String>) -> Result<Option<PusherAppId>, StoreError> {
     v.map(|v| PusherAppId::parse(&v).map_err(|e| StoreError::Corrupt(format!("pusher_app_id of app {app}: {e}"))))
         .transpose()
+}
+
+/// A quota as stored (capped at `i64::MAX`).
+fn quota_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// A nullable `BIGINT` quota as `u64`; negative values read as unset.
+fn to_u64(v: Option<i64>) -> Option<u64> {
+    v.and_then(|v| u64::try_from(v).ok())
 }
 
 fn origins_json(origins: &[String]) -> String {
@@ -158,7 +178,7 @@ impl Store {
         let sql = concat!(
             "INSERT INTO apps (",
             app_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         with_pool!(self, pool => {
             sqlx::query(sql)
@@ -177,6 +197,9 @@ impl Store {
                 .bind(i64::from(app.pusher.client_event_rate))
                 .bind(i64::from(app.pusher.batch_max))
                 .bind(app.pusher.app_id.map(|id| id.to_string()))
+                .bind(quota_i64(app.limits.quota_messages_per_day))
+                .bind(quota_i64(app.limits.quota_messages_per_month))
+                .bind(app.limits.quota_connections.map(i64::from))
                 .execute(pool)
                 .await?;
         });
@@ -194,7 +217,8 @@ impl Store {
         let sql = "UPDATE apps SET name = $2, max_connections = $3, max_message_bytes = $4, \
                    publish_rate_per_sec = $5, allowed_origins = $6, pusher_enabled = $7, pusher_client_events = $8, \
                    pusher_presence_max_members = $9, pusher_max_event_bytes = $10, pusher_subscription_count = $11, \
-                   pusher_client_event_rate = $12, pusher_batch_max = $13, pusher_app_id = $14 WHERE id = $1";
+                   pusher_client_event_rate = $12, pusher_batch_max = $13, pusher_app_id = $14, \
+                   quota_messages_per_day = $15, quota_messages_per_month = $16, quota_connections = $17 WHERE id = $1";
         let n = with_pool!(self, pool => {
             sqlx::query(sql)
                 .bind(app.id.as_str())
@@ -211,6 +235,9 @@ impl Store {
                 .bind(i64::from(app.pusher.client_event_rate))
                 .bind(i64::from(app.pusher.batch_max))
                 .bind(app.pusher.app_id.map(|id| id.to_string()))
+                .bind(quota_i64(app.limits.quota_messages_per_day))
+                .bind(quota_i64(app.limits.quota_messages_per_month))
+                .bind(app.limits.quota_connections.map(i64::from))
                 .execute(pool)
                 .await?
                 .rows_affected()

@@ -25,6 +25,8 @@
 //! - `webhook_outbox`: webhooks' channel state, outbox and attempt log.
 //! - `console`: the web console's sessions and one-time login links
 //!   (hashes only), and when each API key was last used.
+//! - `usage`: per-app usage per minute, hour and day ([`UsageRow`]), the
+//!   usage batches stored, nodes' latest connection figures, quotas' sums.
 //!
 //! Timestamps are Unix milliseconds. Capabilities and Origin lists are JSON
 //! text. API key secrets are never stored, only their SHA-256; a key's
@@ -126,6 +128,7 @@ mod deleted_apps;
 mod idempotency;
 mod namespaces;
 mod signing_keys;
+mod usage;
 mod webhook_outbox;
 mod webhooks;
 
@@ -134,6 +137,7 @@ pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, Li
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;
+pub use usage::{AppQuotas, StoredUsage, UsageRow, UsageUnit};
 pub use webhook_outbox::{Attempt, ChannelRecord, Delivery, EventDraft, Outcome, Recorded, Transition};
 pub use webhooks::{ChannelFilter, DISABLED_BY_OPERATOR, Webhook, WebhookChange, WebhookStatus, events_json};
 

@@ -247,6 +247,11 @@ async fn attempt(core: &Arc<Core>, d: Delivery) {
         Outcome::Failed => "failed",
     };
     core.metrics.webhook_attempt(label, result.latency);
+    match outcome {
+        Outcome::Delivered => core.usage.counters(&d.app_id).webhook(true),
+        Outcome::Failed => core.usage.counters(&d.app_id).webhook(false),
+        Outcome::Retry(_) => {}
+    }
     if let Some(error) = &result.error {
         tracing::info!(webhook = %webhook.id, event = %d.event_id, attempt = d.attempts, outcome = label, error, "webhook not delivered");
     }

@@ -89,7 +89,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     // token's (see the hub's `limits`).
     let app_limits = match shared.hub.register(entry.clone(), config.max_connections_per_app, lim.max_connections) {
         Ok(limits) => limits,
-        Err(reached) => return Err(Some(Close(CloseCode::ConnectionLimit, reached.message()))),
+        Err(refused) => return Err(Some(Close(refused.code(), refused.message()))),
     };
     // A revocation announced while the token was checked closed the
     // connections registered then; this one checks again now that it is.

@@ -12,6 +12,7 @@ use herald_proto::{ChannelName, ErrorCode, Operation, bus};
 use prost::Message as _;
 
 use herald_bus::namespaces::keeps_history;
+use herald_bus::usage::{Refused, Source};
 
 use super::reply::{bus_err, reply_err, reply_ok};
 use super::session::{RECENT_IDS, Session};
@@ -55,7 +56,12 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
         }
     }
     if !session.rate.allow() {
+        session.app_limits.usage().refused(Refused::Error(ErrorCode::RateLimited));
         return reply_err(rid, ErrorCode::RateLimited, "publish rate exceeded; slow down");
+    }
+    if let Some(reason) = session.app_limits.messages_over_quota() {
+        session.app_limits.usage().refused(Refused::Error(ErrorCode::QuotaExceeded));
+        return reply_err(rid, ErrorCode::QuotaExceeded, reason.to_string());
     }
     session.published += 1;
     let id =
@@ -81,6 +87,7 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
     match outcome {
         Ok(position) => {
             metrics::counter!("herald_client_publishes_total").increment(1);
+            session.app_limits.usage().published(Source::Client, 1, message.data.len() as u64);
             let seen = Seen {
                 kind: EventKind::ClientEvent,
                 channel: &channel,

@@ -10,7 +10,7 @@ use herald_proto::{AppId, CloseCode, KeyId};
 use crate::outbox::{Outbox, PushError};
 use crate::ws;
 
-use super::limits::{AppLimits, ConnectionLimitReached};
+use super::limits::{AdmitError, AppLimits};
 use super::{Hub, Wire, lock};
 
 /// What the hub knows of a live connection.
@@ -41,13 +41,14 @@ impl Hub {
     ///
     /// # Errors
     ///
-    /// [`ConnectionLimitReached`] when the app has its limit here.
+    /// [`AdmitError`] when the app has its limit here, or is at its
+    /// connection quota.
     pub fn register(
         &self,
         entry: Arc<ConnEntry>,
         edge_max: u32,
         token_max: Option<u32>,
-    ) -> Result<Arc<AppLimits>, ConnectionLimitReached> {
+    ) -> Result<Arc<AppLimits>, AdmitError> {
         let limits = self.admit(&entry.app, edge_max, token_max)?;
         lock(&self.conns).insert(entry.id, entry);
         metrics::gauge!("herald_connections").increment(1.0);

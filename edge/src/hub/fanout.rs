@@ -99,6 +99,7 @@ impl Hub {
         let mut pusher_frame: Option<Bytes> = None;
         let mut epoch = None;
         let mut delivered = 0;
+        let mut bytes_out = 0usize;
         let mut slow = 0u64;
         DEFERRED.with_borrow_mut(|deferred| {
             {
@@ -127,6 +128,7 @@ impl Hub {
                                 *epoch.get_or_insert_with(|| EpochTag::of(position.map_or("", |p| p.epoch.as_str())));
                             held.push(Held { seq, epoch, frame: frame.clone() });
                             delivered += 1;
+                            bytes_out += frame.len();
                         } else {
                             sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
                             slow += 1;
@@ -143,12 +145,17 @@ impl Hub {
                         sub.outbox.push(frame.clone())
                     };
                     match pushed {
-                        Ok(()) => delivered += 1,
+                        Ok(()) => {
+                            delivered += 1;
+                            bytes_out += frame.len();
+                        }
                         Err(PushError::Overflow) => slow += 1,
                         Err(PushError::Closed) => {}
                     }
                 }
                 entry.last_fan_out = Some(std::time::Instant::now());
+                entry.usage.delivered(delivered as u64, bytes_out as u64);
+                entry.usage.refused_n(herald_bus::usage::Refused::Close(CloseCode::SlowConsumer), slow);
             }
             // The shard lock is released: now the socket writes.
             if deferred.is_empty() {

@@ -33,12 +33,15 @@
 //! carries the older ones until it is refreshed).
 //!
 //! The connections of an app share its [`AppLimits`], so a publish reads
-//! the announced size limit with one atomic load, without a lock.
+//! the announced size limit with one atomic load, without a lock. The same
+//! shared value carries the app's usage counters and its quota state (see
+//! the hub's `quota`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
-use herald_proto::{AppId, bus};
+use herald_bus::usage::{AppCounters, Refused};
+use herald_proto::{AppId, CloseCode, bus};
 
 use super::{Hub, lock};
 
@@ -50,6 +53,15 @@ pub struct AppLimits {
     max_message_bytes: AtomicU32,
     /// 0: not announced.
     max_connections: AtomicU32,
+    /// The app's usage counters on this edge.
+    usage: Arc<AppCounters>,
+    /// Until when (Unix ms) publishes are refused: over a message quota.
+    messages_over_until: AtomicI64,
+    /// Until when (Unix ms) new connections are refused: at the connection
+    /// quota.
+    connections_over_until: AtomicI64,
+    /// Why, as the control plane said.
+    quota_reason: std::sync::Mutex<Arc<str>>,
 }
 
 impl AppLimits {
@@ -65,6 +77,37 @@ impl AppLimits {
         Some(self.max_connections.load(Ordering::Relaxed)).filter(|&n| n > 0)
     }
 
+    /// The app's usage counters on this edge.
+    #[must_use]
+    pub fn usage(&self) -> &AppCounters {
+        &self.usage
+    }
+
+    /// Why publishes are refused, while the app is over a message quota.
+    #[must_use]
+    pub fn messages_over_quota(&self) -> Option<Arc<str>> {
+        (herald_bus::now_ms() < self.messages_over_until.load(Ordering::Relaxed)).then(|| self.quota_reason())
+    }
+
+    /// Why new connections are refused, while the app is at its connection
+    /// quota.
+    #[must_use]
+    pub fn connections_over_quota(&self) -> Option<Arc<str>> {
+        (herald_bus::now_ms() < self.connections_over_until.load(Ordering::Relaxed)).then(|| self.quota_reason())
+    }
+
+    fn quota_reason(&self) -> Arc<str> {
+        lock(&self.quota_reason).clone()
+    }
+
+    /// Takes a quota state announced at `now_ms`.
+    pub(super) fn set_quota(&self, state: &bus::QuotaState, now_ms: i64) {
+        let until = now_ms.saturating_add(i64::from(state.ttl_ms));
+        *lock(&self.quota_reason) = Arc::from(herald_proto::codes::truncate_reason(&state.reason));
+        self.messages_over_until.store(if state.messages_over { until } else { 0 }, Ordering::Relaxed);
+        self.connections_over_until.store(if state.connections_over { until } else { 0 }, Ordering::Relaxed);
+    }
+
     /// Takes the values an announcement gives (0: not given, kept).
     fn update(&self, changed: &bus::AppLimitsChanged) {
         if changed.max_message_bytes > 0 {
@@ -77,7 +120,7 @@ impl AppLimits {
 }
 
 /// An app with connections on this edge.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct AppEntry {
     /// Its connections here.
     connections: u32,
@@ -126,11 +169,51 @@ impl ConnectionLimitReached {
     }
 }
 
+/// Why [`Hub::register`] refused a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdmitError {
+    /// The app has its limit of connections on this edge.
+    Limit(ConnectionLimitReached),
+    /// The app is at its connection quota (the reason).
+    Quota(Arc<str>),
+}
+
+impl AdmitError {
+    /// The close code the connection gets.
+    #[must_use]
+    pub fn code(&self) -> CloseCode {
+        match self {
+            Self::Limit(_) => CloseCode::ConnectionLimit,
+            Self::Quota(_) => CloseCode::QuotaExceeded,
+        }
+    }
+
+    /// The refusal's text (a close reason: at most 123 bytes).
+    #[must_use]
+    pub fn message(&self) -> String {
+        match self {
+            Self::Limit(reached) => reached.message(),
+            Self::Quota(reason) => herald_proto::codes::truncate_reason(reason).to_owned(),
+        }
+    }
+}
+
 /// Largest client message payload: the smaller of the edge's `edge_max`
 /// and the app's limit, if any.
 #[must_use]
 pub fn message_limit(edge_max: usize, app_max: Option<u32>) -> usize {
     app_max.map_or(edge_max, |n| edge_max.min(usize::try_from(n).unwrap_or(usize::MAX)))
+}
+
+/// Most quota states an edge keeps for apps without connections here;
+/// past it, new ones are not kept (the app's connections still get them).
+pub(super) const MAX_QUOTA_STATES: usize = 100_000;
+
+/// A quota state as announced, and when (Unix ms).
+#[derive(Debug)]
+pub(super) struct QuotaEntry {
+    state: bus::QuotaState,
+    at_ms: i64,
 }
 
 impl Hub {
@@ -143,20 +226,61 @@ impl Hub {
         app: &AppId,
         edge_max: u32,
         token_max: Option<u32>,
-    ) -> Result<Arc<AppLimits>, ConnectionLimitReached> {
+    ) -> Result<Arc<AppLimits>, AdmitError> {
         let mut apps = lock(&self.apps);
-        let entry = apps.entry(app.clone()).or_default();
+        let entry = apps.entry(app.clone()).or_insert_with(|| {
+            let limits = AppLimits { usage: self.usage.app(app), ..AppLimits::default() };
+            if let Some(state) = lock(&self.quotas).get(app) {
+                limits.set_quota(&state.state, state.at_ms);
+            }
+            AppEntry { connections: 0, limits: Arc::new(limits) }
+        });
         let app_max = entry.limits.max_connections().or(token_max);
         let limit = connection_limit(edge_max, app_max);
-        if limit > 0 && entry.connections >= limit {
+        let refused = if let Some(reason) = entry.limits.connections_over_quota() {
+            Some(AdmitError::Quota(reason))
+        } else if limit > 0 && entry.connections >= limit {
+            let by_edge = edge_max > 0 && app_max.is_none_or(|n| edge_max <= n.max(1));
+            Some(AdmitError::Limit(ConnectionLimitReached { limit, by_edge }))
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            entry.limits.usage.refused(Refused::Close(refused.code()));
             if entry.connections == 0 {
                 apps.remove(app);
             }
-            let by_edge = edge_max > 0 && app_max.is_none_or(|n| edge_max <= n.max(1));
-            return Err(ConnectionLimitReached { limit, by_edge });
+            return Err(refused);
         }
         entry.connections += 1;
+        entry.limits.usage.connection_opened();
         Ok(entry.limits.clone())
+    }
+
+    /// The current connections of each app on this edge.
+    #[must_use]
+    pub fn app_connections(&self) -> Vec<(AppId, u32)> {
+        lock(&self.apps).iter().map(|(app, e)| (app.clone(), e.connections)).collect()
+    }
+
+    /// Applies an announced quota state: kept for its TTL (for the app's
+    /// next connections here) and applied to the app's connections now.
+    pub(super) fn apply_quota(&self, state: bus::QuotaState) {
+        let Ok(app) = AppId::new(&state.app_id) else { return };
+        let now = herald_bus::now_ms();
+        if let Some(entry) = lock(&self.apps).get(&app) {
+            entry.limits.set_quota(&state, now);
+        }
+        let mut quotas = lock(&self.quotas);
+        quotas.retain(|_, q| q.at_ms.saturating_add(i64::from(q.state.ttl_ms)) > now);
+        let over = state.messages_over || state.connections_over;
+        if !over {
+            quotas.remove(&app);
+        } else if quotas.len() < MAX_QUOTA_STATES || quotas.contains_key(&app) {
+            quotas.insert(app, QuotaEntry { state, at_ms: now });
+        } else {
+            tracing::warn!(%app, "quota state not kept: too many apps over quota announced");
+        }
     }
 
     /// Uncounts a connection of `app`; the app's entry goes with its last.
@@ -207,13 +331,28 @@ mod tests {
         let app = AppId::new("a").expect("app");
         // The edge's limit is the smaller: the edge's key is named.
         assert!(hub.admit(&app, 1, Some(5)).is_ok());
-        let reached = hub.admit(&app, 1, Some(5)).expect_err("over the edge's limit");
+        let AdmitError::Limit(reached) = hub.admit(&app, 1, Some(5)).expect_err("over the edge's limit") else {
+            panic!("not a limit")
+        };
         assert_eq!(reached, ConnectionLimitReached { limit: 1, by_edge: true });
         assert!(reached.message().contains("max_connections_per_app"), "{}", reached.message());
         // The app's limit is the smaller: the app's keys are named.
-        let reached = hub.admit(&app, 0, Some(1)).expect_err("over the app's limit");
+        let AdmitError::Limit(reached) = hub.admit(&app, 0, Some(1)).expect_err("over the app's limit") else {
+            panic!("not a limit")
+        };
         assert_eq!(reached, ConnectionLimitReached { limit: 1, by_edge: false });
         assert!(reached.message().contains("limits.max_connections"), "{}", reached.message());
+        hub.apply_quota(bus::QuotaState {
+            app_id: "b".into(),
+            connections_over: true,
+            reason: "connection quota of 1 reached".into(),
+            ttl_ms: 60_000,
+            ..Default::default()
+        });
+        let b = AppId::new("b").expect("app");
+        let refused = hub.admit(&b, 0, None).expect_err("over quota");
+        assert_eq!(refused.code(), CloseCode::QuotaExceeded);
+        assert_eq!(refused.message(), "connection quota of 1 reached");
         for by_edge in [true, false] {
             let longest = ConnectionLimitReached { limit: u32::MAX, by_edge }.message();
             assert!(longest.len() <= 123, "{} bytes: {longest}", longest.len());

@@ -21,7 +21,11 @@
 //! - `connections`: the registry of live connections, for key revocation,
 //!   app deletion, draining and pings ([`Hub::ping_loop`]).
 //! - `limits`: per-app connection counts and the app limits the control
-//!   plane announces, and how they combine with a token's.
+//!   plane announces, and how they combine with a token's; the app's usage
+//!   counters and the quota state the control plane announces
+//!   (`QuotaState`), shared by the app's connections.
+//! - `usage`: the per-app figures this edge reports with its usage
+//!   (connections and channels here).
 //! - `occupancy`: the subscriber counts this edge reports, promptly after a
 //!   change and periodically.
 //! - `users`: events for every connection of one user, and the end of them
@@ -78,12 +82,13 @@ mod occupancy;
 mod presence;
 pub mod pusher;
 mod registry;
+mod usage;
 mod users;
 
 pub use connections::ConnEntry;
 use fanout::Delivery;
 pub use fanout::encode_replay;
-pub use limits::{AppLimits, ConnectionLimitReached, connection_limit, message_limit};
+pub use limits::{AdmitError, AppLimits, ConnectionLimitReached, connection_limit, message_limit};
 pub use registry::{EpochTag, SubscribeOptions};
 
 use std::collections::{HashMap, HashSet};
@@ -173,6 +178,10 @@ pub struct Hub {
     occupancy_wake: tokio::sync::Notify,
     /// Subscriber counts across edges, for subscribers told them.
     counts: Mutex<counts::Counts>,
+    /// Usage counters of the apps served here.
+    usage: Arc<herald_bus::usage::UsageRegistry>,
+    /// Quota states announced, for apps' next connections.
+    quotas: Mutex<HashMap<AppId, limits::QuotaEntry>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -208,6 +217,8 @@ impl Hub {
             pusher_subscriptions: AtomicUsize::new(0),
             occupancy_dirty: Mutex::new(HashSet::new()),
             occupancy_wake: tokio::sync::Notify::new(),
+            usage: Arc::new(herald_bus::usage::UsageRegistry::new()),
+            quotas: Mutex::new(HashMap::new()),
         })
     }
 
@@ -386,6 +397,7 @@ impl Sink for Hub {
                     self.occupancy_changed(&app);
                 }
             }
+            Some(Kind::QuotaState(state)) => self.apply_quota(state),
             Some(Kind::UserEvent(event)) => {
                 let n = self.send_to_user(&event);
                 metrics::counter!("herald_user_event_deliveries_total").increment(n as u64);

@@ -77,6 +77,8 @@ pub(super) struct Channel {
     /// When the last fan-out of this channel ended: a message that follows
     /// closely is queued (see the fan-out's `CALM_GAP`).
     pub(super) last_fan_out: Option<std::time::Instant>,
+    /// The app's usage counters (deliveries are counted there).
+    pub(super) usage: Arc<herald_bus::usage::AppCounters>,
 }
 
 /// What [`Hub::subscribe`] is to do besides adding the subscriber.
@@ -126,6 +128,7 @@ impl Hub {
                 ready: Arc::new(OnceCell::new()),
                 options: how.options,
                 last_fan_out: None,
+                usage: self.usage.app(app),
             });
             entry.subscribers.push(Subscriber {
                 conn_id,

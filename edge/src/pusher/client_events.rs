@@ -23,10 +23,11 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use herald_proto::bus;
+use herald_bus::usage::{Refused, Source};
 use herald_proto::claims::MAX_EVENT_NAME_LEN;
 use herald_proto::pusher::{PusherChannel, PusherChannelKind};
 use herald_proto::webhook::EventKind;
+use herald_proto::{ErrorCode, bus};
 use prost::Message as _;
 
 use crate::conn::Shared;
@@ -79,7 +80,12 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, message: ClientMes
         return Err((CLIENT_EVENT_TOO_LARGE, format!("client event data exceeds {max} bytes")));
     }
     if !session.rate.allow() {
+        session.limits.usage().refused(Refused::Error(ErrorCode::RateLimited));
         return Err((CLIENT_EVENT_RATE, "client event rejected: rate limit exceeded".into()));
+    }
+    if let Some(reason) = session.limits.messages_over_quota() {
+        session.limits.usage().refused(Refused::Error(ErrorCode::QuotaExceeded));
+        return Err((CLIENT_EVENT_REFUSED, format!("quota_exceeded: {reason}")));
     }
     session.events_sent += 1;
     let name = channel.channel_name();
@@ -98,6 +104,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, message: ClientMes
     match hub.bus().publish_encoded(&session.app, &name, buf.freeze()).await {
         Ok(()) => {
             metrics::counter!("herald_pusher_client_events_total").increment(1);
+            session.limits.usage().published(Source::Client, 1, msg.data.len() as u64);
             let seen = Seen {
                 kind: EventKind::ClientEvent,
                 channel: &name,

@@ -70,7 +70,7 @@ pub fn close_code(code: CloseCode) -> u16 {
         CloseCode::SlowConsumer => SLOW_CONSUMER,
         CloseCode::HeartbeatTimeout => PONG_TIMEOUT,
         CloseCode::HandshakeTimeout => RECONNECT_NOW,
-        CloseCode::ConnectionLimit => OVER_CAPACITY,
+        CloseCode::ConnectionLimit | CloseCode::QuotaExceeded => OVER_CAPACITY,
         CloseCode::BusUnavailable => UNAVAILABLE,
         CloseCode::AppUnavailable => APP_DISABLED,
         CloseCode::TokenExpired

@@ -167,9 +167,10 @@ pub(crate) async fn serve<R, W>(
         wire: Wire::Pusher,
         user: std::sync::Mutex::new(None),
     });
-    if let Err(reached) = shared.hub.register(entry.clone(), config.max_connections_per_app, None) {
-        return refuse(&mut wr, codes::APP_OVER_QUOTA, &reached.message()).await;
-    }
+    let limits = match shared.hub.register(entry.clone(), config.max_connections_per_app, None) {
+        Ok(limits) => limits,
+        Err(refused) => return refuse(&mut wr, codes::APP_OVER_QUOTA, &refused.message()).await,
+    };
     let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
     metrics::gauge!("herald_pusher_connections").increment(1.0);
     let socket_id = shared.hub.connection_id(id);
@@ -188,6 +189,7 @@ pub(crate) async fn serve<R, W>(
         user: None,
         rate: RateLimit::new(rate, rate),
         events_sent: 0,
+        limits,
     };
     let close = Box::pin(session::run(&shared, &mut reader, &mut rd, &mut session)).await;
     session.end(&shared);

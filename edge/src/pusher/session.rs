@@ -41,6 +41,8 @@ pub(super) struct Session {
     pub(super) rate: RateLimit,
     /// Client events sent, for their message ids.
     pub(super) events_sent: u64,
+    /// The app's limits, usage counters and quota state on this edge.
+    pub(super) limits: Arc<crate::hub::AppLimits>,
 }
 
 impl Session {

@@ -38,6 +38,9 @@ fn limits_from_pb(l: Option<pb::AppLimits>) -> LimitOverrides {
         max_connections: Some(l.max_connections),
         max_message_bytes: Some(l.max_message_bytes),
         publish_rate_per_sec: Some(l.publish_rate_per_sec),
+        quota_messages_per_day: Some(l.quota_messages_per_day),
+        quota_messages_per_month: Some(l.quota_messages_per_month),
+        quota_connections: Some(l.quota_connections),
     }
 }
 
@@ -79,6 +82,9 @@ fn app_to_pb(core: &Core, app: &App) -> pb::App {
             max_connections: l.max_connections,
             max_message_bytes: l.max_message_bytes,
             publish_rate_per_sec: l.publish_rate_per_sec,
+            quota_messages_per_day: l.quota_messages_per_day,
+            quota_messages_per_month: l.quota_messages_per_month,
+            quota_connections: l.quota_connections,
         }),
         allowed_origins: app.allowed_origins.clone(),
         created_at_ms: app.created_at_ms,
@@ -172,6 +178,9 @@ impl AdminService for Grpc {
             max_connections: l.max_connections,
             max_message_bytes: l.max_message_bytes,
             publish_rate_per_sec: l.publish_rate_per_sec,
+            quota_messages_per_day: l.quota_messages_per_day,
+            quota_messages_per_month: l.quota_messages_per_month,
+            quota_connections: l.quota_connections,
         });
         let spec = AppSpec {
             name: r.name,

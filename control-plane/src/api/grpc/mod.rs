@@ -1,6 +1,6 @@
 //! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService`,
 //! `PublishService`, `UserService`, `NamespaceService`, `ChannelService`,
-//! `PresenceService` and `WebhookService`, with server reflection
+//! `PresenceService`, `WebhookService` and `StatsService`, with server reflection
 //! (`grpc.reflection.v1` and `v1alpha`) and the standard health service
 //! (`grpc.health.v1`), on the REST port (h2c).
 //!
@@ -17,6 +17,7 @@ pub mod health;
 mod namespaces;
 mod presence;
 mod publish;
+mod stats;
 mod tokens;
 mod users;
 mod webhooks;
@@ -31,6 +32,7 @@ use herald_proto::api::channel_service_server::ChannelServiceServer;
 use herald_proto::api::namespace_service_server::NamespaceServiceServer;
 use herald_proto::api::presence_service_server::PresenceServiceServer;
 use herald_proto::api::publish_service_server::PublishServiceServer;
+use herald_proto::api::stats_service_server::StatsServiceServer;
 use herald_proto::api::token_service_server::TokenServiceServer;
 use herald_proto::api::user_service_server::UserServiceServer;
 use herald_proto::api::webhook_service_server::WebhookServiceServer;
@@ -50,7 +52,7 @@ pub struct Grpc {
 
 /// The full names of the API's services (what reflection lists and health
 /// answers for, besides `""`).
-pub const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 9] = [
     <AdminServiceServer<Grpc> as NamedService>::NAME,
     <TokenServiceServer<Grpc> as NamedService>::NAME,
     <PublishServiceServer<Grpc> as NamedService>::NAME,
@@ -59,6 +61,7 @@ pub const SERVICES: [&str; 8] = [
     <PresenceServiceServer<Grpc> as NamedService>::NAME,
     <UserServiceServer<Grpc> as NamedService>::NAME,
     <WebhookServiceServer<Grpc> as NamedService>::NAME,
+    <StatsServiceServer<Grpc> as NamedService>::NAME,
 ];
 
 fn path(service: &str) -> String {
@@ -85,7 +88,8 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     let channels = ChannelServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let presence = PresenceServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let users = UserServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let webhooks = WebhookServiceServer::new(svc).max_decoding_message_size(max);
+    let webhooks = WebhookServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let stats = StatsServiceServer::new(svc).max_decoding_message_size(max);
     let health = HealthServer::new(health::Health::new(core));
     let mut router = router
         .route_service(&path(SERVICES[0]), admin)
@@ -96,6 +100,7 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
         .route_service(&path(SERVICES[5]), presence)
         .route_service(&path(SERVICES[6]), users)
         .route_service(&path(SERVICES[7]), webhooks)
+        .route_service(&path(SERVICES[8]), stats)
         .route_service(&path(health::SERVICE), health);
     // The descriptor sets are built into the binary: a failure here is a
     // build defect, which the tests catch; serving goes on without

@@ -28,7 +28,7 @@ impl Grpc {
             exclude_connection: m.exclude_connection,
         };
         let msg = self.core.prepare(key, &limits, &channels, draft)?;
-        let published = self.core.publish_one(&app, &limits, msg).await?;
+        let published = self.core.publish_one(&app, &limits, msg, herald_bus::usage::Source::Grpc).await?;
         Ok(publish_response(published))
     }
 }

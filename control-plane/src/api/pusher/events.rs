@@ -10,6 +10,7 @@
 //! `{"batch": [{…}, …]}` for a batch; without it the answer is `{}`. A batch
 //! is checked whole before anything is published.
 
+use herald_bus::usage::Source;
 use std::sync::Arc;
 
 use axum::Json;
@@ -188,7 +189,7 @@ pub(super) async fn trigger(State(core): State<Arc<Core>>, signed: Signed) -> Re
         Target::Channels(channels) => {
             let (app, key, limits) = core.publish_context(who, signed.app()).await?;
             let msg = prepare(&core, key, &limits, &channels, event.draft)?;
-            core.publish_one(&app, &limits, msg).await?;
+            core.publish_one(&app, &limits, msg, Source::PusherHttp).await?;
             if !event.info.any() {
                 return Ok(Json(Value::Object(Map::new())));
             }
@@ -230,7 +231,7 @@ pub(super) async fn trigger_batch(State(core): State<Arc<Core>>, signed: Signed)
             prepared.push(Ok(msg));
         }
     }
-    for result in core.publish_many(&app, &limits, prepared).await {
+    for result in core.publish_many(&app, &limits, prepared, Source::PusherHttp).await {
         result?;
     }
     for event in &events {

@@ -26,6 +26,12 @@ pub struct LimitsBody {
     pub max_message_bytes: Option<u32>,
     /// API publishes per second (per control-plane replica).
     pub publish_rate_per_sec: Option<u32>,
+    /// Quota: messages published per UTC day (0 removes it).
+    pub quota_messages_per_day: Option<u64>,
+    /// Quota: messages published per UTC calendar month (0 removes it).
+    pub quota_messages_per_month: Option<u64>,
+    /// Quota: concurrent connections across edges (0 removes it).
+    pub quota_connections: Option<u32>,
 }
 
 impl From<LimitsBody> for LimitOverrides {
@@ -34,6 +40,9 @@ impl From<LimitsBody> for LimitOverrides {
             max_connections: l.max_connections,
             max_message_bytes: l.max_message_bytes,
             publish_rate_per_sec: l.publish_rate_per_sec,
+            quota_messages_per_day: l.quota_messages_per_day,
+            quota_messages_per_month: l.quota_messages_per_month,
+            quota_connections: l.quota_connections,
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod ops;
 pub mod presence;
 pub mod publish;
 pub mod signing_keys;
+pub mod stats;
 pub mod tokens;
 pub mod users;
 pub mod webhooks;
@@ -186,6 +187,7 @@ pub fn routes() -> Vec<Route> {
             Some("PresenceService/GetPresence"),
             get(presence::presence),
         ),
+        route(M::GET, "/v1/apps/{app_id}/stats", Some("StatsService/GetAppStats"), get(stats::stats)),
         route(M::GET, "/healthz", None, get(ops::healthz)),
         route(M::GET, "/readyz", None, get(ops::readyz)),
         route(M::GET, "/metrics", None, get(ops::metrics)),

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::Bytes;
+use herald_bus::usage::Source;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -192,7 +193,7 @@ pub(super) async fn publish(
 ) -> Result<Response, ApiError> {
     let data = payload(&body.data, body.encoding.as_deref())?;
     let draft = Draft { data, event: body.name, idempotency_id: body.id, exclude_connection: body.exclude_connection };
-    let published = core.publish(&who, &app_id, &[channel.as_str()], draft).await?;
+    let published = core.publish(&who, &app_id, &[channel.as_str()], draft, Source::Rest).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted::from(published))).into_response())
 }
 
@@ -226,7 +227,7 @@ pub(super) async fn publish_batch(
             core.prepare(key, &limits, &channels, draft)
         })
         .collect();
-    let results = core.publish_many(&app, &limits, items).await;
+    let results = core.publish_many(&app, &limits, items, Source::Rest).await;
     let unavailable = results.iter().any(|r| matches!(r, Err(e) if e.code == herald_proto::ErrorCode::Unavailable));
     let results: Vec<BatchResult> = results
         .into_iter()
