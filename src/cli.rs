@@ -1,4 +1,5 @@
-//! The operator and developer commands: `apps`, `keys`, `namespaces`,
+//! The operator and developer commands: `apps` (and `apps debug`, a tail of
+//! an app's debug events), `keys`, `namespaces`,
 //! `token`, `publish`, `subscribe` (and `webhooks`, in its own module, on
 //! the helpers here). They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
 //! `HERALD_APP_ID`, `HERALD_API_KEY`, `HERALD_ADMIN_TOKEN` (and
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use herald_proto::api::admin_service_client::AdminServiceClient;
+use herald_proto::api::debug_service_client::DebugServiceClient;
 use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::{self, Capability};
 use herald_sdk::{Client, ConnectionState, Data, Publisher, SubscriptionEvent, TokenRequest};
@@ -79,6 +81,17 @@ pub enum AppsCommand {
     Delete {
         /// The app's id.
         id: String,
+    },
+    /// Tail an app's live debug events (connects, subscribes, publishes, refusals, webhook deliveries), one line each, until interrupted.
+    Debug {
+        /// The app's id.
+        id: String,
+        /// Only events about channels whose name starts with this.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only these types, comma-separated: publish, connect, disconnect, subscribe, unsubscribe, refusal, webhook.
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
     },
 }
 
@@ -211,8 +224,32 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
             client.delete_app(authorized(request, &admin_token)?).await.map_err(status)?;
             println!("deleted {id}");
         }
+        AppsCommand::Debug { id, channel, types } => {
+            let mut debug = DebugServiceClient::new(connect(&api).await?);
+            let request = api::WatchDebugEventsRequest { app_id: id, channel: channel.unwrap_or_default(), types };
+            let call = debug.watch_debug_events(authorized(request, &admin_token)?);
+            let mut events = call.await.map_err(status)?.into_inner();
+            eprintln!("watching; events show as they happen (Ctrl-C ends)");
+            while let Some(item) = events.message().await.map_err(status)? {
+                println!("{}", debug_line(&item.json));
+            }
+        }
     }
     Ok(())
+}
+
+/// One debug event (the JSON object of docs/debug.md) as one line: its
+/// time (UTC), node and type, then its other fields as JSON.
+fn debug_line(json: &str) -> String {
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    let ms = event.remove("timestamp_ms").and_then(|v| v.as_i64()).unwrap_or_default();
+    let node = event.remove("node").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let kind = event.remove("type").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let day_ms = ms.rem_euclid(86_400_000);
+    let (h, m, s, milli) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000);
+    format!("{h:02}:{m:02}:{s:02}.{milli:03} {node} {kind:<11} {}", serde_json::Value::Object(event))
 }
 
 /// In Pusher mode, prints the app's Pusher app id (stdout) and what to

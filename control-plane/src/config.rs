@@ -263,6 +263,20 @@ config! {
     webhook_poll_interval: HumanDuration = HumanDuration::millis(500);
     /// Delivery attempts kept per endpoint in its log.
     webhook_log_size: u64 = 100;
+    /// Debug events this replica sends per second for one watched app
+    /// (publishes, webhook deliveries); past it (after `debug_tap_burst`)
+    /// they are dropped and counted.
+    debug_tap_rate: u32 = 100;
+    /// Debug events this replica may send at once for one watched app.
+    debug_tap_burst: u32 = 200;
+    /// Largest payload preview in a publish debug event (at most 64KiB).
+    debug_tap_preview_bytes: ByteSize = ByteSize(256);
+    /// Most debug-event watchers (`GET /v1/apps/{app}/debug/events`
+    /// streams) one replica serves at once; more are answered 429.
+    debug_tap_max_watchers: usize = 100;
+    /// Debug events kept for the watchers of one app on this replica; a
+    /// watcher further behind is told how many it missed and goes on.
+    debug_tap_buffer: usize = 1024;
 }
 
 fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -458,7 +472,7 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 35] = [
+        let positive: [(&str, u64); 39] = [
             ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("http_idle_timeout", ms(self.http_idle_timeout)),
@@ -494,7 +508,14 @@ impl Config {
             ("webhook_endpoint_concurrency", self.webhook_endpoint_concurrency as u64),
             ("webhook_poll_interval", ms(self.webhook_poll_interval)),
             ("webhook_log_size", self.webhook_log_size),
+            ("debug_tap_rate", u64::from(self.debug_tap_rate)),
+            ("debug_tap_burst", u64::from(self.debug_tap_burst)),
+            ("debug_tap_max_watchers", self.debug_tap_max_watchers as u64),
+            ("debug_tap_buffer", self.debug_tap_buffer as u64),
         ];
+        if self.debug_tap_preview_bytes.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
+            return Err(ConfigError::new("debug_tap_preview_bytes", "must be at most 64KiB"));
+        }
         for (key, v) in positive {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));

@@ -37,6 +37,10 @@ pub struct Core {
     pub(crate) namespaces: NamespaceCache,
     pub(crate) reports: Reports,
     pub(crate) webhooks: Webhooks,
+    /// This replica's debug tap: debug events of the apps someone watches.
+    pub(crate) tap: herald_bus::debug_tap::DebugTap,
+    /// The debug-event watchers this replica serves.
+    pub(crate) debug_watchers: crate::debug_tap::Watchers,
 }
 
 impl Core {
@@ -111,6 +115,7 @@ impl Core {
                 self.webhooks.changed();
             }
             Some(Kind::PresenceSyncAll(_) | Kind::UserTerminated(_) | Kind::UserEvent(_) | Kind::OccupancySync(_)) => {}
+            Some(Kind::DebugTapOn(_)) => self.tap.on_control(event),
             Some(Kind::AppLimitsChanged(a)) => {
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.auth.evict_app(&id);

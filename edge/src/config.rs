@@ -131,6 +131,13 @@ pub struct EdgeConfig {
     /// How long the edge keeps retrying to report one webhook event before
     /// dropping it.
     pub webhook_report_retry: HumanDuration,
+    /// Debug events this edge sends per second for one watched app; past
+    /// it (after `debug_tap_burst`) they are dropped and counted.
+    pub debug_tap_rate: u32,
+    /// Debug events this edge may send at once for one watched app.
+    pub debug_tap_burst: u32,
+    /// Largest payload preview in a publish debug event.
+    pub debug_tap_preview_bytes: ByteSize,
 }
 
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
@@ -184,6 +191,9 @@ impl Default for EdgeConfig {
             pusher_client_event_rate: 10,
             webhook_report_queue: 10_000,
             webhook_report_retry: HumanDuration::secs(60),
+            debug_tap_rate: 100,
+            debug_tap_burst: 200,
+            debug_tap_preview_bytes: ByteSize(256),
         }
     }
 }
@@ -253,6 +263,9 @@ impl EdgeConfig {
         "pusher_client_event_rate",
         "webhook_report_queue",
         "webhook_report_retry",
+        "debug_tap_rate",
+        "debug_tap_burst",
+        "debug_tap_preview_bytes",
     ];
 
     /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
@@ -401,6 +414,15 @@ impl EdgeConfig {
         if self.webhook_report_queue == 0 {
             return Err(err("webhook_report_queue", "must be at least 1"));
         }
+        if self.debug_tap_rate == 0 {
+            return Err(err("debug_tap_rate", "must be at least 1"));
+        }
+        if self.debug_tap_burst == 0 {
+            return Err(err("debug_tap_burst", "must be at least 1"));
+        }
+        if self.debug_tap_preview_bytes.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
+            return Err(err("debug_tap_preview_bytes", "must be at most 64KiB"));
+        }
         if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
             return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));
         }
@@ -479,6 +501,11 @@ mod tests {
             (EdgeConfig { pusher_max_event_bytes: ByteSize::mib(1), ..Default::default() }, "pusher_max_event_bytes"),
             (EdgeConfig { pusher_client_event_rate: 0, ..Default::default() }, "pusher_client_event_rate"),
             (EdgeConfig { webhook_report_queue: 0, ..Default::default() }, "webhook_report_queue"),
+            (EdgeConfig { debug_tap_rate: 0, ..Default::default() }, "debug_tap_rate"),
+            (
+                EdgeConfig { debug_tap_preview_bytes: ByteSize::kib(65), ..Default::default() },
+                "debug_tap_preview_bytes",
+            ),
             (EdgeConfig { webhook_report_retry: HumanDuration::secs(0), ..Default::default() }, "webhook_report_retry"),
         ];
         for (config, key) in cases {

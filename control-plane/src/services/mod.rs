@@ -17,12 +17,14 @@
 //! - [`presence`]: the members of presence channels.
 //! - [`publish`]: publishing messages and batches.
 //! - [`users`]: events to every connection of a user, and closing them.
+//! - [`debug`]: watching an app's live debug events.
 //! - [`webhooks`]: webhook endpoints, their checks (URLs against SSRF) and
 //!   secret rotation.
 
 pub mod apps;
 pub mod channels;
 pub mod checks;
+pub mod debug;
 pub mod keys;
 pub mod limits;
 pub mod namespaces;

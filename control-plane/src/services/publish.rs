@@ -240,7 +240,34 @@ impl Core {
                 Err(e) => Err(e),
             });
         }
-        self.publisher.publish_many(app, limits, marked).await
+        let tapped: Vec<Option<Tapped>> =
+            marked.iter().map(|m| m.as_ref().ok().and_then(|m| self.tap_before(app, m))).collect();
+        let results = self.publisher.publish_many(app, limits, marked).await;
+        for (tapped, result) in tapped.into_iter().zip(&results) {
+            if result.is_ok() {
+                self.tap_after(app, tapped);
+            }
+        }
+        results
+    }
+
+    /// What a publish's debug events need, kept only while `app` is
+    /// watched.
+    fn tap_before(&self, app: &AppId, msg: &Prepared) -> Option<Tapped> {
+        self.tap.is_on(app.as_str()).then(|| Tapped {
+            channels: msg.channels.iter().map(|c| c.as_str().to_owned()).collect(),
+            data: msg.data.clone(),
+            event: msg.event.clone().unwrap_or_default(),
+        })
+    }
+
+    /// One debug event per channel of a publish the bus took.
+    fn tap_after(&self, app: &AppId, tapped: Option<Tapped>) {
+        let Some(t) = tapped else { return };
+        let source = crate::debug_tap::source();
+        for channel in &t.channels {
+            self.tap.emit(app.as_str(), "", |tap| tap.publish_event(source, channel, &t.event, &t.data));
+        }
     }
 
     /// Marks the channels of `msg` that keep history (only channels with a
@@ -265,6 +292,16 @@ impl Core {
     ) -> Result<Published, ApiError> {
         let limits = PublishLimits { rate_per_sec: limits.publish_rate_per_sec };
         let msg = self.resolve_history(app, msg).await?;
-        self.publisher.publish(app, limits, msg).await
+        let tapped = self.tap_before(app, &msg);
+        let published = self.publisher.publish(app, limits, msg).await?;
+        self.tap_after(app, tapped);
+        Ok(published)
     }
+}
+
+/// A publish of a watched app, kept for its debug events.
+struct Tapped {
+    channels: Vec<String>,
+    data: Bytes,
+    event: String,
 }

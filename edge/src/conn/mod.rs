@@ -70,6 +70,7 @@ pub(crate) async fn serve<R, W>(
     shared: Arc<Shared>,
     bearer: Option<String>,
     origin: Option<String>,
+    peer: Option<std::net::IpAddr>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -85,9 +86,17 @@ pub(crate) async fn serve<R, W>(
 
     // Boxed: the handshake's state is needed once; keeping it out of this
     // future keeps every idle connection small.
-    let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin)).await {
+    let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin, peer)).await {
         Ok(mut session) => {
             let close = run(&shared, &mut reader, &mut rd, &outbox, &mut session).await;
+            if shared.hub.tap().any_on() {
+                let (code, reason) = match &close {
+                    Some(Close(code, reason)) => (*code, reason.clone()),
+                    None => outbox.close_code().unwrap_or((CloseCode::Normal, "gone".to_owned())),
+                };
+                let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+                crate::tap::disconnected(tap, app, &session.connection_id, code, &reason);
+            }
             let mut leaves = Vec::new();
             for (channel, presence) in session.subscriptions.drain() {
                 shared.hub.unsubscribe(&session.claims.app, &channel, id);
@@ -220,7 +229,7 @@ mod tests {
         });
         let (io, _other) = tokio::io::duplex(64);
         let (rd, wr) = tokio::io::split(io);
-        let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), None, None);
+        let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), None, None, None);
         let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
         let writer = writer::write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
         let (serve, writer) = (std::mem::size_of_val(&serve), std::mem::size_of_val(&writer));

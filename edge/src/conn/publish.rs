@@ -55,7 +55,10 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
         }
     }
     if !session.rate.allow() {
-        return reply_err(rid, ErrorCode::RateLimited, "publish rate exceeded; slow down");
+        let reason = "publish rate exceeded; slow down";
+        let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+        crate::tap::refused(tap, app, &session.connection_id, ErrorCode::RateLimited, reason, channel.as_str());
+        return reply_err(rid, ErrorCode::RateLimited, reason);
     }
     session.published += 1;
     let id =
@@ -81,6 +84,9 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
     match outcome {
         Ok(position) => {
             metrics::counter!("herald_client_publishes_total").increment(1);
+            let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+            let event = message.event.as_deref().unwrap_or_default();
+            crate::tap::published(tap, app, &session.connection_id, "client", channel.as_str(), event, &message.data);
             let seen = Seen {
                 kind: EventKind::ClientEvent,
                 channel: &channel,

@@ -17,6 +17,7 @@
 
 pub mod apps;
 pub mod channels;
+pub mod debug;
 pub mod keys;
 pub mod namespaces;
 pub mod openapi;
@@ -183,6 +184,12 @@ pub fn routes() -> Vec<Route> {
             "/v1/apps/{app_id}/channels/{channel}/presence",
             Some("PresenceService/GetPresence"),
             get(presence::presence),
+        ),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/debug/events",
+            Some("DebugService/WatchDebugEvents"),
+            get(debug::debug_events),
         ),
         route(M::GET, "/healthz", None, get(ops::healthz)),
         route(M::GET, "/readyz", None, get(ops::readyz)),

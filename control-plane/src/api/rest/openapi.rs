@@ -5,7 +5,9 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
-use super::{TAG_OPS, apps, channels, keys, namespaces, ops, presence, publish, signing_keys, tokens, users, webhooks};
+use super::{
+    TAG_OPS, apps, channels, debug, keys, namespaces, ops, presence, publish, signing_keys, tokens, users, webhooks,
+};
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = TAG_OPS, responses((status = 200, description = "OpenAPI 3.1 document")))]
@@ -25,7 +27,7 @@ pub(super) async fn openapi() -> Response {
           namespaces::delete_namespace, webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
           webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::test_webhook,
           webhooks::list_deliveries,
-          channels::history, presence::presence, channels::channels),
+          channels::history, presence::presence, channels::channels, debug::debug_events),
     modifiers(&Security),
     tags((name = "admin", description = "Operators, with the admin token"),
          (name = "app", description = "Customers' backends, with an API key of the app"),
@@ -69,6 +71,7 @@ mod tests {
             "/v1/apps/{app_id}/channels",
             "/v1/apps/{app_id}/channels/{channel}/history",
             "/v1/apps/{app_id}/channels/{channel}/presence",
+            "/v1/apps/{app_id}/debug/events",
             "/v1/signing-keys/rotate",
             "/.well-known/jwks.json",
             "/healthz",
