@@ -79,7 +79,8 @@ async fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respon
             if !offers_subprotocol(&req) {
                 return Ok(text(StatusCode::BAD_REQUEST, "the herald.v1 websocket subprotocol is required\n"));
             }
-            let herald = Protocol::Herald { bearer: bearer(&req), origin: origin(&req), peer: peer(&req) };
+            let herald =
+                Protocol::Herald(conn::HeraldRequest { bearer: bearer(&req), origin: origin(&req), peer: peer(&req) });
             upgrade(shared, &mut req, herald)
         }
         p if p.starts_with(pusher::PATH_PREFIX) => match PusherRequest::from_uri(req.uri()) {
@@ -111,7 +112,7 @@ fn origin(req: &Request<Incoming>) -> Option<String> {
 enum Protocol {
     /// Herald's (`/v1/connect`): the bearer token and `Origin`, if any,
     /// and the client's address.
-    Herald { bearer: Option<String>, origin: Option<String>, peer: Option<std::net::IpAddr> },
+    Herald(conn::HeraldRequest),
     /// Pusher's (`/app/{key}`).
     Pusher(PusherRequest),
 }
@@ -124,7 +125,7 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>, protocol: Protocol)
         return text(StatusCode::SERVICE_UNAVAILABLE, "edge is draining\n");
     }
     let over_limit = shared.open.load(Ordering::Acquire) >= shared.config.max_connections as usize;
-    let subprotocol = matches!(protocol, Protocol::Herald { .. });
+    let subprotocol = matches!(protocol, Protocol::Herald(_));
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -182,9 +183,7 @@ async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Herald { bearer, origin, peer } => {
-            conn::serve(rd, wr, early, direct, shared, bearer, origin, peer).await;
-        }
+        Protocol::Herald(request) => conn::serve(rd, wr, early, direct, shared, request).await,
         Protocol::Pusher(request) => pusher::serve(rd, wr, early, direct, shared, request).await,
     }
 }
@@ -196,7 +195,7 @@ async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, protocol:
     let code = CloseCode::ConnectionLimit;
     metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
     match protocol {
-        Protocol::Herald { .. } => {
+        Protocol::Herald(_) => {
             let bytes = conn::close_tail(code, code.reason());
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 let _ = io.write_all(&bytes).await;

@@ -29,10 +29,9 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     rd: &mut R,
     outbox: &Arc<Outbox>,
     id: u64,
-    bearer: Option<String>,
-    origin: Option<String>,
-    peer: Option<std::net::IpAddr>,
+    request: super::HeraldRequest,
 ) -> Result<Session, Option<Close>> {
+    let super::HeraldRequest { bearer, origin, peer } = request;
     let tap = shared.hub.tap();
     let config = &shared.config;
     let mut draining = shared.draining.clone();
