@@ -270,7 +270,7 @@ config! {
     /// Debug events this replica may send at once for one watched app.
     debug_tap_burst: u32 = 200;
     /// Largest payload preview in a publish debug event (at most 64KiB).
-    debug_tap_preview_bytes: ByteSize = ByteSize(256);
+    debug_tap_preview_size: ByteSize = ByteSize(256);
     /// Most debug-event watchers (`GET /v1/apps/{app}/debug/events`
     /// streams) one replica serves at once; more are answered 429.
     debug_tap_max_watchers: usize = 100;
@@ -513,8 +513,8 @@ impl Config {
             ("debug_tap_max_watchers", self.debug_tap_max_watchers as u64),
             ("debug_tap_buffer", self.debug_tap_buffer as u64),
         ];
-        if self.debug_tap_preview_bytes.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
-            return Err(ConfigError::new("debug_tap_preview_bytes", "must be at most 64KiB"));
+        if self.debug_tap_preview_size.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
+            return Err(ConfigError::new("debug_tap_preview_size", "must be at most 64KiB"));
         }
         for (key, v) in positive {
             if v == 0 {

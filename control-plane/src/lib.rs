@@ -200,7 +200,7 @@ impl ControlPlane {
         let tap_settings = herald_bus::debug_tap::TapSettings {
             rate: config.debug_tap_rate,
             burst: config.debug_tap_burst,
-            preview_bytes: config.debug_tap_preview_bytes.as_usize(),
+            preview_bytes: config.debug_tap_preview_size.as_usize(),
             ..Default::default()
         };
         let (debug_max_watchers, debug_buffer) = (config.debug_tap_max_watchers, config.debug_tap_buffer);

@@ -137,7 +137,7 @@ pub struct EdgeConfig {
     /// Debug events this edge may send at once for one watched app.
     pub debug_tap_burst: u32,
     /// Largest payload preview in a publish debug event.
-    pub debug_tap_preview_bytes: ByteSize,
+    pub debug_tap_preview_size: ByteSize,
 }
 
 /// The prefix of the environment variables [`EdgeConfig::apply_env`] reads.
@@ -193,7 +193,7 @@ impl Default for EdgeConfig {
             webhook_report_retry: HumanDuration::secs(60),
             debug_tap_rate: 100,
             debug_tap_burst: 200,
-            debug_tap_preview_bytes: ByteSize(256),
+            debug_tap_preview_size: ByteSize(256),
         }
     }
 }
@@ -265,7 +265,7 @@ impl EdgeConfig {
         "webhook_report_retry",
         "debug_tap_rate",
         "debug_tap_burst",
-        "debug_tap_preview_bytes",
+        "debug_tap_preview_size",
     ];
 
     /// Sets the field named `key` from its text form (`"64KiB"`, `"25s"`,
@@ -420,8 +420,8 @@ impl EdgeConfig {
         if self.debug_tap_burst == 0 {
             return Err(err("debug_tap_burst", "must be at least 1"));
         }
-        if self.debug_tap_preview_bytes.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
-            return Err(err("debug_tap_preview_bytes", "must be at most 64KiB"));
+        if self.debug_tap_preview_size.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
+            return Err(err("debug_tap_preview_size", "must be at most 64KiB"));
         }
         if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
             return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));
@@ -502,10 +502,7 @@ mod tests {
             (EdgeConfig { pusher_client_event_rate: 0, ..Default::default() }, "pusher_client_event_rate"),
             (EdgeConfig { webhook_report_queue: 0, ..Default::default() }, "webhook_report_queue"),
             (EdgeConfig { debug_tap_rate: 0, ..Default::default() }, "debug_tap_rate"),
-            (
-                EdgeConfig { debug_tap_preview_bytes: ByteSize::kib(65), ..Default::default() },
-                "debug_tap_preview_bytes",
-            ),
+            (EdgeConfig { debug_tap_preview_size: ByteSize::kib(65), ..Default::default() }, "debug_tap_preview_size"),
             (EdgeConfig { webhook_report_retry: HumanDuration::secs(0), ..Default::default() }, "webhook_report_retry"),
         ];
         for (config, key) in cases {

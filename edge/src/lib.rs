@@ -143,7 +143,7 @@ pub async fn run(
         tap: herald_bus::debug_tap::TapSettings {
             rate: config.debug_tap_rate,
             burst: config.debug_tap_burst,
-            preview_bytes: config.debug_tap_preview_bytes.as_usize(),
+            preview_bytes: config.debug_tap_preview_size.as_usize(),
             ..Default::default()
         },
     };
