@@ -62,6 +62,8 @@
 //! - [`app_config`]: an app's configuration as edges look it up (its
 //!   namespaces and Pusher settings), and the control plane's answer.
 //! - [`cache`]: cache channels, whose last message is kept.
+//! - [`DebugEventSubscription`] (`debug_events`): debug events on the bus,
+//!   sent and subscribed.
 //! - [`debug_tap`]: a node's debug tap: which apps are watched, and the
 //!   sampled, rate-bounded sending of their debug events.
 //! - [`namespaces`]: namespace rules (defaults, history) and the cache of
@@ -71,6 +73,7 @@
 
 pub mod app_config;
 pub mod cache;
+mod debug_events;
 pub mod debug_tap;
 mod error;
 mod handle;
@@ -84,8 +87,9 @@ pub mod telemetry;
 pub mod webhook_events;
 
 pub use app_config::AppConfig;
+pub use debug_events::DebugEventSubscription;
 pub use error::BusError;
-pub use handle::{Bus, ChannelSubscription, DebugEventSubscription};
+pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 pub use local::LocalBus;
 pub use nats::NatsOptions;

@@ -162,7 +162,10 @@ impl LocalBusInner {
         let mut watchers = lock(&self.debug_watchers);
         watchers.retain(|(_, tx)| !tx.is_closed());
         for (_, tx) in watchers.iter().filter(|(a, _)| a == app) {
-            crate::handle::offer(tx, event.clone());
+            // A full subscription drops the event, and counts it.
+            if tx.try_send(event.clone()).is_err() {
+                metrics::counter!("herald_debug_events_dropped_total").increment(1);
+            }
         }
     }
 
