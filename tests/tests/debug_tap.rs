@@ -306,3 +306,39 @@ async fn bad_requests_are_refused_with_the_field_named() -> Result<()> {
 async fn within<T>(f: impl std::future::Future<Output = T>) -> Result<T> {
     tokio::time::timeout(LIMIT, f).await.context("timed out")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_tails_the_events_one_line_each() -> Result<()> {
+    let s = setup(&[], &[]).await?;
+    let mut tail = tokio::process::Command::new(herald_bin()?)
+        .args(["apps", "debug", &s.app, "--types", "publish", "--channel", "cli"])
+        .env("HERALD_API_URL", s.cp.url())
+        .env("HERALD_ADMIN_TOKEN", &s.cp.admin_token)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut lines = BufReader::new(tail.stdout.take().context("stdout")?).lines();
+    // Publish until a line shows (the tap turns on shortly after the tail
+    // starts).
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let line = loop {
+        s.publisher.publish("cli:tail", "hello tail").await?;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await {
+            break line?.context("the tail ended")?;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("the tail printed nothing within {LIMIT:?}");
+        }
+    };
+    // `HH:MM:SS.mmm node type {fields}`
+    let mut parts = line.splitn(4, ' ');
+    let (time, node, kind) = (parts.next(), parts.next(), parts.next());
+    assert!(time.is_some_and(|t| t.len() == 12 && t.as_bytes()[2] == b':'), "{line}");
+    assert!(node.is_some_and(|n| n.starts_with("cp-")), "{line}");
+    assert_eq!(kind, Some("publish"), "{line}");
+    let fields: Value = serde_json::from_str(parts.next().unwrap_or_default().trim())?;
+    assert_eq!((fields["channel"].as_str(), fields["preview"].as_str()), (Some("cli:tail"), Some("hello tail")));
+    Ok(())
+}
