@@ -342,3 +342,16 @@ async fn the_cli_tails_the_events_one_line_each() -> Result<()> {
     assert_eq!((fields["channel"].as_str(), fields["preview"].as_str()), (Some("cli:tail"), Some("hello tail")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_does_not_hold_up_shutdown() -> Result<()> {
+    let mut s = setup(&[("HERALD_CP_SHUTDOWN_TIMEOUT", "20s".to_owned())], &[]).await?;
+    let mut watcher = Watcher::open(s.cp.addr, &s.app, "", &s.cp.admin_token).await?;
+    let started = std::time::Instant::now();
+    s.cp.process.terminate()?;
+    // The stream ends, and the process exits well before its deadline.
+    within(async { while watcher.events.recv().await.is_some() {} }).await?;
+    assert!(s.cp.process.wait_exit(Duration::from_secs(10)).await?, "the control plane failed to exit");
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    Ok(())
+}

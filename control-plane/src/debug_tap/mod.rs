@@ -48,13 +48,27 @@ pub struct Watchers {
     count: Arc<AtomicUsize>,
     max: usize,
     buffer: usize,
+    /// Set when the replica shuts down: every stream ends.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Watchers {
     /// At most `max` watchers; `buffer` events kept per app.
     #[must_use]
     pub fn new(max: usize, buffer: usize) -> Self {
-        Self { feeds: Mutex::default(), count: Arc::default(), max, buffer }
+        Self {
+            feeds: Mutex::default(),
+            count: Arc::default(),
+            max,
+            buffer,
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Ends every watcher's stream (the replica shuts down: open streams
+    /// must not hold the drain up).
+    pub fn close_all(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Watchers served now.
@@ -143,18 +157,22 @@ impl Watchers {
             None => self.start_feed(bus, app).await?,
         };
         let rx = feed.tx.subscribe();
-        let state = (rx, feed, place, filter);
-        Ok(Box::pin(futures_util::stream::unfold(state, |(mut rx, feed, place, filter)| async move {
+        let state = (rx, feed, place, filter, self.stop.subscribe());
+        Ok(Box::pin(futures_util::stream::unfold(state, |(mut rx, feed, place, filter, mut stop)| async move {
             loop {
-                match rx.recv().await {
+                let received = tokio::select! {
+                    received = rx.recv() => received,
+                    _ = stop.wait_for(|stopped| *stopped) => return None,
+                };
+                match received {
                     Ok(event) => {
                         if let Some(item) = DebugItem::from_event(&event, &filter) {
-                            return Some((item, (rx, feed, place, filter)));
+                            return Some((item, (rx, feed, place, filter, stop)));
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         metrics::counter!("herald_cp_debug_events_missed_total").increment(n);
-                        return Some((DebugItem::Missed(n), (rx, feed, place, filter)));
+                        return Some((DebugItem::Missed(n), (rx, feed, place, filter, stop)));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
