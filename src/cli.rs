@@ -1,4 +1,5 @@
-//! The operator and developer commands: `apps`, `keys`, `namespaces`,
+//! The operator and developer commands: `apps` (and `apps debug`, a tail of
+//! an app's debug events), `keys`, `namespaces`,
 //! `token`, `publish`, `subscribe` (and `webhooks`, in its own module, on
 //! the helpers here). They read `HERALD_API_URL`, `HERALD_EDGE_URL`,
 //! `HERALD_APP_ID`, `HERALD_API_KEY`, `HERALD_ADMIN_TOKEN` (and
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use herald_proto::api::admin_service_client::AdminServiceClient;
+use herald_proto::api::debug_service_client::DebugServiceClient;
 use herald_proto::api::namespace_service_client::NamespaceServiceClient;
 use herald_proto::api::stats_service_client::StatsServiceClient;
 use herald_proto::api::{self, Capability};
@@ -99,6 +101,17 @@ pub enum AppsCommand {
     Delete {
         /// The app's id.
         id: String,
+    },
+    /// Tail an app's live debug events (connects, subscribes, publishes, refusals, webhook deliveries), one line each, until interrupted.
+    Debug {
+        /// The app's id.
+        id: String,
+        /// Only events about channels whose name starts with this.
+        #[arg(long)]
+        channel: Option<String>,
+        /// Only these types, comma-separated: publish, connect, disconnect, subscribe, unsubscribe, refusal, webhook.
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
     },
 }
 
@@ -213,7 +226,7 @@ pub(crate) async fn connect(api: &ApiArgs) -> Result<tonic::transport::Channel> 
         .with_context(|| format!("connecting to {}", api.api_url))
 }
 
-async fn admin(api: &ApiArgs) -> Result<AdminServiceClient<tonic::transport::Channel>> {
+pub(crate) async fn admin(api: &ApiArgs) -> Result<AdminServiceClient<tonic::transport::Channel>> {
     Ok(AdminServiceClient::new(connect(api).await?))
 }
 
@@ -279,31 +292,15 @@ pub async fn apps(api: ApiArgs, admin_token: String, command: AppsCommand) -> Re
             let page = stats.get_app_stats(authorized(request, &admin_token)?).await.map_err(status)?.into_inner();
             print!("{}", stats_table(&page.entries));
         }
-    }
-    Ok(())
-}
-
-/// `herald console …`.
-#[derive(Debug, clap::Subcommand)]
-pub enum ConsoleCommand {
-    /// Print a one-time login link of the web console (it signs in once,
-    /// within console_link_ttl).
-    Link {
-        /// The console's base URL when it is not the API URL (console_addr).
-        #[arg(long)]
-        base_url: Option<String>,
-    },
-}
-
-/// `herald console …`.
-pub async fn console(api: ApiArgs, admin_token: String, command: ConsoleCommand) -> Result<()> {
-    let mut client = admin(&api).await?;
-    match command {
-        ConsoleCommand::Link { base_url } => {
-            let request = api::CreateConsoleLinkRequest {};
-            let link = client.create_console_link(authorized(request, &admin_token)?).await.map_err(status)?;
-            let base = base_url.unwrap_or_else(|| api.api_url.clone());
-            println!("{}{}", base.trim_end_matches('/'), link.into_inner().path);
+        AppsCommand::Debug { id, channel, types } => {
+            let mut debug = DebugServiceClient::new(connect(&api).await?);
+            let request = api::WatchDebugEventsRequest { app_id: id, channel: channel.unwrap_or_default(), types };
+            let call = debug.watch_debug_events(authorized(request, &admin_token)?);
+            let mut events = call.await.map_err(status)?.into_inner();
+            eprintln!("watching; events show as they happen (Ctrl-C ends)");
+            while let Some(item) = events.message().await.map_err(status)? {
+                println!("{}", debug_line(&item.json));
+            }
         }
     }
     Ok(())
@@ -348,6 +345,20 @@ fn stats_table(entries: &[api::AppStatsEntry]) -> String {
         out.push_str("(no usage in this range)\n");
     }
     out
+}
+
+/// One debug event (the JSON object of docs/debug.md) as one line: its
+/// time (UTC), node and type, then its other fields as JSON.
+fn debug_line(json: &str) -> String {
+    let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    let ms = event.remove("timestamp_ms").and_then(|v| v.as_i64()).unwrap_or_default();
+    let node = event.remove("node").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let kind = event.remove("type").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let day_ms = ms.rem_euclid(86_400_000);
+    let (h, m, s, milli) = (day_ms / 3_600_000, day_ms / 60_000 % 60, day_ms / 1000 % 60, day_ms % 1000);
+    format!("{h:02}:{m:02}:{s:02}.{milli:03} {node} {kind:<11} {}", serde_json::Value::Object(event))
 }
 
 /// In Pusher mode, prints the app's Pusher app id (stdout) and what to

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod config_text;
+mod console;
 mod dev;
 mod exit;
 mod listen;
@@ -75,7 +76,7 @@ enum Command {
         #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
         #[command(subcommand)]
-        command: cli::ConsoleCommand,
+        command: console::ConsoleCommand,
     },
     /// Manage an app's API keys (needs HERALD_ADMIN_TOKEN).
     Keys {
@@ -327,7 +328,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Console { api, admin_token, command } => {
             let url = api.api_url.clone();
-            client_runtime()?.block_on(cli::console(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
+            client_runtime()?
+                .block_on(console::console(api, admin_token, command))
+                .map_err(|e| explain_api_error(e, &url))
         }
         Command::Keys { api, admin_token, app_id, command } => {
             let url = api.api_url.clone();

@@ -31,6 +31,9 @@
 //!   options by request/reply ([`Bus::fetch_namespaces`],
 //!   [`Bus::serve_namespaces`]).
 //! - **Presence** and **occupancy** reports from edges.
+//! - **Debug events** of an app, only while someone watches it
+//!   ([`debug_tap`], [`Bus::publish_debug_event`],
+//!   [`Bus::subscribe_debug_events`]).
 //! - **Webhook events** seen on edges (client events, cache misses): an
 //!   edge reports each one by request/reply and the control plane answers
 //!   once it stored it ([`Bus::report_webhook_event`],
@@ -62,6 +65,10 @@
 //! - [`app_config`]: an app's configuration as edges look it up (its
 //!   namespaces and Pusher settings), and the control plane's answer.
 //! - [`cache`]: cache channels, whose last message is kept.
+//! - [`DebugEventSubscription`] (`debug_events`): debug events on the bus,
+//!   sent and subscribed.
+//! - [`debug_tap`]: a node's debug tap: which apps are watched, and the
+//!   sampled, rate-bounded sending of their debug events.
 //! - [`namespaces`]: namespace rules (defaults, history) and the cache of
 //!   apps' namespace options.
 //! - [`webhook_events`]: what makes a reported webhook event acceptable.
@@ -71,6 +78,8 @@
 
 pub mod app_config;
 pub mod cache;
+mod debug_events;
+pub mod debug_tap;
 mod error;
 mod handle;
 pub mod history;
@@ -84,6 +93,7 @@ pub mod usage;
 pub mod webhook_events;
 
 pub use app_config::AppConfig;
+pub use debug_events::DebugEventSubscription;
 pub use error::BusError;
 pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};

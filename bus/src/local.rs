@@ -72,6 +72,8 @@ pub(crate) struct LocalBusInner {
     pub(crate) history: Mutex<LocalHistory>,
     /// The last message of each cache channel.
     pub(crate) cache: Mutex<crate::cache::LocalCache>,
+    /// Debug-event subscriptions: the app, and where its events go.
+    pub(crate) debug_watchers: Mutex<Vec<(AppId, tokio::sync::mpsc::Sender<bus::DebugEvent>)>>,
 }
 
 pub(crate) struct LocalHandle {
@@ -155,6 +157,17 @@ impl LocalBusInner {
         }
         for (sink, _) in targets {
             sink.occupancy(report.clone());
+        }
+    }
+
+    pub(crate) fn publish_debug_event(&self, app: &AppId, event: &bus::DebugEvent) {
+        let mut watchers = lock(&self.debug_watchers);
+        watchers.retain(|(_, tx)| !tx.is_closed());
+        for (_, tx) in watchers.iter().filter(|(a, _)| a == app) {
+            // A full subscription drops the event, and counts it.
+            if tx.try_send(event.clone()).is_err() {
+                metrics::counter!("herald_debug_events_dropped_total").increment(1);
+            }
         }
     }
 

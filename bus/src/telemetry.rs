@@ -56,6 +56,17 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("herald_bus_slow_consumer_total", "Times the NATS client dropped messages of a subscription that fell behind."),
     ("herald_bus_decode_errors_total", "Messages from the bus that could not be decoded."),
     ("herald_bus_webhook_events_busy_total", "Webhook event reports answered busy by the control plane."),
+    ("herald_bus_usage_reports_busy_total", "Usage reports answered busy by the control plane."),
+    ("herald_usage_report_failures_total", "Usage reports that failed (sent again with the next one)."),
+    (
+        "herald_usage_dropped_apps_total",
+        "App entries of unacknowledged usage reports dropped past usage_max_pending_apps.",
+    ),
+    ("herald_debug_events_sent_total", "Debug events of watched apps sent on the bus."),
+    (
+        "herald_debug_events_dropped_total",
+        "Debug events dropped by the per-app rate or because too many sends were waiting.",
+    ),
     ("herald_backplane_connected", "Deprecated name of herald_bus_connected."),
     ("herald_backplane_reconnects_total", "Deprecated name of herald_bus_reconnects_total."),
     ("herald_backplane_slow_consumer_total", "Deprecated name of herald_bus_slow_consumer_total."),

@@ -316,6 +316,20 @@ config! {
     usage_day_retention: HumanDuration = HumanDuration::secs(400 * 86_400);
     /// Most intervals one stats read returns (`limit`).
     usage_max_limit: usize = 1_000;
+    /// Debug events this replica sends per second for one watched app
+    /// (publishes, webhook deliveries); past it (after `debug_tap_burst`)
+    /// they are dropped and counted.
+    debug_tap_rate: u32 = 100;
+    /// Debug events this replica may send at once for one watched app.
+    debug_tap_burst: u32 = 200;
+    /// Largest payload preview in a publish debug event (at most 64KiB).
+    debug_tap_preview_size: ByteSize = ByteSize(256);
+    /// Most debug-event watchers (`GET /v1/apps/{app}/debug/events`
+    /// streams) one replica serves at once; more are answered 429.
+    debug_tap_max_watchers: usize = 100;
+    /// Debug events kept for the watchers of one app on this replica; a
+    /// watcher further behind is told how many it missed and goes on.
+    debug_tap_buffer: usize = 1024;
 }
 
 fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigError> {
@@ -511,7 +525,7 @@ impl Config {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 44] = [
+        let positive: [(&str, u64); 48] = [
             ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("http_idle_timeout", ms(self.http_idle_timeout)),
@@ -556,7 +570,14 @@ impl Config {
             ("usage_hour_retention", ms(self.usage_hour_retention)),
             ("usage_day_retention", ms(self.usage_day_retention)),
             ("usage_max_limit", self.usage_max_limit as u64),
+            ("debug_tap_rate", u64::from(self.debug_tap_rate)),
+            ("debug_tap_burst", u64::from(self.debug_tap_burst)),
+            ("debug_tap_max_watchers", self.debug_tap_max_watchers as u64),
+            ("debug_tap_buffer", self.debug_tap_buffer as u64),
         ];
+        if self.debug_tap_preview_size.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
+            return Err(ConfigError::new("debug_tap_preview_size", "must be at most 64KiB"));
+        }
         for (key, v) in positive {
             if v == 0 {
                 return Err(ConfigError::new(key, "must be greater than 0"));

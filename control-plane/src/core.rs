@@ -38,6 +38,10 @@ pub struct Core {
     pub(crate) reports: Reports,
     pub(crate) webhooks: Webhooks,
     pub(crate) usage: crate::usage::Usage,
+    /// This replica's debug tap: debug events of the apps someone watches.
+    pub(crate) tap: herald_bus::debug_tap::DebugTap,
+    /// The debug-event watchers this replica serves.
+    pub(crate) debug_watchers: crate::debug_tap::Watchers,
 }
 
 impl Core {
@@ -119,6 +123,7 @@ impl Core {
                 | Kind::OccupancySync(_)
                 | Kind::QuotaState(_),
             ) => {}
+            Some(Kind::DebugTapOn(_)) => self.tap.on_control(event),
             Some(Kind::AppLimitsChanged(a)) => {
                 if let Ok(id) = AppId::new(&a.app_id) {
                     self.auth.evict_app(&id);

@@ -19,6 +19,8 @@
 //! - [`publish`]: the publisher: rate limits, idempotency, onto the bus
 //!   (through the history stream for channels with history).
 //! - [`core`]: [`Core`], the shared state, readiness and control events.
+//! - [`debug_tap`]: watchers of an app's live debug events (one shared
+//!   bus subscription per app, a bounded broadcast, the tap's lease).
 //! - [`services`]: the operations the APIs expose, one module per noun
 //!   (apps, Pusher mode, keys, tokens, namespaces, channels, presence,
 //!   publish, users, webhooks), with their checks.
@@ -50,6 +52,7 @@ pub mod auth;
 pub mod config;
 pub mod console;
 pub mod core;
+pub mod debug_tap;
 pub mod error;
 pub mod keys;
 pub mod metrics;
@@ -202,6 +205,14 @@ impl ControlPlane {
         let presence_ttl = config.presence_ttl.0;
         let presence_max = config.presence_max_per_channel as usize;
         let (webhook_timeout, webhook_allow_private) = (config.webhook_timeout.0, config.webhook_allow_private_urls);
+        let node_id = format!("cp-{:08x}", rand::random::<u32>());
+        let tap_settings = herald_bus::debug_tap::TapSettings {
+            rate: config.debug_tap_rate,
+            burst: config.debug_tap_burst,
+            preview_bytes: config.debug_tap_preview_size.as_usize(),
+            ..Default::default()
+        };
+        let (debug_max_watchers, debug_buffer) = (config.debug_tap_max_watchers, config.debug_tap_buffer);
         let core = Arc::new(Core {
             config,
             store,
@@ -216,6 +227,8 @@ impl ControlPlane {
             reports: Reports::new(presence_ttl, presence_max),
             webhooks: webhooks::Webhooks::new(webhook_timeout, webhook_allow_private),
             usage: usage::Usage::default(),
+            tap: herald_bus::debug_tap::DebugTap::new(bus.clone(), node_id, tap_settings),
+            debug_watchers: debug_tap::Watchers::new(debug_max_watchers, debug_buffer),
         });
         if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");

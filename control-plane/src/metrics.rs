@@ -51,6 +51,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("herald_cp_webhook_attempt_duration_seconds", "Time of one webhook delivery attempt."),
     ("herald_cp_webhook_queue_depth", "Webhook deliveries waiting in the outbox, over every app."),
     ("herald_cp_webhook_oldest_undelivered_seconds", "Age of the oldest undelivered webhook event."),
+    (
+        "herald_cp_usage_batches_total",
+        "Usage batches from nodes, by result (stored, or duplicate: resent and not counted again).",
+    ),
+    ("herald_cp_apps_over_quota", "Apps over a quota, as this replica last worked out."),
+    ("herald_cp_debug_watchers", "Debug-event watchers (streams) this replica serves."),
+    ("herald_cp_debug_events_received_total", "Debug events received from the bus for this replica's watchers."),
+    ("herald_cp_debug_events_missed_total", "Debug events watchers missed because they fell behind."),
 ];
 
 /// Most per-app counter handles kept (the series stay in the recorder).
@@ -66,6 +74,10 @@ impl Metrics {
         for (name, help) in DESCRIPTIONS {
             recorder.describe_counter(metrics::KeyName::from_const_str(name), None, (*help).into());
         }
+        // Some are recorded on the process-wide recorder (the `metrics`
+        // macros): described there too.
+        herald_bus::telemetry::process_recorder();
+        herald_bus::telemetry::describe(DESCRIPTIONS);
         let handle = recorder.handle();
         let publish_latency =
             recorder.register_histogram(&Key::from_static_name("herald_cp_publish_duration_seconds"), &META);

@@ -109,6 +109,7 @@ pub(crate) async fn serve(
         });
     }
     core.ready.store(false, Ordering::Release);
+    core.debug_watchers.close_all();
     drop(listener);
     tracing::info!("control plane stopped accepting; draining connections");
     let deadline = core.config.shutdown_timeout.0;

@@ -405,7 +405,7 @@ async fn local_server() -> Result<Server> {
     Server::start_with(TestDb::sqlite(), bus, common::subjects(), |_| {}).await
 }
 
-const API_SERVICES: [&str; 9] = [
+const API_SERVICES: [&str; 10] = [
     "herald.api.v1.AdminService",
     "herald.api.v1.TokenService",
     "herald.api.v1.PublishService",
@@ -415,6 +415,7 @@ const API_SERVICES: [&str; 9] = [
     "herald.api.v1.UserService",
     "herald.api.v1.WebhookService",
     "herald.api.v1.StatsService",
+    "herald.api.v1.DebugService",
 ];
 
 #[tokio::test]

@@ -164,6 +164,13 @@ pub struct EdgeConfig {
     /// How long the edge keeps retrying to report one webhook event before
     /// dropping it.
     pub webhook_report_retry: HumanDuration,
+    /// Debug events this edge sends per second for one watched app; past
+    /// it (after `debug_tap_burst`) they are dropped and counted.
+    pub debug_tap_rate: u32,
+    /// Debug events this edge may send at once for one watched app.
+    pub debug_tap_burst: u32,
+    /// Largest payload preview in a publish debug event.
+    pub debug_tap_preview_size: ByteSize,
 }
 }
 
@@ -220,6 +227,9 @@ impl Default for EdgeConfig {
             webhook_report_retry: HumanDuration::secs(60),
             usage_report_interval: HumanDuration::secs(10),
             usage_max_pending_apps: 100_000,
+            debug_tap_rate: 100,
+            debug_tap_burst: 200,
+            debug_tap_preview_size: ByteSize(256),
         }
     }
 }
@@ -400,6 +410,15 @@ impl EdgeConfig {
         if self.usage_max_pending_apps == 0 || self.usage_max_pending_apps > 1_000_000 {
             return Err(err("usage_max_pending_apps", "must be 1 to 1000000"));
         }
+        if self.debug_tap_rate == 0 {
+            return Err(err("debug_tap_rate", "must be at least 1"));
+        }
+        if self.debug_tap_burst == 0 {
+            return Err(err("debug_tap_burst", "must be at least 1"));
+        }
+        if self.debug_tap_preview_size.0 > herald_bus::debug_tap::MAX_PREVIEW_BYTES {
+            return Err(err("debug_tap_preview_size", "must be at most 64KiB"));
+        }
         if self.presence_ttl.0 < self.presence_snapshot_interval.0 * 2 {
             return Err(err("presence_ttl", "must be at least twice presence_snapshot_interval"));
         }
@@ -478,6 +497,8 @@ mod tests {
             (EdgeConfig { pusher_max_event_bytes: ByteSize::mib(1), ..Default::default() }, "pusher_max_event_bytes"),
             (EdgeConfig { pusher_client_event_rate: 0, ..Default::default() }, "pusher_client_event_rate"),
             (EdgeConfig { webhook_report_queue: 0, ..Default::default() }, "webhook_report_queue"),
+            (EdgeConfig { debug_tap_rate: 0, ..Default::default() }, "debug_tap_rate"),
+            (EdgeConfig { debug_tap_preview_size: ByteSize::kib(65), ..Default::default() }, "debug_tap_preview_size"),
             (EdgeConfig { webhook_report_retry: HumanDuration::secs(0), ..Default::default() }, "webhook_report_retry"),
         ];
         for (config, key) in cases {

@@ -15,6 +15,8 @@
 //! - `pusher`: one connection of the Pusher Channels protocol (7) on
 //!   `/app/{key}`, on the same hub, outbox and writer.
 //! - `server`: the listener, HTTP routes and the drain.
+//! - `tap`: the debug events of watched apps' connections (sent through
+//!   the hub's `herald_bus::debug_tap::DebugTap`).
 //! - [`webhooks`]: the reporter of webhook events seen here (client events,
 //!   cache misses) to the control plane.
 //! - [`jwks_fetch`]: the JWKS client (`http://` and `https://`, `jwks_ca_file`,
@@ -46,6 +48,7 @@ pub mod jwks_fetch;
 pub mod outbox;
 mod pusher;
 mod server;
+mod tap;
 mod tcp;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
@@ -141,6 +144,12 @@ pub async fn run(
         presence_events_max_members: config.presence_events_max_members as usize,
         namespace_cache_ttl: config.namespace_cache_ttl.0,
         max_held: config.send_queue_frames as usize,
+        tap: herald_bus::debug_tap::TapSettings {
+            rate: config.debug_tap_rate,
+            burst: config.debug_tap_burst,
+            preview_bytes: config.debug_tap_preview_size.as_usize(),
+            ..Default::default()
+        },
     };
     let hub = Hub::with_settings(bus.clone(), settings);
     let fetcher =

@@ -142,6 +142,8 @@ struct State {
     close: Option<(CloseCode, String)>,
     /// Set once the writer has taken the close: nothing more is accepted.
     closed: bool,
+    /// The close the writer took, for who reports it afterwards.
+    closed_with: Option<(CloseCode, String)>,
     /// The writer holds frames it is writing.
     busy: bool,
     /// A paced push waits for the writer to take the queue.
@@ -330,6 +332,13 @@ impl Outbox {
         self.signal.notify_waiters();
     }
 
+    /// The close requested (by anyone), with its code and reason; `None`
+    /// while none was.
+    pub fn close_code(&self) -> Option<(CloseCode, String)> {
+        let state = self.lock();
+        state.close.clone().or_else(|| state.closed_with.clone())
+    }
+
     /// Resolves once a close was requested (by anyone).
     pub async fn closed(&self) {
         loop {
@@ -394,6 +403,7 @@ impl Outbox {
         let close = state.close.take();
         if close.is_some() {
             state.closed = true;
+            state.closed_with.clone_from(&close);
         }
         let room = std::mem::take(&mut state.pacing);
         drop(state);

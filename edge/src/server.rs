@@ -79,12 +79,13 @@ async fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respon
             if !offers_subprotocol(&req) {
                 return Ok(text(StatusCode::BAD_REQUEST, "the herald.v1 websocket subprotocol is required\n"));
             }
-            let herald = Protocol::Herald { bearer: bearer(&req), origin: origin(&req) };
+            let herald =
+                Protocol::Herald(conn::HeraldRequest { bearer: bearer(&req), origin: origin(&req), peer: peer(&req) });
             upgrade(shared, &mut req, herald)
         }
         p if p.starts_with(pusher::PATH_PREFIX) => match PusherRequest::from_uri(req.uri()) {
             Some(request) => {
-                let request = PusherRequest { origin: origin(&req), ..request };
+                let request = PusherRequest { origin: origin(&req), peer: peer(&req), ..request };
                 upgrade(shared, &mut req, Protocol::Pusher(request))
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -94,6 +95,14 @@ async fn route(shared: Arc<Shared>, mut req: Request<Incoming>) -> Result<Respon
     Ok(response)
 }
 
+/// The address the connection came from (set by [`serve_http`]).
+#[derive(Clone, Copy)]
+struct Peer(std::net::IpAddr);
+
+fn peer(req: &Request<Incoming>) -> Option<std::net::IpAddr> {
+    req.extensions().get::<Peer>().map(|p| p.0)
+}
+
 fn origin(req: &Request<Incoming>) -> Option<String> {
     req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
@@ -101,8 +110,9 @@ fn origin(req: &Request<Incoming>) -> Option<String> {
 /// The protocol an upgrade is for, with what its connection needs of the
 /// request.
 enum Protocol {
-    /// Herald's (`/v1/connect`): the bearer token and `Origin`, if any.
-    Herald { bearer: Option<String>, origin: Option<String> },
+    /// Herald's (`/v1/connect`): the bearer token and `Origin`, if any,
+    /// and the client's address.
+    Herald(conn::HeraldRequest),
     /// Pusher's (`/app/{key}`).
     Pusher(PusherRequest),
 }
@@ -115,7 +125,7 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>, protocol: Protocol)
         return text(StatusCode::SERVICE_UNAVAILABLE, "edge is draining\n");
     }
     let over_limit = shared.open.load(Ordering::Acquire) >= shared.config.max_connections as usize;
-    let subprotocol = matches!(protocol, Protocol::Herald { .. });
+    let subprotocol = matches!(protocol, Protocol::Herald(_));
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(pair) => pair,
         Err(e) => {
@@ -173,7 +183,7 @@ async fn serve<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Herald { bearer, origin } => conn::serve(rd, wr, early, direct, shared, bearer, origin).await,
+        Protocol::Herald(request) => conn::serve(rd, wr, early, direct, shared, request).await,
         Protocol::Pusher(request) => pusher::serve(rd, wr, early, direct, shared, request).await,
     }
 }
@@ -185,7 +195,7 @@ async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, protocol:
     let code = CloseCode::ConnectionLimit;
     metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
     match protocol {
-        Protocol::Herald { .. } => {
+        Protocol::Herald(_) => {
             let bytes = conn::close_tail(code, code.reason());
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 let _ = io.write_all(&bytes).await;
@@ -198,13 +208,16 @@ async fn refuse<S: AsyncWrite + Unpin>(mut io: S, shared: Arc<Shared>, protocol:
     shared.open.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn serve_http<S>(io: S, shared: Arc<Shared>)
+fn serve_http<S>(io: S, shared: Arc<Shared>, peer: std::net::IpAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = shared.config.http_header_timeout.0;
     tokio::spawn(async move {
-        let service = service_fn(move |req| route(shared.clone(), req));
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            route(shared.clone(), req)
+        });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
         if let Err(e) = builder.serve_connection(TokioIo::new(io), service).with_upgrades().await {
@@ -238,14 +251,14 @@ pub(crate) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         match &tls {
-            None => serve_http(stream, shared.clone()),
+            None => serve_http(stream, shared.clone(), peer.ip()),
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 let limit = shared.config.http_header_timeout.0;
                 tokio::spawn(async move {
                     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_http(tls_stream, shared),
+                        Ok(Ok(tls_stream)) => serve_http(tls_stream, shared, peer.ip()),
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
                         Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                     }

@@ -13,6 +13,7 @@
 //! | `<prefix>.hs.<app>.<ns>.<channel>` | channel messages of history namespaces, captured by the namespace's JetStream stream, which republishes them on the channel subject |
 //! | `<prefix>.cache.<app>.<channel>` | the last message of a cache channel, kept by the subject space's cache stream |
 //! | `<prefix>.usage` | [`crate::bus::UsageReport`] requests from nodes, stored by the control plane, which answers [`crate::bus::UsageReportReply`] |
+//! | `<prefix>.tap.<app>` | [`crate::bus::DebugEvent`] from every node, only while a watcher of the app holds a [`crate::bus::DebugTapOn`] lease |
 //! | `<prefix>.control` | [`crate::bus::ControlEvent`] from the control plane |
 //! | `<prefix>.sync` | nothing: requests on it prove earlier commands were processed |
 //!
@@ -267,6 +268,12 @@ impl SubjectSpace {
     #[must_use]
     pub fn cache_stream(&self) -> String {
         format!("herald-cache!{}", self.prefix.replace('.', "~"))
+    }
+
+    /// The subject of one app's debug events (the debug tap).
+    #[must_use]
+    pub fn tap(&self, app: &AppId) -> String {
+        format!("{}.tap.{}", self.prefix, app)
     }
 
     /// The subject of control events.

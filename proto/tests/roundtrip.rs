@@ -261,7 +261,46 @@ fn bus_messages() -> Vec<String> {
             timestamp_ms: 9,
         }),
         rt(UsageReportReply { error: "busy".into() }),
+        rt(DebugTapOn { app_id: "a".into(), until_ms: 5, lease_ms: 30_000 }),
+        rt(DebugPublish {
+            source: "rest".into(),
+            channel: "c".into(),
+            size: 300,
+            preview: b("{\"a\""),
+            truncated: true,
+            event: "e".into(),
+        }),
+        rt(DebugConnect { protocol: "pusher".into(), remote_ip: "10.0.0.1".into(), user_id: "u".into() }),
+        rt(DebugDisconnect { code: 4000, reason: "slow".into() }),
+        rt(DebugSubscribe { channel: "c".into() }),
+        rt(DebugRefusal { code: "token_invalid".into(), number: 4100, reason: "bad".into(), channel: "c".into() }),
+        rt(DebugWebhook {
+            endpoint_id: "wh_1".into(),
+            event_type: "channel_occupied".into(),
+            status: 500,
+            latency_ms: 12,
+            error: "500".into(),
+            ok: false,
+        }),
     ];
+    for kind in [
+        debug_event::Kind::Publish(DebugPublish { source: "grpc".into(), ..Default::default() }),
+        debug_event::Kind::Connect(DebugConnect { protocol: "herald".into(), ..Default::default() }),
+        debug_event::Kind::Disconnect(DebugDisconnect { code: 1000, reason: "bye".into() }),
+        debug_event::Kind::Subscribe(DebugSubscribe { channel: "c".into() }),
+        debug_event::Kind::Unsubscribe(DebugSubscribe { channel: "c".into() }),
+        debug_event::Kind::Refusal(DebugRefusal { code: "x".into(), ..Default::default() }),
+        debug_event::Kind::Webhook(DebugWebhook { ok: true, ..Default::default() }),
+    ] {
+        names.push(rt(DebugEvent {
+            timestamp_ms: 1,
+            node_id: "edge-1".into(),
+            app_id: "a".into(),
+            connection_id: "1.2".into(),
+            dropped: 7,
+            kind: Some(kind),
+        }));
+    }
     for kind in [
         presence_report::Kind::Join(PresenceJoin { entry: Some(entry.clone()) }),
         presence_report::Kind::Leave(PresenceLeave { entry: Some(entry.clone()) }),
@@ -285,6 +324,7 @@ fn bus_messages() -> Vec<String> {
         control_event::Kind::UserEvent(user_event),
         control_event::Kind::OccupancySync(OccupancySync { app_id: "a".into() }),
         control_event::Kind::QuotaState(quota),
+        control_event::Kind::DebugTapOn(DebugTapOn { app_id: "a".into(), until_ms: 9, lease_ms: 30_000 }),
     ] {
         names.push(rt(ControlEvent { timestamp_ms: 3, kind: Some(kind) }));
     }
@@ -561,6 +601,12 @@ fn api_messages() -> Vec<String> {
         rt(PublishToUserResponse { id: "m".into() }),
         rt(TerminateUserRequest { app_id: "a".into(), user_id: "u".into() }),
         rt(TerminateUserResponse {}),
+        rt(WatchDebugEventsRequest {
+            app_id: "a".into(),
+            channel: "chat".into(),
+            types: vec!["publish".into(), "connect".into()],
+        }),
+        rt(DebugEventItem { r#type: "publish".into(), json: "{\"type\":\"publish\"}".into() }),
     ]
 }
 

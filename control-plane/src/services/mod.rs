@@ -19,6 +19,7 @@
 //! - [`stats`]: an app's usage per minute, hour or day, in pages.
 //! - [`users`]: events to every connection of a user, and closing them.
 //! - [`console`]: one-time login links of the web console.
+//! - [`debug`]: watching an app's live debug events.
 //! - [`webhooks`]: webhook endpoints, their checks (URLs against SSRF) and
 //!   secret rotation.
 
@@ -26,6 +27,7 @@ pub mod apps;
 pub mod channels;
 pub mod checks;
 pub mod console;
+pub mod debug;
 pub mod keys;
 pub mod limits;
 pub mod namespaces;

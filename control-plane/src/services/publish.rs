@@ -267,11 +267,35 @@ impl Core {
                 Err(e) => Err(e),
             });
         }
+        let tapped: Vec<Option<Tapped>> =
+            marked.iter().map(|m| m.as_ref().ok().and_then(|m| self.tap_before(app, m))).collect();
         let results = self.publisher.publish_many(app, limits, marked).await;
-        for (result, bytes) in results.iter().zip(sizes) {
+        for ((result, bytes), tapped) in results.iter().zip(sizes).zip(tapped) {
             self.count_publish(app, source, bytes, result);
+            if result.is_ok() {
+                self.tap_after(app, tapped);
+            }
         }
         results
+    }
+
+    /// What a publish's debug events need, kept only while `app` is
+    /// watched.
+    fn tap_before(&self, app: &AppId, msg: &Prepared) -> Option<Tapped> {
+        self.tap.is_on(app.as_str()).then(|| Tapped {
+            channels: msg.channels.iter().map(|c| c.as_str().to_owned()).collect(),
+            data: msg.data.clone(),
+            event: msg.event.clone().unwrap_or_default(),
+        })
+    }
+
+    /// One debug event per channel of a publish the bus took.
+    fn tap_after(&self, app: &AppId, tapped: Option<Tapped>) {
+        let Some(t) = tapped else { return };
+        let source = crate::debug_tap::source();
+        for channel in &t.channels {
+            self.tap.emit(app.as_str(), "", |tap| tap.publish_event(source, channel, &t.event, &t.data));
+        }
     }
 
     /// Marks the channels of `msg` that keep history (only channels with a
@@ -298,10 +322,24 @@ impl Core {
         let limits = PublishLimits { rate_per_sec: limits.publish_rate_per_sec };
         let bytes = msg.data.len();
         let result = match self.resolve_history(app, msg).await {
-            Ok(msg) => self.publisher.publish(app, limits, msg).await,
+            Ok(msg) => {
+                let tapped = self.tap_before(app, &msg);
+                let published = self.publisher.publish(app, limits, msg).await;
+                if published.is_ok() {
+                    self.tap_after(app, tapped);
+                }
+                published
+            }
             Err(e) => Err(e),
         };
         self.count_publish(app, source, bytes, &result);
         result
     }
+}
+
+/// A publish of a watched app, kept for its debug events.
+struct Tapped {
+    channels: Vec<String>,
+    data: Bytes,
+    event: String,
 }

@@ -252,6 +252,16 @@ async fn attempt(core: &Arc<Core>, d: Delivery) {
         Outcome::Failed => core.usage.counters(&d.app_id).webhook(false),
         Outcome::Retry(_) => {}
     }
+    core.tap.emit(d.app_id.as_str(), "", |_| {
+        herald_proto::bus::debug_event::Kind::Webhook(herald_proto::bus::DebugWebhook {
+            endpoint_id: webhook.id.to_string(),
+            event_type: d.kind.as_str().to_owned(),
+            status: result.status.map_or(0, u32::from),
+            latency_ms: u32::try_from(result.latency.as_millis()).unwrap_or(u32::MAX),
+            error: result.error.clone().unwrap_or_default(),
+            ok: result.delivered(),
+        })
+    });
     if let Some(error) = &result.error {
         tracing::info!(webhook = %webhook.id, event = %d.event_id, attempt = d.attempts, outcome = label, error, "webhook not delivered");
     }

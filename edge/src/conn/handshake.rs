@@ -29,9 +29,10 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     rd: &mut R,
     outbox: &Arc<Outbox>,
     id: u64,
-    bearer: Option<String>,
-    origin: Option<String>,
+    request: super::HeraldRequest,
 ) -> Result<Session, Option<Close>> {
+    let super::HeraldRequest { bearer, origin, peer } = request;
+    let tap = shared.hub.tap();
     let config = &shared.config;
     let mut draining = shared.draining.clone();
     let deadline = Instant::now() + config.handshake_timeout.0;
@@ -66,7 +67,11 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         Ok(Ok(claims)) => claims,
         Ok(Err(e)) => {
             metrics::counter!("herald_auth_failures_total", "reason" => e.metric_reason()).increment(1);
-            return Err(Some(Close::refused(e)));
+            let close = Close::refused(e);
+            if let Some(app) = crate::tap::unverified_app(tap, &token) {
+                crate::tap::refused_close(tap, &app, "", close.0, &close.1);
+            }
+            return Err(Some(close));
         }
     };
     if let Some(origin) = &origin
@@ -74,7 +79,9 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         && !claims.origins.iter().any(|o| o == origin)
     {
         metrics::counter!("herald_auth_failures_total", "reason" => "origin").increment(1);
-        return Err(Some(Close::code(CloseCode::OriginNotAllowed)));
+        let code = CloseCode::OriginNotAllowed;
+        crate::tap::refused_close(tap, claims.app.as_str(), "", code, &format!("origin {origin} not allowed"));
+        return Err(Some(Close::code(code)));
     }
     let lim = claims.lim.unwrap_or_default();
     let entry = Arc::new(ConnEntry {
@@ -89,14 +96,20 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     // token's (see the hub's `limits`).
     let app_limits = match shared.hub.register(entry.clone(), config.max_connections_per_app, lim.max_connections) {
         Ok(limits) => limits,
-        Err(refused) => return Err(Some(Close(refused.code(), refused.message()))),
+        Err(refused) => {
+            let close = Close(refused.code(), refused.message());
+            crate::tap::refused_close(tap, claims.app.as_str(), "", close.0, &close.1);
+            return Err(Some(close));
+        }
     };
     // A revocation announced while the token was checked closed the
     // connections registered then; this one checks again now that it is.
     if let Err(e) = shared.hub.revocations().check(&claims) {
         shared.hub.unregister(id);
         metrics::counter!("herald_auth_failures_total", "reason" => e.metric_reason()).increment(1);
-        return Err(Some(Close::refused(e)));
+        let close = Close::refused(e);
+        crate::tap::refused_close(tap, claims.app.as_str(), "", close.0, &close.1);
+        return Err(Some(close));
     }
     let max_message =
         message_limit(config.max_message_size.as_usize(), app_limits.max_message_bytes().or(lim.max_message_bytes));
@@ -127,6 +140,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     }
     let expires_at = expiry_instant(claims.exp, config.token_leeway.0);
     tracing::debug!(conn = id, app = %claims.app, client = %claims.sub, "connection authenticated");
+    crate::tap::connected(tap, claims.app.as_str(), &connection_id, crate::tap::HERALD, peer, claims.sub.as_str());
     Ok(Session {
         id,
         entry,

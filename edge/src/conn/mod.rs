@@ -56,20 +56,29 @@ pub(crate) use session::RateLimit;
 pub(crate) use shared::{OpenGuard, Shared};
 use writer::write_loop;
 
+/// What the upgrade request of a Herald connection says.
+#[derive(Debug, Default)]
+pub(crate) struct HeraldRequest {
+    /// The token from the `Authorization` header, if any.
+    pub(crate) bearer: Option<String>,
+    /// The `Origin` header, if any.
+    pub(crate) origin: Option<String>,
+    /// The client's address.
+    pub(crate) peer: Option<std::net::IpAddr>,
+}
+
 /// Serves one upgraded WebSocket until it closes.
 ///
 /// `rd` and `wr` are the socket's halves and `early` what the client sent
-/// after its upgrade request that was already read; `bearer` is the token
-/// from the upgrade request's `Authorization` header, `origin` its `Origin`
-/// header.
+/// after its upgrade request that was already read; `request` what its
+/// upgrade request said.
 pub(crate) async fn serve<R, W>(
     mut rd: R,
     wr: W,
     early: Bytes,
     direct: Option<Arc<tokio::net::TcpStream>>,
     shared: Arc<Shared>,
-    bearer: Option<String>,
-    origin: Option<String>,
+    request: HeraldRequest,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -85,9 +94,17 @@ pub(crate) async fn serve<R, W>(
 
     // Boxed: the handshake's state is needed once; keeping it out of this
     // future keeps every idle connection small.
-    let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, bearer, origin)).await {
+    let close = match Box::pin(handshake(&shared, &mut reader, &mut rd, &outbox, id, request)).await {
         Ok(mut session) => {
             let close = run(&shared, &mut reader, &mut rd, &outbox, &mut session).await;
+            if shared.hub.tap().any_on() {
+                let (code, reason) = match &close {
+                    Some(Close(code, reason)) => (*code, reason.clone()),
+                    None => outbox.close_code().unwrap_or((CloseCode::Normal, "gone".to_owned())),
+                };
+                let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+                crate::tap::disconnected(tap, app, &session.connection_id, code, &reason);
+            }
             let mut leaves = Vec::new();
             for (channel, presence) in session.subscriptions.drain() {
                 shared.hub.unsubscribe(&session.claims.app, &channel, id);
@@ -220,7 +237,7 @@ mod tests {
         });
         let (io, _other) = tokio::io::duplex(64);
         let (rd, wr) = tokio::io::split(io);
-        let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), None, None);
+        let serve = serve(rd, wr, Bytes::new(), None, shared.clone(), HeraldRequest::default());
         let (_, w) = tokio::io::split(tokio::io::duplex(64).0);
         let writer = writer::write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
         let (serve, writer) = (std::mem::size_of_val(&serve), std::mem::size_of_val(&writer));

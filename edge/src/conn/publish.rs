@@ -57,7 +57,10 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
     }
     if !session.rate.allow() {
         session.app_limits.usage().refused(Refused::Error(ErrorCode::RateLimited));
-        return reply_err(rid, ErrorCode::RateLimited, "publish rate exceeded; slow down");
+        let reason = "publish rate exceeded; slow down";
+        let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+        crate::tap::refused(tap, app, &session.connection_id, ErrorCode::RateLimited, reason, channel.as_str());
+        return reply_err(rid, ErrorCode::RateLimited, reason);
     }
     if let Some(reason) = session.app_limits.messages_over_quota() {
         session.app_limits.usage().refused(Refused::Error(ErrorCode::QuotaExceeded));
@@ -88,6 +91,9 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
         Ok(position) => {
             metrics::counter!("herald_client_publishes_total").increment(1);
             session.app_limits.usage().published(Source::Client, 1, message.data.len() as u64);
+            let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+            let event = message.event.as_deref().unwrap_or_default();
+            crate::tap::published(tap, app, &session.connection_id, "client", channel.as_str(), event, &message.data);
             let seen = Seen {
                 kind: EventKind::ClientEvent,
                 channel: &channel,

@@ -27,7 +27,10 @@ pub(super) async fn subscribe(
         Err(e) => return Some(reply_err(rid, ErrorCode::InvalidChannel, e.to_string())),
     };
     if !session.claims.caps.allows(channel.as_str(), Operation::Subscribe) {
-        return Some(reply_err(rid, ErrorCode::Forbidden, "token does not allow subscribe on this channel"));
+        let reason = "token does not allow subscribe on this channel";
+        let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+        crate::tap::refused(tap, app, &session.connection_id, ErrorCode::Forbidden, reason, channel.as_str());
+        return Some(reply_err(rid, ErrorCode::Forbidden, reason));
     }
     if session.subscriptions.contains_key(&channel) {
         let result = client::SubscribeResult { history: false, recovered: false, position: None };
@@ -70,6 +73,7 @@ pub(super) async fn subscribe(
         return Some(bus_err(rid, "subscribe", &e));
     }
     session.subscriptions.insert(channel.clone(), presence.clone());
+    crate::tap::subscribed(hub.tap(), app.as_str(), &session.connection_id, channel.as_str(), true);
     if let Some(entry) = presence {
         hub.report_join(app, &channel, &entry).await;
     }
@@ -97,6 +101,8 @@ pub(super) async fn unsubscribe(shared: &Arc<Shared>, session: &mut Session, rid
         return reply_err(rid, ErrorCode::NotSubscribed, "not subscribed to this channel");
     };
     shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
+    let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+    crate::tap::subscribed(tap, app, &session.connection_id, channel.as_str(), false);
     if let Some(entry) = presence {
         shared.hub.report_leave(&session.claims.app, entry).await;
     }

@@ -121,6 +121,8 @@ pub struct HubSettings {
     /// Most live frames kept aside for a subscriber replaying history; past
     /// it the subscriber is closed as a slow consumer.
     pub max_held: usize,
+    /// Bounds of the debug tap (rate, burst, preview size).
+    pub tap: herald_bus::debug_tap::TapSettings,
 }
 
 impl Default for HubSettings {
@@ -132,6 +134,7 @@ impl Default for HubSettings {
             presence_events_max_members: 1_000,
             namespace_cache_ttl: Duration::from_secs(30),
             max_held: 16_384,
+            tap: herald_bus::debug_tap::TapSettings::default(),
         }
     }
 }
@@ -182,6 +185,8 @@ pub struct Hub {
     usage: Arc<herald_bus::usage::UsageRegistry>,
     /// Quota states announced, for apps' next connections.
     quotas: Mutex<HashMap<AppId, limits::QuotaEntry>>,
+    /// Debug events of watched apps.
+    tap: herald_bus::debug_tap::DebugTap,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -203,11 +208,12 @@ impl Hub {
             shards: (0..registry::SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
-            bus,
+            bus: bus.clone(),
             next_id: AtomicU64::new(1),
             presence: Mutex::new(PresenceTable::new(settings.presence_ttl, settings.presence_max_per_channel)),
             namespaces: Namespaces::new(settings.namespace_cache_ttl),
             counts: Mutex::new(counts::Counts::new(settings.presence_ttl)),
+            tap: herald_bus::debug_tap::DebugTap::new(bus.clone(), settings.edge_id.clone(), settings.tap),
             settings,
             keys_rotated: tokio::sync::Notify::new(),
             report_now: tokio::sync::Notify::new(),
@@ -220,6 +226,12 @@ impl Hub {
             usage: Arc::new(herald_bus::usage::UsageRegistry::new()),
             quotas: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// This edge's debug tap: debug events of the apps someone watches.
+    #[must_use]
+    pub fn tap(&self) -> &herald_bus::debug_tap::DebugTap {
+        &self.tap
     }
 
     /// The namespace options of `channel` of `app` (cached; see
@@ -356,7 +368,9 @@ impl Sink for Hub {
 
     fn control(&self, event: bus::ControlEvent) {
         use bus::control_event::Kind;
+        self.tap.on_control(&event);
         match event.kind {
+            Some(Kind::DebugTapOn(_)) => {}
             Some(Kind::KeyRevoked(revoked)) => {
                 // First refuse new tokens, then close: a connection that
                 // registers in between checks again after registering.

@@ -41,8 +41,11 @@ use super::session::Session;
 pub(super) const PREFIX: &str = "client-";
 
 pub(super) async fn trigger(shared: &Arc<Shared>, session: &mut Session, message: ClientMessage) {
+    let channel = message.channel.clone().unwrap_or_default();
     if let Err((code, error)) = publish(shared, session, message).await {
         metrics::counter!("herald_pusher_client_events_refused_total").increment(1);
+        let (tap, app) = (shared.hub.tap(), session.app.as_str());
+        crate::tap::refused_as(tap, app, &session.socket_id, "client_event_refused", u32::from(code), &error, &channel);
         session.error(code, &error);
     }
 }
@@ -105,6 +108,9 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, message: ClientMes
         Ok(()) => {
             metrics::counter!("herald_pusher_client_events_total").increment(1);
             session.limits.usage().published(Source::Client, 1, msg.data.len() as u64);
+            let event = msg.event.as_deref().unwrap_or_default();
+            let (tap, app) = (hub.tap(), session.app.as_str());
+            crate::tap::published(tap, app, &session.socket_id, "client_event", name.as_str(), event, &msg.data);
             let seen = Seen {
                 kind: EventKind::ClientEvent,
                 channel: &name,

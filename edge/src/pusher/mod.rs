@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herald_proto::{AppId, bus};
+use herald_proto::{AppId, CloseCode, bus};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::conn::{OpenGuard, RateLimit, Shared, finish, start};
@@ -69,6 +69,8 @@ pub(crate) struct PusherRequest {
     pub(crate) protocol: Option<String>,
     /// The upgrade request's `Origin` header, if any.
     pub(crate) origin: Option<String>,
+    /// The client's address.
+    pub(crate) peer: Option<std::net::IpAddr>,
 }
 
 impl PusherRequest {
@@ -84,7 +86,7 @@ impl PusherRequest {
             .split('&')
             .find_map(|pair| pair.strip_prefix("protocol="))
             .map(str::to_owned);
-        Some(Self { key: key.to_owned(), protocol, origin: None })
+        Some(Self { key: key.to_owned(), protocol, origin: None, peer: None })
     }
 
     /// Pusher's close code for a missing or unsupported protocol version.
@@ -152,7 +154,9 @@ pub(crate) async fn serve<R, W>(
         && !settings.allowed_origins.iter().any(|o| o == origin)
     {
         metrics::counter!("herald_auth_failures_total", "reason" => "origin").increment(1);
-        return refuse(&mut wr, codes::UNAUTHORIZED, "this Origin is not allowed for the app").await;
+        let reason = "this Origin is not allowed for the app";
+        crate::tap::refused_close(shared.hub.tap(), app.as_str(), "", CloseCode::OriginNotAllowed, reason);
+        return refuse(&mut wr, codes::UNAUTHORIZED, reason).await;
     }
     let config = &shared.config;
     let outbox = Arc::new(
@@ -169,7 +173,11 @@ pub(crate) async fn serve<R, W>(
     });
     let limits = match shared.hub.register(entry.clone(), config.max_connections_per_app, None) {
         Ok(limits) => limits,
-        Err(refused) => return refuse(&mut wr, codes::APP_OVER_QUOTA, &refused.message()).await,
+        Err(refused) => {
+            let reason = refused.message();
+            crate::tap::refused_close(shared.hub.tap(), app.as_str(), "", refused.code(), &reason);
+            return refuse(&mut wr, codes::APP_OVER_QUOTA, &reason).await;
+        }
     };
     let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
     metrics::gauge!("herald_pusher_connections").increment(1.0);
@@ -180,6 +188,7 @@ pub(crate) async fn serve<R, W>(
     };
     let _ = outbox.push(frames::connection_established(&socket_id, config.pusher_activity_timeout.0.as_secs()));
     tracing::debug!(conn = id, %app, socket = %socket_id, "pusher connection established");
+    crate::tap::connected(shared.hub.tap(), app.as_str(), &socket_id, crate::tap::PUSHER, request.peer, "");
     let mut session = Session {
         id,
         socket_id,
@@ -192,6 +201,11 @@ pub(crate) async fn serve<R, W>(
         limits,
     };
     let close = Box::pin(session::run(&shared, &mut reader, &mut rd, &mut session)).await;
+    if shared.hub.tap().any_on() {
+        let (code, reason) =
+            close.clone().or_else(|| outbox.close_code()).unwrap_or((CloseCode::Normal, "gone".to_owned()));
+        crate::tap::disconnected(shared.hub.tap(), session.app.as_str(), &session.socket_id, code, &reason);
+    }
     session.end(&shared);
     shared.hub.unregister(id);
     metrics::gauge!("herald_pusher_connections").decrement(1.0);

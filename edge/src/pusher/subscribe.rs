@@ -82,6 +82,8 @@ pub(super) async fn subscribe(shared: &Arc<Shared>, session: &mut Session, data:
         }
     };
     if let Err((kind, error, status)) = Box::pin(add(shared, session, &channel, &data)).await {
+        let (tap, app) = (shared.hub.tap(), session.app.as_str());
+        crate::tap::refused_as(tap, app, &session.socket_id, kind, u32::from(status), &error, channel.as_str());
         session.send(subscription_error(channel.as_str(), kind, &error, status));
     }
 }
@@ -153,6 +155,7 @@ async fn add(
     }
     session.subscriptions.insert(channel.clone(), entry.clone());
     metrics::gauge!("herald_pusher_subscriptions").increment(1.0);
+    crate::tap::subscribed(hub.tap(), session.app.as_str(), &session.socket_id, channel.as_str(), true);
     let answer = match &entry {
         Some(me) => {
             hub.report_join(&session.app, &name, me).await;
@@ -206,6 +209,7 @@ pub(super) async fn unsubscribe(shared: &Arc<Shared>, session: &mut Session, cha
     let Some(presence) = session.subscriptions.remove(&channel) else { return };
     shared.hub.unsubscribe(&session.app, &channel.channel_name(), session.id);
     metrics::gauge!("herald_pusher_subscriptions").decrement(1.0);
+    crate::tap::subscribed(shared.hub.tap(), session.app.as_str(), &session.socket_id, channel.as_str(), false);
     if let Some(entry) = presence {
         shared.hub.report_leave(&session.app, entry).await;
     }

@@ -1,6 +1,7 @@
 //! The gRPC API (tonic): `herald.api.v1.AdminService`, `TokenService`,
 //! `PublishService`, `UserService`, `NamespaceService`, `ChannelService`,
-//! `PresenceService`, `WebhookService` and `StatsService`, with server reflection
+//! `PresenceService`, `WebhookService`, `StatsService` and `DebugService` (a
+//! server stream), with server reflection
 //! (`grpc.reflection.v1` and `v1alpha`) and the standard health service
 //! (`grpc.health.v1`), on the REST port (h2c).
 //!
@@ -13,6 +14,7 @@
 
 mod admin;
 mod channels;
+mod debug;
 pub mod health;
 mod namespaces;
 mod presence;
@@ -29,6 +31,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use herald_proto::api::admin_service_server::AdminServiceServer;
 use herald_proto::api::channel_service_server::ChannelServiceServer;
+use herald_proto::api::debug_service_server::DebugServiceServer;
 use herald_proto::api::namespace_service_server::NamespaceServiceServer;
 use herald_proto::api::presence_service_server::PresenceServiceServer;
 use herald_proto::api::publish_service_server::PublishServiceServer;
@@ -52,7 +55,7 @@ pub struct Grpc {
 
 /// The full names of the API's services (what reflection lists and health
 /// answers for, besides `""`).
-pub const SERVICES: [&str; 9] = [
+pub const SERVICES: [&str; 10] = [
     <AdminServiceServer<Grpc> as NamedService>::NAME,
     <TokenServiceServer<Grpc> as NamedService>::NAME,
     <PublishServiceServer<Grpc> as NamedService>::NAME,
@@ -62,6 +65,7 @@ pub const SERVICES: [&str; 9] = [
     <UserServiceServer<Grpc> as NamedService>::NAME,
     <WebhookServiceServer<Grpc> as NamedService>::NAME,
     <StatsServiceServer<Grpc> as NamedService>::NAME,
+    <DebugServiceServer<Grpc> as NamedService>::NAME,
 ];
 
 fn path(service: &str) -> String {
@@ -89,7 +93,8 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     let presence = PresenceServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let users = UserServiceServer::new(svc.clone()).max_decoding_message_size(max);
     let webhooks = WebhookServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let stats = StatsServiceServer::new(svc).max_decoding_message_size(max);
+    let stats = StatsServiceServer::new(svc.clone()).max_decoding_message_size(max);
+    let debug = DebugServiceServer::new(svc).max_decoding_message_size(max);
     let health = HealthServer::new(health::Health::new(core));
     let mut router = router
         .route_service(&path(SERVICES[0]), admin)
@@ -101,6 +106,7 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
         .route_service(&path(SERVICES[6]), users)
         .route_service(&path(SERVICES[7]), webhooks)
         .route_service(&path(SERVICES[8]), stats)
+        .route_service(&path(SERVICES[9]), debug)
         .route_service(&path(health::SERVICE), health);
     // The descriptor sets are built into the binary: a failure here is a
     // build defect, which the tests catch; serving goes on without

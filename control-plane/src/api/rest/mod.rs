@@ -18,6 +18,7 @@
 pub mod apps;
 pub mod channels;
 pub mod console_links;
+pub mod debug;
 pub mod keys;
 pub mod namespaces;
 pub mod openapi;
@@ -188,6 +189,12 @@ pub fn routes() -> Vec<Route> {
             get(presence::presence),
         ),
         route(M::GET, "/v1/apps/{app_id}/stats", Some("StatsService/GetAppStats"), get(stats::stats)),
+        route(
+            M::GET,
+            "/v1/apps/{app_id}/debug/events",
+            Some("DebugService/WatchDebugEvents"),
+            get(debug::debug_events),
+        ),
         route(M::GET, "/healthz", None, get(ops::healthz)),
         route(M::GET, "/readyz", None, get(ops::readyz)),
         route(M::GET, "/metrics", None, get(ops::metrics)),

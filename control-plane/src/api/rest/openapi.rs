@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
 use super::{
-    TAG_OPS, apps, channels, console_links, keys, namespaces, ops, presence, publish, signing_keys, stats, tokens,
-    users, webhooks,
+    TAG_OPS, apps, channels, console_links, debug, keys, namespaces, ops, presence, publish, signing_keys, stats,
+    tokens, users, webhooks,
 };
 
 /// This document.
@@ -28,7 +28,7 @@ pub(super) async fn openapi() -> Response {
           namespaces::delete_namespace, webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
           webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret, webhooks::test_webhook,
           webhooks::list_deliveries,
-          channels::history, presence::presence, channels::channels, stats::stats),
+          channels::history, presence::presence, channels::channels, stats::stats, debug::debug_events),
     modifiers(&Security),
     tags((name = "admin", description = "Operators, with the admin token"),
          (name = "app", description = "Customers' backends, with an API key of the app"),
@@ -73,6 +73,7 @@ mod tests {
             "/v1/apps/{app_id}/channels",
             "/v1/apps/{app_id}/channels/{channel}/history",
             "/v1/apps/{app_id}/channels/{channel}/presence",
+            "/v1/apps/{app_id}/debug/events",
             "/v1/signing-keys/rotate",
             "/.well-known/jwks.json",
             "/healthz",
