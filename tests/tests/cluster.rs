@@ -287,8 +287,11 @@ async fn the_embedded_mode_delivers_too() -> Result<()> {
         &[],
     )?;
     wait_ready(edge, "dev edge after restart").await?;
-    let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("dev.json"))?)?;
-    assert_eq!(again, state);
+    let mut again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("dev.json"))?)?;
+    // Every start prints a fresh one-time console sign-in link; the rest is kept.
+    let (mut before, link) = (state.clone(), again["console_url"].take());
+    assert_ne!(link, before["console_url"].take(), "a new sign-in link each start");
+    assert_eq!(again, before);
     let (mut raw, connected) = RawClient::connect(edge, &old_token).await;
     assert_eq!(connected.client_id, "bob");
     assert!(herald_edge::testing::is_ok(&raw.subscribe("chat").await));
