@@ -1,6 +1,7 @@
 //! `herald`: the one binary. It only parses the command line and calls into
 //! the crates; every behaviour lives in a library crate and is tested there.
 
+mod apps;
 mod bench;
 mod cli;
 mod config_text;
@@ -67,7 +68,7 @@ enum Command {
         #[arg(long, env = "HERALD_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: String,
         #[command(subcommand)]
-        command: cli::AppsCommand,
+        command: apps::AppsCommand,
     },
     /// The web console: `herald console link` prints a one-time login link (needs HERALD_ADMIN_TOKEN).
     Console {
@@ -324,7 +325,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Apps { api, admin_token, command } => {
             let url = api.api_url.clone();
-            client_runtime()?.block_on(cli::apps(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
+            client_runtime()?.block_on(apps::apps(api, admin_token, command)).map_err(|e| explain_api_error(e, &url))
         }
         Command::Console { api, admin_token, command } => {
             let url = api.api_url.clone();

@@ -139,7 +139,10 @@ pub struct Report {
     /// From the first publish to the last delivery.
     pub elapsed: Duration,
     /// Publish → arrival at the subscriber's socket (kernel receive time)
-    /// of the sampled subscribers; empty where the platform lacks it.
+    /// of the sampled subscribers; empty where the platform lacks it, and
+    /// missing the first reads of a run on a host where no socket had
+    /// asked for receive timestamps yet (the kernel turns them on a little
+    /// later).
     pub arrival: Histogram,
     /// Publish → read by the generator, of the sampled subscribers.
     pub latency: Histogram,
@@ -163,7 +166,7 @@ impl std::fmt::Display for Report {
         writeln!(f, "deliveries/s:         {:.0}", self.deliveries_per_sec())?;
         writeln!(f, "closed subscribers:   {}", self.closed_subscribers)?;
         if !self.arrival.is_empty() {
-            writeln!(f, "latency at socket:    {}", self.arrival)?;
+            writeln!(f, "latency at socket:    {} ({} stamped)", self.arrival, self.arrival.len())?;
         }
         write!(f, "latency when read:    {}", self.latency)
     }

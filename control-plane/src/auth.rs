@@ -156,8 +156,8 @@ impl Auth {
     /// # Errors
     ///
     /// `unauthorized` for a missing, malformed, unknown, wrong or revoked
-    /// credential; `unavailable` when the key must be read and the
-    /// database is down.
+    /// credential; `app_disabled` for a key of a disabled app;
+    /// `unavailable` when the key must be read and the database is down.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
         let Some(value) = authorization else {
             return Err(ApiError::unauthorized("missing credentials: send `Authorization: Bearer <API key>`"));
@@ -185,6 +185,9 @@ impl Auth {
         }
         if key.revoked_at_ms.is_some() {
             return Err(ApiError::unauthorized("this API key was revoked"));
+        }
+        if let Some(disabled) = &self.app(&key.app_id).await?.disabled {
+            return Err(ApiError::app_disabled(disabled));
         }
         self.used(&key.id);
         Ok(Principal::Key(key))

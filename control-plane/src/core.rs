@@ -129,6 +129,12 @@ impl Core {
                     self.auth.evict_app(&id);
                 }
             }
+            Some(Kind::AppStatusChanged(a)) => {
+                if let Ok(id) = AppId::new(&a.app_id) {
+                    self.auth.evict_app(&id);
+                    self.namespaces.evict(&id);
+                }
+            }
             Some(Kind::SigningKeysRotated(r)) if r.current_kid != self.signer.current_kid() => {
                 self.refresh_signer.notify_one();
             }

@@ -61,6 +61,17 @@ impl ApiError {
         Self::new(ErrorCode::Forbidden, message)
     }
 
+    /// `app_disabled` (403): the app's keys and tokens are refused; the
+    /// message carries the administrator's reason.
+    pub fn app_disabled(disabled: &crate::store::Disabled) -> Self {
+        let message = if disabled.reason.is_empty() {
+            "the app is disabled; an administrator can enable it again".to_owned()
+        } else {
+            format!("the app is disabled: {}; an administrator can enable it again", disabled.reason)
+        };
+        Self::new(ErrorCode::AppDisabled, message)
+    }
+
     /// `not_found` (404).
     pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::NotFound, message)

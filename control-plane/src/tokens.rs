@@ -251,11 +251,12 @@ impl Signer {
                 .revocations(now - window_ms(revocation_window), MAX_REVOCATIONS)
                 .await?
                 .into_iter()
-                .map(|(app, key, at_ms)| Revocation {
+                .map(|(app, key, at_ms, disabled)| Revocation {
                     app,
                     key,
                     at: issued_up_to(at_ms, stale_for),
                     until: until(at_ms, revocation_window),
+                    disabled,
                 })
                 .collect();
             if let Some(state) = build_state(&keys, revoked)? {

@@ -9,8 +9,8 @@ use common::TestDb;
 use herald_control_plane::keys;
 use herald_control_plane::pusher_app_id::PusherAppId;
 use herald_control_plane::store::{
-    ApiKey, App, Attempt, ChannelFilter, EventDraft, LimitOverrides, Namespace, Outcome, PusherSettings, Recorded,
-    SigningKey, Store, StoreError, Transition, Webhook, WebhookChange, WebhookStatus,
+    ApiKey, App, Attempt, ChannelFilter, Disabled, EventDraft, LimitOverrides, Namespace, Outcome, PusherSettings,
+    Recorded, SigningKey, Store, StoreError, Transition, Webhook, WebhookChange, WebhookStatus,
 };
 use herald_proto::webhook::{EventKind, Format};
 use herald_proto::{AppId, Capabilities, KeyId, NamespaceName, bus};
@@ -28,6 +28,7 @@ fn app(id: &str) -> App {
         allowed_origins: vec!["https://example.com".into()],
         created_at_ms: 1_000,
         pusher: PusherSettings::default(),
+        disabled: None,
     }
 }
 
@@ -106,10 +107,26 @@ async fn suite(store: Store) -> Result<()> {
     let rev = store.revocations(0, 10).await?;
     assert_eq!(
         rev,
-        [(AppId::new("a2")?, Some(KeyId::new("k3")?), 150), (AppId::new("a1")?, Some(KeyId::new("k1")?), 100)]
+        [
+            (AppId::new("a2")?, Some(KeyId::new("k3")?), 150, false),
+            (AppId::new("a1")?, Some(KeyId::new("k1")?), 100, false)
+        ]
     );
     assert_eq!(store.revocations(120, 10).await?.len(), 1, "{backend}: since");
     assert_eq!(store.revocations(0, 1).await?.len(), 1, "{backend}: limit");
+
+    // Disabling an app marks it and leaves a tombstone marked disabled;
+    // enabling it clears the mark and keeps the tombstone (older tokens stay
+    // refused); deleting it later marks the tombstone deleted.
+    let a1 = AppId::new("a1")?;
+    let off = Disabled { at_ms: 250, reason: "unpaid".into() };
+    assert!(store.set_app_disabled(&a1, Some(&off), 0).await?);
+    assert_eq!(store.get_app(&a1).await?.expect("a1").disabled, Some(off.clone()), "{backend}");
+    assert_eq!(store.revocations(200, 10).await?, [(a1.clone(), None, 250, true)], "{backend}");
+    assert!(store.set_app_disabled(&a1, None, 0).await?);
+    assert_eq!(store.get_app(&a1).await?.expect("a1").disabled, None, "{backend}");
+    assert_eq!(store.revocations(200, 10).await?, [(a1.clone(), None, 250, true)], "{backend}: kept");
+    assert!(!store.set_app_disabled(&AppId::new("nope")?, Some(&off), 0).await?, "{backend}: no such app");
 
     // Deleting an app deletes its keys and leaves a tombstone, listed as a
     // revocation of the whole app; older tombstones go.
@@ -118,7 +135,11 @@ async fn suite(store: Store) -> Result<()> {
     assert!(store.get_key(&KeyId::new("k2")?).await?.is_none(), "{backend}: keys go with their app");
     assert!(store.get_key(&KeyId::new("k3")?).await?.is_some());
     let rev = store.revocations(0, 10).await?;
-    assert_eq!(rev, [(AppId::new("a1")?, None, 300), (AppId::new("a2")?, Some(KeyId::new("k3")?), 150)], "{backend}");
+    assert_eq!(
+        rev,
+        [(AppId::new("a1")?, None, 300, false), (AppId::new("a2")?, Some(KeyId::new("k3")?), 150, false)],
+        "{backend}"
+    );
 
     // Pusher settings and Pusher secrets (migration 0005): stored as given;
     // only the active keys with a secret are Pusher keys.
@@ -289,7 +310,7 @@ async fn namespaces_on_both_databases() -> Result<()> {
         assert!(store.delete_app(&n2, 1000, 500).await?);
         assert_eq!(store.count_namespaces(&n2).await?, 0, "{backend}");
         let gone: Vec<_> = store.revocations(0, 10).await?.into_iter().filter(|r| r.1.is_none()).collect();
-        assert_eq!(gone, [(n2.clone(), None, 1000)], "{backend}: the tombstone older than 500 went");
+        assert_eq!(gone, [(n2.clone(), None, 1000, false)], "{backend}: the tombstone older than 500 went");
         store.close().await;
     }
     Ok(())

@@ -55,6 +55,9 @@ pub enum AuthError {
     /// The token's app was deleted.
     #[error("the app was deleted")]
     AppDeleted,
+    /// An administrator disabled the token's app.
+    #[error("the app is disabled")]
+    AppDisabled,
 }
 
 impl AuthError {
@@ -67,6 +70,7 @@ impl AuthError {
             Self::KeysUnavailable => "keys_unavailable",
             Self::KeyRevoked => "key_revoked",
             Self::AppDeleted => "app_deleted",
+            Self::AppDisabled => "app_disabled",
         }
     }
 }
@@ -102,11 +106,13 @@ struct Revoked {
     keys: HashMap<KeyId, Window>,
 }
 
-/// Tokens issued at or before `at` are refused until `until` (Unix seconds).
+/// Tokens issued at or before `at` are refused until `until` (Unix
+/// seconds); for a whole app, because it was `disabled` or deleted.
 #[derive(Clone, Copy)]
 struct Window {
     at: i64,
     until: i64,
+    disabled: bool,
 }
 
 impl Window {
@@ -123,8 +129,9 @@ impl Revocations {
     /// Records what the control plane announced in an event: tokens of
     /// `app` (minted from `key`, when given) issued at or before `at` are
     /// refused until `until` (Unix seconds; 0 = now, and the default token
-    /// lifetime from now).
-    pub fn add_announced(&self, app: &str, key: Option<&str>, at: i64, until: i64) {
+    /// lifetime from now); `disabled` when the app was disabled rather
+    /// than deleted.
+    pub fn add_announced(&self, app: &str, key: Option<&str>, at: i64, until: i64, disabled: bool) {
         let Ok(app) = AppId::new(app) else { return };
         let key = match key.map(KeyId::new) {
             Some(Ok(key)) => Some(key),
@@ -134,18 +141,21 @@ impl Revocations {
         let now = unix_now();
         let at = if at > 0 { at } else { now };
         let until = if until > 0 { until } else { now + DEFAULT_REVOCATION_SECS };
-        self.merge(vec![Revocation { app, key, at, until }]);
+        self.merge(vec![Revocation { app, key, at, until, disabled }]);
     }
 
     fn insert(map: &mut HashMap<AppId, Revoked>, r: Revocation) {
         let entry = map.entry(r.app).or_default();
-        let window = Window { at: r.at, until: r.until };
+        let window = Window { at: r.at, until: r.until, disabled: r.disabled };
         let slot = match r.key {
             Some(key) => entry.keys.entry(key).or_insert(window),
             None => entry.app.get_or_insert(window),
         };
         // An app deleted, created again and deleted again: the later
-        // deletion covers more.
+        // deletion covers more, and says why.
+        if r.at >= slot.at {
+            slot.disabled = r.disabled;
+        }
         slot.at = slot.at.max(r.at);
         slot.until = slot.until.max(r.until);
     }
@@ -182,13 +192,14 @@ impl Revocations {
     ///
     /// # Errors
     ///
-    /// [`AuthError::AppDeleted`] or [`AuthError::KeyRevoked`].
+    /// [`AuthError::AppDeleted`], [`AuthError::AppDisabled`] or
+    /// [`AuthError::KeyRevoked`].
     pub fn check(&self, claims: &Claims) -> Result<(), AuthError> {
         let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let Some(revoked) = map.get(&claims.app) else { return Ok(()) };
         let now = unix_now();
-        if revoked.app.is_some_and(|w| w.refuses(claims.iat, now)) {
-            return Err(AuthError::AppDeleted);
+        if let Some(w) = revoked.app.filter(|w| w.refuses(claims.iat, now)) {
+            return Err(if w.disabled { AuthError::AppDisabled } else { AuthError::AppDeleted });
         }
         if revoked.keys.get(&claims.key).is_some_and(|w| w.refuses(claims.iat, now)) {
             return Err(AuthError::KeyRevoked);
@@ -522,16 +533,29 @@ mod tests {
     }
 
     #[test]
+    fn a_disabled_app_is_refused_as_disabled_until_deleted() {
+        let doc = br#"{"keys":[
+            {"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}],
+            "herald_revoked":[{"app":"app4","at":100,"until":4000000000,"disabled":true}]}"#;
+        let revocations = Revocations::default();
+        revocations.merge(parse_jwks(doc).expect("jwks").revoked);
+        assert_eq!(revocations.check(&claims("app4", "k1")), Err(AuthError::AppDisabled));
+        assert_eq!(revocations.check(&claims_at("app4", "k1", 101)), Ok(()), "minted after it was enabled again");
+        revocations.add_announced("app4", None, 200, 4_000_000_000, false);
+        assert_eq!(revocations.check(&claims("app4", "k1")), Err(AuthError::AppDeleted), "the later deletion says why");
+    }
+
+    #[test]
     fn revocations_expire_and_stay_bounded() {
         let revocations = Revocations::default();
-        revocations.add_announced("app1", Some("old"), 0, unix_now() - 1);
-        revocations.add_announced("app1", Some("new"), 0, 0);
+        revocations.add_announced("app1", Some("old"), 0, unix_now() - 1, false);
+        revocations.add_announced("app1", Some("new"), 0, 0, false);
         assert_eq!(revocations.check(&claims("app1", "old")), Ok(()), "past its until");
         assert_eq!(revocations.check(&claims("app1", "new")), Err(AuthError::KeyRevoked));
-        revocations.add_announced("bad app", None, 0, 0);
+        revocations.add_announced("bad app", None, 0, 0, false);
         let far = unix_now() + 10_000;
         for i in 0..MAX_KEPT_REVOCATIONS + 10 {
-            revocations.add_announced("app9", Some(&format!("k{i}")), 0, far + i as i64);
+            revocations.add_announced("app9", Some(&format!("k{i}")), 0, far + i as i64, false);
         }
         let kept = revocations.inner.read().expect("map").values().map(|r| r.keys.len()).sum::<usize>();
         assert!(kept <= MAX_KEPT_REVOCATIONS, "{kept} kept");

@@ -121,6 +121,10 @@ pub struct Revocation {
     /// When the entry may be forgotten (Unix seconds): past the revocation
     /// by at least the longest token lifetime.
     pub until: i64,
+    /// The app (`key` absent) was disabled rather than deleted: the refusal
+    /// says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
 }
 
 #[cfg(test)]

@@ -265,6 +265,9 @@ error_codes! {
     /// connections); publishes are refused until the period ends or the
     /// quota is raised.
     QuotaExceeded = 16, "quota_exceeded", 403, ResourceExhausted, false;
+    /// An administrator disabled the app: its API keys and tokens are
+    /// refused until it is enabled again.
+    AppDisabled = 17, "app_disabled", 403, PermissionDenied, false;
 }
 
 impl fmt::Display for ErrorCode {

@@ -154,6 +154,8 @@ fn bus_messages() -> Vec<String> {
         secrets: vec![PusherSecret { key_id: "k".into(), secret: "s".into() }],
         client_event_rate: 10,
         allowed_origins: vec!["https://app.example".into()],
+        disabled: true,
+        disabled_reason: "unpaid".into(),
     };
     let quota = QuotaState {
         app_id: "a".into(),
@@ -325,6 +327,13 @@ fn bus_messages() -> Vec<String> {
         control_event::Kind::OccupancySync(OccupancySync { app_id: "a".into() }),
         control_event::Kind::QuotaState(quota),
         control_event::Kind::DebugTapOn(DebugTapOn { app_id: "a".into(), until_ms: 9, lease_ms: 30_000 }),
+        control_event::Kind::AppStatusChanged(AppStatusChanged {
+            app_id: "a".into(),
+            disabled: true,
+            reason: "unpaid".into(),
+            at: 1,
+            until: 2,
+        }),
     ] {
         names.push(rt(ControlEvent { timestamp_ms: 3, kind: Some(kind) }));
     }
@@ -401,6 +410,7 @@ fn api_messages() -> Vec<String> {
             batch_max: 10,
             app_id: "1234567".into(),
         }),
+        disabled: Some(AppDisabled { at_ms: 5, reason: "unpaid".into() }),
     };
     let pusher_update = PusherSettingsUpdate {
         enabled: Some(true),
@@ -460,6 +470,7 @@ fn api_messages() -> Vec<String> {
             id: Some("app2".into()),
             pusher: Some(pusher_update.clone()),
         }),
+        rt(AppDisabled { at_ms: 5, reason: "unpaid".into() }),
         rt(UpdateAppRequest {
             app_id: "a".into(),
             name: Some("n".into()),
@@ -473,6 +484,8 @@ fn api_messages() -> Vec<String> {
             }),
             allowed_origins: Some(AllowedOrigins { origins: vec![] }),
             pusher: Some(pusher_update.clone()),
+            disabled: Some(true),
+            disabled_reason: Some("unpaid".into()),
         }),
         rt(pusher_update),
         rt(app.pusher.clone().unwrap_or_default()),

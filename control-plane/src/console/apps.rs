@@ -1,7 +1,7 @@
 //! The apps pages: the list with a create form, an app's settings (name,
 //! limits, Origin allowlist, Pusher mode and its settings) with errors
-//! beside their fields and the entered values kept, and deletion behind a
-//! confirmation page.
+//! beside their fields and the entered values kept, disabling and enabling
+//! it (with a reason), and deletion behind a confirmation page.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,13 +11,14 @@ use axum::Router;
 use axum::extract::{Path, Query, Request};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::form::{FieldErrors, Form, done_notice, field_of, optional_number};
 use super::html::{self, Layout, checkbox, csrf_field, e, field, url};
 use super::session::Session;
 use super::{Console, PageResult, Shared, ok_page, see_other};
 use crate::auth::Principal;
+use crate::error::ApiError;
 use crate::services::{AppSpec, PusherPatch};
 use crate::store::{App, LimitOverrides};
 
@@ -26,10 +27,22 @@ pub(super) fn routes() -> Router<Arc<Console>> {
         .route("/apps", get(list).post(create))
         .route("/apps/{app}", get(settings).post(update))
         .route("/apps/{app}/delete", get(confirm_delete).post(delete))
+        .route("/apps/{app}/status", post(set_status))
 }
 
-const DONE: &[(&str, &str)] =
-    &[("created", "The app was created."), ("saved", "The settings were saved."), ("deleted", "The app was deleted.")];
+const DONE: &[(&str, &str)] = &[
+    ("created", "The app was created."),
+    ("saved", "The settings were saved."),
+    ("deleted", "The app was deleted."),
+    ("disabled", "The app was disabled: its keys are refused and its connections closed."),
+    ("enabled", "The app was enabled again."),
+];
+
+/// An app's status for lists: "enabled", or "disabled" (never colour
+/// alone).
+fn status(app: &App) -> &'static str {
+    if app.disabled.is_some() { "disabled" } else { "enabled" }
+}
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
@@ -40,10 +53,11 @@ fn list_body(apps: &[App], csrf: &str, form: &Form, errors: &FieldErrors, notice
     for app in apps {
         let _ = write!(
             rows,
-            r#"<tr><td><a href="/console/apps/{}"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            r#"<tr><td><a href="/console/apps/{}"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             url(app.id.as_str()),
             e(app.id.as_str()),
             e(&app.name),
+            status(app),
             yes_no(app.pusher.enabled),
             html::time(app.created_at_ms)
         );
@@ -52,7 +66,7 @@ fn list_body(apps: &[App], csrf: &str, form: &Form, errors: &FieldErrors, notice
         "<p>No apps yet: create one below.</p>".to_owned()
     } else {
         format!(
-            r#"<div class="scroll"><table><caption>Apps</caption><thead><tr><th scope="col">Id</th><th scope="col">Name</th><th scope="col">Pusher mode</th><th scope="col">Created</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+            r#"<div class="scroll"><table><caption>Apps</caption><thead><tr><th scope="col">Id</th><th scope="col">Name</th><th scope="col">Status</th><th scope="col">Pusher mode</th><th scope="col">Created</th></tr></thead><tbody>{rows}</tbody></table></div>"#
         )
     };
     format!(
@@ -178,9 +192,11 @@ fn settings_body(app: &App, v: &Values, csrf: &str, errors: &FieldErrors, notice
 <fieldset><legend>Quotas (empty: keep; 0: none)</legend>{f_qday}{f_qmonth}{f_qconn}</fieldset>
 <fieldset><legend>Pusher mode</legend>{c_pusher}{c_client}{c_count}{f_members}{f_event}{f_cer}{f_batch}</fieldset>
 <button type="submit">Save settings</button></form>
+{status}
 <h2>Delete</h2><p><a class="danger" href="/console/apps/{id}/delete">Delete this app…</a> (asks for confirmation)</p>"#,
         name = e(&app.name),
         created = html::time(app.created_at_ms),
+        status = status_section(app, csrf),
         csrf = csrf_field(csrf),
         f_name = field("name", "Name", "text", &v.name, errors.of("name"), ""),
         f_origins = field(
@@ -359,6 +375,8 @@ fn spec_of(form: &Form) -> Result<AppSpec, FieldErrors> {
         limits,
         allowed_origins: Some(origins),
         pusher: Some(pusher),
+        disabled: None,
+        disabled_reason: None,
     })
 }
 
@@ -407,4 +425,49 @@ async fn delete(state: Shared, Path(app): Path<String>, request: Request) -> Pag
     let (_session, _form) = Session::read_form(request, &state.core).await?;
     state.core.delete_app(&Principal::Admin, &app).await?;
     Ok(see_other("/console/apps?done=deleted"))
+}
+
+/// The settings page's "Status" section: disable the app (with a reason),
+/// or see why it is disabled and enable it again.
+fn status_section(app: &App, csrf: &str) -> String {
+    let id = url(app.id.as_str());
+    match &app.disabled {
+        None => format!(
+            r#"<h2>Status</h2><p>The app is <strong>enabled</strong>.</p>
+<form method="post" action="/console/apps/{id}/status" class="card">{csrf}<input type="hidden" name="action" value="disable">{reason}<button type="submit" class="danger">Disable the app</button></form>"#,
+            csrf = csrf_field(csrf),
+            reason = field(
+                "reason",
+                "Reason (optional)",
+                "text",
+                "",
+                None,
+                "Shown to the app's callers. Disabling refuses its keys, closes its connections and refuses the tokens minted before; nothing is deleted."
+            )
+        ),
+        Some(d) => format!(
+            r#"<h2>Status</h2><p>The app is <strong>disabled</strong> since {since}{reason}. Its keys are refused and its connections closed.</p>
+<form method="post" action="/console/apps/{id}/status" class="card">{csrf}<input type="hidden" name="action" value="enable"><button type="submit">Enable the app</button></form>"#,
+            since = html::time(d.at_ms),
+            reason = if d.reason.is_empty() { String::new() } else { format!(": {}", e(&d.reason)) },
+            csrf = csrf_field(csrf),
+        ),
+    }
+}
+
+async fn set_status(state: Shared, Path(id): Path<String>, request: Request) -> PageResult {
+    let (_session, form) = Session::read_form(request, &state.core).await?;
+    let (disabled, done) = match form.raw("action") {
+        "disable" => (true, "disabled"),
+        "enable" => (false, "enabled"),
+        _ => return Err(ApiError::bad_request("`action` must be `disable` or `enable`").into()),
+    };
+    let reason = form.raw("reason").trim();
+    let spec = AppSpec {
+        disabled: Some(disabled),
+        disabled_reason: (disabled && !reason.is_empty()).then(|| reason.to_owned()),
+        ..AppSpec::default()
+    };
+    let app = state.core.update_app(&Principal::Admin, &id, spec).await?;
+    Ok(see_other(&format!("/console/apps/{}?done={done}", url(app.id.as_str()))))
 }

@@ -4,7 +4,10 @@
 //! tells edges (`AppLimitsChanged`, and `NamespacesChanged` when it
 //! touches the Pusher settings, which edges cache with the namespaces); a
 //! deletion drops the app's keys, history streams and caches and has edges
-//! close its connections (`AppDeleted`).
+//! close its connections (`AppDeleted`). Disabling an app keeps everything
+//! but refuses its API keys (`app_disabled`) and its tokens minted before,
+//! and has edges close its connections (`AppStatusChanged`); enabling it
+//! lets its keys and new tokens work again.
 
 use herald_bus::now_ms;
 use herald_proto::{AppId, ErrorCode, bus};
@@ -15,7 +18,10 @@ use crate::error::ApiError;
 use crate::keys;
 use crate::services::checks::{check_name, parse_app_id, require_admin};
 use crate::services::pusher::{MAX_PUSHER_APP_ID_DRAWS, PusherPatch};
-use crate::store::{App, LimitOverrides, PusherSettings, StoreError};
+use crate::store::{App, Disabled, LimitOverrides, PusherSettings, StoreError};
+
+/// Longest reason for disabling an app, in bytes.
+pub const MAX_DISABLED_REASON_BYTES: usize = 200;
 
 /// Longest Origin in an allowlist, in bytes.
 pub const MAX_ORIGIN_BYTES: usize = 255;
@@ -33,6 +39,12 @@ pub struct AppSpec {
     /// defaults (Pusher mode off); on a change they stay. A whole
     /// [`PusherSettings`] converts: `Some(settings.into())`.
     pub pusher: Option<PusherPatch>,
+    /// On a change: `Some(true)` disables the app, `Some(false)` enables
+    /// it; ignored on creation (apps start enabled).
+    pub disabled: Option<bool>,
+    /// The reason shown while disabled (with `disabled: Some(true)`, or to
+    /// change the reason of a disabled app).
+    pub disabled_reason: Option<String>,
 }
 
 fn check_origin(origin: &str) -> Result<(), ApiError> {
@@ -96,6 +108,7 @@ impl Core {
             allowed_origins: origins,
             created_at_ms: now_ms(),
             pusher: self.check_pusher(&spec.pusher.unwrap_or_default(), PusherSettings::default())?,
+            disabled: None,
         };
         self.save_app(&mut app, true).await?;
         self.auth.evict_app(&app.id);
@@ -196,8 +209,12 @@ impl Core {
         if let Some(patch) = &spec.pusher {
             app.pusher = self.check_pusher(patch, app.pusher)?;
         }
+        let status = disabled_change(&app, spec.disabled, spec.disabled_reason.as_deref())?;
         if !self.save_app(&mut app, false).await? {
             return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str())));
+        }
+        if let Some(status) = status {
+            self.set_disabled(&mut app, status).await?;
         }
         self.auth.evict_app(&app.id);
         let limits = self.effective_limits(&app);
@@ -212,6 +229,38 @@ impl Core {
         }
         tracing::info!(app = %app.id, "app updated");
         Ok(app)
+    }
+
+    /// Writes the app's disabled state, and tells edges and the other
+    /// replicas (edges close the connections of a disabled app).
+    async fn set_disabled(&self, app: &mut App, status: Option<Disabled>) -> Result<(), ApiError> {
+        let now = now_ms();
+        if !self.store.set_app_disabled(&app.id, status.as_ref(), self.signer.revocations_since_ms(now)).await? {
+            return Err(ApiError::not_found(format!("no app {:?}", app.id.as_str())));
+        }
+        self.auth.evict_app(&app.id);
+        self.namespaces.evict(&app.id);
+        let event = match &status {
+            Some(d) => {
+                self.list_revocations_now().await;
+                let (at, until) = self.signer.revocation_bounds(d.at_ms);
+                bus::AppStatusChanged {
+                    app_id: app.id.to_string(),
+                    disabled: true,
+                    reason: d.reason.clone(),
+                    at,
+                    until,
+                }
+            }
+            None => bus::AppStatusChanged { app_id: app.id.to_string(), ..Default::default() },
+        };
+        self.notify(bus::control_event::Kind::AppStatusChanged(event)).await;
+        match &status {
+            Some(d) => tracing::info!(app = %app.id, reason = %d.reason, "app disabled"),
+            None => tracing::info!(app = %app.id, "app enabled"),
+        }
+        app.disabled = status;
+        Ok(())
     }
 
     /// Deletes an app and its keys (admin); edges close its connections.
@@ -237,6 +286,44 @@ impl Core {
         tracing::info!(app = %id, "app deleted");
         Ok(())
     }
+}
+
+/// The disabled state an update asks for, if it changes anything:
+/// `Some(None)` to enable, `Some(Some(_))` to disable (or change the
+/// reason, keeping since when).
+///
+/// # Errors
+///
+/// `bad_request` for a reason too long or with control characters, or a
+/// reason for an app that stays enabled.
+fn disabled_change(
+    app: &App,
+    disabled: Option<bool>,
+    reason: Option<&str>,
+) -> Result<Option<Option<Disabled>>, ApiError> {
+    let reason = reason.map(str::trim);
+    if let Some(r) = reason
+        && (r.len() > MAX_DISABLED_REASON_BYTES || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "`disabled_reason` must be at most {MAX_DISABLED_REASON_BYTES} bytes of text without control characters"
+        )));
+    }
+    let disable = disabled.unwrap_or(app.disabled.is_some());
+    if !disable {
+        if reason.is_some_and(|r| !r.is_empty()) {
+            return Err(ApiError::bad_request("`disabled_reason` is only for a disabled app: send `disabled`: true"));
+        }
+        return Ok(app.disabled.is_some().then_some(None));
+    }
+    let next = Disabled {
+        at_ms: app.disabled.as_ref().map_or_else(now_ms, |d| d.at_ms),
+        reason: reason
+            .map(str::to_owned)
+            .or_else(|| app.disabled.as_ref().map(|d| d.reason.clone()))
+            .unwrap_or_default(),
+    };
+    Ok((app.disabled.as_ref() != Some(&next)).then_some(Some(next)))
 }
 
 #[cfg(test)]

@@ -144,6 +144,8 @@ fn to_bus(app: &App, keys: &[Arc<ApiKey>]) -> bus::PusherApp {
             .collect(),
         client_event_rate: settings.client_event_rate,
         allowed_origins: app.allowed_origins.clone(),
+        disabled: app.disabled.is_some(),
+        disabled_reason: app.disabled.as_ref().map(|d| d.reason.clone()).unwrap_or_default(),
     }
 }
 
@@ -311,8 +313,16 @@ impl Core {
     /// # Errors
     ///
     /// `not_found` (no app has that Pusher app id, or that key),
-    /// `unavailable`.
+    /// `app_disabled`, `unavailable`.
     async fn pusher_target(&self, to: PusherAppRef<'_>) -> Result<Arc<App>, ApiError> {
+        let app = self.pusher_app_named(to).await?;
+        match &app.disabled {
+            Some(disabled) => Err(ApiError::app_disabled(disabled)),
+            None => Ok(app),
+        }
+    }
+
+    async fn pusher_app_named(&self, to: PusherAppRef<'_>) -> Result<Arc<App>, ApiError> {
         match to {
             PusherAppRef::AppId(id) => match PusherAppId::parse(id) {
                 Ok(id) => self.auth.app_by_pusher_id(id).await,

@@ -2,7 +2,9 @@
 //! Pusher settings, with the Pusher app id unique across apps (an index).
 //!
 //! Deleting an app takes its rows in `api_keys` and `namespaces` with it and
-//! leaves a tombstone in `deleted_apps`, in one transaction.
+//! leaves a tombstone in `deleted_apps`, in one transaction; disabling one
+//! marks it and leaves a tombstone marked `disabled` (so edges refuse its
+//! older tokens and say why), also in one transaction.
 
 use herald_proto::AppId;
 use sqlx::Row;
@@ -90,6 +92,17 @@ pub struct App {
     pub created_at_ms: i64,
     /// Pusher mode and its settings.
     pub pusher: PusherSettings,
+    /// Set while an administrator has the app disabled.
+    pub disabled: Option<Disabled>,
+}
+
+/// Why and since when an app is disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disabled {
+    /// Since when, Unix ms.
+    pub at_ms: i64,
+    /// The administrator's reason (may be empty).
+    pub reason: String,
 }
 
 macro_rules! app_from_row {
@@ -129,6 +142,10 @@ macro_rules! app_from_row {
                 batch_max: stored_u32(&id, "pusher_batch_max", row.try_get("pusher_batch_max")?)?,
                 app_id: stored_pusher_app_id(&id, row.try_get("pusher_app_id")?)?,
             },
+            disabled: row
+                .try_get::<Option<i64>, _>("disabled_at_ms")?
+                .map(|at_ms| Ok::<_, sqlx::Error>(Disabled { at_ms, reason: row.try_get("disabled_reason")? }))
+                .transpose()?,
         }
     }};
 }
@@ -138,7 +155,7 @@ macro_rules! app_columns {
         "id, name, max_connections, max_message_bytes, publish_rate_per_sec, allowed_origins, created_at_ms, \
          pusher_enabled, pusher_client_events, pusher_presence_max_members, pusher_max_event_bytes, \
          pusher_subscription_count, pusher_client_event_rate, pusher_batch_max, pusher_app_id, \
-         quota_messages_per_day, quota_messages_per_month, quota_connections"
+         quota_messages_per_day, quota_messages_per_month, quota_connections, disabled_at_ms, disabled_reason"
     };
 }
 
@@ -178,7 +195,7 @@ impl Store {
         let sql = concat!(
             "INSERT INTO apps (",
             app_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
         with_pool!(self, pool => {
             sqlx::query(sql)
@@ -200,14 +217,17 @@ impl Store {
                 .bind(quota_i64(app.limits.quota_messages_per_day))
                 .bind(quota_i64(app.limits.quota_messages_per_month))
                 .bind(app.limits.quota_connections.map(i64::from))
+                .bind(app.disabled.as_ref().map(|d| d.at_ms))
+                .bind(app.disabled.as_ref().map_or("", |d| d.reason.as_str()))
                 .execute(pool)
                 .await?;
         });
         Ok(())
     }
 
-    /// Replaces an app's name, limits, Origin allowlist and Pusher settings.
-    /// Returns false when no such app exists.
+    /// Replaces an app's name, limits, Origin allowlist and Pusher settings
+    /// (not whether it is disabled: [`Self::set_app_disabled`]). Returns
+    /// false when no such app exists.
     ///
     /// # Errors
     ///
@@ -314,8 +334,8 @@ impl Store {
     ///
     /// Database errors.
     pub async fn delete_app(&self, id: &AppId, now_ms: i64, forget_before_ms: i64) -> Result<bool, StoreError> {
-        let tombstone = "INSERT INTO deleted_apps (app_id, deleted_at_ms) VALUES ($1, $2) \
-                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2";
+        let tombstone = "INSERT INTO deleted_apps (app_id, deleted_at_ms, disabled) VALUES ($1, $2, FALSE) \
+                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2, disabled = FALSE";
         let n = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM api_keys WHERE app_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
@@ -323,6 +343,45 @@ impl Store {
             let n = sqlx::query("DELETE FROM apps WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?.rows_affected();
             if n > 0 {
                 sqlx::query(tombstone).bind(id.as_str()).bind(now_ms).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM deleted_apps WHERE deleted_at_ms < $1")
+                    .bind(forget_before_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n
+        });
+        Ok(n > 0)
+    }
+
+    /// Disables an app (`Some`) or enables it again (`None`). Disabling
+    /// writes the app's tombstone, marked `disabled`, at `now_ms` (tokens
+    /// minted before are refused while it is listed); enabling leaves the
+    /// tombstone, so those tokens stay refused. Returns false when no such
+    /// app exists.
+    ///
+    /// # Errors
+    ///
+    /// Database errors.
+    pub async fn set_app_disabled(
+        &self,
+        id: &AppId,
+        disabled: Option<&Disabled>,
+        forget_before_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let tombstone = "INSERT INTO deleted_apps (app_id, deleted_at_ms, disabled) VALUES ($1, $2, TRUE) \
+                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2, disabled = TRUE";
+        let n = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("UPDATE apps SET disabled_at_ms = $2, disabled_reason = $3 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(disabled.map(|d| d.at_ms))
+                .bind(disabled.map_or("", |d| d.reason.as_str()))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if let (true, Some(d)) = (n > 0, disabled) {
+                sqlx::query(tombstone).bind(id.as_str()).bind(d.at_ms).execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM deleted_apps WHERE deleted_at_ms < $1")
                     .bind(forget_before_ms)
                     .execute(&mut *tx)

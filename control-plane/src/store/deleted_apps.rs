@@ -1,7 +1,7 @@
 //! The `deleted_apps` table and the revocation list it feeds: edges must
 //! refuse tokens minted before an app was deleted or a key revoked, so the
 //! JWKS lists both until those tokens have expired. The tombstones are
-//! written by [`Store::delete_app`].
+//! written by [`Store::delete_app`] and [`Store::set_app_disabled`].
 
 use herald_proto::{AppId, KeyId};
 use sqlx::Row;
@@ -9,8 +9,9 @@ use sqlx::Row;
 use super::{Store, StoreError, parse_app_id, parse_key_id};
 
 impl Store {
-    /// Keys revoked and apps deleted after `since_ms`, newest first, at most
-    /// `limit`: `(app, key — none for a deleted app, when in ms)`.
+    /// Keys revoked and apps deleted or disabled after `since_ms`, newest
+    /// first, at most `limit`: `(app, key — none for a whole app, when in
+    /// ms, whether the app was disabled rather than deleted)`.
     ///
     /// # Errors
     ///
@@ -19,9 +20,10 @@ impl Store {
         &self,
         since_ms: i64,
         limit: usize,
-    ) -> Result<Vec<(AppId, Option<KeyId>, i64)>, StoreError> {
-        let sql = "SELECT app_id, id AS key_id, revoked_at_ms AS at_ms FROM api_keys WHERE revoked_at_ms > $1 \
-                   UNION ALL SELECT app_id, NULL AS key_id, deleted_at_ms AS at_ms FROM deleted_apps \
+    ) -> Result<Vec<(AppId, Option<KeyId>, i64, bool)>, StoreError> {
+        let sql = "SELECT app_id, id AS key_id, revoked_at_ms AS at_ms, FALSE AS disabled FROM api_keys \
+                   WHERE revoked_at_ms > $1 \
+                   UNION ALL SELECT app_id, NULL AS key_id, deleted_at_ms AS at_ms, disabled FROM deleted_apps \
                    WHERE deleted_at_ms > $1 ORDER BY at_ms DESC LIMIT $2";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         with_pool!(self, pool => {
@@ -34,7 +36,7 @@ impl Store {
                     Some(id) => Some(parse_key_id(&id)?),
                     None => None,
                 };
-                out.push((app, key, row.try_get::<i64, _>("at_ms")?));
+                out.push((app, key, row.try_get::<i64, _>("at_ms")?, row.try_get::<bool, _>("disabled")?));
             }
             Ok(out)
         })

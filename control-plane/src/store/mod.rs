@@ -133,7 +133,9 @@ mod webhook_outbox;
 mod webhooks;
 
 pub use api_keys::ApiKey;
-pub use apps::{App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, LimitOverrides, PusherSettings};
+pub use apps::{
+    App, DEFAULT_PUSHER_BATCH_MAX, DEFAULT_PUSHER_MAX_EVENT_BYTES, Disabled, LimitOverrides, PusherSettings,
+};
 pub use idempotency::IdempotencyClaim;
 pub use namespaces::Namespace;
 pub use signing_keys::SigningKey;

@@ -27,7 +27,8 @@ impl Close {
             AuthError::Invalid(reason) => Self(CloseCode::InvalidToken, format!("invalid token: {reason}")),
             AuthError::KeysUnavailable => Self(CloseCode::InternalError, "signing keys unavailable".into()),
             AuthError::KeyRevoked => Self::code(CloseCode::KeyRevoked),
-            AuthError::AppDeleted => Self::code(CloseCode::AppUnavailable),
+            AuthError::AppDeleted => Self(CloseCode::AppUnavailable, "the app was deleted".into()),
+            AuthError::AppDisabled => Self(CloseCode::AppUnavailable, "the app is disabled".into()),
         }
     }
 }

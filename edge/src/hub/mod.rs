@@ -374,7 +374,13 @@ impl Sink for Hub {
             Some(Kind::KeyRevoked(revoked)) => {
                 // First refuse new tokens, then close: a connection that
                 // registers in between checks again after registering.
-                self.revocations.add_announced(&revoked.app_id, Some(&revoked.key_id), revoked.at, revoked.until);
+                self.revocations.add_announced(
+                    &revoked.app_id,
+                    Some(&revoked.key_id),
+                    revoked.at,
+                    revoked.until,
+                    false,
+                );
                 // The key's Pusher secret, if it had one, goes with it.
                 self.namespaces.invalidate(&revoked.app_id);
                 let n = self.close_where(CloseCode::KeyRevoked, CloseCode::KeyRevoked.reason(), |c| {
@@ -384,12 +390,28 @@ impl Sink for Hub {
                 tracing::info!(app = %revoked.app_id, key = %revoked.key_id, closed = n, "api key revoked");
             }
             Some(Kind::AppDeleted(deleted)) => {
-                self.revocations.add_announced(&deleted.app_id, None, deleted.at, deleted.until);
+                self.revocations.add_announced(&deleted.app_id, None, deleted.at, deleted.until, false);
                 self.namespaces.invalidate(&deleted.app_id);
                 let n = self.close_where(CloseCode::AppUnavailable, CloseCode::AppUnavailable.reason(), |c| {
                     c.app.as_str() == deleted.app_id
                 });
                 tracing::info!(app = %deleted.app_id, closed = n, "app deleted");
+            }
+            Some(Kind::AppStatusChanged(status)) => {
+                self.namespaces.invalidate(&status.app_id);
+                if status.disabled {
+                    self.revocations.add_announced(&status.app_id, None, status.at, status.until, true);
+                    let reason = if status.reason.is_empty() {
+                        "the app is disabled".to_owned()
+                    } else {
+                        format!("the app is disabled: {}", status.reason)
+                    };
+                    let reason = herald_proto::codes::truncate_reason(&reason).to_owned();
+                    let n = self.close_where(CloseCode::AppUnavailable, &reason, |c| c.app.as_str() == status.app_id);
+                    tracing::info!(app = %status.app_id, closed = n, "app disabled");
+                } else {
+                    tracing::info!(app = %status.app_id, "app enabled");
+                }
             }
             Some(Kind::SigningKeysRotated(_)) => self.keys_rotated.notify_one(),
             Some(Kind::NamespacesChanged(changed)) => self.namespaces.invalidate(&changed.app_id),

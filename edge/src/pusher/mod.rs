@@ -118,6 +118,7 @@ async fn app_settings(shared: &Shared, key: &str) -> Result<(AppId, Arc<bus::Pus
     let Ok(app) = AppId::new(key) else { return Err((codes::APP_NOT_FOUND, "no such app key")) };
     let lookup = tokio::time::timeout(shared.config.handshake_timeout.0, shared.hub.pusher_app(&app)).await;
     match lookup {
+        Ok(Ok(Some(settings))) if settings.disabled => Err((codes::APP_DISABLED, "the app is disabled")),
         Ok(Ok(Some(settings))) => Ok((app, settings)),
         Ok(Ok(None)) => Err((codes::APP_NOT_FOUND, "no such app key, or Pusher mode is off for it")),
         Ok(Err(e)) => {

@@ -118,6 +118,7 @@ impl TestAuthority {
             key: key.map(|k| KeyId::new(k).expect("key id")),
             at: now,
             until: now + 3600,
+            disabled: false,
         });
     }
 

@@ -89,6 +89,7 @@ fn app_to_pb(core: &Core, app: &App) -> pb::App {
         allowed_origins: app.allowed_origins.clone(),
         created_at_ms: app.created_at_ms,
         pusher: Some(pusher_to_pb(&app.pusher)),
+        disabled: app.disabled.as_ref().map(|d| pb::AppDisabled { at_ms: d.at_ms, reason: d.reason.clone() }),
     }
 }
 
@@ -114,6 +115,8 @@ impl AdminService for Grpc {
             limits: limits_from_pb(r.limits),
             allowed_origins: Some(r.allowed_origins),
             pusher: pusher_from_pb(r.pusher)?,
+            disabled: None,
+            disabled_reason: None,
         };
         let app = self.core.create_app(&who, r.id.as_deref(), spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))
@@ -187,6 +190,8 @@ impl AdminService for Grpc {
             limits,
             allowed_origins: r.allowed_origins.map(|o| o.origins),
             pusher: pusher_from_pb(r.pusher)?,
+            disabled: r.disabled,
+            disabled_reason: r.disabled_reason,
         };
         let app = self.core.update_app(&who, &r.app_id, spec).await?;
         Ok(GrpcResponse::new(app_to_pb(&self.core, &app)))

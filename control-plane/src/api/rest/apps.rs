@@ -164,6 +164,21 @@ pub struct UpdateAppBody {
     pub allowed_origins: Option<Vec<String>>,
     /// Pusher settings to change; absent fields stay.
     pub pusher: Option<PusherBody>,
+    /// `true` disables the app: its API keys are refused (403
+    /// `app_disabled`), its connections closed, its tokens minted before
+    /// refused; `false` enables it again.
+    pub disabled: Option<bool>,
+    /// Why it is disabled, shown to its callers (at most 200 bytes).
+    pub disabled_reason: Option<String>,
+}
+
+/// Why and since when an app is disabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DisabledView {
+    /// Since when, Unix seconds.
+    pub since: i64,
+    /// The administrator's reason (may be empty).
+    pub reason: String,
 }
 
 /// An app.
@@ -181,6 +196,9 @@ pub struct AppView {
     pub created_at: i64,
     /// Pusher mode and its settings.
     pub pusher: PusherView,
+    /// Set while the app is disabled; absent when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<DisabledView>,
 }
 
 /// `GET /v1/apps`.
@@ -198,6 +216,7 @@ fn app_view(core: &Core, app: &App) -> AppView {
         allowed_origins: app.allowed_origins.clone(),
         created_at: secs(app.created_at_ms),
         pusher: app.pusher.into(),
+        disabled: app.disabled.as_ref().map(|d| DisabledView { since: secs(d.at_ms), reason: d.reason.clone() }),
     }
 }
 
@@ -215,6 +234,8 @@ pub(super) async fn create_app(
         limits: body.limits.into(),
         allowed_origins: Some(body.allowed_origins),
         pusher: body.pusher.map(PusherPatch::try_from).transpose()?,
+        disabled: None,
+        disabled_reason: None,
     };
     let app = core.create_app(&who, body.id.as_deref(), spec).await?;
     Ok((StatusCode::CREATED, Json(app_view(&core, &app))).into_response())
@@ -242,7 +263,8 @@ pub(super) async fn get_app(
     Ok(Json(app_view(&core, &app)))
 }
 
-/// Changes an app's name, limits, Origin allowlist or Pusher settings.
+/// Changes an app's name, limits, Origin allowlist or Pusher settings, or
+/// disables or enables it.
 #[utoipa::path(patch, path = "/v1/apps/{app_id}", tag = TAG_ADMIN, request_body = UpdateAppBody, security(("admin" = [])),
     params(("app_id" = String, Path, description = "The app id")),
     responses((status = 200, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -258,6 +280,8 @@ pub(super) async fn update_app(
         limits: body.limits.map(Into::into).unwrap_or_default(),
         allowed_origins: body.allowed_origins,
         pusher: body.pusher.map(PusherPatch::try_from).transpose()?,
+        disabled: body.disabled,
+        disabled_reason: body.disabled_reason,
     };
     let app = core.update_app(&who, &app_id, spec).await?;
     Ok(Json(app_view(&core, &app)))
