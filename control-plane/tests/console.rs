@@ -5,151 +5,18 @@
 //! shared by replicas, the sign-in rate limit, and bad input answered with
 //! a clear error page, never a 500.
 
+
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use bytes::Bytes;
+use common::console::{Visitor, app_names, start};
 use common::{ADMIN, Http, TestDb};
-use herald_bus::{Bus, LocalBus};
-use herald_control_plane::{Config, ControlPlane, Core};
 use herald_proto::units::{ByteSize, HumanDuration};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-/// A control plane on `127.0.0.1:0` with its core at hand.
-struct Cp {
-    addr: SocketAddr,
-    core: Arc<Core>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> Result<Cp> {
-    let mut cfg = common::config(db);
-    tweak(&mut cfg);
-    let bus = LocalBus::new();
-    let cp = ControlPlane::new(cfg, Bus::local(&bus)).await?;
-    let core = cp.core().clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = cp
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Ok(Cp { addr, core, _stop: stop })
-}
-
-struct Page {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-}
-
-/// A browser without JavaScript: one cookie jar, no redirects followed.
-struct Visitor {
-    base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-    cookie: Option<String>,
-}
-
-impl Visitor {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            cookie: None,
-        }
-    }
-
-    async fn send(&mut self, method: &str, path: &str, kind: Option<&str>, body: Bytes) -> Result<Page> {
-        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        if let Some(k) = kind {
-            req = req.header("content-type", k);
-        }
-        let res = self.client.request(req.body(Full::new(body))?).await?;
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        if let Some(set) = headers.get("set-cookie").and_then(|v| v.to_str().ok()) {
-            let pair = set.split(';').next().unwrap_or("").to_owned();
-            self.cookie = if pair.ends_with('=') { None } else { Some(pair) };
-        }
-        let body = String::from_utf8_lossy(&res.into_body().collect().await?.to_bytes()).into_owned();
-        assert_headers(path, status, &headers);
-        assert_ne!(status, 401, "{method} {path} answered 401");
-        assert!(status < 500, "{method} {path} answered {status}: {body}");
-        Ok(Page { status, headers, body })
-    }
-
-    async fn get(&mut self, path: &str) -> Result<Page> {
-        self.send("GET", path, None, Bytes::new()).await
-    }
-
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Result<Page> {
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
-        self.send("POST", path, Some("application/x-www-form-urlencoded"), Bytes::from(body)).await
-    }
-
-    async fn sign_in(&mut self) -> Result<()> {
-        let r = self.post("/console/signin", &[("token", ADMIN)]).await?;
-        if r.status != 303 || self.cookie.is_none() {
-            bail!("sign-in: {} {}", r.status, r.body);
-        }
-        Ok(())
-    }
-
-    /// The CSRF token of the signed-in pages.
-    async fn csrf(&mut self) -> Result<String> {
-        let page = self.get("/console/apps").await?;
-        csrf_of(&page.body).context("no CSRF field on /console/apps")
-    }
-}
-
-fn csrf_of(html: &str) -> Option<String> {
-    let at = html.find(r#"name="csrf" value=""#)? + r#"name="csrf" value=""#.len();
-    Some(html[at..].split('"').next()?.to_owned())
-}
-
-/// Every console response carries these.
-fn assert_headers(path: &str, status: u16, h: &http::HeaderMap) {
-    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-    assert_eq!(get("content-security-policy"), herald_control_plane::console::CSP, "{path} ({status})");
-    assert_eq!(get("x-frame-options"), "DENY", "{path} ({status})");
-    assert_eq!(get("x-content-type-options"), "nosniff", "{path} ({status})");
-    assert_eq!(get("referrer-policy"), "no-referrer", "{path} ({status})");
-    if !path.starts_with("/console/assets/") {
-        assert_eq!(get("cache-control"), "no-store", "{path} ({status})");
-    }
-}
-
-async fn app_names(http: &Http, addr: SocketAddr) -> Result<Vec<String>> {
-    let r = http.get(&format!("http://{addr}/v1/apps"), Some(ADMIN)).await?;
-    Ok(r.json()["apps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["name"].as_str().map(str::to_owned))
-        .collect())
-}
 
 #[tokio::test]
 async fn visitors_get_headers_and_the_sign_in_page_never_a_401() -> Result<()> {
