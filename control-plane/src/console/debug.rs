@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures_util::StreamExt as _;
 
@@ -43,9 +43,7 @@ pub const SESSION_CHECK: Duration = Duration::from_secs(5);
 pub const PAGE_MAX_EVENTS: usize = 500;
 
 pub(super) fn routes() -> Router<Arc<Console>> {
-    Router::new()
-        .route("/apps/{app}/debug", get(page))
-        .route("/apps/{app}/debug/events", get(events))
+    Router::new().route("/apps/{app}/debug", get(page)).route("/apps/{app}/debug/events", get(events))
 }
 
 /// The filter's fields as the query gives them: `channel`, and `types`
@@ -153,7 +151,11 @@ async fn events(state: Shared, session: Session, Path(app): Path<String>, RawQue
         .take_until(ended)
         .map(|item| Ok::<_, Infallible>(Event::default().event("debug").data(item.to_json().to_string())));
     let mut response = Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response();
-    response.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    let h = response.headers_mut();
+    // Proxies must pass events on as they come; like every console page,
+    // nothing of it is stored.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

@@ -34,9 +34,7 @@ use crate::store::UsageUnit;
 pub const WINDOW_MINUTES: i64 = 30;
 
 pub(super) fn routes() -> Router<Arc<Console>> {
-    Router::new()
-        .route("/apps/{app}/overview", get(page))
-        .route("/apps/{app}/overview.json", get(json))
+    Router::new().route("/apps/{app}/overview", get(page)).route("/apps/{app}/overview.json", get(json))
 }
 
 /// One minute of the charts.

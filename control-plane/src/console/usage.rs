@@ -56,9 +56,8 @@ fn quota_line(label: &str, used: i64, quota: Option<u64>) -> String {
 
 fn quotas(app: &App, used: QuotaUse, over: Option<&str>) -> String {
     let l = &app.limits;
-    let any = l.quota_messages_per_day.is_some()
-        || l.quota_messages_per_month.is_some()
-        || l.quota_connections.is_some();
+    let any =
+        l.quota_messages_per_day.is_some() || l.quota_messages_per_month.is_some() || l.quota_connections.is_some();
     let note = if any {
         String::new()
     } else {

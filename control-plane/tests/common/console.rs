@@ -151,7 +151,6 @@ pub async fn app_names(http: &Http, addr: SocketAddr) -> Result<Vec<String>> {
         .collect())
 }
 
-
 /// A console Server-Sent Events stream as a browser's `EventSource` reads
 /// it: the `data:` of each `event: debug`, parsed.
 pub struct Stream {
