@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use herald_sdk::{Client, Publisher, Subscription, TokenRequest};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use herald_tests::dev::Dev;
 use herald_tests::{cli, http_get, http_request, pusher};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 const XSS: &str = "<img src=x onerror=alert(1)>";
 /// As hostile as the channel-name rules allow: URL and HTML punctuation.
@@ -113,7 +113,8 @@ async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result
                 }
                 "@@refuse" => {
                     // A token of the app whose signature is broken.
-                    let token = publisher.mint_token(&TokenRequest::new("forger").allow("*", ["subscribe"])).await?.token;
+                    let token =
+                        publisher.mint_token(&TokenRequest::new("forger").allow("*", ["subscribe"])).await?.token;
                     let mut forged: Vec<char> = token.chars().collect();
                     let at = forged.len().checked_sub(10).context("a token")?;
                     forged[at] = if forged[at] == 'A' { 'B' } else { 'A' };
@@ -133,7 +134,8 @@ async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result
         }
         anyhow::Ok(child.wait().await?)
     };
-    let status = tokio::time::timeout(DEADLINE, run).await.context("tests/console/console.mjs outlived its deadline")??;
+    let status =
+        tokio::time::timeout(DEADLINE, run).await.context("tests/console/console.mjs outlived its deadline")??;
     let stderr = errors.await.unwrap_or_default();
     eprint!("{stderr}");
     if !status.success() {
