@@ -3,7 +3,10 @@
 //! to a visitor, CSRF tokens required on every form post (403 and nothing
 //! changed without), one-time login links, session expiry and sessions
 //! shared by replicas, the sign-in rate limit, and bad input answered with
-//! a clear error page, never a 500.
+//! a clear error page, never a 500. The live pages: the debug console and
+//! its session stream (filters, hostile prefixes, events from the console
+//! and from the bus, its end at shutdown and at sign-out), the overview's
+//! figures and the usage page with quota use.
 
 mod common;
 
