@@ -3,153 +3,22 @@
 //! to a visitor, CSRF tokens required on every form post (403 and nothing
 //! changed without), one-time login links, session expiry and sessions
 //! shared by replicas, the sign-in rate limit, and bad input answered with
-//! a clear error page, never a 500.
+//! a clear error page, never a 500. The live pages: the debug console and
+//! its session stream (filters, hostile prefixes, events from the console
+//! and from the bus, its end at shutdown and at sign-out), the overview's
+//! figures and the usage page with quota use.
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use bytes::Bytes;
+use common::console::{Visitor, app_names, start};
 use common::{ADMIN, Http, TestDb};
-use herald_bus::{Bus, LocalBus};
-use herald_control_plane::{Config, ControlPlane, Core};
 use herald_proto::units::{ByteSize, HumanDuration};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-/// A control plane on `127.0.0.1:0` with its core at hand.
-struct Cp {
-    addr: SocketAddr,
-    core: Arc<Core>,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn start(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> Result<Cp> {
-    let mut cfg = common::config(db);
-    tweak(&mut cfg);
-    let bus = LocalBus::new();
-    let cp = ControlPlane::new(cfg, Bus::local(&bus)).await?;
-    let core = cp.core().clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, rx) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = cp
-            .serve(listener, async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Ok(Cp { addr, core, _stop: stop })
-}
-
-struct Page {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> &str {
-        self.headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("")
-    }
-}
-
-/// A browser without JavaScript: one cookie jar, no redirects followed.
-struct Visitor {
-    base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
-    cookie: Option<String>,
-}
-
-impl Visitor {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            base: format!("http://{addr}"),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            cookie: None,
-        }
-    }
-
-    async fn send(&mut self, method: &str, path: &str, kind: Option<&str>, body: Bytes) -> Result<Page> {
-        let mut req = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
-        if let Some(c) = &self.cookie {
-            req = req.header("cookie", c);
-        }
-        if let Some(k) = kind {
-            req = req.header("content-type", k);
-        }
-        let res = self.client.request(req.body(Full::new(body))?).await?;
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        if let Some(set) = headers.get("set-cookie").and_then(|v| v.to_str().ok()) {
-            let pair = set.split(';').next().unwrap_or("").to_owned();
-            self.cookie = if pair.ends_with('=') { None } else { Some(pair) };
-        }
-        let body = String::from_utf8_lossy(&res.into_body().collect().await?.to_bytes()).into_owned();
-        assert_headers(path, status, &headers);
-        assert_ne!(status, 401, "{method} {path} answered 401");
-        assert!(status < 500, "{method} {path} answered {status}: {body}");
-        Ok(Page { status, headers, body })
-    }
-
-    async fn get(&mut self, path: &str) -> Result<Page> {
-        self.send("GET", path, None, Bytes::new()).await
-    }
-
-    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Result<Page> {
-        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
-        self.send("POST", path, Some("application/x-www-form-urlencoded"), Bytes::from(body)).await
-    }
-
-    async fn sign_in(&mut self) -> Result<()> {
-        let r = self.post("/console/signin", &[("token", ADMIN)]).await?;
-        if r.status != 303 || self.cookie.is_none() {
-            bail!("sign-in: {} {}", r.status, r.body);
-        }
-        Ok(())
-    }
-
-    /// The CSRF token of the signed-in pages.
-    async fn csrf(&mut self) -> Result<String> {
-        let page = self.get("/console/apps").await?;
-        csrf_of(&page.body).context("no CSRF field on /console/apps")
-    }
-}
-
-fn csrf_of(html: &str) -> Option<String> {
-    let at = html.find(r#"name="csrf" value=""#)? + r#"name="csrf" value=""#.len();
-    Some(html[at..].split('"').next()?.to_owned())
-}
-
-/// Every console response carries these.
-fn assert_headers(path: &str, status: u16, h: &http::HeaderMap) {
-    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("");
-    assert_eq!(get("content-security-policy"), herald_control_plane::console::CSP, "{path} ({status})");
-    assert_eq!(get("x-frame-options"), "DENY", "{path} ({status})");
-    assert_eq!(get("x-content-type-options"), "nosniff", "{path} ({status})");
-    assert_eq!(get("referrer-policy"), "no-referrer", "{path} ({status})");
-    if !path.starts_with("/console/assets/") {
-        assert_eq!(get("cache-control"), "no-store", "{path} ({status})");
-    }
-}
-
-async fn app_names(http: &Http, addr: SocketAddr) -> Result<Vec<String>> {
-    let r = http.get(&format!("http://{addr}/v1/apps"), Some(ADMIN)).await?;
-    Ok(r.json()["apps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["name"].as_str().map(str::to_owned))
-        .collect())
-}
 
 #[tokio::test]
 async fn visitors_get_headers_and_the_sign_in_page_never_a_401() -> Result<()> {
@@ -551,5 +420,219 @@ async fn webhooks_and_namespaces_through_the_console() -> Result<()> {
     assert!(r.body.contains("f-history_size-err"));
     assert_eq!(v.post("/console/apps/hk/namespaces/chat/delete", &[("csrf", &csrf)]).await?.status, 303);
     assert!(v.get("/console/apps/hk/namespaces").await?.body.contains("No namespaces"));
+    Ok(())
+}
+
+/// A debug event of `app` as an edge would send it.
+fn tapped(app: &str, kind: herald_proto::bus::debug_event::Kind) -> herald_proto::bus::DebugEvent {
+    herald_proto::bus::DebugEvent {
+        timestamp_ms: herald_bus::now_ms(),
+        node_id: "edge-test".into(),
+        app_id: app.into(),
+        connection_id: "c1".into(),
+        dropped: 0,
+        kind: Some(kind),
+    }
+}
+
+#[tokio::test]
+async fn the_debug_console_streams_the_apps_events_to_its_session_and_ends_at_shutdown() -> Result<()> {
+    use herald_proto::bus::debug_event::Kind;
+    let db = TestDb::sqlite();
+    let mut cp = start(&db, |_| {}).await?;
+    let mut v = Visitor::new(cp.addr);
+    // Not signed in: the sign-in page, never a 401, for the pages and the stream.
+    for path in [
+        "/console/apps/live/debug",
+        "/console/apps/live/debug/events",
+        "/console/apps/live/overview",
+        "/console/apps/live/overview.json",
+        "/console/apps/live/usage",
+    ] {
+        let r = v.get(path).await?;
+        assert_eq!((r.status, r.location()), (303, "/console/signin"), "{path}");
+    }
+    let s = v.stream("/console/apps/live/debug/events").await?;
+    assert_eq!(s.status, 303, "the stream without a session");
+    v.sign_in().await?;
+    let csrf = v.csrf().await?;
+    assert_eq!(v.post("/console/apps", &[("name", "Live"), ("id", "live"), ("csrf", &csrf)]).await?.status, 303);
+
+    let page = v.get("/console/apps/live/debug").await?;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"data-debug-stream="/console/apps/live/debug/events?""#), "{}", page.body);
+    assert!(page.body.contains(r#"<a href="/console/apps/live/debug" aria-current="page">Debug console</a>"#));
+    for (path, label) in [("/overview", "Overview"), ("/usage", "Usage")] {
+        assert!(page.body.contains(&format!(r#"<a href="/console/apps/live{path}">{label}</a>"#)), "{label}");
+    }
+    assert!(page.body.contains(r#"<label for="f-channel">"#) && page.body.contains(r#"<label for="f-type-refusal">"#));
+    assert!(!v.get("/console/apps").await?.body.contains("data-debug-stream"), "no stream on the landing page");
+
+    // Filters: validated as the API validates them, errors beside their field.
+    let r = v.get("/console/apps/live/debug?types=publish&types=bogus").await?;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("f-types-err") && !r.body.contains("data-debug-stream"), "{}", r.body);
+    let r = v.get("/console/apps/live/debug?channel=a%20b").await?;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("f-channel-err"), "{}", r.body);
+    assert_eq!(v.stream("/console/apps/live/debug/events?types=bogus").await?.status, 400);
+    assert_eq!(v.stream("/console/apps/nope/debug/events").await?.status, 404);
+    assert_eq!(v.get("/console/apps/nope/debug").await?.status, 404);
+    // A hostile prefix stays text in the field and in the stream's URL.
+    let hostile = r#""><svg/onload=alert(1)>"#;
+    let r = v
+        .get(&format!(
+            "/console/apps/live/debug?channel={}",
+            form_urlencoded::byte_serialize(hostile.as_bytes()).collect::<String>()
+        ))
+        .await?;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains(hostile) && !r.body.contains("<svg"), "{}", r.body);
+    assert!(r.body.contains(r#"value="&quot;&gt;&lt;svg/onload=alert(1)&gt;""#), "{}", r.body);
+    assert!(r.body.contains("debug/events?channel=%22%3E%3Csvg%2Fonload%3Dalert%281%29%3E"), "{}", r.body);
+
+    // The session's stream: publishes and subscribes only.
+    let mut s = v.stream("/console/apps/live/debug/events?types=publish,subscribe").await?;
+    assert_eq!(s.status, 200);
+    let kind = s.headers.get("content-type").and_then(|c| c.to_str().ok()).unwrap_or("");
+    assert_eq!(kind, "text/event-stream");
+    // The event creator's publishes are tapped once the tap is on (its
+    // announcement crosses the bus): publish until one shows.
+    let xss = "<img src=x onerror=alert(1)>";
+    let deadline = tokio::time::Instant::now() + common::console::STREAM_LIMIT;
+    let publish = loop {
+        let r = v.post("/console/apps/live/publish", &[("channel", "chat:1"), ("data", xss), ("csrf", &csrf)]).await?;
+        assert_eq!(r.status, 303, "{}", r.body);
+        if let Some(e) = s.next_within(Duration::from_millis(300)).await? {
+            break e;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no publish event on the console stream");
+    };
+    assert_eq!((publish["type"].as_str(), publish["channel"].as_str()), (Some("publish"), Some("chat:1")), "{publish}");
+    assert_eq!((publish["preview"].as_str(), publish["source"].as_str()), (Some(xss), Some("console")), "{publish}");
+    // An edge's events: the connect is filtered out, the subscribe comes.
+    let connect = Kind::Connect(herald_proto::bus::DebugConnect {
+        protocol: "herald".into(),
+        remote_ip: "127.0.0.1".into(),
+        user_id: xss.into(),
+    });
+    let subscribe = Kind::Subscribe(herald_proto::bus::DebugSubscribe { channel: "chat:#/?&=".into() });
+    let app = herald_proto::AppId::new("live")?;
+    cp.bus.publish_debug_event(&app, &tapped("live", connect)).await?;
+    cp.bus.publish_debug_event(&app, &tapped("live", subscribe)).await?;
+    let (sub, before) = s.until("the subscribe", |e| e["type"] == "subscribe").await?;
+    assert!(before.iter().all(|e| e["type"] == "publish"), "only the types asked: {before:?}");
+    assert_eq!((sub["channel"].as_str(), sub["node"].as_str()), (Some("chat:#/?&="), Some("edge-test")));
+    // Every type on another stream of the same session: a refusal with its reason.
+    let mut all = v.stream("/console/apps/live/debug/events").await?;
+    assert_eq!(all.status, 200);
+    let refusal = Kind::Refusal(herald_proto::bus::DebugRefusal {
+        code: "invalid_token".into(),
+        number: 4001,
+        reason: format!("invalid token: {xss}"),
+        channel: String::new(),
+    });
+    cp.bus.publish_debug_event(&app, &tapped("live", refusal)).await?;
+    let (r, _) = all.until("the refusal", |e| e["type"] == "refusal").await?;
+    assert_eq!((r["code"].as_str(), r["number"].as_u64()), (Some("invalid_token"), Some(4001)), "{r}");
+
+    // The replica shuts down: the streams end at once, the drain is not held.
+    drop(cp.stop.take());
+    s.ended_within(Duration::from_secs(5)).await?;
+    all.ended_within(Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_sessions_debug_stream() -> Result<()> {
+    let db = TestDb::sqlite();
+    let cp = start(&db, |_| {}).await?;
+    let mut v = Visitor::new(cp.addr);
+    v.sign_in().await?;
+    let csrf = v.csrf().await?;
+    assert_eq!(v.post("/console/apps", &[("name", "Out"), ("id", "out"), ("csrf", &csrf)]).await?.status, 303);
+    let mut s = v.stream("/console/apps/out/debug/events").await?;
+    assert_eq!(s.status, 200);
+    assert!(s.next_within(Duration::from_millis(200)).await?.is_none(), "open and quiet");
+    assert_eq!(v.post("/console/signout", &[("csrf", &csrf)]).await?.status, 303);
+    let limit = herald_control_plane::console::debug::SESSION_CHECK * 3;
+    s.ended_within(limit).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn overview_and_usage_show_the_apps_figures_and_its_quota_use() -> Result<()> {
+    let db = TestDb::sqlite();
+    let cp = start(&db, |c| c.usage_report_interval = HumanDuration::secs(1)).await?;
+    let mut v = Visitor::new(cp.addr);
+    v.sign_in().await?;
+    let csrf = v.csrf().await?;
+    assert_eq!(v.post("/console/apps", &[("name", "Busy"), ("id", "busy"), ("csrf", &csrf)]).await?.status, 303);
+    let page = v.get("/console/apps/busy/overview").await?;
+    assert_eq!(page.status, 200);
+    for chart in ["connections", "messages", "webhooks", "refusals"] {
+        assert!(page.body.contains(&format!(r#"<svg data-chart="{chart}""#)), "{chart}");
+    }
+    assert!(page.body.contains(r#"data-overview="/console/apps/busy/overview.json""#));
+    assert!(page.body.contains(r#"<dd data-figure="published">0</dd>"#), "{}", page.body);
+    assert!(page.body.contains("No refusals."));
+    let usage = v.get("/console/apps/busy/usage").await?;
+    assert_eq!(usage.status, 200);
+    assert!(usage.body.contains("This app has no quotas") && usage.body.contains("No usage in this range"));
+
+    // Three publishes from the console; their count reaches the rows within
+    // a report interval.
+    for _ in 0..3 {
+        let r = v.post("/console/apps/busy/publish", &[("channel", "news"), ("data", "hi"), ("csrf", &csrf)]).await?;
+        assert_eq!(r.status, 303, "{}", r.body);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let overview = loop {
+        let r = v.get("/console/apps/busy/overview.json").await?;
+        assert_eq!(r.status, 200);
+        let o: serde_json::Value = serde_json::from_str(&r.body)?;
+        if o["figures"]["published"] == "3" {
+            break o;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the publishes never reached the overview: {o}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let minutes = overview["minutes"].as_array().context("minutes")?;
+    assert_eq!(minutes.len(), 31, "30 whole minutes and the current one");
+    assert_eq!(minutes.iter().map(|m| m["published"].as_i64().unwrap_or(0)).sum::<i64>(), 3);
+    assert!(minutes.last().is_some_and(|m| m["partial"] == true));
+    assert_eq!(v.get("/console/apps/nope/overview.json").await?.status, 404);
+
+    // A daily quota: the usage page shows its use against it.
+    let r = Http::default()
+        .json(
+            "PATCH",
+            &format!("http://{}/v1/apps/busy", cp.addr),
+            Some(ADMIN),
+            serde_json::json!({"limits": {"quota_messages_per_day": 1000}}),
+        )
+        .await?;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    for unit in ["minute", "hour", "day"] {
+        let page = v.get(&format!("/console/apps/busy/usage?unit={unit}")).await?;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("<td>3 of 1000 (0%)</td>"), "{unit}: {}", page.body);
+        assert!(page.body.contains(r#"<meter min="0" max="1000" value="3""#), "{unit}");
+        assert!(page.body.contains(&format!("Usage per {unit} (UTC)")), "{unit}: {}", page.body);
+        assert!(page.body.contains("<td>3</td><td>3 / 0 / 0 / 0</td>"), "{unit}: {}", page.body);
+    }
+    // A range before the publishes: no rows. Bad values: the form, 400.
+    let page = v.get("/console/apps/busy/usage?unit=day&from=2020-01-01&to=2020-01-31").await?;
+    assert!(page.body.contains("No usage in this range"), "{}", page.body);
+    let r = v.get("/console/apps/busy/usage?unit=week").await?;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("Choose minute, hour or day."));
+    let r = v.get("/console/apps/busy/usage?from=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E").await?;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("f-from-err") && !r.body.contains("<img"), "{}", r.body);
+    let r = v.get("/console/apps/busy/usage?from=2024-02-02&to=2024-02-01").await?;
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("The start is after the end."));
+    assert_eq!(v.get("/console/apps/nope/usage").await?.status, 404);
     Ok(())
 }

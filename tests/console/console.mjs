@@ -3,17 +3,28 @@
 // login link, create an app and a key (its secret shown exactly once),
 // publish from the event creator, see an occupied channel listed, and
 // check that hostile text (an app name, a message payload, presence member
-// info, a channel name as odd as the rules allow) stays text. Any dialog
-// or script error fails the run. Screenshots of the main pages at 1280 px
-// and one at 390 px go to HERALD_SCREENSHOTS_DIR (else a temporary folder).
+// info, a channel name as odd as the rules allow) stays text; then the
+// debug console: a publish from the event creator, a member joining and
+// leaving, a refused connection, pause/resume, filters, clear; and the
+// overview's charts and the usage page. Any dialog or script error fails
+// the run. Screenshots of the main pages at 1280 px and some at 390 px go
+// to HERALD_SCREENSHOTS_DIR (else a temporary folder).
 //
 // Environment: CONSOLE_URL (the login link), CONSOLE_APP (an app with a
 // presence-and-history namespace), CONSOLE_CHANNEL (an occupied channel of
-// it whose member's info holds the hostile text), XSS (that text).
+// it whose member's info holds the hostile text), CONSOLE_LEAVER_CHANNEL
+// (where a member joins and leaves on request), XSS (that text).
+//
+// What only an edge client can do, the test running this script does: it
+// prints `@@connect` (a member whose client id and info are XSS joins
+// CONSOLE_LEAVER_CHANNEL), `@@disconnect` (it leaves) or `@@refuse` (a
+// connection with a forged token is refused) and waits for the answer
+// line on its standard input.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -35,6 +46,27 @@ const loginUrl = env('CONSOLE_URL');
 const demoApp = env('CONSOLE_APP');
 const channel = env('CONSOLE_CHANNEL');
 const xss = env('XSS');
+const leaverChannel = env('CONSOLE_LEAVER_CHANNEL');
+
+// Requests to the test running this script, answered on stdin.
+const answers = [];
+let answered = null;
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  if (answered) {
+    const done = answered;
+    answered = null;
+    done(line);
+  } else {
+    answers.push(line);
+  }
+});
+function ask(what) {
+  console.log(`@@${what}`);
+  return new Promise((resolve) => {
+    if (answers.length) resolve(answers.shift());
+    else answered = resolve;
+  });
+}
 const shots = process.env.HERALD_SCREENSHOTS_DIR || fs.mkdtempSync(path.join(os.tmpdir(), 'herald-console-shots-'));
 fs.mkdirSync(shots, { recursive: true });
 const origin = new URL(loginUrl).origin;
@@ -44,7 +76,7 @@ const problems = [];
 const timer = setTimeout(() => {
   console.error(`FAIL console: the deadline passed during: ${step}`);
   process.exit(1);
-}, 90_000);
+}, 150_000);
 
 function check(ok, what) {
   if (!ok) throw new Error(what);
@@ -63,12 +95,18 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   try {
+    const watch = (p) => {
+      p.on('dialog', (d) => { problems.push(`dialog: ${d.type()} ${d.message()}`); d.dismiss().catch(() => {}); });
+      p.on('pageerror', (e) => problems.push(`script error: ${e.message}`));
+      p.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
+      p.on('response', (r) => { if (r.status() === 404 || r.status() >= 500) problems.push(`${r.status()} for ${r.url()}`); });
+    };
     const page = context.pages()[0] || (await context.newPage());
-    page.on('dialog', (d) => { problems.push(`dialog: ${d.type()} ${d.message()}`); d.dismiss().catch(() => {}); });
-    page.on('pageerror', (e) => problems.push(`script error: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console error: ${m.text()}`); });
-    page.on('response', (r) => { if (r.status() === 404 || r.status() >= 500) problems.push(`${r.status()} for ${r.url()}`); });
-    const shot = (name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+    watch(page);
+    // The debug stream runs only on the debug console's page.
+    page.on('request', (r) => { if (r.url().includes('/debug/events')) problems.push(`a debug stream opened on ${page.url()}`); });
+    const shotOf = (p, name) => p.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+    const shot = (name) => shotOf(page, name);
     const noProblems = () => check(problems.length === 0, `problems in the page: ${JSON.stringify(problems)}`);
 
     step = 'signing in through the login link';
@@ -139,6 +177,123 @@ async function main() {
     await shot('namespaces');
     await page.goto(`${origin}/console/apps/${demoApp}/webhooks`);
     await shot('webhooks');
+
+    step = 'the debug console: opening it';
+    const debug = await context.newPage();
+    watch(debug);
+    await debug.goto(`${origin}/console/apps/${demoApp}/debug`);
+    const status = debug.locator('[data-debug-status]');
+    await status.filter({ hasText: 'Live' }).waitFor({ timeout: 15_000 });
+    const rows = debug.locator('table.debug tbody tr');
+    const row = (type, text) => debug.locator(`table.debug tbody tr[data-type="${type}"]`, text ? { hasText: text } : {});
+
+    step = 'the debug console: a publish from the event creator arrives';
+    // The tap reaches every node shortly after the stream opens: publish
+    // until one shows.
+    for (let attempt = 0; ; attempt += 1) {
+      await page.goto(`${origin}/console/apps/${demoApp}/publish`);
+      await page.getByLabel('Channel').fill(channel);
+      await page.getByLabel('Event name (optional)').fill('greeting');
+      await page.getByLabel('Data').fill(xss);
+      await page.getByRole('button', { name: 'Publish' }).click();
+      await page.getByText('The message was published.').waitFor();
+      try {
+        await row('publish', xss).first().waitFor({ timeout: 3_000 });
+        break;
+      } catch (e) {
+        check(attempt < 5, 'no publish row in the debug console after 6 publishes');
+      }
+    }
+    const published = await row('publish', xss).first().innerText();
+    check(published.includes(channel) && published.includes('greeting') && published.includes('console'), `the publish row: ${published}`);
+
+    step = 'the debug console: a member joins';
+    check((await ask('connect')) === 'connected', 'the member connected');
+    await row('connect', xss).first().waitFor({ timeout: 15_000 });
+    await row('subscribe', leaverChannel).first().waitFor({ timeout: 15_000 });
+    await page.goto(`${origin}/console/apps/${demoApp}/channel?name=${encodeURIComponent(leaverChannel)}`);
+    check((await page.locator('table', { hasText: 'Members' }).innerText()).includes(xss), 'the member is listed, its id as text');
+
+    step = 'the debug console: the member leaves';
+    check((await ask('disconnect')) === 'disconnected', 'the member disconnected');
+    const left = row('disconnect').first();
+    await left.waitFor({ timeout: 15_000 });
+    const leftText = await left.innerText();
+    check(leftText.includes('code') && /\b1000\b/.test(leftText), `the disconnect shows its close code: ${leftText}`);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      await page.goto(`${origin}/console/apps/${demoApp}/channel?name=${encodeURIComponent(leaverChannel)}`);
+      if ((await page.locator('main').innerText()).includes('No members.')) break;
+      check(Date.now() < deadline, 'the member is still listed 20 s after leaving');
+      await page.waitForTimeout(250);
+    }
+
+    step = 'the debug console: a refused connection';
+    check((await ask('refuse')) === 'refused', 'the forged token was refused');
+    const refusal = row('refusal', 'invalid_token').first();
+    await refusal.waitFor({ timeout: 15_000 });
+    check((await refusal.innerText()).includes('reason'), 'the refusal shows its reason');
+    check((await debug.locator('img').count()) === 0, 'no img element in the debug console');
+    check((await debug.locator('main').innerText()).includes(xss), 'the hostile text is shown as text');
+    await shotOf(debug, 'debug-console');
+
+    step = 'the debug console: pause, resume (keyboard), clear';
+    const pause = debug.getByRole('button', { name: 'Pause' });
+    await pause.focus();
+    await debug.keyboard.press('Enter');
+    check((await debug.getByRole('button', { name: 'Resume' }).getAttribute('aria-pressed')) === 'true', 'paused');
+    const rowsBefore = await rows.count();
+    const publishApi = async (ch, data) => {
+      const r = await page.request.post(`${origin}/console/apps/${demoApp}/publish`, {
+        form: { csrf: await page.locator('input[name="csrf"]').first().inputValue(), channel: ch, data },
+        maxRedirects: 0,
+      });
+      check(r.status() === 303, `publish answered ${r.status()}`);
+    };
+    await page.goto(`${origin}/console/apps/${demoApp}/publish`);
+    await publishApi('room:paused', 'one');
+    await publishApi('room:paused', 'two');
+    await status.filter({ hasText: '2 waiting' }).waitFor({ timeout: 15_000 });
+    check((await rows.count()) === rowsBefore, 'nothing is added while paused');
+    await debug.getByRole('button', { name: 'Resume' }).click();
+    await row('publish', 'room:paused').nth(1).waitFor();
+    await debug.getByRole('button', { name: 'Clear' }).click();
+    check((await rows.count()) === 0, 'cleared');
+
+    step = 'the debug console: a channel filter';
+    await debug.getByLabel('Channel prefix (optional)').fill('news:');
+    await debug.getByLabel('publish', { exact: true }).check();
+    await debug.getByRole('button', { name: 'Apply filters' }).click();
+    await debug.waitForURL(/channel=news%3A/);
+    await status.filter({ hasText: 'Live' }).waitFor({ timeout: 15_000 });
+    await publishApi('room:filtered-out', 'no');
+    await publishApi('news:kept', 'yes');
+    await row('publish', 'news:kept').first().waitFor({ timeout: 15_000 });
+    check((await rows.count()) === 1, `only the filtered channel: ${await rows.count()} rows`);
+    await debug.setViewportSize({ width: 390, height: 844 });
+    const debugOverflow = await debug.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(debugOverflow <= 1, `the debug console scrolls sideways at 390 px by ${debugOverflow} px`);
+    await shotOf(debug, 'debug-console-390');
+    await debug.close();
+
+    step = 'the overview: charts and figures';
+    await page.goto(`${origin}/console/apps/${demoApp}/overview`);
+    // Counts reach the usage rows within the report interval.
+    await page.waitForFunction(() => {
+      const f = document.querySelector('[data-figure="published"]');
+      return f && f.textContent !== '0' && document.querySelector('svg[data-chart="messages"] polyline');
+    }, null, { timeout: 40_000 });
+    check((await page.locator('svg[data-chart] polyline').count()) >= 5, 'the line charts are drawn');
+    check((await page.locator('[data-figure="connections_now"]').innerText()).length > 0, 'connections as text');
+    await shot('overview');
+
+    step = 'the usage page';
+    await page.goto(`${origin}/console/apps/${demoApp}/usage`);
+    check((await page.locator('table.usage tbody tr').count()) >= 1, 'usage rows are shown');
+    await page.getByLabel('Unit').selectOption('hour');
+    await page.getByRole('button', { name: 'Show' }).click();
+    await page.getByText('Usage per hour (UTC)').waitFor();
+    await shot('usage');
 
     step = 'keyboard only: the skip link and the sign-out button';
     await page.goto(`${origin}/console/apps`);

@@ -2,24 +2,33 @@
 //! Chromium: `herald dev`, its
 //! one-time login link from `dev.json`, and `tests/console/console.mjs`
 //! (playwright-core, from `tests/pusher`'s install) driving Debian's
-//! Chromium through sign-in, apps, keys, the event creator and the
-//! channels pages with hostile text, failing on any dialog or script
-//! error. This file prepares what the page must find: a namespace with
-//! presence and history, and a member whose info is hostile on an occupied
-//! channel. Screenshots go to `HERALD_SCREENSHOTS_DIR` when it is set.
+//! Chromium through sign-in, apps, keys, the event creator, the channels
+//! pages, the debug console, the overview and the usage page with hostile
+//! text, failing on any dialog or script error. This file prepares what
+//! the page must find (a namespace with presence and history, a member
+//! whose info is hostile on an occupied channel) and does, when the script
+//! asks on its standard output, what only a client of the edge can: a
+//! member joining (`@@connect`) and leaving (`@@disconnect`), and a
+//! connection refused for a forged token (`@@refuse`); it answers each on
+//! the script's standard input. Screenshots go to `HERALD_SCREENSHOTS_DIR`
+//! when it is set.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use herald_sdk::{Client, Publisher, TokenRequest};
+use herald_sdk::{Client, Publisher, Subscription, TokenRequest};
 use herald_tests::dev::Dev;
 use herald_tests::{cli, http_get, http_request, pusher};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 const XSS: &str = "<img src=x onerror=alert(1)>";
 /// As hostile as the channel-name rules allow: URL and HTML punctuation.
 const CHANNEL: &str = "room:a#b/c+d=e;f,g@h!i~j.k";
-const DEADLINE: Duration = Duration::from_secs(120);
+/// Where the member the script asks for joins and leaves (a namespace
+/// with presence).
+const LEAVER_CHANNEL: &str = "room:leaver";
+const DEADLINE: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result<()> {
@@ -57,26 +66,80 @@ async fn the_console_works_in_a_browser_and_keeps_hostile_text_inert() -> Result
     }
 
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console").join("console.mjs");
-    let child = tokio::process::Command::new("node")
+    let mut child = tokio::process::Command::new("node")
         .arg(&script)
         .env("CONSOLE_URL", &console_url)
         .env("CONSOLE_APP", &dev.app_id)
         .env("CONSOLE_CHANNEL", CHANNEL)
+        .env("CONSOLE_LEAVER_CHANNEL", LEAVER_CHANNEL)
         .env("XSS", XSS)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .context("starting node (Node.js 18 or later)")?;
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
-        .await
-        .context("tests/console/console.mjs outlived its deadline")??;
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    print!("{stdout}");
+    let mut answers = child.stdin.take().context("the script's stdin")?;
+    let mut lines = BufReader::new(child.stdout.take().context("the script's stdout")?).lines();
+    let mut stderr = child.stderr.take().context("the script's stderr")?;
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut leaver: Option<(Client, Subscription)> = None;
+    let mut stdout = String::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await? {
+            let answer = match line.as_str() {
+                "@@connect" => {
+                    // A member whose client id and info are hostile joins.
+                    let request = TokenRequest::new(XSS)
+                        .allow("*", ["subscribe", "presence"])
+                        .info(serde_json::json!({"name": XSS}));
+                    let client = Client::builder(dev.edge_url.clone())
+                        .token_provider(publisher.token_provider(request))
+                        .connect()
+                        .await?;
+                    let sub = client.subscribe(LEAVER_CHANNEL).await?;
+                    leaver = Some((client, sub));
+                    "connected"
+                }
+                "@@disconnect" => {
+                    let (client, sub) = leaver.take().context("@@disconnect before @@connect")?;
+                    drop(sub);
+                    client.close().await;
+                    "disconnected"
+                }
+                "@@refuse" => {
+                    // A token of the app whose signature is broken.
+                    let token =
+                        publisher.mint_token(&TokenRequest::new("forger").allow("*", ["subscribe"])).await?.token;
+                    let mut forged: Vec<char> = token.chars().collect();
+                    let at = forged.len().checked_sub(10).context("a token")?;
+                    forged[at] = if forged[at] == 'A' { 'B' } else { 'A' };
+                    let forged: String = forged.into_iter().collect();
+                    herald_edge::testing::RawClient::refused(dev.edge_addr, &forged).await;
+                    "refused"
+                }
+                _ => {
+                    println!("{line}");
+                    stdout.push_str(&line);
+                    stdout.push('\n');
+                    continue;
+                }
+            };
+            answers.write_all(format!("{answer}\n").as_bytes()).await?;
+            answers.flush().await?;
+        }
+        anyhow::Ok(child.wait().await?)
+    };
+    let status =
+        tokio::time::timeout(DEADLINE, run).await.context("tests/console/console.mjs outlived its deadline")??;
+    let stderr = errors.await.unwrap_or_default();
     eprint!("{stderr}");
-    if !out.status.success() {
-        bail!("tests/console/console.mjs failed ({}):\n{stdout}{stderr}", out.status);
+    if !status.success() {
+        bail!("tests/console/console.mjs failed ({status}):\n{stdout}{stderr}");
     }
     Ok(())
 }

@@ -67,12 +67,15 @@ pub fn time(ms: i64) -> String {
 /// entry here.
 pub const APP_PAGES: &[(&str, &str)] = &[
     ("", "Settings"),
+    ("/overview", "Overview"),
     ("/keys", "Keys"),
     ("/channels", "Channels"),
+    ("/debug", "Debug console"),
     ("/publish", "Event creator"),
     ("/tokens", "Token generator"),
     ("/namespaces", "Namespaces"),
     ("/webhooks", "Webhooks"),
+    ("/usage", "Usage"),
 ];
 
 /// What a page shows around its body.

@@ -1,13 +1,15 @@
 //! The web console under `/console`: server-rendered administration pages
 //! (apps, keys, channels, the event creator and token generator,
-//! namespaces, webhooks) for operators, signed in with the admin token or a
+//! namespaces, webhooks) and live ones (an app's overview charts, its debug
+//! events, its usage) for operators, signed in with the admin token or a
 //! one-time login link.
 //!
 //! Every page calls the same [`Core`] service methods as REST and gRPC, as
 //! [`Principal::Admin`](crate::auth::Principal::Admin): the console adds
 //! no checks of its own beyond its session and CSRF token. Forms are plain
 //! POSTs answered with a 303 (post/redirect/get); JavaScript
-//! (`assets/console.js`) only adds copy buttons and refreshes live lists.
+//! (`assets/console.js`) adds copy buttons, refreshes live lists, draws the
+//! overview's charts and shows the debug stream.
 //!
 //! - this module: the router, the security headers on every response
 //!   (including redirects and errors), the error page, expiry of old
@@ -16,18 +18,22 @@
 //! - [`session`]: sessions, sign-in and out, login links, the sign-in
 //!   rate limit;
 //! - [`form`]: the form extractor (bounded body, CSRF check);
-//! - one module per page group: [`apps`], [`keys`], [`channels`],
+//! - one module per page group: [`apps`], [`overview`], [`keys`],
+//!   [`channels`], [`debug`] (the debug console and its session stream),
 //!   [`tools`] (event creator, token generator), [`namespaces`],
-//!   [`webhooks`].
+//!   [`webhooks`], [`usage`].
 
 pub mod apps;
 pub mod channels;
+pub mod debug;
 pub mod form;
 pub mod html;
 pub mod keys;
 pub mod namespaces;
+pub mod overview;
 pub mod session;
 pub mod tools;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::{Arc, Weak};
@@ -76,6 +82,9 @@ pub fn router(core: Arc<Core>) -> Router {
         .merge(tools::routes())
         .merge(namespaces::routes())
         .merge(webhooks::routes())
+        .merge(overview::routes())
+        .merge(debug::routes())
+        .merge(usage::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(console);

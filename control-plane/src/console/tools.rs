@@ -75,7 +75,13 @@ async fn publish(state: Shared, Path(app): Path<String>, request: Request) -> Pa
     let event = Some(form.text("event")).filter(|s| !s.is_empty()).map(str::to_owned);
     let draft =
         Draft { data: Bytes::from(form.raw("data").to_owned()), event, idempotency_id: None, exclude_connection: None };
-    let err = match state.core.publish(&Principal::Admin, &app, &[channel], draft, Source::Rest).await {
+    // Counted as a REST publish; its debug event names the console.
+    let published = crate::debug_tap::with_source(
+        "console",
+        state.core.publish(&Principal::Admin, &app, &[channel], draft, Source::Rest),
+    )
+    .await;
+    let err = match published {
         Ok(p) => {
             return Ok(see_other(&format!(
                 "/console/apps/{}/publish?channel={}&sent={}",

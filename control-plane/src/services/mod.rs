@@ -46,5 +46,5 @@ pub use limits::EffectiveLimits;
 pub use presence::Presence;
 pub use publish::Draft;
 pub use pusher::{PusherCaller, PusherPatch};
-pub use stats::{StatsPage, StatsQuery};
+pub use stats::{QuotaUse, StatsPage, StatsQuery};
 pub use webhooks::{FilterSpec, WebhookPatch, WebhookSpec};

@@ -1,7 +1,8 @@
 //! An app's usage statistics: one entry per minute, hour or day with every
 //! counter, in pages (modelled on Ably's stats API). Readable by the admin
 //! and by any API key of the app, whatever its capabilities (usage is the
-//! app's, not a channel's).
+//! app's, not a channel's). Also what counts against an app's quotas now
+//! ([`QuotaUse`]), as the quota verdicts count it.
 
 use crate::auth::Principal;
 use crate::core::Core;
@@ -38,7 +39,38 @@ pub struct StatsPage {
     pub next: Option<(i64, i64)>,
 }
 
+/// What counts against an app's quotas now: the figures the quota
+/// verdicts are worked out from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaUse {
+    /// Messages published (every source) since 00:00 UTC.
+    pub messages_today: i64,
+    /// Messages published since the 1st of the UTC month.
+    pub messages_this_month: i64,
+    /// The app's connections across edges: the sum of every edge's latest
+    /// figure (figures older than three `usage_report_interval`s left out).
+    pub connections: i64,
+}
+
 impl Core {
+    /// What counts against `app`'s quotas now.
+    ///
+    /// # Errors
+    ///
+    /// `forbidden` (another app's key), `not_found`, `unavailable`.
+    pub async fn quota_use(&self, who: &Principal, app: &str) -> Result<QuotaUse, ApiError> {
+        let app_id = parse_app_id(app)?;
+        require_app(who, &app_id)?;
+        self.auth.app(&app_id).await?;
+        let now = herald_bus::now_ms();
+        let ttl = crate::usage::gauge_ttl(&self.config);
+        let fresh_after = now.saturating_sub(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let (day, month) = (UsageUnit::Day.start(now), crate::usage::month_start(now));
+        let (messages_today, messages_this_month, connections) =
+            self.store.usage_for_quota(&app_id, day, month, fresh_after).await?;
+        Ok(QuotaUse { messages_today, messages_this_month, connections })
+    }
+
     /// A page of `app`'s usage.
     ///
     /// # Errors

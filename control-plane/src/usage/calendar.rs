@@ -17,6 +17,42 @@ pub fn format_utc_minute(t_ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", minutes / 60, minutes % 60)
 }
 
+/// The Unix ms of a UTC date and time as people write it:
+/// `2026-12-07 05:12`, `2026-12-07T05:12` (what a `datetime-local` input
+/// sends) or `2026-12-07` (midnight). `None` for anything else.
+#[must_use]
+pub fn parse_utc_minute(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = match s.split_once([' ', 'T']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+        return None;
+    }
+    let minutes = match time {
+        None => 0,
+        Some(t) => {
+            let (h, min) = t.split_once(':')?;
+            let (h, min): (i64, i64) = (h.parse().ok()?, min.parse().ok()?);
+            if !(0..24).contains(&h) || !(0..60).contains(&min) {
+                return None;
+            }
+            h * 60 + min
+        }
+    };
+    Some(days_from_civil(y, m, d) * 86_400_000 + minutes * 60_000)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    u32::try_from(days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)).unwrap_or(0)
+}
+
 /// (year, month, day) of a day count since 1970-01-01 (Hinnant's algorithm).
 pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -56,5 +92,16 @@ mod tests {
         assert_eq!(month_start(1_706_745_600_000), 1_706_745_600_000);
         assert_eq!(month_start(0), 0);
         assert_eq!(format_utc_minute(1_796_619_600_000), "2026-12-07 05:00");
+    }
+
+    #[test]
+    fn dates_people_write_parse() {
+        assert_eq!(parse_utc_minute("2026-12-07 05:00"), Some(1_796_619_600_000));
+        assert_eq!(parse_utc_minute("2026-12-07T05:00"), Some(1_796_619_600_000));
+        assert_eq!(parse_utc_minute("2024-02-01"), Some(1_706_745_600_000));
+        assert_eq!(parse_utc_minute("2024-02-29 23:59"), Some(1_709_251_140_000));
+        for bad in ["", "2023-02-29", "2024-13-01", "2024-01-01 24:00", "2024-01-01 1:60", "yesterday", "2024-1"] {
+            assert_eq!(parse_utc_minute(bad), None, "{bad}");
+        }
     }
 }

@@ -18,7 +18,7 @@
 
 mod calendar;
 
-pub use calendar::{format_utc_minute, month_start};
+pub use calendar::{format_utc_minute, month_start, parse_utc_minute};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
