@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use common::console::{Visitor, app_names, start};
 use common::{ADMIN, Http, TestDb};
+use herald_control_plane::auth::Principal;
 use herald_proto::units::{ByteSize, HumanDuration};
 use http_body_util::Full;
 use tokio::net::TcpListener;
@@ -420,6 +421,36 @@ async fn webhooks_and_namespaces_through_the_console() -> Result<()> {
     assert!(r.body.contains("f-history_size-err"));
     assert_eq!(v.post("/console/apps/hk/namespaces/chat/delete", &[("csrf", &csrf)]).await?.status, 303);
     assert!(v.get("/console/apps/hk/namespaces").await?.body.contains("No namespaces"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_app_is_disabled_with_a_reason_and_enabled_from_its_page() -> Result<()> {
+    let db = TestDb::sqlite();
+    let cp = start(&db, |_| {}).await?;
+    let mut v = Visitor::new(cp.addr);
+    v.sign_in().await?;
+    let csrf = v.csrf().await?;
+    assert_eq!(v.post("/console/apps", &[("name", "Off"), ("id", "off"), ("csrf", &csrf)]).await?.status, 303);
+    let hostile = "<img src=x onerror=alert(1)>";
+    let r = v.post("/console/apps/off/status", &[("action", "disable"), ("reason", hostile), ("csrf", &csrf)]).await?;
+    assert_eq!((r.status, r.location()), (303, "/console/apps/off?done=disabled"), "{}", r.body);
+    let page = v.get("/console/apps/off").await?.body;
+    assert!(page.contains("<strong>disabled</strong>") && page.contains("&lt;img src=x"), "{page}");
+    assert!(!page.contains(hostile), "the reason is escaped");
+    assert!(v.get("/console/apps").await?.body.contains("<td>disabled</td>"));
+    assert!(cp.core.get_app(&Principal::Admin, "off").await?.disabled.is_some());
+    for (fields, status) in
+        [(vec![("action", "explode")], 400), (vec![("action", "disable"), ("reason", "a\u{1}b")], 400)]
+    {
+        let mut fields = fields;
+        fields.push(("csrf", &csrf));
+        assert_eq!(v.post("/console/apps/off/status", &fields).await?.status, status, "{fields:?}");
+    }
+    let r = v.post("/console/apps/off/status", &[("action", "enable"), ("csrf", &csrf)]).await?;
+    assert_eq!(r.status, 303);
+    assert!(v.get("/console/apps/off").await?.body.contains("<strong>enabled</strong>"));
+    assert!(cp.core.get_app(&Principal::Admin, "off").await?.disabled.is_none());
     Ok(())
 }
 
