@@ -9,6 +9,7 @@ mod console;
 mod dev;
 mod exit;
 mod listen;
+mod otel;
 mod pusher_port;
 mod settings;
 mod webhooks;
@@ -185,17 +186,8 @@ enum ConfigCommand {
 }
 
 fn init_tracing(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a terminal: logs written to a file or a collector
-    // carry no escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    // Without an exporter the subscriber cannot fail to build.
+    let _ = otel::Logging::install(format, None);
 }
 
 /// Client commands log warnings only, to keep their output clean.
@@ -374,29 +366,39 @@ fn run(cli: Cli) -> Result<()> {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
         }
         Command::Dev(args) => {
-            init_tracing(&cli.log_format);
-            raise_open_files_limit();
             let mut cp = dev::control_plane_defaults();
-            cp.apply_env(std::env::vars())?;
             let mut edge = dev::edge_defaults();
+            cp.apply_env(std::env::vars())?;
             edge.apply_env(std::env::vars())?;
-            tokio::runtime::Runtime::new()?.block_on(dev::run(args, cp, edge, shutdown_signal()))
+            let runtime = tokio::runtime::Runtime::new()?;
+            // One process, one exporter: the control plane's settings.
+            let otlp = otel::Otlp::new(&cp.otlp_endpoint, cp.otlp_sample_ratio, "herald-dev");
+            let logging = runtime.block_on(async { otel::Logging::install(&cli.log_format, otlp.as_ref()) })?;
+            raise_open_files_limit();
+            let result = runtime.block_on(dev::run(args, cp, edge, shutdown_signal()));
+            logging.shutdown();
+            result
         }
         Command::ControlPlane { print_config, migrate_only, settings } => {
-            // Before loading: a renamed key read warns (on stderr).
-            init_tracing(&cli.log_format);
-            let config = settings.load().context(Failure::Config)?;
+            // While loading, a renamed key read warns on stderr.
+            let loading = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).finish();
+            let config = tracing::subscriber::with_default(loading, || settings.load()).context(Failure::Config)?;
             if print_config {
                 print!("{}", config_text::to_toml(&config, true));
                 return Ok(());
             }
-            raise_open_files_limit();
             let runtime = tokio::runtime::Runtime::new()?;
-            if migrate_only {
-                return runtime.block_on(migrate(config));
-            }
-            tracing::info!(config = %config_text::one_line(&config), "starting control plane");
-            runtime.block_on(run_control_plane(config))
+            let otlp = otel::Otlp::new(&config.otlp_endpoint, config.otlp_sample_ratio, "herald-control-plane");
+            let logging = runtime.block_on(async { otel::Logging::install(&cli.log_format, otlp.as_ref()) })?;
+            raise_open_files_limit();
+            let result = if migrate_only {
+                runtime.block_on(migrate(config))
+            } else {
+                tracing::info!(config = %config_text::one_line(&config), "starting control plane");
+                runtime.block_on(run_control_plane(config))
+            };
+            logging.shutdown();
+            result
         }
         Command::Edge { print_config, settings } => {
             let config = settings.load().context(Failure::Config)?;
@@ -404,10 +406,14 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", config_text::to_toml(&config, true));
                 return Ok(());
             }
-            init_tracing(&cli.log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            let otlp = otel::Otlp::new(&config.otlp_endpoint, config.otlp_sample_ratio, "herald-edge");
+            let logging = runtime.block_on(async { otel::Logging::install(&cli.log_format, otlp.as_ref()) })?;
             raise_open_files_limit();
             tracing::info!(config = %config_text::one_line(&config), "starting edge");
-            tokio::runtime::Runtime::new()?.block_on(run_edge(config))
+            let result = runtime.block_on(run_edge(config));
+            logging.shutdown();
+            result
         }
     }
 }

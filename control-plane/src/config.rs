@@ -215,6 +215,12 @@ config! {
     /// Log one line per REST, gRPC and Pusher API request (target
     /// `herald::access`: method, route, status, latency, app, request id).
     access_log: bool = true;
+    /// OpenTelemetry: export traces over OTLP/gRPC to this collector
+    /// (`http://…:4317`; `https://` for TLS). Empty: no traces.
+    otlp_endpoint: String = String::new();
+    /// Share (0 to 1) of the traces that start here which are exported; a
+    /// caller's sampled `traceparent` is always followed.
+    otlp_sample_ratio: f64 = 1.0;
     /// Longest wait for a whole request body once its head arrived (408
     /// past it).
     body_read_timeout: HumanDuration = HumanDuration::secs(30);
@@ -524,6 +530,8 @@ impl Config {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
             return Err(ConfigError::new("database_url", "must start with postgres:// or sqlite:"));
         }
+        herald_bus::trace::check_otlp(&self.otlp_endpoint, self.otlp_sample_ratio)
+            .map_err(|(key, why)| ConfigError::new(key, why))?;
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
         let positive: [(&str, u64); 48] = [
             ("listen_backlog", u64::from(self.listen_backlog)),

@@ -545,6 +545,7 @@ impl Publisher {
             publisher: String::new(),
             exclude_connection: msg.exclude_connection.clone().unwrap_or_default(),
             timestamp_ms,
+            traceparent: herald_bus::trace::traceparent(),
         };
         let sent = if history {
             self.bus.publish_history(app, channel, &envelope).await.map(Some)

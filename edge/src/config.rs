@@ -77,6 +77,12 @@ pub struct EdgeConfig {
     /// CA certificates (PEM) trusted for an `https://` `jwks_url`, besides
     /// the bundled web PKI roots (for a private CA).
     pub jwks_ca_file: Option<PathBuf>,
+    /// OpenTelemetry: export traces over OTLP/gRPC to this collector
+    /// (`http://…:4317`; `https://` for TLS). Empty: no traces.
+    pub otlp_endpoint: String,
+    /// Share (0 to 1) of the traces that start here which are exported; a
+    /// publisher's sampled trace is always followed.
+    pub otlp_sample_ratio: f64,
     /// TLS: serve `wss://` with this certificate chain (PEM); needs
     /// `tls_key`.
     pub tls_cert: Option<PathBuf>,
@@ -195,6 +201,8 @@ impl Default for EdgeConfig {
             jwks_min_refetch_interval: HumanDuration::secs(5),
             jwks_refresh_interval: HumanDuration::secs(300),
             jwks_ca_file: None,
+            otlp_endpoint: String::new(),
+            otlp_sample_ratio: 1.0,
             tls_cert: None,
             tls_key: None,
             max_frame_size: ByteSize::kib(68),
@@ -326,6 +334,8 @@ impl EdgeConfig {
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.tls()?;
+        herald_bus::trace::check_otlp(&self.otlp_endpoint, self.otlp_sample_ratio)
+            .map_err(|(key, why)| err(key, why))?;
         if herald_proto::SubjectSpace::new(&self.subject_prefix).is_err() {
             return Err(err("subject_prefix", "must be dot-separated tokens of ASCII letters, digits, '_' and '-'"));
         }

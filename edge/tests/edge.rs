@@ -74,6 +74,7 @@ async fn api_publishes_through_the_backplane_reach_subscribers() {
         publisher: String::new(),
         exclude_connection: String::new(),
         timestamp_ms: 42,
+        traceparent: String::new(),
     };
     bus.publish(&"app1".parse().expect("app"), &"news".parse().expect("channel"), &message).await.expect("publish");
     let m = sub.message().await;

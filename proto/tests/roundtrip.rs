@@ -196,6 +196,7 @@ fn bus_messages() -> Vec<String> {
             publisher: "u".into(),
             exclude_connection: "1.2".into(),
             timestamp_ms: 99,
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         }),
         rt(entry.clone()),
         rt(PresenceJoin { entry: Some(entry.clone()) }),

@@ -4,7 +4,9 @@
 //! `herald_cp_requests_total` / `herald_cp_request_duration_seconds` by API,
 //! route and status, and one access-log line (`herald::access`: method,
 //! route, status, latency, app, request id — the route template, never the
-//! query string, so no signature or secret reaches a log).
+//! query string, so no signature or secret reaches a log), and, when
+//! traces are exported, a server span that honours the caller's
+//! `traceparent` (a publish carries it on to the edges' delivery spans).
 //!
 //! The route is the matched template (`/v1/apps/{app_id}/keys`), never the
 //! raw path, so an attacker's paths cannot grow the metrics: an unmatched
@@ -20,6 +22,7 @@ use axum::http::{HeaderValue, header::HeaderName};
 use axum::middleware::Next;
 use axum::response::Response;
 use herald_proto::AppId;
+use tracing::Instrument as _;
 
 use crate::core::Core;
 
@@ -37,7 +40,14 @@ struct Route(MatchedPath);
 /// Inner layer (on matched routes): hands the matched template out on the
 /// response.
 pub(crate) async fn mark_route(path: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    let span = trace_span(&request, path.as_ref());
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if !span.is_none() {
+        span.record("http.response.status_code", response.status().as_u16());
+        if let Some(status) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+            span.record("rpc.grpc.status_code", status);
+        }
+    }
     if let Some(path) = path {
         response.extensions_mut().insert(Route(path));
     }
@@ -94,6 +104,32 @@ pub(crate) async fn observe(State(core): State<Arc<Core>>, mut request: Request,
         );
     }
     response
+}
+
+/// The request's span when traces are exported (none otherwise): a
+/// server span named after the method and the matched route (gRPC: its
+/// `/Service/Method` path), the child of the caller's `traceparent` when it
+/// sends a valid one; its status is recorded when it ends.
+fn trace_span(request: &Request, template: Option<&MatchedPath>) -> tracing::Span {
+    if !herald_bus::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let grpc = crate::api::grpc::is_grpc(request.headers());
+    let route = if grpc { request.uri().path() } else { template.map_or("unmatched", MatchedPath::as_str) };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        rpc.grpc.status_code = tracing::field::Empty,
+        request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or(""),
+    );
+    if let Some(parent) = request.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+        herald_bus::trace::follow(&span, parent);
+    }
+    span
 }
 
 /// A caller's request id is kept when it is 1–128 visible ASCII bytes.

@@ -78,6 +78,7 @@ pub(super) async fn publish(shared: &Arc<Shared>, session: &mut Session, rid: u6
         publisher: session.claims.sub.as_str().to_owned(),
         exclude_connection: String::new(),
         timestamp_ms: herald_bus::now_ms(),
+        traceparent: String::new(),
     };
     let bus = shared.hub.bus();
     let outcome = if keeps_history(&options) {

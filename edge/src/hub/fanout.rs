@@ -193,6 +193,8 @@ pub(super) struct Delivery {
     pub(super) pusher: Option<PusherParts>,
     /// This edge's connection that must not receive the message.
     pub(super) exclude: Option<u64>,
+    /// The publisher's trace (`traceparent`), when it is traced.
+    pub(super) traceparent: String,
 }
 
 /// The parts of a message Pusher's frame is built from.
@@ -219,7 +221,8 @@ impl Delivery {
         position: Option<&Position>,
         for_pusher: bool,
     ) -> Result<Self, prost::DecodeError> {
-        let msg = bus::ChannelMessage::decode(payload)?;
+        let mut msg = bus::ChannelMessage::decode(payload)?;
+        let traceparent = std::mem::take(&mut msg.traceparent);
         let exclude =
             if msg.exclude_connection.is_empty() { None } else { hub.local_connection(&msg.exclude_connection) };
         let pusher = for_pusher.then(|| PusherParts {
@@ -227,7 +230,7 @@ impl Delivery {
             data: msg.data.clone(),
             user_id: super::pusher::user_id_of(channel.as_str(), &msg.publisher).map(str::to_owned),
         });
-        Ok(Self { herald: herald_frame(channel, msg, position), pusher, exclude })
+        Ok(Self { herald: herald_frame(channel, msg, position), pusher, exclude, traceparent })
     }
 }
 

@@ -361,7 +361,19 @@ impl Sink for Hub {
                 return;
             }
         };
+        // A traced publish: the delivery is a span of its trace.
+        let span = (!delivery.traceparent.is_empty()).then(|| {
+            let span = tracing::info_span!("deliver", otel.kind = "consumer", app = %app, channel = %channel,
+                edge = %self.edge_id(), subscribers = tracing::field::Empty);
+            herald_bus::trace::follow(&span, &delivery.traceparent);
+            span
+        });
+        let entered = span.as_ref().map(tracing::Span::enter);
         let delivered = self.fan_out(app, channel, subscription, position, &delivery);
+        if let Some(span) = &span {
+            span.record("subscribers", delivered);
+        }
+        drop(entered);
         metrics::counter!("herald_deliveries_total").increment(delivered as u64);
         metrics::histogram!("herald_fanout_seconds").record(started.elapsed().as_secs_f64());
     }

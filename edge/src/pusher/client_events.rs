@@ -101,6 +101,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, message: ClientMes
         publisher,
         exclude_connection: session.socket_id.clone(),
         timestamp_ms: herald_bus::now_ms(),
+        traceparent: String::new(),
     };
     let mut buf = BytesMut::with_capacity(msg.encoded_len());
     let _ = msg.encode(&mut buf);
