@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 pub mod h2;
+pub mod http1;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
