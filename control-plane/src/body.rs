@@ -47,7 +47,9 @@ impl BodyError {
     /// The message for a [`BodyError::Slow`] body.
     pub(crate) fn slow_message(limit: &str) -> String {
         match limit {
-            "min_body_rate_per_sec" => "the request body arrived slower than the server accepts (min_body_rate_per_sec)",
+            "min_body_rate_per_sec" => {
+                "the request body arrived slower than the server accepts (min_body_rate_per_sec)"
+            }
             _ => "the request body did not arrive within body_read_timeout",
         }
         .to_owned()

@@ -342,7 +342,13 @@ impl ControlPlane {
                 let listener = TcpListener::bind(addr).await?;
                 tracing::info!(%addr, "console listening");
                 let router = console::router(core.clone());
-                Some(tokio::spawn(server::serve(listener, router, core.clone(), self.tls.clone(), stopped(stop_rx.clone()))))
+                Some(tokio::spawn(server::serve(
+                    listener,
+                    router,
+                    core.clone(),
+                    self.tls.clone(),
+                    stopped(stop_rx.clone()),
+                )))
             }
             _ => None,
         };

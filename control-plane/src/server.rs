@@ -168,7 +168,8 @@ struct Connection {
     peer: std::net::SocketAddr,
 }
 
-type HyperConnection = hyper_util::server::conn::auto::Connection<'static, TokioIo<Box<dyn Io>>, Tracked, TokioExecutor>;
+type HyperConnection =
+    hyper_util::server::conn::auto::Connection<'static, TokioIo<Box<dyn Io>>, Tracked, TokioExecutor>;
 
 /// A connection being served.
 struct Served {
@@ -188,7 +189,9 @@ impl Connection {
         let head_timeout = self.core.config.header_read_timeout.0;
         let started = async {
             let mut stream: Box<dyn Io> = match &self.tls {
-                Some(tls) => Box::new(tls.accept(stream).await.map_err(|e| tracing::debug!(error = %e, "tls handshake failed")).ok()?),
+                Some(tls) => Box::new(
+                    tls.accept(stream).await.map_err(|e| tracing::debug!(error = %e, "tls handshake failed")).ok()?,
+                ),
                 None => Box::new(stream),
             };
             let mut start = Vec::with_capacity(io::PREFACE.len());

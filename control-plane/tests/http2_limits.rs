@@ -33,7 +33,9 @@ async fn channel(server: &Server) -> Result<Channel> {
 /// within the deadline.
 async fn still_serves(server: &Server, app: &str, key: &str) -> Result<()> {
     let rest = async {
-        let r = Http::default().json("POST", &publish_url(server, app, "chat:after"), Some(key), json!({"data": 1})).await?;
+        let r = Http::default()
+            .json("POST", &publish_url(server, app, "chat:after"), Some(key), json!({"data": 1}))
+            .await?;
         anyhow::ensure!(r.status == 202, "REST publish: {} {}", r.status, String::from_utf8_lossy(&r.body));
         Ok::<_, anyhow::Error>(())
     };

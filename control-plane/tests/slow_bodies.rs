@@ -171,8 +171,8 @@ async fn bodies_slower_than_min_body_rate_are_cut() -> Result<()> {
     };
     let _ = tokio::time::timeout(Duration::from_secs(20), trickle).await;
     let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut reply))
-        .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut reply)).await;
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     assert!(reply.contains("min_body_rate_per_sec"), "{reply}");

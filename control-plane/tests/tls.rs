@@ -62,7 +62,8 @@ async fn https(
     let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
     let stream = connector.connect(ServerName::try_from("localhost")?, tcp).await?;
     let alpn = stream.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
-    let mut req = http::Request::builder().method(method).uri(format!("https://localhost:{}{path}", server.addr.port()));
+    let mut req =
+        http::Request::builder().method(method).uri(format!("https://localhost:{}{path}", server.addr.port()));
     if let Some(a) = auth {
         req = req.header("authorization", format!("Bearer {a}"));
     }
@@ -105,7 +106,8 @@ async fn rest_grpc_and_metrics_over_tls() -> Result<()> {
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let app = serde_json::from_slice::<Value>(&body)?["id"].as_str().context("app id")?.to_owned();
     let caps = json!({"name": "backend", "capabilities": {"chat:*": ["publish"]}});
-    let (_, status, body) = https(&server, &tls, "POST", &format!("/v1/apps/{app}/keys"), Some(ADMIN), Some(caps)).await?;
+    let (_, status, body) =
+        https(&server, &tls, "POST", &format!("/v1/apps/{app}/keys"), Some(ADMIN), Some(caps)).await?;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let key = serde_json::from_slice::<Value>(&body)?["key"].as_str().context("key")?.to_owned();
     let publish = format!("/v1/apps/{app}/channels/chat:x/messages");

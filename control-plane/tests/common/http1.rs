@@ -50,4 +50,3 @@ pub fn head(path: &str, key: &str, content_length: u64) -> String {
         "POST {path} HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\n\r\n"
     )
 }
-

@@ -44,9 +44,9 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::api::strict_json;
+use crate::auth::Principal;
 pub(crate) use crate::body::BodyError;
 use crate::body::BodyOwner;
-use crate::auth::Principal;
 use crate::core::Core;
 use crate::error::ApiError;
 
