@@ -205,8 +205,9 @@ config! {
     cache_ttl: HumanDuration = HumanDuration::secs(5);
     /// Most API keys and apps cached per replica.
     cache_max_entries: usize = 100_000;
-    /// Most HTTP connections (REST and gRPC) at once; more are closed at
-    /// once.
+    /// Most HTTP connections (REST and gRPC) at once; when full, one
+    /// stalled in a request body is evicted to make room, otherwise the new
+    /// one is closed at once.
     max_http_connections: usize = 10_000;
     /// Most HTTP connections from one client IP at once (0: no limit);
     /// loopback clients are exempt.
