@@ -89,6 +89,7 @@ mod nats;
 pub mod presence;
 mod sink;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 pub mod usage;
 pub mod webhook_events;

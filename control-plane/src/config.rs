@@ -27,6 +27,10 @@ use herald_proto::units::{ByteSize, HumanDuration};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
 
+mod renamed;
+
+pub use renamed::RenamedKey;
+
 /// The prefix of the environment variables [`Config::apply_env`] reads.
 pub const ENV_PREFIX: &str = "HERALD_CP_";
 
@@ -201,11 +205,38 @@ config! {
     cache_ttl: HumanDuration = HumanDuration::secs(5);
     /// Most API keys and apps cached per replica.
     cache_max_entries: usize = 100_000;
-    /// Most HTTP connections (REST and gRPC) at once; more are closed at
-    /// once.
+    /// Most HTTP connections (REST and gRPC) at once; when full, one
+    /// stalled in a request body is evicted to make room, otherwise the new
+    /// one is closed at once.
     max_http_connections: usize = 10_000;
-    /// Most concurrent requests (streams) on one HTTP/2 connection.
+    /// Most HTTP connections from one client IP at once (0: no limit);
+    /// loopback clients are exempt.
+    max_connections_per_ip: usize = 0;
+    /// Most concurrent requests (streams) on one HTTP/2 connection; more
+    /// are refused with `REFUSED_STREAM`.
     max_http2_streams: u32 = 256;
+    /// Largest header block (decoded) of an HTTP/2 request; a larger one is
+    /// answered 431 and its stream refused.
+    http2_max_header_list_size: ByteSize = ByteSize::kib(16);
+    /// How often an HTTP/2 connection is pinged.
+    http2_keepalive_interval: HumanDuration = HumanDuration::secs(20);
+    /// How long a ping may go unanswered before the connection is closed.
+    http2_keepalive_timeout: HumanDuration = HumanDuration::secs(20);
+    /// Streams one HTTP/2 connection may reset per second (with as many at
+    /// once); a client resetting faster is disconnected (rapid reset).
+    http2_max_resets_per_sec: u32 = 100;
+    /// PING and SETTINGS frames one HTTP/2 connection may send per second
+    /// (with as many at once); a client sending more is disconnected.
+    http2_max_control_frames_per_sec: u32 = 50;
+    /// Largest gRPC response message; a larger one fails the call with
+    /// `OUT_OF_RANGE` (requests are bounded by `max_body_size`).
+    grpc_max_response_size: ByteSize = ByteSize::mib(64);
+    /// TLS: the certificate chain (PEM) the API listener presents; with
+    /// `tls_key`, REST, gRPC and `/metrics` are served over HTTPS only (h2
+    /// and HTTP/1.1 by ALPN).
+    tls_cert: Option<std::path::PathBuf> = None;
+    /// TLS: the private key (PEM) of `tls_cert`.
+    tls_key: Option<std::path::PathBuf> = None;
     /// Longest wait for a request's head (for HTTP/2, the connection
     /// preface) on a new connection.
     header_read_timeout: HumanDuration = HumanDuration::secs(10);
@@ -224,6 +255,16 @@ config! {
     /// Longest wait for a whole request body once its head arrived (408
     /// past it).
     body_read_timeout: HumanDuration = HumanDuration::secs(30);
+    /// Slowest a request body may arrive, in bytes per second, after
+    /// `body_rate_grace` (each byte buys `1/rate` more time); slower: 408
+    /// and the connection closed. 0: no rate, only `body_read_timeout`.
+    min_body_rate_per_sec: ByteSize = ByteSize::kib(1);
+    /// How long a request body may take before `min_body_rate_per_sec`
+    /// counts.
+    body_rate_grace: HumanDuration = HumanDuration::secs(5);
+    /// Most requests of one API key (or the admin token) sending their body
+    /// at once on this replica; more are answered 429.
+    max_body_reads_per_key: usize = 32;
     /// Deepest nesting of arrays and objects a JSON request body may have
     /// (at most 100).
     max_json_depth: usize = 32;
@@ -347,23 +388,6 @@ fn parse_value<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, ConfigE
         .map_err(|e| ConfigError::new(key, format!("invalid value: {e}")))
 }
 
-/// A config key renamed when its unit moved from the name into the value:
-/// `cache_ttl_ms = 5000` became `cache_ttl = "5s"`.
-///
-/// A table of them drives the whole mechanism, for any component: the old
-/// key is read wherever the new one is (file, flag, environment), its bare
-/// number taken in `old_unit`, with a warning naming both keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RenamedKey {
-    /// The key as it was, e.g. `cache_ttl_ms`.
-    pub old: &'static str,
-    /// The key as it is, e.g. `cache_ttl`.
-    pub new: &'static str,
-    /// The unit of the old key's numbers, written as the new key's value
-    /// type writes it: `ms` or `s` ([`HumanDuration`]), `B` ([`ByteSize`]).
-    pub old_unit: &'static str,
-}
-
 const fn renamed(old: &'static str, new: &'static str, old_unit: &'static str) -> RenamedKey {
     RenamedKey { old, new, old_unit }
 }
@@ -388,87 +412,6 @@ pub const RENAMED_KEYS: &[RenamedKey] = &[
     renamed("history_stream_max_bytes", "history_stream_max_size", "B"),
     renamed("presence_ttl_ms", "presence_ttl", "ms"),
 ];
-
-impl RenamedKey {
-    /// The entry of `table` whose old key is `key`.
-    #[must_use]
-    pub fn find(table: &[Self], key: &str) -> Option<Self> {
-        table.iter().copied().find(|r| r.old == key)
-    }
-
-    /// The old key's value in the new key's notation: `5000` in `ms` is
-    /// `5000ms`.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming the old key when the value is not a whole
-    /// number (the old keys never took units).
-    pub fn convert(&self, value: &str) -> Result<String, ConfigError> {
-        let n: u64 = value.trim().parse().map_err(|_| {
-            ConfigError::new(
-                self.old,
-                format!(
-                    "invalid value {value:?}: a whole number (in {}) expected; or set `{}` with its unit",
-                    self.old_unit, self.new
-                ),
-            )
-        })?;
-        Ok(format!("{n}{}", self.old_unit))
-    }
-
-    /// The key and value to set for `key = value`: an old key becomes its
-    /// new one, its number written in the old unit, with a warning naming
-    /// `source` (e.g. "environment variable HERALD_CP_CACHE_TTL_MS"); any
-    /// other key is returned as it is.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] naming the old key when its value is not a whole
-    /// number.
-    pub fn resolve<'a>(
-        table: &[Self],
-        key: &'a str,
-        value: &'a str,
-        source: impl FnOnce() -> String,
-    ) -> Result<(&'a str, std::borrow::Cow<'a, str>), ConfigError> {
-        let Some(renamed) = Self::find(table, key) else { return Ok((key, value.into())) };
-        let converted = renamed.convert(value)?;
-        renamed.warn(&source(), value, &converted);
-        Ok((renamed.new, converted.into()))
-    }
-
-    /// Logs that the old key was read from `source` (e.g. "environment
-    /// variable HERALD_CP_CACHE_TTL_MS").
-    pub fn warn(&self, source: &str, value: &str, converted: &str) {
-        tracing::warn!(
-            old_key = self.old,
-            new_key = self.new,
-            source,
-            "config key `{}` is deprecated, use `{}`: {value} read as {converted}",
-            self.old,
-            self.new
-        );
-    }
-
-    /// Checks the keys given in one source: an old key together with its
-    /// new one is an error naming both.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError`] for the first such pair.
-    pub fn check_exclusive<'a>(table: &[Self], keys: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
-        let keys: Vec<&str> = keys.into_iter().collect();
-        for r in table {
-            if keys.contains(&r.old) && keys.contains(&r.new) {
-                return Err(ConfigError::new(
-                    r.new,
-                    format!("given together with its old name `{}`; keep only `{}`", r.old, r.new),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 impl Config {
     /// Sets the field named `key` from its text form. A renamed key's old
@@ -533,13 +476,20 @@ impl Config {
         herald_bus::trace::check_otlp(&self.otlp_endpoint, self.otlp_sample_ratio)
             .map_err(|(key, why)| ConfigError::new(key, why))?;
         let ms = |d: HumanDuration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
-        let positive: [(&str, u64); 48] = [
+        let positive: [(&str, u64); 55] = [
             ("listen_backlog", u64::from(self.listen_backlog)),
             ("max_http_connections", self.max_http_connections as u64),
             ("http_idle_timeout", ms(self.http_idle_timeout)),
             ("body_read_timeout", ms(self.body_read_timeout)),
             ("max_json_depth", self.max_json_depth as u64),
             ("max_http2_streams", u64::from(self.max_http2_streams)),
+            ("http2_max_header_list_size", self.http2_max_header_list_size.0),
+            ("http2_keepalive_interval", ms(self.http2_keepalive_interval)),
+            ("http2_keepalive_timeout", ms(self.http2_keepalive_timeout)),
+            ("http2_max_resets_per_sec", u64::from(self.http2_max_resets_per_sec)),
+            ("http2_max_control_frames_per_sec", u64::from(self.http2_max_control_frames_per_sec)),
+            ("grpc_max_response_size", self.grpc_max_response_size.0),
+            ("max_body_reads_per_key", self.max_body_reads_per_key as u64),
             ("header_read_timeout", ms(self.header_read_timeout)),
             ("database_max_connections", u64::from(self.database_max_connections)),
             ("max_body_size", self.max_body_size.0),
@@ -652,6 +602,14 @@ impl Config {
         }
         if self.max_history_ttl.0 > Duration::from_secs(10 * 365 * 86_400) {
             return Err(ConfigError::new("max_history_ttl", "must be at most ten years"));
+        }
+        if self.http2_max_header_list_size.0 > u64::from(u32::MAX) {
+            return Err(ConfigError::new("http2_max_header_list_size", "must be below 4GiB"));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(ConfigError::new("tls_key", "must be set when tls_cert is")),
+            (None, Some(_)) => return Err(ConfigError::new("tls_cert", "must be set when tls_key is")),
+            _ => {}
         }
         if let Some(token) = &self.admin_token
             && token.expose().is_empty()

@@ -42,6 +42,8 @@ pub struct Core {
     pub(crate) tap: herald_bus::debug_tap::DebugTap,
     /// The debug-event watchers this replica serves.
     pub(crate) debug_watchers: crate::debug_tap::Watchers,
+    /// The HTTP connections this replica serves.
+    pub(crate) connections: Arc<crate::connections::Connections>,
 }
 
 impl Core {

@@ -46,6 +46,13 @@ impl ApiError {
         Self { code, message: message.into(), retry_after_secs: None }
     }
 
+    /// With `Retry-After: secs`.
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     /// `bad_request` (400).
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::BadRequest, message)

@@ -27,7 +27,10 @@
 //! - [`api`]: `api::rest` (axum, OpenAPI), `api::grpc` (tonic, with
 //!   reflection and health) and `api::pusher` (Pusher's HTTP API), and the
 //!   router that serves them on one port.
-//! - [`server`]: the accept loop: connection bounds, timeouts, draining.
+//! - [`server`]: the accept loop: connection bounds, timeouts, HTTP/2
+//!   limits, TLS, draining; `connections`: the table of connections
+//!   (eviction, per-IP counts); `body`: reading a request body within its
+//!   limits.
 //! - [`error`]: [`ApiError`], mapped to HTTP and gRPC.
 //! - [`metrics`]: the Prometheus metrics behind `/metrics`.
 //! - [`console`]: the web console under `/console` (server-rendered
@@ -49,7 +52,9 @@
 
 pub mod api;
 pub mod auth;
+mod body;
 pub mod config;
+mod connections;
 pub mod console;
 pub mod core;
 pub mod debug_tap;
@@ -105,6 +110,9 @@ pub enum Error {
     /// The signing keys could not be loaded.
     #[error("signing keys: {0}")]
     Signing(#[from] SigningError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] herald_bus::tls::TlsError),
     /// Serving failed.
     #[error("serve: {0}")]
     Io(#[from] std::io::Error),
@@ -118,6 +126,8 @@ pub enum Error {
 pub struct ControlPlane {
     core: Arc<Core>,
     tasks: Vec<JoinHandle<()>>,
+    /// With `tls_cert` and `tls_key`: TLS on the listeners.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     _subscriptions: Vec<ChannelSubscription>,
 }
 
@@ -177,9 +187,13 @@ impl ControlPlane {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`], [`Error::Store`], [`Error::Signing`].
+    /// [`Error::Config`], [`Error::Tls`], [`Error::Store`], [`Error::Signing`].
     pub async fn new(config: Config, bus: Bus) -> Result<Self, Error> {
         config.validate()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(herald_bus::tls::acceptor(cert, key, &[b"h2", b"http/1.1"])?),
+            _ => None,
+        };
         if config.admin_token.is_none() {
             tracing::warn!("no admin token configured: the admin API refuses every call");
         }
@@ -229,6 +243,7 @@ impl ControlPlane {
             usage: usage::Usage::default(),
             tap: herald_bus::debug_tap::DebugTap::new(bus.clone(), node_id, tap_settings),
             debug_watchers: debug_tap::Watchers::new(debug_max_watchers, debug_buffer),
+            connections: Arc::default(),
         });
         if let Err(e) = bus.attach(Arc::new(ControlSink(Arc::downgrade(&core)))).await {
             tracing::warn!(error = %e, "control events not subscribed; caches rely on their TTL");
@@ -274,7 +289,7 @@ impl ControlPlane {
         tasks.extend(webhook_engine::start(&core));
         usage_engine::load_quotas(&core).await;
         tasks.extend(usage_engine::start(&core));
-        Ok(Self { core, tasks, _subscriptions: subscriptions })
+        Ok(Self { core, tasks, tls, _subscriptions: subscriptions })
     }
 
     /// The shared state and operations.
@@ -327,11 +342,17 @@ impl ControlPlane {
                 let listener = TcpListener::bind(addr).await?;
                 tracing::info!(%addr, "console listening");
                 let router = console::router(core.clone());
-                Some(tokio::spawn(server::serve(listener, router, core.clone(), stopped(stop_rx.clone()))))
+                Some(tokio::spawn(server::serve(
+                    listener,
+                    router,
+                    core.clone(),
+                    self.tls.clone(),
+                    stopped(stop_rx.clone()),
+                )))
             }
             _ => None,
         };
-        let api = server::serve(listener, self.router(), core.clone(), stopped(stop_rx));
+        let api = server::serve(listener, self.router(), core.clone(), self.tls.clone(), stopped(stop_rx));
         let signal = async move {
             shutdown.await;
             let _ = stop_tx.send(true);

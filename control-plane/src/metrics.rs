@@ -37,6 +37,11 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
         "herald_cp_connections_refused_total",
         "HTTP connections closed at once because max_http_connections was reached.",
     ),
+    (
+        "herald_cp_connections_closed_total",
+        "HTTP connections the control plane closed to protect itself, by the limit that closed them \
+         (max_connections_per_ip, evicted_stalled_body, http2_max_resets_per_sec, http2_max_control_frames_per_sec).",
+    ),
     ("herald_cp_requests_total", "REST, gRPC and Pusher API requests, by API, method, route template and status."),
     (
         "herald_cp_request_duration_seconds",
@@ -129,6 +134,13 @@ impl Metrics {
     /// Counts a connection closed because `max_http_connections` was reached.
     pub(crate) fn connection_refused(&self) {
         self.connections_refused.increment(1);
+    }
+
+    /// Counts a connection closed to protect the server, by the limit that
+    /// closed it.
+    pub(crate) fn connection_closed(&self, limit: &'static str) {
+        let key = Key::from_parts("herald_cp_connections_closed_total", vec![Label::new("limit", limit)]);
+        self.recorder.register_counter(&key, &META).increment(1);
     }
 
     /// Counts webhook deliveries queued, by event kind.

@@ -1,34 +1,41 @@
-//! The accept loop: HTTP/1.1 and h2c connections for the REST and gRPC
+//! The accept loop: HTTP/1.1 and HTTP/2 connections (h2c, or over TLS with
+//! `tls_cert` and `tls_key`, h2 and HTTP/1.1 by ALPN) for the REST and gRPC
 //! router, with the bounds a public endpoint needs.
 //!
-//! - at most `max_http_connections` connections at once; past that a new
-//!   connection is closed at once (and counted) instead of queueing;
-//! - a new connection must show what it speaks within
-//!   `header_read_timeout`: the HTTP/2 preface whole, or the start of an
-//!   HTTP/1.1 request, whose head must then be whole within another
-//!   `header_read_timeout` (no slowloris); a connection that sends
+//! - at most `max_http_connections` connections at once; when full, a
+//!   connection whose every request is stalled in its body is evicted to
+//!   make room, and only when there is none is the new connection closed
+//!   at once (and counted) instead of queueing;
+//! - at most `max_connections_per_ip` from one client IP (loopback
+//!   exempt; off by default);
+//! - a new connection must finish its TLS handshake and show what it
+//!   speaks within `header_read_timeout`: the HTTP/2 preface whole, or the
+//!   start of an HTTP/1.1 request, whose head must then be whole within
+//!   another `header_read_timeout` (no slowloris); a connection that sends
 //!   nothing is closed;
 //! - a connection with no request in flight for `http_idle_timeout` is
 //!   closed (keep-alive and HTTP/2 alike; a request is in flight until its
-//!   response body is sent); HTTP/2 connections are also pinged and
-//!   dropped when dead;
+//!   response body is sent); HTTP/2 connections are pinged every
+//!   `http2_keepalive_interval` and closed when a ping goes unanswered for
+//!   `http2_keepalive_timeout`;
+//! - HTTP/2: at most `max_http2_streams` streams at once (more are refused
+//!   with `REFUSED_STREAM`), header blocks up to
+//!   `http2_max_header_list_size` (431 past it), and the frame limits of
+//!   [`h2_guard`] (rapid reset, PING and SETTINGS floods);
 //! - on shutdown: not ready, stop accepting, ask every connection to finish
 //!   its requests and close, wait at most `shutdown_timeout`.
 //!
 //! Accept errors (e.g. out of file descriptors) are logged and retried
 //! after a short pause, never fatal.
 
+mod h2_guard;
+mod io;
+
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-use std::io;
-use std::pin::Pin;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicUsize;
-use std::task::{Context, Poll};
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -37,18 +44,26 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use self::h2_guard::{FrameGuard, FrameLimits};
+use self::io::{Io, Replay, read_start};
+use crate::connections::{Conn, Registration};
 use crate::core::Core;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains.
+/// Longest the accept loop waits for an evicted connection's place.
+const EVICTION_WAIT: Duration = Duration::from_millis(500);
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `shutdown`
+/// resolves, then drains.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     core: Arc<Core>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let cfg = &core.config;
@@ -57,9 +72,15 @@ pub(crate) async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(cfg.max_http2_streams);
+        .keep_alive_interval(Some(cfg.http2_keepalive_interval.0))
+        .keep_alive_timeout(cfg.http2_keepalive_timeout.0)
+        .max_concurrent_streams(cfg.max_http2_streams)
+        .max_header_list_size(u32::try_from(cfg.http2_max_header_list_size.0).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS));
+    let limits = FrameLimits {
+        resets_per_sec: cfg.http2_max_resets_per_sec,
+        control_frames_per_sec: cfg.http2_max_control_frames_per_sec,
+    };
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(cfg.max_http_connections));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -76,35 +97,38 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Ok(registration) = core.connections.register(peer.ip(), cfg.max_connections_per_ip) else {
+            core.metrics.connection_closed("max_connections_per_ip");
+            continue;
+        };
+        let Some(permit) = admit(&core, &permits).await else {
             core.metrics.connection_refused();
             continue;
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
-        let (router, builder) = (router.clone(), builder.clone());
-        let (head_timeout, idle_timeout) = (cfg.header_read_timeout.0, cfg.http_idle_timeout.0);
+        let conn = Connection {
+            router: router.clone(),
+            builder: builder.clone(),
+            core: core.clone(),
+            tls: tls.clone(),
+            limits,
+            peer,
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let mut stream = stream;
-            let mut start = Vec::with_capacity(PREFACE.len());
-            match tokio::time::timeout(head_timeout, read_start(&mut stream, &mut start)).await {
-                Ok(Ok(true)) => {}
-                Ok(Ok(false) | Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!("no request within header_read_timeout; closing the connection");
-                    return;
-                }
-            }
-            let activity = Arc::new(Activity::new());
-            let service = Tracked { router, activity: activity.clone(), peer };
-            let io = TokioIo::new(Replay { start, pos: 0, inner: stream });
-            let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+            let Some(served) = conn.open(stream, registration).await else { return };
             tokio::select! {
-                result = conn => if let Err(e) = result {
+                result = watcher.watch(served.connection) => if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
                 },
-                () = activity.idle(idle_timeout) => tracing::debug!("closing a connection idle for http_idle_timeout"),
+                () = served.conn.idle(served.idle_timeout) => {
+                    tracing::debug!("closing a connection idle for http_idle_timeout");
+                }
+                () = served.conn.evicted() => {
+                    served.core.metrics.connection_closed("evicted_stalled_body");
+                    tracing::info!(peer = %served.peer, "evicted a connection stalled in a request body to make room");
+                }
             }
         });
     }
@@ -118,120 +142,96 @@ pub(crate) async fn serve(
     }
 }
 
-/// What an HTTP/2 connection starts with.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Streams a client may reset before the server accepted them, per
+/// connection, before it is sent GOAWAY (h2's own rapid-reset bound).
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 
-/// Reads the start of a connection into `start`: until it is the whole
-/// HTTP/2 preface or stops being a prefix of it (then it is HTTP/1.1).
-/// False when the peer closed first.
-async fn read_start(stream: &mut TcpStream, start: &mut Vec<u8>) -> io::Result<bool> {
-    let mut buf = [0u8; PREFACE.len()];
-    while start.len() < PREFACE.len() && PREFACE.starts_with(start) {
-        let n = stream.read(&mut buf[..PREFACE.len() - start.len()]).await?;
-        if n == 0 {
-            return Ok(false);
-        }
-        start.extend_from_slice(&buf[..n]);
+/// A place under `max_http_connections`; when full, one made by evicting a
+/// connection stalled in a body. `None`: the new connection is refused.
+async fn admit(core: &Core, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = permits.clone().try_acquire_owned() {
+        return Some(permit);
     }
-    Ok(true)
+    if !core.connections.evict_stalled() {
+        return None;
+    }
+    tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await.ok()?.ok()
 }
 
-/// A connection whose first bytes were already read: gives them again,
-/// then reads on.
-struct Replay {
-    start: Vec<u8>,
-    pos: usize,
-    inner: TcpStream,
+/// What a new connection needs to be served.
+struct Connection {
+    router: Router,
+    builder: Builder<TokioExecutor>,
+    core: Arc<Core>,
+    tls: Option<TlsAcceptor>,
+    limits: FrameLimits,
+    peer: std::net::SocketAddr,
 }
 
-impl AsyncRead for Replay {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.pos < this.start.len() {
-            let n = buf.remaining().min(this.start.len() - this.pos);
-            buf.put_slice(&this.start[this.pos..this.pos + n]);
-            this.pos += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
+type HyperConnection =
+    hyper_util::server::conn::auto::Connection<'static, TokioIo<Box<dyn Io>>, Tracked, TokioExecutor>;
+
+/// A connection being served.
+struct Served {
+    connection: HyperConnection,
+    conn: Arc<Conn>,
+    _registration: Registration,
+    core: Arc<Core>,
+    idle_timeout: Duration,
+    peer: std::net::SocketAddr,
 }
 
-impl AsyncWrite for Replay {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// The requests in flight on one connection, and since when it has had
-/// none.
-struct Activity {
-    in_flight: AtomicUsize,
-    idle_since: Mutex<Instant>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self { in_flight: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) }
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
-    }
-
-    /// Resolves once no request has been in flight for `timeout`.
-    async fn idle(&self, timeout: Duration) {
-        loop {
-            let wait = if self.in_flight.load(Ordering::Acquire) > 0 {
-                timeout
-            } else {
-                let since = *self.idle_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                timeout.saturating_sub(since.elapsed())
+impl Connection {
+    /// The TLS handshake (with `tls`) and the first bytes, within
+    /// `header_read_timeout`; then the connection handed to hyper. `None`
+    /// when the client sent too little in time or closed.
+    async fn open(self, stream: TcpStream, registration: Registration) -> Option<Served> {
+        let head_timeout = self.core.config.header_read_timeout.0;
+        let started = async {
+            let mut stream: Box<dyn Io> = match &self.tls {
+                Some(tls) => Box::new(
+                    tls.accept(stream).await.map_err(|e| tracing::debug!(error = %e, "tls handshake failed")).ok()?,
+                ),
+                None => Box::new(stream),
             };
-            if wait.is_zero() {
-                return;
+            let mut start = Vec::with_capacity(io::PREFACE.len());
+            match read_start(&mut stream, &mut start).await {
+                Ok(true) => Some((stream, start)),
+                Ok(false) | Err(_) => None,
             }
-            tokio::time::sleep(wait).await;
-        }
+        };
+        let Ok(Some((stream, start))) = tokio::time::timeout(head_timeout, started).await else {
+            tracing::debug!("no request within header_read_timeout; closing the connection");
+            return None;
+        };
+        let h2 = start == io::PREFACE;
+        let replay = Replay { start, pos: 0, inner: stream };
+        let stream: Box<dyn Io> = if h2 {
+            Box::new(FrameGuard::new(replay, self.limits, self.core.metrics.clone()))
+        } else {
+            Box::new(replay)
+        };
+        let conn = registration.conn().clone();
+        let service = Tracked { router: self.router, conn: conn.clone(), peer: self.peer };
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        Some(Served {
+            connection,
+            conn,
+            _registration: registration,
+            idle_timeout: self.core.config.http_idle_timeout.0,
+            core: self.core,
+            peer: self.peer,
+        })
     }
 }
 
-/// One request in flight, until dropped (with its response body).
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The router as a connection's service, counting its requests in flight.
+/// The router as a connection's service: each request carries the
+/// connection (for the body reader) and counts as in flight until its
+/// response body is sent.
 #[derive(Clone)]
 struct Tracked {
     router: Router,
-    activity: Arc<Activity>,
+    conn: Arc<Conn>,
     /// The client's address, given to handlers as `ConnectInfo`.
     peer: std::net::SocketAddr,
 }
@@ -243,7 +243,8 @@ impl hyper::service::Service<axum::http::Request<Incoming>> for Tracked {
 
     fn call(&self, mut req: axum::http::Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
-        let guard = self.activity.begin();
+        req.extensions_mut().insert(self.conn.clone());
+        let guard = self.conn.begin();
         let response = self.router.clone().oneshot(req);
         Box::pin(async move {
             let response = response.await?;

@@ -9,10 +9,11 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
+use common::http1::{closed, head, read_status};
 use common::{ADMIN, Http, Server, TestDb, app_with_key, publish_url};
 use herald_proto::units::{ByteSize, HumanDuration};
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -263,50 +264,6 @@ async fn bad_input_gets_clear_errors() -> Result<()> {
     );
     server.stop().await;
     Ok(())
-}
-
-/// The status line of what `conn` answers, or `None` when it closes
-/// without answering; waits at most `deadline`.
-async fn read_status(conn: &mut TcpStream, deadline: Duration) -> Result<Option<String>> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(deadline, async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-            if got.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("no answer and no close within {deadline:?}"))?;
-    let text = String::from_utf8_lossy(&got);
-    Ok(text.lines().next().filter(|l| !l.is_empty()).map(str::to_owned))
-}
-
-/// Waits (at most `deadline`) until the server closes `conn`, reading and
-/// dropping whatever it sends first.
-async fn closed(conn: &mut TcpStream, deadline: Duration) -> bool {
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(deadline, async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
-fn head(path: &str, key: &str, content_length: u64) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nhost: herald\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {content_length}\r\n\r\n"
-    )
 }
 
 #[tokio::test]

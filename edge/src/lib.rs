@@ -92,24 +92,7 @@ const JWKS_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 fn tls_acceptor(
     (cert, key): (&std::path::PathBuf, &std::path::PathBuf),
 ) -> Result<tokio_rustls::TlsAcceptor, EdgeError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| EdgeError::Tls(format!("certificate {}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(EdgeError::Tls(format!("certificate {}: no certificate found", cert.display())));
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| EdgeError::Tls(format!("key {}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EdgeError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| EdgeError::Tls(e.to_string()))?;
-    server.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+    herald_bus::tls::acceptor(cert, key, &[b"http/1.1"]).map_err(|e| EdgeError::Tls(e.to_string()))
 }
 
 /// Longest wait for the last usage report when the edge stops.

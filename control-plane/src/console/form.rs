@@ -1,12 +1,12 @@
-//! Form posts: the body read whole within `max_body_size` and
-//! `body_read_timeout` (413 and 408 pages past them), only
+//! Form posts: the body read whole within `max_body_size`,
+//! `min_body_rate_per_sec` and `body_read_timeout` (413 and 408 pages past
+//! them; see `crate::body`), only
 //! `application/x-www-form-urlencoded` (415 otherwise), parsed into
 //! name/value pairs. (The CSRF check of every state-changing form is
 //! [`Session::read_form`](super::session::Session::read_form).)
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use http_body_util::BodyExt as _;
 
 use super::Failure;
 use crate::core::Core;
@@ -31,23 +31,21 @@ impl Form {
             ));
         }
         let limit = core.config.max_body_size.as_usize();
-        let too_large =
-            || Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "Too large", format!("The form is over {limit} bytes."));
-        let declared = request
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        let body = http_body_util::Limited::new(request.into_body(), limit);
-        let bytes = match tokio::time::timeout(core.config.body_read_timeout.0, body.collect()).await {
-            Err(_) => {
+        let bytes = match crate::body::read(request, &core.config, &core.connections).await {
+            Ok(bytes) => bytes,
+            Err(crate::body::BodyError::Slow(_)) => {
                 return Err(Failure::new(StatusCode::REQUEST_TIMEOUT, "Too slow", "The form did not arrive in time."));
             }
-            Ok(Err(_)) => return Err(too_large()),
-            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(crate::body::BodyError::Api(e)) if e.code == herald_proto::ErrorCode::TooLarge => {
+                return Err(Failure::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Too large",
+                    format!("The form is over {limit} bytes."),
+                ));
+            }
+            Err(crate::body::BodyError::Api(e)) => {
+                return Err(Failure::new(StatusCode::BAD_REQUEST, "Bad request", e.message.into_owned()));
+            }
         };
         Ok(Self(form_urlencoded::parse(&bytes).into_owned().collect()))
     }

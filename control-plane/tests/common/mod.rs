@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 pub mod console;
+pub mod h2;
+pub mod http1;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 pub const NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -152,10 +154,21 @@ impl Server {
         subjects: SubjectSpace,
         tweak: impl FnOnce(&mut Config),
     ) -> Result<Self> {
+        Self::start_on("127.0.0.1:0".parse()?, db, bus, subjects, tweak).await
+    }
+
+    /// Listening on `bind` (port 0: one from the OS).
+    pub async fn start_on(
+        bind: SocketAddr,
+        db: TestDb,
+        bus: Bus,
+        subjects: SubjectSpace,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<Self> {
         let mut cfg = config(&db);
         tweak(&mut cfg);
         let cp = ControlPlane::new(cfg, bus).await?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let (stop, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

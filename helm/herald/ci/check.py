@@ -50,7 +50,7 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 # Edge and control-plane keys the chart sets itself from other values.
 EDGE_MANAGED = {"listen", "nats_url", "subject_prefix", "edge_id", "jwks_url", "tls_cert", "tls_key", "drain_timeout"}
-CP_MANAGED = {"database_url", "admin_token", "listen", "nats_url", "subject_prefix"}
+CP_MANAGED = {"database_url", "admin_token", "listen", "nats_url", "subject_prefix", "tls_cert", "tls_key"}
 # Control-plane settings the binary takes besides the fields of its Config
 # struct (the `herald control-plane` command adds them).
 CP_COMMAND_KEYS = {"listen", "nats_url", "subject_prefix"}

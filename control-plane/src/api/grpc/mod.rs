@@ -83,19 +83,27 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// Adds the gRPC services, reflection and health to `router`, each under
 /// `/<package.Service>/…`.
 pub fn add_services(router: Router, core: Arc<Core>) -> Router {
+    // Every service bounds the messages it reads (by their length prefix,
+    // before buffering one) and writes.
     let max = core.config.max_body_size.as_usize();
+    let out = core.config.grpc_max_response_size.as_usize();
     let svc = Grpc { core: core.clone() };
-    let admin = AdminServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let token = TokenServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let publish = PublishServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let namespaces = NamespaceServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let channels = ChannelServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let presence = PresenceServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let users = UserServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let webhooks = WebhookServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let stats = StatsServiceServer::new(svc.clone()).max_decoding_message_size(max);
-    let debug = DebugServiceServer::new(svc).max_decoding_message_size(max);
-    let health = HealthServer::new(health::Health::new(core));
+    macro_rules! bounded {
+        ($server:expr) => {
+            $server.max_decoding_message_size(max).max_encoding_message_size(out)
+        };
+    }
+    let admin = bounded!(AdminServiceServer::new(svc.clone()));
+    let token = bounded!(TokenServiceServer::new(svc.clone()));
+    let publish = bounded!(PublishServiceServer::new(svc.clone()));
+    let namespaces = bounded!(NamespaceServiceServer::new(svc.clone()));
+    let channels = bounded!(ChannelServiceServer::new(svc.clone()));
+    let presence = bounded!(PresenceServiceServer::new(svc.clone()));
+    let users = bounded!(UserServiceServer::new(svc.clone()));
+    let webhooks = bounded!(WebhookServiceServer::new(svc.clone()));
+    let stats = bounded!(StatsServiceServer::new(svc.clone()));
+    let debug = bounded!(DebugServiceServer::new(svc));
+    let health = bounded!(HealthServer::new(health::Health::new(core)));
     let mut router = router
         .route_service(&path(SERVICES[0]), admin)
         .route_service(&path(SERVICES[1]), token)
@@ -112,11 +120,15 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     // build defect, which the tests catch; serving goes on without
     // reflection.
     match reflection().build_v1() {
-        Ok(v1) => router = router.route_service(&path(reflection_v1::server_reflection_server::SERVICE_NAME), v1),
+        Ok(v1) => {
+            let v1 = bounded!(v1);
+            router = router.route_service(&path(reflection_v1::server_reflection_server::SERVICE_NAME), v1);
+        }
         Err(e) => tracing::error!(error = %e, "grpc reflection v1 not served"),
     }
     match reflection().build_v1alpha() {
         Ok(v1alpha) => {
+            let v1alpha = bounded!(v1alpha);
             router = router.route_service(&path(reflection_v1alpha::server_reflection_server::SERVICE_NAME), v1alpha);
         }
         Err(e) => tracing::error!(error = %e, "grpc reflection v1alpha not served"),

@@ -212,9 +212,9 @@ impl FromRequest<Arc<Core>> for Signed {
         let raw_path = parts.uri.path().to_owned();
         let body = read_body(Request::from_parts(parts, body), core).await.map_err(|e| match e {
             BodyError::Api(e) => PusherError::from(e),
-            BodyError::Timeout => PusherError {
+            BodyError::Slow(limit) => PusherError {
                 status: StatusCode::REQUEST_TIMEOUT,
-                message: "the request body did not arrive within body_read_timeout".to_owned(),
+                message: BodyError::slow_message(limit),
                 retry_after_secs: None,
             },
         })?;

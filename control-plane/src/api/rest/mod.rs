@@ -5,7 +5,8 @@
 //!
 //! Every request body is read whole after the caller is authenticated,
 //! bounded by `max_body_size` (`413 too_large` past it, from the
-//! `Content-Length` alone when it says so) and `body_read_timeout` (`408`),
+//! `Content-Length` alone when it says so), `max_body_reads_per_key`
+//! (`429`), `min_body_rate_per_sec` and `body_read_timeout` (`408`),
 //! and parsed strictly: trailing data, duplicate keys, nesting past
 //! `max_json_depth`, unknown fields, wrong types and malformed JSON answer
 //! `400 bad_request` naming the field. Handlers only translate: the checks
@@ -34,7 +35,6 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
@@ -45,6 +45,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::strict_json;
 use crate::auth::Principal;
+pub(crate) use crate::body::BodyError;
+use crate::body::BodyOwner;
 use crate::core::Core;
 use crate::error::ApiError;
 
@@ -244,7 +246,13 @@ impl FromRequestParts<Arc<Core>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, core: &Arc<Core>) -> Result<Self, ApiError> {
         let value = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        Ok(Self(core.auth.authenticate_raw(value).await?))
+        let principal = core.auth.authenticate_raw(value).await?;
+        let owner = match &principal {
+            Principal::Admin => "admin".to_owned(),
+            Principal::Key(key) => format!("key:{}", key.id),
+        };
+        parts.extensions.insert(BodyOwner(owner));
+        Ok(Self(principal))
     }
 }
 
@@ -261,9 +269,11 @@ impl<T: DeserializeOwned> FromRequest<Arc<Core>> for Body<T> {
     }
 }
 
-/// The request body, bounded: a `Content-Length` over `max_body_size` is
-/// refused (413) before any byte of the body is read, a body that grows
-/// past it too, and one that does not arrive whole within
+/// The request body, read by [`crate::body::read`]: a `Content-Length`
+/// over `max_body_size` is refused (413) before any byte of the body is
+/// read, a body that grows past it too; a caller with
+/// `max_body_reads_per_key` bodies arriving already is answered 429; a
+/// body slower than `min_body_rate_per_sec` or not whole within
 /// `body_read_timeout` is answered 408 and the connection closed.
 pub struct RawBody(pub Bytes);
 
@@ -273,9 +283,8 @@ impl FromRequest<Arc<Core>> for RawBody {
     async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, Response> {
         read_body(req, core).await.map(Self).map_err(|e| match e {
             BodyError::Api(e) => e.into_response(),
-            BodyError::Timeout => {
-                let e = ApiError::bad_request("the request body did not arrive within body_read_timeout");
-                let mut response = e.into_response();
+            BodyError::Slow(limit) => {
+                let mut response = ApiError::bad_request(BodyError::slow_message(limit)).into_response();
                 *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
                 response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
                 response
@@ -284,39 +293,9 @@ impl FromRequest<Arc<Core>> for RawBody {
     }
 }
 
-/// Why a body could not be read.
-pub(crate) enum BodyError {
-    /// Too large (`413`) or broken (`400`).
-    Api(ApiError),
-    /// Not whole within `body_read_timeout`.
-    Timeout,
-}
-
-/// Reads the body of `req` within `max_body_size` and `body_read_timeout`
-/// (see [`RawBody`]).
+/// Reads the body of `req` within the config's limits (see [`RawBody`]).
 pub(crate) async fn read_body(req: Request, core: &Core) -> Result<Bytes, BodyError> {
-    let limit = core.config.max_body_size.0;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(BodyError::Api(too_large()));
-    }
-    match tokio::time::timeout(core.config.body_read_timeout.0, Bytes::from_request(req, &())).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(r)) => Err(BodyError::Api(body_rejection(r))),
-        Err(_) => Err(BodyError::Timeout),
-    }
-}
-
-fn too_large() -> ApiError {
-    ApiError::too_large("the request body is larger than the server accepts (max_body_size)")
-}
-
-fn body_rejection(r: BytesRejection) -> ApiError {
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        too_large()
-    } else {
-        ApiError::bad_request(format!("could not read the request body: {}", r.body_text()))
-    }
+    crate::body::read(req, &core.config, &core.connections).await
 }
 
 /// Parses a JSON body strictly: [`strict_json::check`] (one value, no
