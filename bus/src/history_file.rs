@@ -133,6 +133,13 @@ impl HistoryFile {
         self.len > self.snapshot_len.saturating_mul(2) + SLACK
     }
 
+    /// Takes `records` (what the log holds, read back at start) as the last
+    /// snapshot, so the log is bounded by what is held, not by its length
+    /// at the last start.
+    pub(crate) fn held(&mut self, records: &[Record]) {
+        self.snapshot_len = MAGIC.len() as u64 + records.iter().map(|r| frame(r).len() as u64).sum::<u64>();
+    }
+
     /// Replaces the log with `records` (what is held now): written to a
     /// temporary file, synced, then renamed over the log.
     pub(crate) fn rewrite(&mut self, records: &[Record]) -> Result<(), HistoryFileError> {
