@@ -29,6 +29,7 @@ use std::time::Duration;
 /// assert_eq!(backoff.delay(2, 0.0), Duration::from_millis(1800));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Backoff {
     /// The delay before the first reconnect attempt.
     pub initial: Duration,
@@ -62,6 +63,55 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// With [`Self::initial`] set to `delay`.
+    #[must_use]
+    pub fn with_initial(mut self, delay: Duration) -> Self {
+        self.initial = delay;
+        self
+    }
+
+    /// With [`Self::multiplier`] set to `multiplier`.
+    #[must_use]
+    pub fn with_multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// With [`Self::max`] set to `delay`.
+    #[must_use]
+    pub fn with_max(mut self, delay: Duration) -> Self {
+        self.max = delay;
+        self
+    }
+
+    /// With [`Self::jitter`] set to `jitter`.
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// With [`Self::stable_after`] set to `after`.
+    #[must_use]
+    pub fn with_stable_after(mut self, after: Duration) -> Self {
+        self.stable_after = after;
+        self
+    }
+
+    /// With [`Self::drain_jitter`] set to `jitter`.
+    #[must_use]
+    pub fn with_drain_jitter(mut self, jitter: Duration) -> Self {
+        self.drain_jitter = jitter;
+        self
+    }
+
+    /// With [`Self::max_attempts`] set to `attempts`.
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
     /// The delay before attempt `attempt` (1-based), without jitter.
     #[must_use]
     pub fn base_delay(&self, attempt: u32) -> Duration {

@@ -21,14 +21,16 @@ use crate::config::ClientConfig;
 use crate::driver::Driver;
 use crate::error::Error;
 use crate::event::Member;
+use crate::net::default_tls;
 use crate::state::{ConnectionInfo, ConnectionState, StateEvents};
 use crate::subscription::Subscription;
 use crate::token::{TokenProvider, TokenSource};
-use crate::transport::{Connector, WsConnector, default_tls};
+use crate::transport::{Connector, WsConnector};
 use crate::user_events::UserEvents;
 
 /// Options of one publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishOptions {
     /// An event name, e.g. `"order.updated"` (at most 128 bytes).
     pub event: Option<String>,
@@ -489,7 +491,7 @@ impl Client {
 /// let client = Client::builder("wss://edge-1.example.com")
 ///     .url("wss://edge-2.example.com")
 ///     .token_provider(|| async { fetch_token_from_my_backend().await })
-///     .backoff(Backoff { max: Duration::from_secs(10), ..Backoff::default() })
+///     .backoff(Backoff::default().with_max(Duration::from_secs(10)))
 ///     .publish_queue_capacity(500)
 ///     .connect()
 ///     .await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::transport::Endpoint;
+use crate::net::Endpoint;
 
 /// Settings of a [`crate::Client`]. Build one through
 /// [`crate::Client::builder`]; every field has a default.
@@ -21,6 +21,7 @@ use crate::transport::Endpoint;
 /// `inbound_buffer` (frames read, waiting for the client task) and
 /// `state_event_buffer` (state transitions per [`crate::StateEvents`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Edge URLs (`ws://host:port` or `wss://…`; the path defaults to
     /// `/v1/connect`). Each reconnect moves to the next one.

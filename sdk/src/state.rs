@@ -68,6 +68,7 @@ impl ConnectionState {
 
 /// What the edge said when the connection was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The URL connected to.
     pub url: String,

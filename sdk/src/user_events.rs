@@ -24,6 +24,7 @@ use crate::error::Error;
 
 /// One event sent to this client's user.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UserMessage {
     /// The event name, when the sender gave one.
     pub event: Option<String>,

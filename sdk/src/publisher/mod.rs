@@ -17,8 +17,6 @@ mod body;
 mod error;
 mod rest;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +29,9 @@ use self::body::{BatchAnswer, UserEventAccepted, UserTerminated, user_event_body
 pub use self::error::RestError;
 use self::error::decode;
 use self::rest::{Rest, segment};
+use crate::net::{Endpoint, default_tls};
+#[cfg(feature = "realtime")]
 use crate::token::BoxError;
-use crate::transport::{Endpoint, default_tls};
 
 /// The REST client for backends.
 ///
@@ -316,12 +315,16 @@ impl Publisher {
 
     /// A [`crate::TokenProvider`] that mints `request` on each call: the
     /// simplest way to run the realtime client in a trusted process (a
-    /// service, a CLI, a test).
+    /// service, a CLI, a test). Needs the `realtime` feature too.
+    #[cfg(feature = "realtime")]
     pub fn token_provider(
         &self,
         request: TokenRequest,
-    ) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>> + Send + Sync + 'static + use<>
-    {
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, BoxError>> + Send>>
+    + Send
+    + Sync
+    + 'static
+    + use<> {
         let publisher = self.clone();
         let request = Arc::new(request);
         move || {
