@@ -45,12 +45,30 @@ pub struct PublishOptions {
 
 impl PublishOptions {
     /// Options with an event name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::event("order.updated");
+    /// assert_eq!(options.event.as_deref(), Some("order.updated"));
+    /// ```
     #[must_use]
     pub fn event(name: impl Into<String>) -> Self {
         Self { event: Some(name.into()), ..Self::default() }
     }
 
     /// Adds an idempotency id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::event("order.updated").with_idempotency_id("order-42-v3");
+    /// assert_eq!(options.idempotency_id.as_deref(), Some("order-42-v3"));
+    /// ```
     #[must_use]
     pub fn with_idempotency_id(mut self, id: impl Into<String>) -> Self {
         self.idempotency_id = Some(id.into());
@@ -58,6 +76,16 @@ impl PublishOptions {
     }
 
     /// Sets the timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::default().with_timeout(Duration::from_secs(2));
+    /// assert_eq!(options.timeout, Some(Duration::from_secs(2)));
+    /// ```
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -135,6 +163,14 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Starts configuring a client for the edge at `url` (`ws://host:port`
     /// or `wss://host`; the path defaults to `/v1/connect`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = herald_sdk::Client::builder("ws://127.0.0.1:8081").token("eyJ…").connect().await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
         let config = ClientConfig { urls: vec![url.into()], ..ClientConfig::default() };
@@ -142,18 +178,46 @@ impl Client {
     }
 
     /// The configuration in force.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// println!("publishes time out after {:?}", client.config().publish_timeout);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
 
     /// The current connection state.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if client.state().is_connected() {
+    ///     println!("online");
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn state(&self) -> ConnectionState {
         self.inner.state.borrow().clone()
     }
 
     /// The current connection, when connected.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Some(info) = client.connection() {
+    ///     println!("connected to {} as {}", info.edge_id, info.connection_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn connection(&self) -> Option<ConnectionInfo> {
         match &*self.inner.state.borrow() {
@@ -168,6 +232,16 @@ impl Client {
     /// calls its `socket_id`). Every connection has its own, so it changes
     /// with each reconnect; read it when it is needed, or follow
     /// [`Self::state_events`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Hand it to the backend so its publish skips this client.
+    /// let socket_id = client.connection_id();
+    /// println!("{socket_id:?}");
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn connection_id(&self) -> Option<String> {
         match &*self.inner.state.borrow() {
@@ -178,12 +252,34 @@ impl Client {
 
     /// A receiver of the latest state (for UIs: it may skip intermediate
     /// states; see [`Self::state_events`] for every transition).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut state = client.watch_state();
+    /// while state.changed().await.is_ok() {
+    ///     println!("now {:?}", *state.borrow());
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
         self.inner.state.clone()
     }
 
     /// Every state transition from now on, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut events = client.state_events();
+    /// while let Some(state) = events.next().await {
+    ///     println!("{state:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn state_events(&self) -> StateEvents {
         StateEvents::new(self.inner.events.subscribe())
@@ -195,6 +291,17 @@ impl Client {
     ///
     /// [`Error::TimedOut`] after `limit`; the error that stopped the client
     /// when it is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let info = client.wait_connected(Duration::from_secs(10)).await?;
+    /// println!("connected: {}", info.connection_id);
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_connected(&self, limit: Duration) -> Result<ConnectionInfo, Error> {
         let mut state = self.inner.state.clone();
         let wait = async {
@@ -288,6 +395,14 @@ impl Client {
     /// [`Error::InvalidChannel`]; [`Error::Rejected`] when the edge refuses;
     /// [`Error::TimedOut`] after `request_timeout`. A stopped client has no
     /// subscriptions, so this is `Ok` then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.unsubscribe("chat:lobby").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unsubscribe(&self, channel: impl AsRef<str>) -> Result<(), Error> {
         let channel = ChannelName::new(channel.as_ref())?;
         let limit = self.inner.config.request_timeout;
@@ -404,6 +519,15 @@ impl Client {
     ///
     /// [`Error::NotConnected`] between connections, [`Error::TimedOut`]
     /// after `request_timeout`, [`Error::ConnectionLost`], [`Error::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let rtt = client.ping().await?;
+    /// println!("round trip {rtt:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn ping(&self) -> Result<Duration, Error> {
         self.call(|reply| Command::Ping { reply }, self.inner.config.request_timeout).await
     }
@@ -418,6 +542,16 @@ impl Client {
     /// [`Error::Rejected`] with `not_enabled` when the channel has no
     /// presence, `forbidden` without the `presence` capability; otherwise as
     /// [`Self::ping`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// for member in client.presence("room:1").await? {
+    ///     println!("{}", member.client_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn presence(&self, channel: impl AsRef<str>) -> Result<Vec<Member>, Error> {
         let channel = ChannelName::new(channel.as_ref())?;
         let mut members = Vec::new();
@@ -473,6 +607,14 @@ impl Client {
     /// with 1000; subscriptions end; later calls fail with
     /// [`Error::Closed`]. Resolves once the client stopped; closing twice is
     /// harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(Command::Close { reply: tx }).await.is_ok() {
@@ -512,6 +654,18 @@ impl std::fmt::Debug for ClientBuilder {
 
 impl ClientBuilder {
     /// Adds another edge URL; reconnects move through them in order.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = herald_sdk::Client::builder("wss://edge-1.example.com")
+    ///     .url("wss://edge-2.example.com")
+    ///     .token("eyJ…")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.config.urls.push(url.into());
@@ -521,6 +675,14 @@ impl ClientBuilder {
     /// A fixed token. The client cannot refresh it: when it expires the edge
     /// closes with `token_expired` and the client stops with
     /// [`Error::Terminal`]. Prefer [`Self::token_provider`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = herald_sdk::Client::builder("ws://127.0.0.1:8081").token("eyJ…").connect().await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(TokenSource::Static(token.into()));
@@ -531,6 +693,17 @@ impl ClientBuilder {
     /// `token_refresh_at` of each token's lifetime (the new token is handed
     /// to the edge in band, without a gap in delivery), and after the edge
     /// closed with `token_expired` or `key_revoked`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = herald_sdk::Client::builder("ws://127.0.0.1:8081")
+    ///     .token_provider(|| async { Ok::<_, std::io::Error>("eyJ…".to_owned()) })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn token_provider(mut self, provider: impl TokenProvider) -> Self {
         self.token = Some(TokenSource::Provider(Arc::new(provider)));
@@ -538,6 +711,15 @@ impl ClientBuilder {
     }
 
     /// The reconnect policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::{Backoff, Client};
+    ///
+    /// let builder = Client::builder("ws://127.0.0.1:8081").backoff(Backoff::default().with_max(Duration::from_secs(5)));
+    /// ```
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.backoff = backoff;
@@ -545,6 +727,12 @@ impl ClientBuilder {
     }
 
     /// Bound of the queue of publishes waiting for a connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").publish_queue_capacity(100);
+    /// ```
     #[must_use]
     pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
         self.config.publish_queue_capacity = capacity;
@@ -552,6 +740,12 @@ impl ClientBuilder {
     }
 
     /// Messages buffered per subscription.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").subscription_buffer(4096);
+    /// ```
     #[must_use]
     pub fn subscription_buffer(mut self, messages: usize) -> Self {
         self.config.subscription_buffer = messages;
@@ -559,6 +753,12 @@ impl ClientBuilder {
     }
 
     /// User events buffered per [`UserEvents`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").user_event_buffer(256);
+    /// ```
     #[must_use]
     pub fn user_event_buffer(mut self, events: usize) -> Self {
         self.config.user_event_buffer = events;
@@ -566,6 +766,14 @@ impl ClientBuilder {
     }
 
     /// Default timeout of publishes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").publish_timeout(Duration::from_secs(5));
+    /// ```
     #[must_use]
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.config.publish_timeout = timeout;
@@ -573,6 +781,14 @@ impl ClientBuilder {
     }
 
     /// How long [`Self::connect`] keeps trying.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").connect_timeout(Duration::from_secs(30));
+    /// ```
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
@@ -580,6 +796,16 @@ impl ClientBuilder {
     }
 
     /// TLS settings for `wss://` (e.g. with a private root certificate).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn private_root_tls() -> Arc<rustls::ClientConfig> { unimplemented!() }
+    /// use std::sync::Arc;
+    ///
+    /// let tls: Arc<rustls::ClientConfig> = private_root_tls();
+    /// let builder = herald_sdk::Client::builder("wss://edge.internal").tls_config(tls);
+    /// ```
     #[must_use]
     pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.config.tls = Some(tls);
@@ -619,6 +845,15 @@ impl ClientBuilder {
     /// terminal); [`Error::Connect`] naming the last failure when no
     /// connection succeeded in time; [`Error::GaveUp`] when
     /// `Backoff::max_attempts` ran out first.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = herald_sdk::Client::builder("ws://127.0.0.1:8081").token("eyJ…").connect().await?;
+    /// let mut room = client.subscribe("chat:lobby").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(self) -> Result<Client, Error> {
         let limit = self.config.connect_timeout;
         let client = self.connect_lazy()?;
@@ -656,6 +891,16 @@ impl ClientBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid configuration or no token.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Inside a Tokio runtime; calls wait for the connection.
+    /// let client = herald_sdk::Client::builder("ws://127.0.0.1:8081").token("eyJ…").connect_lazy()?;
+    /// client.publish("chat:lobby", "hello").await?;
+    /// # Ok(()) }
+    /// ```
     pub fn connect_lazy(self) -> Result<Client, Error> {
         let Self { config, token, connector } = self;
         config.validate().map_err(Error::Config)?;

@@ -122,6 +122,15 @@ impl ClientConfig {
     /// # Errors
     ///
     /// A message naming the first field out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").configure(|c| c.request_timeout = Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
     pub fn validate(&self) -> Result<(), String> {
         if self.urls.is_empty() {
             return Err("urls: give at least one edge URL".into());
