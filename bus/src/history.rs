@@ -173,6 +173,33 @@ impl LocalHistory {
     ///
     /// [`HistoryFileError::NotHistory`] when the file is something else;
     /// `Io` when it cannot be read or written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let path = std::env::temp_dir().join(format!("herald-doc-history-{}.log", std::process::id()));
+    /// let mut history = LocalHistory::open(&path)?;
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let stored = history.append(&app, &ns, &channel, Bytes::from_static(b"hello"))?.expect("a stream");
+    /// drop(history);
+    ///
+    /// // Another start: the same epoch and messages.
+    /// let mut history = LocalHistory::open(&path)?;
+    /// let page = history.read(&app, &ns, &channel, 0, 10).expect("a stream");
+    /// assert_eq!((page.epoch, page.messages.len()), (stored.epoch, 1));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(()) }
+    /// ```
     pub fn open(path: &Path) -> Result<Self, HistoryFileError> {
         let (file, records, damage) = HistoryFile::open(path)?;
         let mut history = Self::default();
@@ -288,6 +315,25 @@ impl LocalHistory {
     ///
     /// When the history is kept in a file and writing it failed (nothing
     /// changed then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// assert!(history.has_stream(&app, &ns));
+    /// # Ok(()) }
+    /// ```
     pub fn ensure(&mut self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) -> Result<(), HistoryFileError> {
         let key = (app.clone(), ns.clone());
         match self.streams.get(&key) {
@@ -315,6 +361,26 @@ impl LocalHistory {
     /// # Errors
     ///
     /// As [`Self::ensure`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// history.drop_stream(&app, &ns)?;
+    /// assert!(!history.has_stream(&app, &ns));
+    /// # Ok(()) }
+    /// ```
     pub fn drop_stream(&mut self, app: &AppId, ns: &NamespaceName) -> Result<(), HistoryFileError> {
         let key = (app.clone(), ns.clone());
         if self.streams.contains_key(&key) {
@@ -326,6 +392,26 @@ impl LocalHistory {
     }
 
     /// Whether the namespace has a stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// assert!(!history.has_stream(&app, &ns));
+    /// history.ensure(&app, &ns, &spec)?;
+    /// assert!(history.has_stream(&app, &ns));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn has_stream(&self, app: &AppId, ns: &NamespaceName) -> bool {
         self.streams.contains_key(&(app.clone(), ns.clone()))
@@ -337,6 +423,28 @@ impl LocalHistory {
     ///
     /// When the history is kept in a file and writing it failed (the
     /// message is not stored then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// assert!(history.append(&app, &ns, &channel, Bytes::from_static(b"x"))?.is_none(), "no stream yet");
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let first = history.append(&app, &ns, &channel, Bytes::from_static(b"a"))?.expect("a stream");
+    /// let second = history.append(&app, &ns, &channel, Bytes::from_static(b"b"))?.expect("a stream");
+    /// assert_eq!((first.seq, second.seq), (1, 2));
+    /// # Ok(()) }
+    /// ```
     pub fn append(
         &mut self,
         app: &AppId,
@@ -365,6 +473,30 @@ impl LocalHistory {
 
     /// Up to `limit` messages of the channel after `after_seq`; `None` when
     /// the namespace has no stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let first = history.append(&app, &ns, &channel, Bytes::from_static(b"a"))?.expect("a stream");
+    /// history.append(&app, &ns, &channel, Bytes::from_static(b"b"))?;
+    /// // Everything after the first message: complete, since nothing was dropped.
+    /// let page = history.read(&app, &ns, &channel, first.seq, 10).expect("a stream");
+    /// assert!(page.complete);
+    /// assert_eq!(page.messages[0].payload, Bytes::from_static(b"b"));
+    /// # Ok(()) }
+    /// ```
     pub fn read(
         &mut self,
         app: &AppId,
@@ -400,6 +532,26 @@ impl LocalHistory {
     }
 
     /// The stream's current epoch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let stored = history.append(&app, &ns, &channel, Bytes::from_static(b"a"))?.expect("a stream");
+    /// assert_eq!(history.epoch(&app, &ns), Some(stored.epoch));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn epoch(&self, app: &AppId, ns: &NamespaceName) -> Option<String> {
         self.streams.get(&(app.clone(), ns.clone())).map(|s| s.epoch.clone())

@@ -48,6 +48,16 @@ pub struct LocalBus {
 
 impl LocalBus {
     /// A new, empty bus; its history lives in memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    ///
+    /// let local = LocalBus::new();
+    /// // Handles on one LocalBus see each other's messages.
+    /// let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+    /// ```
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -59,6 +69,19 @@ impl LocalBus {
     /// # Errors
     ///
     /// When the file is not a history file or cannot be read or written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::{Bus, LocalBus};
+    ///
+    /// let path = std::env::temp_dir().join(format!("herald-doc-bus-{}.log", std::process::id()));
+    /// let bus = Bus::local(&LocalBus::with_history_file(&path)?);
+    /// # drop(bus);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(()) }
+    /// ```
     pub fn with_history_file(path: &std::path::Path) -> Result<Self, crate::HistoryFileError> {
         let history = LocalHistory::open(path)?;
         let inner = LocalBusInner { history: Mutex::new(history), ..LocalBusInner::default() };
