@@ -162,7 +162,7 @@ impl ClientBuilder {
         self
     }
 
-    /// User events buffered per [`UserEvents`].
+    /// User events buffered per [`crate::UserEvents`].
     ///
     /// # Examples
     ///
