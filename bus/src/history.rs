@@ -53,6 +53,18 @@ pub struct HistorySpec {
 impl HistorySpec {
     /// The bounds of the stream of a namespace with `options` (which keep
     /// history), in a deployment whose streams get `bounds`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_bus::{HistorySpec, StreamBounds};
+    /// use herald_proto::bus::NamespaceOptions;
+    ///
+    /// let options = NamespaceOptions { history_size: 100, history_ttl_ms: 60_000, ..Default::default() };
+    /// let spec = HistorySpec::new(&options, StreamBounds::DEFAULT);
+    /// assert_eq!((spec.size, spec.ttl), (100, Duration::from_secs(60)));
+    /// ```
     #[must_use]
     pub fn new(options: &bus::NamespaceOptions, bounds: StreamBounds) -> Self {
         Self {
@@ -80,6 +92,16 @@ impl StreamBounds {
 
     /// The bounds a [`bus::NamespaceList`] carries; the defaults for those
     /// it does not set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_bus::StreamBounds;
+    /// use herald_proto::bus::NamespaceList;
+    ///
+    /// // A list that sets no bounds gets the defaults.
+    /// assert_eq!(StreamBounds::from_list(&NamespaceList::default()), StreamBounds::DEFAULT);
+    /// ```
     #[must_use]
     pub fn from_list(list: &bus::NamespaceList) -> Self {
         Self {

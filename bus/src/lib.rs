@@ -106,6 +106,13 @@ pub use sink::{NamespaceSource, Sink, UsageSink, WebhookEventSink};
 /// Wall-clock time in Unix milliseconds (0 before 1970, saturating far
 /// ahead): the one clock of presence entries, control events and token
 /// checks.
+///
+/// # Examples
+///
+/// ```
+/// let now = herald_bus::now_ms();
+/// assert!(now > 1_600_000_000_000, "after 2020");
+/// ```
 #[must_use]
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
