@@ -1,6 +1,10 @@
 //! `herald dev`: the control plane and one edge in one process, SQLite in a
 //! data folder, the in-process bus — no services needed.
 //!
+//! Channel history (namespaces with history) is kept in `DIR/history.log`
+//! (the bus's `LocalHistory` file), so it, its epochs and sequence numbers
+//! survive a restart and clients recover from their last position.
+//!
 //! On first start it creates an admin token, a `demo` app (in Pusher mode,
 //! with client events) and an API key with a Pusher secret, and writes them
 //! to `DIR/dev.json`; later starts reuse them (and the signing keys in the
@@ -259,7 +263,9 @@ pub async fn run(
     let edge_addr = edge_listener.local_addr()?;
 
     let (console_enabled, console_addr) = (cp_config.console_enabled, cp_config.console_addr);
-    let bus = LocalBus::new();
+    let history_path = args.data_dir.join("history.log");
+    let bus = LocalBus::with_history_file(&history_path)
+        .with_context(|| format!("opening the channel history in {}", history_path.display()))?;
     let cp = ControlPlane::new(cp_config, Bus::local(&bus)).await?;
     let core = cp.core().clone();
 

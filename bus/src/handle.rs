@@ -232,10 +232,7 @@ impl Bus {
     pub async fn ensure_history(&self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) -> Result<(), BusError> {
         match &*self.inner {
             Inner::Nats(n) => n.ensure_history(app, ns, spec).await,
-            Inner::Local(l) => {
-                l.bus.history().ensure(app, ns, spec);
-                Ok(())
-            }
+            Inner::Local(l) => l.bus.history().ensure(app, ns, spec).map_err(|e| BusError::Unavailable(e.to_string())),
         }
     }
 
@@ -248,10 +245,7 @@ impl Bus {
     pub async fn drop_history(&self, app: &AppId, ns: &NamespaceName) -> Result<(), BusError> {
         match &*self.inner {
             Inner::Nats(n) => n.drop_history(app, ns).await,
-            Inner::Local(l) => {
-                l.bus.history().drop_stream(app, ns);
-                Ok(())
-            }
+            Inner::Local(l) => l.bus.history().drop_stream(app, ns).map_err(|e| BusError::Unavailable(e.to_string())),
         }
     }
 

@@ -8,6 +8,11 @@
 //! more). With NATS the stream is a JetStream stream per (app, namespace);
 //! in the embedded mode it is a [`LocalHistory`].
 //!
+//! The embedded mode can keep its [`LocalHistory`] in a file
+//! ([`LocalHistory::open`], `herald dev`'s data folder), so history and
+//! positions outlive a restart: the same epochs and sequence numbers, the
+//! same bounds, the file itself bounded by rewriting it as a snapshot.
+//!
 //! Recovery from a position `p` is complete exactly when no message of the
 //! channel after `p` was dropped. Both limits (size per channel and age) drop
 //! a channel's oldest messages first, so: for `p > 0`, recovery is complete
@@ -15,10 +20,13 @@
 //! the channel never lost a message.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
 use herald_proto::{AppId, ChannelName, NamespaceName, bus};
+
+use crate::history_file::{HistoryFile, HistoryFileError, Record};
 
 /// Where a message sits in its channel's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +53,18 @@ pub struct HistorySpec {
 impl HistorySpec {
     /// The bounds of the stream of a namespace with `options` (which keep
     /// history), in a deployment whose streams get `bounds`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_bus::{HistorySpec, StreamBounds};
+    /// use herald_proto::bus::NamespaceOptions;
+    ///
+    /// let options = NamespaceOptions { history_size: 100, history_ttl_ms: 60_000, ..Default::default() };
+    /// let spec = HistorySpec::new(&options, StreamBounds::DEFAULT);
+    /// assert_eq!((spec.size, spec.ttl), (100, Duration::from_secs(60)));
+    /// ```
     #[must_use]
     pub fn new(options: &bus::NamespaceOptions, bounds: StreamBounds) -> Self {
         Self {
@@ -72,6 +92,16 @@ impl StreamBounds {
 
     /// The bounds a [`bus::NamespaceList`] carries; the defaults for those
     /// it does not set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_bus::StreamBounds;
+    /// use herald_proto::bus::NamespaceList;
+    ///
+    /// // A list that sets no bounds gets the defaults.
+    /// assert_eq!(StreamBounds::from_list(&NamespaceList::default()), StreamBounds::DEFAULT);
+    /// ```
     #[must_use]
     pub fn from_list(list: &bus::NamespaceList) -> Self {
         Self {
@@ -111,10 +141,12 @@ pub struct HistoryPage {
 }
 
 /// The in-process history of the embedded mode: one stream per (app,
-/// namespace), bounded like a JetStream stream.
+/// namespace), bounded like a JetStream stream; in memory, or also in a
+/// file ([`Self::open`]).
 #[derive(Default)]
 pub struct LocalHistory {
     streams: HashMap<(AppId, NamespaceName), LocalStream>,
+    file: Option<HistoryFile>,
 }
 
 struct LocalStream {
@@ -127,7 +159,8 @@ struct LocalStream {
 
 #[derive(Default)]
 struct LocalChannel {
-    messages: VecDeque<(u64, Instant, Bytes)>,
+    /// (sequence, stored at in Unix milliseconds, payload).
+    messages: VecDeque<(u64, u64, Bytes)>,
     /// Whether a message of this channel was ever dropped.
     dropped: bool,
 }
@@ -143,51 +176,349 @@ fn new_epoch() -> String {
     format!("{value}")
 }
 
+/// The wall clock in Unix milliseconds (message ages survive restarts).
+fn now_ms() -> u64 {
+    u64::try_from(crate::now_ms()).unwrap_or(0)
+}
+
 impl LocalHistory {
+    /// The history kept in the file at `path` (created when missing): what
+    /// it held is read back, and everything from now on is written to it.
+    ///
+    /// A damaged file (a short last record, a checksum mismatch) is read up
+    /// to the damage with a warning, and its streams get new epochs, since
+    /// positions given out before may be lost: clients recovering from
+    /// them are told recovery is incomplete rather than given a gap. The
+    /// file is then rewritten without the damage.
+    ///
+    /// # Errors
+    ///
+    /// [`HistoryFileError::NotHistory`] when the file is something else;
+    /// `Io` when it cannot be read or written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let path = std::env::temp_dir().join(format!("herald-doc-history-{}.log", std::process::id()));
+    /// let mut history = LocalHistory::open(&path)?;
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let stored = history.append(&app, &ns, &channel, Bytes::from_static(b"hello"))?.expect("a stream");
+    /// drop(history);
+    ///
+    /// // Another start: the same epoch and messages.
+    /// let mut history = LocalHistory::open(&path)?;
+    /// let page = history.read(&app, &ns, &channel, 0, 10).expect("a stream");
+    /// assert_eq!((page.epoch, page.messages.len()), (stored.epoch, 1));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open(path: &Path) -> Result<Self, HistoryFileError> {
+        let (file, records, damage) = HistoryFile::open(path)?;
+        let mut history = Self::default();
+        let now = now_ms();
+        let count = records.len();
+        for record in records {
+            history.replay(record, now);
+        }
+        if let Some(damage) = &damage {
+            tracing::warn!(
+                file = %path.display(),
+                ?damage,
+                records = count,
+                "history file damaged: read up to the damage; its streams get new epochs"
+            );
+            for stream in history.streams.values_mut() {
+                stream.epoch = new_epoch();
+            }
+        }
+        let mut file = file;
+        let snapshot = history.snapshot();
+        file.held(&snapshot);
+        if damage.is_some() || file.wants_snapshot() {
+            file.rewrite(&snapshot)?;
+        }
+        tracing::info!(file = %path.display(), streams = history.streams.len(), records = count, "history read");
+        history.file = Some(file);
+        Ok(history)
+    }
+
+    /// Applies one record of the file, with the bounds of run time.
+    fn replay(&mut self, record: Record, now: u64) {
+        match record {
+            Record::Stream { app, ns, epoch, size, ttl_ms, max_bytes, replicas, last_seq } => {
+                let spec = HistorySpec { size, ttl: Duration::from_millis(ttl_ms), max_bytes, replicas };
+                let stream = self.streams.entry((app, ns)).or_insert_with(|| LocalStream::new(&spec, epoch.clone()));
+                if stream.epoch != epoch {
+                    *stream = LocalStream::new(&spec, epoch);
+                }
+                stream.spec = spec;
+                stream.last_seq = stream.last_seq.max(last_seq);
+                stream.trim(now);
+            }
+            Record::Drop { app, ns } => {
+                self.streams.remove(&(app, ns));
+            }
+            Record::Message { app, ns, channel, seq, at_ms, payload } => {
+                if let Some(stream) = self.streams.get_mut(&(app, ns)) {
+                    stream.push(channel, seq, at_ms, payload, now);
+                }
+            }
+            Record::Lost { app, ns, channel } => {
+                if let Some(stream) = self.streams.get_mut(&(app, ns)) {
+                    stream.channels.entry(channel).or_default().dropped = true;
+                }
+            }
+        }
+    }
+
+    /// What is held, as the records that give it back.
+    fn snapshot(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for ((app, ns), stream) in &self.streams {
+            out.push(stream.record(app, ns));
+            for (channel, ch) in &stream.channels {
+                if ch.dropped {
+                    out.push(Record::Lost { app: app.clone(), ns: ns.clone(), channel: channel.clone() });
+                }
+                for (seq, at_ms, payload) in &ch.messages {
+                    out.push(Record::Message {
+                        app: app.clone(),
+                        ns: ns.clone(),
+                        channel: channel.clone(),
+                        seq: *seq,
+                        at_ms: *at_ms,
+                        payload: payload.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Appends `record` to the file, if there is one.
+    fn write(&mut self, record: &Record) -> Result<(), HistoryFileError> {
+        match self.file.as_mut() {
+            Some(file) => file.append(record),
+            None => Ok(()),
+        }
+    }
+
+    /// Rewrites the file as a snapshot once it has grown well past what is
+    /// held. A failure leaves the log as it was (still complete): warned
+    /// about, tried again at the next write.
+    fn snapshot_if_due(&mut self) {
+        if !self.file.as_ref().is_some_and(HistoryFile::wants_snapshot) {
+            return;
+        }
+        let snapshot = self.snapshot();
+        if let Some(file) = self.file.as_mut() {
+            match file.rewrite(&snapshot) {
+                Ok(()) => {
+                    tracing::debug!(file = %file.path().display(), records = snapshot.len(), "history file rewritten")
+                }
+                Err(e) => tracing::warn!(error = %e, "history file not rewritten; it keeps growing until it is"),
+            }
+        }
+    }
+
     /// Creates the namespace's stream, or changes its bounds.
-    pub fn ensure(&mut self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) {
-        let stream = self.streams.entry((app.clone(), ns.clone())).or_insert_with(|| LocalStream {
-            spec: spec.clone(),
-            epoch: new_epoch(),
-            last_seq: 0,
-            bytes: 0,
-            channels: HashMap::new(),
-        });
-        stream.spec = spec.clone();
-        stream.trim(Instant::now());
+    ///
+    /// # Errors
+    ///
+    /// When the history is kept in a file and writing it failed (nothing
+    /// changed then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// assert!(history.has_stream(&app, &ns));
+    /// # Ok(()) }
+    /// ```
+    pub fn ensure(&mut self, app: &AppId, ns: &NamespaceName, spec: &HistorySpec) -> Result<(), HistoryFileError> {
+        let key = (app.clone(), ns.clone());
+        match self.streams.get(&key) {
+            Some(stream) if stream.spec == *spec => {}
+            Some(stream) => {
+                let record = stream_record(app, ns, spec, &stream.epoch, stream.last_seq);
+                self.write(&record)?;
+            }
+            None => {
+                let stream = LocalStream::new(spec, new_epoch());
+                self.write(&stream_record(app, ns, spec, &stream.epoch, 0))?;
+                self.streams.insert(key.clone(), stream);
+            }
+        }
+        if let Some(stream) = self.streams.get_mut(&key) {
+            stream.spec = spec.clone();
+            stream.trim(now_ms());
+        }
+        self.snapshot_if_due();
+        Ok(())
     }
 
     /// Removes the namespace's stream and everything in it.
-    pub fn drop_stream(&mut self, app: &AppId, ns: &NamespaceName) {
-        self.streams.remove(&(app.clone(), ns.clone()));
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::ensure`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// history.drop_stream(&app, &ns)?;
+    /// assert!(!history.has_stream(&app, &ns));
+    /// # Ok(()) }
+    /// ```
+    pub fn drop_stream(&mut self, app: &AppId, ns: &NamespaceName) -> Result<(), HistoryFileError> {
+        let key = (app.clone(), ns.clone());
+        if self.streams.contains_key(&key) {
+            self.write(&Record::Drop { app: app.clone(), ns: ns.clone() })?;
+            self.streams.remove(&key);
+            self.snapshot_if_due();
+        }
+        Ok(())
     }
 
     /// Whether the namespace has a stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// assert!(!history.has_stream(&app, &ns));
+    /// history.ensure(&app, &ns, &spec)?;
+    /// assert!(history.has_stream(&app, &ns));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn has_stream(&self, app: &AppId, ns: &NamespaceName) -> bool {
         self.streams.contains_key(&(app.clone(), ns.clone()))
     }
 
-    /// Stores a message; `None` when the namespace has no stream.
+    /// Stores a message; `Ok(None)` when the namespace has no stream.
+    ///
+    /// # Errors
+    ///
+    /// When the history is kept in a file and writing it failed (the
+    /// message is not stored then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// assert!(history.append(&app, &ns, &channel, Bytes::from_static(b"x"))?.is_none(), "no stream yet");
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let first = history.append(&app, &ns, &channel, Bytes::from_static(b"a"))?.expect("a stream");
+    /// let second = history.append(&app, &ns, &channel, Bytes::from_static(b"b"))?.expect("a stream");
+    /// assert_eq!((first.seq, second.seq), (1, 2));
+    /// # Ok(()) }
+    /// ```
     pub fn append(
         &mut self,
         app: &AppId,
         ns: &NamespaceName,
         channel: &ChannelName,
         payload: Bytes,
-    ) -> Option<Position> {
-        let stream = self.streams.get_mut(&(app.clone(), ns.clone()))?;
-        let now = Instant::now();
-        stream.last_seq += 1;
-        let seq = stream.last_seq;
-        stream.bytes += payload.len() as u64;
-        stream.channels.entry(channel.clone()).or_default().messages.push_back((seq, now, payload));
-        stream.trim(now);
-        Some(Position { seq, epoch: stream.epoch.clone() })
+    ) -> Result<Option<Position>, HistoryFileError> {
+        let key = (app.clone(), ns.clone());
+        let Some(seq) = self.streams.get(&key).map(|s| s.last_seq + 1) else { return Ok(None) };
+        let now = now_ms();
+        self.write(&Record::Message {
+            app: app.clone(),
+            ns: ns.clone(),
+            channel: channel.clone(),
+            seq,
+            at_ms: now,
+            payload: payload.clone(),
+        })?;
+        let position = self.streams.get_mut(&key).map(|stream| {
+            stream.push(channel.clone(), seq, now, payload, now);
+            Position { seq, epoch: stream.epoch.clone() }
+        });
+        self.snapshot_if_due();
+        Ok(position)
     }
 
     /// Up to `limit` messages of the channel after `after_seq`; `None` when
     /// the namespace has no stream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let first = history.append(&app, &ns, &channel, Bytes::from_static(b"a"))?.expect("a stream");
+    /// history.append(&app, &ns, &channel, Bytes::from_static(b"b"))?;
+    /// // Everything after the first message: complete, since nothing was dropped.
+    /// let page = history.read(&app, &ns, &channel, first.seq, 10).expect("a stream");
+    /// assert!(page.complete);
+    /// assert_eq!(page.messages[0].payload, Bytes::from_static(b"b"));
+    /// # Ok(()) }
+    /// ```
     pub fn read(
         &mut self,
         app: &AppId,
@@ -197,7 +528,7 @@ impl LocalHistory {
         limit: usize,
     ) -> Option<HistoryPage> {
         let stream = self.streams.get_mut(&(app.clone(), ns.clone()))?;
-        stream.trim(Instant::now());
+        stream.trim(now_ms());
         let epoch = stream.epoch.clone();
         let Some(ch) = stream.channels.get(channel) else {
             // Nothing held: complete unless the position is from the future.
@@ -223,19 +554,71 @@ impl LocalHistory {
     }
 
     /// The stream's current epoch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use herald_bus::HistorySpec;
+    /// use herald_bus::history::LocalHistory;
+    /// use herald_proto::{AppId, ChannelName, NamespaceName};
+    ///
+    /// let (app, ns) = (AppId::new("my-app")?, NamespaceName::new("chat")?);
+    /// let channel = ChannelName::new("chat:lobby")?;
+    /// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// let mut history = LocalHistory::default();
+    /// history.ensure(&app, &ns, &spec)?;
+    /// let stored = history.append(&app, &ns, &channel, Bytes::from_static(b"a"))?.expect("a stream");
+    /// assert_eq!(history.epoch(&app, &ns), Some(stored.epoch));
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn epoch(&self, app: &AppId, ns: &NamespaceName) -> Option<String> {
         self.streams.get(&(app.clone(), ns.clone())).map(|s| s.epoch.clone())
     }
 }
 
+/// The record of a stream with `spec`.
+fn stream_record(app: &AppId, ns: &NamespaceName, spec: &HistorySpec, epoch: &str, last_seq: u64) -> Record {
+    Record::Stream {
+        app: app.clone(),
+        ns: ns.clone(),
+        epoch: epoch.to_owned(),
+        size: spec.size,
+        ttl_ms: u64::try_from(spec.ttl.as_millis()).unwrap_or(u64::MAX),
+        max_bytes: spec.max_bytes,
+        replicas: spec.replicas,
+        last_seq,
+    }
+}
+
 impl LocalStream {
-    /// Applies the bounds: per-channel size, age, and the stream's bytes.
-    fn trim(&mut self, now: Instant) {
+    fn new(spec: &HistorySpec, epoch: String) -> Self {
+        Self { spec: spec.clone(), epoch, last_seq: 0, bytes: 0, channels: HashMap::new() }
+    }
+
+    fn record(&self, app: &AppId, ns: &NamespaceName) -> Record {
+        stream_record(app, ns, &self.spec, &self.epoch, self.last_seq)
+    }
+
+    /// Stores message `seq` of `channel`, stored at `at_ms`, and applies the
+    /// bounds as of `now`.
+    fn push(&mut self, channel: ChannelName, seq: u64, at_ms: u64, payload: Bytes, now: u64) {
+        self.last_seq = self.last_seq.max(seq);
+        self.bytes += payload.len() as u64;
+        self.channels.entry(channel).or_default().messages.push_back((seq, at_ms, payload));
+        self.trim(now);
+    }
+
+    /// Applies the bounds as of `now` (Unix milliseconds): per-channel
+    /// size, age, and the stream's bytes.
+    fn trim(&mut self, now: u64) {
         let size = self.spec.size as usize;
-        let ttl = self.spec.ttl;
+        let ttl = u64::try_from(self.spec.ttl.as_millis()).unwrap_or(u64::MAX);
         for ch in self.channels.values_mut() {
-            while ch.messages.len() > size || ch.messages.front().is_some_and(|m| now.duration_since(m.1) > ttl) {
+            while ch.messages.len() > size || ch.messages.front().is_some_and(|m| now.saturating_sub(m.1) > ttl) {
                 if let Some((_, _, p)) = ch.messages.pop_front() {
                     self.bytes -= p.len() as u64;
                     ch.dropped = true;
@@ -280,10 +663,10 @@ mod tests {
     fn replays_after_a_position_and_reports_completeness() {
         let (app, ns, ch) = ids();
         let mut h = LocalHistory::default();
-        assert!(h.append(&app, &ns, &ch, Bytes::from_static(b"x")).is_none(), "no stream yet");
-        h.ensure(&app, &ns, &spec(3));
+        assert!(h.append(&app, &ns, &ch, Bytes::from_static(b"x")).expect("memory").is_none(), "no stream yet");
+        h.ensure(&app, &ns, &spec(3)).expect("memory");
         let positions: Vec<Position> =
-            (0..5).map(|i| h.append(&app, &ns, &ch, Bytes::from(vec![i])).expect("stream")).collect();
+            (0..5).map(|i| h.append(&app, &ns, &ch, Bytes::from(vec![i])).expect("memory").expect("stream")).collect();
         assert_eq!(positions.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
         // Seqs 3..=5 are held: from 3 nothing is missing; from 2 (dropped) we cannot tell.
         let page = h.read(&app, &ns, &ch, 3, 10).expect("stream");
@@ -302,13 +685,13 @@ mod tests {
     fn a_new_stream_has_a_new_epoch() {
         let (app, ns, ch) = ids();
         let mut h = LocalHistory::default();
-        h.ensure(&app, &ns, &spec(3));
-        let first = h.append(&app, &ns, &ch, Bytes::new()).expect("stream");
-        h.ensure(&app, &ns, &spec(5));
+        h.ensure(&app, &ns, &spec(3)).expect("memory");
+        let first = h.append(&app, &ns, &ch, Bytes::new()).expect("memory").expect("stream");
+        h.ensure(&app, &ns, &spec(5)).expect("memory");
         assert_eq!(h.epoch(&app, &ns), Some(first.epoch.clone()), "changing bounds keeps the epoch");
-        h.drop_stream(&app, &ns);
-        h.ensure(&app, &ns, &spec(5));
-        let second = h.append(&app, &ns, &ch, Bytes::new()).expect("stream");
+        h.drop_stream(&app, &ns).expect("memory");
+        h.ensure(&app, &ns, &spec(5)).expect("memory");
+        let second = h.append(&app, &ns, &ch, Bytes::new()).expect("memory").expect("stream");
         assert_ne!(first.epoch, second.epoch);
         assert_eq!(second.seq, 1);
     }
@@ -318,12 +701,95 @@ mod tests {
         let (app, ns, ch) = ids();
         let other = ChannelName::new("n:d").expect("ch");
         let mut h = LocalHistory::default();
-        h.ensure(&app, &ns, &HistorySpec { size: 100, ttl: Duration::from_secs(60), max_bytes: 10, replicas: 1 });
-        h.append(&app, &ns, &ch, Bytes::from_static(b"12345"));
-        h.append(&app, &ns, &other, Bytes::from_static(b"12345"));
-        h.append(&app, &ns, &other, Bytes::from_static(b"12345"));
+        h.ensure(&app, &ns, &HistorySpec { size: 100, ttl: Duration::from_secs(60), max_bytes: 10, replicas: 1 })
+            .expect("memory");
+        h.append(&app, &ns, &ch, Bytes::from_static(b"12345")).expect("memory");
+        h.append(&app, &ns, &other, Bytes::from_static(b"12345")).expect("memory");
+        h.append(&app, &ns, &other, Bytes::from_static(b"12345")).expect("memory");
         let page = h.read(&app, &ns, &ch, 0, 10).expect("stream");
         assert!(page.messages.is_empty() && !page.complete);
         assert_eq!(h.read(&app, &ns, &other, 0, 10).expect("stream").messages.len(), 2);
+    }
+
+    fn file_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("herald-local-history-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir.join("history.log")
+    }
+
+    #[test]
+    fn a_file_gives_back_streams_positions_and_bounds() {
+        let (app, ns, ch) = ids();
+        let path = file_path("reopen");
+        let mut h = LocalHistory::open(&path).expect("open");
+        h.ensure(&app, &ns, &spec(3)).expect("ensure");
+        let positions: Vec<Position> =
+            (0..5).map(|i| h.append(&app, &ns, &ch, Bytes::from(vec![i])).expect("write").expect("stream")).collect();
+        let before = h.read(&app, &ns, &ch, 0, 10).expect("stream");
+        drop(h);
+
+        let mut h = LocalHistory::open(&path).expect("reopen");
+        assert_eq!(h.read(&app, &ns, &ch, 0, 10), Some(before), "the same page, lost messages and all");
+        let page = h.read(&app, &ns, &ch, positions[2].seq, 10).expect("stream");
+        assert!(page.complete);
+        assert_eq!(page.epoch, positions[2].epoch, "the same epoch");
+        // Ensuring again at start keeps everything; sequence numbers go on.
+        h.ensure(&app, &ns, &spec(3)).expect("ensure");
+        let next = h.append(&app, &ns, &ch, Bytes::from_static(b"n")).expect("write").expect("stream");
+        assert_eq!((next.seq, &next.epoch), (6, &positions[0].epoch));
+        // A dropped stream stays dropped.
+        h.drop_stream(&app, &ns).expect("drop");
+        drop(h);
+        assert!(!LocalHistory::open(&path).expect("reopen").has_stream(&app, &ns));
+    }
+
+    #[test]
+    fn a_damaged_file_is_read_up_to_the_damage_with_new_epochs() {
+        let (app, ns, ch) = ids();
+        let path = file_path("damaged");
+        let mut h = LocalHistory::open(&path).expect("open");
+        h.ensure(&app, &ns, &spec(10)).expect("ensure");
+        let first = h.append(&app, &ns, &ch, Bytes::from_static(b"a")).expect("write").expect("stream");
+        h.append(&app, &ns, &ch, Bytes::from_static(b"b")).expect("write");
+        drop(h);
+        let bytes = std::fs::read(&path).expect("read");
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).expect("cut the last record short");
+
+        let mut h = LocalHistory::open(&path).expect("a short file is read");
+        let page = h.read(&app, &ns, &ch, 0, 10).expect("stream");
+        assert_eq!(page.messages.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(), [Bytes::from_static(b"a")]);
+        assert_ne!(page.epoch, first.epoch, "positions given before may be lost: a new epoch");
+        let epoch = page.epoch;
+        drop(h);
+        // The damage was cut away: the next start reads it clean.
+        let mut h = LocalHistory::open(&path).expect("reopen");
+        assert_eq!(h.read(&app, &ns, &ch, 0, 10).expect("stream").epoch, epoch);
+    }
+
+    #[test]
+    fn the_file_is_rewritten_before_it_grows_past_its_bound() {
+        let (app, ns, ch) = ids();
+        let path = file_path("bounded");
+        let mut h = LocalHistory::open(&path).expect("open");
+        h.ensure(&app, &ns, &spec(2)).expect("ensure");
+        let payload = Bytes::from(vec![7u8; 64 * 1024]);
+        for _ in 0..300 {
+            h.append(&app, &ns, &ch, payload.clone()).expect("write");
+        }
+        let len = std::fs::metadata(&path).expect("file").len();
+        // Two messages held; the log may grow 8 MiB past twice that.
+        assert!(len < 9 * 1024 * 1024, "the file grew to {len} bytes");
+        drop(h);
+        // Restarts do not raise the bound: it follows what is held.
+        for _ in 0..3 {
+            let mut h = LocalHistory::open(&path).expect("reopen");
+            assert_eq!(h.read(&app, &ns, &ch, 0, 10).expect("stream").messages.len(), 2);
+            for _ in 0..100 {
+                h.append(&app, &ns, &ch, payload.clone()).expect("write");
+            }
+        }
+        let len = std::fs::metadata(&path).expect("file").len();
+        assert!(len < 9 * 1024 * 1024, "the file grew to {len} bytes across restarts");
     }
 }

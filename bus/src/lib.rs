@@ -83,6 +83,7 @@ pub mod debug_tap;
 mod error;
 mod handle;
 pub mod history;
+mod history_file;
 mod local;
 pub mod namespaces;
 mod nats;
@@ -99,6 +100,7 @@ pub use debug_events::DebugEventSubscription;
 pub use error::BusError;
 pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
+pub use history_file::HistoryFileError;
 pub use local::LocalBus;
 pub use nats::NatsOptions;
 pub use sink::{NamespaceSource, Sink, UsageSink, WebhookEventSink};
@@ -106,6 +108,13 @@ pub use sink::{NamespaceSource, Sink, UsageSink, WebhookEventSink};
 /// Wall-clock time in Unix milliseconds (0 before 1970, saturating far
 /// ahead): the one clock of presence entries, control events and token
 /// checks.
+///
+/// # Examples
+///
+/// ```
+/// let now = herald_bus::now_ms();
+/// assert!(now > 1_600_000_000_000, "after 2020");
+/// ```
 #[must_use]
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

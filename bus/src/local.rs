@@ -47,10 +47,45 @@ pub struct LocalBus {
 }
 
 impl LocalBus {
-    /// A new, empty bus.
+    /// A new, empty bus; its history lives in memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    ///
+    /// let local = LocalBus::new();
+    /// // Handles on one LocalBus see each other's messages.
+    /// let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+    /// ```
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new bus whose history is kept in the file at `path` (created when
+    /// missing), so it outlives the process: see [`LocalHistory::open`].
+    ///
+    /// # Errors
+    ///
+    /// When the file is not a history file or cannot be read or written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::{Bus, LocalBus};
+    ///
+    /// let path = std::env::temp_dir().join(format!("herald-doc-bus-{}.log", std::process::id()));
+    /// let bus = Bus::local(&LocalBus::with_history_file(&path)?);
+    /// # drop(bus);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_history_file(path: &std::path::Path) -> Result<Self, crate::HistoryFileError> {
+        let history = LocalHistory::open(path)?;
+        let inner = LocalBusInner { history: Mutex::new(history), ..LocalBusInner::default() };
+        Ok(Self { inner: Arc::new(inner) })
     }
 }
 
@@ -133,6 +168,7 @@ impl LocalBusInner {
         let mut history = self.history();
         let position = history
             .append(app, ns, channel, payload.clone())
+            .map_err(|e| BusError::Unavailable(e.to_string()))?
             .ok_or_else(|| BusError::NoHistory(format!("namespace {ns} of app {app} has no history stream")))?;
         for (sink, id) in self.targets(&Topic::Channel((app.clone(), channel.clone()))) {
             sink.deliver(app, channel, id, payload.clone(), Some(&position));

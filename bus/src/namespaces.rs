@@ -29,6 +29,18 @@ pub const PRESENCE_PREFIX: &str = "presence-";
 /// presence — but for channels named `presence-…`, which track presence
 /// with join and leave events, as Pusher's presence channels do, for
 /// clients of both protocols.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_bus::namespaces::default_options;
+/// use herald_proto::ChannelName;
+///
+/// assert!(default_options(&ChannelName::new("presence-room")?).presence);
+/// assert!(!default_options(&ChannelName::new("chat:lobby")?).presence);
+/// # Ok(()) }
+/// ```
 #[must_use]
 pub fn default_options(channel: &ChannelName) -> bus::NamespaceOptions {
     let presence = channel.as_str().starts_with(PRESENCE_PREFIX);
@@ -36,6 +48,17 @@ pub fn default_options(channel: &ChannelName) -> bus::NamespaceOptions {
 }
 
 /// Whether the options keep history.
+///
+/// # Examples
+///
+/// ```
+/// use herald_bus::namespaces::keeps_history;
+/// use herald_proto::bus::NamespaceOptions;
+///
+/// let options = NamespaceOptions { history_size: 100, history_ttl_ms: 3_600_000, ..Default::default() };
+/// assert!(keeps_history(&options));
+/// assert!(!keeps_history(&NamespaceOptions::default()));
+/// ```
 #[must_use]
 pub fn keeps_history(options: &bus::NamespaceOptions) -> bool {
     options.history_size > 0 && options.history_ttl_ms > 0

@@ -29,6 +29,7 @@ use std::time::Duration;
 /// assert_eq!(backoff.delay(2, 0.0), Duration::from_millis(1800));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Backoff {
     /// The delay before the first reconnect attempt.
     pub initial: Duration,
@@ -62,7 +63,137 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// With [`Self::initial`] set to `delay`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_initial(Duration::from_millis(500));
+    /// assert_eq!(backoff.initial, Duration::from_millis(500));
+    /// ```
+    #[must_use]
+    pub fn with_initial(mut self, delay: Duration) -> Self {
+        self.initial = delay;
+        self
+    }
+
+    /// With [`Self::multiplier`] set to `multiplier`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_multiplier(1.5);
+    /// assert_eq!(backoff.multiplier, 1.5);
+    /// ```
+    #[must_use]
+    pub fn with_multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// With [`Self::max`] set to `delay`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_max(Duration::from_secs(10));
+    /// assert_eq!(backoff.max, Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn with_max(mut self, delay: Duration) -> Self {
+        self.max = delay;
+        self
+    }
+
+    /// With [`Self::jitter`] set to `jitter`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_jitter(0.2);
+    /// assert_eq!(backoff.jitter, 0.2);
+    /// ```
+    #[must_use]
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// With [`Self::stable_after`] set to `after`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_stable_after(Duration::from_secs(30));
+    /// assert_eq!(backoff.stable_after, Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn with_stable_after(mut self, after: Duration) -> Self {
+        self.stable_after = after;
+        self
+    }
+
+    /// With [`Self::drain_jitter`] set to `jitter`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_drain_jitter(Duration::from_secs(1));
+    /// assert_eq!(backoff.drain_jitter, Duration::from_secs(1));
+    /// ```
+    #[must_use]
+    pub fn with_drain_jitter(mut self, jitter: Duration) -> Self {
+        self.drain_jitter = jitter;
+        self
+    }
+
+    /// With [`Self::max_attempts`] set to `attempts`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default().with_max_attempts(Some(20));
+    /// assert_eq!(backoff.max_attempts, Some(20));
+    /// ```
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
     /// The delay before attempt `attempt` (1-based), without jitter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default();
+    /// assert_eq!(backoff.base_delay(1), Duration::from_secs(1));
+    /// assert_eq!(backoff.base_delay(2), Duration::from_secs(2));
+    /// ```
     #[must_use]
     pub fn base_delay(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(64) as i32;
@@ -73,6 +204,16 @@ impl Backoff {
 
     /// The delay before attempt `attempt` with jitter; `unit` is a uniform
     /// random number in `[0, 1)` (0.5 is the middle of the range).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// // 0.5 is the middle of the jitter range: no jitter.
+    /// assert_eq!(Backoff::default().delay(3, 0.5), Duration::from_secs(4));
+    /// ```
     #[must_use]
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let base = self.base_delay(attempt).as_secs_f64();
@@ -82,6 +223,16 @@ impl Backoff {
 
     /// The delay before reconnecting after a drain close; `unit` as in
     /// [`Self::delay`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// let backoff = Backoff::default();
+    /// assert!(backoff.drain_delay(0.99) <= backoff.drain_jitter);
+    /// ```
     #[must_use]
     pub fn drain_delay(&self, unit: f64) -> Duration {
         self.drain_jitter.mul_f64(unit.clamp(0.0, 1.0))
@@ -92,6 +243,16 @@ impl Backoff {
     /// # Errors
     ///
     /// A message naming the field that is out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::Backoff;
+    ///
+    /// assert!(Backoff::default().validate().is_ok());
+    /// assert!(Backoff::default().with_multiplier(0.5).validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<(), String> {
         if self.initial.is_zero() {
             return Err("backoff.initial must be above zero".into());

@@ -72,6 +72,7 @@ pub(crate) struct MembersPage {
 
 /// The edge's acknowledgement of a publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishAck {
     /// The message id (the idempotency id when one was given).
     pub id: String,

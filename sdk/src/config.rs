@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
-use crate::transport::Endpoint;
+use crate::net::Endpoint;
 
 /// Settings of a [`crate::Client`]. Build one through
 /// [`crate::Client::builder`]; every field has a default.
@@ -21,6 +21,7 @@ use crate::transport::Endpoint;
 /// `inbound_buffer` (frames read, waiting for the client task) and
 /// `state_event_buffer` (state transitions per [`crate::StateEvents`]).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Edge URLs (`ws://host:port` or `wss://…`; the path defaults to
     /// `/v1/connect`). Each reconnect moves to the next one.
@@ -121,6 +122,15 @@ impl ClientConfig {
     /// # Errors
     ///
     /// A message naming the first field out of range.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let builder = herald_sdk::Client::builder("ws://127.0.0.1:8081").configure(|c| c.request_timeout = Duration::from_secs(5));
+    /// # let _ = builder;
+    /// ```
     pub fn validate(&self) -> Result<(), String> {
         if self.urls.is_empty() {
             return Err("urls: give at least one edge URL".into());

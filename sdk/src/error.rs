@@ -82,6 +82,17 @@ fn close_code_name(code: u16) -> &'static str {
 
 impl Error {
     /// The close code, for [`Error::Terminal`], as Herald knows it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// match client.publish("chat:lobby", "hi").await {
+    ///     Err(e) => println!("close code: {:?}", e.close_code()),
+    ///     Ok(_) => {}
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
@@ -91,6 +102,18 @@ impl Error {
     }
 
     /// The error code, for [`Error::Rejected`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Err(e) = client.subscribe("secret:room").await {
+    ///     if e.error_code() == Some(herald_sdk::ErrorCode::Forbidden) {
+    ///         println!("not allowed");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
@@ -100,6 +123,18 @@ impl Error {
     }
 
     /// Whether the same call may succeed if made again later.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Err(e) = client.publish("chat:lobby", "hi").await {
+    ///     if e.is_retryable() {
+    ///         // Try again later.
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -12,6 +12,7 @@ use crate::error::Error;
 /// A point in a channel's history: the sequence number of a message and the
 /// epoch of the stream it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Position {
     /// Sequence number, increasing per channel.
     pub seq: u64,
@@ -21,6 +22,7 @@ pub struct Position {
 
 /// One message on a channel.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Message {
     /// The channel.
     pub channel: ChannelName,
@@ -50,6 +52,7 @@ impl Message {
 
 /// A member of a presence channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Member {
     /// The member's client id.
     pub client_id: String,
@@ -60,6 +63,7 @@ pub struct Member {
 
 /// A member joined or left a presence channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PresenceChange {
     /// True for a join, false for a leave.
     pub joined: bool,

@@ -32,6 +32,7 @@
 //! # The realtime client in one page
 //!
 //! ```no_run
+//! # #[cfg(all(feature = "realtime", feature = "publisher"))]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use futures_util::StreamExt as _;
 //! use herald_sdk::{Client, ConnectionState, Publisher, TokenRequest};
@@ -62,36 +63,74 @@
 //! ```
 //!
 //! `docs/sdk.md` describes states, the reconnect policy, errors and limits.
+//!
+//! # Features
+//!
+//! Both are on by default:
+//!
+//! - `realtime`: the WebSocket client ([`Client`] and everything under it).
+//! - `publisher`: the REST client for backends ([`Publisher`]). A backend
+//!   that only publishes needs no WebSocket code: `default-features =
+//!   false, features = ["publisher"]`; an app that only subscribes (with
+//!   tokens from elsewhere): `features = ["realtime"]`.
+//!
+//! [`Publisher::token_provider`], which feeds the client with tokens the
+//! publisher mints, needs both.
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "realtime")]
 pub mod backoff;
+#[cfg(feature = "realtime")]
 pub mod client;
+#[cfg(feature = "realtime")]
 mod command;
+#[cfg(feature = "realtime")]
 pub mod config;
+#[cfg(feature = "realtime")]
 mod driver;
+#[cfg(feature = "realtime")]
 pub mod error;
+#[cfg(feature = "realtime")]
 mod event;
+#[cfg(any(feature = "realtime", feature = "publisher"))]
+mod net;
+#[cfg(feature = "publisher")]
 pub mod publisher;
+#[cfg(feature = "realtime")]
 mod recovery;
+#[cfg(feature = "realtime")]
 pub mod state;
+#[cfg(feature = "realtime")]
 pub mod subscription;
+#[cfg(feature = "realtime")]
 pub mod token;
+#[cfg(feature = "realtime")]
 mod transport;
+#[cfg(feature = "realtime")]
 pub mod user_events;
 
+#[cfg(feature = "realtime")]
 pub use backoff::Backoff;
+#[cfg(feature = "realtime")]
 pub use client::{Client, ClientBuilder, PendingPublish, PublishAck, PublishOptions};
+#[cfg(feature = "realtime")]
 pub use config::ClientConfig;
+#[cfg(feature = "realtime")]
 pub use error::Error;
 pub use herald_proto::{ChannelName, CloseCode, ErrorCode};
+#[cfg(feature = "publisher")]
 pub use publisher::{Accepted, BatchMessage, Data, MessageOptions, MintedToken, Publisher, RestError, TokenRequest};
+#[cfg(feature = "realtime")]
 pub use state::{ConnectionInfo, ConnectionState, DisconnectReason, StateEvents};
+#[cfg(feature = "realtime")]
 pub use subscription::{Member, Message, Position, PresenceChange, Subscription, SubscriptionEvent};
+#[cfg(feature = "realtime")]
 pub use token::{BoxError, TokenProvider};
+#[cfg(feature = "realtime")]
 pub use user_events::{UserEvent, UserEvents, UserMessage};
 
-#[cfg(test)]
+#[cfg(all(test, feature = "realtime"))]
 mod tests;
 
 /// The README's examples, compiled and run as doc tests.

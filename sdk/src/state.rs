@@ -54,12 +54,30 @@ pub enum ConnectionState {
 
 impl ConnectionState {
     /// True when connected.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// println!("online: {}", client.state().is_connected());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn is_connected(&self) -> bool {
         matches!(self, Self::Connected(_))
     }
 
     /// True when closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if client.state().is_closed() {
+    ///     println!("the client stopped for good");
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn is_closed(&self) -> bool {
         matches!(self, Self::Closed { .. })
@@ -68,6 +86,7 @@ impl ConnectionState {
 
 /// What the edge said when the connection was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The URL connected to.
     pub url: String,
@@ -115,6 +134,21 @@ pub enum DisconnectReason {
 
 impl DisconnectReason {
     /// The close code, when the edge sent one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::ConnectionState;
+    ///
+    /// let mut events = client.state_events();
+    /// while let Some(state) = events.next().await {
+    ///     if let ConnectionState::Disconnected { reason, .. } = state {
+    ///         println!("closed with {:?}", reason.code());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn code(&self) -> Option<u16> {
         match self {
@@ -126,6 +160,21 @@ impl DisconnectReason {
     /// What the protocol says to do after this: the close code's advice
     /// (unknown codes in 4000–4499 reconnect, in 4500–4999 are terminal),
     /// and "reconnect" for everything that is not a close code.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::ConnectionState;
+    ///
+    /// let mut events = client.state_events();
+    /// while let Some(state) = events.next().await {
+    ///     if let ConnectionState::Disconnected { reason, .. } = state {
+    ///         println!("{reason}: {:?}", reason.advice());
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn advice(&self) -> Advice {
         match self {
@@ -137,6 +186,16 @@ impl DisconnectReason {
 }
 
 /// The advice for a close code, with the protocol's rule for unknown codes.
+///
+/// # Examples
+///
+/// ```
+/// use herald_proto::Advice;
+/// use herald_sdk::state::advice_for;
+///
+/// assert_eq!(advice_for(1001), Advice::ReconnectNow);
+/// assert_eq!(advice_for(4599), Advice::Terminal);
+/// ```
 #[must_use]
 pub fn advice_for(code: u16) -> Advice {
     match CloseCode::from_number(code) {
@@ -192,6 +251,17 @@ impl StateEvents {
     }
 
     /// The next transition; `None` once the client is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut events = client.state_events();
+    /// while let Some(state) = events.next().await {
+    ///     println!("{state:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<ConnectionState> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }

@@ -55,6 +55,15 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     /// The channel.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut sub = client.subscribe("chat:lobby").await?;
+    /// println!("subscribed to {}", sub.channel());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn channel(&self) -> &ChannelName {
         &self.channel
@@ -62,12 +71,33 @@ impl Subscription {
 
     /// Whether the channel keeps history (its messages carry a
     /// [`Position`], and reconnects resume without a gap).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut sub = client.subscribe("chat:lobby").await?;
+    /// if sub.has_history() {
+    ///     println!("missed messages are recovered after a reconnect");
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn has_history(&self) -> bool {
         self.history
     }
 
     /// Why the subscription ended, once it has.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut sub = client.subscribe("chat:lobby").await?;
+    /// while sub.next_message().await.is_some() {}
+    /// println!("ended: {:?}", sub.end_reason());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn end_reason(&self) -> Option<&Error> {
         self.ended.as_ref()
@@ -76,12 +106,39 @@ impl Subscription {
     /// The next event; `None` once the subscription ended (the last event
     /// before that is [`SubscriptionEvent::Ended`] when the client could
     /// deliver it).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut sub = client.subscribe("chat:lobby").await?;
+    /// use herald_sdk::SubscriptionEvent;
+    ///
+    /// while let Some(event) = sub.next_event().await {
+    ///     match event {
+    ///         SubscriptionEvent::Message(m) => println!("{:?}", m.text()),
+    ///         other => println!("{other:?}"),
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next_event(&mut self) -> Option<SubscriptionEvent> {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next message, skipping other events; `None` once the
     /// subscription ended.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut sub = client.subscribe("chat:lobby").await?;
+    /// while let Some(message) = sub.next_message().await {
+    ///     println!("{}", message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next_message(&mut self) -> Option<Message> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
@@ -125,6 +182,15 @@ impl Subscription {
     /// [`Error::Rejected`] when the edge refuses, [`Error::TimedOut`] when
     /// it did not answer within `request_timeout`. A stopped client has no
     /// subscriptions, so this is `Ok` then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut sub = client.subscribe("chat:lobby").await?;
+    /// sub.unsubscribe().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unsubscribe(mut self) -> Result<(), Error> {
         self.unsubscribed = true;
         let (tx, rx) = oneshot::channel();

@@ -24,6 +24,7 @@ use crate::error::Error;
 
 /// One event sent to this client's user.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UserMessage {
     /// The event name, when the sender gave one.
     pub event: Option<String>,
@@ -38,6 +39,17 @@ pub struct UserMessage {
 
 impl UserMessage {
     /// The payload as UTF-8 text, when it is.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut events = client.user_events().await?;
+    /// while let Some(m) = events.next_message().await {
+    ///     println!("{:?}: {}", m.event, m.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.data).ok()
@@ -114,6 +126,16 @@ impl UserEvents {
     }
 
     /// Why the stream ended, once it has.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut events = client.user_events().await?;
+    /// while events.next_message().await.is_some() {}
+    /// println!("ended: {:?}", events.end_reason());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn end_reason(&self) -> Option<&Error> {
         self.ended.as_ref()
@@ -121,12 +143,34 @@ impl UserEvents {
 
     /// The next event; `None` once the client stopped (the last event
     /// before that is [`UserEvent::Ended`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut events = client.user_events().await?;
+    /// while let Some(event) = events.next_event().await {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next_event(&mut self) -> Option<UserEvent> {
         std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next user message, skipping other events; `None` once the client
     /// stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut events = client.user_events().await?;
+    /// while let Some(m) = events.next_message().await {
+    ///     println!("{}", m.id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next_message(&mut self) -> Option<UserMessage> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }

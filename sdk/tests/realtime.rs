@@ -127,7 +127,7 @@ async fn an_edge_killed_mid_stream_is_survived_with_queued_publishes_delivered()
     let calls = Arc::new(AtomicUsize::new(0));
     let subject = Client::builder(proxy.url())
         .token_provider(provider(&auth, "subject", &calls))
-        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(1), ..Backoff::default() })
+        .backoff(Backoff::default().with_initial(Duration::from_millis(200)).with_max(Duration::from_secs(1)))
         .connect()
         .await
         .expect("connect");
@@ -437,7 +437,7 @@ async fn the_publish_queue_is_bounded_and_publishes_time_out() {
     let c = Client::builder(proxy.url())
         .token_provider(provider(&auth, "u", &calls))
         .publish_queue_capacity(3)
-        .backoff(Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(300), ..Backoff::default() })
+        .backoff(Backoff::default().with_initial(Duration::from_millis(100)).with_max(Duration::from_millis(300)))
         .connect()
         .await
         .expect("connect");
@@ -450,7 +450,7 @@ async fn the_publish_queue_is_bounded_and_publishes_time_out() {
     let spawn = |text: &'static str, timeout: Option<Duration>| {
         let c = c.clone();
         tokio::spawn(async move {
-            let options = PublishOptions { timeout, ..PublishOptions::default() };
+            let options = timeout.map_or_else(PublishOptions::default, |t| PublishOptions::default().with_timeout(t));
             c.publish_with("q", text, options).await
         })
     };

@@ -44,7 +44,7 @@ async fn a_history_channel_is_recovered_with_no_gap_and_no_duplicate_after_an_ed
     let mut reborn = None;
     let subject = Client::builder(proxy.url())
         .token(auth.token("app1", "subject", ALL))
-        .backoff(Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(300), ..Backoff::default() })
+        .backoff(Backoff::default().with_initial(Duration::from_millis(100)).with_max(Duration::from_millis(300)))
         .connect()
         .await
         .expect("connect");

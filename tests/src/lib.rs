@@ -6,6 +6,7 @@
 //! Every test gets its own PostgreSQL database, its own NATS subject prefix
 //! (or its own nats-server when it restarts NATS) and ports chosen by the OS.
 
+pub mod chart;
 pub mod dev;
 pub mod pusher;
 pub mod webhooks;

@@ -310,8 +310,10 @@ async fn a_presence_channel_with_ten_thousand_members() -> Result<()> {
 }
 
 /// `herald dev` runs the embedded mode: the same namespaces, history with
-/// recovery and presence, on the in-process bus and store. Its history lives
-/// in memory, so a restart is a new epoch: recovery says so.
+/// recovery and presence, on the in-process bus and store. Its history is
+/// kept in the data folder: a restart keeps messages, epochs and sequence
+/// numbers, so clients recover across it; a damaged file is read up to the
+/// damage under a new epoch, a foreign one refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_mode_keeps_history_and_presence() -> Result<()> {
     use herald_edge::testing::{RawClient, is_ok};
@@ -464,15 +466,64 @@ async fn the_embedded_mode_keeps_history_and_presence() -> Result<()> {
     alice.close().await;
     prompt("room:1", None).await?;
 
-    // A restart: the in-memory history is gone, and recovery says so.
+    // A restart: history is kept in the data folder. The REST API shows
+    // the old messages, a client recovers from its position before the
+    // restart (same epoch), and sequence numbers go on.
     dev.terminate()?;
     dev.wait_exit(Duration::from_secs(20)).await?;
-    let _dev = start(&dir)?;
+    let mut dev = start(&dir)?;
+    wait_ready(api, "dev api after restart").await?;
     wait_ready(edge, "dev edge after restart").await?;
+    let page = publisher_history(api, &app, &field("api_key")?, "hist:feed").await?;
+    assert_eq!(page, ["m0", "m1", "m2", "m3", "m4", "m5", "live"], "history after a restart");
+    let (mut after, _) = RawClient::connect(edge, &token("alice").await?).await;
+    let result = subscribed(&after.subscribe_from("hist:feed", seq, &epoch).await);
+    assert!(result.history && result.recovered, "{result:?}");
+    for text in ["m3", "m4", "m5", "live"] {
+        let m = after.message().await;
+        assert_eq!(m.data, text.as_bytes());
+        assert_eq!(m.epoch, epoch, "the epoch outlives the restart");
+    }
+    publisher.publish("hist:feed", "after").await?;
+    let m = after.message().await;
+    assert_eq!(m.data, &b"after"[..]);
+    assert!(m.seq > seq + 4, "sequence numbers go on: {} after {}", m.seq, seq + 4);
+    // The bounds hold across the restart: the two-message channel still
+    // does not recover its first position.
+    assert!(!subscribed(&after.subscribe_from("tiny:x", first.seq, &first.epoch).await).recovered);
+    drop(after);
+
+    // A history file cut short (the process died mid-write) is read up to
+    // the cut with a warning; its streams get a new epoch, so an old
+    // position is refused rather than recovered with a gap.
+    dev.terminate()?;
+    dev.wait_exit(Duration::from_secs(20)).await?;
+    let history = dir.join("history.log");
+    let bytes = std::fs::read(&history)?;
+    std::fs::write(&history, &bytes[..bytes.len() - 2])?;
+    let mut dev = start(&dir)?;
+    wait_ready(api, "dev api after a damaged history file").await?;
+    wait_ready(edge, "dev edge after a damaged history file").await?;
+    let page = publisher_history(api, &app, &field("api_key")?, "hist:feed").await?;
+    assert_eq!(page, ["m0", "m1", "m2", "m3", "m4", "m5", "live"], "all but the cut message");
     let (mut after, _) = RawClient::connect(edge, &token("alice").await?).await;
     let result = subscribed(&after.subscribe_from("hist:feed", seq, &epoch).await);
     assert!(result.history && !result.recovered, "{result:?}");
     assert_ne!(result.position.context("position")?.epoch, epoch, "a new epoch");
+    drop(after);
+
+    // A file that is not a history file stops the start with a clear error.
+    dev.terminate()?;
+    dev.wait_exit(Duration::from_secs(20)).await?;
+    std::fs::write(&history, "something else")?;
+    let out = std::process::Command::new(herald_tests::herald_bin()?)
+        .args(args(&dir))
+        .env_remove("HERALD_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "herald dev started on a foreign history file");
+    assert!(stderr.contains("is not a Herald history file") && stderr.contains("history.log"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

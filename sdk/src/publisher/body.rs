@@ -14,6 +14,7 @@ use super::error::{ErrorEnvelope, RestError, api_error};
 
 /// A message payload for the REST API.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Data {
     /// Any JSON value; subscribers receive its JSON text.
     Json(serde_json::Value),
@@ -86,6 +87,7 @@ impl Data {
 /// let options = MessageOptions::new().name("chat.message").id("msg-42").exclude_connection(connection_id);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MessageOptions {
     /// An event name (at most 128 bytes).
     pub name: Option<String>,
@@ -169,6 +171,7 @@ pub(super) struct UserTerminated {
 
 /// A message accepted by the control plane.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub struct Accepted {
     /// The message id.
     pub id: String,
@@ -183,6 +186,7 @@ pub struct Accepted {
 
 /// One message of [`Publisher::publish_batch`](super::Publisher::publish_batch).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct BatchMessage {
     /// The channels it goes to (one or more).
     pub channels: Vec<String>,
@@ -260,6 +264,7 @@ impl BatchMessage {
 ///     .info(serde_json::json!({"name": "Ada"}));
 /// ```
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct TokenRequest {
     /// The end user's client id.
     pub client_id: String,
@@ -323,6 +328,7 @@ impl TokenRequest {
 
 /// A minted token.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
 pub struct MintedToken {
     /// The JWT to give the realtime client.
     pub token: String,

@@ -17,8 +17,6 @@ mod body;
 mod error;
 mod rest;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +29,9 @@ use self::body::{BatchAnswer, UserEventAccepted, UserTerminated, user_event_body
 pub use self::error::RestError;
 use self::error::decode;
 use self::rest::{Rest, segment};
+use crate::net::{Endpoint, default_tls};
+#[cfg(feature = "realtime")]
 use crate::token::BoxError;
-use crate::transport::{Endpoint, default_tls};
 
 /// The REST client for backends.
 ///
@@ -80,6 +79,17 @@ pub struct PublisherBuilder {
 
 impl PublisherBuilder {
     /// Longest wait for one request, retries included (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use herald_sdk::Publisher;
+    ///
+    /// let publisher = Publisher::builder("http://127.0.0.1:8080", "my-app", "hk_…").timeout(Duration::from_secs(3)).build()?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -87,6 +97,16 @@ impl PublisherBuilder {
     }
 
     /// Retries of requests the control plane did not accept (default 3).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::Publisher;
+    ///
+    /// let publisher = Publisher::builder("http://127.0.0.1:8080", "my-app", "hk_…").max_retries(0).build()?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
@@ -94,6 +114,17 @@ impl PublisherBuilder {
     }
 
     /// TLS settings for `https://`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// # fn private_root_tls() -> std::sync::Arc<rustls::ClientConfig> { unimplemented!() }
+    /// use herald_sdk::Publisher;
+    ///
+    /// let publisher = Publisher::builder("https://herald.internal", "my-app", "hk_…").tls_config(private_root_tls()).build()?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(tls);
@@ -106,6 +137,17 @@ impl PublisherBuilder {
     ///
     /// [`RestError::Config`] for a URL that is not `http://` or `https://`,
     /// an empty app id, or an API key that cannot go in a header.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::Publisher;
+    ///
+    /// let publisher = Publisher::builder("http://127.0.0.1:8080", "my-app", "hk_…").build()?;
+    /// assert_eq!(publisher.app_id(), "my-app");
+    /// # Ok(()) }
+    /// ```
     pub fn build(self) -> Result<Publisher, RestError> {
         let endpoint = Endpoint::parse_with_default_path(&self.api_url, "/").map_err(RestError::Config)?;
         if self.app_id.is_empty() {
@@ -130,6 +172,16 @@ impl Publisher {
     /// # Errors
     ///
     /// As [`PublisherBuilder::build`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::Publisher;
+    ///
+    /// let publisher = Publisher::new("http://127.0.0.1:8080", "my-app", "hk_…")?;
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         api_url: impl Into<String>,
         app_id: impl Into<String>,
@@ -139,6 +191,16 @@ impl Publisher {
     }
 
     /// Starts configuring a publisher.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::Publisher;
+    ///
+    /// let publisher = Publisher::builder("http://127.0.0.1:8080", "my-app", "hk_…").max_retries(1).build()?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn builder(
         api_url: impl Into<String>,
@@ -156,6 +218,14 @@ impl Publisher {
     }
 
     /// The app this publisher acts for.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// assert!(!publisher.app_id().is_empty());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn app_id(&self) -> &str {
         &self.inner.app_id
@@ -170,6 +240,15 @@ impl Publisher {
     /// `forbidden`, `too_large`, `rate_limited` or `unavailable` (the last
     /// two after the retries); [`RestError::Transport`];
     /// [`RestError::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// let accepted = publisher.publish("chat:lobby", "hello").await?;
+    /// println!("message {}", accepted.id);
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(&self, channel: &str, data: impl Into<Data>) -> Result<Accepted, RestError> {
         self.publish_with(channel, data, MessageOptions::default()).await
     }
@@ -179,6 +258,16 @@ impl Publisher {
     /// # Errors
     ///
     /// As [`Self::publish`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// publisher
+    ///     .publish_message("orders:42", serde_json::json!({"status": "paid"}), Some("order.updated"), Some("order-42-v3"))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_message(
         &self,
         channel: &str,
@@ -231,6 +320,19 @@ impl Publisher {
     /// `limit_exceeded` past the batch size, `unauthorized`, …); the inner
     /// ones per message (a 503 answer carries `unavailable` for messages
     /// that were not accepted and may be sent again).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::BatchMessage;
+    ///
+    /// let results = publisher
+    ///     .publish_batch(vec![BatchMessage::new("chat:a", "one"), BatchMessage::new("chat:b", "two").name("note")])
+    ///     .await?;
+    /// assert_eq!(results.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_batch(
         &self,
         messages: Vec<BatchMessage>,
@@ -286,6 +388,14 @@ impl Publisher {
     ///
     /// As [`Self::publish_to_user`] (`unavailable`: nothing was closed;
     /// retry).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// publisher.terminate_user("user-42").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn terminate_user(&self, user_id: &str) -> Result<(), RestError> {
         let path = self.user_path(user_id, "terminate")?;
         let (_, bytes) = self.inner.rest.request(Method::POST, &path, &serde_json::json!({})).await?;
@@ -308,6 +418,19 @@ impl Publisher {
     /// [`RestError::Api`] with `bad_request` (bad capabilities, ttl or
     /// info), `unauthorized`, `forbidden` (capabilities beyond the key's),
     /// `not_found`; [`RestError::Transport`]; [`RestError::TimedOut`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use herald_sdk::TokenRequest;
+    ///
+    /// let request = TokenRequest::new("user-42").allow("chat:*", ["subscribe", "publish"]).ttl(Duration::from_secs(3600));
+    /// let minted = publisher.mint_token(&request).await?;
+    /// println!("{}", minted.token);
+    /// # Ok(()) }
+    /// ```
     pub async fn mint_token(&self, request: &TokenRequest) -> Result<MintedToken, RestError> {
         let path = format!("/v1/apps/{}/tokens", segment(&self.inner.app_id));
         let (_, bytes) = self.inner.rest.request(Method::POST, &path, &request.to_json()).await?;
@@ -316,12 +439,27 @@ impl Publisher {
 
     /// A [`crate::TokenProvider`] that mints `request` on each call: the
     /// simplest way to run the realtime client in a trusted process (a
-    /// service, a CLI, a test).
+    /// service, a CLI, a test). Needs the `realtime` feature too.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_sdk::{Client, TokenRequest};
+    ///
+    /// let tokens = publisher.token_provider(TokenRequest::new("worker-1").allow("jobs:*", ["subscribe"]));
+    /// let client = Client::builder("ws://127.0.0.1:8081").token_provider(tokens).connect().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "realtime")]
     pub fn token_provider(
         &self,
         request: TokenRequest,
-    ) -> impl Fn() -> Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>> + Send + Sync + 'static + use<>
-    {
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, BoxError>> + Send>>
+    + Send
+    + Sync
+    + 'static
+    + use<> {
         let publisher = self.clone();
         let request = Arc::new(request);
         move || {

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::BatchAnswer;
 use super::error::{RestError, error_from};
-use crate::transport::{Endpoint, Stream, open_stream};
+use crate::net::{Endpoint, Stream, open_stream};
 
 /// Largest response body read from the control plane.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;

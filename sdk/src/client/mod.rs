@@ -1,8 +1,11 @@
-//! [`Client`]: the `Clone` handle applications hold, and [`ClientBuilder`].
+//! [`Client`]: the `Clone` handle applications hold, and (in `builder`)
+//! [`ClientBuilder`].
 //!
 //! Every call becomes a command (see the `command` module) to the one task
 //! that owns the connection (see the `driver` module); the handle waits for
 //! its answer with the configured timeout.
+
+mod builder;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,21 +17,20 @@ use bytes::Bytes;
 use herald_proto::{ChannelName, client};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::backoff::Backoff;
 use crate::command::Command;
 pub use crate::command::PublishAck;
 use crate::config::ClientConfig;
-use crate::driver::Driver;
 use crate::error::Error;
 use crate::event::Member;
 use crate::state::{ConnectionInfo, ConnectionState, StateEvents};
 use crate::subscription::Subscription;
-use crate::token::{TokenProvider, TokenSource};
-use crate::transport::{Connector, WsConnector, default_tls};
 use crate::user_events::UserEvents;
+
+pub use builder::ClientBuilder;
 
 /// Options of one publish.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PublishOptions {
     /// An event name, e.g. `"order.updated"` (at most 128 bytes).
     pub event: Option<String>,
@@ -43,12 +45,30 @@ pub struct PublishOptions {
 
 impl PublishOptions {
     /// Options with an event name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::event("order.updated");
+    /// assert_eq!(options.event.as_deref(), Some("order.updated"));
+    /// ```
     #[must_use]
     pub fn event(name: impl Into<String>) -> Self {
         Self { event: Some(name.into()), ..Self::default() }
     }
 
     /// Adds an idempotency id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::event("order.updated").with_idempotency_id("order-42-v3");
+    /// assert_eq!(options.idempotency_id.as_deref(), Some("order-42-v3"));
+    /// ```
     #[must_use]
     pub fn with_idempotency_id(mut self, id: impl Into<String>) -> Self {
         self.idempotency_id = Some(id.into());
@@ -56,6 +76,16 @@ impl PublishOptions {
     }
 
     /// Sets the timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_sdk::PublishOptions;
+    ///
+    /// let options = PublishOptions::default().with_timeout(Duration::from_secs(2));
+    /// assert_eq!(options.timeout, Some(Duration::from_secs(2)));
+    /// ```
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -131,27 +161,47 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Starts configuring a client for the edge at `url` (`ws://host:port`
-    /// or `wss://host`; the path defaults to `/v1/connect`).
-    #[must_use]
-    pub fn builder(url: impl Into<String>) -> ClientBuilder {
-        let config = ClientConfig { urls: vec![url.into()], ..ClientConfig::default() };
-        ClientBuilder { config, token: None, connector: None }
-    }
-
     /// The configuration in force.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// println!("publishes time out after {:?}", client.config().publish_timeout);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
 
     /// The current connection state.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if client.state().is_connected() {
+    ///     println!("online");
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn state(&self) -> ConnectionState {
         self.inner.state.borrow().clone()
     }
 
     /// The current connection, when connected.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Some(info) = client.connection() {
+    ///     println!("connected to {} as {}", info.edge_id, info.connection_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn connection(&self) -> Option<ConnectionInfo> {
         match &*self.inner.state.borrow() {
@@ -166,6 +216,16 @@ impl Client {
     /// calls its `socket_id`). Every connection has its own, so it changes
     /// with each reconnect; read it when it is needed, or follow
     /// [`Self::state_events`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Hand it to the backend so its publish skips this client.
+    /// let socket_id = client.connection_id();
+    /// println!("{socket_id:?}");
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn connection_id(&self) -> Option<String> {
         match &*self.inner.state.borrow() {
@@ -176,12 +236,34 @@ impl Client {
 
     /// A receiver of the latest state (for UIs: it may skip intermediate
     /// states; see [`Self::state_events`] for every transition).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut state = client.watch_state();
+    /// while state.changed().await.is_ok() {
+    ///     println!("now {:?}", *state.borrow());
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn watch_state(&self) -> watch::Receiver<ConnectionState> {
         self.inner.state.clone()
     }
 
     /// Every state transition from now on, in order.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut events = client.state_events();
+    /// while let Some(state) = events.next().await {
+    ///     println!("{state:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn state_events(&self) -> StateEvents {
         StateEvents::new(self.inner.events.subscribe())
@@ -193,6 +275,17 @@ impl Client {
     ///
     /// [`Error::TimedOut`] after `limit`; the error that stopped the client
     /// when it is closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let info = client.wait_connected(Duration::from_secs(10)).await?;
+    /// println!("connected: {}", info.connection_id);
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_connected(&self, limit: Duration) -> Result<ConnectionInfo, Error> {
         let mut state = self.inner.state.clone();
         let wait = async {
@@ -212,7 +305,7 @@ impl Client {
     }
 
     /// The error to report once the client task is gone.
-    fn stopped(&self) -> Error {
+    pub(crate) fn stopped(&self) -> Error {
         match &*self.inner.state.borrow() {
             ConnectionState::Closed { error: Some(e) } => e.clone(),
             _ => Error::Closed,
@@ -286,6 +379,14 @@ impl Client {
     /// [`Error::InvalidChannel`]; [`Error::Rejected`] when the edge refuses;
     /// [`Error::TimedOut`] after `request_timeout`. A stopped client has no
     /// subscriptions, so this is `Ok` then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.unsubscribe("chat:lobby").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unsubscribe(&self, channel: impl AsRef<str>) -> Result<(), Error> {
         let channel = ChannelName::new(channel.as_ref())?;
         let limit = self.inner.config.request_timeout;
@@ -402,6 +503,15 @@ impl Client {
     ///
     /// [`Error::NotConnected`] between connections, [`Error::TimedOut`]
     /// after `request_timeout`, [`Error::ConnectionLost`], [`Error::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let rtt = client.ping().await?;
+    /// println!("round trip {rtt:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn ping(&self) -> Result<Duration, Error> {
         self.call(|reply| Command::Ping { reply }, self.inner.config.request_timeout).await
     }
@@ -416,6 +526,16 @@ impl Client {
     /// [`Error::Rejected`] with `not_enabled` when the channel has no
     /// presence, `forbidden` without the `presence` capability; otherwise as
     /// [`Self::ping`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// for member in client.presence("room:1").await? {
+    ///     println!("{}", member.client_id);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn presence(&self, channel: impl AsRef<str>) -> Result<Vec<Member>, Error> {
         let channel = ChannelName::new(channel.as_ref())?;
         let mut members = Vec::new();
@@ -471,219 +591,18 @@ impl Client {
     /// with 1000; subscriptions end; later calls fail with
     /// [`Error::Closed`]. Resolves once the client stopped; closing twice is
     /// harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// client.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.inner.commands.send(Command::Close { reply: tx }).await.is_ok() {
             let _ = rx.await;
         }
-    }
-}
-
-/// Configures and starts a [`Client`].
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), herald_sdk::Error> {
-/// use std::time::Duration;
-/// use herald_sdk::{Backoff, Client};
-///
-/// let client = Client::builder("wss://edge-1.example.com")
-///     .url("wss://edge-2.example.com")
-///     .token_provider(|| async { fetch_token_from_my_backend().await })
-///     .backoff(Backoff { max: Duration::from_secs(10), ..Backoff::default() })
-///     .publish_queue_capacity(500)
-///     .connect()
-///     .await?;
-/// # Ok(()) }
-/// # async fn fetch_token_from_my_backend() -> Result<String, std::io::Error> { Ok(String::new()) }
-/// ```
-pub struct ClientBuilder {
-    config: ClientConfig,
-    token: Option<TokenSource>,
-    connector: Option<Arc<dyn Connector>>,
-}
-
-impl std::fmt::Debug for ClientBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientBuilder").field("config", &self.config).field("token", &self.token).finish()
-    }
-}
-
-impl ClientBuilder {
-    /// Adds another edge URL; reconnects move through them in order.
-    #[must_use]
-    pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.config.urls.push(url.into());
-        self
-    }
-
-    /// A fixed token. The client cannot refresh it: when it expires the edge
-    /// closes with `token_expired` and the client stops with
-    /// [`Error::Terminal`]. Prefer [`Self::token_provider`].
-    #[must_use]
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(TokenSource::Static(token.into()));
-        self
-    }
-
-    /// Where fresh tokens come from: called for the first connection, at
-    /// `token_refresh_at` of each token's lifetime (the new token is handed
-    /// to the edge in band, without a gap in delivery), and after the edge
-    /// closed with `token_expired` or `key_revoked`.
-    #[must_use]
-    pub fn token_provider(mut self, provider: impl TokenProvider) -> Self {
-        self.token = Some(TokenSource::Provider(Arc::new(provider)));
-        self
-    }
-
-    /// The reconnect policy.
-    #[must_use]
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.config.backoff = backoff;
-        self
-    }
-
-    /// Bound of the queue of publishes waiting for a connection.
-    #[must_use]
-    pub fn publish_queue_capacity(mut self, capacity: usize) -> Self {
-        self.config.publish_queue_capacity = capacity;
-        self
-    }
-
-    /// Messages buffered per subscription.
-    #[must_use]
-    pub fn subscription_buffer(mut self, messages: usize) -> Self {
-        self.config.subscription_buffer = messages;
-        self
-    }
-
-    /// User events buffered per [`UserEvents`].
-    #[must_use]
-    pub fn user_event_buffer(mut self, events: usize) -> Self {
-        self.config.user_event_buffer = events;
-        self
-    }
-
-    /// Default timeout of publishes.
-    #[must_use]
-    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
-        self.config.publish_timeout = timeout;
-        self
-    }
-
-    /// How long [`Self::connect`] keeps trying.
-    #[must_use]
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// TLS settings for `wss://` (e.g. with a private root certificate).
-    #[must_use]
-    pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {
-        self.config.tls = Some(tls);
-        self
-    }
-
-    /// Changes any other setting.
-    ///
-    /// ```
-    /// # fn demo(builder: herald_sdk::ClientBuilder) -> herald_sdk::ClientBuilder {
-    /// use std::time::Duration;
-    /// builder.configure(|c| {
-    ///     c.request_timeout = Duration::from_secs(5);
-    ///     c.ping_interval = Some(Duration::from_secs(10));
-    /// })
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn configure(mut self, change: impl FnOnce(&mut ClientConfig)) -> Self {
-        change(&mut self.config);
-        self
-    }
-
-    #[cfg(test)]
-    pub(crate) fn connector(mut self, connector: Arc<dyn Connector>) -> Self {
-        self.connector = Some(connector);
-        self
-    }
-
-    /// Starts the client and waits for its first connection, retrying
-    /// failed attempts with backoff for up to `connect_timeout`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for an invalid configuration or no token;
-    /// [`Error::Terminal`] when the edge refused the token (or anything else
-    /// terminal); [`Error::Connect`] naming the last failure when no
-    /// connection succeeded in time; [`Error::GaveUp`] when
-    /// `Backoff::max_attempts` ran out first.
-    pub async fn connect(self) -> Result<Client, Error> {
-        let limit = self.config.connect_timeout;
-        let client = self.connect_lazy()?;
-        let mut events = client.state_events();
-        let mut last = None;
-        let wait = async {
-            // The state may have moved on before the events reader existed.
-            if let Some(result) = settled(&client.state()) {
-                return result;
-            }
-            while let Some(state) = events.next().await {
-                if let ConnectionState::Disconnected { reason } = &state {
-                    last = Some(reason.to_string());
-                }
-                if let Some(result) = settled(&state) {
-                    return result;
-                }
-            }
-            Err(client.stopped())
-        };
-        match tokio::time::timeout(limit, wait).await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                client.close().await;
-                Err(Error::Connect(last.unwrap_or_else(|| format!("no connection within {limit:?}"))))
-            }
-        }
-    }
-
-    /// Starts the client without waiting: it connects in the background,
-    /// and calls made meanwhile wait for the connection (within their
-    /// timeouts). Must be called inside a Tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] for an invalid configuration or no token.
-    pub fn connect_lazy(self) -> Result<Client, Error> {
-        let Self { config, token, connector } = self;
-        config.validate().map_err(Error::Config)?;
-        let token = token
-            .ok_or_else(|| Error::Config("no token: call .token(…) or .token_provider(…) on the builder".into()))?;
-        let config = Arc::new(config);
-        let connector = connector.unwrap_or_else(|| {
-            Arc::new(WsConnector {
-                tls: config.tls.clone().unwrap_or_else(default_tls),
-                max_message: config.max_inbound_message_bytes,
-                write_buffer: config.write_buffer,
-                inbound_buffer: config.inbound_buffer,
-                write_timeout: config.write_timeout,
-            })
-        });
-        let (commands_tx, commands_rx) = mpsc::channel(config.command_buffer);
-        let (state_tx, state_rx) =
-            watch::channel(ConnectionState::Connecting { url: config.urls[0].clone(), attempt: 0 });
-        let (events_tx, _) = broadcast::channel(config.state_event_buffer);
-        let driver = Driver::new(config.clone(), connector, token, commands_rx, state_tx, events_tx.clone());
-        tokio::spawn(driver.run());
-        Ok(Client { inner: Arc::new(Inner { commands: commands_tx, state: state_rx, events: events_tx, config }) })
-    }
-}
-
-/// `Some` once the first connection succeeded or the client stopped.
-fn settled(state: &ConnectionState) -> Option<Result<(), Error>> {
-    match state {
-        ConnectionState::Connected(_) => Some(Ok(())),
-        ConnectionState::Closed { error } => Some(Err(error.clone().unwrap_or(Error::Closed))),
-        _ => None,
     }
 }
