@@ -204,6 +204,13 @@ fn bus_messages() -> Vec<String> {
         rt(PresenceSnapshot { entries: vec![entry.clone(), entry.clone()], taken_at_ms: 5 }),
         rt(KeyRevoked { app_id: "a".into(), key_id: "k".into(), at: 1_764_100_000, until: 1_764_190_000 }),
         rt(AppDeleted { app_id: "a".into(), at: 1_764_100_000, until: 1_764_190_000 }),
+        rt(AppStatusChanged {
+            app_id: "a".into(),
+            disabled: true,
+            reason: "unpaid".into(),
+            at: 1_764_100_000,
+            until: 1_764_190_000,
+        }),
         rt(SigningKeysRotated { current_kid: "kid".into() }),
         rt(AppLimitsChanged { app_id: "a".into(), max_message_bytes: 1024, max_connections: 10 }),
         rt(NamespacesChanged { app_id: "a".into() }),
