@@ -16,6 +16,47 @@ use crate::nats::{NatsBus, NatsOptions, Report};
 use crate::{BusError, NamespaceSource, Sink, WebhookEventSink, lock};
 
 /// A handle to the bus. Cheap to clone.
+///
+/// A node attaches its [`Sink`] and subscribes to channels; any handle
+/// publishes. On the in-process bus (one process, `herald dev`):
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use bytes::Bytes;
+/// use herald_bus::{Bus, LocalBus, Position, Sink};
+/// use herald_proto::{AppId, ChannelName, bus};
+///
+/// /// Keeps what it is delivered.
+/// #[derive(Default)]
+/// struct Inbox(Mutex<Vec<Bytes>>);
+///
+/// impl Sink for Inbox {
+///     fn deliver(&self, _: &AppId, _: &ChannelName, _subscription: u64, payload: Bytes, _: Option<&Position>) {
+///         self.0.lock().unwrap().push(payload);
+///     }
+///     fn control(&self, _event: bus::ControlEvent) {}
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let local = LocalBus::default();
+/// let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+/// let inbox = Arc::new(Inbox::default());
+/// edge.attach(inbox.clone()).await?;
+/// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat")?);
+/// let _subscription = edge.subscribe(&app, &channel, 1).await?; // dropped: unsubscribed
+/// let message = bus::ChannelMessage { data: Bytes::from_static(b"hello"), ..Default::default() };
+/// control_plane.publish(&app, &channel, &message).await?;
+/// for _ in 0..100 {
+///     if !inbox.0.lock().unwrap().is_empty() {
+///         break;
+///     }
+///     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+/// }
+/// assert_eq!(inbox.0.lock().unwrap().len(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Bus {
     pub(crate) inner: Arc<Inner>,

@@ -28,7 +28,15 @@ use herald_proto::{AppId, ChannelName, NamespaceName, bus};
 
 use crate::history_file::{HistoryFile, HistoryFileError, Record};
 
-/// Where a message sits in its channel's history.
+/// Where a message sits in its channel's history: what a client recovers
+/// from after a reconnect.
+///
+/// ```
+/// use herald_bus::Position;
+/// let last_seen = Position { seq: 41, epoch: "e1".into() };
+/// // A later message of the same stream (same epoch) follows on.
+/// assert!(last_seen.seq < 42);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// The message's sequence number in its namespace's stream.

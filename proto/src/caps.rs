@@ -32,6 +32,14 @@ pub const MAX_PATTERNS: usize = 64;
 pub const MAX_PATTERN_LEN: usize = MAX_CHANNEL_LEN;
 
 /// One operation on a channel.
+///
+/// ```
+/// use herald_proto::Operation;
+/// let op: Operation = "publish".parse()?;
+/// assert_eq!(op.as_str(), "publish");
+/// assert!("fly".parse::<Operation>().is_err());
+/// # Ok::<(), herald_proto::caps::CapabilityError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     /// Receive the channel's messages.
@@ -87,6 +95,13 @@ impl fmt::Display for Operation {
 }
 
 /// A set of operations.
+///
+/// ```
+/// use herald_proto::{Operation, Operations};
+/// let ops = Operations::default().with(Operation::Subscribe).with(Operation::Presence);
+/// assert!(ops.contains(Operation::Subscribe) && !ops.contains(Operation::Publish));
+/// assert_eq!(ops.iter().count(), 2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Operations(u8);
 
@@ -157,6 +172,14 @@ pub enum CapabilityError {
 }
 
 /// A validated channel pattern (see the module docs).
+///
+/// ```
+/// use herald_proto::ChannelPattern;
+/// let pattern = ChannelPattern::new("chat:*")?;
+/// assert!(pattern.matches("chat:lobby") && !pattern.matches("news:today"));
+/// assert!(pattern.is_covered_by(&ChannelPattern::new("*")?));
+/// # Ok::<(), herald_proto::caps::CapabilityError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChannelPattern(Box<str>);
 
@@ -245,6 +268,15 @@ impl fmt::Debug for ChannelPattern {
 }
 
 /// A validated capability set: channel patterns to operations.
+///
+/// ```
+/// use herald_proto::{Capabilities, Operation};
+/// let caps = Capabilities::from_pairs([("chat:*", vec!["subscribe", "publish"]), ("news", vec!["subscribe"])])?;
+/// assert!(caps.allows("chat:lobby", Operation::Publish));
+/// assert!(!caps.allows("news", Operation::Publish));
+/// assert!(caps.is_subset_of(&Capabilities::all()));
+/// # Ok::<(), herald_proto::caps::CapabilityError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Capabilities {
     rules: BTreeMap<ChannelPattern, Operations>,

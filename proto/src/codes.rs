@@ -58,6 +58,14 @@ impl Advice {
 macro_rules! close_codes {
     ($($(#[$doc:meta])* $name:ident = $num:literal, $snake:literal, $advice:ident, $reason:literal;)*) => {
         /// Why a connection was closed. See the module docs.
+        ///
+        /// ```
+        /// use herald_proto::{Advice, CloseCode};
+        /// let code = CloseCode::from_number(4000).expect("a Herald code");
+        /// assert_eq!((code, code.name()), (CloseCode::SlowConsumer, "slow_consumer"));
+        /// assert_eq!(code.advice(), Advice::Reconnect);
+        /// assert_eq!(CloseCode::InvalidToken.advice(), Advice::Terminal);
+        /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum CloseCode {
@@ -173,6 +181,13 @@ pub fn truncate_reason(reason: &str) -> &str {
 macro_rules! error_codes {
     ($($(#[$doc:meta])* $name:ident = $num:literal, $snake:literal, $http:literal, $grpc:ident, $retry:literal;)*) => {
         /// Why a request failed. See the module docs.
+        ///
+        /// ```
+        /// use herald_proto::ErrorCode;
+        /// let code = ErrorCode::from_name("rate_limited").expect("known");
+        /// assert_eq!((code.number(), code.http_status(), code.retryable()), (9, 429, true));
+        /// assert_eq!(ErrorCode::from_number(16), Some(ErrorCode::QuotaExceeded));
+        /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ErrorCode {

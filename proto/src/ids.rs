@@ -144,11 +144,26 @@ macro_rules! string_id {
 string_id!(
     /// An app (tenant) id: 1–64 of `A-Z a-z 0-9 _ -`. Safe as a NATS subject
     /// token and inside a JetStream stream name.
+    ///
+    /// ```
+    /// use herald_proto::AppId;
+    /// let app = AppId::new("chat-app")?;
+    /// assert_eq!(app.as_str(), "chat-app");
+    /// assert!(AppId::new("chat.app").is_err(), "a dot would split a NATS subject");
+    /// # Ok::<(), herald_proto::IdError>(())
+    /// ```
     AppId, "app id", MAX_ID_LEN, "ASCII letters, digits, '_' and '-'", is_token_char
 );
 
 string_id!(
     /// An API key id: 1–64 of `A-Z a-z 0-9 _ -`.
+    ///
+    /// ```
+    /// use herald_proto::KeyId;
+    /// assert_eq!(KeyId::new("k_42")?.to_string(), "k_42");
+    /// assert!(KeyId::new("").is_err());
+    /// # Ok::<(), herald_proto::IdError>(())
+    /// ```
     KeyId, "key id", MAX_ID_LEN, "ASCII letters, digits, '_' and '-'", is_token_char
 );
 
@@ -157,12 +172,26 @@ string_id!(
     /// (`chat` in `chat:lobby`). 1–64 of `A-Z a-z 0-9 _ -`, so it is safe as a
     /// NATS subject token and inside a JetStream stream name. A channel whose
     /// prefix is not a valid namespace name belongs to the default namespace.
+    ///
+    /// ```
+    /// use herald_proto::NamespaceName;
+    /// assert_eq!(NamespaceName::new("chat")?.as_str(), "chat");
+    /// assert!(NamespaceName::new("chat:lobby").is_err());
+    /// # Ok::<(), herald_proto::IdError>(())
+    /// ```
     NamespaceName, "namespace name", MAX_ID_LEN, "ASCII letters, digits, '_' and '-'", is_token_char
 );
 
 string_id!(
     /// The end user a token was minted for: 1–255 bytes of printable text
     /// (no control characters).
+    ///
+    /// ```
+    /// use herald_proto::ClientId;
+    /// assert_eq!(ClientId::new("Ada Lovelace <ada@example.com>")?.as_str(), "Ada Lovelace <ada@example.com>");
+    /// assert!(ClientId::new("two\nlines").is_err());
+    /// # Ok::<(), herald_proto::IdError>(())
+    /// ```
     ClientId, "client id", MAX_CLIENT_ID_LEN, "printable characters", |c: char| !c.is_control()
 );
 

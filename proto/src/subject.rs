@@ -68,6 +68,15 @@ pub fn parse_channel_token(token: &str) -> Option<ChannelName> {
 }
 
 /// The subject space of one Herald deployment.
+///
+/// ```
+/// use herald_proto::{AppId, ChannelName, SubjectSpace};
+/// let space = SubjectSpace::new("herald")?;
+/// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+/// let subject = space.channel(&app, &channel);
+/// assert_eq!(space.parse_channel(&subject), Some((app, channel)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SubjectSpace {
     prefix: Box<str>,

@@ -19,6 +19,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct UnitError(String);
 
 /// A size in bytes.
+///
+/// ```
+/// use herald_proto::units::ByteSize;
+/// let size: ByteSize = "64KiB".parse()?;
+/// assert_eq!((size, size.to_string()), (ByteSize::kib(64), "64KiB".to_owned()));
+/// assert!("64 parsecs".parse::<ByteSize>().is_err());
+/// # Ok::<(), herald_proto::units::UnitError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
 
@@ -99,6 +107,15 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// A duration written with its unit.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_proto::units::HumanDuration;
+/// let d: HumanDuration = "1500ms".parse()?;
+/// assert_eq!(Duration::from(d), Duration::from_millis(1500));
+/// assert_eq!(HumanDuration::secs(30).to_string(), "30s");
+/// # Ok::<(), herald_proto::units::UnitError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct HumanDuration(pub Duration);
 

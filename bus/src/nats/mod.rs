@@ -21,6 +21,17 @@ use crate::{BusError, NamespaceSource, Sink, lock};
 use relay::{Epochs, KnownEpochs, Relay, STREAM_ADVISORIES, epoch_of, forget_all_epochs, is_stream_not_found};
 
 /// Tuning of the NATS bus.
+///
+/// ```no_run
+/// use herald_bus::{Bus, NatsOptions};
+/// use herald_proto::SubjectSpace;
+/// # async fn connect() -> Result<(), herald_bus::BusError> {
+/// let options = NatsOptions { connection_name: "herald-edge e1".into(), ..NatsOptions::default() };
+/// let bus = Bus::connect_nats("nats://127.0.0.1:4222", SubjectSpace::default(), options).await?;
+/// assert!(bus.is_connected());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
     /// Longest wait for a publish or subscribe to reach NATS.
