@@ -290,7 +290,8 @@ async fn soak(seconds: u64, edge: SocketAddr, args: &BenchArgs) -> Result<()> {
         Some(url) => {
             let authority = url.strip_prefix("http://").with_context(|| format!("{url}: the soak speaks http://"))?;
             let authority = authority.split('/').next().unwrap_or(authority);
-            let addr = tokio::net::lookup_host(authority).await.with_context(|| format!("resolving {authority}"))?.next();
+            let addr =
+                tokio::net::lookup_host(authority).await.with_context(|| format!("resolving {authority}"))?.next();
             Some(addr.with_context(|| format!("{authority} has no address"))?)
         }
         None => None,

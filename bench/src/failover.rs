@@ -531,7 +531,8 @@ pub async fn failover(
         orphans,
         resubscribed: 0,
         behind_at_end,
-        published: published.sent.iter().sum::<u64>() - published.unacknowledged.iter().map(|u| u.len() as u64).sum::<u64>(),
+        published: published.sent.iter().sum::<u64>()
+            - published.unacknowledged.iter().map(|u| u.len() as u64).sum::<u64>(),
         unacknowledged: published.unacknowledged.iter().map(|u| u.len() as u64).sum(),
         ..FailoverReport::default()
     };

@@ -46,9 +46,9 @@ use bytes::Bytes;
 use herald_proto::client::{self, client_frame};
 use tokio::sync::Semaphore;
 
-use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
 pub use failover::{FailoverConfig, FailoverProgress, FailoverReport, failover};
 pub use soak::{SlowReport, SoakConfig, SoakReport, soak};
+use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
 pub use storm::{StormReport, connect_storm};
 pub use wire::{Conn, WireError};
 

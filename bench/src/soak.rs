@@ -127,7 +127,11 @@ impl SoakReport {
 impl std::fmt::Display for SoakReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        writeln!(f, "publisher + subscriber:   {} sent, {} acknowledged, {} delivered, {} lost", self.sent, self.acked, self.delivered, self.lost)?;
+        writeln!(
+            f,
+            "publisher + subscriber:   {} sent, {} acknowledged, {} delivered, {} lost",
+            self.sent, self.acked, self.delivered, self.lost
+        )?;
         writeln!(f, "  connected throughout:   {}", if self.pair_connected { "yes" } else { "NO" })?;
         writeln!(f, "  publish → delivered:    {}", self.latency)?;
         writeln!(f, "  publish → acknowledged: {}", self.ack_latency)?;
