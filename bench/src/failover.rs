@@ -561,3 +561,79 @@ pub async fn failover(
     out.time_to_resubscribed = times;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            config: FailoverConfig::default(),
+            stopping: AtomicBool::new(false),
+            killed_at_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            resubscribed: AtomicUsize::new(0),
+            times: Mutex::new(Histogram::default()),
+            next: vec![AtomicU64::new(1)],
+        }
+    }
+
+    fn message(seq: u64, epoch: &str, number: u64) -> Vec<u8> {
+        let mut data = vec![0u8; 16];
+        data[8..].copy_from_slice(&number.to_le_bytes());
+        let frame = client::ServerFrame {
+            kind: Some(server_frame::Kind::Message(client::Message {
+                channel: "hist:c".into(),
+                data: data.into(),
+                seq,
+                epoch: epoch.into(),
+                ..Default::default()
+            })),
+        };
+        frame.encode_to_vec()
+    }
+
+    fn cursor() -> Cursor {
+        Cursor { slot: 0, orphan: true, came_back: false, position: None, findings: Findings::default() }
+    }
+
+    #[test]
+    fn skipped_numbers_duplicates_and_replays_are_told_apart() {
+        let shared = shared();
+        let mut c = cursor();
+        for (seq, number) in [(10, 0), (12, 1), (15, 3), (16, 2), (17, 4)] {
+            c.frame(&shared, &message(seq, "e1", number));
+        }
+        // 2 skipped when 3 came; 2 then came late: counted as a duplicate of
+        // an order already passed (the protocol never reorders).
+        assert_eq!(c.findings.skipped, vec![(2, 2)]);
+        assert_eq!(c.findings.duplicates, 1);
+        // At or below the position in the same epoch: a replay, dropped.
+        c.frame(&shared, &message(17, "e1", 4));
+        assert_eq!(c.findings.dropped_replays, 1);
+        // Another epoch starts over without a replay.
+        c.frame(&shared, &message(1, "e2", 5));
+        assert_eq!((c.findings.dropped_replays, c.findings.skipped.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_resubscribe_told_it_did_not_recover_starts_again_from_what_comes() {
+        let shared = shared();
+        let mut c = cursor();
+        c.frame(&shared, &message(5, "e1", 0));
+        let lost = client::SubscribeResult {
+            history: true,
+            recovered: false,
+            position: Some(client::StreamPosition { seq: 40, epoch: "e1".into() }),
+        };
+        c.subscribed(&shared, true, &lost);
+        assert_eq!(c.findings.not_recovered, 1);
+        // At or below the answer's position: dropped; past it, no gap is
+        // charged for what the client was told it missed.
+        c.frame(&shared, &message(39, "e1", 30));
+        c.frame(&shared, &message(41, "e1", 31));
+        c.frame(&shared, &message(43, "e1", 32));
+        assert_eq!((c.findings.dropped_replays, c.findings.skipped.len(), c.findings.duplicates), (1, 0, 0));
+        assert_eq!(shared.next[0].load(Ordering::Relaxed), 34);
+    }
+}
