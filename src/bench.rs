@@ -98,6 +98,12 @@ pub struct BenchArgs {
     /// requests (slow bodies); without it the edge gets them all.
     #[arg(long, env = "HERALD_API_URL")]
     pub api_url: Option<String>,
+    /// With --soak and --api-url: the app (HERALD_APP_ID) and an API key of
+    /// it (HERALD_API_KEY) the slow publish bodies are sent with.
+    #[arg(long, env = "HERALD_APP_ID", default_value = "")]
+    pub app_id: String,
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true, default_value = "")]
+    pub api_key: String,
     /// With --soak: slow requests, one byte a second each.
     #[arg(long, default_value_t = 1000)]
     pub slow: usize,
@@ -299,6 +305,8 @@ async fn soak(seconds: u64, edge: SocketAddr, args: &BenchArgs) -> Result<()> {
     let config = herald_bench::SoakConfig {
         edge,
         api,
+        app_id: args.app_id.clone(),
+        api_key: args.api_key.clone(),
         token: args.token.clone(),
         channel: args.channel.clone(),
         duration: Duration::from_secs(seconds.max(1)),

@@ -31,6 +31,10 @@ pub struct SoakConfig {
     /// The control plane's API, for slow request bodies (`None`: only the
     /// edge gets slow requests).
     pub api: Option<SocketAddr>,
+    /// The app and an API key of it that may publish to `channel`: the slow
+    /// bodies are publishes the API accepts the head of.
+    pub app_id: String,
+    pub api_key: String,
     /// Token with subscribe and publish on `channel`.
     pub token: String,
     /// The working pair's channel.
@@ -58,6 +62,8 @@ impl Default for SoakConfig {
         Self {
             edge: SocketAddr::from(([127, 0, 0, 1], 8081)),
             api: None,
+            app_id: String::new(),
+            api_key: String::new(),
             token: String::new(),
             channel: "soak".into(),
             duration: Duration::from_secs(60),
@@ -344,8 +350,9 @@ pub async fn soak(config: SoakConfig) -> Result<SoakReport, BenchError> {
         slow_requests(per_kind, config.edge, &upgrade, b"X-Slow: aaaaaaaaaaaaaaaa\r\n", config.slow_interval, &stop);
     let slow_bodies = config.api.map(|api| {
         let head = format!(
-            "POST /v1/apps/soak/channels/soak/messages HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer soak\r\n\
-             Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+            "POST /v1/apps/{}/channels/{}/messages HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+            config.app_id, config.channel, config.api_key
         );
         slow_requests(config.slow - per_kind, api, &head, b" ", config.slow_interval, &stop)
     });
