@@ -173,6 +173,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         let _ = std::io::stderr().flush();
     };
+    // The soak and the failover use --connect-storm, --idle-connections and
+    // --rate as their own options: they come first.
+    if let Some(seconds) = args.soak {
+        return soak(seconds, edges[0], &args).await;
+    }
+    if let Some(n) = args.failover {
+        return failover(n, edges, &args).await;
+    }
     if let Some(n) = args.connect_storm {
         check_open_files(n);
         println!("connect storm: {n} clients at once against {}", edges[0]);
@@ -180,12 +188,6 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let report = herald_bench::connect_storm(edges[0], &args.token, n, timeout).await?;
         println!("{report}");
         return Ok(());
-    }
-    if let Some(seconds) = args.soak {
-        return soak(seconds, edges[0], &args).await;
-    }
-    if let Some(n) = args.failover {
-        return failover(n, edges, &args).await;
     }
     if let Some(n) = args.idle_connections {
         check_open_files(n);

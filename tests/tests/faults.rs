@@ -289,3 +289,40 @@ async fn no_acknowledged_publish_is_missing_from_history_after_nats_restarts() -
     println!("{} acknowledged, refused by status {refused:?}, {} in history", acked.len(), held.len());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_bench_failover_kills_the_first_edge_and_reports_what_held() -> Result<()> {
+    let c = pair(&nats_url()).await?;
+    c.history_namespace("hist", 10_000).await?;
+    let token = c.token().await?;
+    let pid = c.a.process.pid().context("edge a runs")?.to_string();
+    let urls = format!("{},{}", c.a.url(), c.b.url());
+    let args = [
+        "bench",
+        "--edge-url",
+        &urls,
+        "--token",
+        &token,
+        "--failover",
+        "60",
+        "--kill-pid",
+        &pid,
+        "--channel",
+        "hist:f",
+        "--failover-channels",
+        "3",
+        "--rate",
+        "100",
+        "--warmup",
+        "1",
+        "--reconnect-delay-ms",
+        "200",
+    ];
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out =
+        tokio::task::spawn_blocking(move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])).await??;
+    assert!(out.contains("resubscribed elsewhere:   30 of 30"), "{out}");
+    assert!(out.contains("silent gaps:              0 messages, 0 clients"), "{out}");
+    assert!(out.contains("held:                     yes"), "{out}");
+    Ok(())
+}

@@ -59,3 +59,43 @@ async fn a_publisher_and_a_subscriber_keep_working_through_idle_slow_and_storm_l
     assert!(report.storms.iter().all(|s| s.connected == 200), "{report}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_bench_soak_prints_what_was_held() -> Result<()> {
+    let nats = nats_url();
+    let prefix = unique_prefix();
+    let db = TestDb::create().await?;
+    let cp = ControlPlaneProc::start(&db, &nats, &prefix).await?;
+    let edge = EdgeProc::start("edge", &cp, &nats, &prefix).await?;
+    let (app, key) = cp.create_app_and_key()?;
+    let publisher = Publisher::new(cp.url(), &app, &key)?;
+    let token = publisher.mint_token(&TokenRequest::new("soak").allow("*", ["subscribe", "publish"])).await?.token;
+    let env = [("HERALD_API_URL", cp.url()), ("HERALD_APP_ID", app), ("HERALD_API_KEY", key)];
+    let edge_url = edge.url();
+    let args = [
+        "bench",
+        "--edge-url",
+        &edge_url,
+        "--token",
+        &token,
+        "--soak",
+        "3",
+        "--idle-connections",
+        "50",
+        "--slow",
+        "10",
+        "--connect-storm",
+        "50",
+        "--storm-every",
+        "1",
+        "--rate",
+        "50",
+    ];
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let out =
+        tokio::task::spawn_blocking(move || cli(&args.iter().map(String::as_str).collect::<Vec<_>>(), &env)).await??;
+    assert!(out.contains("idle connections:         50 opened (0 failed), 50 open at the end"), "{out}");
+    assert!(out.contains("slow bodies (API)"), "{out}");
+    assert!(out.contains("held:                     yes"), "{out}");
+    Ok(())
+}
