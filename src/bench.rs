@@ -65,6 +65,51 @@ pub struct BenchArgs {
     /// With --connect-storm: longest wait for one client, in seconds.
     #[arg(long, default_value_t = 60)]
     pub storm_timeout: u64,
+    /// Instead of the fan-out run: N clients spread over the edges (at
+    /// least two --edge-url), subscribed to --failover-channels channels
+    /// with history while --rate messages/s are published; after the
+    /// warm-up the first edge is killed (--kill-pid) and the report says how
+    /// its clients came back on the others, and whether anything was lost.
+    #[arg(long, value_name = "N")]
+    pub failover: Option<usize>,
+    /// With --failover: the process id of the first edge, sent SIGKILL after
+    /// the warm-up (without it, kill that edge yourself when told).
+    #[arg(long, value_name = "PID")]
+    pub kill_pid: Option<i32>,
+    /// With --failover: how many channels, named `<--channel>-<i>` (the
+    /// channel's namespace must keep history, e.g. --channel hist:failover).
+    #[arg(long, default_value_t = 10)]
+    pub failover_channels: usize,
+    /// With --failover: seconds of publishing before the kill.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// With --failover: the clients' first reconnect delay in milliseconds
+    /// (±10%, doubling after each failed attempt; the SDK's default is 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub reconnect_delay_ms: u64,
+    /// Instead of the fan-out run: for this many seconds, hold
+    /// --idle-connections idle connections, --slow slow requests and a
+    /// connect storm of --connect-storm clients every --storm-every
+    /// seconds against the first edge, while a publisher and a subscriber
+    /// keep working there at --rate; reports what was held.
+    #[arg(long, value_name = "SECONDS")]
+    pub soak: Option<u64>,
+    /// With --soak: the control plane's URL, which gets half the slow
+    /// requests (slow bodies); without it the edge gets them all.
+    #[arg(long, env = "HERALD_API_URL")]
+    pub api_url: Option<String>,
+    /// With --soak and --api-url: the app (HERALD_APP_ID) and an API key of
+    /// it (HERALD_API_KEY) the slow publish bodies are sent with.
+    #[arg(long, env = "HERALD_APP_ID", default_value = "")]
+    pub app_id: String,
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true, default_value = "")]
+    pub api_key: String,
+    /// With --soak: slow requests, one byte a second each.
+    #[arg(long, default_value_t = 1000)]
+    pub slow: usize,
+    /// With --soak: seconds between connect storms.
+    #[arg(long, default_value_t = 10)]
+    pub storm_every: u64,
 }
 
 /// Files the generator needs besides its connections.
@@ -128,6 +173,14 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
         let _ = std::io::stderr().flush();
     };
+    // The soak and the failover use --connect-storm, --idle-connections and
+    // --rate as their own options: they come first.
+    if let Some(seconds) = args.soak {
+        return soak(seconds, edges[0], &args).await;
+    }
+    if let Some(n) = args.failover {
+        return failover(n, edges, &args).await;
+    }
     if let Some(n) = args.connect_storm {
         check_open_files(n);
         println!("connect storm: {n} clients at once against {}", edges[0]);
@@ -179,5 +232,106 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let report = herald_bench::run(config, progress).await?;
     eprintln!();
     println!("{report}");
+    Ok(())
+}
+
+/// `herald bench --failover N`: runs the measurement and fails when
+/// anything was lost silently, duplicated or left behind.
+async fn failover(clients: usize, edges: Vec<SocketAddr>, args: &BenchArgs) -> Result<()> {
+    use herald_bench::FailoverProgress;
+    check_open_files(clients);
+    let config = herald_bench::FailoverConfig {
+        edges,
+        token: args.token.clone(),
+        clients,
+        channels: (0..args.failover_channels.max(1)).map(|i| format!("{}-{i}", args.channel)).collect(),
+        rate: args.rate.unwrap_or(100.0),
+        payload_size: args.payload_size.max(16),
+        warmup: Duration::from_secs(args.warmup),
+        reconnect_delay: Duration::from_millis(args.reconnect_delay_ms),
+        ..herald_bench::FailoverConfig::default()
+    };
+    println!(
+        "failover: {clients} clients over {} edges, {} channels, {}/s published; then {} is killed",
+        config.edges.len(),
+        config.channels.len(),
+        config.rate,
+        config.edges[0]
+    );
+    let kill_pid = args.kill_pid;
+    let kill = move || match kill_pid {
+        Some(pid) => {
+            let sent = rustix::process::Pid::from_raw(pid)
+                .context("--kill-pid must be a positive process id")
+                .and_then(|pid| Ok(rustix::process::kill_process(pid, rustix::process::Signal::KILL)?));
+            match sent {
+                Ok(()) => eprintln!("\nsent SIGKILL to {pid}"),
+                Err(e) => eprintln!("\nSIGKILL to {pid} failed: {e:#}"),
+            }
+        }
+        None => eprintln!("\nkill the first edge now"),
+    };
+    let progress = |p: FailoverProgress| {
+        match p {
+            FailoverProgress::Connecting { connected, total } => eprint!("\rconnecting {connected}/{total}        "),
+            FailoverProgress::Running { published, resubscribed, orphans, elapsed } => eprint!(
+                "\r{:>6.1}s  published {published}  resubscribed {resubscribed}/{orphans}        ",
+                elapsed.as_secs_f64()
+            ),
+            FailoverProgress::Killed => {}
+        }
+        let _ = std::io::stderr().flush();
+    };
+    let report = herald_bench::failover(config, kill, progress).await?;
+    eprintln!();
+    println!("{report}");
+    if !report.held() {
+        bail!("the failover lost, duplicated or left behind messages, or clients did not come back");
+    }
+    Ok(())
+}
+
+/// `herald bench --soak SECONDS`: runs the soak and fails when the working
+/// pair lost anything or an idle connection was dropped.
+async fn soak(seconds: u64, edge: SocketAddr, args: &BenchArgs) -> Result<()> {
+    let api = match &args.api_url {
+        Some(url) => {
+            let authority = url.strip_prefix("http://").with_context(|| format!("{url}: the soak speaks http://"))?;
+            let authority = authority.split('/').next().unwrap_or(authority);
+            let addr =
+                tokio::net::lookup_host(authority).await.with_context(|| format!("resolving {authority}"))?.next();
+            Some(addr.with_context(|| format!("{authority} has no address"))?)
+        }
+        None => None,
+    };
+    let config = herald_bench::SoakConfig {
+        edge,
+        api,
+        app_id: args.app_id.clone(),
+        api_key: args.api_key.clone(),
+        token: args.token.clone(),
+        channel: args.channel.clone(),
+        duration: Duration::from_secs(seconds.max(1)),
+        idle: args.idle_connections.unwrap_or(0),
+        slow: args.slow,
+        storm: args.connect_storm.unwrap_or(0),
+        storm_every: Duration::from_secs(args.storm_every.max(1)),
+        rate: args.rate.unwrap_or(50.0),
+        ..herald_bench::SoakConfig::default()
+    };
+    check_open_files(config.idle + config.slow + config.storm + 2);
+    println!(
+        "soak: {seconds} s against {edge}: {} idle, {} slow requests, storms of {} every {} s, {}/s published",
+        config.idle,
+        config.slow,
+        config.storm,
+        config.storm_every.as_secs(),
+        config.rate
+    );
+    let report = herald_bench::soak(config).await?;
+    println!("{report}");
+    if !report.held() {
+        bail!("the soak harmed the working publisher and subscriber or dropped idle connections");
+    }
     Ok(())
 }

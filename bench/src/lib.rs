@@ -11,6 +11,12 @@
 //!   edge's `/metrics`.
 //! - [`connect_storm`]: many clients connecting at once; time until all
 //!   are in, failures by reason, handshake latency.
+//! - [`failover`]: clients spread over several edges, subscribed to
+//!   channels with history under a steady publish rate, one edge killed;
+//!   time until its clients are subscribed again elsewhere, and whether any
+//!   message was lost without the client being told, or came twice.
+//! - [`soak`]: idle connections, slow requests and connect storms at once
+//!   while a publisher and a subscriber keep working; what was held.
 //! - `stamp`: how a payload carries its send time (binary for `herald.v1`
 //!   subscribers, decimal text for Pusher ones), and reading it back.
 //! - `wire`: the minimal client side of the protocol (handshake, frames).
@@ -25,6 +31,8 @@
 //! sees it; the second adds the generator's own queueing, since one
 //! generator reads thousands of sockets one after another.
 
+mod failover;
+mod soak;
 mod stamp;
 mod storm;
 mod wire;
@@ -38,6 +46,8 @@ use bytes::Bytes;
 use herald_proto::client::{self, client_frame};
 use tokio::sync::Semaphore;
 
+pub use failover::{FailoverConfig, FailoverProgress, FailoverReport, failover};
+pub use soak::{SlowReport, SoakConfig, SoakReport, soak};
 use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
 pub use storm::{StormReport, connect_storm};
 pub use wire::{Conn, WireError};

@@ -328,8 +328,38 @@ impl Conn {
         .await
     }
 
+    /// Subscribes to `channel`, resuming after `recover_from` when given
+    /// (the protocol's recovery), and returns the edge's answer. Frames that
+    /// arrive before the answer go to `early`.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError::Refused`] when the edge refuses.
+    pub async fn subscribe_from(
+        &mut self,
+        channel: &str,
+        recover_from: Option<client::StreamPosition>,
+        early: impl FnMut(&[u8]),
+    ) -> Result<client::SubscribeResult, WireError> {
+        let subscribe = client::Subscribe { channel: channel.to_owned(), recover_from };
+        match self.request_with(client_frame::Kind::Subscribe(subscribe), early).await? {
+            Some(client::reply_ok::Value::Subscribed(result)) => Ok(result),
+            _ => Err(WireError::Protocol("a subscribe answered without its result".into())),
+        }
+    }
+
     /// Sends a request and waits for its reply (skipping other frames).
-    async fn request(&mut self, kind: client_frame::Kind) -> Result<(), WireError> {
+    pub(crate) async fn request(&mut self, kind: client_frame::Kind) -> Result<(), WireError> {
+        self.request_with(kind, |_| {}).await.map(drop)
+    }
+
+    /// Sends a request and waits for its reply; other binary frames that
+    /// arrive meanwhile go to `early`.
+    async fn request_with(
+        &mut self,
+        kind: client_frame::Kind,
+        mut early: impl FnMut(&[u8]),
+    ) -> Result<Option<client::reply_ok::Value>, WireError> {
         let id = self.next_id;
         self.next_id += 1;
         let frame = client::ClientFrame { request_id: id, kind: Some(kind) };
@@ -338,13 +368,13 @@ impl Conn {
             while let Some(frame) = parse(&mut self.buf) {
                 match frame {
                     Frame::Binary(payload) => {
-                        let Ok(frame) = client::ServerFrame::decode(payload) else {
+                        let Ok(frame) = client::ServerFrame::decode(payload.clone()) else {
                             return Err(WireError::Protocol("undecodable frame".into()));
                         };
                         match frame.kind {
                             Some(server_frame::Kind::Reply(r)) if r.request_id == id => {
                                 return match r.result {
-                                    Some(client::reply::Result::Ok(_)) => Ok(()),
+                                    Some(client::reply::Result::Ok(ok)) => Ok(ok.value),
                                     Some(client::reply::Result::Error(e)) => Err(WireError::Refused(e.message)),
                                     None => Err(WireError::Protocol("empty reply".into())),
                                 };
@@ -352,7 +382,7 @@ impl Conn {
                             Some(server_frame::Kind::Disconnect(d)) => {
                                 return Err(WireError::Refused(format!("{} ({})", d.reason, d.code)));
                             }
-                            _ => {}
+                            _ => early(&payload),
                         }
                     }
                     Frame::Ping(p) => self.stream.write_all(&masked(&p, 0xA)).await?,
@@ -450,6 +480,15 @@ impl ReplyReader {
     ///
     /// [`WireError`] when the connection ends.
     pub async fn replies(&mut self) -> Result<Vec<bool>, WireError> {
+        Ok(self.replies_by_id().await?.into_iter().map(|(_, ok)| ok).collect())
+    }
+
+    /// Like [`Self::replies`], with each reply's request id.
+    ///
+    /// # Errors
+    ///
+    /// [`WireError`] when the connection ends.
+    pub async fn replies_by_id(&mut self) -> Result<Vec<(u64, bool)>, WireError> {
         fill(&mut self.read, &mut self.buf).await?;
         let mut out = Vec::new();
         while let Some(frame) = parse(&mut self.buf) {
@@ -458,7 +497,7 @@ impl ReplyReader {
                     if let Ok(client::ServerFrame { kind: Some(server_frame::Kind::Reply(r)) }) =
                         client::ServerFrame::decode(payload)
                     {
-                        out.push(matches!(r.result, Some(client::reply::Result::Ok(_))));
+                        out.push((r.request_id, matches!(r.result, Some(client::reply::Result::Ok(_)))));
                     }
                 }
                 Frame::Close(code) => return Err(WireError::ClosedWith(code)),

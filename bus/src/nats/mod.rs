@@ -1,6 +1,7 @@
 //! The NATS bus: core subjects, JetStream history streams, publish receipts.
 
 mod cache;
+mod reads;
 mod relay;
 mod usage;
 mod webhooks;
@@ -97,6 +98,8 @@ pub(crate) struct NatsBus {
     pub(crate) round_running: AtomicBool,
     /// Set once the cache stream is known to exist.
     pub(crate) cache_ready: AtomicBool,
+    /// History reads of the same page at the same moment, shared.
+    reads: reads::SharedReads,
 }
 
 /// Ends a receipt round when dropped: records what it covered (when it
@@ -201,6 +204,7 @@ impl NatsBus {
             received: tokio::sync::watch::Sender::new(0),
             round_running: AtomicBool::new(false),
             cache_ready: AtomicBool::new(false),
+            reads: reads::SharedReads::default(),
         };
         nats.watch_streams().await?;
         Ok(nats)
@@ -453,51 +457,56 @@ impl NatsBus {
         let name = self.subjects.history_stream(app, ns);
         let subject = self.subjects.history(app, ns, channel);
         let js = &self.epochs.js;
-        self.timed("the history read", async {
-            let stream = js.get_stream(&name).await.map_err(|e| {
-                if is_stream_not_found(&e) {
-                    BusError::NoHistory(format!("namespace {ns} of app {app} keeps no history"))
-                } else {
-                    BusError::Unavailable(format!("history read: {e}"))
-                }
-            })?;
-            let info = stream.cached_info();
-            let epoch = epoch_of(info);
-            let state = &info.state;
-            let unavailable =
-                |e: async_nats::jetstream::stream::DirectGetError| BusError::Unavailable(format!("history read: {e}"));
-            let complete = if after_seq == 0 {
-                // Nothing was ever dropped from the stream.
-                state.first_sequence <= 1 && state.messages == state.last_sequence
-            } else if after_seq > state.last_sequence {
-                false
-            } else {
-                match stream.direct_get(after_seq).await {
-                    Ok(m) => m.subject.as_str() == subject,
-                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => false,
-                    Err(e) => return Err(unavailable(e)),
-                }
-            };
-            let mut messages = Vec::new();
-            let mut next = after_seq + 1;
-            while messages.len() < limit {
-                match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
-                    Ok(m) => {
-                        next = m.sequence + 1;
-                        messages.push(HistoryEntry { seq: m.sequence, payload: m.payload });
+        let key = (name.clone(), subject.clone(), after_seq, limit);
+        self.reads
+            .read(key, || {
+                self.timed("the history read", async {
+                    let stream = js.get_stream(&name).await.map_err(|e| {
+                        if is_stream_not_found(&e) {
+                            BusError::NoHistory(format!("namespace {ns} of app {app} keeps no history"))
+                        } else {
+                            BusError::Unavailable(format!("history read: {e}"))
+                        }
+                    })?;
+                    let info = stream.cached_info();
+                    let epoch = epoch_of(info);
+                    let state = &info.state;
+                    let unavailable = |e: async_nats::jetstream::stream::DirectGetError| {
+                        BusError::Unavailable(format!("history read: {e}"))
+                    };
+                    let complete = if after_seq == 0 {
+                        // Nothing was ever dropped from the stream.
+                        state.first_sequence <= 1 && state.messages == state.last_sequence
+                    } else if after_seq > state.last_sequence {
+                        false
+                    } else {
+                        match stream.direct_get(after_seq).await {
+                            Ok(m) => m.subject.as_str() == subject,
+                            Err(e) if e.kind() == DirectGetErrorKind::NotFound => false,
+                            Err(e) => return Err(unavailable(e)),
+                        }
+                    };
+                    let mut messages = Vec::new();
+                    let mut next = after_seq + 1;
+                    while messages.len() < limit {
+                        match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+                            Ok(m) => {
+                                next = m.sequence + 1;
+                                messages.push(HistoryEntry { seq: m.sequence, payload: m.payload });
+                            }
+                            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+                            Err(e) => return Err(unavailable(e)),
+                        }
                     }
-                    Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                    Err(e) => return Err(unavailable(e)),
-                }
-            }
-            let last_seq = match stream.direct_get_last_for_subject(subject.as_str()).await {
-                Ok(m) => m.sequence,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
-                Err(e) => return Err(unavailable(e)),
-            };
-            Ok(HistoryPage { epoch, messages, complete, last_seq })
-        })
-        .await
+                    let last_seq = match stream.direct_get_last_for_subject(subject.as_str()).await {
+                        Ok(m) => m.sequence,
+                        Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
+                        Err(e) => return Err(unavailable(e)),
+                    };
+                    Ok(HistoryPage { epoch, messages, complete, last_seq })
+                })
+            })
+            .await
     }
 
     pub(crate) async fn serve_namespaces(&self, source: Arc<dyn NamespaceSource>) -> Result<(), BusError> {
