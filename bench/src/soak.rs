@@ -327,14 +327,26 @@ pub async fn soak(config: SoakConfig) -> Result<SoakReport, BenchError> {
         })
     };
 
-    // The idle connections.
+    // The idle connections: they send nothing, and answer the edge's pings
+    // as any live client does (a client that stops answering is closed
+    // after the heartbeat timeout, rightly).
     let gate = Arc::new(Semaphore::new(256));
     let idle: Vec<_> = (0..config.idle)
         .map(|_| {
-            let (gate, token, edge) = (gate.clone(), config.token.clone(), config.edge);
+            let (gate, token, edge, stop) = (gate.clone(), config.token.clone(), config.edge, stop.clone());
             tokio::spawn(async move {
-                let _permit = gate.acquire_owned().await;
-                Conn::connect(edge, &token).await
+                let mut conn = {
+                    let _permit = gate.acquire_owned().await;
+                    Conn::connect(edge, &token).await?
+                };
+                while !stop.load(Ordering::Acquire) {
+                    let read = tokio::time::timeout(Duration::from_millis(500), conn.next_batch(|_, _| false));
+                    if let Ok(Err(_)) = read.await {
+                        // Dropped during the soak.
+                        return Ok(None);
+                    }
+                }
+                Ok::<_, WireError>(Some(conn))
             })
         })
         .collect();
@@ -429,10 +441,11 @@ pub async fn soak(config: SoakConfig) -> Result<SoakReport, BenchError> {
     let mut open = Vec::new();
     for join in idle {
         match join.await {
-            Ok(Ok(conn)) => {
+            Ok(Ok(Some(conn))) => {
                 report.idle_opened += 1;
                 open.push(conn);
             }
+            Ok(Ok(None)) => report.idle_opened += 1,
             _ => report.idle_failed += 1,
         }
     }
