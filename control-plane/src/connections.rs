@@ -2,7 +2,8 @@
 //! doing (requests in flight, and since when it has had none; request
 //! bodies being read, and when their last byte came), how many come from
 //! each client IP, and which one to evict when the listener is full — one
-//! whose every request is stalled in its body. It also counts, per API key,
+//! that has sent nothing yet, or whose every request is stalled in its
+//! body, for [`STALL`] at least. It also counts, per API key,
 //! the requests still sending their body.
 //!
 //! The accept loop registers each connection ([`Connections::register`])
@@ -19,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// A body with no byte for this long is stalled: its connection may be
-/// evicted when the listener is full.
-pub(crate) const BODY_STALL: Duration = Duration::from_secs(1);
+/// A connection silent this long since it opened, or a body with no byte
+/// for this long, is stalled: its connection may be evicted when the
+/// listener is full.
+pub(crate) const STALL: Duration = Duration::from_secs(1);
 
 /// The table of one control plane's HTTP connections.
 #[derive(Default)]
@@ -69,15 +71,15 @@ impl Connections {
         Ok(Registration { table: self.clone(), id, conn })
     }
 
-    /// Asks the connection stalled in a body the longest (every request on
-    /// it reading a body, none with a byte for [`BODY_STALL`]) to close.
-    /// False when there is none.
+    /// Asks the connection stalled the longest (silent since it opened, or
+    /// every request on it reading a body and none with a byte, for
+    /// [`STALL`] at least) to close. False when there is none.
     pub(crate) fn evict_stalled(&self) -> bool {
         let table = lock(&self.table);
         let victim = table
             .conns
             .values()
-            .filter_map(|c| c.stalled_for().filter(|d| *d >= BODY_STALL).map(|d| (d, c)))
+            .filter_map(|c| c.stalled_for().filter(|d| *d >= STALL).map(|d| (d, c)))
             .max_by_key(|(d, _)| *d)
             .map(|(_, c)| c.clone());
         drop(table);
@@ -161,6 +163,10 @@ pub(crate) struct Conn {
     idle_since: Mutex<Instant>,
     bodies: AtomicUsize,
     body_progress: Mutex<Instant>,
+    /// When it was accepted.
+    opened: Instant,
+    /// It sent the start of a request (or the HTTP/2 preface).
+    spoke: AtomicBool,
     evicted: AtomicBool,
     evict: Notify,
 }
@@ -174,6 +180,8 @@ impl Conn {
             idle_since: Mutex::new(now),
             bodies: AtomicUsize::new(0),
             body_progress: Mutex::new(now),
+            opened: now,
+            spoke: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
         }
@@ -206,6 +214,11 @@ impl Conn {
         self.evict.notified().await;
     }
 
+    /// The client sent the start of a request: no longer silent.
+    pub(crate) fn spoke(&self) {
+        self.spoke.store(true, Ordering::Release);
+    }
+
     /// A request body starts being read; the guard marks its progress.
     pub(crate) fn body(self: &Arc<Self>) -> BodyRead {
         *lock(&self.body_progress) = Instant::now();
@@ -213,12 +226,19 @@ impl Conn {
         BodyRead(self.clone())
     }
 
-    /// How long every request on it has been waiting for body bytes; `None`
-    /// when one is doing anything else, or it is already evicted.
+    /// How long it has been silent since it opened, or how long every
+    /// request on it has been waiting for body bytes; `None` when it is
+    /// doing anything else, or it is already evicted.
     fn stalled_for(&self) -> Option<Duration> {
+        if self.evicted.load(Ordering::Acquire) {
+            return None;
+        }
+        if !self.spoke.load(Ordering::Acquire) {
+            return Some(self.opened.elapsed());
+        }
         let bodies = self.bodies.load(Ordering::Acquire);
         let in_flight = self.in_flight.load(Ordering::Acquire);
-        if bodies == 0 || bodies < in_flight || self.evicted.load(Ordering::Acquire) {
+        if bodies == 0 || bodies < in_flight {
             return None;
         }
         Some(lock(&self.body_progress).elapsed())
@@ -272,20 +292,33 @@ mod tests {
     }
 
     #[test]
-    fn only_connections_stalled_in_a_body_are_evicted() {
+    fn only_silent_connections_and_those_stalled_in_a_body_are_evicted() {
         let table = Arc::new(Connections::default());
         let ip = IpAddr::from([127, 0, 0, 1]);
         let busy = table.register(ip, 0).expect("busy");
         let stalled = table.register(ip, 0).expect("stalled");
+        let silent = table.register(ip, 0).expect("silent");
+        let fresh = table.register(ip, 0).expect("fresh");
+        for conn in [&busy, &stalled, &fresh] {
+            conn.conn().spoke();
+        }
         let _r1 = busy.conn().begin();
         let _r2 = stalled.conn().begin();
         let _body = stalled.conn().body();
-        *lock(&stalled.conn().body_progress) = Instant::now() - BODY_STALL * 2;
+        *lock(&stalled.conn().body_progress) = Instant::now() - STALL * 2;
         assert!(table.evict_stalled(), "the stalled one");
         assert!(stalled.conn().evicted.load(Ordering::Acquire));
-        assert!(!busy.conn().evicted.load(Ordering::Acquire));
+        assert!(!table.evict_stalled(), "a connection silent for less than STALL stays");
+        // Silent since it opened, longer than the body stalled: first.
+        let mut old = Conn::new(ip);
+        old.opened = Instant::now() - STALL * 3;
+        let old = Arc::new(old);
+        lock(&table.table).conns.insert(99, old.clone());
+        assert!(table.evict_stalled(), "the silent one");
+        assert!(old.evicted.load(Ordering::Acquire));
+        assert!(!silent.conn().evicted.load(Ordering::Acquire) && !busy.conn().evicted.load(Ordering::Acquire));
         assert!(!table.evict_stalled(), "not twice, and never a busy one");
-        assert_eq!(table.len(), 2);
+        assert_eq!(table.len(), 5);
     }
 
     #[test]

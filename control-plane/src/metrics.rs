@@ -40,7 +40,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         "herald_cp_connections_closed_total",
         "HTTP connections the control plane closed to protect itself, by the limit that closed them \
-         (max_connections_per_ip, evicted_stalled_body, http2_max_resets_per_sec, http2_max_control_frames_per_sec).",
+         (max_connections_per_ip, evicted_silent, evicted_stalled_body, http2_max_resets_per_sec, http2_max_control_frames_per_sec).",
     ),
     ("herald_cp_requests_total", "REST, gRPC and Pusher API requests, by API, method, route template and status."),
     (

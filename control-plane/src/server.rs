@@ -2,10 +2,11 @@
 //! `tls_cert` and `tls_key`, h2 and HTTP/1.1 by ALPN) for the REST and gRPC
 //! router, with the bounds a public endpoint needs.
 //!
-//! - at most `max_http_connections` connections at once; when full, a
-//!   connection whose every request is stalled in its body is evicted to
-//!   make room, and only when there is none is the new connection closed
-//!   at once (and counted) instead of queueing;
+//! - at most `max_http_connections` connections at once; when full, the
+//!   connection stalled the longest — silent since it opened, or with
+//!   every request stalled in its body, for a second at least — is evicted
+//!   to make room, and only when there is none is the new connection
+//!   closed at once (and counted) instead of queueing;
 //! - at most `max_connections_per_ip` from one client IP (loopback
 //!   exempt; off by default);
 //! - a new connection must finish its TLS handshake and show what it
@@ -147,7 +148,8 @@ pub(crate) async fn serve(
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 
 /// A place under `max_http_connections`; when full, one made by evicting a
-/// connection stalled in a body. `None`: the new connection is refused.
+/// stalled connection (silent since it opened, or stalled in a body).
+/// `None`: the new connection is refused.
 async fn admit(core: &Core, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
     if let Ok(permit) = permits.clone().try_acquire_owned() {
         return Some(permit);
@@ -200,10 +202,20 @@ impl Connection {
                 Ok(false) | Err(_) => None,
             }
         };
-        let Ok(Some((stream, start))) = tokio::time::timeout(head_timeout, started).await else {
+        let conn = registration.conn().clone();
+        let started = tokio::select! {
+            started = tokio::time::timeout(head_timeout, started) => started,
+            () = conn.evicted() => {
+                self.core.metrics.connection_closed("evicted_silent");
+                tracing::debug!(peer = %self.peer, "evicted a connection that had sent nothing, to make room");
+                return None;
+            }
+        };
+        let Ok(Some((stream, start))) = started else {
             tracing::debug!("no request within header_read_timeout; closing the connection");
             return None;
         };
+        conn.spoke();
         let h2 = start == io::PREFACE;
         let replay = Replay { start, pos: 0, inner: stream };
         let stream: Box<dyn Io> = if h2 {
@@ -211,7 +223,6 @@ impl Connection {
         } else {
             Box::new(replay)
         };
-        let conn = registration.conn().clone();
         let service = Tracked { router: self.router, conn: conn.clone(), peer: self.peer };
         let connection = self.builder.serve_connection(TokioIo::new(stream), service).into_owned();
         Some(Served {

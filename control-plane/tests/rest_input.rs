@@ -365,6 +365,47 @@ async fn bodies_are_bounded_in_size_and_time_and_read_after_authentication() -> 
 }
 
 #[tokio::test]
+async fn silent_connections_holding_every_place_make_room_for_a_publish() -> Result<()> {
+    // Silent connections are not closed by the header timeout during this
+    // test: only eviction can make room.
+    let server = Server::start(TestDb::sqlite(), |c| {
+        c.max_http_connections = 50;
+        c.header_read_timeout = HumanDuration::secs(60);
+    })
+    .await?;
+    let setup = Http::default();
+    let (app, _, key) = app_with_key(&setup, &server, Some(json!({"chat:*": ["publish"]}))).await?;
+    drop(setup);
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(TcpStream::connect(server.addr).await?);
+    }
+    // Every place is taken; once the silent ones have been silent for a
+    // second, a publish on a new connection gets a place.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let fresh = Http::default();
+        match fresh.json("POST", &publish_url(&server, &app, "chat:x"), Some(&key), json!({"data": 1})).await {
+            Ok(r) if r.status == 202 => break,
+            other => {
+                let status = other.map(|r| r.status);
+                anyhow::ensure!(std::time::Instant::now() < deadline, "no publish got through: {status:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Made by closing silent connections, the oldest first; most stay.
+    let mut evicted = 0;
+    for conn in &mut silent {
+        evicted += usize::from(closed(conn, Duration::from_millis(20)).await);
+    }
+    assert!((1..=10).contains(&evicted), "{evicted} silent connections closed to make room");
+    drop(silent);
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn silent_and_idle_connections_are_closed() -> Result<()> {
     let server = Server::start(TestDb::sqlite(), |c| {
         c.max_http_connections = 200;
