@@ -159,6 +159,14 @@ macro_rules! app_columns {
     };
 }
 
+/// Writes an app's tombstone (`$1` app, `$2` when, `$3` disabled rather
+/// than deleted); a later one replaces an earlier one.
+const TOMBSTONE: &str = "INSERT INTO deleted_apps (app_id, deleted_at_ms, disabled) VALUES ($1, $2, $3) \
+                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2, disabled = $3";
+
+/// Forgets the tombstones older than `$1` (their tokens have expired).
+const FORGET_TOMBSTONES: &str = "DELETE FROM deleted_apps WHERE deleted_at_ms < $1";
+
 /// A non-null `BIGINT` setting as `u32`.
 fn stored_u32(app: &str, column: &str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} {v} of app {app}")))
@@ -334,16 +342,14 @@ impl Store {
     ///
     /// Database errors.
     pub async fn delete_app(&self, id: &AppId, now_ms: i64, forget_before_ms: i64) -> Result<bool, StoreError> {
-        let tombstone = "INSERT INTO deleted_apps (app_id, deleted_at_ms, disabled) VALUES ($1, $2, FALSE) \
-                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2, disabled = FALSE";
         let n = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM api_keys WHERE app_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM namespaces WHERE app_id = $1").bind(id.as_str()).execute(&mut *tx).await?;
             let n = sqlx::query("DELETE FROM apps WHERE id = $1").bind(id.as_str()).execute(&mut *tx).await?.rows_affected();
             if n > 0 {
-                sqlx::query(tombstone).bind(id.as_str()).bind(now_ms).execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM deleted_apps WHERE deleted_at_ms < $1")
+                sqlx::query(TOMBSTONE).bind(id.as_str()).bind(now_ms).bind(false).execute(&mut *tx).await?;
+                sqlx::query(FORGET_TOMBSTONES)
                     .bind(forget_before_ms)
                     .execute(&mut *tx)
                     .await?;
@@ -369,8 +375,6 @@ impl Store {
         disabled: Option<&Disabled>,
         forget_before_ms: i64,
     ) -> Result<bool, StoreError> {
-        let tombstone = "INSERT INTO deleted_apps (app_id, deleted_at_ms, disabled) VALUES ($1, $2, TRUE) \
-                         ON CONFLICT (app_id) DO UPDATE SET deleted_at_ms = $2, disabled = TRUE";
         let n = with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let n = sqlx::query("UPDATE apps SET disabled_at_ms = $2, disabled_reason = $3 WHERE id = $1")
@@ -381,8 +385,8 @@ impl Store {
                 .await?
                 .rows_affected();
             if let (true, Some(d)) = (n > 0, disabled) {
-                sqlx::query(tombstone).bind(id.as_str()).bind(d.at_ms).execute(&mut *tx).await?;
-                sqlx::query("DELETE FROM deleted_apps WHERE deleted_at_ms < $1")
+                sqlx::query(TOMBSTONE).bind(id.as_str()).bind(d.at_ms).bind(true).execute(&mut *tx).await?;
+                sqlx::query(FORGET_TOMBSTONES)
                     .bind(forget_before_ms)
                     .execute(&mut *tx)
                     .await?;

@@ -210,11 +210,15 @@ impl ClientBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # fn private_root_tls() -> Arc<rustls::ClientConfig> { unimplemented!() }
+    /// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::sync::Arc;
     ///
-    /// let tls: Arc<rustls::ClientConfig> = private_root_tls();
+    /// // Trust a private CA (its certificate in DER) instead of the web PKI.
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.add(rustls::pki_types::CertificateDer::from(std::fs::read("private-ca.der")?))?;
+    /// let tls = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
     /// let builder = herald_sdk::Client::builder("wss://edge.internal").tls_config(tls);
+    /// # Ok(()) }
     /// ```
     #[must_use]
     pub fn tls_config(mut self, tls: Arc<rustls::ClientConfig>) -> Self {

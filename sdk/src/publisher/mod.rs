@@ -119,10 +119,14 @@ impl PublisherBuilder {
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// # fn private_root_tls() -> std::sync::Arc<rustls::ClientConfig> { unimplemented!() }
+    /// use std::sync::Arc;
     /// use herald_sdk::Publisher;
     ///
-    /// let publisher = Publisher::builder("https://herald.internal", "my-app", "hk_…").tls_config(private_root_tls()).build()?;
+    /// // Trust a private CA (its certificate in DER) instead of the web PKI.
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.add(rustls::pki_types::CertificateDer::from(std::fs::read("private-ca.der")?))?;
+    /// let tls = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    /// let publisher = Publisher::builder("https://herald.internal", "my-app", "hk_…").tls_config(tls).build()?;
     /// # Ok(()) }
     /// ```
     #[must_use]
