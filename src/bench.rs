@@ -15,7 +15,7 @@ pub struct BenchArgs {
     #[arg(long, env = "HERALD_EDGE_URL", value_delimiter = ',')]
     pub edge_url: Vec<String>,
     /// Token with subscribe and publish on the channel (HERALD_TOKEN).
-    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, default_value = "")]
     pub token: String,
     /// Subscriber connections.
     #[arg(long, short = 'n', default_value_t = 1000)]
@@ -29,7 +29,10 @@ pub struct BenchArgs {
     /// Messages per second over all publishers (default: as fast as acks return).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Publisher connections.
+    /// Publisher connections. 0: publish nothing, and wait for --messages
+    /// published by another process (`ready: N subscribers` on stdout says
+    /// when to publish): several generators can hold the subscribers of one
+    /// broadcast between them (bench/scripts/scale.sh).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
     /// Unacknowledged publishes per publisher when unpaced.
@@ -110,6 +113,62 @@ pub struct BenchArgs {
     /// With --soak: seconds between connect storms.
     #[arg(long, default_value_t = 10)]
     pub storm_every: u64,
+    /// Instead of generating load: serve the floor on this address — a bare
+    /// WebSocket broadcaster (tokio, writes coalesced, no auth, no protocol
+    /// beyond what the generator needs) that --floor-url compares with.
+    #[arg(long, value_name = "ADDR")]
+    pub serve_floor: Option<SocketAddr>,
+    /// Run the same measurement against the floor at this URL first (a
+    /// `herald bench --serve-floor` pinned to the server's core) and report
+    /// each figure beside the server's as × floor.
+    #[arg(long, value_name = "URL")]
+    pub floor_url: Option<String>,
+    /// With --floor-url: the floor's process id, to read its memory and CPU.
+    #[arg(long, value_name = "PID")]
+    pub floor_pid: Option<u32>,
+    /// The server's process id (`herald dev`, or the edge): its resident
+    /// memory (before, peak during the run, and after) and CPU time per
+    /// delivery are read from /proc (Linux) and reported.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// With --idle-connections: seconds to hold them before memory is read.
+    #[arg(long, default_value_t = 2)]
+    pub idle_hold: u64,
+    /// After a fan-out run with --server-pid: longest wait, in seconds, for
+    /// the server's memory to come back to its figure before the run.
+    #[arg(long, default_value_t = 10)]
+    pub settle: u64,
+}
+
+/// Where one measurement runs: the server under test, or the floor.
+struct Target {
+    label: &'static str,
+    edges: Vec<SocketAddr>,
+    token: String,
+    pid: Option<u32>,
+    pusher_key: Option<String>,
+}
+
+/// The floor and the server, in the order measured.
+fn targets(floor: Option<Target>, server: Target) -> Vec<Target> {
+    floor.into_iter().chain(std::iter::once(server)).collect()
+}
+
+/// `herald bench --serve-floor ADDR`: serves the floor until stopped.
+pub async fn serve_floor(addr: SocketAddr) -> Result<()> {
+    herald_bench::floor::serve(addr, |bound| {
+        println!("floor listening on {bound}");
+        let _ = std::io::stdout().flush();
+    })
+    .await
+    .with_context(|| format!("serving the floor on {addr}"))
+}
+
+/// Prints one comparison line: the server's figure, the floor's and their
+/// ratio.
+fn compare(what: &str, unit: &str, floor: f64, server: f64) {
+    let ratio = if floor > 0.0 { format!("{:.2}", server / floor) } else { "-".to_owned() };
+    println!("{what:<28} {server:>14.2} {unit:<12} floor {floor:>14.2}   × floor {ratio}");
 }
 
 /// Files the generator needs besides its connections.
@@ -160,6 +219,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if args.edge_url.is_empty() {
         bail!("give --edge-url or HERALD_EDGE_URL");
     }
+    if args.token.is_empty() {
+        bail!("give --token or HERALD_TOKEN (`herald token` mints one)");
+    }
     let mut edges = Vec::new();
     for url in &args.edge_url {
         edges.push(resolve(url).await?);
@@ -169,6 +231,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Progress::Connecting { connected, total } => eprint!("\rconnecting {connected}/{total}        "),
             Progress::Running { sent, delivered, expected, elapsed } => {
                 eprint!("\r{:>6.1}s  sent {sent}  delivered {delivered}/{expected}        ", elapsed.as_secs_f64())
+            }
+            Progress::Ready { subscribers } => {
+                println!("ready: {subscribers} subscribers");
+                let _ = std::io::stdout().flush();
             }
         }
         let _ = std::io::stderr().flush();
@@ -181,12 +247,37 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if let Some(n) = args.failover {
         return failover(n, edges, &args).await;
     }
+    let floor = match &args.floor_url {
+        Some(url) => Some(Target {
+            label: "floor",
+            edges: vec![resolve(url).await?],
+            token: "none".to_owned(),
+            pid: args.floor_pid,
+            pusher_key: None,
+        }),
+        None => None,
+    };
+    let server = Target {
+        label: "server",
+        edges,
+        token: args.token.clone(),
+        pid: args.server_pid,
+        pusher_key: args.pusher_key.clone(),
+    };
+    let targets = targets(floor, server);
     if let Some(n) = args.connect_storm {
         check_open_files(n);
-        println!("connect storm: {n} clients at once against {}", edges[0]);
         let timeout = Duration::from_secs(args.storm_timeout.max(1));
-        let report = herald_bench::connect_storm(edges[0], &args.token, n, timeout).await?;
-        println!("{report}");
+        let mut rates = Vec::new();
+        for target in &targets {
+            println!("[{}] connect storm: {n} clients at once against {}", target.label, target.edges[0]);
+            let report = herald_bench::connect_storm(target.edges[0], &target.token, n, timeout).await?;
+            println!("{report}");
+            rates.push(report.connected as f64 / report.elapsed.as_secs_f64().max(1e-9));
+        }
+        if let [floor, server] = rates[..] {
+            compare("connects/s", "/s", floor, server);
+        }
         return Ok(());
     }
     if let Some(n) = args.idle_connections {
@@ -196,42 +287,111 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             IdleSubscribe::Shared => IdleSubscriptions::Shared(args.channel.clone()),
             IdleSubscribe::None => IdleSubscriptions::None,
         };
-        let report = herald_bench::idle_memory(edges[0], &args.token, n, subscriptions, progress).await?;
-        eprintln!();
-        println!("idle connections:     {}", report.connections);
-        println!("edge resident before: {:.1} MiB", report.before as f64 / 1048576.0);
-        println!("edge resident after:  {:.1} MiB", report.after as f64 / 1048576.0);
-        println!("per connection:       {:.2} KiB", report.per_connection() / 1024.0);
+        let hold = Duration::from_secs(args.idle_hold);
+        let mut per_connection = Vec::new();
+        for target in &targets {
+            let report = herald_bench::idle_memory(
+                target.edges[0],
+                &target.token,
+                n,
+                subscriptions.clone(),
+                target.pid,
+                hold,
+                progress,
+            )
+            .await?;
+            eprintln!();
+            println!("[{}] idle connections:  {} held {} s", target.label, report.connections, hold.as_secs());
+            println!("[{}] resident before:   {:.1} MiB", target.label, report.before as f64 / 1048576.0);
+            println!("[{}] resident after:    {:.1} MiB", target.label, report.after as f64 / 1048576.0);
+            println!("[{}] per connection:    {:.2} KiB", target.label, report.per_connection() / 1024.0);
+            per_connection.push(report.per_connection() / 1024.0);
+        }
+        if let [floor, server] = per_connection[..] {
+            compare("memory per idle connection", "KiB", floor, server);
+        }
         return Ok(());
     }
-    let config = BenchConfig {
-        edges,
-        token: args.token,
-        channel: args.channel,
-        subscribers: args.subscribers,
-        messages: args.messages,
-        payload_size: args.payload_size,
-        rate: args.rate,
-        publishers: args.publishers,
-        window: args.window,
-        sample_every: args.sample_every,
-        grace: Duration::from_secs(10),
-        max_lag: args.max_lag,
-        pusher_key: args.pusher_key,
-        ..BenchConfig::default()
-    };
-    println!(
-        "bench: {} {}subscribers, {} messages of {} bytes, {} publisher(s), rate {}",
-        config.subscribers,
-        if config.pusher_key.is_some() { "Pusher " } else { "" },
-        config.messages,
-        config.payload_size,
-        config.publishers,
-        config.rate.map_or("unpaced".to_owned(), |r| format!("{r}/s"))
-    );
-    let report = herald_bench::run(config, progress).await?;
-    eprintln!();
-    println!("{report}");
+    let mut figures = Vec::new();
+    for target in &targets {
+        let config = BenchConfig {
+            edges: target.edges.clone(),
+            token: target.token.clone(),
+            channel: args.channel.clone(),
+            subscribers: args.subscribers,
+            messages: args.messages,
+            payload_size: args.payload_size,
+            rate: args.rate,
+            publishers: args.publishers,
+            window: args.window,
+            sample_every: args.sample_every,
+            grace: Duration::from_secs(10),
+            max_lag: args.max_lag,
+            pusher_key: target.pusher_key.clone(),
+            ..BenchConfig::default()
+        };
+        println!(
+            "[{}] bench: {} {}subscribers, {} messages of {} bytes, {} publisher(s), rate {}",
+            target.label,
+            config.subscribers,
+            if config.pusher_key.is_some() { "Pusher " } else { "" },
+            config.messages,
+            config.payload_size,
+            config.publishers,
+            config.rate.map_or("unpaced".to_owned(), |r| format!("{r}/s"))
+        );
+        let watch = target.pid.and_then(herald_bench::Watch::start);
+        if target.pid.is_some() && watch.is_none() {
+            eprintln!("warning: cannot read /proc of process {:?}: no memory or CPU figures", target.pid);
+        }
+        let report = herald_bench::run(config, progress).await?;
+        let usage = watch.map(herald_bench::Watch::finish);
+        eprintln!();
+        println!("{report}");
+        let mut settled = None;
+        if let (Some(usage), Some(pid)) = (usage, target.pid) {
+            let per_delivery = usage.cpu_seconds * 1e6 / report.delivered.max(1) as f64;
+            println!("server cpu:           {:.2} s, {per_delivery:.3} µs per delivery", usage.cpu_seconds);
+            println!(
+                "server resident:      {:.1} MiB before, {:.1} MiB at peak",
+                usage.rss_before as f64 / 1048576.0,
+                usage.rss_peak as f64 / 1048576.0
+            );
+            let limit = Duration::from_secs(args.settle);
+            let (took, rss) = herald_bench::settle(pid, usage.rss_before, limit).await;
+            match took {
+                Some(took) => println!(
+                    "server resident after: {:.1} MiB, back within {:.1} s",
+                    rss as f64 / 1048576.0,
+                    took.as_secs_f64()
+                ),
+                None => println!(
+                    "server resident after: {:.1} MiB, not back after {} s",
+                    rss as f64 / 1048576.0,
+                    limit.as_secs()
+                ),
+            }
+            settled = Some(usage);
+        }
+        figures.push((report, settled));
+    }
+    if let [(floor, floor_usage), (server, server_usage)] = &figures[..] {
+        println!("---");
+        compare("deliveries/s", "/s", floor.deliveries_per_sec(), server.deliveries_per_sec());
+        let ms = |r: &herald_bench::Report, q| r.latency.quantile(q).as_secs_f64() * 1000.0;
+        compare("latency when read p50", "ms", ms(floor, 0.5), ms(server, 0.5));
+        compare("latency when read p99", "ms", ms(floor, 0.99), ms(server, 0.99));
+        if let (Some(f), Some(s)) = (floor_usage, server_usage) {
+            let per = |u: &herald_bench::ServerUsage, r: &herald_bench::Report| {
+                u.cpu_seconds * 1e6 / r.delivered.max(1) as f64
+            };
+            compare("cpu per delivery", "µs", per(f, floor), per(s, server));
+            compare("peak resident", "MiB", f.rss_peak as f64 / 1048576.0, s.rss_peak as f64 / 1048576.0);
+        }
+        if floor.delivered < floor.expected {
+            println!("note: the floor missed {} deliveries", floor.expected - floor.delivered);
+        }
+    }
     Ok(())
 }
 

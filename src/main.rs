@@ -9,6 +9,7 @@ mod console;
 mod dev;
 mod exit;
 mod listen;
+mod memory;
 mod otel;
 mod pusher_port;
 mod settings;
@@ -219,6 +220,15 @@ fn raise_open_files_limit() {
     }
 }
 
+/// The runtime of a server command (`dev`, `control-plane`, `edge`): a
+/// worker per core, and the task that gives freed memory back.
+fn server_runtime() -> Result<tokio::runtime::Runtime> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let _entered = runtime.enter();
+    memory::spawn_trimmer();
+    Ok(runtime)
+}
+
 fn client_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
@@ -362,6 +372,10 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => {
             raise_open_files_limit();
+            if let Some(addr) = args.serve_floor {
+                // The floor runs as the edge does: a worker per core it may use.
+                return tokio::runtime::Runtime::new()?.block_on(bench::serve_floor(addr));
+            }
             // One core for the generator: a single-threaded runtime.
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
         }
@@ -370,7 +384,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut edge = dev::edge_defaults();
             cp.apply_env(std::env::vars())?;
             edge.apply_env(std::env::vars())?;
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = server_runtime()?;
             // One process, one exporter: the control plane's settings.
             let otlp = otel::Otlp::new(&cp.otlp_endpoint, cp.otlp_sample_ratio, "herald-dev");
             let logging = runtime.block_on(async { otel::Logging::install(&cli.log_format, otlp.as_ref()) })?;
@@ -387,7 +401,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", config_text::to_toml(&config, true));
                 return Ok(());
             }
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = server_runtime()?;
             let otlp = otel::Otlp::new(&config.otlp_endpoint, config.otlp_sample_ratio, "herald-control-plane");
             let logging = runtime.block_on(async { otel::Logging::install(&cli.log_format, otlp.as_ref()) })?;
             raise_open_files_limit();
@@ -406,7 +420,7 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", config_text::to_toml(&config, true));
                 return Ok(());
             }
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = server_runtime()?;
             let otlp = otel::Otlp::new(&config.otlp_endpoint, config.otlp_sample_ratio, "herald-edge");
             let logging = runtime.block_on(async { otel::Logging::install(&cli.log_format, otlp.as_ref()) })?;
             raise_open_files_limit();

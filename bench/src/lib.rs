@@ -19,6 +19,8 @@
 //!   while a publisher and a subscriber keep working; what was held.
 //! - `stamp`: how a payload carries its send time (binary for `herald.v1`
 //!   subscribers, decimal text for Pusher ones), and reading it back.
+//! - [`floor`]: the bare broadcaster every figure is compared with.
+//! - [`Watch`]: the server's memory and CPU, read from `/proc/<pid>`.
 //! - `wire`: the minimal client side of the protocol (handshake, frames).
 //! - [`Histogram`]: latency samples and percentiles.
 //!
@@ -32,9 +34,11 @@
 //! generator reads thousands of sockets one after another.
 
 mod failover;
+pub mod floor;
 mod soak;
 mod stamp;
 mod storm;
+mod watch;
 mod wire;
 
 use std::net::SocketAddr;
@@ -50,6 +54,7 @@ pub use failover::{FailoverConfig, FailoverProgress, FailoverReport, failover};
 pub use soak::{SlowReport, SoakConfig, SoakReport, soak};
 use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
 pub use storm::{StormReport, connect_storm};
+pub use watch::{ServerUsage, Watch, settle};
 pub use wire::{Conn, WireError};
 
 /// What to run.
@@ -133,6 +138,9 @@ pub enum Progress {
     Connecting { connected: usize, total: usize },
     /// Publishing: messages sent and deliveries received so far.
     Running { sent: u64, delivered: u64, expected: u64, elapsed: Duration },
+    /// Without publishers: every subscriber is subscribed, and the
+    /// messages may be published now.
+    Ready { subscribers: usize },
 }
 
 /// The result.
@@ -290,9 +298,13 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     if config.payload_size < min_payload {
         return Err(BenchError::Config(format!("payload size must be at least {min_payload} bytes")));
     }
-    if config.publishers == 0 || config.window == 0 {
-        return Err(BenchError::Config("need at least one publisher and a window of at least 1".into()));
+    if config.window == 0 {
+        return Err(BenchError::Config("need a window of at least 1".into()));
     }
+    // No publisher: the subscribers wait for `messages` published by
+    // another process (several generators holding one broadcast's
+    // subscribers between them).
+    let receive_only = config.publishers == 0;
     let sample_every = config.sample_every.max(1);
     let counters = Arc::new(Counters {
         sampled: (0..config.subscribers.div_ceil(sample_every)).map(|_| AtomicU64::new(0)).collect(),
@@ -335,6 +347,9 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
         conns.push(join.await.map_err(|e| BenchError::Config(e.to_string()))??);
     }
     progress(Progress::Connecting { connected: conns.len(), total: config.subscribers });
+    if receive_only {
+        progress(Progress::Ready { subscribers: conns.len() });
+    }
 
     let mut readers = Vec::with_capacity(conns.len());
     let mut histograms = Vec::new();
@@ -377,9 +392,16 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     tick.tick().await;
     let mut publishers_done = false;
     let mut done_at: Option<Instant> = None;
+    if receive_only {
+        sent.store(config.messages as u64, Ordering::Relaxed);
+    }
     loop {
         tick.tick().await;
         let delivered = counters.delivered.load(Ordering::Relaxed);
+        if receive_only && delivered == 0 {
+            // Until the first delivery, as long as it takes.
+            continue;
+        }
         let sent_now = sent.load(Ordering::Relaxed);
         let alive = config.subscribers as u64 - counters.closed.load(Ordering::Relaxed);
         let expected = sent_now * alive;
@@ -611,9 +633,10 @@ pub enum IdleSubscriptions {
 }
 
 /// Opens `connections` authenticated connections, subscribed as
-/// `subscriptions` says, lets them idle, and compares the edge's resident
-/// memory (`herald_process_resident_memory_bytes` on its `/metrics`) before
-/// and after.
+/// `subscriptions` says, lets them idle for `hold`, and compares the
+/// server's resident memory before and after: read from `/proc/<pid>` when
+/// `pid` is given, else from `herald_process_resident_memory_bytes` on the
+/// edge's `/metrics`.
 ///
 /// # Errors
 ///
@@ -623,9 +646,16 @@ pub async fn idle_memory(
     token: &str,
     connections: usize,
     subscriptions: IdleSubscriptions,
+    pid: Option<u32>,
+    hold: Duration,
     mut progress: impl FnMut(Progress),
 ) -> Result<MemoryReport, BenchError> {
-    let before = wire::resident_memory(edge).await?;
+    let rss = async || match pid {
+        Some(pid) => herald_bus::telemetry::resident_memory(Some(pid))
+            .ok_or_else(|| BenchError::Config(format!("cannot read the resident memory of process {pid}"))),
+        None => wire::resident_memory(edge).await,
+    };
+    let before = rss().await?;
     let gate = Arc::new(Semaphore::new(256));
     let mut joins = Vec::with_capacity(connections);
     for i in 0..connections {
@@ -651,9 +681,9 @@ pub async fn idle_memory(
             progress(Progress::Connecting { connected: i + 1, total: connections });
         }
     }
-    // Let allocators settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = wire::resident_memory(edge).await?;
+    // Held idle (and allocators settled).
+    tokio::time::sleep(hold).await;
+    let after = rss().await?;
     drop(conns);
     Ok(MemoryReport { connections, before, after })
 }

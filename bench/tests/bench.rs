@@ -42,6 +42,44 @@ async fn counts_every_delivery_and_samples_latency() {
     assert_eq!(paced.delivered, 100 * 50, "{paced}");
     assert!(paced.elapsed >= Duration::from_millis(200), "{paced}");
 
-    let memory = idle_memory(edge.addr, &token, 200, IdleSubscriptions::Own, |_| {}).await.expect("memory");
+    let memory = idle_memory(edge.addr, &token, 200, IdleSubscriptions::Own, None, Duration::from_millis(500), |_| {}).await.expect("memory");
     assert!(memory.after > 0 && memory.before > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_delivers_every_message_and_its_process_is_watched() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(herald_bench::floor::serve("127.0.0.1:0".parse().expect("addr"), |bound| {
+        let _ = tx.send(bound);
+    }));
+    let floor = rx.await.expect("the floor is bound");
+    let watch = herald_bench::Watch::start(std::process::id());
+    let bench = BenchConfig {
+        edges: vec![floor],
+        token: "none".into(),
+        subscribers: 40,
+        messages: 300,
+        sample_every: 4,
+        grace: Duration::from_secs(10),
+        ..BenchConfig::default()
+    };
+    let report = run(bench, |_| {}).await.expect("bench");
+    assert_eq!(report.delivered, 300 * 40, "{report}");
+    assert_eq!(report.latency.len(), 300 * 10);
+    if cfg!(target_os = "linux") {
+        let usage = watch.expect("this process is watched").finish();
+        assert!(usage.rss_peak >= usage.rss_before && usage.cpu_seconds > 0.0, "{usage:?}");
+        let memory = idle_memory(
+            floor,
+            "none",
+            50,
+            IdleSubscriptions::Shared("x".into()),
+            Some(std::process::id()),
+            Duration::ZERO,
+            |_| {},
+        )
+        .await
+        .expect("memory of this process");
+        assert!(memory.before > 0 && memory.after > 0);
+    }
 }

@@ -68,6 +68,10 @@ pub fn flush_written() {
     });
 }
 
+/// The most queue room (frames) an outbox keeps for the next batch while
+/// frames keep coming; a larger queue is let go of once written.
+const MAX_KEPT_ROOM: usize = 512;
+
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -389,45 +393,67 @@ impl Outbox {
         state.close.is_some() || state.closed
     }
 
-    /// Takes everything waiting, if anything is (or a close).
-    fn try_take(&self) -> Option<Batch> {
+    /// Takes everything waiting into `batch` (whose frames were written:
+    /// it must hold none), if anything is waiting (or a close). The queues
+    /// trade places, so the room `batch` had is where the next frames
+    /// queue: under a steady stream no queue is allocated again and again.
+    /// When nothing is waiting, both give their room back: an idle
+    /// connection holds no queue.
+    fn try_take(&self, batch: &mut Batch) -> bool {
+        debug_assert!(batch.is_empty() && batch.rest.is_empty());
         let mut state = self.lock();
         if state.first.is_none() && state.close.is_none() {
             state.busy = false;
-            return None;
+            if state.rest.capacity() > 0 {
+                state.rest = VecDeque::new();
+            }
+            drop(state);
+            if batch.rest.capacity() > 0 {
+                batch.rest = VecDeque::new();
+            }
+            return false;
         }
         state.busy = true;
-        let first = state.first.take();
-        let rest = std::mem::take(&mut state.rest);
+        batch.first = state.first.take();
+        std::mem::swap(&mut state.rest, &mut batch.rest);
+        if state.rest.capacity() > MAX_KEPT_ROOM {
+            state.rest = VecDeque::new();
+        }
         state.bytes = 0;
-        let close = state.close.take();
-        if close.is_some() {
+        batch.close = state.close.take();
+        if batch.close.is_some() {
             state.closed = true;
-            state.closed_with.clone_from(&close);
+            state.closed_with.clone_from(&batch.close);
         }
         let room = std::mem::take(&mut state.pacing);
         drop(state);
         if room {
             self.signal.notify_waiters();
         }
-        Some(Batch { first, rest, close })
+        true
     }
 
     /// Waits until something is queued or a close is requested, then takes
     /// it all. For the connection's one writer.
     pub async fn take(&self) -> Batch {
+        let mut batch = Batch::default();
+        self.take_into(&mut batch).await;
+        batch
+    }
+
+    /// As [`Self::take`], into `batch`, whose frames the writer wrote (it
+    /// must hold none): the writer keeps one batch and the queue's room
+    /// goes back and forth between it and the outbox.
+    pub async fn take_into(&self, batch: &mut Batch) {
         std::future::poll_fn(|cx| {
-            if let Some(batch) = self.try_take() {
-                return Poll::Ready(batch);
+            if self.try_take(batch) {
+                return Poll::Ready(());
             }
             self.writer.register(cx.waker());
             // A push between the first look and the registration woke no one.
-            match self.try_take() {
-                Some(batch) => Poll::Ready(batch),
-                None => Poll::Pending,
-            }
+            if self.try_take(batch) { Poll::Ready(()) } else { Poll::Pending }
         })
-        .await
+        .await;
     }
 
     /// Frames waiting now.

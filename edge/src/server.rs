@@ -150,16 +150,19 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>, protocol: Protocol)
         }
         // Plain TCP is served on the socket itself (no boxed stream, no lock
         // between the halves: every delivery's write goes straight to it);
-        // TLS through the upgraded stream, split.
+        // TLS through the upgraded stream, split. Each in a task of its own,
+        // sized for its protocol and stream alone: this task, which could
+        // hold any of them, ends here (every idle connection would keep the
+        // largest one's room otherwise).
         match io.into_inner().downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let sock = Arc::new(parts.io.into_inner());
                 let (rd, wr) = (SharedRead(sock.clone()), SharedWrite(sock.clone()));
-                serve(rd, wr, parts.read_buf, Some(sock), shared, protocol).await;
+                spawn_serve(rd, wr, parts.read_buf, Some(sock), shared, protocol);
             }
             Err(upgraded) => {
                 let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
-                serve(rd, wr, Bytes::new(), None, shared, protocol).await;
+                spawn_serve(rd, wr, Bytes::new(), None, shared, protocol);
             }
         }
     });
@@ -170,22 +173,16 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>, protocol: Protocol)
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-/// Serves an upgraded connection in its protocol.
-async fn serve<R, W>(
-    rd: R,
-    wr: W,
-    early: Bytes,
-    direct: Option<Arc<TcpStream>>,
-    shared: Arc<Shared>,
-    protocol: Protocol,
-) where
+/// Serves an upgraded connection in its protocol, in a task of its own.
+fn spawn_serve<R, W>(rd: R, wr: W, early: Bytes, direct: Option<Arc<TcpStream>>, shared: Arc<Shared>, protocol: Protocol)
+where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     match protocol {
-        Protocol::Herald(request) => conn::serve(rd, wr, early, direct, shared, request).await,
-        Protocol::Pusher(request) => pusher::serve(rd, wr, early, direct, shared, request).await,
-    }
+        Protocol::Herald(request) => tokio::spawn(conn::serve(rd, wr, early, direct, shared, request)),
+        Protocol::Pusher(request) => tokio::spawn(pusher::serve(rd, wr, early, direct, shared, request)),
+    };
 }
 
 /// Closes a freshly upgraded connection at once: the edge holds as many

@@ -27,11 +27,16 @@ pub(super) async fn read<R: AsyncRead + Unpin>(
     reader: &mut FrameReader,
     rd: &mut R,
 ) -> Result<Incoming, Option<Close>> {
-    reader.next(rd).await.map_err(|e| match e {
+    reader.next(rd).await.map_err(read_close)
+}
+
+/// The close a read error calls for (`None`: the peer is gone).
+pub(super) fn read_close(e: ReadError) -> Option<Close> {
+    match e {
         ReadError::TooBig { .. } => Some(Close::code(CloseCode::MessageTooBig)),
         ReadError::Protocol(what) => Some(Close(CloseCode::ProtocolError, what.to_owned())),
         ReadError::Eof | ReadError::Io(_) => None,
-    })
+    }
 }
 
 pub(super) async fn run<R: AsyncRead + Unpin>(
@@ -54,12 +59,17 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             // takes it from here.
             return None;
         }
-        let incoming = tokio::select! {
-            biased;
-            () = outbox.closed() => return None,
-            () = sleep_until(session.expires_at) => return Some(Close::code(CloseCode::TokenExpired)),
-            () = sleep_until(last_seen + heartbeat_timeout) => return Some(Close::code(CloseCode::HeartbeatTimeout)),
-            incoming = read(reader, rd) => incoming,
+        // Frames already read (a publisher sends many per read) are taken
+        // without arming the deadlines' timers again for each.
+        let incoming = match reader.buffered() {
+            Some(incoming) if Instant::now() < session.expires_at => incoming.map_err(read_close),
+            _ => tokio::select! {
+                biased;
+                () = outbox.closed() => return None,
+                () = sleep_until(session.expires_at) => return Some(Close::code(CloseCode::TokenExpired)),
+                () = sleep_until(last_seen + heartbeat_timeout) => return Some(Close::code(CloseCode::HeartbeatTimeout)),
+                incoming = read(reader, rd) => incoming,
+            },
         };
         last_seen = Instant::now();
         let frame = match incoming {

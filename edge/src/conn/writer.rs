@@ -5,14 +5,14 @@
 //! Herald's protocol a `Disconnect` frame plus a close frame) before the
 //! socket is shut.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use herald_proto::CloseCode;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::outbox::Outbox;
+use crate::outbox::{Batch, Outbox};
 
 /// The writer task: drains the outbox into the socket, pings on the
 /// heartbeat interval, and writes the close.
@@ -21,25 +21,19 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Out
     // add per write costs more than the rest of the bookkeeping. The rest
     // is added when the task ends, also when it is aborted.
     let mut uncounted = FramesOut { counter: metrics::counter!("herald_frames_out_total"), n: 0 };
-    let mut buf = BytesMut::new();
+    // Taken into again and again: its queue's room is reused from one
+    // batch to the next while frames keep coming (see `Outbox::take_into`).
+    let mut batch = Batch::default();
     loop {
-        let batch = outbox.take().await;
+        outbox.take_into(&mut batch).await;
         let n = batch.len();
         let ok = match (&batch.first, batch.rest.is_empty()) {
             (None, _) => true,
             (Some(frame), true) => write_fast(&mut wr, frame, write_timeout).await.is_ok(),
-            _ => {
-                for frame in batch.frames() {
-                    buf.extend_from_slice(frame);
-                }
-                let ok = write_fast(&mut wr, &buf, write_timeout).await.is_ok();
-                buf.clear();
-                if buf.capacity() > 64 * 1024 {
-                    buf = BytesMut::new();
-                }
-                ok
-            }
+            _ => write_batch(&mut wr, &batch, write_timeout).await.is_ok(),
         };
+        batch.first = None;
+        batch.rest.clear();
         // TLS may keep records the socket did not take yet: push them out
         // (a no-op for plain TCP).
         let ok = ok && flush_fast(&mut wr, write_timeout).await.is_ok();
@@ -51,7 +45,7 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Out
         if !ok {
             break;
         }
-        if let Some((code, reason)) = batch.close {
+        if let Some((code, reason)) = batch.close.take() {
             let tail = outbox.close_tail(code, &reason);
             let _ = write_all(&mut wr, &tail, write_timeout).await;
             let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
@@ -60,6 +54,49 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Out
     }
     // Whatever happened, nothing more is accepted for this connection.
     outbox.close(CloseCode::Normal, "closed");
+}
+
+thread_local! {
+    /// Where a writer on this thread lays a batch's frames end to end for
+    /// one write: one buffer per worker thread, warm in its cache, instead
+    /// of one per connection.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer kept between batches.
+const SCRATCH_KEPT: usize = 1 << 20;
+
+/// Writes a batch of several frames with one write call: the frames are
+/// copied end to end into this thread's scratch buffer (a few bytes each;
+/// the kernel then copies one piece, not one per frame), and written
+/// without waiting. Only what the socket does not take at once is copied
+/// out, and written within `limit`: a connection keeps no buffer of its own
+/// between batches.
+async fn write_batch<W: AsyncWrite + Unpin>(wr: &mut W, batch: &Batch, limit: Duration) -> Result<(), ()> {
+    use std::task::Poll;
+    let rest = std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            for frame in batch.frames() {
+                buf.extend_from_slice(frame);
+            }
+            let rest = match std::pin::Pin::new(&mut *wr).poll_write(cx, buf) {
+                Poll::Ready(Ok(0) | Err(_)) => Err(()),
+                Poll::Ready(Ok(n)) if n == buf.len() => Ok(None),
+                Poll::Ready(Ok(n)) => Ok(Some(buf[n..].to_vec())),
+                Poll::Pending => Ok(Some(buf.clone())),
+            };
+            if buf.capacity() > SCRATCH_KEPT {
+                *buf = Vec::new();
+            }
+            Poll::Ready(rest)
+        })
+    })
+    .await?;
+    match rest {
+        None => Ok(()),
+        Some(rest) => write_all(wr, &rest, limit).await,
+    }
 }
 
 /// Frames a writer wrote but did not add to `herald_frames_out_total` yet;

@@ -161,9 +161,7 @@ impl Hub {
             if deferred.is_empty() {
                 return;
             }
-            for outbox in deferred.drain(..) {
-                outbox.write_deferred();
-            }
+            write_deferred(deferred);
             // The calm gap counts from the end of the writes: a fan-out
             // that wrote to many sockets took longer than the gap, and the
             // next message is part of the same burst, to be queued for the
@@ -180,6 +178,38 @@ impl Hub {
             metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
         }
         delivered
+    }
+}
+
+/// Deferred writes a fan-out hands to another worker thread at a time: a
+/// calm message to a large channel is written to its sockets by every core
+/// the edge may use, not by the one that received it alone.
+const WRITES_PER_TASK: usize = 512;
+
+/// Writes what a calm fan-out queued in idle outboxes to their sockets
+/// (see [`Outbox::write_deferred`]). Beyond [`WRITES_PER_TASK`] sockets,
+/// and when the runtime has more than one worker, all but the first share
+/// go to tasks of their own, which idle workers take: each socket's write
+/// still comes before anything queued after it (the outbox writes only its
+/// first frame and leaves the rest to its writer), so per-subscriber order
+/// holds whichever thread writes.
+fn write_deferred(deferred: &mut Vec<Arc<Outbox>>) {
+    let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+    if workers > 1 && deferred.len() > WRITES_PER_TASK {
+        // Shares as even as the workers allow, at least WRITES_PER_TASK each.
+        let shares = deferred.len().div_ceil(WRITES_PER_TASK).min(workers * 4);
+        let size = deferred.len().div_ceil(shares);
+        while deferred.len() > size {
+            let share = deferred.split_off(deferred.len() - size);
+            tokio::spawn(async move {
+                for outbox in share {
+                    outbox.write_deferred();
+                }
+            });
+        }
+    }
+    for outbox in deferred.drain(..) {
+        outbox.write_deferred();
     }
 }
 

@@ -87,18 +87,22 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     }
     loop {
         let deadline = pinged.map_or(last_seen + activity, |at| at + pong);
-        let incoming = tokio::select! {
-            biased;
-            () = outbox.closed() => return None,
-            () = sleep_until(deadline) => {
-                if pinged.is_some() {
-                    return Some((CloseCode::HeartbeatTimeout, "pong reply not received in time".to_owned()));
+        // Messages already read are taken without arming the timer again.
+        let incoming = match reader.buffered() {
+            Some(incoming) => incoming,
+            None => tokio::select! {
+                biased;
+                () = outbox.closed() => return None,
+                () = sleep_until(deadline) => {
+                    if pinged.is_some() {
+                        return Some((CloseCode::HeartbeatTimeout, "pong reply not received in time".to_owned()));
+                    }
+                    pinged = Some(Instant::now());
+                    session.send(frames::ping());
+                    continue;
                 }
-                pinged = Some(Instant::now());
-                session.send(frames::ping());
-                continue;
-            }
-            incoming = reader.next(rd) => incoming,
+                incoming = reader.next(rd) => incoming,
+            },
         };
         last_seen = Instant::now();
         pinged = None;

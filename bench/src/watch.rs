@@ -1,0 +1,127 @@
+//! Watching the server under test from outside: its resident memory
+//! (before, at peak while a run lasts, and how long it takes to come back
+//! after) and the CPU time it used, read from `/proc/<pid>` on Linux. This
+//! is how the edge and the floor are measured alike, whatever they report
+//! of themselves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_bus::telemetry::{cpu_seconds, resident_memory};
+
+/// How often the resident memory is sampled during a run.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// A server process being watched during a run.
+pub struct Watch {
+    pid: u32,
+    rss_before: u64,
+    cpu_before: f64,
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What [`Watch::finish`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerUsage {
+    /// Resident memory when the watch started, in bytes.
+    pub rss_before: u64,
+    /// The highest resident memory sampled (every 50 ms) while watched.
+    pub rss_peak: u64,
+    /// CPU time (user and system) the process used while watched.
+    pub cpu_seconds: f64,
+}
+
+impl Watch {
+    /// Starts watching process `pid`; `None` when its `/proc` entry cannot
+    /// be read (another platform, or no such process).
+    #[must_use]
+    pub fn start(pid: u32) -> Option<Self> {
+        let rss_before = resident_memory(Some(pid))?;
+        let cpu_before = cpu_seconds(Some(pid))?;
+        let peak = Arc::new(AtomicU64::new(rss_before));
+        let stop = Arc::new(AtomicBool::new(false));
+        // A thread of its own: the generator's runtime is single-threaded
+        // and busy; 20 reads a second cost it nothing measurable.
+        let sampler = std::thread::Builder::new()
+            .name("rss-sampler".into())
+            .spawn({
+                let (peak, stop) = (peak.clone(), stop.clone());
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(rss) = resident_memory(Some(pid)) {
+                            peak.fetch_max(rss, Ordering::Relaxed);
+                        }
+                        std::thread::sleep(SAMPLE_EVERY);
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { pid, rss_before, cpu_before, peak, stop, sampler: Some(sampler) })
+    }
+
+    /// Stops watching and says what was used.
+    #[must_use]
+    pub fn finish(mut self) -> ServerUsage {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(sampler) = self.sampler.take() {
+            let _ = sampler.join();
+        }
+        let cpu = cpu_seconds(Some(self.pid)).unwrap_or(self.cpu_before);
+        if let Some(rss) = resident_memory(Some(self.pid)) {
+            self.peak.fetch_max(rss, Ordering::Relaxed);
+        }
+        ServerUsage {
+            rss_before: self.rss_before,
+            rss_peak: self.peak.load(Ordering::Relaxed),
+            cpu_seconds: cpu - self.cpu_before,
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Waits up to `limit` for process `pid`'s resident memory to come back to
+/// within 10% (and 1 MiB) of `idle`: the time it took and the figure then,
+/// or `None` for the time when it did not.
+pub async fn settle(pid: u32, idle: u64, limit: Duration) -> (Option<Duration>, u64) {
+    let started = Instant::now();
+    let target = idle + (idle / 10).max(1 << 20);
+    loop {
+        let rss = resident_memory(Some(pid)).unwrap_or(0);
+        if rss <= target {
+            return (Some(started.elapsed()), rss);
+        }
+        if started.elapsed() >= limit {
+            return (None, rss);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn watching_this_process_sees_its_memory_and_cpu() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let watch = Watch::start(std::process::id()).expect("this process has a /proc entry");
+        // Some CPU and 64 MiB touched.
+        let block: Vec<u8> = (0..64usize << 20).map(|i| i as u8).collect();
+        let usage = watch.finish();
+        assert!(usage.rss_peak >= usage.rss_before + (32 << 20), "{usage:?}");
+        assert!(usage.cpu_seconds >= 0.0);
+        drop(block);
+        let (_, rss) = settle(std::process::id(), u64::MAX / 2, Duration::from_secs(1)).await;
+        assert!(rss > 0);
+    }
+}
