@@ -10,6 +10,25 @@ use std::time::Duration;
 use herald_proto::{ChannelNameError, CloseCode, ErrorCode};
 
 /// Why a realtime operation failed.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_sdk::Error;
+///
+/// /// Whether trying the same call again later makes sense.
+/// fn worth_retrying(error: &Error) -> bool {
+///     match error {
+///         Error::Rejected { retryable, .. } => *retryable,
+///         Error::TimedOut(_) | Error::ConnectionLost | Error::NotConnected | Error::QueueFull { .. } => true,
+///         _ => false,
+///     }
+/// }
+///
+/// assert!(worth_retrying(&Error::TimedOut(Duration::from_secs(10))));
+/// let terminal = Error::Terminal { code: 4500, reason: "invalid token".into() };
+/// assert!(!worth_retrying(&terminal));
+/// assert_eq!(terminal.to_string(), "closed by the edge with 4500 (invalid_token): invalid token");
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
