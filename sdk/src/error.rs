@@ -13,21 +13,15 @@ use herald_proto::{ChannelNameError, CloseCode, ErrorCode};
 ///
 /// ```
 /// use std::time::Duration;
-/// use herald_sdk::Error;
+/// use herald_sdk::{CloseCode, Error, ErrorCode};
 ///
-/// /// Whether trying the same call again later makes sense.
-/// fn worth_retrying(error: &Error) -> bool {
-///     match error {
-///         Error::Rejected { retryable, .. } => *retryable,
-///         Error::TimedOut(_) | Error::ConnectionLost | Error::NotConnected | Error::QueueFull { .. } => true,
-///         _ => false,
-///     }
-/// }
-///
-/// assert!(worth_retrying(&Error::TimedOut(Duration::from_secs(10))));
+/// assert!(Error::TimedOut(Duration::from_secs(10)).is_retryable());
 /// let terminal = Error::Terminal { code: 4500, reason: "invalid token".into() };
-/// assert!(!worth_retrying(&terminal));
+/// assert!(!terminal.is_retryable());
+/// assert_eq!(terminal.close_code(), Some(CloseCode::InvalidToken));
 /// assert_eq!(terminal.to_string(), "closed by the edge with 4500 (invalid_token): invalid token");
+/// let refused = Error::Rejected { code: ErrorCode::Forbidden, message: "not allowed".into(), retryable: false };
+/// assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden));
 /// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
