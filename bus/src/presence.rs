@@ -227,6 +227,8 @@ pub struct MembersPage {
 /// assert!(matches!(&table.apply(&app, &channel, &join, now)[..], [MemberChange::Joined(_)]));
 /// assert!(table.is_member(&app, &channel, "ada"));
 /// assert_eq!(table.member_count(&app, &channel), 1);
+/// let page = table.members_page(&app, &channel, "", 100, 1 << 20);
+/// assert_eq!((page.members[0].client_id.as_str(), page.total), ("ada", 1));
 ///
 /// let leave = report(bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some(entry) }));
 /// assert!(matches!(&table.apply(&app, &channel, &leave, now)[..], [MemberChange::Left(_)]));

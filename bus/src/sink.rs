@@ -118,6 +118,9 @@ pub trait Sink: Send + Sync + 'static {
 /// assert_eq!(config.namespaces[0].name, "chat");
 /// assert!(config.pusher.is_none(), "the default: Pusher mode off");
 /// assert!(config.wants_webhook(EventKind::ClientEvent));
+/// // What `Config` left to the defaults:
+/// assert_eq!(Config.pusher_app(AppId::new("app1")?).await, Ok(None));
+/// assert_eq!(Config.history_bounds(), herald_bus::StreamBounds::DEFAULT);
 /// # Ok(())
 /// # }
 /// ```
