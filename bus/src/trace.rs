@@ -32,8 +32,10 @@ pub fn enable() {
 /// Whether this process exports traces.
 ///
 /// ```
-/// // Off until the process says it exports traces.
-/// assert!(!herald_bus::trace::enabled());
+/// use herald_bus::trace;
+/// // Work for traces only when they are exported (off until `enable`).
+/// let traceparent = if trace::enabled() { trace::traceparent() } else { String::new() };
+/// assert!(traceparent.is_empty() || traceparent.starts_with("00-"));
 /// ```
 #[must_use]
 pub fn enabled() -> bool {
