@@ -10,6 +10,28 @@ use crate::history::StreamBounds;
 use crate::{BusError, NamespaceSource};
 
 /// An app's configuration as the control plane answers an edge's lookup.
+///
+/// ```
+/// use herald_bus::AppConfig;
+/// use herald_proto::bus;
+/// use herald_proto::webhook::EventKind;
+///
+/// let reply = bus::NamespaceList {
+///     app_exists: true,
+///     namespaces: vec![bus::Namespace { name: "chat".into(), options: None }],
+///     webhook_events: vec!["cache_miss".into(), "a_kind_from_a_newer_release".into()],
+///     ..Default::default()
+/// };
+/// let config = AppConfig::from_list(reply)?.expect("the app exists");
+/// assert_eq!(config.namespaces.len(), 1);
+/// assert_eq!(config.webhook_events, [EventKind::CacheMiss], "unknown kinds are left out");
+/// assert!(config.wants_webhook(EventKind::CacheMiss) && !config.wants_webhook(EventKind::ClientEvent));
+///
+/// assert!(AppConfig::from_list(bus::NamespaceList::default())?.is_none(), "no such app");
+/// let failed = bus::NamespaceList { error: "database down".into(), ..Default::default() };
+/// assert!(AppConfig::from_list(failed).is_err());
+/// # Ok::<(), herald_bus::BusError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     /// Its configured namespaces.
@@ -49,6 +71,38 @@ impl AppConfig {
 }
 
 /// The control plane's answer to an edge's lookup of `app`, from `source`.
+///
+/// ```
+/// use futures_util::future::BoxFuture;
+/// use herald_bus::NamespaceSource;
+/// use herald_proto::webhook::EventKind;
+/// use herald_proto::{AppId, bus};
+///
+/// /// Every app has one namespace, `chat`, keeping 100 messages for an hour;
+/// /// its webhooks want client events.
+/// struct Config;
+///
+/// impl NamespaceSource for Config {
+///     fn namespaces(&self, _app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {
+///         let options = bus::NamespaceOptions { history_size: 100, history_ttl_ms: 3_600_000, ..Default::default() };
+///         let chat = bus::Namespace { name: "chat".into(), options: Some(options) };
+///         Box::pin(async move { Ok(Some(vec![chat])) })
+///     }
+///
+///     fn webhook_events(&self, _app: AppId) -> BoxFuture<'static, Result<Vec<EventKind>, String>> {
+///         Box::pin(async { Ok(vec![EventKind::ClientEvent]) })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let reply = herald_bus::app_config::answer(&Config, AppId::new("app1")?).await;
+/// assert!(reply.app_exists && reply.error.is_empty());
+/// assert_eq!(reply.webhook_events, ["client_event"]);
+/// assert_eq!(reply.namespaces[0].name, "chat");
+/// # Ok(())
+/// # }
+/// ```
 pub async fn answer(source: &dyn NamespaceSource, app: AppId) -> bus::NamespaceList {
     let bounds = source.history_bounds();
     match source.namespaces(app.clone()).await {

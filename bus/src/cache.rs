@@ -31,6 +31,15 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 pub const LOCAL_CACHE_MAX_ENTRIES: usize = 100_000;
 
 /// Whether `channel` keeps its last message.
+///
+/// ```
+/// use herald_bus::cache::is_cache_channel;
+/// use herald_proto::ChannelName;
+/// assert!(is_cache_channel(&ChannelName::new("cache-prices")?));
+/// assert!(is_cache_channel(&ChannelName::new("private-cache-inbox")?));
+/// assert!(!is_cache_channel(&ChannelName::new("prices")?));
+/// # Ok::<(), herald_proto::ChannelNameError>(())
+/// ```
 #[must_use]
 pub fn is_cache_channel(channel: &ChannelName) -> bool {
     is_cache_name(channel.as_str())

@@ -17,6 +17,19 @@ impl Bus {
     /// forget (no receipt: it is lost when nobody listens). Nodes send
     /// through [`DebugTap`](crate::debug_tap::DebugTap), which bounds them.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// let bus = Bus::local(&LocalBus::default());
+    /// let app = AppId::new("app1")?;
+    /// let event = bus::DebugEvent { app_id: "app1".into(), node_id: "edge-1".into(), ..Default::default() };
+    /// bus.publish_debug_event(&app, &event).await?; // nobody watches: lost, and that is fine
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// A transient [`BusError`] when NATS is not connected or the client
@@ -42,6 +55,25 @@ impl Bus {
     /// subscription; past that, new ones are dropped and counted
     /// (`herald_debug_events_dropped_total`). Resolves once the bus holds
     /// the interest.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// let local = LocalBus::default();
+    /// let app = AppId::new("app1")?;
+    /// let mut watcher = Bus::local(&local).subscribe_debug_events(&app, 1).await?;
+    /// let node = Bus::local(&local);
+    /// for id in ["c1", "c2"] {
+    ///     let event = bus::DebugEvent { app_id: "app1".into(), connection_id: id.into(), ..Default::default() };
+    ///     node.publish_debug_event(&app, &event).await?;
+    /// }
+    /// // Room for one: the second was dropped.
+    /// assert_eq!(watcher.recv().await.map(|e| e.connection_id), Some("c1".to_owned()));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -91,6 +123,23 @@ impl Bus {
 }
 
 /// A live subscription to one app's debug events; dropping it ends it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use herald_bus::{Bus, DebugEventSubscription, LocalBus};
+/// use herald_proto::{AppId, bus};
+/// let local = LocalBus::default();
+/// let app = AppId::new("app1")?;
+/// let mut watcher: DebugEventSubscription = Bus::local(&local).subscribe_debug_events(&app, 100).await?;
+/// let event = bus::DebugEvent { app_id: "app1".into(), node_id: "edge-1".into(), ..Default::default() };
+/// Bus::local(&local).publish_debug_event(&app, &event).await?;
+/// let got = tokio::time::timeout(Duration::from_secs(5), watcher.recv()).await?;
+/// assert_eq!(got, Some(event));
+/// # Ok(())
+/// # }
+/// ```
 pub struct DebugEventSubscription {
     rx: tokio::sync::mpsc::Receiver<bus::DebugEvent>,
     _task: Option<SubscriptionInner>,
@@ -98,6 +147,23 @@ pub struct DebugEventSubscription {
 
 impl DebugEventSubscription {
     /// The next debug event; `None` once the subscription ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// let local = LocalBus::default();
+    /// let app = AppId::new("app1")?;
+    /// let mut watcher = Bus::local(&local).subscribe_debug_events(&app, 10).await?;
+    /// let event = bus::DebugEvent { app_id: "app1".into(), ..Default::default() };
+    /// Bus::local(&local).publish_debug_event(&app, &event).await?;
+    /// while let Ok(Some(event)) = tokio::time::timeout(std::time::Duration::from_millis(100), watcher.recv()).await {
+    ///     assert_eq!(event.app_id, "app1");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn recv(&mut self) -> Option<bus::DebugEvent> {
         self.rx.recv().await
     }

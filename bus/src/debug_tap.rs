@@ -36,6 +36,15 @@ pub const MAX_PREVIEW_BYTES: u64 = 64 * 1024;
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// How a node's debug tap is bounded.
+///
+/// ```
+/// use herald_bus::debug_tap::{DebugTap, TapSettings};
+/// use herald_bus::{Bus, LocalBus};
+/// // 10 events a second per app, 20 at once, 64-byte previews.
+/// let settings = TapSettings { rate: 10, burst: 20, preview_bytes: 64, ..TapSettings::default() };
+/// let tap = DebugTap::new(Bus::local(&LocalBus::default()), "edge-1", settings);
+/// assert_eq!(tap.settings().max_apps, TapSettings::default().max_apps);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TapSettings {
     /// Debug events per second one node sends for one app.
@@ -64,6 +73,42 @@ struct Tap {
 }
 
 /// A node's debug tap. Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_bus::debug_tap::{DebugTap, TapSettings};
+/// use herald_bus::{Bus, LocalBus};
+/// use herald_proto::{AppId, bus};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let local = LocalBus::default();
+/// let app = AppId::new("app1")?;
+/// // A watcher's control plane listens to the app's debug events…
+/// let mut watcher = Bus::local(&local).subscribe_debug_events(&app, 100).await?;
+/// let settings = TapSettings { preview_bytes: 4, ..TapSettings::default() };
+/// let tap = DebugTap::new(Bus::local(&local), "edge-1", settings);
+/// assert!(!tap.any_on() && !tap.emit("app1", "conn-1", |_| unreachable!("not tapped: nothing is built")));
+///
+/// // …and announces its lease to every node.
+/// let on = bus::DebugTapOn { app_id: "app1".into(), lease_ms: 30_000, ..Default::default() };
+/// tap.on_control(&bus::ControlEvent { kind: Some(bus::control_event::Kind::DebugTapOn(on)), ..Default::default() });
+/// assert!(tap.any_on() && tap.is_on("app1") && !tap.is_on("app2"));
+///
+/// let sent = tap.emit("app1", "conn-1", |tap| tap.publish_event("client", "chat", "", b"hello"));
+/// assert!(sent);
+/// let event = tokio::time::timeout(Duration::from_secs(5), watcher.recv()).await?.expect("an event");
+/// assert_eq!((event.node_id.as_str(), event.connection_id.as_str()), ("edge-1", "conn-1"));
+/// let Some(bus::debug_event::Kind::Publish(publish)) = event.kind else { panic!("a publish event") };
+/// assert_eq!((&publish.preview[..], publish.truncated, publish.size), (&b"hell"[..], true, 5));
+///
+/// // A tap can be turned on directly, too (a renewal keeps the later end).
+/// tap.turn_on(&AppId::new("app2")?, Duration::from_secs(10));
+/// assert!(tap.is_on("app2"));
+/// assert_eq!(tap.preview(b"hi"), (bytes::Bytes::from_static(b"hi"), false));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct DebugTap {
     inner: Arc<Inner>,

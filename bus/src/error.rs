@@ -5,6 +5,25 @@
 //! answering) from one that will not heal by itself.
 
 /// Why a bus operation failed.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_bus::{Bus, BusError, LocalBus};
+/// use herald_proto::{AppId, ChannelName};
+///
+/// let bus = Bus::local(&LocalBus::default());
+/// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+/// // No sink attached: a mistake of the caller, retrying will not help.
+/// let err = bus.subscribe(&app, &channel, 1).await.err().expect("no sink");
+/// assert_eq!(err, BusError::NoSink);
+/// assert!(!err.is_transient());
+/// // NATS away or slow: worth retrying.
+/// assert!(BusError::Timeout { what: "publish" }.is_transient());
+/// assert!(BusError::NoControlPlane.is_transient());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
     /// The NATS connection is down; the client reconnects on its own.

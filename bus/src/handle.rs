@@ -81,6 +81,37 @@ impl std::fmt::Debug for Bus {
 }
 
 /// A live subscription to one channel; dropping it ends the subscription.
+///
+/// ```
+/// # use std::sync::{Arc, Mutex};
+/// # use bytes::Bytes;
+/// # use herald_bus::{Bus, LocalBus, Position, Sink};
+/// # use herald_proto::{AppId, ChannelName, bus};
+/// # #[derive(Default)]
+/// # struct Count(Mutex<usize>);
+/// # impl Sink for Count {
+/// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, _: Bytes, _: Option<&Position>) {
+/// #         *self.0.lock().unwrap() += 1;
+/// #     }
+/// #     fn control(&self, _: bus::ControlEvent) {}
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let local = LocalBus::default();
+/// let (edge, publisher) = (Bus::local(&local), Bus::local(&local));
+/// let count = Arc::new(Count::default()); // a Sink counting deliveries
+/// edge.attach(count.clone()).await?;
+/// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat")?);
+/// let message = bus::ChannelMessage::default();
+///
+/// let subscription = edge.subscribe(&app, &channel, 1).await?;
+/// publisher.publish(&app, &channel, &message).await?; // delivered
+/// drop(subscription);
+/// publisher.publish(&app, &channel, &message).await?; // nobody listens
+/// assert_eq!(*count.0.lock().unwrap(), 1);
+/// # Ok(())
+/// # }
+/// ```
 pub struct ChannelSubscription {
     pub(crate) _inner: SubscriptionInner,
 }
@@ -108,12 +139,38 @@ impl Bus {
     /// # Errors
     ///
     /// A transient [`BusError`] when NATS cannot be reached at start.
+    ///
+    /// ```no_run
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::NatsOptions;
+    /// use herald_proto::SubjectSpace;
+    /// let bus = Bus::connect_nats("nats://127.0.0.1:4222", SubjectSpace::new("herald")?, NatsOptions::default()).await?;
+    /// assert!(bus.is_connected());
+    /// assert_eq!(bus.subjects().map(|s| s.prefix()), Some("herald"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect_nats(url: &str, subjects: SubjectSpace, options: NatsOptions) -> Result<Self, BusError> {
         let nats = NatsBus::connect(url, subjects, options).await?;
         Ok(Self { inner: Arc::new(Inner::Nats(Arc::new(nats))), recreating: Arc::default() })
     }
 
     /// A handle on the in-process `bus`.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let local = LocalBus::default();
+    /// let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+    /// assert!(edge.is_connected() && control_plane.is_connected());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn local(bus: &LocalBus) -> Self {
         let id = bus.inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +180,35 @@ impl Bus {
 
     /// Attaches the receiver of deliveries and control events. Only the
     /// first call counts; a handle has one sink.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// let (edge, publisher) = (Bus::local(&local), Bus::local(&local));
+    /// let recorder = Arc::new(Recorder::default()); // a Sink keeping what it gets
+    /// edge.attach(recorder.clone()).await?;
+    /// publisher.request_presence_sync().await?; // a control event, to every attached handle
+    /// assert_eq!(recorder.control.lock().unwrap().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -141,6 +227,18 @@ impl Bus {
 
     /// Resolves when the bus connected again after being cut off
     /// (control events sent meanwhile were missed); never, in process.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let bus = Bus::local(&LocalBus::default());
+    /// let waited = tokio::time::timeout(std::time::Duration::from_millis(10), bus.reconnected()).await;
+    /// assert!(waited.is_err(), "an in-process bus is never cut off");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn reconnected(&self) {
         match &*self.inner {
             Inner::Nats(n) => n.reconnected.notified().await,
@@ -149,6 +247,16 @@ impl Bus {
     }
 
     /// Whether the bus is connected now.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// assert!(Bus::local(&LocalBus::default()).is_connected());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_connected(&self) -> bool {
         match &*self.inner {
@@ -161,6 +269,20 @@ impl Bus {
     }
 
     /// Publishes a channel message; resolves once the bus accepted it.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use herald_proto::ChannelName;
+    /// let bus = Bus::local(&LocalBus::default());
+    /// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+    /// let message = bus::ChannelMessage { data: "hello".into(), id: "m1".into(), ..Default::default() };
+    /// bus.publish(&app, &channel, &message).await?; // nobody subscribed: delivered to no one
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -177,6 +299,40 @@ impl Bus {
 
     /// Like [`Self::publish`], with the [`bus::ChannelMessage`] already
     /// encoded.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use prost::Message as _;
+    /// # let local = LocalBus::default();
+    /// # let (edge, publisher) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// # edge.attach(recorder.clone()).await?;
+    /// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat")?);
+    /// let _subscription = edge.subscribe(&app, &channel, 1).await?;
+    /// // Encoded once, e.g. to publish the same bytes to several channels.
+    /// let payload = Bytes::from(bus::ChannelMessage { data: "hi".into(), ..Default::default() }.encode_to_vec());
+    /// publisher.publish_encoded(&app, &channel, payload.clone()).await?;
+    /// assert_eq!(recorder.messages.lock().unwrap()[0].0, payload);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -208,6 +364,24 @@ impl Bus {
     /// module), as an encoded [`bus::ChannelMessage`]; `None` when none is
     /// kept (never published, expired, or not a cache channel).
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use herald_proto::ChannelName;
+    /// let bus = Bus::local(&LocalBus::default());
+    /// let app = AppId::new("app1")?;
+    /// let (cached, plain) = (ChannelName::new("cache-prices")?, ChannelName::new("prices")?);
+    /// let message = bus::ChannelMessage { data: "42".into(), ..Default::default() };
+    /// bus.publish(&app, &cached, &message).await?;
+    /// bus.publish(&app, &plain, &message).await?;
+    /// assert!(bus.cached_message(&app, &cached).await?.is_some());
+    /// assert_eq!(bus.cached_message(&app, &plain).await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// A transient [`BusError`] when NATS cannot be asked.
@@ -222,6 +396,39 @@ impl Bus {
     }
 
     /// Publishes a control event to every edge.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// # edge.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let event = bus::ControlEvent {
+    ///     timestamp_ms: herald_bus::now_ms(),
+    ///     kind: Some(bus::control_event::Kind::NamespacesChanged(bus::NamespacesChanged { app_id: "app1".into() })),
+    /// };
+    /// control_plane.publish_control(&event).await?;
+    /// assert_eq!(*recorder.control.lock().unwrap(), [event]);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -240,6 +447,37 @@ impl Bus {
     /// `id`. Resolves once the bus holds the interest (for NATS: the
     /// server confirmed it), so a message published after this returns is
     /// delivered.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (edge, publisher) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// edge.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat")?);
+    /// let _subscription = edge.subscribe(&app, &channel, 7).await?;
+    /// publisher.publish(&app, &channel, &bus::ChannelMessage::default()).await?;
+    /// assert_eq!(recorder.messages.lock().unwrap().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -266,6 +504,26 @@ impl Bus {
     /// Creates the stream that keeps the history of one namespace's
     /// channels, or changes its bounds.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::time::Duration;
+    /// # use herald_bus::HistorySpec;
+    /// # use herald_proto::{ChannelName, NamespaceName};
+    /// # let local = LocalBus::default();
+    /// # let bus = Bus::local(&local);
+    /// # let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+    /// # let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// bus.ensure_history(&app, &ns, &spec).await?;
+    /// bus.ensure_history(&app, &ns, &HistorySpec { size: 10, ..spec }).await?; // new bounds
+    /// let stored = bus.publish_history(&app, &channel, &bus::ChannelMessage::default()).await?;
+    /// assert_eq!(stored.seq, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// A transient [`BusError`] when JetStream did not answer;
@@ -279,6 +537,27 @@ impl Bus {
 
     /// Deletes a namespace's stream and the history it held. Deleting a
     /// stream that does not exist succeeds.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::time::Duration;
+    /// # use herald_bus::HistorySpec;
+    /// # use herald_proto::{ChannelName, NamespaceName};
+    /// # let local = LocalBus::default();
+    /// # let bus = Bus::local(&local);
+    /// # let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+    /// # let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// # bus.ensure_history(&app, &ns, &spec).await?;
+    /// bus.publish_history(&app, &channel, &bus::ChannelMessage::default()).await?;
+    /// bus.drop_history(&app, &ns).await?;
+    /// assert!(bus.read_history(&app, &channel, 0, 10).await.is_err(), "the history is gone");
+    /// bus.drop_history(&app, &ns).await?; // again: nothing to do
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -299,6 +578,31 @@ impl Bus {
     /// namespace's options: if they still keep history, the stream was lost
     /// (deleted behind Herald's back, or NATS lost its data); it is created
     /// again from them and the message sent once more.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::time::Duration;
+    /// # use herald_bus::HistorySpec;
+    /// # use herald_proto::{ChannelName, NamespaceName};
+    /// # let local = LocalBus::default();
+    /// # let bus = Bus::local(&local);
+    /// # let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+    /// # let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// bus.ensure_history(&app, &ns, &spec).await?;
+    /// let message = bus::ChannelMessage { data: "hello".into(), id: "m1".into(), ..Default::default() };
+    /// let first = bus.publish_history(&app, &channel, &message).await?;
+    /// let second = bus.publish_history(&app, &channel, &message).await?;
+    /// assert_eq!((first.seq, second.seq), (1, 2));
+    /// assert_eq!(first.epoch, second.epoch);
+    /// // A channel without a namespace keeps no history.
+    /// let plain = ChannelName::new("lobby")?;
+    /// assert!(matches!(bus.publish_history(&app, &plain, &message).await, Err(herald_bus::BusError::NoHistory(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -371,6 +675,29 @@ impl Bus {
     /// Reads up to `limit` messages of a channel with history after
     /// `after_seq` (0: from the start).
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use std::time::Duration;
+    /// # use herald_bus::HistorySpec;
+    /// # use herald_proto::{ChannelName, NamespaceName};
+    /// # let local = LocalBus::default();
+    /// # let bus = Bus::local(&local);
+    /// # let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+    /// # let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+    /// # bus.ensure_history(&app, &ns, &spec).await?;
+    /// for text in ["one", "two", "three"] {
+    ///     bus.publish_history(&app, &channel, &bus::ChannelMessage { data: text.into(), ..Default::default() }).await?;
+    /// }
+    /// let page = bus.read_history(&app, &channel, 1, 10).await?; // after the first
+    /// let seqs: Vec<u64> = page.messages.iter().map(|m| m.seq).collect();
+    /// assert_eq!((seqs, page.last_seq, page.complete), (vec![2, 3], 3, true));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Self::publish_history`].
@@ -395,6 +722,30 @@ impl Bus {
     /// Answers edges' namespace requests from `source` (the control plane
     /// calls this once at start).
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::future::BoxFuture;
+    /// use herald_bus::NamespaceSource;
+    ///
+    /// /// No app has namespaces of its own.
+    /// struct Defaults;
+    /// impl NamespaceSource for Defaults {
+    ///     fn namespaces(&self, _: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {
+    ///         Box::pin(async { Ok(Some(Vec::new())) })
+    ///     }
+    /// }
+    ///
+    /// let local = LocalBus::default();
+    /// Bus::local(&local).serve_namespaces(std::sync::Arc::new(Defaults)).await?;
+    /// let namespaces = Bus::local(&local).fetch_namespaces(&AppId::new("app1")?).await?;
+    /// assert_eq!(namespaces, Some(Vec::new()));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// A transient [`BusError`] when the request subject cannot be
@@ -412,6 +763,31 @@ impl Bus {
     /// Asks the control plane for an app's namespaces. `None` when the app
     /// does not exist.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::future::BoxFuture;
+    /// use herald_bus::NamespaceSource;
+    ///
+    /// /// Only `app1` exists.
+    /// struct OneApp;
+    /// impl NamespaceSource for OneApp {
+    ///     fn namespaces(&self, app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {
+    ///         Box::pin(async move { Ok((app.as_str() == "app1").then(Vec::new)) })
+    ///     }
+    /// }
+    ///
+    /// let local = LocalBus::default();
+    /// Bus::local(&local).serve_namespaces(std::sync::Arc::new(OneApp)).await?;
+    /// let edge = Bus::local(&local);
+    /// assert!(edge.fetch_namespaces(&AppId::new("app1")?).await?.is_some());
+    /// assert_eq!(edge.fetch_namespaces(&AppId::new("app2")?).await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`BusError::NoControlPlane`] when no control plane answered in
@@ -423,6 +799,20 @@ impl Bus {
     /// Asks the control plane for an app's configuration: its namespaces,
     /// its Pusher settings and the bounds of history streams. `None` when
     /// the app does not exist.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::StreamBounds;
+    /// // An in-process bus that serves no namespaces: every app takes the defaults.
+    /// let config = Bus::local(&LocalBus::default()).app_config(&AppId::new("app1")?).await?.expect("an app");
+    /// assert!(config.namespaces.is_empty() && config.pusher.is_none());
+    /// assert_eq!(config.bounds, StreamBounds::DEFAULT);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -456,6 +846,36 @@ impl Bus {
     /// (the edge retries). Events that fail [`webhook_events::check`](crate::webhook_events::check) are
     /// answered with why and never reach the sink.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::future::BoxFuture;
+    /// use herald_bus::{BusError, WebhookEventSink};
+    ///
+    /// /// Stores nothing, successfully.
+    /// struct Discard;
+    /// impl WebhookEventSink for Discard {
+    ///     fn store(&self, _: AppId, _: bus::WebhookEvent) -> BoxFuture<'static, Result<(), String>> {
+    ///         Box::pin(async { Ok(()) })
+    ///     }
+    /// }
+    ///
+    /// let local = LocalBus::default();
+    /// let edge = Bus::local(&local);
+    /// let event = bus::WebhookEvent {
+    ///     id: "ev_1".into(), app_id: "app1".into(), channel: "cache-prices".into(), kind: "cache_miss".into(),
+    ///     ..Default::default()
+    /// };
+    /// let app = AppId::new("app1")?;
+    /// assert_eq!(edge.report_webhook_event(&app, &event).await, Err(BusError::NoControlPlane));
+    /// Bus::local(&local).serve_webhook_events(std::sync::Arc::new(Discard)).await?;
+    /// edge.report_webhook_event(&app, &event).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// A transient [`BusError`] when the request subject cannot be
@@ -473,6 +893,24 @@ impl Bus {
     /// Reports a webhook event seen on this edge to the control plane, and
     /// resolves once it is stored there. Sending the same event (same id)
     /// again is safe: it is stored once.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::BusError;
+    /// let edge = Bus::local(&LocalBus::default());
+    /// let app = AppId::new("app1")?;
+    /// // Checked before anything is sent: `channel_occupied` is the control plane's to see.
+    /// let event = bus::WebhookEvent {
+    ///     id: "ev_1".into(), app_id: "app1".into(), channel: "chat".into(), kind: "channel_occupied".into(),
+    ///     ..Default::default()
+    /// };
+    /// assert!(matches!(edge.report_webhook_event(&app, &event).await, Err(BusError::Failed(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -503,6 +941,31 @@ impl Bus {
     /// [`usage::BUSY`](crate::usage::BUSY). Reports that fail
     /// [`usage::check`](crate::usage::check) are answered with why.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures_util::future::BoxFuture;
+    /// use herald_bus::UsageSink;
+    ///
+    /// /// Refuses every report for now: the node sends it again later.
+    /// struct Down;
+    /// impl UsageSink for Down {
+    ///     fn store(&self, _: bus::UsageReport) -> BoxFuture<'static, Result<(), String>> {
+    ///         Box::pin(async { Err("database down".to_owned()) })
+    ///     }
+    /// }
+    ///
+    /// let local = LocalBus::default();
+    /// Bus::local(&local).serve_usage(std::sync::Arc::new(Down)).await?;
+    /// let report = bus::UsageReport { node_id: "edge-1".into(), ..Default::default() };
+    /// let refused = Bus::local(&local).report_usage(&report).await.unwrap_err();
+    /// assert!(refused.is_transient() && refused.to_string().contains("database down"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// A transient [`BusError`] when the request subject cannot be
@@ -520,6 +983,21 @@ impl Bus {
     /// Sends a usage report to the control plane, and resolves once it is
     /// stored there. Sending the same batches again is safe: each is
     /// counted once.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use herald_bus::BusError;
+    /// let node = Bus::local(&LocalBus::default());
+    /// let report = bus::UsageReport { node_id: "edge-1".into(), ..Default::default() };
+    /// assert_eq!(node.report_usage(&report).await, Err(BusError::NoControlPlane));
+    /// let nameless = bus::UsageReport::default(); // checked before it is sent
+    /// assert!(matches!(node.report_usage(&nameless).await, Err(BusError::Failed(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -544,6 +1022,38 @@ impl Bus {
 
     /// Publishes a presence report about one channel.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (edge, other_edge) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// edge.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let (app, channel) = (AppId::new("app1")?, ChannelName::new("presence-room")?);
+    /// let _following = edge.subscribe_presence(&app, &channel).await?;
+    /// let report = bus::PresenceReport { edge_id: "edge-2".into(), ..Default::default() };
+    /// other_edge.publish_presence(&app, &channel, &report).await?;
+    /// assert_eq!(recorder.presence.lock().unwrap().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Self::publish`].
@@ -564,6 +1074,39 @@ impl Bus {
 
     /// Publishes an occupancy report.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (control_plane, edge) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// control_plane.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let _all = control_plane.subscribe_occupancy_all().await?;
+    /// let app = AppId::new("app1")?;
+    /// let counts = vec![bus::ChannelCount { channel: "chat".into(), subscribers: 3 }];
+    /// let report = bus::OccupancyReport { edge_id: "edge-1".into(), app_id: "app1".into(), channels: counts, ..Default::default() };
+    /// edge.publish_occupancy(&app, &report).await?;
+    /// assert_eq!(*recorder.occupancy.lock().unwrap(), [report]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Self::publish`].
@@ -580,6 +1123,42 @@ impl Bus {
     /// Starts receiving the presence reports of one channel (for an edge
     /// with local subscribers of a presence channel); they go to
     /// [`Sink::presence`].
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (edge, other_edge) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// edge.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let app = AppId::new("app1")?;
+    /// let (room, other) = (ChannelName::new("presence-room")?, ChannelName::new("presence-other")?);
+    /// let following = edge.subscribe_presence(&app, &room).await?;
+    /// let report = bus::PresenceReport { edge_id: "edge-2".into(), ..Default::default() };
+    /// other_edge.publish_presence(&app, &room, &report).await?;
+    /// other_edge.publish_presence(&app, &other, &report).await?; // not followed
+    /// drop(following);
+    /// other_edge.publish_presence(&app, &room, &report).await?; // no longer followed
+    /// assert_eq!(recorder.presence.lock().unwrap().len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -603,6 +1182,39 @@ impl Bus {
     /// Starts receiving every presence report of every app (for the control
     /// plane).
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (control_plane, edge) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// control_plane.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let _all = control_plane.subscribe_presence_all().await?;
+    /// let report = bus::PresenceReport { edge_id: "edge-1".into(), ..Default::default() };
+    /// for (app, channel) in [("app1", "presence-a"), ("app2", "presence-b")] {
+    ///     edge.publish_presence(&AppId::new(app)?, &ChannelName::new(channel)?, &report).await?;
+    /// }
+    /// assert_eq!(recorder.presence.lock().unwrap().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Self::subscribe`].
@@ -618,6 +1230,39 @@ impl Bus {
 
     /// Starts receiving every occupancy report (for the control plane); they
     /// go to [`Sink::occupancy`].
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (control_plane, edge) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// control_plane.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let _all = control_plane.subscribe_occupancy_all().await?;
+    /// for app in ["app1", "app2"] {
+    ///     let report = bus::OccupancyReport { edge_id: "edge-1".into(), app_id: app.into(), ..Default::default() };
+    ///     edge.publish_occupancy(&AppId::new(app)?, &report).await?;
+    /// }
+    /// assert_eq!(recorder.occupancy.lock().unwrap().len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -636,6 +1281,40 @@ impl Bus {
     /// tells its subscribers their channels' subscriber counts); they go to
     /// [`Sink::occupancy`].
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (edge, other_edge) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// edge.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// let _app1 = edge.subscribe_occupancy(&AppId::new("app1")?).await?;
+    /// for app in ["app1", "app2"] {
+    ///     let report = bus::OccupancyReport { edge_id: "edge-2".into(), app_id: app.into(), ..Default::default() };
+    ///     other_edge.publish_occupancy(&AppId::new(app)?, &report).await?;
+    /// }
+    /// let apps: Vec<String> = recorder.occupancy.lock().unwrap().iter().map(|r| r.app_id.clone()).collect();
+    /// assert_eq!(apps, ["app1"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Self::subscribe`].
@@ -651,6 +1330,36 @@ impl Bus {
 
     /// Asks every edge to send its presence snapshots and occupancy now.
     ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # use std::sync::{Arc, Mutex};
+    /// # use bytes::Bytes;
+    /// # use herald_bus::{Position, Sink};
+    /// # use herald_proto::{ChannelName};
+    /// # #[derive(Default)]
+    /// # struct Recorder { messages: Mutex<Vec<(Bytes, Option<Position>)>>, control: Mutex<Vec<bus::ControlEvent>>, occupancy: Mutex<Vec<bus::OccupancyReport>>, presence: Mutex<Vec<bus::PresenceReport>> }
+    /// # impl Sink for Recorder {
+    /// #     fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, payload: Bytes, position: Option<&Position>) {
+    /// #         self.messages.lock().unwrap().push((payload, position.cloned()));
+    /// #     }
+    /// #     fn control(&self, event: bus::ControlEvent) { self.control.lock().unwrap().push(event); }
+    /// #     fn presence(&self, _: &AppId, _: &ChannelName, report: bus::PresenceReport) { self.presence.lock().unwrap().push(report); }
+    /// #     fn occupancy(&self, report: bus::OccupancyReport) { self.occupancy.lock().unwrap().push(report); }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let local = LocalBus::default();
+    /// # let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+    /// # let recorder = Arc::new(Recorder::default());
+    /// edge.attach(recorder.clone()).await?; // a Sink keeping what it gets
+    /// control_plane.request_presence_sync().await?;
+    /// let kind = recorder.control.lock().unwrap()[0].kind.clone();
+    /// assert!(matches!(kind, Some(bus::control_event::Kind::PresenceSyncAll(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Self::publish`].
@@ -663,6 +1372,19 @@ impl Bus {
     }
 
     /// Flushes what was published and stops. Used on shutdown.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use herald_proto::ChannelName;
+    /// let bus = Bus::local(&LocalBus::default());
+    /// bus.publish(&AppId::new("app1")?, &ChannelName::new("chat")?, &bus::ChannelMessage::default()).await?;
+    /// bus.close().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn close(&self) {
         if let Inner::Nats(n) = &*self.inner {
             let _ = tokio::time::timeout(n.options.publish_timeout, n.client.flush()).await;
@@ -675,6 +1397,16 @@ impl Bus {
     }
 
     /// The subject space, for the NATS bus.
+    ///
+    /// ```
+    /// use herald_bus::{Bus, LocalBus};
+    /// use herald_proto::{AppId, bus};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// assert_eq!(Bus::local(&LocalBus::default()).subjects(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn subjects(&self) -> Option<&SubjectSpace> {
         match &*self.inner {

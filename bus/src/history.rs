@@ -46,6 +46,14 @@ pub struct Position {
 }
 
 /// The bounds of a namespace's stream.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_bus::HistorySpec;
+/// // 100 messages per channel for an hour, at most 1 MiB in the stream.
+/// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+/// assert_eq!(spec.clone(), spec);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistorySpec {
     /// Messages kept per channel.
@@ -86,6 +94,14 @@ impl HistorySpec {
 
 /// The bounds every history stream of a deployment gets, from the control
 /// plane's configuration rather than from the namespace.
+///
+/// ```
+/// use herald_bus::StreamBounds;
+/// use herald_proto::bus::NamespaceList;
+/// let list = NamespaceList { history_max_bytes: 1 << 30, history_replicas: 3, ..Default::default() };
+/// assert_eq!(StreamBounds::from_list(&list), StreamBounds { max_bytes: 1 << 30, replicas: 3 });
+/// assert_eq!(StreamBounds::default(), StreamBounds::DEFAULT);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamBounds {
     /// Bytes kept in one stream ([`HistorySpec::max_bytes`]).
@@ -126,6 +142,23 @@ impl Default for StreamBounds {
 }
 
 /// One stored message.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use herald_bus::HistorySpec;
+/// use bytes::Bytes;
+/// use herald_bus::history::LocalHistory;
+/// use herald_proto::{AppId, ChannelName, NamespaceName};
+/// # let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+/// let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+/// let mut history = LocalHistory::default();
+/// history.ensure(&app, &ns, &spec)?;
+/// history.append(&app, &ns, &channel, Bytes::from_static(b"hello"))?;
+/// let page = history.read(&app, &ns, &channel, 0, 10).expect("a stream");
+/// let entry = &page.messages[0];
+/// assert_eq!((entry.seq, &entry.payload[..]), (1, &b"hello"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
     /// Its sequence number.
@@ -135,6 +168,28 @@ pub struct HistoryEntry {
 }
 
 /// What a history read returns.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use herald_bus::HistorySpec;
+/// use bytes::Bytes;
+/// use herald_bus::history::LocalHistory;
+/// use herald_proto::{AppId, ChannelName, NamespaceName};
+/// # let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+/// // A stream keeping 2 messages per channel.
+/// let spec = HistorySpec { size: 2, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+/// let mut history = LocalHistory::default();
+/// history.ensure(&app, &ns, &spec)?;
+/// for text in ["one", "two", "three"] {
+///     history.append(&app, &ns, &channel, Bytes::from(text))?;
+/// }
+/// let page = history.read(&app, &ns, &channel, 0, 10).expect("a stream");
+/// assert_eq!((page.messages.len(), page.last_seq), (2, 3));
+/// assert!(!page.complete, "message 1 was dropped: recovery from 0 is not complete");
+/// assert!(history.read(&app, &ns, &channel, 2, 10).expect("a stream").complete);
+/// assert_eq!(Some(page.epoch), history.epoch(&app, &ns));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryPage {
     /// The stream's epoch.
@@ -151,6 +206,28 @@ pub struct HistoryPage {
 /// The in-process history of the embedded mode: one stream per (app,
 /// namespace), bounded like a JetStream stream; in memory, or also in a
 /// file ([`Self::open`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use herald_bus::HistorySpec;
+/// use herald_bus::history::LocalHistory;
+/// use herald_proto::{AppId, ChannelName, NamespaceName};
+///
+/// let (app, ns, channel) = (AppId::new("app1")?, NamespaceName::new("chat")?, ChannelName::new("chat:lobby")?);
+/// let mut history = LocalHistory::default(); // in memory
+/// let plain = ChannelName::new("chat:news")?;
+/// assert!(history.append(&app, &ns, &plain, Bytes::new())?.is_none(), "no stream yet");
+///
+/// let spec = HistorySpec { size: 100, ttl: Duration::from_secs(3600), max_bytes: 1 << 20, replicas: 1 };
+/// history.ensure(&app, &ns, &spec)?;
+/// assert!(history.has_stream(&app, &ns));
+/// let position = history.append(&app, &ns, &channel, Bytes::from_static(b"hi"))?.expect("stored");
+/// assert_eq!(position.seq, 1);
+/// history.drop_stream(&app, &ns)?;
+/// assert!(!history.has_stream(&app, &ns) && history.read(&app, &ns, &channel, 0, 10).is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Default)]
 pub struct LocalHistory {
     streams: HashMap<(AppId, NamespaceName), LocalStream>,

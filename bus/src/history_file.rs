@@ -31,6 +31,19 @@ const MAX_RECORD: u32 = 64 * 1024 * 1024;
 const SLACK: u64 = 8 * 1024 * 1024;
 
 /// Why the history file cannot be used.
+///
+/// ```
+/// use herald_bus::HistoryFileError;
+/// use herald_bus::history::LocalHistory;
+///
+/// let path = std::env::temp_dir().join(format!("herald-doc-not-history-{}.txt", std::process::id()));
+/// std::fs::write(&path, "a shopping list, not a history file")?;
+/// let refused = LocalHistory::open(&path).err().expect("refused");
+/// assert!(matches!(&refused, HistoryFileError::NotHistory { path: p } if *p == path));
+/// assert!(refused.to_string().contains("move it away"), "{refused}");
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryFileError {
     /// Reading or writing it failed.

@@ -41,6 +41,24 @@ impl Drop for LocalSubscription {
 
 /// The in-process bus. Handles made with [`Bus::local`](crate::Bus::local) on one bus
 /// see each other's messages.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_bus::{Bus, LocalBus};
+/// use herald_proto::{AppId, ChannelName, bus};
+///
+/// let local = LocalBus::default();
+/// let (edge, control_plane) = (Bus::local(&local), Bus::local(&local));
+/// assert!(edge.is_connected() && edge.subjects().is_none(), "no NATS, no subjects");
+/// // A cache channel keeps its last message, in process as over NATS.
+/// let (app, channel) = (AppId::new("app1")?, ChannelName::new("cache-prices")?);
+/// let message = bus::ChannelMessage { data: "42".into(), ..Default::default() };
+/// control_plane.publish(&app, &channel, &message).await?;
+/// assert!(edge.cached_message(&app, &channel).await?.is_some());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct LocalBus {
     pub(crate) inner: Arc<LocalBusInner>,

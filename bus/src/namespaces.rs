@@ -77,6 +77,51 @@ struct Cached {
 type CachedApp = Arc<Cached>;
 
 /// The cache.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::time::Duration;
+/// use futures_util::future::BoxFuture;
+/// use herald_bus::namespaces::Namespaces;
+/// use herald_bus::{Bus, LocalBus, NamespaceSource};
+/// use herald_proto::webhook::EventKind;
+/// use herald_proto::{AppId, ChannelName, bus};
+///
+/// /// The control plane's side: namespace `chat` has presence; counts lookups.
+/// #[derive(Clone, Default)]
+/// struct Config(Arc<AtomicUsize>);
+///
+/// impl NamespaceSource for Config {
+///     fn namespaces(&self, _app: AppId) -> BoxFuture<'static, Result<Option<Vec<bus::Namespace>>, String>> {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         let options = bus::NamespaceOptions { presence: true, ..Default::default() };
+///         Box::pin(async move { Ok(Some(vec![bus::Namespace { name: "chat".into(), options: Some(options) }])) })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let local = LocalBus::default();
+/// let config = Config::default();
+/// Bus::local(&local).serve_namespaces(Arc::new(config.clone())).await?;
+/// let edge = Bus::local(&local);
+///
+/// let cache = Namespaces::new(Duration::from_secs(60));
+/// let app = AppId::new("app1")?;
+/// assert!(cache.options(&edge, &app, &ChannelName::new("chat:lobby")?).await?.presence);
+/// assert_eq!(cache.options(&edge, &app, &ChannelName::new("chat:news")?).await?.history_size, 0, "no history in chat");
+/// assert!(!cache.options(&edge, &app, &ChannelName::new("other:x")?).await?.presence, "the defaults");
+/// assert_eq!(cache.pusher_app(&edge, &app).await?, None, "Pusher mode is off");
+/// assert!(!cache.wants_webhook(&edge, &app, EventKind::ClientEvent).await?);
+/// assert_eq!(config.0.load(Ordering::Relaxed), 1, "one lookup, then the cache answers");
+///
+/// cache.invalidate("app1"); // the app's namespaces changed
+/// cache.options(&edge, &app, &ChannelName::new("chat:lobby")?).await?;
+/// assert_eq!(config.0.load(Ordering::Relaxed), 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Namespaces {
     ttl: Duration,
     apps: Mutex<HashMap<AppId, (Instant, CachedApp)>>,

@@ -30,6 +30,31 @@ fn expiry(now: Instant, ttl_ms: u32, own: Duration) -> Instant {
 }
 
 /// A member of a presence channel: one client id, however many connections.
+///
+/// ```
+/// # use std::time::{Duration, Instant};
+/// # use herald_bus::presence::PresenceTable;
+/// # use herald_proto::{AppId, ChannelName, bus};
+/// # let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+/// # let join = |connection: &str, client: &str| bus::PresenceReport {
+/// #     edge_id: "edge-1".into(),
+/// #     kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin {
+/// #         entry: Some(bus::PresenceEntry {
+/// #             channel: channel.to_string(), connection_id: connection.into(), client_id: client.into(), info: Default::default(),
+/// #         }),
+/// #     })),
+/// #     ..Default::default()
+/// # };
+/// # let mut table = PresenceTable::new(Duration::from_secs(30), 100_000);
+/// # let now = Instant::now();
+/// table.apply(&app, &channel, &join("c1", "ada"), now);
+/// table.apply(&app, &channel, &join("c2", "ada"), now);
+/// let page = table.members_page(&app, &channel, "", 10, 1 << 20);
+/// let ada = &page.members[0];
+/// assert_eq!((ada.client_id.as_str(), ada.connections), ("ada", 2));
+/// assert!(ada.info.is_empty(), "no `info` claim");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// The client id.
@@ -41,6 +66,30 @@ pub struct Member {
 }
 
 /// A change of a channel's member list.
+///
+/// ```
+/// # use std::time::{Duration, Instant};
+/// # use herald_bus::presence::PresenceTable;
+/// # use herald_proto::{AppId, ChannelName, bus};
+/// # let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+/// # let join = |connection: &str, client: &str| bus::PresenceReport {
+/// #     edge_id: "edge-1".into(),
+/// #     kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin {
+/// #         entry: Some(bus::PresenceEntry {
+/// #             channel: channel.to_string(), connection_id: connection.into(), client_id: client.into(), info: Default::default(),
+/// #         }),
+/// #     })),
+/// #     ..Default::default()
+/// # };
+/// # let mut table = PresenceTable::new(Duration::from_secs(30), 100_000);
+/// use herald_bus::presence::MemberChange;
+/// let now = Instant::now();
+/// let changes = table.apply(&app, &channel, &join("c1", "ada"), now);
+/// assert!(matches!(&changes[..], [MemberChange::Joined(m)] if m.client_id == "ada"));
+/// // A second connection of the same client id changes nothing.
+/// assert!(table.apply(&app, &channel, &join("c2", "ada"), now).is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberChange {
     /// A client id got its first connection in the channel.
@@ -123,6 +172,32 @@ impl ChannelPresence {
 pub const MAX_MEMBERS_PAGE: usize = 1_000;
 
 /// A page of a channel's members (see [`PresenceTable::members_page`]).
+///
+/// ```
+/// # use std::time::{Duration, Instant};
+/// # use herald_bus::presence::PresenceTable;
+/// # use herald_proto::{AppId, ChannelName, bus};
+/// # let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+/// # let join = |connection: &str, client: &str| bus::PresenceReport {
+/// #     edge_id: "edge-1".into(),
+/// #     kind: Some(bus::presence_report::Kind::Join(bus::PresenceJoin {
+/// #         entry: Some(bus::PresenceEntry {
+/// #             channel: channel.to_string(), connection_id: connection.into(), client_id: client.into(), info: Default::default(),
+/// #         }),
+/// #     })),
+/// #     ..Default::default()
+/// # };
+/// # let mut table = PresenceTable::new(Duration::from_secs(30), 100_000);
+/// # let now = Instant::now();
+/// for (connection, client) in [("c1", "ada"), ("c2", "bob"), ("c3", "cy")] {
+///     table.apply(&app, &channel, &join(connection, client), now);
+/// }
+/// let first = table.members_page(&app, &channel, "", 2, 1 << 20);
+/// assert_eq!((first.members.len(), first.next.as_deref(), first.total), (2, Some("bob"), 3));
+/// let rest = table.members_page(&app, &channel, "bob", 2, 1 << 20);
+/// assert_eq!((rest.members[0].client_id.as_str(), rest.next), ("cy", None));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MembersPage {
     /// Members, by client id.
@@ -134,6 +209,43 @@ pub struct MembersPage {
 }
 
 /// The members of presence channels.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use herald_bus::presence::{MemberChange, PresenceTable};
+/// use herald_proto::{AppId, ChannelName, bus};
+///
+/// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
+/// let report = |kind| bus::PresenceReport { edge_id: "edge-1".into(), kind: Some(kind), ..Default::default() };
+/// let entry = bus::PresenceEntry {
+///     channel: channel.to_string(), connection_id: "c1".into(), client_id: "ada".into(), ..Default::default()
+/// };
+/// let mut table = PresenceTable::new(Duration::from_secs(30), 100_000);
+/// let now = Instant::now();
+///
+/// let join = report(bus::presence_report::Kind::Join(bus::PresenceJoin { entry: Some(entry.clone()) }));
+/// assert!(matches!(&table.apply(&app, &channel, &join, now)[..], [MemberChange::Joined(_)]));
+/// assert!(table.is_member(&app, &channel, "ada"));
+/// assert_eq!(table.member_count(&app, &channel), 1);
+/// let page = table.members_page(&app, &channel, "", 100, 1 << 20);
+/// assert_eq!((page.members[0].client_id.as_str(), page.total), ("ada", 1));
+///
+/// let leave = report(bus::presence_report::Kind::Leave(bus::PresenceLeave { entry: Some(entry) }));
+/// assert!(matches!(&table.apply(&app, &channel, &leave, now)[..], [MemberChange::Left(_)]));
+/// assert_eq!(table.member_count(&app, &channel), 0);
+///
+/// // An edge that stops reporting: its entries expire after the TTL.
+/// table.apply(&app, &channel, &join, now);
+/// assert!(table.expire(now + Duration::from_secs(10)).is_empty());
+/// let expired = table.expire(now + Duration::from_secs(31));
+/// assert!(matches!(&expired[..], [(_, _, MemberChange::Left(m))] if m.client_id == "ada"));
+///
+/// // Or the edge's last subscriber left: the channel is forgotten at once.
+/// table.apply(&app, &channel, &join, now);
+/// table.forget(&app, &channel);
+/// assert!(!table.is_member(&app, &channel, "ada"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct PresenceTable {
     ttl: Duration,
     max_per_channel: usize,
@@ -264,6 +376,35 @@ impl PresenceTable {
 }
 
 /// Subscriber counts per channel, summed over the edges that report them.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use herald_bus::presence::OccupancyTable;
+/// use herald_proto::{AppId, ChannelName, bus};
+///
+/// let report = |edge: &str, counts: &[(&str, u32)]| bus::OccupancyReport {
+///     edge_id: edge.into(),
+///     app_id: "app1".into(),
+///     channels: counts.iter().map(|(c, n)| bus::ChannelCount { channel: (*c).into(), subscribers: *n }).collect(),
+///     ttl_ms: 30_000,
+///     ..Default::default()
+/// };
+/// let mut table = OccupancyTable::new(Duration::from_secs(30));
+/// let now = Instant::now();
+/// let (app, changed) = table.apply(&report("edge-1", &[("chat", 2), ("news", 1)]), now).expect("a valid app id");
+/// assert_eq!(changed.len(), 2);
+/// table.apply(&report("edge-2", &[("chat", 3)]), now);
+///
+/// let chat = ChannelName::new("chat")?;
+/// assert_eq!(table.subscribers(&app, &chat), 5, "summed over the edges");
+/// let channels: Vec<(String, u64)> = table.channels(&app).into_iter().map(|(c, n)| (c.to_string(), n)).collect();
+/// assert_eq!(channels, [("chat".to_owned(), 5), ("news".to_owned(), 1)]);
+///
+/// // Edges that stop reporting: their counts expire with their TTL.
+/// assert_eq!(table.expire(now + Duration::from_secs(31)).len(), 3);
+/// assert_eq!(table.subscribers(&app, &chat), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct OccupancyTable {
     ttl: Duration,
     /// (edge id, app, part) → when they expire, and the counts.

@@ -31,6 +31,13 @@ pub(crate) fn slow_consumer() {
 
 /// A message from the bus could not be decoded
 /// (`herald_bus_decode_errors_total`).
+///
+/// ```
+/// use herald_bus::telemetry::{decode_error, process_recorder};
+/// let metrics = process_recorder();
+/// decode_error();
+/// assert!(metrics.render().contains("herald_bus_decode_errors_total 1"));
+/// ```
 pub fn decode_error() {
     metrics::counter!("herald_bus_decode_errors_total").increment(1);
     metrics::counter!("herald_backplane_decode_errors_total").increment(1);
@@ -77,6 +84,13 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
 /// the `metrics` macros: the bus's and the edge's); installs the recorder
 /// on first call, with the bus's metrics described. When another recorder
 /// was installed first, metrics go there and this handle renders nothing.
+///
+/// ```
+/// let metrics = herald_bus::telemetry::process_recorder();
+/// metrics::counter!("herald_doc_example_total").increment(2);
+/// let page = metrics.render();
+/// assert!(page.contains("herald_doc_example_total 2"));
+/// ```
 pub fn process_recorder() -> &'static PrometheusHandle {
     RECORDER.get_or_init(|| {
         let builder = PrometheusBuilder::new().set_buckets(BUCKETS).unwrap_or_else(|_| PrometheusBuilder::new());
@@ -92,6 +106,14 @@ pub fn process_recorder() -> &'static PrometheusHandle {
 
 /// Gives the process-wide recorder the HELP text of `metrics` (name,
 /// text).
+///
+/// ```
+/// use herald_bus::telemetry::{describe, process_recorder};
+/// let metrics = process_recorder();
+/// describe(&[("herald_doc_widgets_total", "Widgets made.")]);
+/// metrics::counter!("herald_doc_widgets_total").increment(1);
+/// assert!(metrics.render().contains("# HELP herald_doc_widgets_total Widgets made."));
+/// ```
 pub fn describe(metrics: &[(&'static str, &'static str)]) {
     for (name, help) in metrics {
         // The kind does not matter to the exporter: one description per
@@ -102,6 +124,13 @@ pub fn describe(metrics: &[(&'static str, &'static str)]) {
 
 /// Sets what `herald_build_info` says: the version and the commit built.
 /// The first call wins.
+///
+/// ```
+/// use herald_bus::telemetry::{process_text, set_build_info};
+/// set_build_info("1.2.3", "abc1234");
+/// set_build_info("9.9.9", "ignored");
+/// assert!(process_text().contains(r#"herald_build_info{version="1.2.3",commit="abc1234"} 1"#));
+/// ```
 pub fn set_build_info(version: &str, commit: &str) {
     let _ = BUILD.set((version.to_owned(), commit.to_owned()));
 }
@@ -109,6 +138,14 @@ pub fn set_build_info(version: &str, commit: &str) {
 /// The standard `process_*` metrics of this process (Linux `/proc`; left
 /// out where unreadable) and `herald_build_info`, in the Prometheus text
 /// format, with their HELP and TYPE lines.
+///
+/// ```
+/// let page = herald_bus::telemetry::process_text();
+/// assert!(page.contains("# TYPE herald_build_info gauge"));
+/// if cfg!(target_os = "linux") {
+///     assert!(page.contains("process_resident_memory_bytes"));
+/// }
+/// ```
 #[must_use]
 pub fn process_text() -> String {
     let mut out = String::new();

@@ -12,6 +12,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Why a TLS configuration could not be built: names the file and what is
 /// wrong with it.
+///
+/// ```
+/// use std::path::Path;
+/// let err = herald_bus::tls::server_config(Path::new("no-such-cert.pem"), Path::new("no-such-key.pem"), &[])
+///     .unwrap_err();
+/// assert!(err.to_string().starts_with("certificate no-such-cert.pem"), "{err}");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct TlsError(String);
@@ -19,6 +26,22 @@ pub struct TlsError(String);
 /// A TLS acceptor presenting the chain in `cert` with the key in `key`
 /// (both PEM), offering `alpn` (e.g. `h2` then `http/1.1`) in that order of
 /// preference.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A self-signed certificate written to PEM files.
+/// let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+/// let dir = std::env::temp_dir().join(format!("herald-doc-tls-acceptor-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+/// std::fs::write(&cert_file, cert.cert.pem())?;
+/// std::fs::write(&key_file, cert.signing_key.serialize_pem())?;
+///
+/// let acceptor = herald_bus::tls::acceptor(&cert_file, &key_file, &[b"h2", b"http/1.1"])?;
+/// assert_eq!(acceptor.config().alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 ///
@@ -29,6 +52,25 @@ pub fn acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<tokio_rustls:
 }
 
 /// The rustls server configuration behind [`acceptor`].
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+/// let dir = std::env::temp_dir().join(format!("herald-doc-tls-config-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+/// std::fs::write(&cert_file, cert.cert.pem())?;
+/// std::fs::write(&key_file, cert.signing_key.serialize_pem())?;
+///
+/// let config = herald_bus::tls::server_config(&cert_file, &key_file, &[b"http/1.1"])?;
+/// assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+/// // The key must fit the certificate.
+/// let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+/// std::fs::write(&key_file, other.signing_key.serialize_pem())?;
+/// assert!(herald_bus::tls::server_config(&cert_file, &key_file, &[]).is_err());
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 ///
 /// # Errors
 ///

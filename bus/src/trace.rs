@@ -18,11 +18,25 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Says that this process exports traces: spans carry OpenTelemetry
 /// contexts from now on.
+///
+/// ```
+/// use herald_bus::trace;
+/// // After installing the OpenTelemetry layer of `tracing_opentelemetry`:
+/// trace::enable();
+/// assert!(trace::enabled());
+/// ```
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
 /// Whether this process exports traces.
+///
+/// ```
+/// use herald_bus::trace;
+/// // Work for traces only when they are exported (off until `enable`).
+/// let traceparent = if trace::enabled() { trace::traceparent() } else { String::new() };
+/// assert!(traceparent.is_empty() || traceparent.starts_with("00-"));
+/// ```
 #[must_use]
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
@@ -82,6 +96,17 @@ pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
 /// Makes `span` a child of the remote span `traceparent` names (a caller's
 /// header, a message's field); nothing when traces are not exported or the
 /// value is not a valid, sampled `traceparent`.
+///
+/// ```
+/// use herald_bus::trace;
+/// // The delivery of a message published under a caller's trace.
+/// let span = tracing::info_span!("deliver");
+/// trace::follow(&span, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// // Without an exporter (or with a malformed value) nothing changes.
+/// trace::follow(&span, "garbage");
+/// let _entered = span.enter();
+/// assert_eq!(trace::traceparent(), "", "nothing is exported here");
+/// ```
 pub fn follow(span: &tracing::Span, traceparent: &str) {
     if !enabled() {
         return;

@@ -23,6 +23,20 @@ pub const BUSY: &str = "busy: too many webhook events being stored at once; retr
 /// `app`, an edge-seen kind, a valid channel and an id. The error names the
 /// failing field.
 ///
+/// ```
+/// use herald_bus::webhook_events::check;
+/// use herald_proto::{AppId, bus};
+/// let app = AppId::new("app1")?;
+/// let event = bus::WebhookEvent {
+///     id: "ev_1".into(), app_id: "app1".into(), channel: "private-room".into(),
+///     kind: "client_event".into(), event: "client-typing".into(), ..Default::default()
+/// };
+/// assert_eq!(check(&app, &event), Ok(()));
+/// let elsewhere = bus::WebhookEvent { app_id: "app2".into(), ..event };
+/// assert!(check(&app, &elsewhere).unwrap_err().contains("app_id"));
+/// # Ok::<(), herald_proto::IdError>(())
+/// ```
+///
 /// # Errors
 ///
 /// A description of what is wrong, naming the field.

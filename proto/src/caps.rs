@@ -101,6 +101,8 @@ impl fmt::Display for Operation {
 /// let ops = Operations::default().with(Operation::Subscribe).with(Operation::Presence);
 /// assert!(ops.contains(Operation::Subscribe) && !ops.contains(Operation::Publish));
 /// assert_eq!(ops.iter().count(), 2);
+/// assert!(ops.is_subset_of(Operations::ALL) && !Operations::ALL.is_subset_of(ops));
+/// assert!(Operations::NONE.is_empty() && !ops.is_empty());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Operations(u8);
@@ -148,6 +150,15 @@ impl FromIterator<Operation> for Operations {
 }
 
 /// Why a capability set or pattern is invalid.
+///
+/// ```
+/// use herald_proto::caps::CapabilityError;
+/// use herald_proto::{Capabilities, ChannelPattern};
+/// assert_eq!(ChannelPattern::new("chat lobby"), Err(CapabilityError::InvalidPatternChar(' ')));
+/// let err = Capabilities::from_pairs([("chat:*", vec!["fly"])]).unwrap_err();
+/// assert_eq!(err, CapabilityError::UnknownOperation("fly".into()));
+/// assert!(err.to_string().contains("unknown operation"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CapabilityError {
     /// A pattern is empty.
@@ -175,7 +186,8 @@ pub enum CapabilityError {
 ///
 /// ```
 /// use herald_proto::ChannelPattern;
-/// let pattern = ChannelPattern::new("chat:*")?;
+/// let pattern = ChannelPattern::new("chat:**")?;
+/// assert_eq!(pattern.as_str(), "chat:*", "runs of `*` are folded");
 /// assert!(pattern.matches("chat:lobby") && !pattern.matches("news:today"));
 /// assert!(pattern.is_covered_by(&ChannelPattern::new("*")?));
 /// # Ok::<(), herald_proto::caps::CapabilityError>(())
@@ -275,6 +287,10 @@ impl fmt::Debug for ChannelPattern {
 /// assert!(caps.allows("chat:lobby", Operation::Publish));
 /// assert!(!caps.allows("news", Operation::Publish));
 /// assert!(caps.is_subset_of(&Capabilities::all()));
+/// assert_eq!(caps.operations_on("chat:lobby").iter().count(), 2);
+/// let patterns: Vec<&str> = caps.iter().map(|(pattern, _)| pattern.as_str()).collect();
+/// assert_eq!(patterns, ["chat:*", "news"]);
+/// assert!(!caps.is_empty() && Capabilities::default().is_empty());
 /// # Ok::<(), herald_proto::caps::CapabilityError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

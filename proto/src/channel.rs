@@ -32,6 +32,13 @@ pub const NAMESPACE_SEPARATOR: char = ':';
 pub const CHANNEL_PUNCTUATION: &str = "_-=@,;:!#/+~.";
 
 /// Why a string is not a valid channel name.
+///
+/// ```
+/// use herald_proto::{ChannelName, ChannelNameError};
+/// assert_eq!(ChannelName::new("chat lobby"), Err(ChannelNameError::InvalidChar { found: ' ', at: 4 }));
+/// assert_eq!(ChannelName::new("$sys"), Err(ChannelNameError::Reserved { prefix: "$" }));
+/// assert_eq!(ChannelName::new(":lobby"), Err(ChannelNameError::EmptyNamespace));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelNameError {
     /// The name is empty.
@@ -74,7 +81,10 @@ pub(crate) fn is_channel_byte(b: u8) -> bool {
 /// use herald_proto::ChannelName;
 ///
 /// let name: ChannelName = "chat:room-1".parse()?;
-/// assert_eq!(name.namespace(), Some("chat"));
+/// assert_eq!((name.as_str(), name.namespace()), ("chat:room-1", Some("chat")));
+/// assert_eq!(name.namespace_name().map(|ns| ns.to_string()), Some("chat".to_owned()));
+/// // `a.b` is a valid channel prefix but no namespace name: the default namespace applies.
+/// assert_eq!(ChannelName::new("a.b:c")?.namespace_name(), None);
 /// assert!("a*b".parse::<ChannelName>().is_err());
 /// # Ok::<(), herald_proto::ChannelNameError>(())
 /// ```
@@ -115,6 +125,13 @@ impl ChannelName {
 }
 
 /// Checks `name` against every rule without allocating.
+///
+/// ```
+/// use herald_proto::{ChannelNameError, channel::validate};
+/// assert_eq!(validate("chat:lobby"), Ok(()));
+/// assert_eq!(validate(""), Err(ChannelNameError::Empty));
+/// assert_eq!(validate(&"a".repeat(300)), Err(ChannelNameError::TooLong { len: 300 }));
+/// ```
 ///
 /// # Errors
 ///

@@ -41,6 +41,19 @@ pub const MAX_EVENT_NAME_LEN: usize = 128;
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
 
 /// Claims of a Herald token.
+///
+/// ```
+/// use herald_proto::{Claims, Operation};
+/// let claims: Claims = serde_json::from_str(r#"{
+///     "iss": "herald", "aud": "herald", "sub": "user-42", "app": "app_1", "key": "key_9",
+///     "iat": 1764100000, "nbf": 1764100000, "exp": 1764103600, "jti": "tok_1",
+///     "caps": {"chat:*": ["subscribe", "publish"]}
+/// }"#)?;
+/// assert_eq!((claims.sub.as_str(), claims.app.as_str()), ("user-42", "app_1"));
+/// assert!(claims.caps.allows("chat:lobby", Operation::Publish));
+/// assert!(claims.info.is_none() && claims.origins.is_empty() && claims.lim.is_none());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer.
@@ -80,6 +93,14 @@ pub struct Claims {
 
 /// Per-app limits carried in a token (`lim` claim). Absent fields mean "the
 /// edge's default".
+///
+/// ```
+/// use herald_proto::claims::AppLimits;
+/// let lim: AppLimits = serde_json::from_str(r#"{"publish_rate": 50}"#)?;
+/// assert_eq!(lim, AppLimits { publish_rate: Some(50), ..AppLimits::default() });
+/// assert_eq!(serde_json::to_string(&lim)?, r#"{"publish_rate":50}"#, "absent limits stay absent");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AppLimits {
     /// Largest message payload, in bytes.
@@ -106,6 +127,14 @@ pub const MAX_REVOCATIONS: usize = 10_000;
 /// [`REVOKED_MEMBER`] until `until` (Unix seconds), when every such token
 /// has expired anyway; edges also learn them at once from the
 /// `KeyRevoked` / `AppDeleted` events.
+///
+/// ```
+/// use herald_proto::claims::Revocation;
+/// let revoked: Revocation = serde_json::from_str(r#"{"app": "app_1", "key": "key_9", "at": 1764100000, "until": 1764190000}"#)?;
+/// assert_eq!(revoked.key.as_ref().map(|k| k.as_str()), Some("key_9"));
+/// assert!(!revoked.disabled, "a revoked key, not a disabled app");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     /// The app.

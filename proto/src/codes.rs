@@ -19,6 +19,15 @@ use crate::client::ReconnectAdvice;
 pub const MAX_CLOSE_REASON_LEN: usize = 123;
 
 /// What a client should do after a close.
+///
+/// ```
+/// use herald_proto::client::ReconnectAdvice;
+/// use herald_proto::{Advice, CloseCode};
+/// let advice = CloseCode::TokenExpired.advice();
+/// assert_eq!((advice, advice.as_str()), (Advice::RefreshToken, "refresh token"));
+/// assert_eq!(advice.to_wire(), ReconnectAdvice::RefreshToken);
+/// assert_eq!(CloseCode::GoingAway.advice(), Advice::ReconnectNow);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Advice {
     /// Reconnect with backoff (possibly to another edge).
@@ -65,6 +74,8 @@ macro_rules! close_codes {
         /// assert_eq!((code, code.name()), (CloseCode::SlowConsumer, "slow_consumer"));
         /// assert_eq!(code.advice(), Advice::Reconnect);
         /// assert_eq!(CloseCode::InvalidToken.advice(), Advice::Terminal);
+        /// assert_eq!(CloseCode::GoingAway.number(), 1001);
+        /// assert_eq!(CloseCode::HandshakeTimeout.reason(), "no connect frame before the deadline");
         /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
@@ -166,6 +177,13 @@ impl fmt::Display for CloseCode {
 
 /// Cuts `reason` to at most [`MAX_CLOSE_REASON_LEN`] bytes on a character
 /// boundary, so any text can go into a close frame.
+///
+/// ```
+/// use herald_proto::codes::{MAX_CLOSE_REASON_LEN, truncate_reason};
+/// assert_eq!(truncate_reason("bye"), "bye");
+/// let long = "é".repeat(100); // 200 bytes, 2 per character
+/// assert_eq!(truncate_reason(&long).len(), MAX_CLOSE_REASON_LEN - 1);
+/// ```
 #[must_use]
 pub fn truncate_reason(reason: &str) -> &str {
     if reason.len() <= MAX_CLOSE_REASON_LEN {
@@ -187,6 +205,8 @@ macro_rules! error_codes {
         /// let code = ErrorCode::from_name("rate_limited").expect("known");
         /// assert_eq!((code.number(), code.http_status(), code.retryable()), (9, 429, true));
         /// assert_eq!(ErrorCode::from_number(16), Some(ErrorCode::QuotaExceeded));
+        /// assert_eq!(ErrorCode::NotFound.name(), "not_found");
+        /// assert_eq!(ErrorCode::Unavailable.grpc_code() as i32, 14);
         /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
@@ -293,6 +313,13 @@ impl fmt::Display for ErrorCode {
 
 /// gRPC status codes, with the numbers of the gRPC specification; kept here
 /// so the contract crate does not depend on tonic.
+///
+/// ```
+/// use herald_proto::ErrorCode;
+/// use herald_proto::codes::GrpcCode;
+/// assert_eq!(ErrorCode::Forbidden.grpc_code(), GrpcCode::PermissionDenied);
+/// assert_eq!(GrpcCode::PermissionDenied as i32, 7);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 #[repr(i32)]
@@ -311,6 +338,12 @@ pub enum GrpcCode {
 
 /// The close-code and error-code tables as Markdown, exactly as
 /// `docs/protocol.md` shows them (`herald codes` prints the same).
+///
+/// ```
+/// let tables = herald_proto::codes::markdown_tables();
+/// assert!(tables.contains("| 4000 | `slow_consumer` | reconnect |"));
+/// assert!(tables.contains("| 9 | `rate_limited` | 429 | ResourceExhausted (8) | yes |"));
+/// ```
 #[must_use]
 pub fn markdown_tables() -> String {
     use std::fmt::Write;

@@ -17,6 +17,14 @@ pub const MAX_ID_LEN: usize = 64;
 pub const MAX_CLIENT_ID_LEN: usize = 255;
 
 /// Why a string is not a valid identifier.
+///
+/// ```
+/// use herald_proto::{AppId, IdError};
+/// assert_eq!(AppId::new(""), Err(IdError::Empty { kind: "app id" }));
+/// let err = AppId::new("a/b").unwrap_err();
+/// assert!(matches!(err, IdError::InvalidChar { found: '/', .. }));
+/// assert!(err.to_string().starts_with("app id holds '/'"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     /// The id is empty.

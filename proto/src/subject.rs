@@ -38,6 +38,13 @@ pub const MAX_PREFIX_LEN: usize = 64;
 pub const DEFAULT_PREFIX: &str = "herald";
 
 /// Why a string is not a valid subject prefix.
+///
+/// ```
+/// use herald_proto::SubjectSpace;
+/// let err = SubjectSpace::new("herald..test").unwrap_err();
+/// assert_eq!(err.prefix, "herald..test");
+/// assert!(SubjectSpace::new("herald.*").is_err() && SubjectSpace::new("").is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid subject prefix {prefix:?}: it must be 1-{MAX_PREFIX_LEN} bytes of dot-separated, non-empty tokens of ASCII letters, digits, '_' and '-'"
@@ -51,6 +58,14 @@ pub struct PrefixError {
 pub const DOT_ESCAPE: char = '^';
 
 /// The subject token of a channel: its name, with `.` written `^`.
+///
+/// ```
+/// use herald_proto::ChannelName;
+/// use herald_proto::subject::channel_token;
+/// let channel = ChannelName::new("private-App.Models.User.1")?;
+/// assert_eq!(channel_token(&channel), "private-App^Models^User^1");
+/// # Ok::<(), herald_proto::ChannelNameError>(())
+/// ```
 #[must_use]
 pub fn channel_token(channel: &ChannelName) -> Cow<'_, str> {
     let name = channel.as_str();
@@ -59,6 +74,13 @@ pub fn channel_token(channel: &ChannelName) -> Cow<'_, str> {
 
 /// The channel a subject token names; `None` for a token
 /// [`channel_token`] cannot produce.
+///
+/// ```
+/// use herald_proto::subject::parse_channel_token;
+/// let channel = parse_channel_token("private-App^Models^User^1").expect("a channel token");
+/// assert_eq!(channel.as_str(), "private-App.Models.User.1");
+/// assert_eq!(parse_channel_token("a.b"), None, "a token never holds a dot");
+/// ```
 #[must_use]
 pub fn parse_channel_token(token: &str) -> Option<ChannelName> {
     if token.contains('.') {
@@ -75,6 +97,45 @@ pub fn parse_channel_token(token: &str) -> Option<ChannelName> {
 /// let (app, channel) = (AppId::new("app1")?, ChannelName::new("chat:lobby")?);
 /// let subject = space.channel(&app, &channel);
 /// assert_eq!(space.parse_channel(&subject), Some((app, channel)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Every subject and stream name of the module's table:
+///
+/// ```
+/// use herald_proto::{AppId, ChannelName, NamespaceName, SubjectSpace};
+/// let space = SubjectSpace::new("prod.eu")?;
+/// let (app, ns) = (AppId::new("app1")?, NamespaceName::new("chat")?);
+/// let channel = ChannelName::new("chat:lobby")?;
+/// assert_eq!((space.prefix(), space.channel_subject_tokens()), ("prod.eu", 5));
+/// assert_eq!(space.channel(&app, &channel), "prod.eu.ch.app1.chat:lobby");
+///
+/// assert_eq!(space.presence(&app, &channel), "prod.eu.presence.app1.chat:lobby");
+/// assert_eq!(space.all_presence(), "prod.eu.presence.*.*");
+/// assert_eq!(space.parse_presence("prod.eu.presence.app1.chat:lobby"), Some((app.clone(), channel.clone())));
+/// assert_eq!(space.occupancy(&app), "prod.eu.occupancy.app1");
+/// assert_eq!(space.all_occupancy(), "prod.eu.occupancy.*");
+///
+/// assert_eq!(space.namespaces(&app), "prod.eu.ns.app1");
+/// assert_eq!(space.all_namespaces(), "prod.eu.ns.*");
+/// assert_eq!(space.parse_namespaces("prod.eu.ns.app1"), Some(app.clone()));
+/// assert_eq!(space.webhook_events(&app), "prod.eu.wh.app1");
+/// assert_eq!(space.all_webhook_events(), "prod.eu.wh.*");
+/// assert_eq!(space.parse_webhook_events("prod.eu.wh.app1"), Some(app.clone()));
+/// assert_eq!(space.usage(), "prod.eu.usage");
+///
+/// assert_eq!(space.history(&app, &ns, &channel), "prod.eu.hs.app1.chat.chat:lobby");
+/// assert_eq!(space.history_stream_subjects(&app, &ns), "prod.eu.hs.app1.chat.*");
+/// assert_eq!(space.history_republish(&app), "prod.eu.ch.app1.{{wildcard(1)}}");
+/// assert_eq!(space.history_stream(&app, &ns), "herald!prod~eu!app1!chat");
+/// assert!(space.history_stream(&app, &ns).starts_with(&space.history_stream_prefix()));
+///
+/// assert_eq!(space.cache(&app, &channel), "prod.eu.cache.app1.chat:lobby");
+/// assert_eq!(space.all_cache(), "prod.eu.cache.*.*");
+/// assert_eq!(space.cache_stream(), "herald-cache!prod~eu");
+/// assert_eq!(space.tap(&app), "prod.eu.tap.app1");
+/// assert_eq!(space.control(), "prod.eu.control");
+/// assert_eq!(space.sync(), "prod.eu.sync");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]

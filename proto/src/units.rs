@@ -14,6 +14,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a size or duration did not parse.
+///
+/// ```
+/// use herald_proto::units::{ByteSize, HumanDuration};
+/// let err = "30".parse::<HumanDuration>().unwrap_err();
+/// assert!(err.to_string().contains("30"), "{err}");
+/// assert!("12 parsecs".parse::<ByteSize>().is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct UnitError(String);
@@ -25,6 +32,8 @@ pub struct UnitError(String);
 /// let size: ByteSize = "64KiB".parse()?;
 /// assert_eq!((size, size.to_string()), (ByteSize::kib(64), "64KiB".to_owned()));
 /// assert!("64 parsecs".parse::<ByteSize>().is_err());
+/// assert_eq!("2MiB".parse::<ByteSize>()?, ByteSize::mib(2));
+/// assert_eq!(ByteSize::kib(1).as_usize(), 1024);
 /// # Ok::<(), herald_proto::units::UnitError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -114,6 +123,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// let d: HumanDuration = "1500ms".parse()?;
 /// assert_eq!(Duration::from(d), Duration::from_millis(1500));
 /// assert_eq!(HumanDuration::secs(30).to_string(), "30s");
+/// assert_eq!(HumanDuration::millis(250).to_string(), "250ms");
 /// # Ok::<(), herald_proto::units::UnitError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

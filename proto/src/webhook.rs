@@ -12,6 +12,15 @@ use std::fmt;
 use std::str::FromStr;
 
 /// What happened, as an endpoint subscribes to it.
+///
+/// ```
+/// use herald_proto::webhook::EventKind;
+/// let kind: EventKind = "member_added".parse()?;
+/// assert_eq!((kind, kind.as_str()), (EventKind::MemberAdded, "member_added"));
+/// assert!(!kind.is_edge_event(), "computed by the control plane from presence reports");
+/// assert!(EventKind::ClientEvent.is_edge_event());
+/// # Ok::<(), herald_proto::webhook::UnknownEventKind>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     /// A channel got its first subscriber, over every edge.
@@ -74,6 +83,11 @@ impl fmt::Display for EventKind {
 }
 
 /// An event kind name that is not one of [`EventKind::ALL`].
+///
+/// ```
+/// use herald_proto::webhook::{EventKind, UnknownEventKind};
+/// assert_eq!("channel_closed".parse::<EventKind>(), Err(UnknownEventKind("channel_closed".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown webhook event type {0:?} (known: channel_occupied, channel_vacated, member_added, member_removed, client_event, subscription_count, cache_miss)"
@@ -89,6 +103,13 @@ impl FromStr for EventKind {
 }
 
 /// How a webhook's body looks and is signed.
+///
+/// ```
+/// use herald_proto::webhook::Format;
+/// assert_eq!("pusher".parse::<Format>()?, Format::Pusher);
+/// assert_eq!(Format::default().as_str(), "herald");
+/// # Ok::<(), herald_proto::webhook::UnknownFormat>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Format {
     /// Herald's: one event per request, with an id stable across retries,
@@ -119,6 +140,13 @@ impl fmt::Display for Format {
 }
 
 /// A format name other than `herald` and `pusher`.
+///
+/// ```
+/// use herald_proto::webhook::{Format, UnknownFormat};
+/// let err = "slack".parse::<Format>().unwrap_err();
+/// assert_eq!(err, UnknownFormat("slack".into()));
+/// assert_eq!(err.to_string(), r#"unknown webhook format "slack" (known: herald, pusher)"#);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown webhook format {0:?} (known: herald, pusher)")]
 pub struct UnknownFormat(pub String);

@@ -71,6 +71,16 @@ pub(crate) struct MembersPage {
 }
 
 /// The edge's acknowledgement of a publish.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let ack = client.publish("chat:lobby", "hello").await?;
+/// match ack.position {
+///     Some(position) => println!("message {} stored at {} in epoch {}", ack.id, position.seq, position.epoch),
+///     None => println!("message {} sent (the channel keeps no history)", ack.id),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishAck {

@@ -20,6 +20,25 @@ use crate::net::Endpoint;
 /// `write_buffer` (frames waiting for the socket),
 /// `inbound_buffer` (frames read, waiting for the client task) and
 /// `state_event_buffer` (state transitions per [`crate::StateEvents`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use herald_sdk::Client;
+///
+/// let client = Client::builder("ws://127.0.0.1:8081")
+///     .token("eyJ…")
+///     .publish_timeout(Duration::from_secs(5))
+///     .configure(|config| config.client_name = "checkout-page".into())
+///     .connect_lazy()?; // connects in the background
+/// let config = client.config();
+/// assert_eq!((config.client_name.as_str(), config.publish_timeout), ("checkout-page", Duration::from_secs(5)));
+/// assert_eq!(config.urls, ["ws://127.0.0.1:8081"]);
+/// client.close().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ClientConfig {

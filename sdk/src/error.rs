@@ -10,6 +10,19 @@ use std::time::Duration;
 use herald_proto::{ChannelNameError, CloseCode, ErrorCode};
 
 /// Why a realtime operation failed.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_sdk::{CloseCode, Error, ErrorCode};
+///
+/// assert!(Error::TimedOut(Duration::from_secs(10)).is_retryable());
+/// let terminal = Error::Terminal { code: 4500, reason: "invalid token".into() };
+/// assert!(!terminal.is_retryable());
+/// assert_eq!(terminal.close_code(), Some(CloseCode::InvalidToken));
+/// assert_eq!(terminal.to_string(), "closed by the edge with 4500 (invalid_token): invalid token");
+/// let refused = Error::Rejected { code: ErrorCode::Forbidden, message: "not allowed".into(), retryable: false };
+/// assert_eq!(refused.error_code(), Some(ErrorCode::Forbidden));
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

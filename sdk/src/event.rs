@@ -11,6 +11,18 @@ use crate::error::Error;
 
 /// A point in a channel's history: the sequence number of a message and the
 /// epoch of the stream it came from.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut sub = client.subscribe("chat:lobby").await?;
+/// while let Some(message) = sub.next_message().await {
+///     if let Some(position) = &message.position {
+///         // e.g. keep it to read the history from here later
+///         println!("at {} of epoch {}", position.seq, position.epoch);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Position {
@@ -21,6 +33,16 @@ pub struct Position {
 }
 
 /// One message on a channel.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut sub = client.subscribe("chat:lobby").await?;
+/// while let Some(message) = sub.next_message().await {
+///     let from = message.publisher.as_deref().unwrap_or("the backend");
+///     println!("{} on {} from {from}: {:?}", message.id, message.channel, message.event);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Message {
@@ -44,6 +66,15 @@ pub struct Message {
 
 impl Message {
     /// The payload as UTF-8 text, when it is.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut sub = client.subscribe("chat:lobby").await?;
+    /// while let Some(message) = sub.next_message().await {
+    ///     println!("{}", message.text().unwrap_or("<binary>"));
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn text(&self) -> Option<&str> {
         std::str::from_utf8(&self.data).ok()
@@ -51,6 +82,15 @@ impl Message {
 }
 
 /// A member of a presence channel.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// for member in client.presence("presence-room").await? {
+///     let info = std::str::from_utf8(&member.info).unwrap_or("{}");
+///     println!("{} is here ({info})", member.client_id);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Member {
@@ -62,6 +102,19 @@ pub struct Member {
 }
 
 /// A member joined or left a presence channel.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::SubscriptionEvent;
+/// let mut sub = client.subscribe("presence-room").await?;
+/// while let Some(event) = sub.next_event().await {
+///     if let SubscriptionEvent::Presence(change) = event {
+///         let verb = if change.joined { "joined" } else { "left" };
+///         println!("{} {verb}", change.member.client_id);
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PresenceChange {
@@ -72,6 +125,22 @@ pub struct PresenceChange {
 }
 
 /// What a subscription reports, in order.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::SubscriptionEvent;
+/// let mut sub = client.subscribe("chat:lobby").await?;
+/// while let Some(event) = sub.next_event().await {
+///     match event {
+///         SubscriptionEvent::Message(message) => println!("{:?}", message.text()),
+///         SubscriptionEvent::Resubscribed { recovered: false } => println!("missed messages: refetch the state"),
+///         SubscriptionEvent::Lagged { dropped } => println!("read too slowly: {dropped} dropped"),
+///         SubscriptionEvent::Ended(error) => println!("ended: {error}"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SubscriptionEvent {

@@ -20,6 +20,18 @@ use tokio::sync::broadcast;
 use crate::error::Error;
 
 /// The state of a client's connection.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::{Client, ConnectionState};
+/// let client = Client::builder("ws://127.0.0.1:9").token("eyJ…").connect_lazy()?;
+/// assert!(!client.state().is_connected(), "nothing listens there");
+/// client.close().await;
+/// assert!(matches!(client.state(), ConnectionState::Closed { error: None }), "closed when asked");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConnectionState {
@@ -85,6 +97,14 @@ impl ConnectionState {
 }
 
 /// What the edge said when the connection was accepted.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let info = client.wait_connected(Duration::from_secs(10)).await?;
+/// println!("{} connected to {} as {} ({})", info.client_id, info.edge_id, info.connection_id, info.url);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
@@ -107,6 +127,16 @@ pub struct ConnectionInfo {
 }
 
 /// Why a connection ended.
+///
+/// ```
+/// use herald_proto::Advice;
+/// use herald_sdk::DisconnectReason;
+/// let slow = DisconnectReason::Closed { code: 4000, reason: "send queue full".into() };
+/// assert_eq!((slow.code(), slow.advice()), (Some(4000), Advice::Reconnect));
+/// let revoked = DisconnectReason::Closed { code: 4101, reason: "key revoked".into() };
+/// assert_eq!(revoked.advice(), Advice::RefreshToken);
+/// assert_eq!(DisconnectReason::HeartbeatTimeout.code(), None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
@@ -226,6 +256,26 @@ impl std::fmt::Display for DisconnectReason {
 ///
 /// The buffer holds `ClientConfig::state_event_buffer` transitions; a
 /// reader that falls further behind skips the oldest and goes on.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// let client = herald_sdk::Client::builder("ws://127.0.0.1:9").token("eyJ…").connect_lazy()?;
+/// let mut events = client.state_events();
+/// client.close().await;
+/// let closed = tokio::time::timeout(Duration::from_secs(5), async {
+///     while let Some(state) = events.next().await {
+///         if state.is_closed() {
+///             return true;
+///         }
+///     }
+///     false
+/// });
+/// assert!(closed.await?, "the last transition is to Closed");
+/// # Ok(())
+/// # }
+/// ```
 pub struct StateEvents {
     rx: Option<broadcast::Receiver<ConnectionState>>,
     fut: Option<Pin<Box<dyn Future<Output = Next> + Send>>>,

@@ -29,6 +29,16 @@ type TokenFuture = Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send 
 pub trait TokenProvider: Send + Sync + 'static {
     /// Returns a fresh token.
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), herald_sdk::BoxError> {
+    /// use herald_sdk::TokenProvider;
+    /// let provider = || async { Ok::<_, std::io::Error>("eyJ…".to_owned()) };
+    /// assert_eq!(provider.token().await?, "eyJ…");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// Any error; the client logs it, reports it in the connection state and

@@ -23,6 +23,15 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 
 /// One event sent to this client's user.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut events = client.user_events().await?;
+/// while let Some(message) = events.next_message().await {
+///     println!("{} at {}: {:?} {:?}", message.id, message.timestamp_ms, message.event, message.text());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UserMessage {
@@ -57,6 +66,20 @@ impl UserMessage {
 }
 
 /// What a [`UserEvents`] reports, in order.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::UserEvent;
+/// let mut events = client.user_events().await?;
+/// while let Some(event) = events.next_event().await {
+///     match event {
+///         UserEvent::Message(message) => println!("{:?}", message.event),
+///         UserEvent::Lagged { dropped } => println!("{dropped} events dropped"),
+///         _ => {}
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum UserEvent {

@@ -10,6 +10,18 @@ use herald_proto::{AppId, CloseCode, ErrorCode, bus};
 use crate::lock;
 
 /// Where a published message came from.
+///
+/// ```
+/// use herald_bus::usage::{Source, UsageRegistry};
+/// use herald_proto::AppId;
+/// let registry = UsageRegistry::new();
+/// let counters = registry.app(&AppId::new("app1")?);
+/// counters.published(Source::Grpc, 1, 100);
+/// counters.published(Source::Client, 2, 20);
+/// let usage = &registry.drain()[0];
+/// assert_eq!((usage.published_grpc, usage.published_client, usage.bytes_in), (1, 2, 120));
+/// # Ok::<(), herald_proto::IdError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// The control plane's REST API.
@@ -24,6 +36,17 @@ pub enum Source {
 
 /// Why something was refused: a close code or an error code, counted under
 /// its snake_case name.
+///
+/// ```
+/// use herald_bus::usage::Refused;
+/// use herald_proto::{CloseCode, ErrorCode};
+/// let why = Refused::Error(ErrorCode::RateLimited);
+/// assert_eq!(why.name(), "rate_limited");
+/// assert_eq!(Refused::from_name("slow_consumer"), Some(Refused::Close(CloseCode::SlowConsumer)));
+/// // `quota_exceeded` is both a close and an error code: the close code wins.
+/// assert_eq!(Refused::from_name("quota_exceeded"), Some(Refused::Close(CloseCode::QuotaExceeded)));
+/// assert_eq!(Refused::from_name("bored"), None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
     /// A connection closed (or refused) with this code.
@@ -72,6 +95,28 @@ impl Refused {
 }
 
 /// One app's counters on this node since they were last drained.
+///
+/// ```
+/// use herald_bus::usage::{Refused, Source, UsageRegistry};
+/// use herald_proto::{AppId, ErrorCode};
+/// let registry = UsageRegistry::new();
+/// let counters = registry.app(&AppId::new("app1")?); // held by a connection, say
+/// counters.connection_opened();
+/// counters.published(Source::Rest, 1, 5);
+/// counters.delivered(3, 300);
+/// counters.bytes_out(40); // a reply
+/// counters.webhook(true);
+/// counters.webhook(false);
+/// counters.refused(Refused::Error(ErrorCode::TooLarge));
+/// counters.refused_n(Refused::Error(ErrorCode::TooLarge), 2);
+///
+/// let usage = &registry.drain()[0];
+/// assert_eq!((usage.connections_opened, usage.published_rest, usage.delivered), (1, 1, 3));
+/// assert_eq!((usage.bytes_in, usage.bytes_out), (5, 340));
+/// assert_eq!((usage.webhooks_ok, usage.webhooks_failed), (1, 1));
+/// assert_eq!((usage.refusals[0].reason.as_str(), usage.refusals[0].count), ("too_large", 3));
+/// # Ok::<(), herald_proto::IdError>(())
+/// ```
 #[derive(Debug)]
 pub struct AppCounters {
     published: [AtomicU64; 4],
@@ -180,6 +225,21 @@ impl AppCounters {
 /// takes every count and forgets the apps nobody holds any more, so the
 /// registry holds at most the apps in use plus those counted since the last
 /// report.
+///
+/// ```
+/// use herald_bus::usage::UsageRegistry;
+/// use herald_proto::AppId;
+/// let registry = UsageRegistry::new();
+/// let app = AppId::new("app1")?;
+/// let counters = registry.app(&app);
+/// counters.delivered(2, 20);
+/// assert_eq!(registry.drain()[0].delivered, 2);
+/// assert!(registry.drain().is_empty(), "each count is drained once");
+/// drop(counters);
+/// registry.app(&app).delivered(1, 10); // counted, then let go
+/// assert_eq!(registry.drain().len(), 1, "its last counts are still drained");
+/// # Ok::<(), herald_proto::IdError>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct UsageRegistry {
     apps: Mutex<HashMap<AppId, Arc<AppCounters>>>,

@@ -43,6 +43,17 @@ pub const BUSY: &str = "busy: too many usage reports being stored at once; retry
 /// increasing sequences, valid app ids and refusal reasons. The error names
 /// the failing field.
 ///
+/// ```
+/// use herald_bus::usage::check;
+/// use herald_proto::bus;
+/// let usage = bus::AppUsage { app_id: "app1".into(), delivered: 10, ..Default::default() };
+/// let batch = bus::UsageBatch { seq: 1, timestamp_ms: 1_764_100_000_000, apps: vec![usage] };
+/// let report = bus::UsageReport { node_id: "edge-1".into(), batches: vec![batch.clone()], ..Default::default() };
+/// assert_eq!(check(&report), Ok(()));
+/// let unsequenced = bus::UsageReport { batches: vec![bus::UsageBatch { seq: 0, ..batch }], ..report };
+/// assert!(check(&unsequenced).unwrap_err().contains("seq"));
+/// ```
+///
 /// # Errors
 ///
 /// A description of what is wrong, naming the field.

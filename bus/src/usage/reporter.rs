@@ -11,6 +11,24 @@ use super::UsageRegistry;
 use crate::Bus;
 
 /// The batches of one node not yet acknowledged, and what it reports next.
+///
+/// ```
+/// use herald_bus::usage::Reporter;
+/// use herald_proto::bus;
+/// let mut reporter = Reporter::new("edge-1".to_owned(), 10_000);
+/// assert_eq!(reporter.node_id(), "edge-1");
+/// assert!(reporter.next_report(Vec::new(), Vec::new(), 1_000).is_none(), "nothing to tell");
+///
+/// let counts = vec![bus::AppUsage { app_id: "app1".into(), delivered: 5, ..Default::default() }];
+/// let first = reporter.next_report(counts.clone(), Vec::new(), 2_000).expect("a report");
+/// assert_eq!(reporter.pending_apps(), 1);
+/// // Not acknowledged: the next report carries both batches.
+/// let second = reporter.next_report(counts, Vec::new(), 3_000).expect("a report");
+/// let seqs: Vec<u64> = second.batches.iter().map(|b| b.seq).collect();
+/// assert_eq!((first.batches[0].seq, seqs), (1, vec![1, 2]));
+/// reporter.acknowledged(&second);
+/// assert_eq!(reporter.pending_apps(), 0);
+/// ```
 #[derive(Debug)]
 pub struct Reporter {
     node_id: String,
@@ -92,6 +110,41 @@ impl Reporter {
     /// and the node's gauges gone to zero) and ends. `gauges` gives the
     /// node's current per-app figures. A report not acknowledged stays
     /// pending for the next one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use futures_util::future::BoxFuture;
+    /// use herald_bus::usage::{Reporter, Source, UsageRegistry};
+    /// use herald_bus::{Bus, LocalBus, UsageSink};
+    /// use herald_proto::{AppId, bus};
+    ///
+    /// /// The control plane's side: keeps the reports.
+    /// #[derive(Clone, Default)]
+    /// struct Reports(Arc<Mutex<Vec<bus::UsageReport>>>);
+    /// impl UsageSink for Reports {
+    ///     fn store(&self, report: bus::UsageReport) -> BoxFuture<'static, Result<(), String>> {
+    ///         self.0.lock().unwrap().push(report);
+    ///         Box::pin(async { Ok(()) })
+    ///     }
+    /// }
+    ///
+    /// let local = LocalBus::default();
+    /// let reports = Reports::default();
+    /// Bus::local(&local).serve_usage(Arc::new(reports.clone())).await?;
+    /// let registry = Arc::new(UsageRegistry::new());
+    /// registry.app(&AppId::new("app1")?).published(Source::Rest, 1, 10);
+    ///
+    /// let reporter = Reporter::new("edge-1".to_owned(), 10_000);
+    /// // Stopped at once: it reports what was counted, then ends.
+    /// reporter.run(Bus::local(&local), registry, Vec::new, Duration::from_secs(60), std::future::ready(())).await;
+    /// let reports = reports.0.lock().unwrap();
+    /// assert_eq!(reports[0].batches[0].apps[0].published_rest, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run(
         mut self,
         bus: Bus,

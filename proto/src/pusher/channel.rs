@@ -15,6 +15,12 @@ use std::str::FromStr;
 pub const MAX_LEN: usize = 200;
 
 /// Why a string is not a valid Pusher channel name.
+///
+/// ```
+/// use herald_proto::pusher::PusherChannel;
+/// let err = PusherChannel::new("chat:lobby").unwrap_err();
+/// assert_eq!(err.name, "chat:lobby", "':' is Herald's, not Pusher's");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid Pusher channel name {name:?}: it must be 1-{MAX_LEN} characters of ASCII letters, digits, '_', '-', '=', '@', ',', '.' and ';'"
@@ -25,6 +31,14 @@ pub struct PusherChannelError {
 }
 
 /// What a Pusher channel is, by its prefix.
+///
+/// ```
+/// use herald_proto::pusher::{PusherChannel, PusherChannelKind};
+/// let kind = PusherChannel::new("presence-room-1")?.kind();
+/// assert_eq!(kind, PusherChannelKind::Presence);
+/// assert!(kind.needs_auth() && !PusherChannelKind::Public.needs_auth());
+/// # Ok::<(), herald_proto::pusher::PusherChannelError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PusherChannelKind {
     /// No prefix: anyone may subscribe.
@@ -47,10 +61,30 @@ impl PusherChannelKind {
 }
 
 /// A valid Pusher channel name.
+///
+/// ```
+/// use herald_proto::ChannelName;
+/// use herald_proto::pusher::{PusherChannel, PusherChannelKind};
+/// let channel: PusherChannel = "private-encrypted-cache-inbox".parse()?;
+/// assert_eq!(channel.as_str(), "private-encrypted-cache-inbox");
+/// assert_eq!(channel.kind(), PusherChannelKind::PrivateEncrypted);
+/// assert!(channel.is_cache());
+/// // Both protocols meet on the Herald channel of the same name.
+/// assert_eq!(channel.channel_name().as_str(), "private-encrypted-cache-inbox");
+/// let herald_only = ChannelName::new("chat:lobby").expect("a Herald channel");
+/// assert_eq!(PusherChannel::from_channel_name(&herald_only), None);
+/// # Ok::<(), herald_proto::pusher::PusherChannelError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PusherChannel(Box<str>);
 
 /// Whether `b` may appear in a Pusher channel name.
+///
+/// ```
+/// use herald_proto::pusher::channel::is_name_byte;
+/// assert!(is_name_byte(b'@') && is_name_byte(b'.'));
+/// assert!(!is_name_byte(b':') && !is_name_byte(b' '));
+/// ```
 #[must_use]
 pub fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
@@ -58,6 +92,12 @@ pub fn is_name_byte(b: u8) -> bool {
 
 /// Whether `name` is a valid Pusher channel name of a cache channel,
 /// without allocating (it is asked on every publish).
+///
+/// ```
+/// use herald_proto::pusher::channel::is_cache_name;
+/// assert!(is_cache_name("cache-prices") && is_cache_name("presence-cache-room"));
+/// assert!(!is_cache_name("prices-cache") && !is_cache_name("cache prices"));
+/// ```
 #[must_use]
 pub fn is_cache_name(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_LEN || !name.bytes().all(is_name_byte) {

@@ -30,6 +30,20 @@ pub const AUTH_VERSION: &str = "1.0";
 pub const DEFAULT_TIMESTAMP_WINDOW_SECS: u64 = 600;
 
 /// One HTTP API request, as received.
+///
+/// ```
+/// use herald_proto::pusher::{ApiRequest, body_md5, sign_request, verify_request};
+/// let body = br#"{"name":"shipped","channels":["orders"],"data":"{}"}"#;
+/// let md5 = body_md5(body);
+/// let mut params = vec![
+///     ("auth_key", "app-key"), ("auth_timestamp", "1700000000"),
+///     ("auth_version", "1.0"), ("body_md5", md5.as_str()),
+/// ];
+/// let signature = sign_request("app-secret", "POST", "/apps/3/events", &params);
+/// params.push(("auth_signature", signature.as_str()));
+/// let req = ApiRequest { method: "POST", path: "/apps/3/events", params: &params, body };
+/// assert_eq!(verify_request("app-key", "app-secret", &req, 1_700_000_030, 600), Ok(()));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ApiRequest<'a> {
     /// The HTTP method, e.g. `POST` (upper-cased for signing).
@@ -43,6 +57,16 @@ pub struct ApiRequest<'a> {
 }
 
 /// Why an HTTP API request's authentication was refused; each answers 401.
+///
+/// ```
+/// use herald_proto::pusher::{ApiAuthError, ApiRequest, verify_request};
+/// let params = [("auth_key", "app-key"), ("auth_timestamp", "1700000000"), ("auth_version", "1.0")];
+/// let req = ApiRequest { method: "GET", path: "/apps/3/channels", params: &params, body: b"" };
+/// let stale = verify_request("app-key", "app-secret", &req, 1_700_001_000, 600);
+/// assert_eq!(stale, Err(ApiAuthError::StaleTimestamp { timestamp: 1_700_000_000, now: 1_700_001_000, window: 600 }));
+/// let unsigned = verify_request("app-key", "app-secret", &req, 1_700_000_000, 600);
+/// assert_eq!(unsigned, Err(ApiAuthError::MissingParameter("auth_signature")));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiAuthError {
     /// A required parameter is missing.
@@ -82,6 +106,11 @@ pub enum ApiAuthError {
 }
 
 /// Lower-case hex MD5 of a body, as `body_md5` carries it.
+///
+/// ```
+/// use herald_proto::pusher::body_md5;
+/// assert_eq!(body_md5(b""), "d41d8cd98f00b204e9800998ecf8427e");
+/// ```
 #[must_use]
 pub fn body_md5(body: &[u8]) -> String {
     hex(&Md5::digest(body))
@@ -89,6 +118,12 @@ pub fn body_md5(body: &[u8]) -> String {
 
 /// The string an HTTP API request signs: method (upper-cased), path, and
 /// every parameter but `auth_signature`, keys lower-cased and sorted.
+///
+/// ```
+/// use herald_proto::pusher::string_to_sign;
+/// let params = [("auth_version", "1.0"), ("Auth_Key", "app-key"), ("auth_signature", "ignored")];
+/// assert_eq!(string_to_sign("get", "/apps/3/channels", &params), "GET\n/apps/3/channels\nauth_key=app-key&auth_version=1.0");
+/// ```
 #[must_use]
 pub fn string_to_sign(method: &str, path: &str, params: &[(&str, &str)]) -> String {
     let mut pairs: Vec<(String, &str)> =
@@ -100,6 +135,14 @@ pub fn string_to_sign(method: &str, path: &str, params: &[(&str, &str)]) -> Stri
 
 /// `auth_signature` for a request: lower-case hex HMAC-SHA256 of
 /// [`string_to_sign`].
+///
+/// ```
+/// use herald_proto::pusher::sign_request;
+/// let params = [("auth_key", "app-key"), ("auth_timestamp", "1700000000"), ("auth_version", "1.0")];
+/// let signature = sign_request("app-secret", "GET", "/apps/3/channels", &params);
+/// assert_eq!(signature.len(), 64, "hex HMAC-SHA256");
+/// assert_ne!(signature, sign_request("another-secret", "GET", "/apps/3/channels", &params));
+/// ```
 #[must_use]
 pub fn sign_request(secret: &str, method: &str, path: &str, params: &[(&str, &str)]) -> String {
     hmac_hex(secret, &string_to_sign(method, path, params))
@@ -114,6 +157,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// secret, with `now` the server's clock in Unix seconds and `window` the
 /// allowed distance of `auth_timestamp` from it (Pusher's is
 /// [`DEFAULT_TIMESTAMP_WINDOW_SECS`]).
+///
+/// ```
+/// use herald_proto::pusher::request::DEFAULT_TIMESTAMP_WINDOW_SECS;
+/// use herald_proto::pusher::{ApiAuthError, ApiRequest, sign_request, verify_request};
+/// let mut params = vec![("auth_key", "app-key"), ("auth_timestamp", "1700000000"), ("auth_version", "1.0")];
+/// let signature = sign_request("app-secret", "GET", "/apps/3/channels", &params);
+/// params.push(("auth_signature", signature.as_str()));
+/// let req = ApiRequest { method: "GET", path: "/apps/3/channels", params: &params, body: b"" };
+/// let now = 1_700_000_100;
+/// assert_eq!(verify_request("app-key", "app-secret", &req, now, DEFAULT_TIMESTAMP_WINDOW_SECS), Ok(()));
+/// let wrong_secret = verify_request("app-key", "not-the-secret", &req, now, DEFAULT_TIMESTAMP_WINDOW_SECS);
+/// assert_eq!(wrong_secret, Err(ApiAuthError::BadSignature));
+/// ```
 ///
 /// # Errors
 ///

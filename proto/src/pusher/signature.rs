@@ -17,6 +17,18 @@ use ring::hmac;
 use super::channel::{PusherChannel, PusherChannelKind};
 
 /// Why a channel `auth` string was refused.
+///
+/// ```
+/// use herald_proto::pusher::{ChannelAuthError, PusherChannel, verify_channel};
+/// let channel = PusherChannel::new("presence-room")?;
+/// let verify = |data, auth| verify_channel("app-key", "app-secret", "1.1", &channel, data, auth);
+/// assert_eq!(verify(Some("{}"), "no-colon"), Err(ChannelAuthError::Malformed));
+/// assert_eq!(verify(Some("{}"), "other-key:00"), Err(ChannelAuthError::WrongKey));
+/// assert_eq!(verify(Some("{}"), "app-key:zz"), Err(ChannelAuthError::NotHex));
+/// assert_eq!(verify(None, "app-key:00"), Err(ChannelAuthError::MissingChannelData));
+/// assert_eq!(verify(Some("{}"), &format!("app-key:{}", "0".repeat(64))), Err(ChannelAuthError::BadSignature));
+/// # Ok::<(), herald_proto::pusher::PusherChannelError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelAuthError {
     /// The string is not `<key>:<signature>`.
@@ -94,6 +106,18 @@ pub(crate) enum SignatureMismatch {
 }
 
 /// The string a channel `auth` signs.
+///
+/// ```
+/// use herald_proto::pusher::PusherChannel;
+/// use herald_proto::pusher::signature::channel_string_to_sign;
+/// let channel = PusherChannel::new("presence-room")?;
+/// assert_eq!(channel_string_to_sign("1234.1234", &channel, None), "1234.1234:presence-room");
+/// assert_eq!(
+///     channel_string_to_sign("1234.1234", &channel, Some(r#"{"user_id":"10"}"#)),
+///     r#"1234.1234:presence-room:{"user_id":"10"}"#
+/// );
+/// # Ok::<(), herald_proto::pusher::PusherChannelError>(())
+/// ```
 #[must_use]
 pub fn channel_string_to_sign(socket_id: &str, channel: &PusherChannel, channel_data: Option<&str>) -> String {
     match channel_data {
@@ -106,6 +130,15 @@ pub fn channel_string_to_sign(socket_id: &str, channel: &PusherChannel, channel_
 ///
 /// `channel_data` is signed when given (Pusher gives it for presence
 /// channels only).
+///
+/// ```
+/// use herald_proto::pusher::{PusherChannel, sign_channel};
+/// // Pusher's worked example of a private channel's `auth`.
+/// let channel = PusherChannel::new("private-foobar")?;
+/// let auth = sign_channel("278d425bdf160c739803", "7ad3773142a6692b25b8", "1234.1234", &channel, None);
+/// assert_eq!(auth, "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4");
+/// # Ok::<(), herald_proto::pusher::PusherChannelError>(())
+/// ```
 #[must_use]
 pub fn sign_channel(
     key: &str,
@@ -118,6 +151,18 @@ pub fn sign_channel(
 }
 
 /// Checks a subscription's `auth` string, the signature in constant time.
+///
+/// ```
+/// use herald_proto::pusher::{ChannelAuthError, PusherChannel, sign_channel, verify_channel};
+/// let channel = PusherChannel::new("presence-room")?;
+/// let data = r#"{"user_id":"ada"}"#;
+/// let auth = sign_channel("app-key", "app-secret", "1.1", &channel, Some(data));
+/// assert_eq!(verify_channel("app-key", "app-secret", "1.1", &channel, Some(data), &auth), Ok(()));
+/// // Signed for another connection:
+/// let other = verify_channel("app-key", "app-secret", "2.2", &channel, Some(data), &auth);
+/// assert_eq!(other, Err(ChannelAuthError::BadSignature));
+/// # Ok::<(), herald_proto::pusher::PusherChannelError>(())
+/// ```
 ///
 /// # Errors
 ///
@@ -147,18 +192,39 @@ pub fn verify_channel(
 }
 
 /// The string a user sign-in's `auth` signs: `<socket_id>::user::<user_data>`.
+///
+/// ```
+/// use herald_proto::pusher::signature::user_string_to_sign;
+/// assert_eq!(user_string_to_sign("1.1", r#"{"id":"ada"}"#), r#"1.1::user::{"id":"ada"}"#);
+/// ```
 #[must_use]
 pub fn user_string_to_sign(socket_id: &str, user_data: &str) -> String {
     format!("{socket_id}::user::{user_data}")
 }
 
 /// The `auth` string `<key>:<signature>` of a user sign-in (`pusher:signin`).
+///
+/// ```
+/// use herald_proto::pusher::sign_user;
+/// let auth = sign_user("app-key", "app-secret", "1.1", r#"{"id":"ada"}"#);
+/// let (key, signature) = auth.split_once(':').expect("key:signature");
+/// assert_eq!((key, signature.len()), ("app-key", 64));
+/// ```
 #[must_use]
 pub fn sign_user(key: &str, secret: &str, socket_id: &str, user_data: &str) -> String {
     format!("{key}:{}", hmac_hex(secret, &user_string_to_sign(socket_id, user_data)))
 }
 
 /// Checks a user sign-in's `auth` string, the signature in constant time.
+///
+/// ```
+/// use herald_proto::pusher::{ChannelAuthError, sign_user, verify_user};
+/// let user = r#"{"id":"ada"}"#;
+/// let auth = sign_user("app-key", "app-secret", "1.1", user);
+/// assert_eq!(verify_user("app-key", "app-secret", "1.1", user, &auth), Ok(()));
+/// let forged = verify_user("app-key", "app-secret", "1.1", r#"{"id":"eve"}"#, &auth);
+/// assert_eq!(forged, Err(ChannelAuthError::BadSignature));
+/// ```
 ///
 /// # Errors
 ///

@@ -29,6 +29,16 @@ use crate::user_events::UserEvents;
 pub use builder::ClientBuilder;
 
 /// Options of one publish.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_sdk::PublishOptions;
+/// let options = PublishOptions::event("order.updated")
+///     .with_idempotency_id("order-42-v3")
+///     .with_timeout(Duration::from_secs(2));
+/// assert_eq!(options.event.as_deref(), Some("order.updated"));
+/// assert_eq!(PublishOptions::default().timeout, None, "the client's publish_timeout applies");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PublishOptions {
@@ -95,6 +105,20 @@ impl PublishOptions {
 
 /// The acknowledgement of a publish started with [`Client::start_publish`];
 /// resolves as [`Client::publish`] does.
+///
+/// ```no_run
+/// # async fn demo(client: herald_sdk::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::PublishOptions;
+/// // Queue several publishes at once, then wait for their acknowledgements.
+/// let mut pending = Vec::new();
+/// for i in 0..10 {
+///     pending.push(client.start_publish("ticks", format!("{i}"), PublishOptions::default()).await?);
+/// }
+/// for publish in pending {
+///     publish.await?;
+/// }
+/// # Ok(()) }
+/// ```
 #[must_use = "a publish's outcome is only known by awaiting it"]
 pub struct PendingPublish {
     rx: oneshot::Receiver<Result<PublishAck, Error>>,

@@ -13,6 +13,13 @@ use serde::Deserialize;
 use super::error::{ErrorEnvelope, RestError, api_error};
 
 /// A message payload for the REST API.
+///
+/// ```
+/// use herald_sdk::Data;
+/// assert_eq!(Data::from("hello"), Data::Text("hello".into()));
+/// assert_eq!(Data::from(serde_json::json!({"id": 42})), Data::Json(serde_json::json!({"id": 42})));
+/// assert!(matches!(Data::from(vec![0u8, 159, 146]), Data::Binary(_)), "sent base64-encoded");
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Data {
@@ -170,6 +177,19 @@ pub(super) struct UserTerminated {
 }
 
 /// A message accepted by the control plane.
+///
+/// ```no_run
+/// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::MessageOptions;
+/// let options = MessageOptions::new().id("order-42-v3");
+/// let accepted = publisher.publish_with("orders", "shipped", options).await?;
+/// if accepted.duplicate {
+///     println!("{} was already sent", accepted.id);
+/// } else if let Some(seq) = accepted.seq {
+///     println!("{} stored at {seq}", accepted.id);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
 pub struct Accepted {
@@ -185,6 +205,19 @@ pub struct Accepted {
 }
 
 /// One message of [`Publisher::publish_batch`](super::Publisher::publish_batch).
+///
+/// ```
+/// use herald_sdk::{BatchMessage, Data};
+/// let message = BatchMessage::new("orders", serde_json::json!({"id": 42}))
+///     .also_to("audit")
+///     .name("order.shipped")
+///     .id("order-42-shipped")
+///     .exclude_connection("1234.5678");
+/// assert_eq!(message.channels, ["orders", "audit"]);
+/// assert_eq!((message.name.as_deref(), message.id.as_deref()), (Some("order.shipped"), Some("order-42-shipped")));
+/// assert_eq!(message.exclude_connection.as_deref(), Some("1234.5678"));
+/// assert_eq!(message.data, Data::Json(serde_json::json!({"id": 42})));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct BatchMessage {
@@ -327,6 +360,14 @@ impl TokenRequest {
 }
 
 /// A minted token.
+///
+/// ```no_run
+/// # async fn demo(publisher: herald_sdk::Publisher) -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_sdk::TokenRequest;
+/// let minted = publisher.mint_token(&TokenRequest::new("user-42").allow("chat:*", ["subscribe"])).await?;
+/// println!("give {} to the browser; it expires at {}", minted.token, minted.expires_at);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
 pub struct MintedToken {

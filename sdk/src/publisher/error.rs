@@ -10,6 +10,20 @@ use http::StatusCode;
 use serde::Deserialize;
 
 /// Why a REST call failed.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_sdk::{ErrorCode, Publisher, RestError};
+/// let refused = Publisher::new("ftp://example.com", "my-app", "hk_…").unwrap_err();
+/// assert!(matches!(refused, RestError::Config(_)));
+///
+/// let limited = RestError::Api {
+///     status: 429, code: ErrorCode::RateLimited, message: "slow down".into(), retry_after: Some(Duration::from_secs(1)),
+/// };
+/// assert_eq!(limited.code(), Some(ErrorCode::RateLimited));
+/// assert_eq!(limited.to_string(), "rate_limited: slow down (HTTP 429)");
+/// assert_eq!(RestError::Transport("connection refused".into()).code(), None);
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RestError {

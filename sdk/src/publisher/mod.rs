@@ -67,6 +67,18 @@ impl std::fmt::Debug for Publisher {
 }
 
 /// Settings of a [`Publisher`].
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_sdk::Publisher;
+/// let publisher = Publisher::builder("http://127.0.0.1:8080", "my-app", "hk_…")
+///     .timeout(Duration::from_secs(3))
+///     .max_retries(1)
+///     .build()?; // nothing is sent until a call
+/// assert_eq!(publisher.app_id(), "my-app");
+/// assert!(Publisher::builder("http://127.0.0.1:8080", "", "hk_…").build().is_err(), "no app id");
+/// # Ok::<(), herald_sdk::RestError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct PublisherBuilder {
     api_url: String,
