@@ -32,7 +32,12 @@ async fn fixture(tweak: impl FnOnce(&mut herald_control_plane::Config)) -> Resul
 }
 
 fn publish_request(app: &str, data: &[u8]) -> pb::PublishRequest {
-    pb::PublishRequest { app_id: app.into(), channel: "chat:x".into(), data: data.to_vec().into(), ..Default::default() }
+    pb::PublishRequest {
+        app_id: app.into(),
+        channel: "chat:x".into(),
+        data: data.to_vec().into(),
+        ..Default::default()
+    }
 }
 
 /// A message in gRPC's framing: flag, length, bytes.
@@ -93,7 +98,12 @@ async fn outcome(response: h2::client::ResponseFuture) -> Result<Outcome> {
 }
 
 /// A whole unary publish on `client`: its `grpc-status`.
-async fn publish_on(client: &mut h2::client::SendRequest<Bytes>, server: &Server, app: &str, key: &str) -> Result<String> {
+async fn publish_on(
+    client: &mut h2::client::SendRequest<Bytes>,
+    server: &Server,
+    app: &str,
+    key: &str,
+) -> Result<String> {
     let (response, mut body) = start_call(client, server, "PublishService/Publish", key)?;
     body.send_data(Bytes::from(framed(&publish_request(app, b"1"))), true)?;
     Ok(tokio::time::timeout(DEADLINE, outcome(response)).await.context("publish answered")??.status)

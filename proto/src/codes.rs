@@ -284,8 +284,9 @@ error_codes! {
     /// refused until it is enabled again.
     AppDisabled = 17, "app_disabled", 403, PermissionDenied, false;
     /// The request did not arrive in time: its body (or a gRPC request
-    /// message) came slower than the server accepts, or stopped. Nothing
-    /// was done; the same request, sent whole, may succeed.
+    /// message) came slower than the server accepts or stopped, or a gRPC
+    /// request stream went silent. The request was not acted on (a
+    /// stream's earlier messages were); sent again in time, it may succeed.
     RequestTimeout = 18, "request_timeout", 408, DeadlineExceeded, true;
 }
 

@@ -43,12 +43,7 @@ pub async fn read_to_close(conn: &mut TcpStream, deadline: Duration) -> Result<S
 /// Writes `bytes` to `conn` one a second until they are all sent or the
 /// server closes the connection; how long the server took to close it
 /// from `since` (at most `deadline` after it), or `None`.
-pub async fn dribble(
-    conn: TcpStream,
-    bytes: &[u8],
-    since: std::time::Instant,
-    deadline: Duration,
-) -> Option<Duration> {
+pub async fn dribble(conn: TcpStream, bytes: &[u8], since: std::time::Instant, deadline: Duration) -> Option<Duration> {
     let (mut rd, mut wr) = conn.into_split();
     let bytes = bytes.to_vec();
     let writer = tokio::spawn(async move {

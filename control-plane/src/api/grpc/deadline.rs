@@ -308,12 +308,7 @@ mod tests {
                 for service in &file.service {
                     for method in &service.method {
                         if method.client_streaming() {
-                            streamed.push(format!(
-                                "/{}.{}/{}",
-                                file.package(),
-                                service.name(),
-                                method.name()
-                            ));
+                            streamed.push(format!("/{}.{}/{}", file.package(), service.name(), method.name()));
                         }
                     }
                 }
