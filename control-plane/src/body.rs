@@ -11,6 +11,10 @@
 //!   closed);
 //! - `body_read_timeout`: the whole body, at any rate (408).
 //!
+//! The two time limits are kept by a [`BodyClock`], which the gRPC API
+//! also runs over its request messages ([`crate::api::grpc`]); past them
+//! the caller gets `request_timeout` ([`too_slow`]).
+//!
 //! While it reads, the connection is marked as reading a body, so a full
 //! listener evicts it first when it stalls ([`crate::connections`]).
 
@@ -44,15 +48,75 @@ pub(crate) enum BodyError {
 }
 
 impl BodyError {
-    /// The message for a [`BodyError::Slow`] body.
-    pub(crate) fn slow_message(limit: &str) -> String {
-        match limit {
-            "min_body_rate_per_sec" => {
-                "the request body arrived slower than the server accepts (min_body_rate_per_sec)"
-            }
-            _ => "the request body did not arrive within body_read_timeout",
+    /// The error the caller is answered with.
+    pub(crate) fn into_api(self) -> ApiError {
+        match self {
+            Self::Api(e) => e,
+            Self::Slow(limit) => too_slow(limit),
         }
-        .to_owned()
+    }
+}
+
+/// The `request_timeout` (408) of a body that broke `limit`, naming it.
+pub(crate) fn too_slow(limit: &str) -> ApiError {
+    let message = match limit {
+        MIN_RATE => "the request body arrived slower than the server accepts (min_body_rate_per_sec)",
+        _ => "the request body did not arrive within body_read_timeout",
+    };
+    ApiError::new(ErrorCode::RequestTimeout, message)
+}
+
+const MIN_RATE: &str = "min_body_rate_per_sec";
+const TIMEOUT: &str = "body_read_timeout";
+
+/// The time limits of one body, as its bytes arrive: the whole of it
+/// within `body_read_timeout` of its start, and after `body_rate_grace`
+/// at least `min_body_rate_per_sec` (each byte received buys `1/rate`
+/// more time).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyClock {
+    start: Instant,
+    hard: Instant,
+    rate: u64,
+    grace: Duration,
+    received: u64,
+}
+
+impl BodyClock {
+    /// The clock of a body starting now, under `config`'s limits.
+    pub(crate) fn start(config: &Config) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            hard: start + config.body_read_timeout.0,
+            rate: config.min_body_rate_per_sec.0,
+            grace: config.body_rate_grace.0,
+            received: 0,
+        }
+    }
+
+    /// A clock with the same limits for a body starting now.
+    pub(crate) fn restart(&self) -> Self {
+        let start = Instant::now();
+        Self { start, hard: start + (self.hard - self.start), received: 0, ..*self }
+    }
+
+    /// `n` more bytes of the body arrived.
+    pub(crate) fn received(&mut self, n: usize) {
+        self.received = self.received.saturating_add(n as u64);
+    }
+
+    /// When the body must have its next bytes (or its end) by, and the
+    /// name of the limit that sets it.
+    pub(crate) fn deadline(&self) -> (Instant, &'static str) {
+        let by_rate = (self.rate > 0).then(|| {
+            let earned = Duration::from_secs_f64(self.received as f64 / self.rate as f64);
+            self.start + self.grace.saturating_add(earned)
+        });
+        match by_rate {
+            Some(at) if at < self.hard => (at, MIN_RATE),
+            _ => (self.hard, TIMEOUT),
+        }
     }
 }
 
@@ -86,22 +150,11 @@ pub(crate) async fn read(req: Request, config: &Config, connections: &Arc<Connec
     };
     let reading = req.extensions().get::<Arc<Conn>>().map(Conn::body);
     let mut body = req.into_body();
-    let start = Instant::now();
-    let hard = start + config.body_read_timeout.0;
-    let rate = config.min_body_rate_per_sec.0;
-    let grace = config.body_rate_grace.0;
+    let mut clock = BodyClock::start(config);
     let capacity = usize::try_from(declared.unwrap_or(0).min(limit).min(64 * 1024)).unwrap_or(0);
     let mut bytes = BytesMut::with_capacity(capacity);
     loop {
-        // Each byte received buys 1/rate more time after the grace period.
-        let by_rate = (rate > 0).then(|| {
-            let earned = Duration::from_secs_f64(bytes.len() as f64 / rate as f64);
-            start + grace.saturating_add(earned)
-        });
-        let (deadline, broken) = match by_rate {
-            Some(at) if at < hard => (at, "min_body_rate_per_sec"),
-            _ => (hard, "body_read_timeout"),
-        };
+        let (deadline, broken) = clock.deadline();
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(BodyError::Slow(broken)),
             Ok(None) => break,
@@ -115,6 +168,7 @@ pub(crate) async fn read(req: Request, config: &Config, connections: &Arc<Connec
                 return Err(BodyError::Api(too_large()));
             }
             bytes.extend_from_slice(&data);
+            clock.received(data.len());
             if let Some(reading) = &reading {
                 reading.progress();
             }

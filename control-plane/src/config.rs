@@ -237,11 +237,14 @@ config! {
     tls_cert: Option<std::path::PathBuf> = None;
     /// TLS: the private key (PEM) of `tls_cert`.
     tls_key: Option<std::path::PathBuf> = None;
-    /// Longest wait for a request's head (for HTTP/2, the connection
-    /// preface) on a new connection.
+    /// Longest wait for a whole request head: from the accept for a
+    /// connection's first (the TLS handshake included; for HTTP/2, the
+    /// connection preface), from the end of the previous response for a
+    /// keep-alive request.
     header_read_timeout: HumanDuration = HumanDuration::secs(10);
     /// Longest a connection may stay open with no request in flight; it is
-    /// closed past it.
+    /// closed past it. Also the longest silence between two messages of a
+    /// gRPC request stream (`DEADLINE_EXCEEDED` past it).
     http_idle_timeout: HumanDuration = HumanDuration::secs(60);
     /// Log one line per REST, gRPC and Pusher API request (target
     /// `herald::access`: method, route, status, latency, app, request id).
@@ -253,11 +256,13 @@ config! {
     /// caller's sampled `traceparent` is always followed.
     otlp_sample_ratio: f64 = 1.0;
     /// Longest wait for a whole request body once its head arrived (408
-    /// past it).
+    /// `request_timeout` past it; for a gRPC request message,
+    /// `DEADLINE_EXCEEDED`).
     body_read_timeout: HumanDuration = HumanDuration::secs(30);
-    /// Slowest a request body may arrive, in bytes per second, after
-    /// `body_rate_grace` (each byte buys `1/rate` more time); slower: 408
-    /// and the connection closed. 0: no rate, only `body_read_timeout`.
+    /// Slowest a request body (or gRPC request message) may arrive, in
+    /// bytes per second, after `body_rate_grace` (each byte buys `1/rate`
+    /// more time); slower: 408 and the connection closed (gRPC:
+    /// `DEADLINE_EXCEEDED`). 0: no rate, only `body_read_timeout`.
     min_body_rate_per_sec: ByteSize = ByteSize::kib(1);
     /// How long a request body may take before `min_body_rate_per_sec`
     /// counts.

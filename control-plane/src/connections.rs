@@ -194,7 +194,9 @@ impl Conn {
         InFlight(self.clone())
     }
 
-    /// Resolves once no request has been in flight for `timeout`.
+    /// Resolves once no request has been in flight for `timeout`: since
+    /// the last one ended (its response body sent), or since the connection
+    /// was registered when it has had none.
     pub(crate) async fn idle(&self, timeout: Duration) {
         loop {
             let wait = if self.in_flight.load(Ordering::Acquire) > 0 {

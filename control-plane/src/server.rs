@@ -10,10 +10,11 @@
 //! - at most `max_connections_per_ip` from one client IP (loopback
 //!   exempt; off by default);
 //! - a new connection must finish its TLS handshake and show what it
-//!   speaks within `header_read_timeout`: the HTTP/2 preface whole, or the
-//!   start of an HTTP/1.1 request, whose head must then be whole within
-//!   another `header_read_timeout` (no slowloris); a connection that sends
-//!   nothing is closed;
+//!   speaks within `header_read_timeout` of its accept: the HTTP/2 preface
+//!   whole, or, for HTTP/1.1, the first request's head whole — one
+//!   deadline for all of it (no slowloris); each keep-alive request's head
+//!   must then be whole within `header_read_timeout` of the end of the
+//!   previous response; a connection that sends nothing is closed;
 //! - a connection with no request in flight for `http_idle_timeout` is
 //!   closed (keep-alive and HTTP/2 alike; a request is in flight until its
 //!   response body is sent); HTTP/2 connections are pinged every
@@ -126,6 +127,9 @@ pub(crate) async fn serve(
                 () = served.conn.idle(served.idle_timeout) => {
                     tracing::debug!("closing a connection idle for http_idle_timeout");
                 }
+                () = head_overdue(&served.conn, served.head_timeout) => {
+                    tracing::debug!("closing an HTTP/1.1 connection whose request head was not whole within header_read_timeout");
+                }
                 () = served.conn.evicted() => {
                     served.core.metrics.connection_closed("evicted_stalled_body");
                     tracing::info!(peer = %served.peer, "evicted a connection stalled in a request body to make room");
@@ -140,6 +144,21 @@ pub(crate) async fn serve(
     let deadline = core.config.shutdown_timeout.0;
     if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections did not finish before the shutdown deadline");
+    }
+}
+
+/// Resolves when an HTTP/1.1 connection has waited `header_read_timeout`
+/// for a request head: since it was accepted (the TLS handshake and the
+/// first bytes count within it), or since the previous response was sent.
+/// hyper's own `header_read_timeout` starts later (when it reads the head
+/// after the first bytes), so it only backs this one up. Never, for
+/// HTTP/2, whose preface was whole in time.
+async fn head_overdue(conn: &Conn, head_timeout: Option<Duration>) {
+    match head_timeout {
+        // No request in flight on an HTTP/1.1 connection: it is waiting
+        // for a head.
+        Some(timeout) => conn.idle(timeout).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -180,6 +199,8 @@ struct Served {
     _registration: Registration,
     core: Arc<Core>,
     idle_timeout: Duration,
+    /// HTTP/1.1: how long a request head may take ([`head_overdue`]).
+    head_timeout: Option<Duration>,
     peer: std::net::SocketAddr,
 }
 
@@ -230,6 +251,7 @@ impl Connection {
             conn,
             _registration: registration,
             idle_timeout: self.core.config.http_idle_timeout.0,
+            head_timeout: (!h2).then_some(head_timeout),
             core: self.core,
             peer: self.peer,
         })

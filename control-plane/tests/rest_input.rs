@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::http1::{closed, head, read_status};
+use common::http1::{closed, dribble, head, read_status, read_to_close};
 use common::{ADMIN, Http, Server, TestDb, app_with_key, publish_url};
 use herald_proto::units::{ByteSize, HumanDuration};
 use serde_json::json;
@@ -340,13 +340,14 @@ async fn bodies_are_bounded_in_size_and_time_and_read_after_authentication() -> 
     let status = read_status(&mut conn, deadline).await?;
     assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 413")), "{status:?}");
 
-    // A body that stalls: 408 (or the connection closed) after
-    // body_read_timeout.
+    // A body that stalls: 408 request_timeout naming the limit after
+    // body_read_timeout, and the connection closed.
     let mut conn = TcpStream::connect(server.addr).await?;
     conn.write_all(head(&path, &key, 100).as_bytes()).await?;
     conn.write_all(br#"{"data":"#).await?;
-    let status = read_status(&mut conn, deadline).await?;
-    assert!(status.as_ref().is_none_or(|s| s.starts_with("HTTP/1.1 408")), "{status:?}");
+    let answer = read_to_close(&mut conn, deadline).await?;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"request_timeout""#) && answer.contains("body_read_timeout"), "{answer}");
 
     // A bad key with a stalled body: 401, not 408, so before the body.
     for bad in ["garbage", "hk_kabc_wrong"] {
@@ -452,6 +453,42 @@ async fn silent_and_idle_connections_are_closed() -> Result<()> {
     let mut conn = TcpStream::connect(server.addr).await?;
     conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
     assert!(closed(&mut conn, deadline).await, "an idle HTTP/2 connection is closed");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_head_dribbled_in_is_cut_at_header_read_timeout() -> Result<()> {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    // How late the close may come: the server's timer and the client's
+    // read.
+    const MARGIN: Duration = Duration::from_millis(700);
+    let server = Server::start(TestDb::sqlite(), |c| c.header_read_timeout = HumanDuration::secs(2)).await?;
+    let slow_head = b"POST /v1/apps HTTP/1.1\r\nhost: herald\r\ncontent-length: 2\r\n\r\n{}";
+
+    // The first request: one deadline from the accept, however the head's
+    // bytes are spread (its second byte already tells HTTP/1.1 from HTTP/2).
+    let accepted = std::time::Instant::now();
+    let conn = TcpStream::connect(server.addr).await?;
+    let took = dribble(conn, slow_head, accepted, Duration::from_secs(10)).await;
+    let took = took.ok_or_else(|| anyhow::anyhow!("the dribbling connection was not closed"))?;
+    assert!(took >= TIMEOUT - Duration::from_millis(100), "not before header_read_timeout: {took:?}");
+    assert!(took <= TIMEOUT + MARGIN, "closed {took:?} after the accept, past header_read_timeout");
+
+    // A keep-alive request: one deadline from the end of the previous
+    // response.
+    let mut conn = TcpStream::connect(server.addr).await?;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: herald\r\n\r\n").await?;
+    let status = read_status(&mut conn, Duration::from_secs(10)).await?;
+    assert!(status.as_deref().is_some_and(|s| s.starts_with("HTTP/1.1 200")), "{status:?}");
+    let answered = std::time::Instant::now();
+    let took = dribble(conn, slow_head, answered, Duration::from_secs(10)).await;
+    let took = took.ok_or_else(|| anyhow::anyhow!("the dribbling keep-alive connection was not closed"))?;
+    assert!(took <= TIMEOUT + MARGIN, "closed {took:?} after the previous response, past header_read_timeout");
+
+    // A head sent whole in time is served.
+    let ok = Http::default().get(&server.url("/healthz"), None).await?;
+    assert_eq!(ok.status, 200);
     server.stop().await;
     Ok(())
 }

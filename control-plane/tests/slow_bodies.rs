@@ -175,7 +175,7 @@ async fn bodies_slower_than_min_body_rate_are_cut() -> Result<()> {
         tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut reply)).await;
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
-    assert!(reply.contains("min_body_rate_per_sec"), "{reply}");
+    assert!(reply.contains("min_body_rate_per_sec") && reply.contains(r#""code":"request_timeout""#), "{reply}");
     assert!(started.elapsed() < Duration::from_secs(30), "cut after {:?}", started.elapsed());
 
     // Faster than the rate (500 B/s in 100-byte pieces): accepted.

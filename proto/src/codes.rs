@@ -303,6 +303,11 @@ error_codes! {
     /// An administrator disabled the app: its API keys and tokens are
     /// refused until it is enabled again.
     AppDisabled = 17, "app_disabled", 403, PermissionDenied, false;
+    /// The request did not arrive in time: its body (or a gRPC request
+    /// message) came slower than the server accepts or stopped, or a gRPC
+    /// request stream went silent. The request was not acted on (a
+    /// stream's earlier messages were); sent again in time, it may succeed.
+    RequestTimeout = 18, "request_timeout", 408, DeadlineExceeded, true;
 }
 
 impl fmt::Display for ErrorCode {
@@ -325,6 +330,7 @@ impl fmt::Display for ErrorCode {
 #[repr(i32)]
 pub enum GrpcCode {
     InvalidArgument = 3,
+    DeadlineExceeded = 4,
     NotFound = 5,
     AlreadyExists = 6,
     PermissionDenied = 7,

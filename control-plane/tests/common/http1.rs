@@ -1,10 +1,11 @@
 //! Raw HTTP/1.1 over TCP: a request head written by hand (its body to
-//! follow, or never), the status line read back, a close waited for.
+//! follow, or never, or a byte a second), the status line or the whole
+//! answer read back, a close waited for.
 
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// The status line of what `conn` answers, or `None` when it closes
@@ -27,6 +28,46 @@ pub async fn read_status(conn: &mut TcpStream, deadline: Duration) -> Result<Opt
     .map_err(|_| anyhow::anyhow!("no answer and no close within {deadline:?}"))?;
     let text = String::from_utf8_lossy(&got);
     Ok(text.lines().next().filter(|l| !l.is_empty()).map(str::to_owned))
+}
+
+/// Everything `conn` answers until the server closes it (at most
+/// `deadline`), as text.
+pub async fn read_to_close(conn: &mut TcpStream, deadline: Duration) -> Result<String> {
+    let mut got = Vec::new();
+    tokio::time::timeout(deadline, conn.read_to_end(&mut got))
+        .await
+        .map_err(|_| anyhow::anyhow!("not closed within {deadline:?}"))??;
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Writes `bytes` to `conn` one a second until they are all sent or the
+/// server closes the connection; how long the server took to close it
+/// from `since` (at most `deadline` after it), or `None`.
+pub async fn dribble(conn: TcpStream, bytes: &[u8], since: std::time::Instant, deadline: Duration) -> Option<Duration> {
+    let (mut rd, mut wr) = conn.into_split();
+    let bytes = bytes.to_vec();
+    let writer = tokio::spawn(async move {
+        for b in bytes {
+            if wr.write_all(&[b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(deadline, async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return since.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok();
+    writer.abort();
+    closed
 }
 
 /// Waits (at most `deadline`) until the server closes `conn`, reading and

@@ -116,6 +116,7 @@ fn code_for_status(status: u16) -> ErrorCode {
         401 => ErrorCode::Unauthorized,
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
+        408 => ErrorCode::RequestTimeout,
         409 => ErrorCode::Conflict,
         413 => ErrorCode::TooLarge,
         429 => ErrorCode::RateLimited,
@@ -134,6 +135,8 @@ mod tests {
         let e = error_from(StatusCode::FORBIDDEN, br#"{"error": {"code": "forbidden", "message": "no"}}"#, None);
         assert_eq!(e.code(), Some(ErrorCode::Forbidden));
         assert_eq!(e.to_string(), "forbidden: no (HTTP 403)");
+        let e = error_from(StatusCode::REQUEST_TIMEOUT, b"", None);
+        assert_eq!(e.code(), Some(ErrorCode::RequestTimeout), "a 408 from a proxy, without a body");
         let e = error_from(StatusCode::BAD_GATEWAY, b"<html>", None);
         assert_eq!(e.code(), Some(ErrorCode::Internal));
     }

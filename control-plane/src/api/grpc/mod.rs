@@ -5,6 +5,10 @@
 //! (`grpc.reflection.v1` and `v1alpha`) and the standard health service
 //! (`grpc.health.v1`), on the REST port (h2c).
 //!
+//! Request messages are bounded in size by `max_body_size` and in time
+//! by the body limits of REST ([`deadline`]): a call whose request stalls
+//! ends with `DEADLINE_EXCEEDED` (`request_timeout`).
+//!
 //! Credentials travel in the `authorization` metadata entry, exactly like
 //! the REST header (`Bearer <admin token>` or `Bearer <API key>`). Errors are
 //! the same [`ApiError`](crate::error::ApiError)s as REST, as a status with
@@ -14,6 +18,7 @@
 
 mod admin;
 mod channels;
+mod deadline;
 mod debug;
 pub mod health;
 mod namespaces;
@@ -87,10 +92,15 @@ pub fn add_services(router: Router, core: Arc<Core>) -> Router {
     // before buffering one) and writes.
     let max = core.config.max_body_size.as_usize();
     let out = core.config.grpc_max_response_size.as_usize();
+    // ... and reads them in time (see [`deadline`]).
+    let bounds = deadline::Bounds::new(&core.config);
     let svc = Grpc { core: core.clone() };
     macro_rules! bounded {
         ($server:expr) => {
-            $server.max_decoding_message_size(max).max_encoding_message_size(out)
+            tower::util::MapRequest::new(
+                $server.max_decoding_message_size(max).max_encoding_message_size(out),
+                move |req: axum::extract::Request| bounds.apply(req),
+            )
         };
     }
     let admin = bounded!(AdminServiceServer::new(svc.clone()));

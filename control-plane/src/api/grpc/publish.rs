@@ -1,7 +1,9 @@
 //! gRPC `PublishService`: `Publish`, `PublishBatch` and `PublishStream`.
 //! A stream's messages are published as they arrive, up to
 //! `max_publishes_in_flight` at once, and every result is answered when
-//! the stream ends.
+//! the stream ends. A stream that breaks (reset, or past the time bounds
+//! of [`super::deadline`]) fails the call once the messages received are
+//! published, without their results.
 
 use futures_util::StreamExt as _;
 use herald_proto::api::publish_service_server::PublishService;
@@ -127,7 +129,13 @@ impl PublishService for Grpc {
                             in_order.push(order_keys(&m), self.publish_one(&who, m), &mut results).await;
                         }
                     }
-                    Some(Err(status)) => return Err(status),
+                    Some(Err(status)) => {
+                        // The stream broke (reset, or too slow): the
+                        // messages received are still published, not
+                        // cut off mid-way, before the call fails.
+                        in_order.drain(&mut results).await;
+                        return Err(status);
+                    }
                     None => open = false,
                 },
             }

@@ -210,14 +210,9 @@ impl FromRequest<Arc<Core>> for Signed {
         };
         let method = parts.method.clone();
         let raw_path = parts.uri.path().to_owned();
-        let body = read_body(Request::from_parts(parts, body), core).await.map_err(|e| match e {
-            BodyError::Api(e) => PusherError::from(e),
-            BodyError::Slow(limit) => PusherError {
-                status: StatusCode::REQUEST_TIMEOUT,
-                message: BodyError::slow_message(limit),
-                retry_after_secs: None,
-            },
-        })?;
+        let body = read_body(Request::from_parts(parts, body), core)
+            .await
+            .map_err(|e| PusherError::from(BodyError::into_api(e)))?;
         let to = match path.iter().find(|(k, _)| k == "app_id") {
             Some((_, id)) => PusherAppRef::AppId(id),
             None => query

@@ -6,8 +6,8 @@
 //! Every request body is read whole after the caller is authenticated,
 //! bounded by `max_body_size` (`413 too_large` past it, from the
 //! `Content-Length` alone when it says so), `max_body_reads_per_key`
-//! (`429`), `min_body_rate_per_sec` and `body_read_timeout` (`408`),
-//! and parsed strictly: trailing data, duplicate keys, nesting past
+//! (`429`), `min_body_rate_per_sec` and `body_read_timeout` (`408
+//! request_timeout`), and parsed strictly: trailing data, duplicate keys, nesting past
 //! `max_json_depth`, unknown fields, wrong types and malformed JSON answer
 //! `400 bad_request` naming the field. Handlers only translate: the checks
 //! live in [`crate::services`].
@@ -274,21 +274,23 @@ impl<T: DeserializeOwned> FromRequest<Arc<Core>> for Body<T> {
 /// read, a body that grows past it too; a caller with
 /// `max_body_reads_per_key` bodies arriving already is answered 429; a
 /// body slower than `min_body_rate_per_sec` or not whole within
-/// `body_read_timeout` is answered 408 and the connection closed.
+/// `body_read_timeout` is answered `408 request_timeout` and the
+/// connection closed.
 pub struct RawBody(pub Bytes);
 
 impl FromRequest<Arc<Core>> for RawBody {
     type Rejection = Response;
 
     async fn from_request(req: Request, core: &Arc<Core>) -> Result<Self, Response> {
-        read_body(req, core).await.map(Self).map_err(|e| match e {
-            BodyError::Api(e) => e.into_response(),
-            BodyError::Slow(limit) => {
-                let mut response = ApiError::bad_request(BodyError::slow_message(limit)).into_response();
-                *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        read_body(req, core).await.map(Self).map_err(|e| {
+            // The rest of a body too slow is never read: the connection
+            // cannot serve another request.
+            let close = matches!(e, BodyError::Slow(_));
+            let mut response = e.into_api().into_response();
+            if close {
                 response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
-                response
             }
+            response
         })
     }
 }
