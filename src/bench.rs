@@ -340,25 +340,39 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             config.publishers,
             config.rate.map_or("unpaced".to_owned(), |r| format!("{r}/s"))
         );
+        // The server's memory with every subscriber in and idle, taken
+        // when the last one has connected: what it must come back to.
+        let idle = std::cell::Cell::new(None);
+        let total = config.subscribers;
+        let watched = |p: Progress| {
+            if let (Progress::Connecting { connected, .. }, Some(pid)) = (p, target.pid)
+                && connected == total
+            {
+                idle.set(herald_bus::telemetry::resident_memory(Some(pid)));
+            }
+            progress(p);
+        };
         let watch = target.pid.and_then(herald_bench::Watch::start);
         if target.pid.is_some() && watch.is_none() {
             eprintln!("warning: cannot read /proc of process {:?}: no memory or CPU figures", target.pid);
         }
-        let report = herald_bench::run(config, progress).await?;
+        let report = herald_bench::run(config, watched).await?;
         let usage = watch.map(herald_bench::Watch::finish);
         eprintln!();
         println!("{report}");
         let mut settled = None;
         if let (Some(usage), Some(pid)) = (usage, target.pid) {
             let per_delivery = usage.cpu_seconds * 1e6 / report.delivered.max(1) as f64;
+            let idle = idle.get().unwrap_or(usage.rss_before);
             println!("server cpu:           {:.2} s, {per_delivery:.3} µs per delivery", usage.cpu_seconds);
             println!(
-                "server resident:      {:.1} MiB before, {:.1} MiB at peak",
+                "server resident:      {:.1} MiB before, {:.1} MiB with the subscribers idle, {:.1} MiB at peak",
                 usage.rss_before as f64 / 1048576.0,
+                idle as f64 / 1048576.0,
                 usage.rss_peak as f64 / 1048576.0
             );
             let limit = Duration::from_secs(args.settle);
-            let (took, rss) = herald_bench::settle(pid, usage.rss_before, limit).await;
+            let (took, rss) = herald_bench::settle(pid, idle, limit).await;
             match took {
                 Some(took) => println!(
                     "server resident after: {:.1} MiB, back within {:.1} s",
