@@ -271,12 +271,22 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let mut rates = Vec::new();
         for target in &targets {
             println!("[{}] connect storm: {n} clients at once against {}", target.label, target.edges[0]);
+            let watch = target.pid.and_then(herald_bench::Watch::start);
             let report = herald_bench::connect_storm(target.edges[0], &target.token, n, timeout).await?;
             println!("{report}");
-            rates.push(report.connected as f64 / report.elapsed.as_secs_f64().max(1e-9));
+            // The server's CPU per connection tells its cost even when the
+            // generator, not the server, sets the pace.
+            let cpu = watch.map(|w| w.finish().cpu_seconds * 1e6 / report.connected.max(1) as f64);
+            if let Some(cpu) = cpu {
+                println!("server cpu:           {cpu:.1} µs per connection");
+            }
+            rates.push((report.connected as f64 / report.elapsed.as_secs_f64().max(1e-9), cpu));
         }
-        if let [floor, server] = rates[..] {
+        if let [(floor, floor_cpu), (server, server_cpu)] = rates[..] {
             compare("connects/s", "/s", floor, server);
+            if let (Some(floor), Some(server)) = (floor_cpu, server_cpu) {
+                compare("cpu per connection", "µs", floor, server);
+            }
         }
         return Ok(());
     }

@@ -40,52 +40,61 @@ cleanup() {
 }
 trap cleanup EXIT
 
-FLOOR_ADDR=127.0.0.1:$(free_port)
-taskset -c "$SERVER_CORE" "$BIN" bench --token none --serve-floor "$FLOOR_ADDR" >"$DATA/floor.log" 2>&1 &
-FLOOR_PID=$!
-PIDS+=("$FLOOR_PID")
+# Both servers start afresh for every scenario: what one left behind
+# (memory, sockets) does not weigh on the next.
+# start_servers CORES: both pinned to CORES (their runtimes start a worker
+# per core they may use, so this is decided at start).
+start_servers() {
+  local cores=$1
+  rm -rf "$DATA/dev" "$DATA/floor.log"
+  FLOOR_ADDR=127.0.0.1:$(free_port)
+  taskset -c "$cores" "$BIN" bench --token none --serve-floor "$FLOOR_ADDR" >"$DATA/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  PIDS+=("$FLOOR_PID")
 
-HERALD_EDGE_PUBLISH_RATE=0 HERALD_EDGE_MAX_CONNECTIONS=30000 HERALD_CP_DEFAULT_MAX_CONNECTIONS=100000 \
-  taskset -c "$SERVER_CORE" "$SERVER_BIN" dev --data-dir "$DATA/dev" --api-addr "127.0.0.1:$(free_port)" \
-  --edge-addr "127.0.0.1:$(free_port)" --pusher-addr 127.0.0.1:0 >"$DATA/dev.log" 2>&1 &
-SERVER_PID=$!
-PIDS+=("$SERVER_PID")
-for _ in $(seq 1 300); do
-  if [ -s "$DATA/dev/dev.json" ] && grep -q "floor listening" "$DATA/floor.log"; then break; fi
-  sleep 0.1
-done
-field() { python3 -c "import json,sys; print(json.load(open('$DATA/dev/dev.json'))['$1'])"; }
-export HERALD_EDGE_URL HERALD_API_URL HERALD_APP_ID HERALD_API_KEY HERALD_TOKEN
-HERALD_EDGE_URL=$(field edge_url)
-HERALD_API_URL=$(field api_url)
-HERALD_APP_ID=$(field app_id)
-HERALD_API_KEY=$(field api_key)
-for _ in $(seq 1 100); do
-  if curl -fs "$HERALD_API_URL/readyz" >/dev/null; then break; fi
-  sleep 0.1
-done
-HERALD_TOKEN=$("$BIN" token --client-id bench --ttl 7200)
-PUSHER_KEY=$(field pusher_key)
+  HERALD_EDGE_PUBLISH_RATE=0 HERALD_EDGE_MAX_CONNECTIONS=30000 HERALD_CP_DEFAULT_MAX_CONNECTIONS=100000 \
+    taskset -c "$cores" "$SERVER_BIN" dev --data-dir "$DATA/dev" --api-addr "127.0.0.1:$(free_port)" \
+    --edge-addr "127.0.0.1:$(free_port)" --pusher-addr 127.0.0.1:0 >"$DATA/dev.log" 2>&1 &
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
+  for _ in $(seq 1 300); do
+    if [ -s "$DATA/dev/dev.json" ] && grep -q "floor listening" "$DATA/floor.log"; then break; fi
+    sleep 0.1
+  done
+  field() { python3 -c "import json,sys; print(json.load(open('$DATA/dev/dev.json'))['$1'])"; }
+  export HERALD_EDGE_URL HERALD_API_URL HERALD_APP_ID HERALD_API_KEY HERALD_TOKEN
+  HERALD_EDGE_URL=$(field edge_url)
+  HERALD_API_URL=$(field api_url)
+  HERALD_APP_ID=$(field app_id)
+  HERALD_API_KEY=$(field api_key)
+  for _ in $(seq 1 100); do
+    if curl -fs "$HERALD_API_URL/readyz" >/dev/null; then break; fi
+    sleep 0.1
+  done
+  HERALD_TOKEN=$("$BIN" token --client-id bench --ttl 7200)
+  PUSHER_KEY=$(field pusher_key)
+}
+stop_servers() {
+  kill "$FLOOR_PID" "$SERVER_PID" 2>/dev/null || true
+  wait "$FLOOR_PID" "$SERVER_PID" 2>/dev/null || true
+  PIDS=()
+}
 
-compare=(--floor-url "ws://$FLOOR_ADDR/v1/connect" --floor-pid "$FLOOR_PID" --server-pid "$SERVER_PID")
 gen() { taskset -c "$CLIENT_CORE" "$BIN" bench "$@"; }
 
 for scenario in "${SCENARIOS[@]}"; do
   echo "=== $scenario"
+  if [ "$scenario" = latency10k ]; then start_servers 0,1; else start_servers "$SERVER_CORE"; fi
+  compare=(--floor-url "ws://$FLOOR_ADDR/v1/connect" --floor-pid "$FLOOR_PID" --server-pid "$SERVER_PID")
   case $scenario in
     fanout10k) gen "${compare[@]}" -n 10000 -m 3000 --publishers 1 ;;
     fanout1k) gen "${compare[@]}" -n 1000 -m 30000 --publishers 1 ;;
-    latency10k)
-      # Both servers may use both cores; the generator shares them.
-      taskset -a -p -c 0,1 "$SERVER_PID" >/dev/null
-      taskset -a -p -c 0,1 "$FLOOR_PID" >/dev/null
-      "$BIN" bench "${compare[@]}" -n 10000 -m 300 --rate 10
-      taskset -a -p -c "$SERVER_CORE" "$SERVER_PID" >/dev/null
-      taskset -a -p -c "$SERVER_CORE" "$FLOOR_PID" >/dev/null
-      ;;
+    # Both servers may use both cores; the generator shares them.
+    latency10k) taskset -c 0,1 "$BIN" bench "${compare[@]}" -n 10000 -m 300 --rate 10 ;;
     idle) gen "${compare[@]}" --idle-connections 10000 --idle-hold "$IDLE_HOLD" ;;
     storm) gen "${compare[@]}" --connect-storm 10000 ;;
     pusher) gen "${compare[@]}" --pusher-key "$PUSHER_KEY" -n 10000 -m 3000 --publishers 1 ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
   esac
+  stop_servers
 done

@@ -42,7 +42,9 @@ async fn counts_every_delivery_and_samples_latency() {
     assert_eq!(paced.delivered, 100 * 50, "{paced}");
     assert!(paced.elapsed >= Duration::from_millis(200), "{paced}");
 
-    let memory = idle_memory(edge.addr, &token, 200, IdleSubscriptions::Own, None, Duration::from_millis(500), |_| {}).await.expect("memory");
+    let memory = idle_memory(edge.addr, &token, 200, IdleSubscriptions::Own, None, Duration::from_millis(500), |_| {})
+        .await
+        .expect("memory");
     assert!(memory.after > 0 && memory.before > 0);
 }
 

@@ -258,6 +258,7 @@ impl Verifier {
         revocations: Revocations,
         fetcher: JwksFetcher,
     ) -> Self {
+        crate::eddsa::install();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_audience(&[AUDIENCE]);
@@ -372,8 +373,8 @@ impl Verifier {
 
     fn verify_with(&self, token: &str, key: &DecodingKey) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, key, &self.inner.validation) {
-            Ok(data) => claims_from_json(data.claims),
+        match jsonwebtoken::decode::<Claims>(token, key, &self.inner.validation) {
+            Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 ErrorKind::ImmatureSignature => AuthError::Invalid("not_yet_valid"),
@@ -460,19 +461,6 @@ fn parse_jwks(body: &[u8]) -> Result<JwksContent, String> {
         })
         .collect();
     Ok(JwksContent { keys, revoked })
-}
-
-/// The claims of a verified token. An `exp` past what [`Claims`] holds (a
-/// huge number, up to `u64::MAX` or beyond) counts as `i64::MAX`: such a
-/// token never expires in practice, and is not refused for it.
-fn claims_from_json(mut map: serde_json::Map<String, serde_json::Value>) -> Result<Claims, AuthError> {
-    if let Some(exp) = map.get_mut("exp")
-        && exp.as_i64().is_none()
-        && (exp.as_u64().is_some() || exp.as_f64().is_some_and(|f| f >= i64::MAX as f64))
-    {
-        *exp = serde_json::Value::from(i64::MAX);
-    }
-    serde_json::from_value(serde_json::Value::Object(map)).map_err(|_| AuthError::Invalid("malformed"))
 }
 
 #[cfg(test)]

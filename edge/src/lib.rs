@@ -43,6 +43,7 @@
 pub mod auth;
 pub mod config;
 mod conn;
+mod eddsa;
 pub mod hub;
 pub mod jwks_fetch;
 pub mod outbox;

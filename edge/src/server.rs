@@ -174,8 +174,14 @@ fn upgrade(shared: Arc<Shared>, req: &mut Request<Incoming>, protocol: Protocol)
 }
 
 /// Serves an upgraded connection in its protocol, in a task of its own.
-fn spawn_serve<R, W>(rd: R, wr: W, early: Bytes, direct: Option<Arc<TcpStream>>, shared: Arc<Shared>, protocol: Protocol)
-where
+fn spawn_serve<R, W>(
+    rd: R,
+    wr: W,
+    early: Bytes,
+    direct: Option<Arc<TcpStream>>,
+    shared: Arc<Shared>,
+    protocol: Protocol,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {

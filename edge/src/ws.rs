@@ -14,6 +14,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Read-buffer capacity kept while a connection is idle.
 const IDLE_BUFFER: usize = 128;
 
+/// What the first read asks for: a connection's first message carries its
+/// token (hundreds of bytes), read in one go rather than 128 bytes at a
+/// time; the buffer is let go of once it is parsed.
+const FIRST_BUFFER: usize = 1024;
+
 /// What a read asks for while the client sends more than a small buffer
 /// takes at once (a publisher streaming frames): one read then brings many
 /// frames instead of one.
@@ -65,6 +70,8 @@ pub struct FrameReader {
     /// The last read filled all the room it had: more is likely waiting, so
     /// the next read gets a large buffer.
     busy: bool,
+    /// Nothing was read yet.
+    first: bool,
 }
 
 enum Parsed {
@@ -76,7 +83,7 @@ impl FrameReader {
     /// A reader refusing messages above `max_message` bytes.
     #[must_use]
     pub fn new(max_message: usize) -> Self {
-        Self { buf: BytesMut::new(), max_message, partial: None, busy: false }
+        Self { buf: BytesMut::new(), max_message, partial: None, busy: false, first: true }
     }
 
     /// Takes bytes the client sent that were read before this reader
@@ -100,7 +107,15 @@ impl FrameReader {
                     }
                 }
                 Parsed::NeedMore(n) => {
-                    self.buf.reserve(n.max(if self.busy { BUSY_BUFFER } else { IDLE_BUFFER }));
+                    let want = if self.busy {
+                        BUSY_BUFFER
+                    } else if self.first {
+                        FIRST_BUFFER
+                    } else {
+                        IDLE_BUFFER
+                    };
+                    self.first = false;
+                    self.buf.reserve(n.max(want));
                     let room = self.buf.capacity() - self.buf.len();
                     let read = io.read_buf(&mut self.buf).await?;
                     if read == 0 {
@@ -136,7 +151,7 @@ impl FrameReader {
     }
 
     fn shrink_if_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 4 * IDLE_BUFFER {
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
             self.buf = BytesMut::new();
         }
     }
@@ -470,7 +485,7 @@ mod tests {
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
         assert!(io.reads <= 12, "{} reads for 70 KB", io.reads);
         // Idle again, the reader holds a small buffer.
-        assert!(reader.buf.capacity() <= 4 * IDLE_BUFFER, "{}", reader.buf.capacity());
+        assert!(reader.buf.capacity() <= IDLE_BUFFER, "{}", reader.buf.capacity());
     }
 
     #[test]

@@ -151,6 +151,6 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         expires_at,
         recent_ids: VecDeque::new(),
         published: 0,
-        claims,
+        claims: super::session::kept(claims),
     })
 }

@@ -63,11 +63,17 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         // without arming the deadlines' timers again for each.
         let incoming = match reader.buffered() {
             Some(incoming) if Instant::now() < session.expires_at => incoming.map_err(read_close),
+            // One timer for both deadlines (every idle connection holds it).
             _ => tokio::select! {
                 biased;
                 () = outbox.closed() => return None,
-                () = sleep_until(session.expires_at) => return Some(Close::code(CloseCode::TokenExpired)),
-                () = sleep_until(last_seen + heartbeat_timeout) => return Some(Close::code(CloseCode::HeartbeatTimeout)),
+                () = sleep_until(session.expires_at.min(last_seen + heartbeat_timeout)) => {
+                    return Some(Close::code(if Instant::now() >= session.expires_at {
+                        CloseCode::TokenExpired
+                    } else {
+                        CloseCode::HeartbeatTimeout
+                    }));
+                }
                 incoming = read(reader, rd) => incoming,
             },
         };

@@ -145,6 +145,6 @@ pub(super) async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u6
         }
         shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
     }
-    session.claims = claims;
+    session.claims = super::session::kept(claims);
     reply_ok(rid, Some(reply_ok::Value::Refreshed(client::RefreshResult { token_expires_at_ms: exp_ms })))
 }
