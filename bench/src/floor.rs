@@ -30,6 +30,8 @@ const ACCEPT: &str = "1MF1XBEsIPqesilv0PVEoYLx78I=";
 const MAX_PENDING: usize = 8 << 20;
 /// The largest client frame accepted.
 const MAX_FRAME: usize = 1 << 20;
+/// Publishes handled in a row before the writers get their turn.
+const PUBLISHES_PER_TURN: u32 = 32;
 /// The largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -123,7 +125,7 @@ fn next_frame(buf: &mut BytesMut) -> std::io::Result<Option<(u8, BytesMut)>> {
 async fn connection(stream: TcpStream, subs: Subs) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(1024);
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             buf.advance(end + 4);
@@ -132,6 +134,9 @@ async fn connection(stream: TcpStream, subs: Subs) {
         if buf.len() > MAX_HEAD || !matches!(rd.read_buf(&mut buf).await, Ok(n) if n > 0) {
             return;
         }
+    }
+    if buf.is_empty() {
+        buf = BytesMut::new();
     }
     let me = Arc::new(Sub { pending: Mutex::new(BytesMut::new()), wake: Notify::new(), gone: AtomicBool::new(false) });
     send(
@@ -151,6 +156,8 @@ async fn connection(stream: TcpStream, subs: Subs) {
 }
 
 async fn read_loop(rd: &mut OwnedReadHalf, buf: &mut BytesMut, me: &Arc<Sub>, subs: &Subs) -> std::io::Result<()> {
+    let mut published = 0u32;
+    let mut busy = false;
     loop {
         while let Some((opcode, payload)) = next_frame(buf)? {
             match opcode {
@@ -177,6 +184,14 @@ async fn read_loop(rd: &mut OwnedReadHalf, buf: &mut BytesMut, me: &Arc<Sub>, su
                                 send(sub, &message);
                             }
                             send(me, &ok(id, Some(reply_ok::Value::Published(client::PublishResult::default()))));
+                            published += 1;
+                            if published % PUBLISHES_PER_TURN == 0 {
+                                // The writers write what piled up before
+                                // more is fanned out: queues stay a few
+                                // frames deep, each write still carries
+                                // many.
+                                tokio::task::yield_now().await;
+                            }
                         }
                         _ => send(me, &ok(id, None)),
                     }
@@ -185,12 +200,19 @@ async fn read_loop(rd: &mut OwnedReadHalf, buf: &mut BytesMut, me: &Arc<Sub>, su
                 _ => {}
             }
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 * 1024);
+        // An idle connection holds 128 bytes; one that sends a stream
+        // (the publisher) is read 16 KiB at a time.
+        if buf.is_empty() && buf.capacity() > 128 {
+            *buf = BytesMut::new();
         }
-        if rd.read_buf(buf).await? == 0 {
+        let room = if busy { 16 * 1024 } else { 128 };
+        buf.reserve(room);
+        let spare = buf.capacity() - buf.len();
+        let n = rd.read_buf(buf).await?;
+        if n == 0 {
             return Ok(());
         }
+        busy = n == spare;
     }
 }
 
@@ -211,21 +233,17 @@ fn send(sub: &Sub, bytes: &[u8]) {
 
 /// Writes everything pending in one call each time it is woken.
 async fn write_loop(mut wr: OwnedWriteHalf, sub: Arc<Sub>) {
-    let mut out = BytesMut::new();
     loop {
         sub.wake.notified().await;
         loop {
-            {
-                let mut pending = lock(&sub.pending);
-                if pending.is_empty() {
-                    break;
-                }
-                std::mem::swap(&mut *pending, &mut out);
+            // Taken whole: an idle connection keeps no buffer.
+            let out = std::mem::take(&mut *lock(&sub.pending));
+            if out.is_empty() {
+                break;
             }
             if wr.write_all(&out).await.is_err() || sub.gone.load(Ordering::Relaxed) {
                 return;
             }
-            out.clear();
         }
     }
 }

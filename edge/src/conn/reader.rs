@@ -49,6 +49,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     let config = &shared.config;
     let heartbeat_timeout = config.heartbeat_timeout.0;
     let mut last_seen = Instant::now();
+    let mut handled = 0u32;
     if *shared.draining.borrow() {
         // Authenticated after the drain began: move on at once.
         let _ = outbox.push(go_away_frame(config.move_grace()));
@@ -102,8 +103,19 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         {
             return None;
         }
+        handled += 1;
+        if handled % REQUESTS_PER_TURN == 0 {
+            // A publisher streaming messages lets the writers it woke write
+            // them before it fans out more: queues stay a few frames deep
+            // (each write still carries many), where they would otherwise
+            // grow by everything one read brought.
+            tokio::task::yield_now().await;
+        }
     }
 }
+
+/// Requests a connection handles in a row before it lets other tasks run.
+const REQUESTS_PER_TURN: u32 = 32;
 
 /// Answers one request. `None` when the answer was already queued (a
 /// subscribe that replays history queues its reply before the replay).
