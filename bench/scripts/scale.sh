@@ -75,8 +75,9 @@ for i in $(seq 0 $((CLIENTS - 1))); do
   e=$(echo "$line" | awk '{print $4}')
   delivered=$((delivered + d))
   expected=$((expected + e))
-  max=$(grep '^latency when read:' "$LOGS/client-$i.out" | sed -E 's/.*max ([0-9.]+) ms.*/\1/')
-  echo "generator $i: $line; latency: $(grep '^latency when read:' "$LOGS/client-$i.out" | cut -d: -f2-)"
+  latency=$(grep '^latency when read:' "$LOGS/client-$i.out" | cut -d: -f2- || true)
+  max=$(echo "$latency" | sed -nE 's/.*max ([0-9.]+) ms.*/\1/p')
+  echo "generator $i: $line; latency:$latency"
   worst=$(awk -v a="${max:-0}" -v b="$worst" 'BEGIN { print (a > b) ? a : b }')
 done
 

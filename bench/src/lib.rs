@@ -372,7 +372,7 @@ pub async fn run(config: BenchConfig, mut progress: impl FnMut(Progress)) -> Res
     let sent = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let mut publishers = Vec::new();
-    let per_publisher = config.messages.div_ceil(config.publishers);
+    let per_publisher = config.messages.div_ceil(config.publishers.max(1));
     for p in 0..config.publishers {
         let addr = config.edges[p % config.edges.len()];
         let count = per_publisher.min(config.messages.saturating_sub(p * per_publisher));

@@ -85,3 +85,39 @@ async fn the_floor_delivers_every_message_and_its_process_is_watched() {
         assert!(memory.before > 0 && memory.after > 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generators_without_publishers_count_what_another_one_publishes() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(herald_bench::floor::serve("127.0.0.1:0".parse().expect("addr"), |bound| {
+        let _ = tx.send(bound);
+    }));
+    let floor = rx.await.expect("the floor is bound");
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let mut ready_tx = Some(ready_tx);
+    let receivers = BenchConfig {
+        edges: vec![floor],
+        token: "none".into(),
+        subscribers: 30,
+        messages: 5,
+        publishers: 0,
+        sample_every: 1,
+        grace: Duration::from_secs(10),
+        ..BenchConfig::default()
+    };
+    let receiving = tokio::spawn(run(receivers, move |p| {
+        if let herald_bench::Progress::Ready { .. } = p
+            && let Some(tx) = ready_tx.take()
+        {
+            let _ = tx.send(());
+        }
+    }));
+    ready_rx.await.expect("the receivers are ready");
+    let publisher =
+        BenchConfig { edges: vec![floor], token: "none".into(), subscribers: 0, messages: 5, ..BenchConfig::default() };
+    let sent = run(publisher, |_| {}).await.expect("publisher");
+    assert_eq!(sent.sent, 5);
+    let received = receiving.await.expect("task").expect("receivers");
+    assert_eq!(received.delivered, 5 * 30, "{received}");
+    assert_eq!(received.latency.len(), 5 * 30);
+}
