@@ -54,7 +54,7 @@ use reply::Close;
 pub(crate) use reply::{close_tail, go_away_frame};
 pub(crate) use session::RateLimit;
 pub(crate) use shared::{OpenGuard, Shared};
-use writer::write_loop;
+pub(crate) use writer::write_loop;
 
 /// What the upgrade request of a Herald connection says.
 #[derive(Debug, Default)]

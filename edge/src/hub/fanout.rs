@@ -356,4 +356,76 @@ mod tests {
         assert_eq!(got, (0..100).collect::<Vec<u8>>());
         assert!(!outbox.is_closing());
     }
+
+    /// A calm message to a channel of more than `WRITES_PER_TASK`
+    /// subscribers on plain TCP is written by several tasks (every worker
+    /// may take a share); every subscriber still reads every message, in
+    /// the order published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calm_messages_to_a_large_channel_arrive_in_order_whichever_thread_writes() {
+        use tokio::io::AsyncReadExt as _;
+        const SUBSCRIBERS: usize = 3 * WRITES_PER_TASK;
+        const MESSAGES: u8 = 30;
+        let bus = LocalBus::new();
+        let bus = Bus::local(&bus);
+        let hub = Hub::new(bus.clone());
+        bus.attach(hub.clone()).await.expect("attach");
+        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut clients = Vec::with_capacity(SUBSCRIBERS);
+        for id in 0..SUBSCRIBERS as u64 {
+            let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (server, _) = listener.accept().await.expect("accept");
+            let sock = Arc::new(server);
+            let outbox = Arc::new(Outbox::new(1024, 1 << 20));
+            outbox.write_through(sock.clone());
+            tokio::spawn(crate::conn::write_loop(
+                crate::tcp::SharedWrite(sock),
+                outbox.clone(),
+                Duration::from_secs(10),
+            ));
+            let how = SubscribeOptions {
+                options: bus::NamespaceOptions::default(),
+                hold: false,
+                presence: None,
+                wire: Wire::Herald,
+                count: false,
+            };
+            hub.subscribe(&app, &channel, id + 1, &outbox, how).await.expect("subscribe");
+            clients.push(client);
+        }
+        for i in 0..MESSAGES {
+            let message = bus::ChannelMessage {
+                app_id: app.as_str().into(),
+                channel: channel.as_str().into(),
+                data: Bytes::from(vec![i]),
+                ..Default::default()
+            };
+            bus.publish(&app, &channel, &message).await.expect("publish");
+            // Apart by more than the calm gap: each message is written
+            // straight from the fan-out, shared between tasks.
+            tokio::time::sleep(CALM_GAP * 3).await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for (n, mut client) in clients.into_iter().enumerate() {
+            let mut got = Vec::with_capacity(MESSAGES as usize);
+            while got.len() < MESSAGES as usize {
+                let mut header = [0u8; 2];
+                tokio::time::timeout_at(deadline, client.read_exact(&mut header))
+                    .await
+                    .expect("frames come in time")
+                    .expect("read");
+                assert!(header[1] < 126, "small frames only");
+                let mut payload = vec![0u8; usize::from(header[1])];
+                client.read_exact(&mut payload).await.expect("read");
+                if let Some(server_frame::Kind::Message(m)) =
+                    client::ServerFrame::decode(payload.as_slice()).expect("decodes").kind
+                {
+                    got.push(m.data[0]);
+                }
+            }
+            assert_eq!(got, (0..MESSAGES).collect::<Vec<u8>>(), "subscriber {n}");
+        }
+    }
 }
