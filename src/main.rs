@@ -161,7 +161,7 @@ enum Command {
         args: cli::SubscribeArgs,
     },
     /// Load-test a deployment: N subscribers, M messages; prints deliveries/s and latency.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Print the close-code and error-code tables of the client protocol (Markdown).
     Codes,
     /// Check configuration files.
@@ -377,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
                 return tokio::runtime::Runtime::new()?.block_on(bench::serve_floor(addr));
             }
             // One core for the generator: a single-threaded runtime.
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(args))
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(bench::run(*args))
         }
         Command::Dev(args) => {
             let mut cp = dev::control_plane_defaults();

@@ -185,7 +185,7 @@ async fn read_loop(rd: &mut OwnedReadHalf, buf: &mut BytesMut, me: &Arc<Sub>, su
                             }
                             send(me, &ok(id, Some(reply_ok::Value::Published(client::PublishResult::default()))));
                             published += 1;
-                            if published % PUBLISHES_PER_TURN == 0 {
+                            if published.is_multiple_of(PUBLISHES_PER_TURN) {
                                 // The writers write what piled up before
                                 // more is fanned out: queues stay a few
                                 // frames deep, each write still carries

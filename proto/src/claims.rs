@@ -158,6 +158,32 @@ pub struct Revocation {
     pub disabled: bool,
 }
 
+/// Reads Unix seconds as an `i64`, saturating integers and floats beyond
+/// its range at `i64::MAX`; any other float is refused.
+fn saturating_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Unix seconds, an integer")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            Ok(i64::try_from(v).unwrap_or(i64::MAX))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            if v >= i64::MAX as f64 {
+                Ok(i64::MAX)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    deserializer.deserialize_any(Seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,30 +212,4 @@ mod tests {
             assert!(serde_json::from_str::<Claims>(&bad).is_err(), "{bad}");
         }
     }
-}
-
-/// Reads Unix seconds as an `i64`, saturating integers and floats beyond
-/// its range at `i64::MAX`; any other float is refused.
-fn saturating_seconds<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    struct Seconds;
-    impl serde::de::Visitor<'_> for Seconds {
-        type Value = i64;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Unix seconds, an integer")
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
-            Ok(i64::try_from(v).unwrap_or(i64::MAX))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            if v >= i64::MAX as f64 {
-                Ok(i64::MAX)
-            } else {
-                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
-            }
-        }
-    }
-    deserializer.deserialize_any(Seconds)
 }

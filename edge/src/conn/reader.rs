@@ -104,7 +104,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             return None;
         }
         handled += 1;
-        if handled % REQUESTS_PER_TURN == 0 {
+        if handled.is_multiple_of(REQUESTS_PER_TURN) {
             // A publisher streaming messages lets the writers it woke write
             // them before it fans out more: queues stay a few frames deep
             // (each write still carries many), where they would otherwise
