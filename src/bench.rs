@@ -358,7 +358,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             if let (Progress::Connecting { connected, .. }, Some(pid)) = (p, target.pid)
                 && connected == total
             {
-                idle.set(herald_bus::telemetry::resident_memory(Some(pid)));
+                idle.set(herald_bench::resident_memory(pid));
             }
             progress(p);
         };

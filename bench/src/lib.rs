@@ -54,7 +54,7 @@ pub use failover::{FailoverConfig, FailoverProgress, FailoverReport, failover};
 pub use soak::{SlowReport, SoakConfig, SoakReport, soak};
 use stamp::{STAMP_DIGITS, Stamp, is_pusher_delivery, pusher_sent_at};
 pub use storm::{StormReport, connect_storm};
-pub use watch::{ServerUsage, Watch, settle};
+pub use watch::{ServerUsage, Watch, resident_memory, settle};
 pub use wire::{Conn, WireError};
 
 /// What to run.
@@ -651,7 +651,7 @@ pub async fn idle_memory(
     mut progress: impl FnMut(Progress),
 ) -> Result<MemoryReport, BenchError> {
     let rss = async || match pid {
-        Some(pid) => herald_bus::telemetry::resident_memory(Some(pid))
+        Some(pid) => watch::resident_memory(pid)
             .ok_or_else(|| BenchError::Config(format!("cannot read the resident memory of process {pid}"))),
         None => wire::resident_memory(edge).await,
     };

@@ -8,7 +8,36 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use herald_bus::telemetry::{cpu_seconds, resident_memory};
+/// The resident size of process `pid` in bytes (`/proc/<pid>/statm`:
+/// resident pages × the page size); `None` where unreadable.
+#[must_use]
+pub fn resident_memory(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// The CPU time (user and system, in seconds) process `pid` has used
+/// (`/proc/<pid>/stat`, whose times are in 1/100 s on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields count from its ')'.
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+#[cfg(target_os = "linux")]
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a system constant.
+    u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn page_size() -> u64 {
+    4096
+}
 
 /// How often the resident memory is sampled during a run.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
@@ -39,8 +68,8 @@ impl Watch {
     /// be read (another platform, or no such process).
     #[must_use]
     pub fn start(pid: u32) -> Option<Self> {
-        let rss_before = resident_memory(Some(pid))?;
-        let cpu_before = cpu_seconds(Some(pid))?;
+        let rss_before = resident_memory(pid)?;
+        let cpu_before = cpu_seconds(pid)?;
         let peak = Arc::new(AtomicU64::new(rss_before));
         let stop = Arc::new(AtomicBool::new(false));
         // A thread of its own: the generator's runtime is single-threaded
@@ -51,7 +80,7 @@ impl Watch {
                 let (peak, stop) = (peak.clone(), stop.clone());
                 move || {
                     while !stop.load(Ordering::Relaxed) {
-                        if let Some(rss) = resident_memory(Some(pid)) {
+                        if let Some(rss) = resident_memory(pid) {
                             peak.fetch_max(rss, Ordering::Relaxed);
                         }
                         std::thread::sleep(SAMPLE_EVERY);
@@ -69,8 +98,8 @@ impl Watch {
         if let Some(sampler) = self.sampler.take() {
             let _ = sampler.join();
         }
-        let cpu = cpu_seconds(Some(self.pid)).unwrap_or(self.cpu_before);
-        if let Some(rss) = resident_memory(Some(self.pid)) {
+        let cpu = cpu_seconds(self.pid).unwrap_or(self.cpu_before);
+        if let Some(rss) = resident_memory(self.pid) {
             self.peak.fetch_max(rss, Ordering::Relaxed);
         }
         ServerUsage {
@@ -94,7 +123,7 @@ pub async fn settle(pid: u32, idle: u64, limit: Duration) -> (Option<Duration>, 
     let started = Instant::now();
     let target = idle + (idle / 10).max(1 << 20);
     loop {
-        let rss = resident_memory(Some(pid)).unwrap_or(0);
+        let rss = resident_memory(pid).unwrap_or(0);
         if rss <= target {
             return (Some(started.elapsed()), rss);
         }

@@ -87,9 +87,9 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
 ///
 /// ```
 /// let metrics = herald_bus::telemetry::process_recorder();
-/// metrics::counter!("herald_doc_example_total").increment(2);
+/// metrics::counter!("herald_bus_decode_errors_total").increment(2);
 /// let page = metrics.render();
-/// assert!(page.contains("herald_doc_example_total 2"));
+/// assert!(page.contains("herald_bus_decode_errors_total 2"));
 /// ```
 pub fn process_recorder() -> &'static PrometheusHandle {
     RECORDER.get_or_init(|| {
@@ -152,7 +152,7 @@ pub fn process_text() -> String {
     let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
     };
-    let stat = process_stat(None);
+    let stat = process_stat();
     if let Some(s) = &stat {
         metric(
             "process_cpu_seconds_total",
@@ -169,7 +169,7 @@ pub fn process_text() -> String {
         metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", s.virtual_bytes);
         metric("process_threads", "gauge", "Number of OS threads in the process.", s.threads);
     }
-    if let Some(rss) = resident_memory(None) {
+    if let Some(rss) = resident_memory() {
         metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss as f64);
         metric(
             "herald_process_resident_memory_bytes",
@@ -200,47 +200,23 @@ fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// `/proc/self/{file}`, or `/proc/{pid}/{file}` of another process.
-fn proc_file(pid: Option<u32>, file: &str) -> Option<String> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/{file}"),
-        None => format!("/proc/self/{file}"),
-    };
-    std::fs::read_to_string(path).ok()
-}
-
-/// The resident set size of this process (`None`) or of process `pid`,
-/// from `/proc/…/status` (Linux).
+/// The process's resident set size, from `/proc/self/status` (Linux).
 ///
 /// ```
-/// let rss = herald_bus::telemetry::resident_memory(None);
-/// if cfg!(target_os = "linux") {
-///     assert!(rss.is_some_and(|bytes| bytes > 0));
+/// match herald_bus::telemetry::resident_memory() {
+///     Some(bytes) => assert!(bytes > 0),
+///     None => assert!(!cfg!(target_os = "linux"), "only Linux has /proc/self/status"),
 /// }
 /// ```
 #[must_use]
-pub fn resident_memory(pid: Option<u32>) -> Option<u64> {
-    let status = proc_file(pid, "status")?;
+pub fn resident_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: u64 =
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
 }
 
-/// The user and system CPU time, in seconds, this process (`None`) or
-/// process `pid` has used so far (Linux).
-///
-/// ```
-/// let cpu = herald_bus::telemetry::cpu_seconds(None);
-/// if cfg!(target_os = "linux") {
-///     assert!(cpu.is_some_and(|s| s >= 0.0));
-/// }
-/// ```
-#[must_use]
-pub fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    process_stat(pid).map(|s| s.cpu_seconds)
-}
-
-/// What `/proc/…/stat` says of a process.
+/// What `/proc/self/stat` says of the process.
 struct ProcessStat {
     cpu_seconds: f64,
     start_time: f64,
@@ -248,10 +224,10 @@ struct ProcessStat {
     threads: f64,
 }
 
-/// Reads `/proc/…/stat` (fields after the command name, which may hold
+/// Reads `/proc/self/stat` (fields after the command name, which may hold
 /// spaces, so counted from its closing parenthesis).
-fn process_stat(pid: Option<u32>) -> Option<ProcessStat> {
-    let stat = proc_file(pid, "stat")?;
+fn process_stat() -> Option<ProcessStat> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Field numbers of proc(5), less the 3 before `rest`.
