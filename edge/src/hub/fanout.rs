@@ -194,8 +194,13 @@ const WRITES_PER_TASK: usize = 512;
 /// first frame and leaves the rest to its writer), so per-subscriber order
 /// holds whichever thread writes.
 fn write_deferred(deferred: &mut Vec<Arc<Outbox>>) {
-    let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
-    if workers > 1 && deferred.len() > WRITES_PER_TASK {
+    // The runtime is looked up only for a fan-out large enough to share.
+    let workers = if deferred.len() > WRITES_PER_TASK {
+        tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers())
+    } else {
+        1
+    };
+    if workers > 1 {
         // Shares as even as the workers allow, at least WRITES_PER_TASK each.
         let shares = deferred.len().div_ceil(WRITES_PER_TASK).min(workers * 4);
         let size = deferred.len().div_ceil(shares);
