@@ -36,6 +36,13 @@ pub(super) struct Rest {
     max_retries: u32,
 }
 
+/// How long an idle keep-alive connection stays in the pool: well under
+/// the control plane's `header_read_timeout` (10 s by default), after
+/// which it closes an HTTP/1.1 connection that sends no request. A pooled
+/// connection kept longer could be reused just as the server closes it,
+/// and the request would meet a reset instead of an answer.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 impl Rest {
     /// A client for the control plane at `endpoint` (its path is a prefix
     /// of every request's), sending `auth` as the `Authorization` header.
@@ -51,7 +58,7 @@ impl Rest {
         let base = format!("{scheme}://{}{prefix}", endpoint.authority);
         let client = HttpClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(HttpConnector { tls });
         Self { client, base, auth, timeout, max_retries }
     }
