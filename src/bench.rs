@@ -405,6 +405,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         let ms = |r: &herald_bench::Report, q| r.latency.quantile(q).as_secs_f64() * 1000.0;
         compare("latency when read p50", "ms", ms(floor, 0.5), ms(server, 0.5));
         compare("latency when read p99", "ms", ms(floor, 0.99), ms(server, 0.99));
+        if !floor.arrival.is_empty() && !server.arrival.is_empty() {
+            let at = |r: &herald_bench::Report, q| r.arrival.quantile(q).as_secs_f64() * 1000.0;
+            compare("latency at socket p50", "ms", at(floor, 0.5), at(server, 0.5));
+            compare("latency at socket p99", "ms", at(floor, 0.99), at(server, 0.99));
+        }
         if let (Some(f), Some(s)) = (floor_usage, server_usage) {
             let per = |u: &herald_bench::ServerUsage, r: &herald_bench::Report| {
                 u.cpu_seconds * 1e6 / r.delivered.max(1) as f64
