@@ -374,7 +374,11 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         if let (Some(usage), Some(pid)) = (usage, target.pid) {
             let per_delivery = usage.cpu_seconds * 1e6 / report.delivered.max(1) as f64;
             let idle = idle.get().unwrap_or(usage.rss_before);
-            println!("server cpu:           {:.2} s, {per_delivery:.3} µs per delivery", usage.cpu_seconds);
+            println!(
+                "server cpu:           {:.2} s ({:.0}% in the kernel), {per_delivery:.3} µs per delivery",
+                usage.cpu_seconds,
+                usage.system_seconds * 100.0 / usage.cpu_seconds.max(f64::EPSILON)
+            );
             println!(
                 "server resident:      {:.1} MiB before, {:.1} MiB with the subscribers idle, {:.1} MiB at peak",
                 usage.rss_before as f64 / 1048576.0,

@@ -17,15 +17,15 @@ pub fn resident_memory(pid: u32) -> Option<u64> {
     Some(pages * page_size())
 }
 
-/// The CPU time (user and system, in seconds) process `pid` has used
+/// The CPU time process `pid` has used in seconds, user and system
 /// (`/proc/<pid>/stat`, whose times are in 1/100 s on Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
+fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields count from its ')'.
     let mut fields = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
     let utime: f64 = fields.nth(11)?.parse().ok()?;
     let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    Some((utime / 100.0, stime / 100.0))
 }
 
 #[cfg(target_os = "linux")]
@@ -46,7 +46,7 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 pub struct Watch {
     pid: u32,
     rss_before: u64,
-    cpu_before: f64,
+    cpu_before: (f64, f64),
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     sampler: Option<std::thread::JoinHandle<()>>,
@@ -61,6 +61,9 @@ pub struct ServerUsage {
     pub rss_peak: u64,
     /// CPU time (user and system) the process used while watched.
     pub cpu_seconds: f64,
+    /// The part of it spent in the kernel (system time): on a server that
+    /// writes to many sockets, mostly the sockets' own work.
+    pub system_seconds: f64,
 }
 
 impl Watch {
@@ -105,7 +108,8 @@ impl Watch {
         ServerUsage {
             rss_before: self.rss_before,
             rss_peak: self.peak.load(Ordering::Relaxed),
-            cpu_seconds: cpu - self.cpu_before,
+            cpu_seconds: (cpu.0 + cpu.1) - (self.cpu_before.0 + self.cpu_before.1),
+            system_seconds: cpu.1 - self.cpu_before.1,
         }
     }
 }
@@ -148,7 +152,7 @@ mod tests {
         let block: Vec<u8> = (0..64usize << 20).map(|i| i as u8).collect();
         let usage = watch.finish();
         assert!(usage.rss_peak >= usage.rss_before + (32 << 20), "{usage:?}");
-        assert!(usage.cpu_seconds >= 0.0);
+        assert!(usage.cpu_seconds >= usage.system_seconds && usage.system_seconds >= 0.0, "{usage:?}");
         drop(block);
         let (_, rss) = settle(std::process::id(), u64::MAX / 2, Duration::from_secs(1)).await;
         assert!(rss > 0);
