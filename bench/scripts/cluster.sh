@@ -7,6 +7,8 @@
 # namespace `hist` with history and a token for everything; stops it all and
 # drops the database on exit. Sets CP_URL, EDGE_URLS (comma-separated),
 # EDGE_PIDS (array), HERALD_TOKEN, HERALD_APP_ID, HERALD_API_KEY.
+# EDGE_CORES and CP_CORES, when set, pin the edges and the control plane to
+# those cores from their start (their runtimes start a worker per core).
 set -euo pipefail
 
 BIN=${HERALD_BIN:-target/release/herald}
@@ -48,7 +50,7 @@ CP_ADDR=127.0.0.1:$(free_port)
 CP_URL=http://$CP_ADDR
 HERALD_CP_LISTEN=$CP_ADDR HERALD_CP_DATABASE_URL="${PG_URL%/*}/$DB" HERALD_CP_ADMIN_TOKEN=$HERALD_ADMIN_TOKEN \
   HERALD_CP_NATS_URL=$NATS_URL HERALD_CP_SUBJECT_PREFIX=$PREFIX HERALD_CP_DEFAULT_MAX_CONNECTIONS=100000 \
-  "$BIN" control-plane 2>"$LOGS/control-plane.log" &
+  ${CP_CORES:+taskset -c "$CP_CORES"} "$BIN" control-plane 2>"$LOGS/control-plane.log" &
 PIDS+=($!)
 wait_ready "$CP_ADDR" control-plane
 
@@ -59,7 +61,7 @@ for i in $(seq 1 "$EDGES"); do
   HERALD_EDGE_LISTEN=$addr HERALD_EDGE_EDGE_ID="edge-$i" HERALD_EDGE_NATS_URL=$NATS_URL \
     HERALD_EDGE_SUBJECT_PREFIX=$PREFIX HERALD_EDGE_JWKS_URL="$CP_URL/.well-known/jwks.json" \
     HERALD_EDGE_PUBLISH_RATE=0 HERALD_EDGE_MAX_CONNECTIONS=30000 \
-    "$BIN" edge 2>"$LOGS/edge-$i.log" &
+    ${EDGE_CORES:+taskset -c "$EDGE_CORES"} "$BIN" edge 2>"$LOGS/edge-$i.log" &
   PIDS+=($!)
   EDGE_PIDS+=($!)
   wait_ready "$addr" "edge-$i"

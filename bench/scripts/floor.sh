@@ -11,8 +11,9 @@
 #
 # Scenarios: fanout10k (10,000 subscribers, one publisher at full speed),
 # fanout1k (1,000), latency10k (10 msg/s to 10,000 with both servers allowed
-# both cores), nats1k (100 msg/s to 1,000 through a control plane, an edge and
-# NATS, all on both cores), idle (10,000 idle connections held IDLE_HOLD seconds, default
+# both cores), nats10k (as fanout10k through a control plane, an edge and NATS:
+# the edge measured), nats1k (100 msg/s to 1,000 through them, all on both
+# cores), idle (10,000 idle connections held IDLE_HOLD seconds, default
 # 60), storm (10,000 connects at once, each with its token checked), pusher
 # (10,000 Pusher subscribers at full speed). SERVER_BIN runs `herald dev`
 # (default: BIN, target/release/herald), so two builds compare with one
@@ -26,7 +27,7 @@ SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 IDLE_HOLD=${IDLE_HOLD:-60}
 SCENARIOS=("$@")
-if [ ${#SCENARIOS[@]} -eq 0 ]; then SCENARIOS=(fanout10k fanout1k latency10k nats1k idle storm pusher); fi
+if [ ${#SCENARIOS[@]} -eq 0 ]; then SCENARIOS=(fanout10k fanout1k latency10k nats10k nats1k idle storm pusher); fi
 
 if [ ! -x "$BIN" ]; then cargo build --release --bin herald; fi
 ulimit -n "$(ulimit -Hn)"
@@ -83,29 +84,36 @@ stop_servers() {
 
 gen() { taskset -c "$CLIENT_CORE" "$BIN" bench "$@"; }
 
-# nats1k: 100 messages/s to 1,000 subscribers through the production path —
-# a control plane and one edge as separate processes over the NATS at
-# $NATS_URL (cluster.sh, PostgreSQL at $PG_URL) — beside the floor, every
-# process (NATS too) on both cores.
-nats_latency() (
-  local gen_bin=$BIN
+# The production path: a control plane and one edge as separate processes
+# over the NATS at $NATS_URL (cluster.sh, PostgreSQL at $PG_URL), beside the
+# floor; the edge's own process is the one measured.
+#   nats10k: the edge and the floor pinned to SERVER_CORE, the control
+#     plane and the generator to CLIENT_CORE (NATS unpinned), 10,000
+#     subscribers at full speed;
+#   nats1k: 100 messages/s to 1,000 subscribers, every process on both cores.
+over_nats() (
+  local scenario=$1 gen_bin=$BIN server_cores=0,1 client_cores=0,1
+  if [ "$scenario" = nats10k ]; then server_cores=$SERVER_CORE client_cores=$CLIENT_CORE; fi
   local floor_addr
   floor_addr=127.0.0.1:$(free_port)
-  HERALD_BIN=$SERVER_BIN EDGES=1 source bench/scripts/cluster.sh
-  "$gen_bin" bench --token none --serve-floor "$floor_addr" >"$DATA/floor.log" 2>&1 &
+  HERALD_BIN=$SERVER_BIN EDGES=1 EDGE_CORES=$server_cores CP_CORES=$client_cores source bench/scripts/cluster.sh
+  taskset -c "$server_cores" "$gen_bin" bench --token none --serve-floor "$floor_addr" >"$DATA/floor.log" 2>&1 &
   local floor_pid=$!
   PIDS+=("$floor_pid")
   for _ in $(seq 1 100); do
     if grep -q "floor listening" "$DATA/floor.log"; then break; fi
     sleep 0.1
   done
-  HERALD_EDGE_URL=$EDGE_URLS "$gen_bin" bench --floor-url "ws://$floor_addr/v1/connect" --floor-pid "$floor_pid" \
-    --server-pid "${EDGE_PIDS[0]}" -n 1000 -m 2000 --rate 100
+  local compare=(--floor-url "ws://$floor_addr/v1/connect" --floor-pid "$floor_pid" --server-pid "${EDGE_PIDS[0]}")
+  case $scenario in
+    nats10k) HERALD_EDGE_URL=$EDGE_URLS taskset -c "$client_cores" "$gen_bin" bench "${compare[@]}" -n 10000 -m 3000 --publishers 1 ;;
+    nats1k) HERALD_EDGE_URL=$EDGE_URLS taskset -c "$client_cores" "$gen_bin" bench "${compare[@]}" -n 1000 -m 2000 --rate 100 ;;
+  esac
 )
 
 for scenario in "${SCENARIOS[@]}"; do
   echo "=== $scenario"
-  if [ "$scenario" = nats1k ]; then nats_latency; continue; fi
+  case $scenario in nats10k | nats1k) over_nats "$scenario"; continue ;; esac
   if [ "$scenario" = latency10k ]; then start_servers 0,1; else start_servers "$SERVER_CORE"; fi
   compare=(--floor-url "ws://$FLOOR_ADDR/v1/connect" --floor-pid "$FLOOR_PID" --server-pid "$SERVER_PID")
   case $scenario in

@@ -49,6 +49,8 @@
 //! a transient [`BusError`] — never a false success, not even for a
 //! message still in a socket buffer when the server stopped answering.
 //! Concurrent publishes share one round trip (`nats::NatsBus::receipt`).
+//! A publisher that keeps several messages in flight hands each over with
+//! [`Bus::send_encoded`] and awaits its [`PublishReceipt`] later.
 
 //!
 //! # Layout
@@ -74,6 +76,8 @@
 //! - [`webhook_events`]: what makes a reported webhook event acceptable.
 //! - [`usage`]: per-app usage counters, the node's reporter, and what makes
 //!   a usage report acceptable.
+//! - [`PublishReceipt`] (`receipt`): publishes handed over in order and
+//!   confirmed later.
 //! - [`BusError`] (`error`): why an operation failed, by kind.
 
 pub mod app_config;
@@ -88,6 +92,7 @@ mod local;
 pub mod namespaces;
 mod nats;
 pub mod presence;
+mod receipt;
 mod sink;
 pub mod telemetry;
 pub mod tls;
@@ -103,6 +108,7 @@ pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds
 pub use history_file::HistoryFileError;
 pub use local::LocalBus;
 pub use nats::NatsOptions;
+pub use receipt::PublishReceipt;
 pub use sink::{NamespaceSource, Sink, UsageSink, WebhookEventSink};
 
 /// Wall-clock time in Unix milliseconds (0 before 1970, saturating far

@@ -103,6 +103,10 @@ pub struct EdgeConfig {
     pub publish_rate: u32,
     /// Burst of publishes per connection.
     pub publish_burst: u32,
+    /// Client publishes of one connection handed to the bus and not yet
+    /// confirmed by it; past this, the connection's next request waits for
+    /// the oldest receipt.
+    pub max_publishes_in_flight: u32,
     /// Frames queued for one connection before it is closed as a slow
     /// consumer.
     pub send_queue_frames: u32,
@@ -212,6 +216,7 @@ impl Default for EdgeConfig {
             max_connections_per_app: 0,
             publish_rate: 50,
             publish_burst: 100,
+            max_publishes_in_flight: 64,
             send_queue_frames: 16_384,
             send_queue_bytes: ByteSize::mib(2),
             write_timeout: HumanDuration::secs(10),
@@ -372,6 +377,9 @@ impl EdgeConfig {
         if self.max_connections == 0 {
             return Err(err("max_connections", "must be at least 1"));
         }
+        if self.max_publishes_in_flight == 0 || self.max_publishes_in_flight > 4096 {
+            return Err(err("max_publishes_in_flight", "must be 1-4096"));
+        }
         if self.publish_burst == 0 && self.publish_rate > 0 {
             return Err(err("publish_burst", "must be at least 1 when publish_rate is set"));
         }
@@ -497,6 +505,8 @@ mod tests {
             (EdgeConfig { heartbeat_timeout: HumanDuration::secs(25), ..Default::default() }, "heartbeat_timeout"),
             (EdgeConfig { send_queue_frames: 1, ..Default::default() }, "send_queue_frames"),
             (EdgeConfig { max_subscriptions: 0, ..Default::default() }, "max_subscriptions"),
+            (EdgeConfig { max_publishes_in_flight: 0, ..Default::default() }, "max_publishes_in_flight"),
+            (EdgeConfig { max_publishes_in_flight: 4097, ..Default::default() }, "max_publishes_in_flight"),
             (EdgeConfig { write_timeout: HumanDuration::secs(0), ..Default::default() }, "write_timeout"),
             (EdgeConfig { tls_cert: Some("c.pem".into()), ..Default::default() }, "tls_key"),
             (EdgeConfig { subject_prefix: "a.>".into(), ..Default::default() }, "subject_prefix"),

@@ -1,13 +1,14 @@
 //! Edges over a real NATS: delivery across edges, interest that follows
 //! local subscribers, recovery after a NATS restart, publishes answered
-//! once the server has them, revocations missed while cut off.
+//! once the server has them (several in flight per connection, answered in
+//! order), revocations missed while cut off.
 
 use std::time::Duration;
 
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
 use herald_proto::ErrorCode;
-use herald_proto::client::{self, server_frame};
+use herald_proto::client::{self, client_frame, server_frame};
 
 const ALL: &str = r#"{"*": ["subscribe", "publish"]}"#;
 
@@ -84,7 +85,6 @@ async fn nats_interest_follows_local_subscribers() {
 }
 
 async fn unsubscribe(c: &mut RawClient, channel: &str) {
-    use herald_proto::client::{self, client_frame};
     c.request(client_frame::Kind::Unsubscribe(client::Unsubscribe { channel: channel.into() })).await;
     assert!(is_ok(&c.reply().await));
 }
@@ -180,4 +180,71 @@ async fn delivery_resumes_after_nats_restarts() {
         }
     };
     within(Duration::from_secs(20), "delivery resumes after the restart", resumed).await;
+}
+
+fn publish_request(channel: &str, data: &[u8]) -> client_frame::Kind {
+    client_frame::Kind::Publish(client::Publish {
+        channel: channel.into(),
+        data: bytes::Bytes::copy_from_slice(data),
+        event: None,
+        idempotency_id: None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_sent_back_to_back_are_in_flight_together_and_answered_in_request_order() {
+    const N: u32 = 300;
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let _namespaces = serve_namespaces(&nats_url(), subjects.clone(), Vec::new()).await;
+    let unlimited = || EdgeConfig { publish_rate: 0, max_publishes_in_flight: 16, ..config(&auth) };
+    let a = TestEdge::start(unlimited(), nats_bus(&nats_url(), subjects.clone()).await).await;
+    let b = TestEdge::start(unlimited(), nats_bus(&nats_url(), subjects).await).await;
+    let (mut sub, _) = RawClient::connect(a.addr, &auth.token("app1", "alice", ALL)).await;
+    assert!(is_ok(&sub.subscribe("feed").await));
+    let (mut publisher, _) = RawClient::connect(b.addr, &auth.token("app1", "bob", ALL)).await;
+    // Every request written before any reply is read; a ping halfway.
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(publisher.request(publish_request("feed", &i.to_be_bytes())).await);
+        if i == N / 2 {
+            ids.push(publisher.request(client_frame::Kind::Ping(client::Ping {})).await);
+        }
+    }
+    for id in ids {
+        let reply = publisher.reply().await;
+        assert_eq!(reply.request_id, id, "replies in request order");
+        assert!(is_ok(&reply), "{reply:?}");
+    }
+    for i in 0..N {
+        assert_eq!(&sub.message().await.data[..], &i.to_be_bytes(), "messages in publish order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_in_flight_wait_for_their_receipts_together() {
+    let nats = NatsServer::start().await;
+    let auth = TestAuthority::start().await;
+    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), unique_subjects()).await).await;
+    let (mut publisher, _) = RawClient::connect(edge.addr, &auth.token("app1", "bob", ALL)).await;
+    assert!(is_ok(&publisher.publish("feed", b"before").await));
+    // While the server takes nothing, three publishes are handed over one
+    // after the other and their receipts awaited together: each fails when
+    // its publish timeout (5 s) passes, all three near the same time —
+    // one at a time they would take three timeouts.
+    nats.pause();
+    let started = std::time::Instant::now();
+    let ids = [
+        publisher.request(publish_request("feed", b"1")).await,
+        publisher.request(publish_request("feed", b"2")).await,
+        publisher.request(publish_request("feed", b"3")).await,
+    ];
+    for id in ids {
+        let reply = within(Duration::from_secs(15), "an answer", publisher.reply()).await;
+        assert_eq!(reply.request_id, id);
+        assert!(is_error(&reply, ErrorCode::Unavailable), "{reply:?}");
+    }
+    let took = started.elapsed();
+    nats.resume();
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(10), "answered after {took:?}");
 }

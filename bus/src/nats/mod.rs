@@ -221,8 +221,7 @@ impl NatsBus {
     pub(crate) async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         self.check_connected()?;
         let work = async {
-            self.client.publish(subject, payload).await.map_err(|e| BusError::Unavailable(e.to_string()))?;
-            let ticket = self.sent.fetch_add(1, Ordering::AcqRel) + 1;
+            let ticket = self.send(subject, payload).await?;
             self.receipt(ticket).await
         };
         match tokio::time::timeout(self.options.publish_timeout, work).await {

@@ -16,7 +16,7 @@ use crate::outbox::Outbox;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
 
 use super::presence::presence_query;
-use super::publish::publish;
+use super::publish::{InFlight, publish};
 use super::reply::{Close, go_away_frame, reply_err, reply_ok};
 use super::session::Session;
 use super::shared::Shared;
@@ -39,6 +39,10 @@ pub(super) fn read_close(e: ReadError) -> Option<Close> {
     }
 }
 
+/// Serves an authenticated connection's requests until it closes; then
+/// finishes the publishes still in flight (their messages are on their
+/// way: they are counted and reported, and answered if the socket still
+/// takes it).
 pub(super) async fn run<R: AsyncRead + Unpin>(
     shared: &Arc<Shared>,
     reader: &mut FrameReader,
@@ -46,7 +50,25 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     outbox: &Arc<Outbox>,
     session: &mut Session,
 ) -> Option<Close> {
+    let mut in_flight = InFlight::default();
+    let close = serve(shared, reader, rd, outbox, session, &mut in_flight).await;
+    if !in_flight.is_empty() {
+        // Boxed, as requests are: this state is not every idle connection's.
+        Box::pin(in_flight.settle_all(shared, session)).await;
+    }
+    close
+}
+
+async fn serve<R: AsyncRead + Unpin>(
+    shared: &Arc<Shared>,
+    reader: &mut FrameReader,
+    rd: &mut R,
+    outbox: &Arc<Outbox>,
+    session: &mut Session,
+    in_flight: &mut InFlight,
+) -> Option<Close> {
     let config = &shared.config;
+    let max_in_flight = config.max_publishes_in_flight as usize;
     let heartbeat_timeout = config.heartbeat_timeout.0;
     let mut last_seen = Instant::now();
     let mut handled = 0u32;
@@ -60,6 +82,15 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             // takes it from here.
             return None;
         }
+        if in_flight.len() >= max_in_flight {
+            // As many publishes in flight as allowed: the next request
+            // waits for the oldest's receipt.
+            let reply = Box::pin(in_flight.settle_oldest(shared, session)).await;
+            if reply.is_some_and(|reply| outbox.push(reply).is_err()) {
+                return None;
+            }
+            continue;
+        }
         // Frames already read (a publisher sends many per read) are taken
         // without arming the deadlines' timers again for each.
         let incoming = match reader.buffered() {
@@ -68,6 +99,13 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             _ => tokio::select! {
                 biased;
                 () = outbox.closed() => return None,
+                outcome = in_flight.oldest(), if !in_flight.is_empty() => {
+                    let reply = Box::pin(in_flight.finish_oldest(shared, session, outcome)).await;
+                    if reply.is_some_and(|reply| outbox.push(reply).is_err()) {
+                        return None;
+                    }
+                    continue;
+                }
                 () = sleep_until(session.expires_at.min(last_seen + heartbeat_timeout)) => {
                     return Some(Close::code(if Instant::now() >= session.expires_at {
                         CloseCode::TokenExpired
@@ -97,7 +135,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         // Boxed: requests are rare next to idle time, and their state
         // (bus futures included) would otherwise sit in every
         // connection's future.
-        let reply = Box::pin(handle(shared, session, frame)).await;
+        let reply = Box::pin(handle(shared, session, in_flight, frame)).await;
         if let Some(reply) = reply
             && outbox.push(reply).is_err()
         {
@@ -118,9 +156,19 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
 const REQUESTS_PER_TURN: u32 = 32;
 
 /// Answers one request. `None` when the answer was already queued (a
-/// subscribe that replays history queues its reply before the replay).
-pub(super) async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: client::ClientFrame) -> Option<Bytes> {
+/// subscribe that replays history queues its reply before the replay) or
+/// comes later (a publish waiting in `in_flight` for its receipt).
+pub(super) async fn handle(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    in_flight: &mut InFlight,
+    frame: client::ClientFrame,
+) -> Option<Bytes> {
     let rid = frame.request_id;
+    if !matches!(frame.kind, Some(client_frame::Kind::Publish(_))) {
+        // Replies keep request order: the publishes in flight answer first.
+        in_flight.settle_all(shared, session).await;
+    }
     let Some(kind) = frame.kind else {
         return Some(reply_err(rid, ErrorCode::UnknownRequest, "unknown request kind"));
     };
@@ -129,7 +177,7 @@ pub(super) async fn handle(shared: &Arc<Shared>, session: &mut Session, frame: c
         client_frame::Kind::Ping(_) => reply_ok(rid, None),
         client_frame::Kind::Subscribe(s) => return subscribe(shared, session, rid, s).await,
         client_frame::Kind::Unsubscribe(u) => unsubscribe(shared, session, rid, &u.channel).await,
-        client_frame::Kind::Publish(p) => publish(shared, session, rid, p).await,
+        client_frame::Kind::Publish(p) => return publish(shared, session, in_flight, rid, p).await,
         client_frame::Kind::RefreshToken(r) => refresh(shared, session, rid, &r.token).await,
         client_frame::Kind::PresenceQuery(q) => presence_query(shared, session, rid, q).await,
     })
