@@ -239,7 +239,7 @@ impl Metrics {
             map.clear();
         }
         let series = map.entry(hash).or_default();
-        if !series.iter().any(|s| same(s)) {
+        if !series.iter().any(same) {
             series.push(RequestSeries { labels: labels.map(Box::from), count, duration });
         }
     }
