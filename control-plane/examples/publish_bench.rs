@@ -18,7 +18,9 @@
 //! before Herald does anything. Then Herald single publishes, and with
 //! `--batch B` Herald's batches too, each printed as a multiple of the
 //! floor ("x floor"; a batch's messages/s beside the floor's requests/s,
-//! and beside Herald's single publishes/s).
+//! and beside Herald's single publishes/s). Every run also prints the CPU
+//! its server's threads used per request (from `/proc`), which other work
+//! on the machine disturbs less than the rates.
 //!
 //! ```sh
 //! cargo run --release -p herald-control-plane --example publish_bench -- \
@@ -166,7 +168,7 @@ fn run(args: &Args, herald: std::net::SocketAddr, client_rt: &tokio::runtime::Ru
     let floor = if args.floor {
         let floor_rt = server_runtime(args, "floor-server")?;
         let addr = floor_rt.block_on(floor::start())?;
-        let figures = client_rt.block_on(drive(addr, single.clone(), args))?;
+        let figures = client_rt.block_on(drive(addr, single.clone(), args, "floor-server"))?;
         drop(floor_rt);
         figures.print("floor", args, 1);
         Some(figures)
@@ -174,14 +176,15 @@ fn run(args: &Args, herald: std::net::SocketAddr, client_rt: &tokio::runtime::Ru
         None
     };
     let herald_single = if args.batch == 1 || args.floor {
-        let figures = client_rt.block_on(drive(herald, single, args))?;
+        let figures = client_rt.block_on(drive(herald, single, args, "cp-server"))?;
         figures.print("herald", args, 1);
         Some(figures)
     } else {
         None
     };
     let herald_batch = if args.batch > 1 {
-        let figures = client_rt.block_on(drive(herald, build_requests(args, &app_id, &key, args.batch), args))?;
+        let requests = build_requests(args, &app_id, &key, args.batch);
+        let figures = client_rt.block_on(drive(herald, requests, args, "cp-server"))?;
         figures.print("herald", args, args.batch);
         Some(figures)
     } else {
@@ -189,10 +192,13 @@ fn run(args: &Args, herald: std::net::SocketAddr, client_rt: &tokio::runtime::Ru
     };
     if let (Some(floor), Some(single)) = (&floor, &herald_single) {
         println!(
-            "herald single: {:.0} requests/s = {:.2}x floor ({:.0} requests/s)",
+            "herald single: {:.0} requests/s = {:.2}x floor ({:.0} requests/s); server CPU per request {:.1} us = {:.2}x floor's ({:.1} us)",
             single.per_sec(),
             single.per_sec() / floor.per_sec(),
-            floor.per_sec()
+            floor.per_sec(),
+            single.cpu_per_request(),
+            single.cpu_per_request() / floor.cpu_per_request(),
+            floor.cpu_per_request()
         );
     }
     if let Some(batch) = &herald_batch {
@@ -206,9 +212,11 @@ fn run(args: &Args, herald: std::net::SocketAddr, client_rt: &tokio::runtime::Ru
         }
         if let Some(single) = &herald_single {
             println!(
-                "herald batch-{}: {messages:.0} messages/s = {:.2}x herald's single publishes/s",
+                "herald batch-{}: {messages:.0} messages/s = {:.2}x herald's single publishes/s; server CPU per message {:.1} us = 1/{:.1} of a single publish's",
                 args.batch,
-                messages / single.per_sec()
+                messages / single.per_sec(),
+                batch.cpu_per_request() / args.batch as f64,
+                single.cpu_per_request() * args.batch as f64 / batch.cpu_per_request()
             );
         }
     }
@@ -384,17 +392,44 @@ fn build_requests(args: &Args, app_id: &str, key: &str, batch: usize) -> Arc<Vec
     Arc::new(requests)
 }
 
+/// The CPU time (user and system) the threads of this process named
+/// `name` have used, from `/proc/self/task/*/stat` (in clock ticks of
+/// 1/100 s; zero where `/proc` cannot be read).
+fn threads_cpu(name: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Duration::ZERO };
+    let mut ticks = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if &stat[open + 1..close] != name {
+            continue;
+        }
+        // After the name: state is field 3; utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(14) + field(15);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
 /// What one run measured.
 struct Figures {
     /// Latencies of the `202`s, sorted.
     latencies: Vec<Duration>,
     errors: u64,
     elapsed: f64,
+    /// CPU the server's threads used meanwhile.
+    server_cpu: Duration,
 }
 
 impl Figures {
     fn per_sec(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed
+    }
+
+    /// The server's CPU per request, in microseconds.
+    fn cpu_per_request(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.latencies.len().max(1) as f64
     }
 
     fn pct(&self, p: f64) -> f64 {
@@ -414,7 +449,8 @@ impl Figures {
             if target == "herald" && args.local_bus { " bus=local" } else { "" }
         );
         println!(
-            "requests={} errors={} requests/s={:.0} messages/s={:.0} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+            "requests={} errors={} requests/s={:.0} messages/s={:.0} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms \
+             server-cpu/request={:.1}us server-cpu/message={:.1}us",
             self.latencies.len(),
             self.errors,
             self.per_sec(),
@@ -422,14 +458,17 @@ impl Figures {
             self.pct(0.50),
             self.pct(0.90),
             self.pct(0.99),
-            self.pct(1.0)
+            self.pct(1.0),
+            self.cpu_per_request(),
+            self.cpu_per_request() / batch as f64
         );
     }
 }
 
 /// Drives `requests` round-robin over `args.connections` keep-alive
 /// connections to `addr` for `args.seconds`.
-async fn drive(addr: std::net::SocketAddr, requests: Arc<Vec<Bytes>>, args: &Args) -> Result<Figures> {
+async fn drive(addr: std::net::SocketAddr, requests: Arc<Vec<Bytes>>, args: &Args, server: &str) -> Result<Figures> {
+    let cpu_before = threads_cpu(server);
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
     for c in 0..args.connections {
@@ -469,6 +508,7 @@ async fn drive(addr: std::net::SocketAddr, requests: Arc<Vec<Bytes>>, args: &Arg
         errors += e;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu = threads_cpu(server).saturating_sub(cpu_before);
     latencies.sort_unstable();
-    Ok(Figures { latencies, errors, elapsed })
+    Ok(Figures { latencies, errors, elapsed, server_cpu })
 }
