@@ -342,7 +342,9 @@ impl Bus {
         match &*self.inner {
             Inner::Nats(n) => {
                 if cache {
-                    n.store_cached(app, channel, payload.clone()).await?;
+                    // Boxed: only cache channels store, and inline the
+                    // write would weigh on every publish's future.
+                    Box::pin(n.store_cached(app, channel, payload.clone())).await?;
                 }
                 n.publish(n.subjects.channel(app, channel), payload).await
             }

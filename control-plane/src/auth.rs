@@ -214,7 +214,9 @@ impl Auth {
         if let Some(hit) = self.keys.get(id) {
             return Ok(hit);
         }
-        let key = self.store.get_key(id).await?.map(Arc::new);
+        // Boxed: the database read is rare (a cache miss), and its future
+        // would otherwise weigh on every request's.
+        let key = Box::pin(self.store.get_key(id)).await?.map(Arc::new);
         self.keys.insert(id.clone(), key.clone());
         Ok(key)
     }
@@ -229,7 +231,7 @@ impl Auth {
         let app = match self.apps.get(id) {
             Some(hit) => hit,
             None => {
-                let app = self.store.get_app(id).await?.map(Arc::new);
+                let app = Box::pin(self.store.get_app(id)).await?.map(Arc::new);
                 self.apps.insert(id.clone(), app.clone());
                 app
             }

@@ -25,6 +25,17 @@ pub struct Metrics {
     connections_refused: Counter,
     /// Per-app counters, looked up without allocating on the hot path.
     published: RwLock<HashMap<AppId, Counter>>,
+    /// The request series' handles, by the hash of their labels, looked up
+    /// without allocating on the hot path.
+    requests: RwLock<HashMap<u64, Vec<RequestSeries>>>,
+    hasher: std::hash::RandomState,
+}
+
+/// The handles of one request series (API, method, route, status).
+struct RequestSeries {
+    labels: [Box<str>; 4],
+    count: Counter,
+    duration: Histogram,
 }
 
 /// The HELP text of the control plane's metrics.
@@ -69,6 +80,9 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
 /// Most per-app counter handles kept (the series stay in the recorder).
 const MAX_APP_SERIES: usize = 100_000;
 
+/// Most request series handles kept (the series stay in the recorder).
+const MAX_REQUEST_SERIES: usize = 10_000;
+
 impl Metrics {
     pub(crate) fn new() -> Self {
         let builder = PrometheusBuilder::new();
@@ -96,6 +110,8 @@ impl Metrics {
             tokens_minted,
             connections_refused,
             published: RwLock::new(HashMap::new()),
+            requests: RwLock::new(HashMap::new()),
+            hasher: std::hash::RandomState::new(),
         }
     }
 
@@ -194,17 +210,38 @@ impl Metrics {
     /// Counts an API request and records its latency, by API (`rest`,
     /// `grpc`, `pusher`), route template and status.
     pub(crate) fn request(&self, api: &'static str, method: &str, route: &str, status: &str, latency: Duration) {
-        let labels = vec![
+        use std::hash::BuildHasher as _;
+        let labels = [api, method, route, status];
+        let hash = self.hasher.hash_one(labels);
+        let same = |s: &RequestSeries| s.labels.iter().map(|l| &**l).eq(labels);
+        if let Some(series) = self.requests.read().unwrap_or_else(|e| e.into_inner()).get(&hash)
+            && let Some(s) = series.iter().find(|s| same(s))
+        {
+            s.count.increment(1);
+            s.duration.record(latency.as_secs_f64());
+            return;
+        }
+        let count_labels = vec![
             Label::new("api", api),
             Label::new("method", method.to_owned()),
             Label::new("route", route.to_owned()),
             Label::new("status", status.to_owned()),
         ];
-        self.recorder.register_counter(&Key::from_parts("herald_cp_requests_total", labels), &META).increment(1);
-        let labels = vec![Label::new("api", api), Label::new("route", route.to_owned())];
-        self.recorder
-            .register_histogram(&Key::from_parts("herald_cp_request_duration_seconds", labels), &META)
-            .record(latency.as_secs_f64());
+        let count = self.recorder.register_counter(&Key::from_parts("herald_cp_requests_total", count_labels), &META);
+        let duration_labels = vec![Label::new("api", api), Label::new("route", route.to_owned())];
+        let duration = self
+            .recorder
+            .register_histogram(&Key::from_parts("herald_cp_request_duration_seconds", duration_labels), &META);
+        count.increment(1);
+        duration.record(latency.as_secs_f64());
+        let mut map = self.requests.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_REQUEST_SERIES {
+            map.clear();
+        }
+        let series = map.entry(hash).or_default();
+        if !series.iter().any(same) {
+            series.push(RequestSeries { labels: labels.map(Box::from), count, duration });
+        }
     }
 
     /// The Prometheus text exposition: this control plane's metrics, the

@@ -512,11 +512,12 @@ impl Publisher {
     ) -> Result<Sent, ApiError> {
         let guard = match &msg.idempotency_id {
             Some(idem) => {
-                match self
-                    .idempotency
-                    .claim((app.clone(), channel.clone(), idem.as_str().into()), self.idempotency_wait)
-                    .await?
-                {
+                // The idempotency, shared-idempotency and history futures
+                // are boxed: they are only run with an id or history, and
+                // inline they would weigh on every publish's future.
+                let claim =
+                    self.idempotency.claim((app.clone(), channel.clone(), idem.as_str().into()), self.idempotency_wait);
+                match Box::pin(claim).await? {
                     Claim::Duplicate => return Ok(Sent::Duplicate),
                     Claim::New(guard) => Some(guard),
                 }
@@ -525,15 +526,17 @@ impl Publisher {
         };
         // With several replicas, the database decides across them.
         let shared = match (&msg.idempotency_id, &self.shared) {
-            (Some(idem), Some(shared)) => match shared.claim(app, channel, idem, self.idempotency_wait).await? {
-                Claim::Duplicate => {
-                    if let Some(guard) = guard {
-                        guard.accept();
+            (Some(idem), Some(shared)) => {
+                match Box::pin(shared.claim(app, channel, idem, self.idempotency_wait)).await? {
+                    Claim::Duplicate => {
+                        if let Some(guard) = guard {
+                            guard.accept();
+                        }
+                        return Ok(Sent::Duplicate);
                     }
-                    return Ok(Sent::Duplicate);
+                    Claim::New(_) => Some((shared, idem)),
                 }
-                Claim::New(_) => Some((shared, idem)),
-            },
+            }
             _ => None,
         };
         let envelope = bus::ChannelMessage {
@@ -548,12 +551,12 @@ impl Publisher {
             traceparent: herald_bus::trace::traceparent(),
         };
         let sent = if history {
-            self.bus.publish_history(app, channel, &envelope).await.map(Some)
+            Box::pin(self.bus.publish_history(app, channel, &envelope)).await.map(Some)
         } else {
             self.bus.publish_encoded(app, channel, Bytes::from(envelope.encode_to_vec())).await.map(|()| None)
         };
         if let Some((shared, idem)) = shared {
-            shared.finish(app, channel, idem, sent.is_ok()).await;
+            Box::pin(shared.finish(app, channel, idem, sent.is_ok())).await;
         }
         let position = sent.map_err(|e| match e {
             // The namespace's history was turned off since this replica

@@ -247,7 +247,9 @@ impl NatsBus {
                     return Ok(());
                 }
                 let covers = self.sent.load(Ordering::Acquire);
-                self.sync().await?;
+                // Boxed: one publish in many runs a round, and the round
+                // trip's future would otherwise weigh on every publish's.
+                Box::pin(self.sync()).await?;
                 round.covered = Some(covers);
                 drop(round);
                 continue;

@@ -19,23 +19,9 @@ use axum::Router;
 use crate::core::Core;
 
 /// The router serving the three APIs, every request observed
-/// ([`observe`]: request id, metrics, access log).
+/// ([`observe`]: request id, the API it came through, span, metrics,
+/// access log) by one layer on every route and the fallback.
 pub fn router(core: Arc<Core>) -> Router {
     grpc::add_services(rest::router(core.clone()).merge(pusher::router(core.clone())), core.clone())
-        .route_layer(axum::middleware::from_fn(observe::mark_route))
-        .layer(axum::middleware::from_fn(tag_source))
         .layer(axum::middleware::from_fn_with_state(core, observe::observe))
-}
-
-/// Runs each request as coming through its API, which the debug events
-/// of its publishes name (`crate::debug_tap::source`).
-async fn tag_source(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let source = if grpc::is_grpc(req.headers()) {
-        "grpc"
-    } else if req.uri().path().starts_with("/apps/") {
-        "pusher_http"
-    } else {
-        "rest"
-    };
-    crate::debug_tap::with_source(source, next.run(req)).await
 }

@@ -32,28 +32,6 @@ pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest request id taken from a caller.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// The route template that matched, carried from inside the router (where
-/// it is known) to the outer layer that records the request.
-#[derive(Clone)]
-struct Route(MatchedPath);
-
-/// Inner layer (on matched routes): hands the matched template out on the
-/// response.
-pub(crate) async fn mark_route(path: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let span = trace_span(&request, path.as_ref());
-    let mut response = next.run(request).instrument(span.clone()).await;
-    if !span.is_none() {
-        span.record("http.response.status_code", response.status().as_u16());
-        if let Some(status) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
-            span.record("rpc.grpc.status_code", status);
-        }
-    }
-    if let Some(path) = path {
-        response.extensions_mut().insert(Route(path));
-    }
-    response
-}
-
 /// Which API a request went to.
 fn api_of(route: &str, grpc: bool) -> &'static str {
     if grpc {
@@ -65,7 +43,11 @@ fn api_of(route: &str, grpc: bool) -> &'static str {
     }
 }
 
-/// Outer layer: the request id, the metrics and the access log.
+/// The one layer every request goes through, on every route and the
+/// fallback (where the matched route template is known): the request id,
+/// the API the request came through for its publishes' debug events
+/// ([`crate::debug_tap::with_source`]), the request's span, the metrics
+/// and the access log.
 pub(crate) async fn observe(State(core): State<Arc<Core>>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id =
@@ -73,25 +55,46 @@ pub(crate) async fn observe(State(core): State<Arc<Core>>, mut request: Request,
     request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
     let method = request.method().clone();
     let grpc = crate::api::grpc::is_grpc(request.headers());
-    let path = request.uri().path().to_owned();
-
-    let mut response = next.run(request).await;
+    let uri = request.uri().clone();
+    let path = uri.path();
+    let template = request.extensions().get::<MatchedPath>().cloned();
+    let source = if grpc {
+        "grpc"
+    } else if path.starts_with("/apps/") {
+        "pusher_http"
+    } else {
+        "rest"
+    };
+    // Only a matched route gets a span (its name is the route template).
+    let span = match &template {
+        Some(t) => trace_span(&request, Some(t)),
+        None => tracing::Span::none(),
+    };
+    let run = next.run(request).instrument(span.clone());
+    let mut response = crate::debug_tap::with_source(source, run).await;
+    if !span.is_none() {
+        span.record("http.response.status_code", response.status().as_u16());
+        if let Some(status) = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+            span.record("rpc.grpc.status_code", status);
+        }
+    }
     let latency = started.elapsed();
     response.headers_mut().insert(REQUEST_ID.clone(), id.clone());
 
-    let template = response.extensions().get::<Route>().map(|r| r.0.as_str().to_owned());
+    let template = template.as_ref().map(MatchedPath::as_str);
+    let code = response.status();
     let (route, status) = if grpc {
-        let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0").to_owned();
+        let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).unwrap_or("0");
         // 12: unimplemented — a method name the caller made up.
-        let route = if template.is_some() && status != "12" { path.clone() } else { "unknown".to_owned() };
+        let route = if template.is_some() && status != "12" { path } else { "unknown" };
         (route, status)
     } else {
-        (template.clone().unwrap_or_else(|| "unmatched".to_owned()), response.status().as_u16().to_string())
+        (template.unwrap_or("unmatched"), code.as_str())
     };
-    let api = api_of(&route, grpc);
-    core.metrics.request(api, method.as_str(), &route, &status, latency);
+    let api = api_of(route, grpc);
+    core.metrics.request(api, method.as_str(), route, status, latency);
     if core.config.access_log {
-        let app = template.as_deref().and_then(|t| app_of(t, &path));
+        let app = template.and_then(|t| app_of(t, path));
         tracing::info!(
             target: "herald::access",
             api,

@@ -7,6 +7,7 @@
 //! keeps the keys of the object it is in and the depth); the typed
 //! deserialization that follows names wrong types and unknown fields.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 
@@ -32,12 +33,12 @@ pub fn check(bytes: &[u8], max_depth: usize) -> Result<(), JsonError> {
     de.end().map_err(|e| JsonError(format!("unexpected data after the JSON value: {e}")))
 }
 
-enum Segment {
-    Key(String),
+enum Segment<'de> {
+    Key(Cow<'de, str>),
     Index(usize),
 }
 
-fn render(path: &[Segment]) -> String {
+fn render(path: &[Segment<'_>]) -> String {
     if path.is_empty() {
         return ".".to_owned();
     }
@@ -58,13 +59,13 @@ fn render(path: &[Segment]) -> String {
 }
 
 /// One value at `depth` (the number of arrays and objects around it).
-struct Node<'p> {
+struct Node<'p, 'de> {
     depth: usize,
     max_depth: usize,
-    path: &'p mut Vec<Segment>,
+    path: &'p mut Vec<Segment<'de>>,
 }
 
-impl Node<'_> {
+impl Node<'_, '_> {
     fn enter<E: serde::de::Error>(&self) -> Result<usize, E> {
         let depth = self.depth + 1;
         if depth > self.max_depth {
@@ -78,7 +79,7 @@ impl Node<'_> {
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Node<'_> {
+impl<'de> DeserializeSeed<'de> for Node<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
@@ -86,7 +87,7 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Node<'_> {
+impl<'de> Visitor<'de> for Node<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -133,8 +134,8 @@ impl<'de> Visitor<'de> for Node<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let depth = self.enter()?;
-        let mut keys = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
+        let mut keys = Keys::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
             if keys.contains(&key) {
                 return Err(A::Error::custom(format_args!(
                     "duplicate key `{key}` in the object at `{}`",
@@ -148,6 +149,63 @@ impl<'de> Visitor<'de> for Node<'_> {
             keys.insert(key);
         }
         Ok(())
+    }
+}
+
+/// Objects with up to this many keys are checked for duplicates by
+/// comparing (no hashing, no allocation); larger ones by a set.
+const FEW_KEYS: usize = 16;
+
+/// The keys seen so far in one object.
+#[derive(Default)]
+struct Keys<'de> {
+    few: Vec<Cow<'de, str>>,
+    many: HashSet<Cow<'de, str>>,
+}
+
+impl<'de> Keys<'de> {
+    fn contains(&self, key: &str) -> bool {
+        if self.many.is_empty() { self.few.iter().any(|k| k == key) } else { self.many.contains(key) }
+    }
+
+    fn insert(&mut self, key: Cow<'de, str>) {
+        if self.many.is_empty() && self.few.len() < FEW_KEYS {
+            self.few.push(key);
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(key);
+        }
+    }
+}
+
+/// An object key, borrowed from the body when it holds no escape.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -178,6 +236,18 @@ mod tests {
         assert!(e.contains("duplicate key `k` in the object at `data.x[1]`"), "{e}");
         // The same key in sibling objects is fine.
         check(br#"[{"k":1},{"k":2}]"#, 32).expect("siblings");
+    }
+
+    #[test]
+    fn duplicates_are_found_in_large_objects_and_escaped_keys() {
+        let keys: Vec<String> = (0..40).map(|i| format!("\"k{i}\": {i}")).collect();
+        check(format!("{{{}}}", keys.join(",")).as_bytes(), 32).expect("40 distinct keys");
+        let e = err(&format!("{{{}, \"k3\": 0}}", keys.join(",")), 32);
+        assert!(e.contains("duplicate key `k3`"), "{e}");
+        let e = err(&format!("{{{}, \"k39\": 0}}", keys.join(",")), 32);
+        assert!(e.contains("duplicate key `k39`"), "{e}");
+        let e = err(r#"{"a\u0062": 1, "ab": 2}"#, 32);
+        assert!(e.contains("duplicate key `ab`"), "{e}");
     }
 
     #[test]

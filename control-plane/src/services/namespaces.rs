@@ -287,7 +287,9 @@ impl Core {
             return Ok(cached);
         }
         let generation = self.namespaces.generation();
-        let map = AppNamespacesInner::new(&self.store.list_namespaces(app).await?);
+        // Boxed: a cache miss is rare, and the database read's future would
+        // otherwise weigh on every publish's.
+        let map = AppNamespacesInner::new(&Box::pin(self.store.list_namespaces(app)).await?);
         self.namespaces.fill(app, generation, map.clone());
         Ok(map)
     }
