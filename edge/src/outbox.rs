@@ -25,6 +25,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::Poll;
@@ -354,6 +355,15 @@ impl Outbox {
             }
             notified.await;
         }
+    }
+
+    /// As [`Self::closed`], for the connection's own task, which runs the
+    /// writer too (see the connection's `Writing`): it waits in no list.
+    /// A close wakes the writer, so the task, which then looks again; while
+    /// the writer waits on a full socket, the close is seen once the writer
+    /// gets on (it writes the close next), within the write timeout.
+    pub fn closing(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |_| if self.is_closing() { Poll::Ready(()) } else { Poll::Pending })
     }
 
     /// As [`Self::push`], once at most half of each bound is taken: a
