@@ -4,7 +4,7 @@
 //! the token, its `Origin` and the app's connection limit on this edge,
 //! registers the connection with the hub and answers `Connected`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use herald_proto::CloseCode;
@@ -146,7 +146,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     Ok(Box::new(Session {
         id,
         entry,
-        subscriptions: HashMap::new(),
+        subscriptions: Default::default(),
         connection_id,
         rate: RateLimit::new(rate, config.publish_burst),
         app_limits,

@@ -228,8 +228,9 @@ mod tests {
     use std::time::Duration;
     use tokio::sync::watch;
 
-    /// Every idle connection holds these futures: keep them small (the
-    /// figures are for debug builds; release builds are smaller).
+    /// Every idle connection holds the serve future (its writer's inside
+    /// it): keep it small (1,072 bytes, 288 of them the writer's, in debug
+    /// and release builds alike).
     #[tokio::test]
     async fn connection_futures_stay_small() {
         let (_tx, draining) = watch::channel(false);
@@ -258,7 +259,7 @@ mod tests {
         let writer = writer::write_loop(w, Arc::new(Outbox::new(16, 1024)), Duration::from_secs(1));
         let (serve, writer) = (std::mem::size_of_val(&serve), std::mem::size_of_val(&writer));
         eprintln!("serve future: {serve} bytes, write_loop future: {writer} bytes");
-        assert!(serve <= 2048, "the serve future is {serve} bytes");
-        assert!(writer <= 768, "the write_loop future is {writer} bytes");
+        assert!(serve <= 1152, "the serve future is {serve} bytes");
+        assert!(writer <= 320, "the write_loop future is {writer} bytes");
     }
 }

@@ -1,7 +1,7 @@
 //! The state of an authenticated connection: its claims, subscriptions,
 //! publish rate, and when its token stops being acceptable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,7 +50,7 @@ pub(super) struct Session {
     pub(super) claims: Kept,
     pub(super) entry: Arc<ConnEntry>,
     /// Subscribed channels → the presence entry reported for each, if any.
-    pub(super) subscriptions: HashMap<ChannelName, Option<Arc<bus::PresenceEntry>>>,
+    pub(super) subscriptions: Subscriptions,
     pub(super) connection_id: String,
     pub(super) rate: RateLimit,
     /// The app's limits as the control plane announced them, shared with
@@ -59,6 +59,50 @@ pub(super) struct Session {
     pub(super) expires_at: Instant,
     pub(super) recent_ids: VecDeque<String>,
     pub(super) published: u64,
+}
+
+/// A connection's subscriptions: each channel with the presence entry
+/// reported for it, if any. A list, searched: a connection has a few (at
+/// most `max_subscriptions`, 128 by default), and a hash map with one
+/// entry allocates room for four.
+#[derive(Default)]
+pub(super) struct Subscriptions(Vec<(ChannelName, Option<Arc<bus::PresenceEntry>>)>);
+
+impl Subscriptions {
+    pub(super) fn contains_key(&self, channel: &ChannelName) -> bool {
+        self.0.iter().any(|(c, _)| c == channel)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `channel` (or replaces its presence entry).
+    pub(super) fn insert(&mut self, channel: ChannelName, presence: Option<Arc<bus::PresenceEntry>>) {
+        if let Some(slot) = self.0.iter_mut().find(|(c, _)| *c == channel) {
+            slot.1 = presence;
+            return;
+        }
+        if self.0.capacity() == 0 {
+            // Room for the first only: most connections stop there.
+            self.0.reserve_exact(1);
+        }
+        self.0.push((channel, presence));
+    }
+
+    /// Removes `channel`; its presence entry, if it was there.
+    pub(super) fn remove(&mut self, channel: &ChannelName) -> Option<Option<Arc<bus::PresenceEntry>>> {
+        let at = self.0.iter().position(|(c, _)| c == channel)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (ChannelName, Option<Arc<bus::PresenceEntry>>)> + '_ {
+        self.0.drain(..)
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &ChannelName> {
+        self.0.iter().map(|(c, _)| c)
+    }
 }
 
 /// What a session keeps of its token's claims: what its requests check

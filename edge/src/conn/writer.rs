@@ -90,16 +90,13 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin + Send>(mut wr: W, outbox: 
         // One attempt without waiting first: the socket almost always takes
         // it all at once; only what it does not take waits (boxed).
         let first = std::future::poll_fn(|cx| Poll::Ready(try_write_batch(cx, &mut wr, &batch))).await;
-        let ok = match first {
-            Err(()) => false,
-            Ok(None) => true,
-            Ok(Some(rest)) => Box::pin(write_all(&mut wr, &rest, write_timeout)).await.is_ok(),
-        };
         batch.first = None;
         batch.rest.clear();
-        // TLS may keep records the socket did not take yet: push them out
-        // (a no-op for plain TCP).
-        let ok = ok && flush_fast(&mut wr, write_timeout).await.is_ok();
+        let ok = match first {
+            Written::Failed => false,
+            Written::All => true,
+            Written::Partly(rest) => Box::pin(write_rest(&mut wr, rest, write_timeout)).await.is_ok(),
+        };
         uncounted.0 += n as u64;
         if uncounted.0 >= 64 {
             uncounted.add();
@@ -140,42 +137,72 @@ thread_local! {
 /// Largest scratch buffer kept between batches.
 const SCRATCH_KEPT: usize = 1 << 20;
 
+/// What one attempt to write a batch did.
+enum Written {
+    /// The socket took it all (and flushed).
+    All,
+    /// The socket took part of it: the rest (perhaps none, when only the
+    /// flush is left) is to be written and flushed within the timeout.
+    Partly(bytes::Bytes),
+    /// The socket failed.
+    Failed,
+}
+
 /// Writes a batch with one write call, without waiting: a lone frame as it
 /// is; several frames copied end to end into this thread's scratch buffer
 /// first (a few bytes each; the kernel then copies one piece, not one per
-/// frame). Returns what the socket did not take at once (a lone frame's
-/// rest is a slice of it, a batch's is copied out): a connection keeps no
-/// buffer of its own between batches.
-fn try_write_batch<W: AsyncWrite + Unpin>(
-    cx: &mut Context<'_>,
-    wr: &mut W,
-    batch: &Batch,
-) -> Result<Option<bytes::Bytes>, ()> {
-    let Some(first) = &batch.first else { return Ok(None) };
+/// frame); then flushes once (TLS may keep records the socket did not take
+/// yet; a no-op for plain TCP). What the socket did not take at once is
+/// given back (a lone frame's rest is a slice of it, a batch's is copied
+/// out): a connection keeps no buffer of its own between batches.
+fn try_write_batch<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, wr: &mut W, batch: &Batch) -> Written {
+    let Some(first) = &batch.first else { return try_flush(cx, wr) };
     if batch.rest.is_empty() {
         return match Pin::new(&mut *wr).poll_write(cx, first) {
-            Poll::Ready(Ok(0) | Err(_)) => Err(()),
-            Poll::Ready(Ok(n)) if n == first.len() => Ok(None),
-            Poll::Ready(Ok(n)) => Ok(Some(first.slice(n..))),
-            Poll::Pending => Ok(Some(first.clone())),
+            Poll::Ready(Ok(0) | Err(_)) => Written::Failed,
+            Poll::Ready(Ok(n)) if n == first.len() => try_flush(cx, wr),
+            Poll::Ready(Ok(n)) => Written::Partly(first.slice(n..)),
+            Poll::Pending => Written::Partly(first.clone()),
         };
     }
-    SCRATCH.with_borrow_mut(|buf| {
+    let written = SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
         for frame in batch.frames() {
             buf.extend_from_slice(frame);
         }
-        let rest = match Pin::new(&mut *wr).poll_write(cx, buf) {
-            Poll::Ready(Ok(0) | Err(_)) => Err(()),
-            Poll::Ready(Ok(n)) if n == buf.len() => Ok(None),
-            Poll::Ready(Ok(n)) => Ok(Some(bytes::Bytes::copy_from_slice(&buf[n..]))),
-            Poll::Pending => Ok(Some(bytes::Bytes::copy_from_slice(buf))),
+        let written = match Pin::new(&mut *wr).poll_write(cx, buf) {
+            Poll::Ready(Ok(0) | Err(_)) => Written::Failed,
+            Poll::Ready(Ok(n)) if n == buf.len() => Written::All,
+            Poll::Ready(Ok(n)) => Written::Partly(bytes::Bytes::copy_from_slice(&buf[n..])),
+            Poll::Pending => Written::Partly(bytes::Bytes::copy_from_slice(buf)),
         };
         if buf.capacity() > SCRATCH_KEPT {
             *buf = Vec::new();
         }
-        rest
-    })
+        written
+    });
+    match written {
+        Written::All => try_flush(cx, wr),
+        other => other,
+    }
+}
+
+/// Flushes once, without waiting.
+fn try_flush<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, wr: &mut W) -> Written {
+    match Pin::new(&mut *wr).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Written::All,
+        Poll::Ready(Err(_)) => Written::Failed,
+        Poll::Pending => Written::Partly(bytes::Bytes::new()),
+    }
+}
+
+/// Writes `rest` within `limit`, then flushes within `limit`.
+async fn write_rest<W: AsyncWrite + Unpin>(wr: &mut W, rest: bytes::Bytes, limit: Duration) -> Result<(), ()> {
+    write_all(wr, &rest, limit).await?;
+    match tokio::time::timeout(limit, wr.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// Frames a writer wrote but did not add to `herald_frames_out_total` yet;
@@ -195,24 +222,6 @@ impl FramesOut {
 impl Drop for FramesOut {
     fn drop(&mut self) {
         self.add();
-    }
-}
-
-/// Flushes: one attempt without a timer first, then within `limit`.
-async fn flush_fast<W: AsyncWrite + Unpin>(wr: &mut W, limit: Duration) -> Result<(), ()> {
-    let first = std::future::poll_fn(|cx| match Pin::new(&mut *wr).poll_flush(cx) {
-        Poll::Pending => Poll::Ready(None),
-        Poll::Ready(result) => Poll::Ready(Some(result)),
-    })
-    .await;
-    match first {
-        Some(Ok(())) => Ok(()),
-        Some(Err(_)) => Err(()),
-        // Boxed: only TLS ever waits here.
-        None => match Box::pin(tokio::time::timeout(limit, wr.flush())).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        },
     }
 }
 
