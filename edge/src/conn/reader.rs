@@ -1,7 +1,7 @@
 //! The reader: reads a connection's client frames, decodes them into
 //! requests and answers each, and watches the heartbeat and token
-//! deadlines. `read_frame` is not cancel-safe, so a read is the last
-//! branch of its `select!` and nothing else ever reads.
+//! deadlines. A read is the last branch of its `select!` (the close and
+//! the deadlines come first) and nothing else ever reads.
 
 use std::sync::Arc;
 
