@@ -25,6 +25,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::Poll;
@@ -143,11 +144,11 @@ struct State {
     first: Option<Bytes>,
     rest: VecDeque<Bytes>,
     bytes: usize,
+    /// The close requested, kept once the writer took it (for who reports
+    /// it afterwards).
     close: Option<(CloseCode, String)>,
     /// Set once the writer has taken the close: nothing more is accepted.
     closed: bool,
-    /// The close the writer took, for who reports it afterwards.
-    closed_with: Option<(CloseCode, String)>,
     /// The writer holds frames it is writing.
     busy: bool,
     /// A paced push waits for the writer to take the queue.
@@ -307,7 +308,7 @@ impl Outbox {
             }
             None => {}
         }
-        let wake = state.first.is_some() || state.close.is_some();
+        let wake = state.first.is_some() || (state.close.is_some() && !state.closed);
         let room = std::mem::take(&mut state.pacing);
         drop(state);
         if wake {
@@ -340,7 +341,7 @@ impl Outbox {
     /// while none was.
     pub fn close_code(&self) -> Option<(CloseCode, String)> {
         let state = self.lock();
-        state.close.clone().or_else(|| state.closed_with.clone())
+        state.close.clone()
     }
 
     /// Resolves once a close was requested (by anyone).
@@ -354,6 +355,15 @@ impl Outbox {
             }
             notified.await;
         }
+    }
+
+    /// As [`Self::closed`], for the connection's own task, which runs the
+    /// writer too (see the connection's `Writing`): it waits in no list.
+    /// A close wakes the writer, so the task, which then looks again; while
+    /// the writer waits on a full socket, the close is seen once the writer
+    /// gets on (it writes the close next), within the write timeout.
+    pub fn closing(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |_| if self.is_closing() { Poll::Ready(()) } else { Poll::Pending })
     }
 
     /// As [`Self::push`], once at most half of each bound is taken: a
@@ -402,7 +412,7 @@ impl Outbox {
     fn try_take(&self, batch: &mut Batch) -> bool {
         debug_assert!(batch.is_empty() && batch.rest.is_empty());
         let mut state = self.lock();
-        if state.first.is_none() && state.close.is_none() {
+        if state.first.is_none() && (state.close.is_none() || state.closed) {
             state.busy = false;
             if state.rest.capacity() > 0 {
                 state.rest = VecDeque::new();
@@ -420,10 +430,9 @@ impl Outbox {
             state.rest = VecDeque::new();
         }
         state.bytes = 0;
-        batch.close = state.close.take();
-        if batch.close.is_some() {
-            state.closed = true;
-            state.closed_with.clone_from(&batch.close);
+        if !state.closed {
+            batch.close.clone_from(&state.close);
+            state.closed = state.close.is_some();
         }
         let room = std::mem::take(&mut state.pacing);
         drop(state);

@@ -8,10 +8,15 @@
 //! message before any of it is buffered, and server frames encoded once into
 //! shared `Bytes` that many connections write as they are.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
-/// Read-buffer capacity kept while a connection is idle.
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+/// What a read asks for while the connection is idle: read on the stack,
+/// then copied into a buffer as large as what came.
 const IDLE_BUFFER: usize = 128;
 
 /// What the first read asks for: a connection's first message carries its
@@ -92,36 +97,64 @@ impl FrameReader {
         self.buf.extend_from_slice(early);
     }
 
-    /// Reads the next complete message.
+    /// Reads the next complete message. The future holds nothing but its
+    /// two references: every idle connection awaits one.
     ///
     /// # Errors
     ///
     /// [`ReadError`]; after an error the reader must not be used again.
-    pub async fn next<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Incoming, ReadError> {
+    pub fn next<'a, R: AsyncRead + Unpin>(
+        &'a mut self,
+        io: &'a mut R,
+    ) -> impl Future<Output = Result<Incoming, ReadError>> + 'a {
+        std::future::poll_fn(move |cx| self.poll_next(cx, io))
+    }
+
+    /// As [`Self::next`], polled.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::next`].
+    pub fn poll_next<R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut R,
+    ) -> Poll<Result<Incoming, ReadError>> {
         loop {
             match self.parse()? {
                 Parsed::Frame { fin, opcode, payload } => {
                     if let Some(message) = self.assemble(fin, opcode, payload)? {
                         self.shrink_if_idle();
-                        return Ok(message);
+                        return Poll::Ready(Ok(message));
                     }
                 }
                 Parsed::NeedMore(n) => {
-                    let want = if self.busy {
-                        BUSY_BUFFER
-                    } else if self.first {
-                        FIRST_BUFFER
+                    let read = if self.buf.capacity() == 0 && !self.busy && !self.first {
+                        // Idle: waits for the client without a buffer of
+                        // its own; what comes is read on the stack first.
+                        let read = ready!(read_small(cx, io, &mut self.buf))?;
+                        self.busy = read == IDLE_BUFFER;
+                        read
                     } else {
-                        IDLE_BUFFER
+                        let want = if self.busy {
+                            BUSY_BUFFER
+                        } else if self.first {
+                            FIRST_BUFFER
+                        } else {
+                            IDLE_BUFFER
+                        };
+                        self.buf.reserve(n.max(want));
+                        let room = self.buf.capacity() - self.buf.len();
+                        // Made for one poll: a read that is not ready loses
+                        // nothing when its future is dropped.
+                        let read = ready!(std::pin::pin!(io.read_buf(&mut self.buf)).poll(cx))?;
+                        self.busy = read == room;
+                        read
                     };
                     self.first = false;
-                    self.buf.reserve(n.max(want));
-                    let room = self.buf.capacity() - self.buf.len();
-                    let read = io.read_buf(&mut self.buf).await?;
                     if read == 0 {
-                        return Err(ReadError::Eof);
+                        return Poll::Ready(Err(ReadError::Eof));
                     }
-                    self.busy = read == room;
                 }
             }
         }
@@ -150,8 +183,10 @@ impl FrameReader {
         }
     }
 
+    /// Lets go of the buffer once all it held was taken: an idle
+    /// connection holds none (the next read starts on the stack).
     fn shrink_if_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
             self.buf = BytesMut::new();
         }
     }
@@ -253,6 +288,20 @@ impl FrameReader {
             _ => Err(ReadError::Protocol("unknown opcode")),
         }
     }
+}
+
+/// Reads at most [`IDLE_BUFFER`] bytes into a buffer on the stack and
+/// appends what came to `buf`: nothing is held while the read waits.
+fn read_small<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    io: &mut R,
+    buf: &mut BytesMut,
+) -> Poll<std::io::Result<usize>> {
+    let mut room = [0u8; IDLE_BUFFER];
+    let mut read = ReadBuf::new(&mut room);
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 fn data_message(opcode: u8, payload: Bytes) -> Incoming {
@@ -484,8 +533,8 @@ mod tests {
         }
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
         assert!(io.reads <= 12, "{} reads for 70 KB", io.reads);
-        // Idle again, the reader holds a small buffer.
-        assert!(reader.buf.capacity() <= IDLE_BUFFER, "{}", reader.buf.capacity());
+        // Idle again, the reader holds no buffer.
+        assert_eq!(reader.buf.capacity(), 0);
     }
 
     #[test]

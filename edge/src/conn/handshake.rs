@@ -4,7 +4,7 @@
 //! the token, its `Origin` and the app's connection limit on this edge,
 //! registers the connection with the hub and answers `Connected`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use herald_proto::CloseCode;
@@ -30,7 +30,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     outbox: &Arc<Outbox>,
     id: u64,
     request: super::HeraldRequest,
-) -> Result<Session, Option<Close>> {
+) -> Result<Box<Session>, Option<Close>> {
     let super::HeraldRequest { bearer, origin, peer } = request;
     let tap = shared.hub.tap();
     let config = &shared.config;
@@ -141,10 +141,12 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     let expires_at = expiry_instant(claims.exp, config.token_leeway.0);
     tracing::debug!(conn = id, app = %claims.app, client = %claims.sub, "connection authenticated");
     crate::tap::connected(tap, claims.app.as_str(), &connection_id, crate::tap::HERALD, peer, claims.sub.as_str());
-    Ok(Session {
+    // Boxed: the connection's future keeps a pointer, not a second copy
+    // of the session beside the one the handshake's result held.
+    Ok(Box::new(Session {
         id,
         entry,
-        subscriptions: HashMap::new(),
+        subscriptions: Default::default(),
         connection_id,
         rate: RateLimit::new(rate, config.publish_burst),
         app_limits,
@@ -152,5 +154,5 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         recent_ids: VecDeque::new(),
         published: 0,
         claims: super::session::kept(claims),
-    })
+    }))
 }

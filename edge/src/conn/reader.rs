@@ -1,7 +1,7 @@
 //! The reader: reads a connection's client frames, decodes them into
 //! requests and answers each, and watches the heartbeat and token
-//! deadlines. `read_frame` is not cancel-safe, so a read is the last
-//! branch of its `select!` and nothing else ever reads.
+//! deadlines. A read is the last branch of its `select!` (the close and
+//! the deadlines come first) and nothing else ever reads.
 
 use std::sync::Arc;
 
@@ -23,11 +23,12 @@ use super::shared::Shared;
 use super::subscribe::{refresh, subscribe, unsubscribe};
 
 /// Reads the next message, skipping nothing; maps read errors to closes.
-pub(super) async fn read<R: AsyncRead + Unpin>(
-    reader: &mut FrameReader,
-    rd: &mut R,
-) -> Result<Incoming, Option<Close>> {
-    reader.next(rd).await.map_err(read_close)
+/// The future holds its two references only.
+pub(super) fn read<'a, R: AsyncRead + Unpin>(
+    reader: &'a mut FrameReader,
+    rd: &'a mut R,
+) -> impl Future<Output = Result<Incoming, Option<Close>>> + 'a {
+    std::future::poll_fn(move |cx| reader.poll_next(cx, rd).map_err(read_close))
 }
 
 /// The close a read error calls for (`None`: the peer is gone).
@@ -70,6 +71,7 @@ async fn serve<R: AsyncRead + Unpin>(
     let config = &shared.config;
     let max_in_flight = config.max_publishes_in_flight as usize;
     let heartbeat_timeout = config.heartbeat_timeout.0;
+    let max_frames = config.send_queue_frames as usize;
     let mut last_seen = Instant::now();
     let mut handled = 0u32;
     if *shared.draining.borrow() {
@@ -98,7 +100,8 @@ async fn serve<R: AsyncRead + Unpin>(
             // One timer for both deadlines (every idle connection holds it).
             _ => tokio::select! {
                 biased;
-                () = outbox.closed() => return None,
+                // No waiting list: the writer, in this task, wakes it.
+                () = outbox.closing() => return None,
                 outcome = in_flight.oldest(), if !in_flight.is_empty() => {
                     let reply = Box::pin(in_flight.finish_oldest(shared, session, outcome)).await;
                     if reply.is_some_and(|reply| outbox.push(reply).is_err()) {
@@ -142,11 +145,13 @@ async fn serve<R: AsyncRead + Unpin>(
             return None;
         }
         handled += 1;
-        if handled.is_multiple_of(REQUESTS_PER_TURN) {
+        if handled.is_multiple_of(REQUESTS_PER_TURN) || outbox.len() * 2 > max_frames {
             // A publisher streaming messages lets the writers it woke write
             // them before it fans out more: queues stay a few frames deep
             // (each write still carries many), where they would otherwise
-            // grow by everything one read brought.
+            // grow by everything one read brought. Its own writer runs in
+            // this task: it writes the replies when the task yields, before
+            // they fill half the queue.
             tokio::task::yield_now().await;
         }
     }

@@ -1,11 +1,11 @@
 //! The state of an authenticated connection: its claims, subscriptions,
 //! publish rate, and when its token stops being acceptable.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herald_proto::{ChannelName, Claims, bus};
+use herald_proto::{AppId, Capabilities, ChannelName, ChannelPattern, Claims, ClientId, Operation, Operations, bus};
 use tokio::time::Instant;
 
 use crate::hub::ConnEntry;
@@ -47,10 +47,10 @@ impl RateLimit {
 /// The state of an authenticated connection.
 pub(super) struct Session {
     pub(super) id: u64,
-    pub(super) claims: Claims,
+    pub(super) claims: Kept,
     pub(super) entry: Arc<ConnEntry>,
     /// Subscribed channels → the presence entry reported for each, if any.
-    pub(super) subscriptions: HashMap<ChannelName, Option<Arc<bus::PresenceEntry>>>,
+    pub(super) subscriptions: Subscriptions,
     pub(super) connection_id: String,
     pub(super) rate: RateLimit,
     /// The app's limits as the control plane announced them, shared with
@@ -61,15 +61,89 @@ pub(super) struct Session {
     pub(super) published: u64,
 }
 
-/// What a session keeps of its token's claims: those only the checks at
-/// the handshake (or refresh) needed — issuer, audience, token id, origins
-/// — are let go of, so an idle connection holds less.
-pub(super) fn kept(mut claims: Claims) -> Claims {
-    claims.iss = String::new();
-    claims.aud = String::new();
-    claims.jti = String::new();
-    claims.origins = Vec::new();
-    claims
+/// A connection's subscriptions: each channel with the presence entry
+/// reported for it, if any. A list, searched: a connection has a few (at
+/// most `max_subscriptions`, 128 by default), and a hash map with one
+/// entry allocates room for four.
+#[derive(Default)]
+pub(super) struct Subscriptions(Vec<(ChannelName, Option<Arc<bus::PresenceEntry>>)>);
+
+impl Subscriptions {
+    pub(super) fn contains_key(&self, channel: &ChannelName) -> bool {
+        self.0.iter().any(|(c, _)| c == channel)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds `channel` (or replaces its presence entry).
+    pub(super) fn insert(&mut self, channel: ChannelName, presence: Option<Arc<bus::PresenceEntry>>) {
+        if let Some(slot) = self.0.iter_mut().find(|(c, _)| *c == channel) {
+            slot.1 = presence;
+            return;
+        }
+        if self.0.capacity() == 0 {
+            // Room for the first only: most connections stop there.
+            self.0.reserve_exact(1);
+        }
+        self.0.push((channel, presence));
+    }
+
+    /// Removes `channel`; its presence entry, if it was there.
+    pub(super) fn remove(&mut self, channel: &ChannelName) -> Option<Option<Arc<bus::PresenceEntry>>> {
+        let at = self.0.iter().position(|(c, _)| c == channel)?;
+        Some(self.0.swap_remove(at).1)
+    }
+
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (ChannelName, Option<Arc<bus::PresenceEntry>>)> + '_ {
+        self.0.drain(..)
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = &ChannelName> {
+        self.0.iter().map(|(c, _)| c)
+    }
+}
+
+/// What a session keeps of its token's claims: what its requests check
+/// later. The rest (issuer, audience, token id, origins, times, key) only
+/// the handshake or a refresh needs, and an idle connection does not hold.
+pub(super) struct Kept {
+    pub(super) app: AppId,
+    pub(super) sub: ClientId,
+    pub(super) caps: Caps,
+    /// Shown to other presence members.
+    pub(super) info: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// The token's limit on a message's payload, if any.
+    pub(super) max_message_bytes: Option<u32>,
+}
+
+/// A token's capabilities as a list of rules, in pattern order: a token has
+/// a few, and the map they are read into allocates room for eleven.
+pub(super) struct Caps(Box<[(ChannelPattern, Operations)]>);
+
+impl Caps {
+    /// As [`Capabilities::allows`].
+    pub(super) fn allows(&self, channel: &str, op: Operation) -> bool {
+        self.0.iter().any(|(pattern, ops)| ops.contains(op) && pattern.matches(channel))
+    }
+}
+
+impl From<&Capabilities> for Caps {
+    fn from(caps: &Capabilities) -> Self {
+        Self(caps.iter().map(|(pattern, ops)| (pattern.clone(), ops)).collect())
+    }
+}
+
+/// What a session keeps of `claims`.
+pub(super) fn kept(claims: Claims) -> Kept {
+    Kept {
+        caps: Caps::from(&claims.caps),
+        max_message_bytes: claims.lim.and_then(|l| l.max_message_bytes),
+        info: claims.info.map(Box::new),
+        app: claims.app,
+        sub: claims.sub,
+    }
 }
 
 impl Session {
@@ -77,8 +151,7 @@ impl Session {
     /// smaller of the edge's `edge_max` and the app's limit, as announced,
     /// else as the token says.
     pub(super) fn max_message(&self, edge_max: usize) -> usize {
-        let token = self.claims.lim.and_then(|l| l.max_message_bytes);
-        message_limit(edge_max, self.app_limits.max_message_bytes().or(token))
+        message_limit(edge_max, self.app_limits.max_message_bytes().or(self.claims.max_message_bytes))
     }
 }
 

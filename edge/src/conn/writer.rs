@@ -4,9 +4,19 @@
 //! requested close is written as the outbox's closer builds it (for
 //! Herald's protocol a `Disconnect` frame plus a close frame) before the
 //! socket is shut.
+//!
+//! The writer is not a task of its own: [`Writing`] polls it inside the
+//! connection's task, beside whatever the connection awaits (reading,
+//! handling a request), so an idle connection is one task. What the writer
+//! awaits only when the socket does not take a write at once (the rest of
+//! a write or a flush, within the write timeout, and the close) is boxed:
+//! an idle writer holds little more than its socket and its outbox.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use herald_proto::CloseCode;
@@ -14,46 +24,107 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::outbox::{Batch, Outbox};
 
-/// The writer task: drains the outbox into the socket, pings on the
-/// heartbeat interval, and writes the close.
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
+/// A connection's writer, polled by the connection's own task: beside the
+/// work the connection awaits ([`Writing::beside`]), then to its end
+/// ([`Writing::finish`]) or not any more ([`Writing::abort`]).
+pub(crate) struct Writing<'a> {
+    /// `None` once the writer ended (or was let go of).
+    writer: Option<Pin<&'a mut (dyn Future<Output = ()> + Send + 'a)>>,
+}
+
+impl<'a> Writing<'a> {
+    /// Runs `writer` (a [`write_loop`]) beside the connection's work.
+    pub(crate) fn new(writer: Pin<&'a mut (dyn Future<Output = ()> + Send + 'a)>) -> Self {
+        Self { writer: Some(writer) }
+    }
+
+    fn poll_writer(&mut self, cx: &mut Context<'_>) {
+        if let Some(writer) = &mut self.writer
+            && writer.as_mut().poll(cx).is_ready()
+        {
+            self.writer = None;
+        }
+    }
+
+    /// Runs `work` to its end, the writer polled beside it (first, on every
+    /// wake-up of the task: what `work` queued goes out before it goes on).
+    /// `work` is pinned by the caller: its state is kept once, in the
+    /// caller's future, not moved into this one too.
+    pub(crate) async fn beside<F: Future>(&mut self, mut work: Pin<&mut F>) -> F::Output {
+        std::future::poll_fn(|cx| {
+            self.poll_writer(cx);
+            work.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Runs the writer to its end: after the close it was asked for, or at
+    /// once when the socket is gone; within the write timeout either way.
+    pub(crate) async fn finish(&mut self) {
+        std::future::poll_fn(|cx| {
+            self.poll_writer(cx);
+            if self.writer.is_none() { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+    }
+
+    /// Stops the writer where it is: it is never polled again.
+    pub(crate) fn abort(&mut self) {
+        self.writer = None;
+    }
+}
+
+/// The writer: drains the outbox into the socket, pings on the heartbeat
+/// interval, and writes the close.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin + Send>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
     // Counted locally and added to the shared counter in steps: an atomic
     // add per write costs more than the rest of the bookkeeping. The rest
-    // is added when the task ends, also when it is aborted.
-    let mut uncounted = FramesOut { counter: metrics::counter!("herald_frames_out_total"), n: 0 };
+    // is added when the writer ends, also when it is let go of midway.
+    let mut uncounted = FramesOut(0);
     // Taken into again and again: its queue's room is reused from one
     // batch to the next while frames keep coming (see `Outbox::take_into`).
     let mut batch = Batch::default();
     loop {
         outbox.take_into(&mut batch).await;
         let n = batch.len();
-        let ok = match (&batch.first, batch.rest.is_empty()) {
-            (None, _) => true,
-            (Some(frame), true) => write_fast(&mut wr, frame, write_timeout).await.is_ok(),
-            _ => write_batch(&mut wr, &batch, write_timeout).await.is_ok(),
-        };
+        // One attempt without waiting first: the socket almost always takes
+        // it all at once; only what it does not take waits (boxed).
+        let first = std::future::poll_fn(|cx| Poll::Ready(try_write_batch(cx, &mut wr, &batch))).await;
         batch.first = None;
         batch.rest.clear();
-        // TLS may keep records the socket did not take yet: push them out
-        // (a no-op for plain TCP).
-        let ok = ok && flush_fast(&mut wr, write_timeout).await.is_ok();
-        uncounted.n += n as u64;
-        if uncounted.n >= 64 {
-            uncounted.counter.increment(uncounted.n);
-            uncounted.n = 0;
+        let ok = match first {
+            Written::Failed => false,
+            Written::All => true,
+            Written::Partly(rest) => Box::pin(write_rest(&mut wr, rest, write_timeout)).await.is_ok(),
+        };
+        uncounted.0 += n as u64;
+        if uncounted.0 >= 64 {
+            uncounted.add();
         }
         if !ok {
             break;
         }
         if let Some((code, reason)) = batch.close.take() {
-            let tail = outbox.close_tail(code, &reason);
-            let _ = write_all(&mut wr, &tail, write_timeout).await;
-            let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
+            Box::pin(write_close(&mut wr, &outbox, code, &reason, write_timeout)).await;
             break;
         }
     }
     // Whatever happened, nothing more is accepted for this connection.
     outbox.close(CloseCode::Normal, "closed");
+}
+
+/// Writes the close the outbox's closer builds, then shuts the socket;
+/// within `limit` each.
+async fn write_close<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    outbox: &Outbox,
+    code: CloseCode,
+    reason: &str,
+    limit: Duration,
+) {
+    let tail = outbox.close_tail(code, reason);
+    let _ = write_all(wr, &tail, limit).await;
+    let _ = tokio::time::timeout(limit, wr.shutdown()).await;
 }
 
 thread_local! {
@@ -66,88 +137,92 @@ thread_local! {
 /// Largest scratch buffer kept between batches.
 const SCRATCH_KEPT: usize = 1 << 20;
 
-/// Writes a batch of several frames with one write call: the frames are
-/// copied end to end into this thread's scratch buffer (a few bytes each;
-/// the kernel then copies one piece, not one per frame), and written
-/// without waiting. Only what the socket does not take at once is copied
-/// out, and written within `limit`: a connection keeps no buffer of its own
-/// between batches.
-async fn write_batch<W: AsyncWrite + Unpin>(wr: &mut W, batch: &Batch, limit: Duration) -> Result<(), ()> {
-    use std::task::Poll;
-    let rest = std::future::poll_fn(|cx| {
-        SCRATCH.with_borrow_mut(|buf| {
-            buf.clear();
-            for frame in batch.frames() {
-                buf.extend_from_slice(frame);
-            }
-            let rest = match std::pin::Pin::new(&mut *wr).poll_write(cx, buf) {
-                Poll::Ready(Ok(0) | Err(_)) => Err(()),
-                Poll::Ready(Ok(n)) if n == buf.len() => Ok(None),
-                Poll::Ready(Ok(n)) => Ok(Some(buf[n..].to_vec())),
-                Poll::Pending => Ok(Some(buf.clone())),
-            };
-            if buf.capacity() > SCRATCH_KEPT {
-                *buf = Vec::new();
-            }
-            Poll::Ready(rest)
-        })
-    })
-    .await?;
-    match rest {
-        None => Ok(()),
-        Some(rest) => write_all(wr, &rest, limit).await,
+/// What one attempt to write a batch did.
+enum Written {
+    /// The socket took it all (and flushed).
+    All,
+    /// The socket took part of it: the rest (perhaps none, when only the
+    /// flush is left) is to be written and flushed within the timeout.
+    Partly(bytes::Bytes),
+    /// The socket failed.
+    Failed,
+}
+
+/// Writes a batch with one write call, without waiting: a lone frame as it
+/// is; several frames copied end to end into this thread's scratch buffer
+/// first (a few bytes each; the kernel then copies one piece, not one per
+/// frame); then flushes once (TLS may keep records the socket did not take
+/// yet; a no-op for plain TCP). What the socket did not take at once is
+/// given back (a lone frame's rest is a slice of it, a batch's is copied
+/// out): a connection keeps no buffer of its own between batches.
+fn try_write_batch<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, wr: &mut W, batch: &Batch) -> Written {
+    let Some(first) = &batch.first else { return try_flush(cx, wr) };
+    if batch.rest.is_empty() {
+        return match Pin::new(&mut *wr).poll_write(cx, first) {
+            Poll::Ready(Ok(0) | Err(_)) => Written::Failed,
+            Poll::Ready(Ok(n)) if n == first.len() => try_flush(cx, wr),
+            Poll::Ready(Ok(n)) => Written::Partly(first.slice(n..)),
+            Poll::Pending => Written::Partly(first.clone()),
+        };
+    }
+    let written = SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        for frame in batch.frames() {
+            buf.extend_from_slice(frame);
+        }
+        let written = match Pin::new(&mut *wr).poll_write(cx, buf) {
+            Poll::Ready(Ok(0) | Err(_)) => Written::Failed,
+            Poll::Ready(Ok(n)) if n == buf.len() => Written::All,
+            Poll::Ready(Ok(n)) => Written::Partly(bytes::Bytes::copy_from_slice(&buf[n..])),
+            Poll::Pending => Written::Partly(bytes::Bytes::copy_from_slice(buf)),
+        };
+        if buf.capacity() > SCRATCH_KEPT {
+            *buf = Vec::new();
+        }
+        written
+    });
+    match written {
+        Written::All => try_flush(cx, wr),
+        other => other,
+    }
+}
+
+/// Flushes once, without waiting.
+fn try_flush<W: AsyncWrite + Unpin>(cx: &mut Context<'_>, wr: &mut W) -> Written {
+    match Pin::new(&mut *wr).poll_flush(cx) {
+        Poll::Ready(Ok(())) => Written::All,
+        Poll::Ready(Err(_)) => Written::Failed,
+        Poll::Pending => Written::Partly(bytes::Bytes::new()),
+    }
+}
+
+/// Writes `rest` within `limit`, then flushes within `limit`.
+async fn write_rest<W: AsyncWrite + Unpin>(wr: &mut W, rest: bytes::Bytes, limit: Duration) -> Result<(), ()> {
+    write_all(wr, &rest, limit).await?;
+    match tokio::time::timeout(limit, wr.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
     }
 }
 
 /// Frames a writer wrote but did not add to `herald_frames_out_total` yet;
-/// added when dropped.
-struct FramesOut {
-    counter: metrics::Counter,
-    n: u64,
+/// added when dropped. The counter is looked up when added to, not held:
+/// every idle connection would hold its handle.
+struct FramesOut(u64);
+
+impl FramesOut {
+    fn add(&mut self) {
+        let n = std::mem::take(&mut self.0);
+        if n > 0 {
+            metrics::counter!("herald_frames_out_total").increment(n);
+        }
+    }
 }
 
 impl Drop for FramesOut {
     fn drop(&mut self) {
-        self.counter.increment(self.n);
+        self.add();
     }
-}
-
-/// Flushes: one attempt without a timer first, then within `limit`.
-async fn flush_fast<W: AsyncWrite + Unpin>(wr: &mut W, limit: Duration) -> Result<(), ()> {
-    use std::task::Poll;
-    let first = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *wr).poll_flush(cx) {
-        Poll::Pending => Poll::Ready(None),
-        Poll::Ready(result) => Poll::Ready(Some(result)),
-    })
-    .await;
-    match first {
-        Some(Ok(())) => Ok(()),
-        Some(Err(_)) => Err(()),
-        None => match tokio::time::timeout(limit, wr.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        },
-    }
-}
-
-/// Writes `bytes`: one attempt without a timer first (the socket almost
-/// always takes it all at once), then the rest within `limit`.
-async fn write_fast<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Duration) -> Result<(), ()> {
-    use std::task::Poll;
-    let first = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut *wr).poll_write(cx, bytes) {
-        Poll::Pending => Poll::Ready(None),
-        Poll::Ready(result) => Poll::Ready(Some(result)),
-    })
-    .await;
-    let written = match first {
-        Some(Ok(0) | Err(_)) => return Err(()),
-        Some(Ok(n)) => n,
-        None => 0,
-    };
-    if written == bytes.len() {
-        return Ok(());
-    }
-    write_all(wr, &bytes[written..], limit).await
 }
 
 async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8], limit: Duration) -> Result<(), ()> {

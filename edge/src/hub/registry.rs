@@ -124,7 +124,9 @@ impl Hub {
             let mut shard = lock(self.shard(app, channel));
             let entry = shard.entry((app.clone(), channel.clone())).or_insert_with(|| Channel {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                subscribers: Vec::new(),
+                // Room for one: most channels have one subscriber here
+                // (a user's own channel), and an empty `Vec` grows to four.
+                subscribers: Vec::with_capacity(1),
                 ready: Arc::new(OnceCell::new()),
                 options: how.options,
                 last_fan_out: None,

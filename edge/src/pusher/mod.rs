@@ -48,7 +48,7 @@ use bytes::Bytes;
 use herald_proto::{AppId, CloseCode, bus};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::conn::{OpenGuard, RateLimit, Shared, finish, start};
+use crate::conn::{OpenGuard, RateLimit, Shared, Writing, finish, start};
 use crate::hub::{ConnEntry, Wire};
 use crate::outbox::Outbox;
 
@@ -181,6 +181,8 @@ pub(crate) async fn serve<R, W>(
         }
     };
     let (writer, mut reader) = start(&shared, &outbox, wr, direct, early);
+    let writer = std::pin::pin!(writer);
+    let mut writing = Writing::new(writer);
     metrics::gauge!("herald_pusher_connections").increment(1.0);
     let socket_id = shared.hub.connection_id(id);
     let rate = match settings.client_event_rate {
@@ -201,7 +203,9 @@ pub(crate) async fn serve<R, W>(
         events_sent: 0,
         limits,
     };
-    let close = Box::pin(session::run(&shared, &mut reader, &mut rd, &mut session)).await;
+    let mut reading = Box::pin(session::run(&shared, &mut reader, &mut rd, &mut session));
+    let close = writing.beside(reading.as_mut()).await;
+    drop(reading);
     if shared.hub.tap().any_on() {
         let (code, reason) =
             close.clone().or_else(|| outbox.close_code()).unwrap_or((CloseCode::Normal, "gone".to_owned()));
@@ -210,7 +214,7 @@ pub(crate) async fn serve<R, W>(
     session.end(&shared);
     shared.hub.unregister(id);
     metrics::gauge!("herald_pusher_connections").decrement(1.0);
-    finish(id, &mut rd, &outbox, writer, close).await;
+    finish(id, &mut rd, &outbox, &mut writing, close).await;
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
 ) -> Option<(CloseCode, String)> {
     let config = &shared.config;
     let (activity, pong) = (config.pusher_activity_timeout.0, config.pusher_pong_timeout.0);
+    let max_frames = config.send_queue_frames as usize;
     let outbox = session.entry.outbox.clone();
     let mut last_seen = Instant::now();
     let mut pinged: Option<Instant> = None;
@@ -92,7 +93,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             Some(incoming) => incoming,
             None => tokio::select! {
                 biased;
-                () = outbox.closed() => return None,
+                // No waiting list: the writer, in this task, wakes it.
+                () = outbox.closing() => return None,
                 () = sleep_until(deadline) => {
                     if pinged.is_some() {
                         return Some((CloseCode::HeartbeatTimeout, "pong reply not received in time".to_owned()));
@@ -140,6 +142,11 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         }
         if outbox.is_closing() {
             return None;
+        }
+        if outbox.len() * 2 > max_frames {
+            // The connection's writer runs in this task: it writes what
+            // the replies queued when the task yields.
+            tokio::task::yield_now().await;
         }
     }
 }
