@@ -40,27 +40,11 @@ pub(super) fn read_close(e: ReadError) -> Option<Close> {
     }
 }
 
-/// Serves an authenticated connection's requests until it closes; then
-/// finishes the publishes still in flight (their messages are on their
-/// way: they are counted and reported, and answered if the socket still
-/// takes it).
+/// Serves an authenticated connection's requests until it closes. The
+/// publishes it hands to the bus wait in `in_flight` for their receipts;
+/// what is left there when it returns is the caller's to finish
+/// ([`InFlight::settle_all`]).
 pub(super) async fn run<R: AsyncRead + Unpin>(
-    shared: &Arc<Shared>,
-    reader: &mut FrameReader,
-    rd: &mut R,
-    outbox: &Arc<Outbox>,
-    session: &mut Session,
-) -> Option<Close> {
-    let mut in_flight = InFlight::default();
-    let close = serve(shared, reader, rd, outbox, session, &mut in_flight).await;
-    if !in_flight.is_empty() {
-        // Boxed, as requests are: this state is not every idle connection's.
-        Box::pin(in_flight.settle_all(shared, session)).await;
-    }
-    close
-}
-
-async fn serve<R: AsyncRead + Unpin>(
     shared: &Arc<Shared>,
     reader: &mut FrameReader,
     rd: &mut R,
@@ -69,7 +53,6 @@ async fn serve<R: AsyncRead + Unpin>(
     in_flight: &mut InFlight,
 ) -> Option<Close> {
     let config = &shared.config;
-    let max_in_flight = config.max_publishes_in_flight as usize;
     let heartbeat_timeout = config.heartbeat_timeout.0;
     let max_frames = config.send_queue_frames as usize;
     let mut last_seen = Instant::now();
@@ -84,7 +67,7 @@ async fn serve<R: AsyncRead + Unpin>(
             // takes it from here.
             return None;
         }
-        if in_flight.len() >= max_in_flight {
+        if in_flight.len() >= config.max_publishes_in_flight as usize {
             // As many publishes in flight as allowed: the next request
             // waits for the oldest's receipt.
             let reply = Box::pin(in_flight.settle_oldest(shared, session)).await;
