@@ -48,13 +48,18 @@ async fn counts_every_delivery_and_samples_latency() {
     assert!(memory.after > 0 && memory.before > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_floor_delivers_every_message_and_its_process_is_watched() {
+/// Starts the floor in this process on a port the OS picks.
+async fn start_floor() -> std::net::SocketAddr {
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(herald_bench::floor::serve("127.0.0.1:0".parse().expect("addr"), |bound| {
         let _ = tx.send(bound);
     }));
-    let floor = rx.await.expect("the floor is bound");
+    rx.await.expect("the floor is bound")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_delivers_every_message_and_its_process_is_watched() {
+    let floor = start_floor().await;
     let watch = herald_bench::Watch::start(std::process::id());
     let bench = BenchConfig {
         edges: vec![floor],
@@ -88,11 +93,7 @@ async fn the_floor_delivers_every_message_and_its_process_is_watched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generators_without_publishers_count_what_another_one_publishes() {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(herald_bench::floor::serve("127.0.0.1:0".parse().expect("addr"), |bound| {
-        let _ = tx.send(bound);
-    }));
-    let floor = rx.await.expect("the floor is bound");
+    let floor = start_floor().await;
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let mut ready_tx = Some(ready_tx);
     let receivers = BenchConfig {
