@@ -112,7 +112,7 @@ impl Bus {
                         }
                     }
                 });
-                Ok(DebugEventSubscription { rx, _task: Some(SubscriptionInner::Nats(task)) })
+                Ok(DebugEventSubscription { rx, _task: Some(SubscriptionInner::NatsTask(task)) })
             }
             Inner::Local(l) => {
                 lock(&l.bus.debug_watchers).push((app.clone(), tx));

@@ -117,15 +117,17 @@ pub struct ChannelSubscription {
 }
 
 pub(crate) enum SubscriptionInner {
-    /// The task relaying the NATS subscription; aborted on drop.
-    Nats(JoinHandle<()>),
+    /// The subscription's place in its bucket; removed on drop.
+    Nats { _route: crate::nats::RouteGuard },
+    /// The task relaying a NATS subscription; aborted on drop.
+    NatsTask(JoinHandle<()>),
     /// Interest on the in-process bus; removed when dropped.
     Local { _interest: LocalSubscription },
 }
 
 impl Drop for SubscriptionInner {
     fn drop(&mut self) {
-        if let Self::Nats(task) = self {
+        if let Self::NatsTask(task) = self {
             task.abort();
         }
     }
@@ -492,7 +494,9 @@ impl Bus {
         id: u64,
     ) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => SubscriptionInner::Nats(n.subscribe(app, channel, id, Arc::downgrade(n)).await?),
+            Inner::Nats(n) => {
+                SubscriptionInner::Nats { _route: n.subscribe(app, channel, id, Arc::downgrade(n)).await? }
+            }
             Inner::Local(l) => {
                 if l.sink.get().is_none() {
                     return Err(BusError::NoSink);
@@ -1171,9 +1175,9 @@ impl Bus {
         channel: &ChannelName,
     ) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
-            Inner::Nats(n) => {
-                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.presence(app, channel), Report::Presence).await?)
-            }
+            Inner::Nats(n) => SubscriptionInner::NatsTask(
+                n.subscribe_reports(n.subjects.presence(app, channel), Report::Presence).await?,
+            ),
             Inner::Local(l) => {
                 SubscriptionInner::Local { _interest: l.subscribe(Topic::Presence((app.clone(), channel.clone())), 0)? }
             }
@@ -1223,7 +1227,7 @@ impl Bus {
     pub async fn subscribe_presence_all(&self) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
             Inner::Nats(n) => {
-                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.all_presence(), Report::Presence).await?)
+                SubscriptionInner::NatsTask(n.subscribe_reports(n.subjects.all_presence(), Report::Presence).await?)
             }
             Inner::Local(l) => SubscriptionInner::Local { _interest: l.subscribe(Topic::AllPresence, 0)? },
         };
@@ -1272,7 +1276,7 @@ impl Bus {
     pub async fn subscribe_occupancy_all(&self) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
             Inner::Nats(n) => {
-                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.all_occupancy(), Report::Occupancy).await?)
+                SubscriptionInner::NatsTask(n.subscribe_reports(n.subjects.all_occupancy(), Report::Occupancy).await?)
             }
             Inner::Local(l) => SubscriptionInner::Local { _interest: l.subscribe(Topic::AllOccupancy, 0)? },
         };
@@ -1323,7 +1327,7 @@ impl Bus {
     pub async fn subscribe_occupancy(&self, app: &AppId) -> Result<ChannelSubscription, BusError> {
         let inner = match &*self.inner {
             Inner::Nats(n) => {
-                SubscriptionInner::Nats(n.subscribe_reports(n.subjects.occupancy(app), Report::Occupancy).await?)
+                SubscriptionInner::NatsTask(n.subscribe_reports(n.subjects.occupancy(app), Report::Occupancy).await?)
             }
             Inner::Local(l) => SubscriptionInner::Local { _interest: l.subscribe(Topic::Occupancy(app.clone()), 0)? },
         };

@@ -1,5 +1,5 @@
 //! Edges over a real NATS: delivery across edges, interest that follows
-//! local subscribers, recovery after a NATS restart, publishes answered
+//! local subscribers (one NATS subscription per bucket of channels), recovery after a NATS restart, publishes answered
 //! once the server has them (several in flight per connection, answered in
 //! order), revocations missed while cut off.
 
@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
-use herald_proto::ErrorCode;
 use herald_proto::client::{self, client_frame, server_frame};
+use herald_proto::subject::token_bucket;
+use herald_proto::{AppId, ErrorCode};
 
 const ALL: &str = r#"{"*": ["subscribe", "publish"]}"#;
 
@@ -47,41 +48,83 @@ async fn a_subscriber_on_edge_a_receives_what_a_client_on_edge_b_publishes() {
     assert_eq!(stranger.recv_within(Duration::from_millis(300)).await, None);
 }
 
+/// A channel in the same bucket as `channel`, and one in another bucket.
+fn neighbours(channel: &str) -> (String, String) {
+    let bucket = token_bucket(channel);
+    let mut names = (0..).map(|i| format!("{channel}-{i}"));
+    let same = names.by_ref().find(|n| token_bucket(n) == bucket).expect("a channel in the same bucket");
+    let other = names.find(|n| token_bucket(n) != bucket).expect("a channel in another bucket");
+    (same, other)
+}
+
+async fn subscriptions_become(nats: &NatsServer, prefix: &str, n: usize, what: &str) {
+    let settled = async {
+        while nats.subscriptions_under(prefix).await.len() != n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    within(Duration::from_secs(5), what, settled).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_interest_follows_local_subscribers() {
+async fn nats_interest_follows_local_subscribers_by_bucket() {
     let nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
     let subjects = unique_subjects();
     let prefix = format!("{}.ch.", subjects.prefix());
     let _namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
-    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects).await).await;
+    let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
+    let other_edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
     let token = auth.token("app1", "u", ALL);
     let (mut c1, _) = RawClient::connect(edge.addr, &token).await;
     let (mut c2, _) = RawClient::connect(edge.addr, &token).await;
+    let (mut publisher, _) = RawClient::connect(other_edge.addr, &token).await;
     assert!(nats.subscriptions_under(&prefix).await.is_empty());
     assert!(is_ok(&c1.subscribe("room").await));
     assert!(is_ok(&c2.subscribe("room").await));
     let subs = nats.subscriptions_under(&prefix).await;
-    assert_eq!(subs.len(), 1, "one NATS subscription per channel, however many local subscribers: {subs:?}");
+    let bucket = subjects.channel_bucket(&AppId::new("app1").expect("app"), token_bucket("room"));
+    assert_eq!(subs, [bucket], "one NATS subscription for the channel's bucket, however many local subscribers");
+
+    // A second channel of the bucket shares its subscription; a channel of
+    // another bucket has its own.
+    let (same, other) = neighbours("room");
+    assert!(is_ok(&c1.subscribe(&same).await));
+    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 1, "{same} shares the bucket of room");
+    assert!(is_ok(&c2.subscribe(&other).await));
+    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 2, "{other} is in another bucket");
+
+    // Each message reaches its own channel's subscribers only, including a
+    // message of a channel of the bucket nobody here subscribes to.
+    let (unheard, _) = neighbours(&same);
+    for channel in ["room", same.as_str(), other.as_str(), unheard.as_str()] {
+        assert!(is_ok(&publisher.publish(channel, channel.as_bytes()).await));
+    }
+    let got = |m: client::Message| (m.channel, String::from_utf8(m.data.to_vec()).expect("utf-8"));
+    assert_eq!(got(c1.message().await), ("room".to_owned(), "room".to_owned()));
+    assert_eq!(got(c1.message().await), (same.clone(), same.clone()));
+    assert_eq!(got(c2.message().await), ("room".to_owned(), "room".to_owned()));
+    assert_eq!(got(c2.message().await), (other.clone(), other.clone()));
+    assert_eq!(c1.recv_within(Duration::from_millis(300)).await, None, "nothing of {unheard}");
+    assert_eq!(c2.recv_within(Duration::from_millis(100)).await, None, "nothing of {unheard}");
+
+    // The bucket's subscription stays while any of its channels has local
+    // subscribers, and delivery goes on for those that are left.
     unsubscribe(&mut c1, "room").await;
-    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 1, "c2 still subscribes");
     unsubscribe(&mut c2, "room").await;
-    let gone = async {
-        while !nats.subscriptions_under(&prefix).await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    within(Duration::from_secs(5), "interest removed", gone).await;
+    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 2, "{same} still holds the bucket");
+    assert!(is_ok(&publisher.publish("room", b"gone").await));
+    assert!(is_ok(&publisher.publish(&same, b"still").await));
+    assert_eq!(got(c1.message().await), (same.clone(), "still".to_owned()));
+    unsubscribe(&mut c1, &same).await;
+    subscriptions_become(&nats, &prefix, 1, "the bucket's interest removed with its last channel").await;
     // A closing connection removes its interest too.
-    assert!(is_ok(&c1.subscribe("other").await));
-    assert_eq!(nats.subscriptions_under(&prefix).await.len(), 1);
-    drop(c1);
-    let gone = async {
-        while !nats.subscriptions_under(&prefix).await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    within(Duration::from_secs(5), "interest removed on close", gone).await;
+    drop(c2);
+    subscriptions_become(&nats, &prefix, 0, "interest removed on close").await;
+    // A bucket subscribed again works as the first time.
+    assert!(is_ok(&c1.subscribe(&same).await));
+    assert!(is_ok(&publisher.publish(&same, b"again").await));
+    assert_eq!(got(c1.message().await), (same.clone(), "again".to_owned()));
 }
 
 async fn unsubscribe(c: &mut RawClient, channel: &str) {

@@ -5,7 +5,7 @@
 //!
 //! | subject | carries |
 //! |---|---|
-//! | `<prefix>.ch.<app>.<channel>` | [`crate::bus::ChannelMessage`] for one channel |
+//! | `<prefix>.ch.<app>.<bucket>.<channel>` | [`crate::bus::ChannelMessage`] for one channel; `<bucket>` is the channel's [`channel_bucket`], so that an edge follows many channels with one subscription per bucket (`<prefix>.ch.<app>.<bucket>.*`) |
 //! | `<prefix>.presence.<app>.<channel>` | [`crate::bus::PresenceReport`] from edges |
 //! | `<prefix>.occupancy.<app>` | [`crate::bus::OccupancyReport`] from edges |
 //! | `<prefix>.ns.<app>` | requests for the app's [`crate::bus::NamespaceList`], answered by the control plane |
@@ -21,7 +21,7 @@
 //! one character a channel name may hold that separates NATS tokens, `.`,
 //! is written `^` in its subject token ([`channel_token`]; `^` is never part
 //! of a channel name, so the mapping stays one-to-one). A channel subject
-//! thus always has exactly `prefix tokens + 3` tokens, never a wildcard, and
+//! thus always has exactly `prefix tokens + 4` tokens, never a wildcard, and
 //! maps back to the one (app, channel) pair it came from: a message can
 //! never leave its app's subject space.
 
@@ -56,6 +56,46 @@ pub struct PrefixError {
 
 /// What a channel name's `.` is written as in its subject token.
 pub const DOT_ESCAPE: char = '^';
+
+/// How many buckets an app's channel subjects are spread over.
+///
+/// An edge subscribes to a bucket (`<prefix>.ch.<app>.<bucket>.*`) while it
+/// has local subscribers to any channel in it, and hands each message to
+/// the channel's subscribers itself: an edge holding many channels of an
+/// app needs at most this many NATS subscriptions for them, at the price of
+/// receiving the messages of the other channels of its buckets.
+pub const CHANNEL_BUCKETS: u16 = 256;
+
+/// The bucket of a channel: the FNV-1a (32-bit) hash of its subject token
+/// ([`channel_token`]) modulo [`CHANNEL_BUCKETS`].
+///
+/// It is the same figure NATS computes for the subject transform
+/// `{{partition(256,1)}}` of that token, which is how a history stream
+/// republishes a stored message on its channel's subject
+/// ([`SubjectSpace::history_republish`]).
+///
+/// ```
+/// use herald_proto::ChannelName;
+/// use herald_proto::subject::channel_bucket;
+/// assert_eq!(channel_bucket(&ChannelName::new("chat")?), 171);
+/// assert_eq!(channel_bucket(&ChannelName::new("private-App.Models.User.1")?), 222);
+/// # Ok::<(), herald_proto::ChannelNameError>(())
+/// ```
+#[must_use]
+pub fn channel_bucket(channel: &ChannelName) -> u16 {
+    token_bucket(&channel_token(channel))
+}
+
+/// The bucket of a channel's subject token (see [`channel_bucket`]).
+#[must_use]
+pub fn token_bucket(token: &str) -> u16 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in token.bytes() {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    // The remainder is below CHANNEL_BUCKETS, which is a u16.
+    u16::try_from(hash % u32::from(CHANNEL_BUCKETS)).unwrap_or(0)
+}
 
 /// The subject token of a channel: its name, with `.` written `^`.
 ///
@@ -107,8 +147,10 @@ pub fn parse_channel_token(token: &str) -> Option<ChannelName> {
 /// let space = SubjectSpace::new("prod.eu")?;
 /// let (app, ns) = (AppId::new("app1")?, NamespaceName::new("chat")?);
 /// let channel = ChannelName::new("chat:lobby")?;
-/// assert_eq!((space.prefix(), space.channel_subject_tokens()), ("prod.eu", 5));
-/// assert_eq!(space.channel(&app, &channel), "prod.eu.ch.app1.chat:lobby");
+/// assert_eq!((space.prefix(), space.channel_subject_tokens()), ("prod.eu", 6));
+/// assert_eq!(space.channel(&app, &channel), "prod.eu.ch.app1.89.chat:lobby");
+/// assert_eq!(space.channel_bucket(&app, 89), "prod.eu.ch.app1.89.*");
+/// assert_eq!(space.channel_bucket_prefix(&app, 89), "prod.eu.ch.app1.89.");
 ///
 /// assert_eq!(space.presence(&app, &channel), "prod.eu.presence.app1.chat:lobby");
 /// assert_eq!(space.all_presence(), "prod.eu.presence.*.*");
@@ -126,7 +168,7 @@ pub fn parse_channel_token(token: &str) -> Option<ChannelName> {
 ///
 /// assert_eq!(space.history(&app, &ns, &channel), "prod.eu.hs.app1.chat.chat:lobby");
 /// assert_eq!(space.history_stream_subjects(&app, &ns), "prod.eu.hs.app1.chat.*");
-/// assert_eq!(space.history_republish(&app), "prod.eu.ch.app1.{{wildcard(1)}}");
+/// assert_eq!(space.history_republish(&app), "prod.eu.ch.app1.{{partition(256,1)}}.{{wildcard(1)}}");
 /// assert_eq!(space.history_stream(&app, &ns), "herald!prod~eu!app1!chat");
 /// assert!(space.history_stream(&app, &ns).starts_with(&space.history_stream_prefix()));
 ///
@@ -185,23 +227,46 @@ impl SubjectSpace {
     /// The subject of one channel.
     #[must_use]
     pub fn channel(&self, app: &AppId, channel: &ChannelName) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + app.as_str().len() + channel.as_str().len() + 5);
+        use fmt::Write as _;
+        let token = channel_token(channel);
+        let mut s = String::with_capacity(self.prefix.len() + app.as_str().len() + token.len() + 9);
         s.push_str(&self.prefix);
         s.push_str(".ch.");
         s.push_str(app.as_str());
-        s.push('.');
-        s.push_str(&channel_token(channel));
+        // Writing to a String does not fail.
+        let _ = write!(s, ".{}.", token_bucket(&token));
+        s.push_str(&token);
         s
+    }
+
+    /// The wildcard subject of one bucket of an app's channels (what an edge
+    /// subscribes to while it has local subscribers to a channel in it).
+    #[must_use]
+    pub fn channel_bucket(&self, app: &AppId, bucket: u16) -> String {
+        format!("{}.ch.{}.{}.*", self.prefix, app, bucket)
+    }
+
+    /// What every channel subject of a bucket starts with: the rest is the
+    /// channel's token.
+    #[must_use]
+    pub fn channel_bucket_prefix(&self, app: &AppId, bucket: u16) -> String {
+        format!("{}.ch.{}.{}.", self.prefix, app, bucket)
     }
 
     /// Maps a channel subject back to its app and channel.
     ///
-    /// Returns `None` for any subject [`Self::channel`] cannot produce.
+    /// Returns `None` for any subject [`Self::channel`] cannot produce
+    /// (including one whose bucket is not its channel's).
     #[must_use]
     pub fn parse_channel(&self, subject: &str) -> Option<(AppId, ChannelName)> {
         let rest = subject.strip_prefix(&*self.prefix)?.strip_prefix(".ch.")?;
-        let (app, channel) = rest.split_once('.')?;
-        Some((AppId::new(app).ok()?, parse_channel_token(channel)?))
+        let (app, rest) = rest.split_once('.')?;
+        let (bucket, token) = rest.split_once('.')?;
+        let canonical = bucket.bytes().all(|b| b.is_ascii_digit()) && (bucket == "0" || !bucket.starts_with('0'));
+        if !canonical || bucket.parse::<u16>().ok()? != token_bucket(token) {
+            return None;
+        }
+        Some((AppId::new(app).ok()?, parse_channel_token(token)?))
     }
 
     /// The subject on which edges report presence in one channel.
@@ -300,10 +365,11 @@ impl SubjectSpace {
 
     /// Where the namespace's stream republishes what it stored: the
     /// channel subject, as a subject transform of
-    /// [`Self::history_stream_subjects`].
+    /// [`Self::history_stream_subjects`] (NATS computes the channel's
+    /// bucket as [`channel_bucket`] does).
     #[must_use]
     pub fn history_republish(&self, app: &AppId) -> String {
-        format!("{}.ch.{}.{{{{wildcard(1)}}}}", self.prefix, app)
+        format!("{}.ch.{}.{{{{partition({CHANNEL_BUCKETS},1)}}}}.{{{{wildcard(1)}}}}", self.prefix, app)
     }
 
     /// The JetStream stream name of one namespace: unique per (prefix, app,
@@ -364,7 +430,7 @@ impl SubjectSpace {
     /// How many tokens every channel subject has.
     #[must_use]
     pub fn channel_subject_tokens(&self) -> usize {
-        self.prefix_tokens + 3
+        self.prefix_tokens + 4
     }
 }
 
@@ -382,7 +448,9 @@ mod tests {
         let s = space();
         let app = AppId::new("app1").expect("app");
         let ch = ChannelName::new("chat:room/1").expect("channel");
-        assert_eq!(s.channel(&app, &ch), "t.x-1.ch.app1.chat:room/1");
+        let bucket = channel_bucket(&ch);
+        assert_eq!(s.channel(&app, &ch), format!("t.x-1.ch.app1.{bucket}.chat:room/1"));
+        assert_eq!(s.channel_bucket(&app, bucket), format!("t.x-1.ch.app1.{bucket}.*"));
         assert_eq!(s.presence(&app, &ch), "t.x-1.presence.app1.chat:room/1");
         assert_eq!(s.parse_presence("t.x-1.presence.app1.chat:room/1"), Some((app.clone(), ch.clone())));
         assert_eq!(s.all_presence(), "t.x-1.presence.*.*");
@@ -399,7 +467,7 @@ mod tests {
         let ns = ch.namespace_name().expect("namespace");
         assert_eq!(s.history(&app, &ns, &ch), "t.x-1.hs.app1.chat.chat:room/1");
         assert_eq!(s.history_stream_subjects(&app, &ns), "t.x-1.hs.app1.chat.*");
-        assert_eq!(s.history_republish(&app), "t.x-1.ch.app1.{{wildcard(1)}}");
+        assert_eq!(s.history_republish(&app), "t.x-1.ch.app1.{{partition(256,1)}}.{{wildcard(1)}}");
         assert_eq!(s.history_stream(&app, &ns), "herald!t~x-1!app1!chat");
         assert_eq!(s.history_stream_prefix(), "herald!t~x-1!");
         assert_eq!(s.control(), "t.x-1.control");
@@ -415,8 +483,8 @@ mod tests {
         let s = space();
         let app = AppId::new("app1").expect("app");
         let ch = ChannelName::new("private-App.Models.User.1").expect("channel");
-        assert_eq!(s.channel(&app, &ch), "t.x-1.ch.app1.private-App^Models^User^1");
-        assert_eq!(s.parse_channel("t.x-1.ch.app1.private-App^Models^User^1"), Some((app.clone(), ch.clone())));
+        assert_eq!(s.channel(&app, &ch), "t.x-1.ch.app1.222.private-App^Models^User^1");
+        assert_eq!(s.parse_channel("t.x-1.ch.app1.222.private-App^Models^User^1"), Some((app.clone(), ch.clone())));
         assert_eq!(s.presence(&app, &ch), "t.x-1.presence.app1.private-App^Models^User^1");
         assert_eq!(s.parse_presence(&s.presence(&app, &ch)), Some((app.clone(), ch.clone())));
         let ns_ch = ChannelName::new("chat:a.b").expect("channel");
@@ -426,6 +494,20 @@ mod tests {
         assert!(ChannelName::new("a^b").is_err());
         assert_eq!(parse_channel_token("a^b"), ChannelName::new("a.b").ok());
         assert_eq!(channel_token(&ChannelName::new("plain").expect("channel")), Cow::Borrowed("plain"));
+    }
+
+    /// The buckets NATS computed with `{{partition(256,1)}}` for these
+    /// tokens (nats-server 2.9): a history stream's republished message must
+    /// land in the bucket its channel's subscribers follow.
+    #[test]
+    fn buckets_are_the_ones_nats_partitions_into() {
+        for (token, bucket) in
+            [("chat", 171), ("chat:lobby", 89), ("private-App^Models^User^1", 222), ("x", 135), ("user-123", 147)]
+        {
+            assert_eq!(token_bucket(token), bucket, "{token}");
+        }
+        let ch = ChannelName::new("private-App.Models.User.1").expect("channel");
+        assert_eq!(channel_bucket(&ch), 222);
     }
 
     #[test]
@@ -457,11 +539,17 @@ mod tests {
         let s = space();
         for subject in [
             "t.x-1.ch.app1",
+            "t.x-1.ch.app1.room",
             "t.x-1.ch.app1.a.b",
+            "t.x-1.ch.app1.135.x.y",
+            "t.x-1.ch.app1.134.x",
+            "t.x-1.ch.app1.0135.x",
+            "t.x-1.ch.app1.+135.x",
             "t.x-1.ch.app1.*",
-            "t.x-1.ch.*.room",
+            "t.x-1.ch.app1.135.*",
+            "t.x-1.ch.*.135.x",
             "t.x-1.ch.app1.>",
-            "other.ch.app1.room",
+            "other.ch.app1.135.x",
             "t.x-1.presence.app1",
             "t.x-1.ch..room",
         ] {

@@ -3,6 +3,8 @@
 mod cache;
 mod reads;
 mod relay;
+mod routes;
+pub(crate) use routes::RouteGuard;
 mod usage;
 mod webhooks;
 
@@ -37,7 +39,9 @@ use relay::{Epochs, KnownEpochs, Relay, STREAM_ADVISORIES, epoch_of, forget_all_
 pub struct NatsOptions {
     /// Longest wait for a publish or subscribe to reach NATS.
     pub publish_timeout: Duration,
-    /// Messages buffered per channel subscription between NATS and the hub.
+    /// Messages buffered between NATS and the hub per bucket of channels
+    /// (see [`herald_proto::subject::CHANNEL_BUCKETS`]); also the most
+    /// messages a history gap fill delivers.
     pub subscription_capacity: usize,
     /// Name shown in NATS monitoring.
     pub connection_name: String,
@@ -98,6 +102,8 @@ pub(crate) struct NatsBus {
     pub(crate) round_running: AtomicBool,
     /// Set once the cache stream is known to exist.
     pub(crate) cache_ready: AtomicBool,
+    /// The buckets of channels with local subscriptions.
+    pub(crate) buckets: Arc<routes::Buckets>,
     /// History reads of the same page at the same moment, shared.
     reads: reads::SharedReads,
 }
@@ -204,6 +210,7 @@ impl NatsBus {
             received: tokio::sync::watch::Sender::new(0),
             round_running: AtomicBool::new(false),
             cache_ready: AtomicBool::new(false),
+            buckets: Arc::default(),
             reads: reads::SharedReads::default(),
         };
         nats.watch_streams().await?;
@@ -322,25 +329,43 @@ impl NatsBus {
         Ok(())
     }
 
+    /// Subscribes to `channel` as subscription `id`: adds it to its bucket
+    /// and, when the bucket has no live NATS subscription yet, subscribes to
+    /// the bucket and waits until NATS has the subscription. Dropping the
+    /// guard ends it.
     pub(crate) async fn subscribe(
         &self,
         app: &AppId,
         channel: &ChannelName,
         id: u64,
         bus: Weak<Self>,
-    ) -> Result<JoinHandle<()>, BusError> {
-        let (sink, sub) = self.subscribe_confirmed(self.subjects.channel(app, channel)).await?;
-        let relay = Relay {
-            sink,
-            app: app.clone(),
-            channel: channel.clone(),
-            id,
-            epochs: self.epochs.clone(),
-            bus,
-            gap_limit: self.options.subscription_capacity,
-        };
-        let task = tokio::spawn(relay.run(sub));
-        Ok(task)
+    ) -> Result<routes::RouteGuard, BusError> {
+        let guard = self.buckets.add(app, channel, id);
+        let bucket = guard.bucket();
+        if bucket.is_live() {
+            return Ok(guard);
+        }
+        // Boxed: the first subscription to a bucket is the rare path.
+        Box::pin(async {
+            let _setup = bucket.setting_up().await;
+            if bucket.is_live() {
+                return Ok(());
+            }
+            let (app, number) = (bucket.app(), bucket.number());
+            let (sink, sub) = self.subscribe_confirmed(self.subjects.channel_bucket(app, number)).await?;
+            let relay = Relay {
+                sink,
+                bucket: bucket.clone(),
+                prefix: self.subjects.channel_bucket_prefix(app, number).into(),
+                epochs: self.epochs.clone(),
+                bus,
+                gap_limit: self.options.subscription_capacity,
+            };
+            bucket.set_relay(tokio::spawn(relay.run(sub)));
+            Ok(())
+        })
+        .await?;
+        Ok(guard)
     }
 
     /// Runs `work` within the publish timeout.

@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use herald_proto::{AppId, ChannelName};
 
 use super::NatsBus;
+use super::routes::{Bucket, Route};
 use crate::history::Position;
 use crate::{Sink, lock};
 
@@ -115,17 +116,20 @@ impl Epochs {
     }
 }
 
-/// Hands a channel's NATS messages to the sink, with their history
-/// positions, filling gaps in the history sequence from the stream.
+/// Hands the NATS messages of a bucket of channels to the local
+/// subscriptions of their channels, with their history positions, filling
+/// gaps in a channel's history sequence from the stream.
 ///
-/// One runs per channel with local subscribers, for as long as it has
-/// them: its future is kept small (the rare paths — an epoch lookup, a gap
-/// fill — are boxed, not inlined into it; a unit test holds the size).
+/// One runs per bucket with local subscriptions ([`super::routes`]), for as
+/// long as it has them: its future is kept small (the rare paths — an epoch
+/// lookup, a gap fill — are boxed, not inlined into it; a unit test holds
+/// the size). A message of a channel without local subscriptions (another
+/// node's channel in the same bucket) is dropped and counted.
 pub(crate) struct Relay {
     pub(crate) sink: Arc<dyn Sink>,
-    pub(crate) app: AppId,
-    pub(crate) channel: ChannelName,
-    pub(crate) id: u64,
+    pub(crate) bucket: Arc<Bucket>,
+    /// What the subjects of the bucket's channels start with.
+    pub(crate) prefix: Box<str>,
     pub(crate) epochs: Arc<Epochs>,
     pub(crate) bus: Weak<NatsBus>,
     pub(crate) gap_limit: usize,
@@ -133,41 +137,52 @@ pub(crate) struct Relay {
 
 impl Relay {
     pub(crate) async fn run(self, mut messages: impl futures_util::Stream<Item = async_nats::Message> + Unpin) {
-        let Self { sink, app, channel, id, epochs, bus, gap_limit } = self;
-        // The epoch and sequence of the last history message delivered here.
-        let mut last: Option<(String, u64)> = None;
+        let unrouted = metrics::counter!("herald_bus_unrouted_messages_total");
         while let Some(msg) = messages.next().await {
-            let Some((stream, seq, previous)) = republished(&msg) else {
-                sink.deliver(&app, &channel, id, msg.payload, None);
+            let routes = msg.subject.as_str().strip_prefix(&*self.prefix).and_then(|token| self.bucket.routes(token));
+            let Some(routes) = routes else {
+                unrouted.increment(1);
                 continue;
             };
-            let epoch = match epochs.cached(stream, seq) {
-                Some(epoch) => Some(epoch),
-                None => Box::pin(epochs.lookup(stream, seq)).await,
-            };
-            let Some(epoch) = epoch else {
-                sink.deliver(&app, &channel, id, msg.payload, None);
-                continue;
-            };
-            // Sequences compare within one stream: a stream created again
-            // counts from 1, none of its messages was delivered.
-            let delivered = last.as_ref().map(|(e, l)| if *e == epoch { *l } else { 0 });
-            if delivered.is_some_and(|l| seq <= l) {
-                continue; // already delivered by a gap fill
+            for route in &routes {
+                self.deliver(route, &msg).await;
             }
-            if let Some(l) = delivered
-                && previous > l
-            {
-                // Messages of this channel were stored but never reached this
-                // subscription (NATS reconnected, or the client dropped
-                // them): deliver them from the stream first.
-                let gap = Gap { after: l, before: seq, epoch: &epoch, limit: gap_limit };
-                Box::pin(fill_gap(&bus, &sink, &app, &channel, id, gap)).await;
-            }
-            let at = Position { seq, epoch };
-            sink.deliver(&app, &channel, id, msg.payload, Some(&at));
-            last = Some((at.epoch, seq));
         }
+    }
+
+    /// Delivers one message to one local subscription of its channel.
+    async fn deliver(&self, route: &Route, msg: &async_nats::Message) {
+        let app = self.bucket.app();
+        let Some((stream, seq, previous)) = republished(msg) else {
+            self.sink.deliver(app, &route.channel, route.id, msg.payload.clone(), None);
+            return;
+        };
+        let epoch = match self.epochs.cached(stream, seq) {
+            Some(epoch) => Some(epoch),
+            None => Box::pin(self.epochs.lookup(stream, seq)).await,
+        };
+        let Some(epoch) = epoch else {
+            self.sink.deliver(app, &route.channel, route.id, msg.payload.clone(), None);
+            return;
+        };
+        // Sequences compare within one stream: a stream created again
+        // counts from 1, none of its messages was delivered.
+        let delivered = lock(&route.last).as_ref().map(|(e, l)| if *e == epoch { *l } else { 0 });
+        if delivered.is_some_and(|l| seq <= l) {
+            return; // already delivered by a gap fill
+        }
+        if let Some(l) = delivered
+            && previous > l
+        {
+            // Messages of this channel were stored but never reached this
+            // subscription (NATS reconnected, or the client dropped them):
+            // deliver them from the stream first.
+            let gap = Gap { after: l, before: seq, epoch: &epoch, limit: self.gap_limit };
+            Box::pin(fill_gap(&self.bus, &self.sink, app, &route.channel, route.id, gap)).await;
+        }
+        let at = Position { seq, epoch };
+        self.sink.deliver(app, &route.channel, route.id, msg.payload.clone(), Some(&at));
+        *lock(&route.last) = Some((at.epoch, seq));
     }
 }
 
@@ -233,7 +248,7 @@ pub(crate) fn is_stream_not_found(e: &async_nats::jetstream::context::GetStreamE
 mod tests {
     use super::*;
 
-    /// One relay runs per channel with local subscribers, for as long as it
+    /// One relay runs per bucket with local subscriptions, for as long as it
     /// has them: keep its future small (the bound is for debug builds;
     /// release builds are smaller). Inlining the epoch lookup and the gap
     /// fill made it 7.5 KiB.
@@ -250,11 +265,12 @@ mod tests {
             fn deliver(&self, _: &AppId, _: &ChannelName, _: u64, _: bytes::Bytes, _: Option<&Position>) {}
             fn control(&self, _: herald_proto::bus::ControlEvent) {}
         }
+        let buckets = Arc::new(super::super::routes::Buckets::default());
+        let guard = buckets.add(&AppId::new("app1").expect("app"), &ChannelName::new("chat").expect("channel"), 1);
         let relay = Relay {
             sink: Arc::new(Nowhere),
-            app: AppId::new("app1").expect("app"),
-            channel: ChannelName::new("chat").expect("channel"),
-            id: 1,
+            bucket: guard.bucket().clone(),
+            prefix: "herald.ch.app1.171.".into(),
             epochs: Arc::new(Epochs { js: async_nats::jetstream::new(client), known: Arc::default() }),
             bus: Weak::new(),
             gap_limit: 16,
