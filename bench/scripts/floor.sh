@@ -14,7 +14,8 @@
 # both cores), nats10k (as fanout10k through a control plane, an edge and NATS:
 # the edge measured), nats1k (100 msg/s to 1,000 through them, all on both
 # cores), idle (10,000 idle connections held IDLE_HOLD seconds, default
-# 60), storm (10,000 connects at once, each with its token checked), pusher
+# 60, each on its own channel), natsidle (as idle, on an edge over NATS:
+# the edge measured), storm (10,000 connects at once, each with its token checked), pusher
 # (10,000 Pusher subscribers at full speed). SERVER_BIN runs `herald dev`
 # (default: BIN, target/release/herald), so two builds compare with one
 # generator.
@@ -27,7 +28,7 @@ SERVER_CORE=${SERVER_CORE:-0}
 CLIENT_CORE=${CLIENT_CORE:-1}
 IDLE_HOLD=${IDLE_HOLD:-60}
 SCENARIOS=("$@")
-if [ ${#SCENARIOS[@]} -eq 0 ]; then SCENARIOS=(fanout10k fanout1k latency10k nats10k nats1k idle storm pusher); fi
+if [ ${#SCENARIOS[@]} -eq 0 ]; then SCENARIOS=(fanout10k fanout1k latency10k nats10k nats1k idle natsidle storm pusher); fi
 
 if [ ! -x "$BIN" ]; then cargo build --release --bin herald; fi
 ulimit -n "$(ulimit -Hn)"
@@ -90,10 +91,12 @@ gen() { taskset -c "$CLIENT_CORE" "$BIN" bench "$@"; }
 #   nats10k: the edge and the floor pinned to SERVER_CORE, the control
 #     plane and the generator to CLIENT_CORE (NATS unpinned), 10,000
 #     subscribers at full speed;
-#   nats1k: 100 messages/s to 1,000 subscribers, every process on both cores.
+#   nats1k: 100 messages/s to 1,000 subscribers, every process on both cores;
+#   natsidle: 10,000 idle connections, each on its own channel, pinned as
+#     nats10k.
 over_nats() (
   local scenario=$1 gen_bin=$BIN server_cores=0,1 client_cores=0,1
-  if [ "$scenario" = nats10k ]; then server_cores=$SERVER_CORE client_cores=$CLIENT_CORE; fi
+  if [ "$scenario" != nats1k ]; then server_cores=$SERVER_CORE client_cores=$CLIENT_CORE; fi
   local floor_addr
   floor_addr=127.0.0.1:$(free_port)
   HERALD_BIN=$SERVER_BIN EDGES=1 EDGE_CORES=$server_cores CP_CORES=$client_cores source bench/scripts/cluster.sh
@@ -108,12 +111,13 @@ over_nats() (
   case $scenario in
     nats10k) HERALD_EDGE_URL=$EDGE_URLS taskset -c "$client_cores" "$gen_bin" bench "${compare[@]}" -n 10000 -m 3000 --publishers 1 ;;
     nats1k) HERALD_EDGE_URL=$EDGE_URLS taskset -c "$client_cores" "$gen_bin" bench "${compare[@]}" -n 1000 -m 2000 --rate 100 ;;
+    natsidle) HERALD_EDGE_URL=$EDGE_URLS taskset -c "$client_cores" "$gen_bin" bench "${compare[@]}" --idle-connections 10000 --idle-hold "$IDLE_HOLD" ;;
   esac
 )
 
 for scenario in "${SCENARIOS[@]}"; do
   echo "=== $scenario"
-  case $scenario in nats10k | nats1k) over_nats "$scenario"; continue ;; esac
+  case $scenario in nats10k | nats1k | natsidle) over_nats "$scenario"; continue ;; esac
   if [ "$scenario" = latency10k ]; then start_servers 0,1; else start_servers "$SERVER_CORE"; fi
   compare=(--floor-url "ws://$FLOOR_ADDR/v1/connect" --floor-pid "$FLOOR_PID" --server-pid "$SERVER_PID")
   case $scenario in

@@ -62,6 +62,14 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("herald_bus_reconnects_total", "Times the NATS connection was lost (the client reconnects on its own)."),
     ("herald_bus_slow_consumer_total", "Times the NATS client dropped messages of a subscription that fell behind."),
     ("herald_bus_decode_errors_total", "Messages from the bus that could not be decoded."),
+    (
+        "herald_bus_channel_buckets",
+        "Buckets of channels this node follows on NATS (one NATS subscription each, while any of their channels has local subscribers).",
+    ),
+    (
+        "herald_bus_unrouted_messages_total",
+        "Channel messages received in a followed bucket for a channel without local subscribers (dropped).",
+    ),
     ("herald_bus_webhook_events_busy_total", "Webhook event reports answered busy by the control plane."),
     ("herald_bus_usage_reports_busy_total", "Usage reports answered busy by the control plane."),
     ("herald_usage_report_failures_total", "Usage reports that failed (sent again with the next one)."),

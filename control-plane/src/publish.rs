@@ -16,7 +16,9 @@
 //!
 //! Several messages (a batch, a stream) go out concurrently, at most
 //! `max_publishes_in_flight` at a time, started in order, and their bus
-//! writes share flushes. Rate limits and idempotency ids are per replica;
+//! writes share flushes; plain ones (one channel, no history, no
+//! idempotency id) are handed to the bus in order and confirmed together
+//! ([`Publisher::publish_many`]). Rate limits and idempotency ids are per replica;
 //! `docs/api.md` says what that means with several replicas.
 
 use std::collections::{HashMap, VecDeque};
@@ -72,6 +74,36 @@ pub struct Published {
     pub positions: Vec<(ChannelName, Position)>,
     /// How many channels it went to.
     pub channels: usize,
+}
+
+/// The bus envelope of `msg` for one of its channels.
+fn envelope(app: &AppId, channel: &ChannelName, msg: &Prepared, id: &str, timestamp_ms: i64) -> bus::ChannelMessage {
+    bus::ChannelMessage {
+        app_id: app.to_string(),
+        channel: channel.to_string(),
+        data: msg.data.clone(),
+        event: msg.event.clone(),
+        id: id.to_owned(),
+        publisher: String::new(),
+        exclude_connection: msg.exclude_connection.clone().unwrap_or_default(),
+        timestamp_ms,
+        traceparent: herald_bus::trace::traceparent(),
+    }
+}
+
+impl Prepared {
+    /// One channel without history, no idempotency id: nothing to claim
+    /// and no position to wait for, so it can be handed to the bus and
+    /// confirmed later ([`Publisher::publish_many`]).
+    fn is_plain(&self) -> bool {
+        self.channels.len() == 1 && self.idempotency_id.is_none() && !self.history.first().copied().unwrap_or(false)
+    }
+}
+
+/// A plain message of a batch, handed to the bus or refused before.
+enum Handed {
+    Sent { receipt: herald_bus::PublishReceipt, id: String, started: Instant },
+    Refused(ApiError),
 }
 
 /// What one channel's send did.
@@ -379,8 +411,16 @@ impl Publisher {
 
     /// Publishes several messages, concurrently, with one result per
     /// message, in order. Items that already failed validation are passed
-    /// through. Messages to the same channel go out one after the other, so
-    /// they reach subscribers in batch order.
+    /// through. Messages to the same channel reach subscribers in batch
+    /// order.
+    ///
+    /// Plain messages (one channel, no history, no idempotency id) are
+    /// handed to the bus one after the other without waiting for each
+    /// ([`Bus::send_encoded`]: the bus keeps their order) and confirmed
+    /// together, at most `max_publishes_in_flight` unconfirmed. The others
+    /// go through [`Self::publish`], concurrently, a message starting only
+    /// after those before it to any of its channels finished. Moving from
+    /// one kind to the other waits for the messages of the first.
     pub async fn publish_many(
         &self,
         app: &AppId,
@@ -388,8 +428,28 @@ impl Publisher {
         items: Vec<Result<Prepared, ApiError>>,
     ) -> Vec<Result<Published, ApiError>> {
         let mut out = Vec::with_capacity(items.len());
+        let mut handed = VecDeque::new();
         let mut in_order = InOrder::new(self.max_in_flight);
         for item in items {
+            let plain = match &item {
+                Ok(msg) => msg.is_plain(),
+                // A refused item keeps its place in whichever queue runs.
+                Err(_) => in_order.is_empty(),
+            };
+            if plain {
+                in_order.drain(&mut out).await;
+                if handed.len() >= self.max_in_flight {
+                    self.confirm_oldest(app, &mut handed, &mut out).await;
+                }
+                handed.push_back(match item {
+                    Ok(msg) => self.hand_over(app, limits, msg).await,
+                    Err(e) => Handed::Refused(e),
+                });
+                continue;
+            }
+            while !handed.is_empty() {
+                self.confirm_oldest(app, &mut handed, &mut out).await;
+            }
             let keys = match &item {
                 Ok(msg) => msg.channels.iter().map(|c| channel_key(app.as_str(), c.as_str())).collect(),
                 Err(_) => Vec::new(),
@@ -402,8 +462,61 @@ impl Publisher {
             };
             in_order.push(keys, fut, &mut out).await;
         }
+        while !handed.is_empty() {
+            self.confirm_oldest(app, &mut handed, &mut out).await;
+        }
         in_order.drain(&mut out).await;
         out
+    }
+
+    /// Hands a plain message (see [`Prepared::is_plain`]) to the bus.
+    async fn hand_over(&self, app: &AppId, limits: PublishLimits, msg: Prepared) -> Handed {
+        let started = Instant::now();
+        let handed = async {
+            self.take(app, limits, 1)?;
+            let [channel] = msg.channels.as_slice() else {
+                tracing::error!(channels = msg.channels.len(), "a batch's plain message must have one channel");
+                return Err(ApiError::internal());
+            };
+            let id = new_message_id();
+            let envelope = envelope(app, channel, &msg, &id, now_ms());
+            let receipt = self
+                .bus
+                .send_encoded(app, channel, Bytes::from(envelope.encode_to_vec()))
+                .await
+                .map_err(ApiError::from)?;
+            Ok((receipt, id))
+        };
+        match handed.await {
+            Ok((receipt, id)) => Handed::Sent { receipt, id, started },
+            Err(e) => Handed::Refused(e),
+        }
+    }
+
+    /// Waits for the oldest handed message's receipt; its result goes to
+    /// `out`.
+    async fn confirm_oldest(
+        &self,
+        app: &AppId,
+        handed: &mut VecDeque<Handed>,
+        out: &mut Vec<Result<Published, ApiError>>,
+    ) {
+        let result = match handed.pop_front() {
+            None => return,
+            Some(Handed::Refused(e)) => Err(e),
+            Some(Handed::Sent { receipt, id, started }) => match receipt.confirmed().await {
+                Ok(()) => {
+                    self.metrics.publish_latency(started.elapsed());
+                    self.metrics.published(app, 1);
+                    Ok(Published { id, duplicate: false, positions: Vec::new(), channels: 1 })
+                }
+                Err(e) => Err(ApiError::from(e)),
+            },
+        };
+        if let Err(e) = &result {
+            self.metrics.publish_failed(e.code);
+        }
+        out.push(result);
     }
 
     /// Takes `n` publishes from the app's bucket.
@@ -539,17 +652,7 @@ impl Publisher {
             }
             _ => None,
         };
-        let envelope = bus::ChannelMessage {
-            app_id: app.to_string(),
-            channel: channel.to_string(),
-            data: msg.data.clone(),
-            event: msg.event.clone(),
-            id: id.to_owned(),
-            publisher: String::new(),
-            exclude_connection: msg.exclude_connection.clone().unwrap_or_default(),
-            timestamp_ms,
-            traceparent: herald_bus::trace::traceparent(),
-        };
+        let envelope = envelope(app, channel, msg, id, timestamp_ms);
         let sent = if history {
             Box::pin(self.bus.publish_history(app, channel, &envelope)).await.map(Some)
         } else {

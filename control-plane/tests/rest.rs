@@ -195,6 +195,44 @@ async fn publish_reaches_nats_single_and_batched() -> Result<()> {
     Ok(())
 }
 
+/// A full batch of plain messages with others among them (an idempotency
+/// id, two channels, an invalid one): every message reaches the channel in
+/// batch order, and the results come back in batch order.
+#[tokio::test]
+async fn a_full_mixed_batch_keeps_its_order() -> Result<()> {
+    let server = pg_server().await?;
+    let http = Http::default();
+    let (app, _, key) = app_with_key(&http, &server, None).await?;
+    let mut sub = nats_sub(&server, &app, "chat:room-1").await?;
+    let messages: Vec<Value> = (0..100)
+        .map(|i| match i {
+            30 => json!({"channel": "chat:room-1", "data": format!("m{i}"), "id": "mixed-30"}),
+            31 | 60 => json!({"channels": ["chat:room-1", "news"], "data": format!("m{i}")}),
+            70 => json!({"channel": "bad name", "data": format!("m{i}")}),
+            _ => json!({"channel": "chat:room-1", "data": format!("m{i}")}),
+        })
+        .collect();
+    let r = http
+        .json("POST", &server.url(&format!("/v1/apps/{app}/messages")), Some(&key), json!({"messages": messages}))
+        .await?;
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let results = r.json()["results"].as_array().context("results")?.clone();
+    assert_eq!(results.len(), 100);
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            30 => assert_eq!(result["id"], "mixed-30"),
+            70 => assert_eq!(result["error"]["code"], "invalid_channel"),
+            _ => assert!(result["id"].is_string(), "{i}: {result}"),
+        }
+    }
+    for i in (0..100).filter(|i| *i != 70) {
+        let m = next_message(&mut sub).await?;
+        assert_eq!(String::from_utf8_lossy(&m.data), format!("m{i}"), "batch order is kept");
+    }
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn revocation_event_reaches_nats_within_a_second_and_other_replicas_follow() -> Result<()> {
     let db = TestDb::postgres().await?;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use herald_proto::{AppId, ChannelName};
 
 use super::NatsBus;
-use super::routes::{Bucket, Route};
+use super::routes::{Bucket, Channel};
 use crate::history::Position;
 use crate::{Sink, lock};
 
@@ -139,22 +139,22 @@ impl Relay {
     pub(crate) async fn run(self, mut messages: impl futures_util::Stream<Item = async_nats::Message> + Unpin) {
         let unrouted = metrics::counter!("herald_bus_unrouted_messages_total");
         while let Some(msg) = messages.next().await {
-            let routes = msg.subject.as_str().strip_prefix(&*self.prefix).and_then(|token| self.bucket.routes(token));
-            let Some(routes) = routes else {
+            let channel = msg.subject.as_str().strip_prefix(&*self.prefix).and_then(|token| self.bucket.channel(token));
+            let Some(channel) = channel else {
                 unrouted.increment(1);
                 continue;
             };
-            for route in &routes {
-                self.deliver(route, &msg).await;
+            for id in channel.ids().as_slice() {
+                self.deliver(&channel, *id, &msg).await;
             }
         }
     }
 
     /// Delivers one message to one local subscription of its channel.
-    async fn deliver(&self, route: &Route, msg: &async_nats::Message) {
-        let app = self.bucket.app();
+    async fn deliver(&self, channel: &Channel, id: u64, msg: &async_nats::Message) {
+        let (app, name) = (self.bucket.app(), &channel.name);
         let Some((stream, seq, previous)) = republished(msg) else {
-            self.sink.deliver(app, &route.channel, route.id, msg.payload.clone(), None);
+            self.sink.deliver(app, name, id, msg.payload.clone(), None);
             return;
         };
         let epoch = match self.epochs.cached(stream, seq) {
@@ -162,12 +162,12 @@ impl Relay {
             None => Box::pin(self.epochs.lookup(stream, seq)).await,
         };
         let Some(epoch) = epoch else {
-            self.sink.deliver(app, &route.channel, route.id, msg.payload.clone(), None);
+            self.sink.deliver(app, name, id, msg.payload.clone(), None);
             return;
         };
         // Sequences compare within one stream: a stream created again
         // counts from 1, none of its messages was delivered.
-        let delivered = lock(&route.last).as_ref().map(|(e, l)| if *e == epoch { *l } else { 0 });
+        let delivered = channel.last(id).map(|(e, l)| if e == epoch { l } else { 0 });
         if delivered.is_some_and(|l| seq <= l) {
             return; // already delivered by a gap fill
         }
@@ -178,11 +178,11 @@ impl Relay {
             // subscription (NATS reconnected, or the client dropped them):
             // deliver them from the stream first.
             let gap = Gap { after: l, before: seq, epoch: &epoch, limit: self.gap_limit };
-            Box::pin(fill_gap(&self.bus, &self.sink, app, &route.channel, route.id, gap)).await;
+            Box::pin(fill_gap(&self.bus, &self.sink, app, name, id, gap)).await;
         }
         let at = Position { seq, epoch };
-        self.sink.deliver(app, &route.channel, route.id, msg.payload.clone(), Some(&at));
-        *lock(&route.last) = Some((at.epoch, seq));
+        self.sink.deliver(app, name, id, msg.payload.clone(), Some(&at));
+        channel.set_last(id, at.epoch, seq);
     }
 }
 

@@ -12,12 +12,15 @@
 //! buckets, which the relay drops and counts.
 //!
 //! A channel's messages all travel in one bucket, through one relay: their
-//! order is kept.
+//! order is kept. A channel costs its entry here: its name, and per local
+//! subscription its id and the last history position delivered to it.
 
-use std::collections::HashMap;
+use std::borrow::{Borrow, Cow};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use herald_proto::subject::{channel_token, token_bucket};
+use herald_proto::subject::{DOT_ESCAPE, channel_bucket};
 use herald_proto::{AppId, ChannelName};
 use tokio::task::JoinHandle;
 
@@ -33,25 +36,87 @@ pub(crate) struct Buckets {
 pub(crate) struct Bucket {
     app: AppId,
     number: u16,
-    /// The local subscriptions of the bucket's channels, by subject token.
-    routes: Mutex<HashMap<Box<str>, Routes>>,
+    /// The bucket's channels with local subscriptions.
+    channels: Mutex<HashSet<Entry>>,
     /// Held while the bucket's NATS subscription is set up: one at a time.
     setup: tokio::sync::Mutex<()>,
     /// The relay of the bucket's NATS subscription, once it is live.
     relay: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// The subscriptions of one channel: nearly always one (a node subscribes
+/// A channel with local subscriptions: nearly always one (a node subscribes
 /// to a channel once; a second exists for a moment while one ends and the
 /// next begins).
-pub(crate) type Routes = Vec<Arc<Route>>;
+pub(crate) struct Channel {
+    pub(crate) name: ChannelName,
+    subscriptions: Mutex<Vec<Subscription>>,
+}
 
-/// One local subscription to a channel.
-pub(crate) struct Route {
-    pub(crate) channel: ChannelName,
-    pub(crate) id: u64,
+struct Subscription {
+    id: u64,
     /// The epoch and sequence of the last history message delivered to it.
-    pub(crate) last: Mutex<Option<(String, u64)>>,
+    last: Option<(String, u64)>,
+}
+
+/// A channel in its bucket's set: told apart by name, and found by it.
+struct Entry(Arc<Channel>);
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Entry {}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for Entry {
+    fn borrow(&self) -> &str {
+        self.0.name.as_str()
+    }
+}
+
+/// The ids of a channel's subscriptions, the one there nearly always is
+/// without allocating.
+pub(crate) enum Ids {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Ids {
+    pub(crate) fn as_slice(&self) -> &[u64] {
+        match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        }
+    }
+}
+
+impl Channel {
+    /// The ids of its subscriptions.
+    pub(crate) fn ids(&self) -> Ids {
+        match lock(&self.subscriptions).as_slice() {
+            [one] => Ids::One(one.id),
+            many => Ids::Many(many.iter().map(|s| s.id).collect()),
+        }
+    }
+
+    /// The last history position delivered to subscription `id`.
+    pub(crate) fn last(&self, id: u64) -> Option<(String, u64)> {
+        lock(&self.subscriptions).iter().find(|s| s.id == id).and_then(|s| s.last.clone())
+    }
+
+    /// Records the last history position delivered to subscription `id`.
+    pub(crate) fn set_last(&self, id: u64, epoch: String, seq: u64) {
+        if let Some(s) = lock(&self.subscriptions).iter_mut().find(|s| s.id == id) {
+            s.last = Some((epoch, seq));
+        }
+    }
 }
 
 impl Bucket {
@@ -63,9 +128,12 @@ impl Bucket {
         self.number
     }
 
-    /// The subscriptions of the channel whose subject token is `token`.
-    pub(crate) fn routes(&self, token: &str) -> Option<Routes> {
-        lock(&self.routes).get(token).cloned()
+    /// The channel whose subject token is `token`, when it has local
+    /// subscriptions.
+    pub(crate) fn channel(&self, token: &str) -> Option<Arc<Channel>> {
+        let name =
+            if token.contains(DOT_ESCAPE) { Cow::Owned(token.replace(DOT_ESCAPE, ".")) } else { Cow::Borrowed(token) };
+        lock(&self.channels).get(&*name).map(|e| e.0.clone())
     }
 
     /// Whether the bucket's relay is running (its subscription is live).
@@ -74,8 +142,9 @@ impl Bucket {
     }
 
     pub(crate) fn set_relay(&self, relay: JoinHandle<()>) {
-        if let Some(old) = lock(&self.relay).replace(relay) {
-            old.abort();
+        match lock(&self.relay).replace(relay) {
+            Some(old) => old.abort(),
+            None => metrics::gauge!("herald_bus_channel_buckets").increment(1.0),
         }
     }
 
@@ -89,10 +158,8 @@ impl Buckets {
     /// Adds a local subscription `id` to `channel`; the returned guard
     /// removes it when dropped, and with the last one of its bucket the
     /// bucket's relay (and so its NATS subscription) ends.
-    pub(crate) fn add(self: &Arc<Self>, app: &AppId, channel: &ChannelName, id: u64) -> RouteGuard {
-        let token: Box<str> = channel_token(channel).into();
-        let number = token_bucket(&token);
-        let route = Arc::new(Route { channel: channel.clone(), id, last: Mutex::new(None) });
+    pub(crate) fn add(self: &Arc<Self>, app: &AppId, name: &ChannelName, id: u64) -> RouteGuard {
+        let number = channel_bucket(name);
         let mut map = lock(&self.map);
         let bucket = map
             .entry((app.clone(), number))
@@ -100,21 +167,25 @@ impl Buckets {
                 Arc::new(Bucket {
                     app: app.clone(),
                     number,
-                    routes: Mutex::new(HashMap::new()),
+                    channels: Mutex::new(HashSet::new()),
                     setup: tokio::sync::Mutex::new(()),
                     relay: Mutex::new(None),
                 })
             })
             .clone();
-        lock(&bucket.routes).entry(token.clone()).or_default().push(route.clone());
+        let mut channels = lock(&bucket.channels);
+        let channel = match channels.get(name.as_str()) {
+            Some(e) => e.0.clone(),
+            None => {
+                let c = Arc::new(Channel { name: name.clone(), subscriptions: Mutex::new(Vec::with_capacity(1)) });
+                channels.insert(Entry(c.clone()));
+                c
+            }
+        };
+        lock(&channel.subscriptions).push(Subscription { id, last: None });
+        drop(channels);
         drop(map);
-        RouteGuard { buckets: self.clone(), bucket, token, route }
-    }
-
-    /// How many buckets have local subscriptions (for tests).
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.map).len()
+        RouteGuard { buckets: self.clone(), bucket, channel, id }
     }
 }
 
@@ -122,8 +193,8 @@ impl Buckets {
 pub(crate) struct RouteGuard {
     buckets: Arc<Buckets>,
     bucket: Arc<Bucket>,
-    token: Box<str>,
-    route: Arc<Route>,
+    channel: Arc<Channel>,
+    id: u64,
 }
 
 impl RouteGuard {
@@ -135,17 +206,21 @@ impl RouteGuard {
 impl Drop for RouteGuard {
     fn drop(&mut self) {
         let mut map = lock(&self.buckets.map);
-        let mut routes = lock(&self.bucket.routes);
-        if let Some(subscriptions) = routes.get_mut(&self.token) {
-            subscriptions.retain(|r| !Arc::ptr_eq(r, &self.route));
-            if subscriptions.is_empty() {
-                routes.remove(&self.token);
-            }
+        let mut channels = lock(&self.bucket.channels);
+        let mut subscriptions = lock(&self.channel.subscriptions);
+        if let Some(i) = subscriptions.iter().position(|s| s.id == self.id) {
+            subscriptions.swap_remove(i);
         }
-        if !routes.is_empty() {
+        if subscriptions.is_empty() {
+            drop(subscriptions);
+            channels.remove(self.channel.name.as_str());
+        } else {
             return;
         }
-        drop(routes);
+        if !channels.is_empty() {
+            return;
+        }
+        drop(channels);
         let key = (self.bucket.app.clone(), self.bucket.number);
         if map.get(&key).is_some_and(|b| Arc::ptr_eq(b, &self.bucket)) {
             map.remove(&key);
@@ -153,6 +228,7 @@ impl Drop for RouteGuard {
         drop(map);
         if let Some(relay) = lock(&self.bucket.relay).take() {
             relay.abort();
+            metrics::gauge!("herald_bus_channel_buckets").decrement(1.0);
         }
     }
 }
