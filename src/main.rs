@@ -262,7 +262,11 @@ async fn run_edge(config: EdgeConfig) -> Result<()> {
     listen::warn_if_capped("listen_backlog", config.listen_backlog);
     let listener = listen::bind(config.listen, config.listen_backlog)
         .with_context(|| format!("binding the edge to {}", config.listen))?;
-    let options = NatsOptions { connection_name: format!("herald-edge {}", config.edge_id), ..NatsOptions::default() };
+    let options = NatsOptions {
+        connection_name: format!("herald-edge {}", config.edge_id),
+        channel_routing: config.channel_routing()?,
+        ..NatsOptions::default()
+    };
     let bus = Bus::connect_nats(&config.nats_url, subjects, options)
         .await
         .with_context(|| format!("connecting to NATS at {}", config.nats_url))

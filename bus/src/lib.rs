@@ -107,7 +107,7 @@ pub use handle::{Bus, ChannelSubscription};
 pub use history::{HistoryEntry, HistoryPage, HistorySpec, Position, StreamBounds};
 pub use history_file::HistoryFileError;
 pub use local::LocalBus;
-pub use nats::NatsOptions;
+pub use nats::{ChannelRouting, NatsOptions};
 pub use receipt::PublishReceipt;
 pub use sink::{NamespaceSource, Sink, UsageSink, WebhookEventSink};
 

@@ -64,7 +64,7 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("herald_bus_decode_errors_total", "Messages from the bus that could not be decoded."),
     (
         "herald_bus_channel_buckets",
-        "Buckets of channels this node follows on NATS (one NATS subscription each, while any of their channels has local subscribers).",
+        "NATS subscriptions for channels with local subscribers: one per bucket of an app's channels (one per channel with nats_channel_routing = channel).",
     ),
     (
         "herald_bus_unrouted_messages_total",

@@ -59,6 +59,13 @@ pub struct EdgeConfig {
     /// Prefix of every NATS subject; deployments sharing a NATS use
     /// different prefixes.
     pub subject_prefix: String,
+    /// How the edge follows on NATS the channels it has subscribers to
+    /// (`herald edge`): `bucket`, one NATS subscription per bucket of an
+    /// app's channels (at most 256 per app; little memory per channel, but
+    /// the edge also receives the other channels of its buckets), or
+    /// `channel`, one per channel (only its own channels' messages, about
+    /// 6 KiB of NATS client queue each).
+    pub nats_channel_routing: String,
     /// Name of this edge in logs, `Connected` frames and presence reports.
     /// Empty: generated at start.
     pub edge_id: String,
@@ -198,6 +205,7 @@ impl Default for EdgeConfig {
             listen_backlog: 4096,
             nats_url: "nats://127.0.0.1:4222".to_owned(),
             subject_prefix: herald_proto::subject::DEFAULT_PREFIX.to_owned(),
+            nats_channel_routing: "bucket".to_owned(),
             edge_id: String::new(),
             jwks_url: "http://127.0.0.1:8080/.well-known/jwks.json".to_owned(),
             issuer: herald_proto::claims::DEFAULT_ISSUER.to_owned(),
@@ -262,6 +270,15 @@ fn err(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl EdgeConfig {
+    /// [`Self::nats_channel_routing`], parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for anything but `bucket` and `channel`.
+    pub fn channel_routing(&self) -> Result<herald_bus::ChannelRouting, ConfigError> {
+        self.nats_channel_routing.parse().map_err(|why| err("nats_channel_routing", why))
+    }
+
     /// How long clients told to move get before the edge closes them:
     /// `drain_grace`, capped at `drain_timeout`.
     #[must_use]
@@ -347,6 +364,7 @@ impl EdgeConfig {
         if self.nats_url.trim().is_empty() {
             return Err(err("nats_url", "must not be empty"));
         }
+        self.channel_routing()?;
         if !(self.jwks_url.starts_with("http://") || self.jwks_url.starts_with("https://")) {
             return Err(err(
                 "jwks_url",
@@ -510,6 +528,7 @@ mod tests {
             (EdgeConfig { write_timeout: HumanDuration::secs(0), ..Default::default() }, "write_timeout"),
             (EdgeConfig { tls_cert: Some("c.pem".into()), ..Default::default() }, "tls_key"),
             (EdgeConfig { subject_prefix: "a.>".into(), ..Default::default() }, "subject_prefix"),
+            (EdgeConfig { nats_channel_routing: "all".into(), ..Default::default() }, "nats_channel_routing"),
             (
                 EdgeConfig { pusher_activity_timeout: HumanDuration(Duration::from_millis(10)), ..Default::default() },
                 "pusher_activity_timeout",

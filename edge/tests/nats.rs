@@ -5,11 +5,12 @@
 
 use std::time::Duration;
 
+use herald_bus::{Bus, ChannelRouting, NatsOptions};
 use herald_edge::EdgeConfig;
 use herald_edge::testing::*;
 use herald_proto::client::{self, client_frame, server_frame};
 use herald_proto::subject::token_bucket;
-use herald_proto::{AppId, ErrorCode};
+use herald_proto::{AppId, ChannelName, ErrorCode};
 
 const ALL: &str = r#"{"*": ["subscribe", "publish"]}"#;
 
@@ -125,6 +126,48 @@ async fn nats_interest_follows_local_subscribers_by_bucket() {
     assert!(is_ok(&c1.subscribe(&same).await));
     assert!(is_ok(&publisher.publish(&same, b"again").await));
     assert_eq!(got(c1.message().await), (same.clone(), "again".to_owned()));
+}
+
+/// With `nats_channel_routing = "channel"` every channel has its own NATS
+/// subscription on its exact subject, even two channels of one bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_routing_follows_each_channel_by_its_own_subject() {
+    let nats = NatsServer::start().await;
+    let auth = TestAuthority::start().await;
+    let subjects = unique_subjects();
+    let prefix = format!("{}.ch.", subjects.prefix());
+    let _namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
+    let options = NatsOptions { channel_routing: ChannelRouting::Channel, ..NatsOptions::default() };
+    let bus = Bus::connect_nats(&nats.url(), subjects.clone(), options).await.expect("connect to nats");
+    let edge = TestEdge::start(config(&auth), bus).await;
+    let other_edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
+    let token = auth.token("app1", "u", ALL);
+    let (mut c1, _) = RawClient::connect(edge.addr, &token).await;
+    let (mut publisher, _) = RawClient::connect(other_edge.addr, &token).await;
+    let (same, _) = neighbours("room");
+    assert!(is_ok(&c1.subscribe("room").await));
+    assert!(is_ok(&c1.subscribe(&same).await));
+    let app = AppId::new("app1").expect("app");
+    let mut subs = nats.subscriptions_under(&prefix).await;
+    subs.sort();
+    let mut expected = vec![
+        subjects.channel(&app, &ChannelName::new("room").expect("channel")),
+        subjects.channel(&app, &ChannelName::new(&same).expect("channel")),
+    ];
+    expected.sort();
+    assert_eq!(subs, expected, "one exact subscription per channel");
+    let (unheard, _) = neighbours(&same);
+    for channel in [unheard.as_str(), "room", same.as_str()] {
+        assert!(is_ok(&publisher.publish(channel, channel.as_bytes()).await));
+    }
+    assert_eq!(c1.message().await.channel, "room");
+    assert_eq!(c1.message().await.channel, same);
+    unsubscribe(&mut c1, "room").await;
+    subscriptions_become(&nats, &prefix, 1, "room's subscription ended").await;
+    assert_eq!(
+        nats.subscriptions_under(&prefix).await,
+        [expected.iter().find(|s| s.ends_with(&same)).expect("same").clone()]
+    );
 }
 
 async fn unsubscribe(c: &mut RawClient, channel: &str) {

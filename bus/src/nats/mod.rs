@@ -52,6 +52,53 @@ pub struct NatsOptions {
     pub cache_ttl: Duration,
     /// Most bytes the cache stream keeps (the oldest entries go first).
     pub cache_max_bytes: u64,
+    /// How the channels with local subscribers are followed.
+    pub channel_routing: ChannelRouting,
+}
+
+/// How a node follows on NATS the channels it has local subscribers to.
+///
+/// ```
+/// use herald_bus::ChannelRouting;
+/// assert_eq!("channel".parse::<ChannelRouting>(), Ok(ChannelRouting::Channel));
+/// assert_eq!(ChannelRouting::default().as_str(), "bucket");
+/// assert!("all".parse::<ChannelRouting>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChannelRouting {
+    /// One NATS subscription per bucket of an app's channels (at most
+    /// [`CHANNEL_BUCKETS`](herald_proto::subject::CHANNEL_BUCKETS) per
+    /// app): little memory per channel, but the node also receives the
+    /// messages of the other channels of its buckets.
+    #[default]
+    Bucket,
+    /// One NATS subscription per channel: the node receives only its own
+    /// channels' messages, and the NATS client keeps a queue (about 6 KiB)
+    /// for each.
+    Channel,
+}
+
+impl ChannelRouting {
+    /// Its name in configuration.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bucket => "bucket",
+            Self::Channel => "channel",
+        }
+    }
+}
+
+impl std::str::FromStr for ChannelRouting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bucket" => Ok(Self::Bucket),
+            "channel" => Ok(Self::Channel),
+            other => Err(format!("unknown channel routing {other:?}: expected \"bucket\" or \"channel\"")),
+        }
+    }
 }
 
 impl Default for NatsOptions {
@@ -63,6 +110,7 @@ impl Default for NatsOptions {
             request_concurrency: 32,
             cache_ttl: crate::cache::DEFAULT_CACHE_TTL,
             cache_max_bytes: 256 * 1024 * 1024,
+            channel_routing: ChannelRouting::Bucket,
         }
     }
 }
@@ -330,9 +378,9 @@ impl NatsBus {
     }
 
     /// Subscribes to `channel` as subscription `id`: adds it to its bucket
-    /// and, when the bucket has no live NATS subscription yet, subscribes to
-    /// the bucket and waits until NATS has the subscription. Dropping the
-    /// guard ends it.
+    /// (its own, with [`ChannelRouting::Channel`]) and, when that has no
+    /// live NATS subscription yet, subscribes to it and waits until NATS
+    /// has the subscription. Dropping the guard ends it.
     pub(crate) async fn subscribe(
         &self,
         app: &AppId,
@@ -340,7 +388,7 @@ impl NatsBus {
         id: u64,
         bus: Weak<Self>,
     ) -> Result<routes::RouteGuard, BusError> {
-        let guard = self.buckets.add(app, channel, id);
+        let guard = self.buckets.add(app, channel, id, self.options.channel_routing);
         let bucket = guard.bucket();
         if bucket.is_live() {
             return Ok(guard);
@@ -352,7 +400,11 @@ impl NatsBus {
                 return Ok(());
             }
             let (app, number) = (bucket.app(), bucket.number());
-            let (sink, sub) = self.subscribe_confirmed(self.subjects.channel_bucket(app, number)).await?;
+            let subject = match bucket.only() {
+                Some(channel) => self.subjects.channel(app, channel),
+                None => self.subjects.channel_bucket(app, number),
+            };
+            let (sink, sub) = self.subscribe_confirmed(subject).await?;
             let relay = Relay {
                 sink,
                 bucket: bucket.clone(),

@@ -266,7 +266,8 @@ mod tests {
             fn control(&self, _: herald_proto::bus::ControlEvent) {}
         }
         let buckets = Arc::new(super::super::routes::Buckets::default());
-        let guard = buckets.add(&AppId::new("app1").expect("app"), &ChannelName::new("chat").expect("channel"), 1);
+        let (app, channel) = (AppId::new("app1").expect("app"), ChannelName::new("chat").expect("channel"));
+        let guard = buckets.add(&app, &channel, 1, super::super::ChannelRouting::Bucket);
         let relay = Relay {
             sink: Arc::new(Nowhere),
             bucket: guard.bucket().clone(),

@@ -11,8 +11,13 @@
 //! price of also receiving the messages of the other channels of its
 //! buckets, which the relay drops and counts.
 //!
+//! With [`ChannelRouting::Channel`] each channel is a bucket of its own,
+//! followed by its exact subject: precise, at a NATS client queue per
+//! channel.
+//!
 //! A channel's messages all travel in one bucket, through one relay: their
-//! order is kept. A channel costs its entry here: its name, and per local
+//! order is kept. A history gap fill (after NATS reconnected) holds the
+//! other channels of its bucket meanwhile. A channel costs its entry here: its name, and per local
 //! subscription its id and the last history position delivered to it.
 
 use std::borrow::{Borrow, Cow};
@@ -24,18 +29,26 @@ use herald_proto::subject::{DOT_ESCAPE, channel_bucket};
 use herald_proto::{AppId, ChannelName};
 use tokio::task::JoinHandle;
 
+use super::ChannelRouting;
 use crate::lock;
 
 /// The buckets this node subscribes to, by app and bucket.
 #[derive(Default)]
 pub(crate) struct Buckets {
-    map: Mutex<HashMap<(AppId, u16), Arc<Bucket>>>,
+    map: Mutex<HashMap<BucketKey, Arc<Bucket>>>,
 }
+
+/// An app, a bucket, and the one channel followed with
+/// [`ChannelRouting::Channel`].
+type BucketKey = (AppId, u16, Option<ChannelName>);
 
 /// One bucket of an app's channels with local subscriptions.
 pub(crate) struct Bucket {
     app: AppId,
     number: u16,
+    /// The one channel it follows, by its exact subject
+    /// ([`ChannelRouting::Channel`]).
+    only: Option<ChannelName>,
     /// The bucket's channels with local subscriptions.
     channels: Mutex<HashSet<Entry>>,
     /// Held while the bucket's NATS subscription is set up: one at a time.
@@ -128,6 +141,11 @@ impl Bucket {
         self.number
     }
 
+    /// The one channel it follows ([`ChannelRouting::Channel`]).
+    pub(crate) fn only(&self) -> Option<&ChannelName> {
+        self.only.as_ref()
+    }
+
     /// The channel whose subject token is `token`, when it has local
     /// subscriptions.
     pub(crate) fn channel(&self, token: &str) -> Option<Arc<Channel>> {
@@ -158,15 +176,23 @@ impl Buckets {
     /// Adds a local subscription `id` to `channel`; the returned guard
     /// removes it when dropped, and with the last one of its bucket the
     /// bucket's relay (and so its NATS subscription) ends.
-    pub(crate) fn add(self: &Arc<Self>, app: &AppId, name: &ChannelName, id: u64) -> RouteGuard {
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        app: &AppId,
+        name: &ChannelName,
+        id: u64,
+        routing: ChannelRouting,
+    ) -> RouteGuard {
         let number = channel_bucket(name);
+        let only = (routing == ChannelRouting::Channel).then(|| name.clone());
         let mut map = lock(&self.map);
         let bucket = map
-            .entry((app.clone(), number))
+            .entry((app.clone(), number, only.clone()))
             .or_insert_with(|| {
                 Arc::new(Bucket {
                     app: app.clone(),
                     number,
+                    only,
                     channels: Mutex::new(HashSet::new()),
                     setup: tokio::sync::Mutex::new(()),
                     relay: Mutex::new(None),
@@ -221,7 +247,7 @@ impl Drop for RouteGuard {
             return;
         }
         drop(channels);
-        let key = (self.bucket.app.clone(), self.bucket.number);
+        let key = (self.bucket.app.clone(), self.bucket.number, self.bucket.only.clone());
         if map.get(&key).is_some_and(|b| Arc::ptr_eq(b, &self.bucket)) {
             map.remove(&key);
         }
