@@ -67,13 +67,21 @@ async fn subscriptions_become(nats: &NatsServer, prefix: &str, n: usize, what: &
     within(Duration::from_secs(5), what, settled).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_interest_follows_local_subscribers_by_bucket() {
+/// A NATS server of the test's own (its subscriptions can be listed), a
+/// token authority, a subject space with the prefix of its channel
+/// subjects, and a stand-in for the control plane (keep it alive).
+async fn own_nats() -> (NatsServer, TestAuthority, herald_proto::SubjectSpace, String, Bus) {
     let nats = NatsServer::start().await;
     let auth = TestAuthority::start().await;
     let subjects = unique_subjects();
     let prefix = format!("{}.ch.", subjects.prefix());
-    let _namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
+    let namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
+    (nats, auth, subjects, prefix, namespaces)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_interest_follows_local_subscribers_by_bucket() {
+    let (nats, auth, subjects, prefix, _namespaces) = own_nats().await;
     let edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
     let other_edge = TestEdge::start(config(&auth), nats_bus(&nats.url(), subjects.clone()).await).await;
     let token = auth.token("app1", "u", ALL);
@@ -132,11 +140,7 @@ async fn nats_interest_follows_local_subscribers_by_bucket() {
 /// subscription on its exact subject, even two channels of one bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_routing_follows_each_channel_by_its_own_subject() {
-    let nats = NatsServer::start().await;
-    let auth = TestAuthority::start().await;
-    let subjects = unique_subjects();
-    let prefix = format!("{}.ch.", subjects.prefix());
-    let _namespaces = serve_namespaces(&nats.url(), subjects.clone(), Vec::new()).await;
+    let (nats, auth, subjects, prefix, _namespaces) = own_nats().await;
     let options = NatsOptions { channel_routing: ChannelRouting::Channel, ..NatsOptions::default() };
     let bus = Bus::connect_nats(&nats.url(), subjects.clone(), options).await.expect("connect to nats");
     let edge = TestEdge::start(config(&auth), bus).await;
