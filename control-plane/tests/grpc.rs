@@ -136,6 +136,20 @@ async fn admin_tokens_and_publish_over_grpc() -> Result<()> {
         Some(publish_result::Result::Error(e)) => assert_eq!(e.code, "invalid_channel"),
         other => panic!("expected an error, got {other:?}"),
     }
+    // A batch that mixes apps: each message is checked against its own
+    // app (this key may publish to one of them only).
+    let mixed = f
+        .publish
+        .publish_batch(authed(
+            pb::PublishBatchRequest {
+                messages: vec![msg("some-other-app", "chat:a", b"x"), msg(&f.app, "chat:b", b"y")],
+            },
+            &f.key,
+        ))
+        .await?
+        .into_inner();
+    assert!(matches!(mixed.results[0].result, Some(publish_result::Result::Error(_))), "{mixed:?}");
+    assert!(matches!(mixed.results[1].result, Some(publish_result::Result::Ok(_))), "{mixed:?}");
 
     // Client-streaming publish: 500 messages, one summary.
     let (app, key) = (f.app.clone(), f.key.clone());

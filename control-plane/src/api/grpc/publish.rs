@@ -1,4 +1,6 @@
 //! gRPC `PublishService`: `Publish`, `PublishBatch` and `PublishStream`.
+//! A batch whose messages are all for one app is published as a REST batch
+//! is; one that mixes apps, message by message.
 //! A stream's messages are published as they arrive, up to
 //! `max_publishes_in_flight` at once, and every result is answered when
 //! the stream ends. A stream that breaks (reset, or past the time bounds
@@ -32,6 +34,36 @@ impl Grpc {
         let msg = self.core.prepare(key, &limits, &channels, draft)?;
         let published = self.core.publish_one(&app, &limits, msg, herald_bus::usage::Source::Grpc).await?;
         Ok(publish_response(published))
+    }
+}
+
+impl Grpc {
+    /// A batch whose messages are all for one app, published as a REST
+    /// batch is (plain messages handed to the bus together,
+    /// [`crate::publish::Publisher::publish_many`]); one result per message.
+    async fn publish_same_app(&self, who: &Principal, messages: Vec<pb::PublishRequest>) -> Vec<pb::PublishResult> {
+        let app_id = messages.first().map(|m| m.app_id.clone()).unwrap_or_default();
+        let (app, key, limits) = match self.core.publish_context(who, &app_id).await {
+            Ok(context) => context,
+            Err(e) => return messages.iter().map(|_| result(Err(e.clone()))).collect(),
+        };
+        let items = messages
+            .into_iter()
+            .map(|m| {
+                let channel = (!m.channel.is_empty()).then_some(m.channel.as_str());
+                let channels = (!m.channels.is_empty()).then_some(m.channels.as_slice());
+                let channels = message_channels(channel, channels)?;
+                let draft = Draft {
+                    data: m.data,
+                    event: m.event,
+                    idempotency_id: m.idempotency_id,
+                    exclude_connection: m.exclude_connection,
+                };
+                self.core.prepare(key, &limits, &channels, draft)
+            })
+            .collect();
+        let published = self.core.publish_many(&app, &limits, items, herald_bus::usage::Source::Grpc).await;
+        published.into_iter().map(|r| result(r.map(publish_response))).collect()
     }
 }
 
@@ -91,6 +123,12 @@ impl PublishService for Grpc {
         let who = self.caller(&req).await?;
         let messages = req.into_inner().messages;
         self.core.check_batch(messages.len())?;
+        if let Some(first) = messages.first()
+            && messages.iter().all(|m| m.app_id == first.app_id)
+        {
+            let results = self.publish_same_app(&who, messages).await;
+            return Ok(GrpcResponse::new(pb::PublishBatchResponse { results }));
+        }
         let mut results = Vec::with_capacity(messages.len());
         let mut in_order = InOrder::new(self.core.config.max_publishes_in_flight);
         for m in messages {
