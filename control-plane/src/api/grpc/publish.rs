@@ -15,29 +15,20 @@ use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 use super::Grpc;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::publish::{InOrder, Published, channel_key};
+use crate::publish::{InOrder, Prepared, Published, channel_key};
 use crate::services::Draft;
+use crate::services::limits::EffectiveLimits;
 use crate::services::publish::message_channels;
+use crate::store::ApiKey;
 
 impl Grpc {
     async fn publish_one(&self, who: &Principal, m: pb::PublishRequest) -> Result<pb::PublishResponse, ApiError> {
         let (app, key, limits) = self.core.publish_context(who, &m.app_id).await?;
-        let channel = (!m.channel.is_empty()).then_some(m.channel.as_str());
-        let channels = (!m.channels.is_empty()).then_some(m.channels.as_slice());
-        let channels = message_channels(channel, channels)?;
-        let draft = Draft {
-            data: m.data,
-            event: m.event,
-            idempotency_id: m.idempotency_id,
-            exclude_connection: m.exclude_connection,
-        };
-        let msg = self.core.prepare(key, &limits, &channels, draft)?;
+        let msg = self.prepare(key, &limits, m)?;
         let published = self.core.publish_one(&app, &limits, msg, herald_bus::usage::Source::Grpc).await?;
         Ok(publish_response(published))
     }
-}
 
-impl Grpc {
     /// A batch whose messages are all for one app, published as a REST
     /// batch is (plain messages handed to the bus together,
     /// [`crate::publish::Publisher::publish_many`]); one result per message.
@@ -47,23 +38,28 @@ impl Grpc {
             Ok(context) => context,
             Err(e) => return messages.iter().map(|_| result(Err(e.clone()))).collect(),
         };
-        let items = messages
-            .into_iter()
-            .map(|m| {
-                let channel = (!m.channel.is_empty()).then_some(m.channel.as_str());
-                let channels = (!m.channels.is_empty()).then_some(m.channels.as_slice());
-                let channels = message_channels(channel, channels)?;
-                let draft = Draft {
-                    data: m.data,
-                    event: m.event,
-                    idempotency_id: m.idempotency_id,
-                    exclude_connection: m.exclude_connection,
-                };
-                self.core.prepare(key, &limits, &channels, draft)
-            })
-            .collect();
+        let items = messages.into_iter().map(|m| self.prepare(key, &limits, m)).collect();
         let published = self.core.publish_many(&app, &limits, items, herald_bus::usage::Source::Grpc).await;
         published.into_iter().map(|r| result(r.map(publish_response))).collect()
+    }
+
+    /// Validates one request's channels and message for its app.
+    fn prepare(
+        &self,
+        key: Option<&ApiKey>,
+        limits: &EffectiveLimits,
+        m: pb::PublishRequest,
+    ) -> Result<Prepared, ApiError> {
+        let channel = (!m.channel.is_empty()).then_some(m.channel.as_str());
+        let channels = (!m.channels.is_empty()).then_some(m.channels.as_slice());
+        let channels = message_channels(channel, channels)?;
+        let draft = Draft {
+            data: m.data,
+            event: m.event,
+            idempotency_id: m.idempotency_id,
+            exclude_connection: m.exclude_connection,
+        };
+        self.core.prepare(key, limits, &channels, draft)
     }
 }
 
