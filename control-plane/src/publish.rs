@@ -447,9 +447,7 @@ impl Publisher {
                 });
                 continue;
             }
-            while !handed.is_empty() {
-                self.confirm_oldest(app, &mut handed, &mut out).await;
-            }
+            self.confirm_all(app, &mut handed, &mut out).await;
             let keys = match &item {
                 Ok(msg) => msg.channels.iter().map(|c| channel_key(app.as_str(), c.as_str())).collect(),
                 Err(_) => Vec::new(),
@@ -462,9 +460,7 @@ impl Publisher {
             };
             in_order.push(keys, fut, &mut out).await;
         }
-        while !handed.is_empty() {
-            self.confirm_oldest(app, &mut handed, &mut out).await;
-        }
+        self.confirm_all(app, &mut handed, &mut out).await;
         in_order.drain(&mut out).await;
         out
     }
@@ -490,6 +486,18 @@ impl Publisher {
         match handed.await {
             Ok((receipt, id)) => Handed::Sent { receipt, id, started },
             Err(e) => Handed::Refused(e),
+        }
+    }
+
+    /// Waits for every handed message's receipt, oldest first.
+    async fn confirm_all(
+        &self,
+        app: &AppId,
+        handed: &mut VecDeque<Handed>,
+        out: &mut Vec<Result<Published, ApiError>>,
+    ) {
+        while !handed.is_empty() {
+            self.confirm_oldest(app, handed, out).await;
         }
     }
 

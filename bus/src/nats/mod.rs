@@ -4,9 +4,10 @@ mod cache;
 mod reads;
 mod relay;
 mod routes;
-pub(crate) use routes::RouteGuard;
 mod usage;
 mod webhooks;
+
+pub(crate) use routes::RouteGuard;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -61,7 +62,7 @@ pub struct NatsOptions {
 /// ```
 /// use herald_bus::ChannelRouting;
 /// assert_eq!("channel".parse::<ChannelRouting>(), Ok(ChannelRouting::Channel));
-/// assert_eq!(ChannelRouting::default().as_str(), "bucket");
+/// assert_eq!("bucket".parse::<ChannelRouting>(), Ok(ChannelRouting::default()));
 /// assert!("all".parse::<ChannelRouting>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,17 +77,6 @@ pub enum ChannelRouting {
     /// channels' messages, and the NATS client keeps a queue (about 6 KiB)
     /// for each.
     Channel,
-}
-
-impl ChannelRouting {
-    /// Its name in configuration.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bucket => "bucket",
-            Self::Channel => "channel",
-        }
-    }
 }
 
 impl std::str::FromStr for ChannelRouting {
