@@ -150,6 +150,7 @@ pub async fn run(
     bus.attach(hub.clone()).await?;
     let reports = tokio::spawn(hub.clone().report_loop(config.presence_snapshot_interval.0));
     let pings = tokio::spawn(hub.clone().ping_loop(config.heartbeat_interval.0));
+    let deadlines = tokio::spawn(hub.clone().deadline_loop());
     // A node id per run: the sequence of its usage batches starts again at
     // 1, so a fixed edge id alone would collide with the last run's.
     let usage_node = format!("{}-{:08x}{:x}", config.edge_id, rand_u32(), herald_bus::now_ms());
@@ -216,6 +217,7 @@ pub async fn run(
     rotations.abort();
     reports.abort();
     pings.abort();
+    deadlines.abort();
     // The last counts go out before the edge ends (a bounded wait).
     let _ = usage_stop.send(());
     if tokio::time::timeout(USAGE_FLUSH_TIMEOUT, usage).await.is_err() {

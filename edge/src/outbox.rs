@@ -454,15 +454,17 @@ impl Outbox {
     /// must hold none): the writer keeps one batch and the queue's room
     /// goes back and forth between it and the outbox.
     pub async fn take_into(&self, batch: &mut Batch) {
-        std::future::poll_fn(|cx| {
-            if self.try_take(batch) {
-                return Poll::Ready(());
-            }
-            self.writer.register(cx.waker());
-            // A push between the first look and the registration woke no one.
-            if self.try_take(batch) { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await;
+        std::future::poll_fn(|cx| self.poll_take_into(cx, batch)).await;
+    }
+
+    /// As [`Self::take_into`], polled: for a writer written by hand.
+    pub fn poll_take_into(&self, cx: &mut std::task::Context<'_>, batch: &mut Batch) -> Poll<()> {
+        if self.try_take(batch) {
+            return Poll::Ready(());
+        }
+        self.writer.register(cx.waker());
+        // A push between the first look and the registration woke no one.
+        if self.try_take(batch) { Poll::Ready(()) } else { Poll::Pending }
     }
 
     /// Frames waiting now.

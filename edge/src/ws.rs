@@ -70,8 +70,9 @@ pub enum ReadError {
 pub struct FrameReader {
     buf: BytesMut,
     max_message: usize,
-    /// Opcode and payload of a fragmented message in progress.
-    partial: Option<(u8, BytesMut)>,
+    /// Opcode and payload of a fragmented message in progress (boxed: rare,
+    /// and every idle connection holds the reader).
+    partial: Option<Box<(u8, BytesMut)>>,
     /// The last read filled all the room it had: more is likely waiting, so
     /// the next read gets a large buffer.
     busy: bool,
@@ -232,7 +233,7 @@ impl FrameReader {
                 return Err(ReadError::Protocol("control frame over 125 bytes"));
             }
         } else {
-            let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len()) as u64;
+            let so_far = self.partial.as_ref().map_or(0, |p| p.1.len()) as u64;
             if len.saturating_add(so_far) > self.max_message as u64 {
                 return Err(ReadError::TooBig { limit: self.max_message });
             }
@@ -251,14 +252,15 @@ impl FrameReader {
     fn assemble(&mut self, fin: bool, opcode: u8, payload: Bytes) -> Result<Option<Incoming>, ReadError> {
         match opcode {
             0x0 => {
-                let Some((first, mut acc)) = self.partial.take() else {
+                let Some(mut partial) = self.partial.take() else {
                     return Err(ReadError::Protocol("continuation without a message"));
                 };
-                acc.extend_from_slice(&payload);
+                partial.1.extend_from_slice(&payload);
                 if fin {
+                    let (first, acc) = *partial;
                     Ok(Some(data_message(first, acc.freeze())))
                 } else {
-                    self.partial = Some((first, acc));
+                    self.partial = Some(partial);
                     Ok(None)
                 }
             }
@@ -271,7 +273,7 @@ impl FrameReader {
                 } else {
                     let mut acc = BytesMut::with_capacity(payload.len() * 2);
                     acc.extend_from_slice(&payload);
-                    self.partial = Some((opcode, acc));
+                    self.partial = Some(Box::new((opcode, acc)));
                     Ok(None)
                 }
             }

@@ -13,7 +13,7 @@ use prost::Message as _;
 use tokio::io::AsyncRead;
 use tokio::time::{Instant, sleep_until};
 
-use crate::hub::{ConnEntry, Wire};
+use crate::hub::{ConnEntry, Deadlines, Wire};
 use crate::outbox::Outbox;
 use crate::ws::{self, FrameReader, Incoming};
 
@@ -84,6 +84,9 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         return Err(Some(Close::code(code)));
     }
     let lim = claims.lim.unwrap_or_default();
+    let expires_at = expiry_instant(claims.exp, config.token_leeway.0);
+    let now = Instant::now();
+    let hub = &shared.hub;
     let entry = Arc::new(ConnEntry {
         id,
         app: claims.app.clone(),
@@ -91,6 +94,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         outbox: outbox.clone(),
         wire: Wire::Herald,
         user: std::sync::Mutex::new(Some(claims.sub.as_str().into())),
+        deadlines: Deadlines::new(hub.clock_ms(now + config.heartbeat_timeout.0), hub.clock_ms(expires_at)),
     });
     // The app's limits as the control plane announced them win over the
     // token's (see the hub's `limits`).
@@ -138,7 +142,6 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     if let Some(request_id) = request_id {
         let _ = outbox.push(reply_ok(request_id, None));
     }
-    let expires_at = expiry_instant(claims.exp, config.token_leeway.0);
     tracing::debug!(conn = id, app = %claims.app, client = %claims.sub, "connection authenticated");
     crate::tap::connected(tap, claims.app.as_str(), &connection_id, crate::tap::HERALD, peer, claims.sub.as_str());
     // Boxed: the connection's future keeps a pointer, not a second copy

@@ -1,7 +1,9 @@
 //! The reader: reads a connection's client frames, decodes them into
-//! requests and answers each, and watches the heartbeat and token
-//! deadlines. A read is the last branch of its `select!` (the close and
-//! the deadlines come first) and nothing else ever reads.
+//! requests and answers each, and moves the connection's heartbeat
+//! deadline on with every frame (the hub's sweep closes a connection past
+//! its heartbeat or token deadline). A read is the last branch of its
+//! `select!` (the close and the receipts come first) and nothing else ever
+//! reads.
 
 use std::sync::Arc;
 
@@ -10,7 +12,7 @@ use herald_proto::client::{self, client_frame};
 use herald_proto::{CloseCode, ErrorCode};
 use prost::Message as _;
 use tokio::io::AsyncRead;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 
 use crate::outbox::Outbox;
 use crate::ws::{self, FrameReader, Incoming, ReadError};
@@ -55,7 +57,6 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     let config = &shared.config;
     let heartbeat_timeout = config.heartbeat_timeout.0;
     let max_frames = config.send_queue_frames as usize;
-    let mut last_seen = Instant::now();
     let mut handled = 0u32;
     if *shared.draining.borrow() {
         // Authenticated after the drain began: move on at once.
@@ -63,8 +64,8 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     }
     loop {
         if outbox.is_closing() {
-            // Closed by the hub (slow consumer, revocation, drain): the writer
-            // takes it from here.
+            // Closed by the hub (slow consumer, revocation, drain, a
+            // deadline): the writer takes it from here.
             return None;
         }
         if in_flight.len() >= config.max_publishes_in_flight as usize {
@@ -77,11 +78,11 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
             continue;
         }
         // Frames already read (a publisher sends many per read) are taken
-        // without arming the deadlines' timers again for each.
+        // without waiting. The heartbeat and token deadlines are the hub's
+        // sweep's (`Hub::deadline_loop`): no timer per connection.
         let incoming = match reader.buffered() {
-            Some(incoming) if Instant::now() < session.expires_at => incoming.map_err(read_close),
-            // One timer for both deadlines (every idle connection holds it).
-            _ => tokio::select! {
+            Some(incoming) => incoming.map_err(read_close),
+            None => tokio::select! {
                 biased;
                 // No waiting list: the writer, in this task, wakes it.
                 () = outbox.closing() => return None,
@@ -92,17 +93,16 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
                     }
                     continue;
                 }
-                () = sleep_until(session.expires_at.min(last_seen + heartbeat_timeout)) => {
-                    return Some(Close::code(if Instant::now() >= session.expires_at {
-                        CloseCode::TokenExpired
-                    } else {
-                        CloseCode::HeartbeatTimeout
-                    }));
-                }
                 incoming = read(reader, rd) => incoming,
             },
         };
-        last_seen = Instant::now();
+        let now = Instant::now();
+        if now >= session.expires_at {
+            // Nothing is served on an expired token, even before the sweep
+            // sees it.
+            return Some(Close::code(CloseCode::TokenExpired));
+        }
+        session.entry.deadlines.heard(shared.hub.clock_ms(now + heartbeat_timeout));
         let frame = match incoming {
             Ok(Incoming::Binary(bytes)) => bytes,
             Ok(Incoming::Ping(payload)) => {

@@ -122,6 +122,7 @@ pub(super) async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u6
         return reply_err(rid, ErrorCode::Forbidden, "the new token must name the same app and client id");
     }
     session.expires_at = expiry_instant(claims.exp, shared.config.token_leeway.0);
+    session.entry.deadlines.token(shared.hub.clock_ms(session.expires_at));
     *session.entry.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.key.clone());
     // The new key's revocation may have been announced (and matched against
     // the old key) while the token was checked.

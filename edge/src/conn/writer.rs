@@ -7,10 +7,11 @@
 //!
 //! The writer is not a task of its own: [`Writing`] polls it inside the
 //! connection's task, beside whatever the connection awaits (reading,
-//! handling a request), so an idle connection is one task. What the writer
-//! awaits only when the socket does not take a write at once (the rest of
-//! a write or a flush, within the write timeout, and the close) is boxed:
-//! an idle writer holds little more than its socket and its outbox.
+//! handling a request), so an idle connection is one task. It is a future
+//! written by hand ([`WriteLoop`]); what it awaits only when the socket does
+//! not take a write at once (the rest of a write or a flush, within the
+//! write timeout, and the close) is boxed: an idle writer holds its socket
+//! half, its outbox and an empty batch.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -74,43 +75,126 @@ impl<'a> Writing<'a> {
     }
 }
 
-/// The writer: drains the outbox into the socket, pings on the heartbeat
-/// interval, and writes the close.
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin + Send>(mut wr: W, outbox: Arc<Outbox>, write_timeout: Duration) {
-    // Counted locally and added to the shared counter in steps: an atomic
-    // add per write costs more than the rest of the bookkeeping. The rest
-    // is added when the writer ends, also when it is let go of midway.
-    let mut uncounted = FramesOut(0);
-    // Taken into again and again: its queue's room is reused from one
-    // batch to the next while frames keep coming (see `Outbox::take_into`).
-    let mut batch = Batch::default();
-    loop {
-        outbox.take_into(&mut batch).await;
-        let n = batch.len();
-        // One attempt without waiting first: the socket almost always takes
-        // it all at once; only what it does not take waits (boxed).
-        let first = std::future::poll_fn(|cx| Poll::Ready(try_write_batch(cx, &mut wr, &batch))).await;
-        batch.first = None;
-        batch.rest.clear();
-        let ok = match first {
-            Written::Failed => false,
-            Written::All => true,
-            Written::Partly(rest) => Box::pin(write_rest(&mut wr, rest, write_timeout)).await.is_ok(),
-        };
-        uncounted.0 += n as u64;
-        if uncounted.0 >= 64 {
-            uncounted.add();
-        }
-        if !ok {
-            break;
-        }
-        if let Some((code, reason)) = batch.close.take() {
-            Box::pin(write_close(&mut wr, &outbox, code, &reason, write_timeout)).await;
-            break;
+/// The writer: drains the outbox into the socket and writes the close
+/// (pings are queued by the hub like any frame).
+///
+/// A future written by hand rather than an `async fn`: it holds the socket
+/// half, the outbox, the batch it takes into and, only while the socket
+/// does not take a write at once or the close is being written, a boxed
+/// wait; an `async fn` would keep room for the locals of every await
+/// point in every idle connection.
+pub(crate) struct WriteLoop<W> {
+    /// The socket's write half; `None` while the boxed wait holds it, and
+    /// once the writer ended.
+    wr: Option<W>,
+    outbox: Arc<Outbox>,
+    write_timeout: Duration,
+    /// Counted locally and added to the shared counter in steps: an atomic
+    /// add per write costs more than the rest of the bookkeeping. The rest
+    /// is added when the writer ends, also when it is let go of midway.
+    uncounted: FramesOut,
+    /// Taken into again and again: its queue's room is reused from one
+    /// batch to the next while frames keep coming (see `Outbox::take_into`).
+    batch: Batch,
+    /// The rest of a write, or the close, awaited within the write timeout.
+    waiting: Option<Waiting<W>>,
+}
+
+/// A boxed wait of the writer: it gives the socket half back when done.
+type Waiting<W> = Pin<Box<dyn Future<Output = (W, Waited)> + Send>>;
+
+/// How a boxed wait ended.
+enum Waited {
+    /// The rest of a batch was written: the writer goes on.
+    Written,
+    /// The socket failed or timed out, or the close was written: the
+    /// writer ends.
+    Done,
+}
+
+/// The writer of a connection whose socket's write half is `wr`.
+pub(crate) fn write_loop<W: AsyncWrite + Unpin + Send + 'static>(
+    wr: W,
+    outbox: Arc<Outbox>,
+    write_timeout: Duration,
+) -> WriteLoop<W> {
+    WriteLoop { wr: Some(wr), outbox, write_timeout, uncounted: FramesOut(0), batch: Batch::default(), waiting: None }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> WriteLoop<W> {
+    /// After a batch was written: the close, when the batch carried it.
+    fn close_if_asked(&mut self, mut wr: W) {
+        match self.batch.close.take() {
+            Some((code, reason)) => {
+                let (outbox, limit) = (self.outbox.clone(), self.write_timeout);
+                self.waiting = Some(Box::pin(async move {
+                    write_close(&mut wr, &outbox, code, &reason, limit).await;
+                    (wr, Waited::Done)
+                }));
+            }
+            None => self.wr = Some(wr),
         }
     }
-    // Whatever happened, nothing more is accepted for this connection.
-    outbox.close(CloseCode::Normal, "closed");
+
+    /// Ends the writer: whatever happened, nothing more is accepted for
+    /// this connection.
+    fn end(&mut self) -> Poll<()> {
+        self.wr = None;
+        self.uncounted.add();
+        self.outbox.close(CloseCode::Normal, "closed");
+        Poll::Ready(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> Future for WriteLoop<W> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            if let Some(waiting) = &mut this.waiting {
+                let (wr, waited) = std::task::ready!(waiting.as_mut().poll(cx));
+                this.waiting = None;
+                match waited {
+                    Waited::Written => this.close_if_asked(wr),
+                    Waited::Done => return this.end(),
+                }
+                continue;
+            }
+            let Some(wr) = this.wr.as_mut() else { return Poll::Ready(()) };
+            std::task::ready!(this.outbox.poll_take_into(cx, &mut this.batch));
+            let n = this.batch.len();
+            // One attempt without waiting first: the socket almost always
+            // takes it all at once; only what it does not take waits (boxed).
+            let written = try_write_batch(cx, wr, &this.batch);
+            this.batch.first = None;
+            this.batch.rest.clear();
+            this.uncounted.0 += n as u64;
+            if this.uncounted.0 >= 64 {
+                this.uncounted.add();
+            }
+            match written {
+                Written::Failed => return this.end(),
+                Written::All => {
+                    if let Some(wr) = this.wr.take() {
+                        this.close_if_asked(wr);
+                    }
+                }
+                Written::Partly(rest) => {
+                    if let Some(mut wr) = this.wr.take() {
+                        let limit = this.write_timeout;
+                        this.waiting = Some(Box::pin(async move {
+                            let waited = match write_rest(&mut wr, rest, limit).await {
+                                Ok(()) => Waited::Written,
+                                Err(()) => Waited::Done,
+                            };
+                            (wr, waited)
+                        }));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Writes the close the outbox's closer builds, then shuts the socket;

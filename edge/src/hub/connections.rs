@@ -1,6 +1,8 @@
 //! The registry of live connections, for key revocation, app deletion,
-//! draining and pings.
+//! draining, pings, and the heartbeat and token deadlines: one sweep for
+//! every connection ([`Hub::deadline_loop`]) instead of a timer in each.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +32,62 @@ pub struct ConnEntry {
     /// signed in as (`None` until then). User events and user termination
     /// go to every connection of a user.
     pub user: Mutex<Option<Arc<str>>>,
+    /// When the connection is closed unless it sends something, or its
+    /// token is refreshed: watched by [`Hub::deadline_loop`].
+    pub deadlines: Deadlines,
 }
+
+/// A connection's heartbeat and token deadlines, in milliseconds on the
+/// hub's clock ([`Hub::clock_ms`]); `u64::MAX` for none. Atomics: the
+/// connection moves them on (a frame read, a token refreshed) while the
+/// sweep reads them.
+#[derive(Debug)]
+pub struct Deadlines {
+    heartbeat: AtomicU64,
+    token: AtomicU64,
+}
+
+impl Deadlines {
+    /// No deadline: the connection keeps its own (Pusher's activity
+    /// timeout) or has none.
+    #[must_use]
+    pub fn none() -> Self {
+        Self::new(u64::MAX, u64::MAX)
+    }
+
+    /// The client must send something by `heartbeat`; its token stops
+    /// being acceptable at `token`.
+    #[must_use]
+    pub fn new(heartbeat: u64, token: u64) -> Self {
+        Self { heartbeat: AtomicU64::new(heartbeat), token: AtomicU64::new(token) }
+    }
+
+    /// The client was heard from: it must send something again by `due`.
+    pub fn heard(&self, due: u64) {
+        self.heartbeat.store(due, Ordering::Relaxed);
+    }
+
+    /// The token was refreshed: it stops being acceptable at `due`.
+    pub fn token(&self, due: u64) {
+        self.token.store(due, Ordering::Relaxed);
+    }
+
+    /// The close a connection is due at `now`, if any: an expired token
+    /// first.
+    fn due(&self, now: u64) -> Option<CloseCode> {
+        if now >= self.token.load(Ordering::Relaxed) {
+            Some(CloseCode::TokenExpired)
+        } else if now >= self.heartbeat.load(Ordering::Relaxed) {
+            Some(CloseCode::HeartbeatTimeout)
+        } else {
+            None
+        }
+    }
+}
+
+/// How often [`Hub::deadline_loop`] looks at every connection's deadlines:
+/// how late, at most, a deadline's close comes.
+pub const DEADLINE_SWEEP: Duration = Duration::from_millis(250);
 
 impl Hub {
     /// Registers a connection, unless its app already has its limit of
@@ -84,6 +141,37 @@ impl Hub {
             conn.outbox.close(code, reason);
         }
         matching.len()
+    }
+
+    /// Milliseconds since the hub was made, at `at`: the clock of
+    /// connections' [`Deadlines`].
+    #[must_use]
+    pub fn clock_ms(&self, at: tokio::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.clock).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs until aborted: every [`DEADLINE_SWEEP`], closes the
+    /// connections past a deadline (see [`Deadlines`]) with its code; the
+    /// connection's writer sends the close. One pass over the registry
+    /// instead of a timer in every connection: an idle connection holds
+    /// two numbers, not a timer entry.
+    pub async fn deadline_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(DEADLINE_SWEEP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut due = Vec::new();
+        loop {
+            tick.tick().await;
+            let now = self.clock_ms(tokio::time::Instant::now());
+            due.extend(lock(&self.conns).values().filter_map(|c| Some((c.deadlines.due(now)?, c.clone()))));
+            for (code, conn) in due.drain(..) {
+                if conn.outbox.is_closing() {
+                    continue;
+                }
+                tracing::debug!(conn = conn.id, code = code.number(), "closing connection");
+                metrics::counter!("herald_closes_total", "code" => code.name()).increment(1);
+                conn.outbox.close(code, code.reason());
+            }
+        }
     }
 
     /// Runs until aborted: queues a WebSocket ping for every registered

@@ -85,7 +85,7 @@ mod registry;
 mod usage;
 mod users;
 
-pub use connections::ConnEntry;
+pub use connections::{ConnEntry, DEADLINE_SWEEP, Deadlines};
 use fanout::Delivery;
 pub use fanout::encode_replay;
 pub use limits::{AdmitError, AppLimits, ConnectionLimitReached, connection_limit, message_limit};
@@ -185,6 +185,8 @@ pub struct Hub {
     usage: Arc<herald_bus::usage::UsageRegistry>,
     /// Quota states announced, for apps' next connections.
     quotas: Mutex<HashMap<AppId, limits::QuotaEntry>>,
+    /// When the hub was made: the start of [`Self::clock_ms`].
+    clock: tokio::time::Instant,
     /// Debug events of watched apps.
     tap: herald_bus::debug_tap::DebugTap,
 }
@@ -225,6 +227,7 @@ impl Hub {
             occupancy_wake: tokio::sync::Notify::new(),
             usage: Arc::new(herald_bus::usage::UsageRegistry::new()),
             quotas: Mutex::new(HashMap::new()),
+            clock: tokio::time::Instant::now(),
         })
     }
 

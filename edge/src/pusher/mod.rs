@@ -49,7 +49,7 @@ use herald_proto::{AppId, CloseCode, bus};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::conn::{OpenGuard, RateLimit, Shared, Writing, finish, start};
-use crate::hub::{ConnEntry, Wire};
+use crate::hub::{ConnEntry, Deadlines, Wire};
 use crate::outbox::Outbox;
 
 pub(crate) use codes::{OVER_CAPACITY, close_with};
@@ -171,6 +171,8 @@ pub(crate) async fn serve<R, W>(
         outbox: outbox.clone(),
         wire: Wire::Pusher,
         user: std::sync::Mutex::new(None),
+        // Pusher's activity timeout is the connection's own.
+        deadlines: Deadlines::none(),
     });
     let limits = match shared.hub.register(entry.clone(), config.max_connections_per_app, None) {
         Ok(limits) => limits,
