@@ -140,7 +140,9 @@ impl LocalHandle {
         if self.sink.get().is_none() {
             return Err(BusError::NoSink);
         }
-        lock(&self.bus.interest).entry(topic.clone()).or_default().push((self.id, id));
+        // Room for one: most topics have one subscription per process (an
+        // edge's hub), and an empty `Vec` grows to four.
+        lock(&self.bus.interest).entry(topic.clone()).or_insert_with(|| Vec::with_capacity(1)).push((self.id, id));
         Ok(LocalSubscription { bus: Arc::downgrade(&self.bus), topic, handle: self.id, id })
     }
 }

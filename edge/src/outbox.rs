@@ -145,8 +145,8 @@ struct State {
     rest: VecDeque<Bytes>,
     bytes: usize,
     /// The close requested, kept once the writer took it (for who reports
-    /// it afterwards).
-    close: Option<(CloseCode, String)>,
+    /// it afterwards). Boxed: rare, and every connection holds the state.
+    close: Option<Box<(CloseCode, String)>>,
     /// Set once the writer has taken the close: nothing more is accepted.
     closed: bool,
     /// The writer holds frames it is writing.
@@ -240,7 +240,7 @@ impl Outbox {
             state.first = None;
             state.rest = VecDeque::new();
             state.bytes = 0;
-            state.close = Some((CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason().to_owned()));
+            state.close = Some(Box::new((CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason().to_owned())));
             drop(state);
             self.writer.wake();
             self.signal.notify_waiters();
@@ -329,7 +329,7 @@ impl Outbox {
     pub fn close(&self, code: CloseCode, reason: &str) {
         let mut state = self.lock();
         if state.close.is_none() && !state.closed {
-            state.close = Some((code, reason.to_owned()));
+            state.close = Some(Box::new((code, reason.to_owned())));
         }
         state.direct = None;
         drop(state);
@@ -341,7 +341,7 @@ impl Outbox {
     /// while none was.
     pub fn close_code(&self) -> Option<(CloseCode, String)> {
         let state = self.lock();
-        state.close.clone()
+        state.close.as_deref().cloned()
     }
 
     /// Resolves once a close was requested (by anyone).
@@ -431,7 +431,7 @@ impl Outbox {
         }
         state.bytes = 0;
         if !state.closed {
-            batch.close.clone_from(&state.close);
+            batch.close = state.close.as_deref().cloned();
             state.closed = state.close.is_some();
         }
         let room = std::mem::take(&mut state.pacing);

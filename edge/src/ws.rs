@@ -185,9 +185,11 @@ impl FrameReader {
     }
 
     /// Lets go of the buffer once all it held was taken: an idle
-    /// connection holds none (the next read starts on the stack).
+    /// connection holds none (the next read starts on the stack). Also
+    /// when it has no room left: an empty buffer split from a read still
+    /// keeps that read's allocation.
     fn shrink_if_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
     }

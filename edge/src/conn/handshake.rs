@@ -4,7 +4,6 @@
 //! the token, its `Origin` and the app's connection limit on this edge,
 //! registers the connection with the hub and answers `Connected`.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use herald_proto::CloseCode;
@@ -19,7 +18,7 @@ use crate::ws::{self, FrameReader, Incoming};
 
 use super::reader::read;
 use super::reply::{Close, reply_ok};
-use super::session::{RateLimit, Session, expiry_instant};
+use super::session::{RateLimit, RecentIds, Session, expiry_instant};
 use super::shared::Shared;
 use crate::hub::message_limit;
 
@@ -29,9 +28,9 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     rd: &mut R,
     outbox: &Arc<Outbox>,
     id: u64,
-    request: super::HeraldRequest,
+    request: Box<super::HeraldRequest>,
 ) -> Result<Box<Session>, Option<Close>> {
-    let super::HeraldRequest { bearer, origin, peer } = request;
+    let super::HeraldRequest { bearer, origin, peer } = *request;
     let tap = shared.hub.tap();
     let config = &shared.config;
     let mut draining = shared.draining.clone();
@@ -154,7 +153,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         rate: RateLimit::new(rate, config.publish_burst),
         app_limits,
         expires_at,
-        recent_ids: VecDeque::new(),
+        recent_ids: RecentIds::default(),
         published: 0,
         claims: super::session::kept(claims),
     }))

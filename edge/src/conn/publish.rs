@@ -29,7 +29,7 @@ use herald_bus::usage::{Refused, Source};
 use herald_bus::{BusError, Position};
 
 use super::reply::{bus_err, reply_err, reply_ok};
-use super::session::{RECENT_IDS, Session};
+use super::session::Session;
 use super::shared::Shared;
 use crate::webhooks::Seen;
 
@@ -251,10 +251,7 @@ async fn finish(
             };
             shared.webhooks.report(&session.claims.app, seen).await;
             if idempotent {
-                if session.recent_ids.len() >= RECENT_IDS {
-                    session.recent_ids.pop_front();
-                }
-                session.recent_ids.push_back(id.clone());
+                session.recent_ids.remember(id.clone());
             }
             let position = position.map(|p| client::StreamPosition { seq: p.seq, epoch: p.epoch });
             reply_ok(rid, Some(reply_ok::Value::Published(client::PublishResult { id, position })))

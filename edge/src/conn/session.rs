@@ -13,19 +13,44 @@ use crate::hub::ConnEntry;
 use crate::hub::{AppLimits, message_limit};
 
 /// Idempotency ids remembered per connection.
-pub(super) const RECENT_IDS: usize = 32;
+const RECENT_IDS: usize = 32;
+
+/// The idempotency ids of a connection's last publishes (at most
+/// [`RECENT_IDS`]): boxed and made on the first, as most connections never
+/// publish with an id and every connection holds this.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // 8 bytes per connection instead of a `VecDeque`'s 32
+pub(super) struct RecentIds(Option<Box<VecDeque<String>>>);
+
+impl RecentIds {
+    /// Whether `id` is one of them.
+    pub(super) fn contains(&self, id: &str) -> bool {
+        self.0.as_ref().is_some_and(|ids| ids.iter().any(|i| i == id))
+    }
+
+    /// Remembers `id`, forgetting the oldest past [`RECENT_IDS`].
+    pub(super) fn remember(&mut self, id: String) {
+        let ids = self.0.get_or_insert_default();
+        if ids.len() >= RECENT_IDS {
+            ids.pop_front();
+        }
+        ids.push_back(id);
+    }
+}
 
 /// A token bucket for client publishes.
+/// In `f32`: every connection holds one, and a rate or burst needs no more
+/// precision.
 pub(crate) struct RateLimit {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
+    rate: f32,
+    burst: f32,
+    tokens: f32,
     last: Instant,
 }
 
 impl RateLimit {
     pub(crate) fn new(rate: u32, burst: u32) -> Self {
-        Self { rate: f64::from(rate), burst: f64::from(burst), tokens: f64::from(burst), last: Instant::now() }
+        Self { rate: rate as f32, burst: burst as f32, tokens: burst as f32, last: Instant::now() }
     }
 
     pub(crate) fn allow(&mut self) -> bool {
@@ -33,7 +58,7 @@ impl RateLimit {
             return true;
         }
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f32() * self.rate).min(self.burst);
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -57,7 +82,7 @@ pub(super) struct Session {
     /// the app's other connections here.
     pub(super) app_limits: Arc<AppLimits>,
     pub(super) expires_at: Instant,
-    pub(super) recent_ids: VecDeque<String>,
+    pub(super) recent_ids: RecentIds,
     pub(super) published: u64,
 }
 

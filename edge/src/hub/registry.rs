@@ -27,7 +27,9 @@ type Ready = Arc<OnceCell<Result<Following, BusError>>>;
 /// The bus subscriptions of one channel entry.
 pub(super) struct Following {
     _messages: ChannelSubscription,
-    _presence: Option<ChannelSubscription>,
+    /// Boxed: most channels are not presence channels, and every channel
+    /// entry holds this.
+    _presence: Option<Box<ChannelSubscription>>,
 }
 
 pub(super) struct Subscriber {
@@ -182,7 +184,7 @@ impl Hub {
             if let Err(e) = self.bus.publish_presence(app, channel, &sync).await {
                 tracing::warn!(%app, %channel, error = %e, "presence sync request not sent");
             }
-            Some(sub)
+            Some(Box::new(sub))
         } else {
             None
         };
