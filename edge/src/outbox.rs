@@ -123,8 +123,9 @@ pub struct Outbox {
     /// [`Outbox::push_paced`] (on a close, or when the writer took what
     /// was queued); both look again at the state when woken.
     signal: Notify,
-    max_frames: usize,
-    max_bytes: usize,
+    /// The bounds, in `u32`: every connection holds them.
+    max_frames: u32,
+    max_bytes: u32,
     /// Writes the end of the connection in its protocol's words.
     closer: Closer,
 }
@@ -143,7 +144,8 @@ fn plain_close(code: CloseCode, reason: &str) -> Bytes {
 struct State {
     first: Option<Bytes>,
     rest: VecDeque<Bytes>,
-    bytes: usize,
+    /// Bytes queued: at most `max_bytes`, so a `u32`.
+    bytes: u32,
     /// The close requested, kept once the writer took it (for who reports
     /// it afterwards). Boxed: rare, and every connection holds the state.
     close: Option<Box<(CloseCode, String)>>,
@@ -171,8 +173,8 @@ impl Outbox {
             state: Mutex::new(State::default()),
             writer: AtomicWaker::new(),
             signal: Notify::new(),
-            max_frames,
-            max_bytes,
+            max_frames: u32::try_from(max_frames).unwrap_or(u32::MAX),
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
             closer: plain_close,
         }
     }
@@ -236,7 +238,8 @@ impl Outbox {
                 Err(_) => {}
             }
         }
-        if state.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
+        let bytes = state.bytes as usize + frame.len();
+        if state.len() >= self.max_frames as usize || bytes > self.max_bytes as usize {
             state.first = None;
             state.rest = VecDeque::new();
             state.bytes = 0;
@@ -246,7 +249,8 @@ impl Outbox {
             self.signal.notify_waiters();
             return Err(PushError::Overflow);
         }
-        state.bytes += frame.len();
+        // At most `max_bytes`: checked above.
+        state.bytes = bytes as u32;
         let was_empty = state.first.is_none();
         if was_empty {
             state.first = Some(frame);
@@ -276,8 +280,10 @@ impl Outbox {
         if state.close.is_some() || state.closed {
             return Err(PushError::Closed);
         }
-        if state.first.is_none() && !state.busy && state.direct.is_some() && frame.len() <= self.max_bytes {
-            state.bytes += frame.len();
+        let bytes = state.bytes as usize + frame.len();
+        if state.first.is_none() && !state.busy && state.direct.is_some() && bytes <= self.max_bytes as usize {
+            // At most `max_bytes`: checked just now.
+            state.bytes = bytes as u32;
             state.first = Some(frame);
             return Ok(true);
         }
@@ -298,12 +304,12 @@ impl Outbox {
         };
         match written {
             Some((n, len)) if n == len => {
-                state.bytes -= n;
+                state.bytes = state.bytes.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
                 state.first = state.rest.pop_front();
                 count_written();
             }
             Some((n, _)) => {
-                state.bytes -= n;
+                state.bytes = state.bytes.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
                 state.first = state.first.take().map(|f| f.slice(n..));
             }
             None => {}
@@ -386,7 +392,7 @@ impl Outbox {
                 if state.close.is_some() || state.closed {
                     return Err(PushError::Closed);
                 }
-                if state.len() * 2 <= self.max_frames && state.bytes * 2 <= self.max_bytes {
+                if state.len() * 2 <= self.max_frames as usize && state.bytes as usize * 2 <= self.max_bytes as usize {
                     drop(state);
                     return self.push(frame);
                 }

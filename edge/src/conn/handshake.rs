@@ -122,7 +122,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     let connection_id = shared.hub.connection_id(id);
     let connected = client::ServerFrame {
         kind: Some(server_frame::Kind::Connected(client::Connected {
-            connection_id: connection_id.clone(),
+            connection_id: connection_id.to_string(),
             client_id: claims.sub.as_str().to_owned(),
             heartbeat_interval_ms: config.heartbeat_interval.0.as_millis() as u32,
             heartbeat_timeout_ms: config.heartbeat_timeout.0.as_millis() as u32,
@@ -146,13 +146,11 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     // Boxed: the connection's future keeps a pointer, not a second copy
     // of the session beside the one the handshake's result held.
     Ok(Box::new(Session {
-        id,
         entry,
         subscriptions: Default::default(),
         connection_id,
         rate: RateLimit::new(rate, config.publish_burst),
         app_limits,
-        expires_at,
         recent_ids: RecentIds::default(),
         published: 0,
         claims: super::session::kept(claims),

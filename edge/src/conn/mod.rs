@@ -138,16 +138,16 @@ where
                         Some(Close(code, reason)) => (*code, reason.clone()),
                         None => outbox.close_code().unwrap_or((CloseCode::Normal, "gone".to_owned())),
                     };
-                    let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+                    let (tap, app) = (shared.hub.tap(), session.entry.app.as_str());
                     crate::tap::disconnected(tap, app, &session.connection_id, code, &reason);
                 }
                 let mut leaves = Vec::new();
                 for (channel, presence) in session.subscriptions.drain() {
-                    shared.hub.unsubscribe(&session.claims.app, &channel, id);
+                    shared.hub.unsubscribe(&session.entry.app, &channel, id);
                     leaves.extend(presence);
                 }
                 shared.hub.unregister(id);
-                shared.hub.report_leaves_later(&session.claims.app, leaves);
+                shared.hub.report_leaves_later(&session.entry.app, leaves);
                 close
             }
             Err(close) => close,

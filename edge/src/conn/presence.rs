@@ -28,7 +28,7 @@ pub(super) async fn presence_query(
     if !session.claims.caps.allows(channel.as_str(), Operation::Presence) {
         return reply_err(rid, ErrorCode::Forbidden, "token does not allow presence on this channel");
     }
-    let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
+    let options = match shared.hub.namespace_options(&session.entry.app, &channel).await {
         Ok(o) => o,
         Err(e) => return bus_err(rid, "namespace lookup", &e),
     };
@@ -43,7 +43,7 @@ pub(super) async fn presence_query(
         n => n.min(MAX_MEMBERS_PAGE),
     };
     let max_bytes = MEMBERS_PAGE_BYTES.min(shared.config.send_queue_bytes.0 as usize / 4);
-    let page = shared.hub.members_page(&session.claims.app, &channel, &q.after, limit, max_bytes).unwrap_or_default();
+    let page = shared.hub.members_page(&session.entry.app, &channel, &q.after, limit, max_bytes).unwrap_or_default();
     let result = client::PresenceResult {
         channel: channel.as_str().to_owned(),
         members: page.members.into_iter().map(|m| client::Member { client_id: m.client_id, info: m.info }).collect(),

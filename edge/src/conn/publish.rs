@@ -149,7 +149,7 @@ async fn hand_over(
     if !session.claims.caps.allows(channel.as_str(), Operation::Publish) {
         return Err(reply_err(rid, ErrorCode::Forbidden, "token does not allow publish on this channel"));
     }
-    let options = match shared.hub.namespace_options(&session.claims.app, &channel).await {
+    let options = match shared.hub.namespace_options(&session.entry.app, &channel).await {
         Ok(o) => o,
         Err(e) => return Err(bus_err(rid, "namespace lookup", &e)),
     };
@@ -180,7 +180,7 @@ async fn hand_over(
     if !session.rate.allow() {
         session.app_limits.usage().refused(Refused::Error(ErrorCode::RateLimited));
         let reason = "publish rate exceeded; slow down";
-        let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+        let (tap, app) = (shared.hub.tap(), session.entry.app.as_str());
         crate::tap::refused(tap, app, &session.connection_id, ErrorCode::RateLimited, reason, channel.as_str());
         return Err(reply_err(rid, ErrorCode::RateLimited, reason));
     }
@@ -190,9 +190,10 @@ async fn hand_over(
     }
     session.published += 1;
     let idempotent = p.idempotency_id.is_some();
-    let id = p.idempotency_id.unwrap_or_else(|| format!("{}-{}-{}", shared.edge_id, session.id, session.published));
+    let id =
+        p.idempotency_id.unwrap_or_else(|| format!("{}-{}-{}", shared.edge_id, session.entry.id, session.published));
     let message = bus::ChannelMessage {
-        app_id: session.claims.app.as_str().to_owned(),
+        app_id: session.entry.app.as_str().to_owned(),
         channel: channel.as_str().to_owned(),
         data: p.data,
         event: p.event,
@@ -204,11 +205,11 @@ async fn hand_over(
     };
     let bus = shared.hub.bus();
     let handing = if keeps_history(&options) {
-        Handing::Answered(bus.publish_history(&session.claims.app, &channel, &message).await.map(Some))
+        Handing::Answered(bus.publish_history(&session.entry.app, &channel, &message).await.map(Some))
     } else {
         let mut buf = BytesMut::with_capacity(message.encoded_len());
         let _ = message.encode(&mut buf);
-        match bus.send_encoded(&session.claims.app, &channel, buf.freeze()).await {
+        match bus.send_encoded(&session.entry.app, &channel, buf.freeze()).await {
             Ok(receipt) => Handing::Receipt(receipt),
             Err(e) => Handing::Answered(Err(e)),
         }
@@ -238,7 +239,7 @@ async fn finish(
         Ok(position) => {
             metrics::counter!("herald_client_publishes_total").increment(1);
             session.app_limits.usage().published(Source::Client, 1, data.len() as u64);
-            let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+            let (tap, app) = (shared.hub.tap(), session.entry.app.as_str());
             let name = event.as_deref().unwrap_or_default();
             crate::tap::published(tap, app, &session.connection_id, "client", channel.as_str(), name, &data);
             let seen = Seen {
@@ -249,7 +250,7 @@ async fn finish(
                 connection_id: &session.connection_id,
                 user_id: &publisher,
             };
-            shared.webhooks.report(&session.claims.app, seen).await;
+            shared.webhooks.report(&session.entry.app, seen).await;
             if idempotent {
                 session.recent_ids.remember(id.clone());
             }

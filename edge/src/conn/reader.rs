@@ -55,7 +55,7 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
     in_flight: &mut InFlight,
 ) -> Option<Close> {
     let config = &shared.config;
-    let heartbeat_timeout = config.heartbeat_timeout.0;
+    let heartbeat_ms = u64::try_from(config.heartbeat_timeout.0.as_millis()).unwrap_or(u64::MAX);
     let max_frames = config.send_queue_frames as usize;
     let mut handled = 0u32;
     if *shared.draining.borrow() {
@@ -96,13 +96,13 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
                 incoming = read(reader, rd) => incoming,
             },
         };
-        let now = Instant::now();
-        if now >= session.expires_at {
+        let now = shared.hub.clock_ms(Instant::now());
+        if session.entry.deadlines.token_expired(now) {
             // Nothing is served on an expired token, even before the sweep
             // sees it.
             return Some(Close::code(CloseCode::TokenExpired));
         }
-        session.entry.deadlines.heard(shared.hub.clock_ms(now + heartbeat_timeout));
+        session.entry.deadlines.heard(now.saturating_add(heartbeat_ms));
         let frame = match incoming {
             Ok(Incoming::Binary(bytes)) => bytes,
             Ok(Incoming::Ping(payload)) => {

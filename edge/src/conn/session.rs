@@ -1,14 +1,15 @@
 //! The state of an authenticated connection: its claims, subscriptions,
-//! publish rate, and when its token stops being acceptable.
+//! publish rate; when its token stops being acceptable is its connection
+//! entry's deadline (`Deadlines`), which the hub's sweep watches.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use herald_proto::{AppId, Capabilities, ChannelName, ChannelPattern, Claims, ClientId, Operation, Operations, bus};
+use herald_proto::{Capabilities, ChannelName, ChannelPattern, Claims, ClientId, Operation, Operations, bus};
 use tokio::time::Instant;
 
-use crate::hub::ConnEntry;
+use crate::hub::{ConnEntry, ConnectionId};
 
 use crate::hub::{AppLimits, message_limit};
 
@@ -71,17 +72,15 @@ impl RateLimit {
 
 /// The state of an authenticated connection.
 pub(super) struct Session {
-    pub(super) id: u64,
     pub(super) claims: Kept,
     pub(super) entry: Arc<ConnEntry>,
     /// Subscribed channels → the presence entry reported for each, if any.
     pub(super) subscriptions: Subscriptions,
-    pub(super) connection_id: String,
+    pub(super) connection_id: ConnectionId,
     pub(super) rate: RateLimit,
     /// The app's limits as the control plane announced them, shared with
     /// the app's other connections here.
     pub(super) app_limits: Arc<AppLimits>,
-    pub(super) expires_at: Instant,
     pub(super) recent_ids: RecentIds,
     pub(super) published: u64,
 }
@@ -131,10 +130,10 @@ impl Subscriptions {
 }
 
 /// What a session keeps of its token's claims: what its requests check
-/// later. The rest (issuer, audience, token id, origins, times, key) only
-/// the handshake or a refresh needs, and an idle connection does not hold.
+/// later (its app is the connection entry's). The rest (issuer, audience,
+/// token id, origins, times, key) only the handshake or a refresh needs,
+/// and an idle connection does not hold.
 pub(super) struct Kept {
-    pub(super) app: AppId,
     pub(super) sub: ClientId,
     pub(super) caps: Caps,
     /// Shown to other presence members.
@@ -166,7 +165,6 @@ pub(super) fn kept(claims: Claims) -> Kept {
         caps: Caps::from(&claims.caps),
         max_message_bytes: claims.lim.and_then(|l| l.max_message_bytes),
         info: claims.info.map(Box::new),
-        app: claims.app,
         sub: claims.sub,
     }
 }

@@ -28,7 +28,7 @@ pub(super) async fn subscribe(
     };
     if !session.claims.caps.allows(channel.as_str(), Operation::Subscribe) {
         let reason = "token does not allow subscribe on this channel";
-        let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+        let (tap, app) = (shared.hub.tap(), session.entry.app.as_str());
         crate::tap::refused(tap, app, &session.connection_id, ErrorCode::Forbidden, reason, channel.as_str());
         return Some(reply_err(rid, ErrorCode::Forbidden, reason));
     }
@@ -44,7 +44,7 @@ pub(super) async fn subscribe(
         ));
     }
     let hub = &shared.hub;
-    let app = &session.claims.app;
+    let app = &session.entry.app;
     let options = match hub.namespace_options(app, &channel).await {
         Ok(o) => o,
         Err(e) => return Some(bus_err(rid, "namespace lookup", &e)),
@@ -57,7 +57,7 @@ pub(super) async fn subscribe(
     let presence = (options.presence && session.claims.caps.allows(channel.as_str(), Operation::Presence)).then(|| {
         Arc::new(bus::PresenceEntry {
             channel: channel.as_str().to_owned(),
-            connection_id: session.connection_id.clone(),
+            connection_id: session.connection_id.to_string(),
             client_id: session.claims.sub.as_str().to_owned(),
             info: session
                 .claims
@@ -69,7 +69,7 @@ pub(super) async fn subscribe(
     });
     let history_size = options.history_size as usize;
     let how = SubscribeOptions { options, hold: history, presence: presence.clone(), wire: Wire::Herald, count: false };
-    if let Err(e) = hub.subscribe(app, &channel, session.id, &session.entry.outbox, how).await {
+    if let Err(e) = hub.subscribe(app, &channel, session.entry.id, &session.entry.outbox, how).await {
         return Some(bus_err(rid, "subscribe", &e));
     }
     session.subscriptions.insert(channel.clone(), presence.clone());
@@ -85,7 +85,7 @@ pub(super) async fn subscribe(
         hub,
         app,
         channel: &channel,
-        conn_id: session.id,
+        conn_id: session.entry.id,
         outbox: &session.entry.outbox,
         from: recover,
         history_size,
@@ -100,11 +100,11 @@ pub(super) async fn unsubscribe(shared: &Arc<Shared>, session: &mut Session, rid
     let Some(presence) = session.subscriptions.remove(&channel) else {
         return reply_err(rid, ErrorCode::NotSubscribed, "not subscribed to this channel");
     };
-    shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
-    let (tap, app) = (shared.hub.tap(), session.claims.app.as_str());
+    shared.hub.unsubscribe(&session.entry.app, &channel, session.entry.id);
+    let (tap, app) = (shared.hub.tap(), session.entry.app.as_str());
     crate::tap::subscribed(tap, app, &session.connection_id, channel.as_str(), false);
     if let Some(entry) = presence {
-        shared.hub.report_leave(&session.claims.app, entry).await;
+        shared.hub.report_leave(&session.entry.app, entry).await;
     }
     reply_ok(rid, None)
 }
@@ -118,11 +118,11 @@ pub(super) async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u6
         Err(AuthError::Expired) => return reply_err(rid, ErrorCode::TokenExpired, "the new token is expired"),
         Err(e) => return reply_err(rid, ErrorCode::Unauthorized, e.to_string()),
     };
-    if claims.app != session.claims.app || claims.sub != session.claims.sub {
+    if claims.app != session.entry.app || claims.sub != session.claims.sub {
         return reply_err(rid, ErrorCode::Forbidden, "the new token must name the same app and client id");
     }
-    session.expires_at = expiry_instant(claims.exp, shared.config.token_leeway.0);
-    session.entry.deadlines.token(shared.hub.clock_ms(session.expires_at));
+    let expires_at = expiry_instant(claims.exp, shared.config.token_leeway.0);
+    session.entry.deadlines.token(shared.hub.clock_ms(expires_at));
     *session.entry.key.lock().unwrap_or_else(|e| e.into_inner()) = Some(claims.key.clone());
     // The new key's revocation may have been announced (and matched against
     // the old key) while the token was checked.
@@ -142,9 +142,9 @@ pub(super) async fn refresh(shared: &Arc<Shared>, session: &mut Session, rid: u6
         .collect();
     for channel in dropped {
         if let Some(Some(entry)) = session.subscriptions.remove(&channel) {
-            shared.hub.report_leave(&session.claims.app, entry).await;
+            shared.hub.report_leave(&session.entry.app, entry).await;
         }
-        shared.hub.unsubscribe(&session.claims.app, &channel, session.id);
+        shared.hub.unsubscribe(&session.entry.app, &channel, session.entry.id);
     }
     session.claims = super::session::kept(claims);
     reply_ok(rid, Some(reply_ok::Value::Refreshed(client::RefreshResult { token_expires_at_ms: exp_ms })))

@@ -72,10 +72,16 @@ impl Deadlines {
         self.token.store(due, Ordering::Relaxed);
     }
 
+    /// Whether the token stopped being acceptable at `now`.
+    #[must_use]
+    pub fn token_expired(&self, now: u64) -> bool {
+        now >= self.token.load(Ordering::Relaxed)
+    }
+
     /// The close a connection is due at `now`, if any: an expired token
     /// first.
     fn due(&self, now: u64) -> Option<CloseCode> {
-        if now >= self.token.load(Ordering::Relaxed) {
+        if self.token_expired(now) {
             Some(CloseCode::TokenExpired)
         } else if now >= self.heartbeat.load(Ordering::Relaxed) {
             Some(CloseCode::HeartbeatTimeout)

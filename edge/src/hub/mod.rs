@@ -317,8 +317,8 @@ impl Hub {
     /// The connection id of this edge's connection `id`: `<edge
     /// number>.<id>`, also its Pusher `socket_id`.
     #[must_use]
-    pub fn connection_id(&self, id: u64) -> String {
-        format!("{}.{id}", self.id_prefix)
+    pub fn connection_id(&self, id: u64) -> ConnectionId {
+        ConnectionId::new(self.id_prefix, id)
     }
 
     /// This edge's connection that `connection_id` names; `None` for an id
@@ -463,5 +463,54 @@ impl Sink for Hub {
 
     fn occupancy(&self, report: bus::OccupancyReport) {
         self.on_occupancy(&report);
+    }
+}
+
+/// A connection id, `<edge number>.<counter>` (see the module doc), kept
+/// inline: every connection holds its own, and a `String` would be one
+/// more allocation per connection. Reads as a `&str`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionId {
+    len: u8,
+    /// ASCII digits and one dot: a `u32`, a dot and a `u64` take at most
+    /// 10 + 1 + 20 bytes.
+    bytes: [u8; 31],
+}
+
+impl ConnectionId {
+    fn new(prefix: u32, id: u64) -> Self {
+        use std::io::Write as _;
+        let mut bytes = [0u8; 31];
+        let mut rest = &mut bytes[..];
+        // Cannot fail: the longest id fits (see `bytes`).
+        let _ = write!(rest, "{prefix}.{id}");
+        let len = 31 - rest.len();
+        Self { len: len as u8, bytes }
+    }
+
+    /// The id as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for ConnectionId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }

@@ -99,7 +99,7 @@ async fn publish(shared: &Arc<Shared>, session: &mut Session, message: ClientMes
         event: Some(message.event),
         id: format!("{}-{}", session.socket_id, session.events_sent),
         publisher,
-        exclude_connection: session.socket_id.clone(),
+        exclude_connection: session.socket_id.to_string(),
         timestamp_ms: herald_bus::now_ms(),
         traceparent: String::new(),
     };

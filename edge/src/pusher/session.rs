@@ -29,7 +29,7 @@ use super::{client_events, subscribe, user};
 pub(super) struct Session {
     pub(super) id: u64,
     /// Its socket id (its connection id).
-    pub(super) socket_id: String,
+    pub(super) socket_id: crate::hub::ConnectionId,
     pub(super) app: AppId,
     pub(super) entry: Arc<ConnEntry>,
     /// Subscribed channels → the presence entry reported for each

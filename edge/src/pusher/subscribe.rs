@@ -137,7 +137,7 @@ async fn add(
     let entry = member.filter(|_| options.presence).map(|(user, info)| {
         Arc::new(bus::PresenceEntry {
             channel: name.as_str().to_owned(),
-            connection_id: session.socket_id.clone(),
+            connection_id: session.socket_id.to_string(),
             client_id: user,
             info,
         })
