@@ -203,3 +203,60 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_bus::{Bus, LocalBus};
+
+    fn entry(hub: &Hub, id: u64, deadlines: Deadlines) -> Arc<ConnEntry> {
+        let entry = Arc::new(ConnEntry {
+            id,
+            app: AppId::new("app").expect("app"),
+            key: Mutex::new(None),
+            outbox: Arc::new(Outbox::new(16, 1024)),
+            wire: Wire::Herald,
+            user: Mutex::new(None),
+            deadlines,
+        });
+        hub.register(entry.clone(), 0, None).expect("registered");
+        entry
+    }
+
+    #[test]
+    fn an_expired_token_comes_before_a_missed_heartbeat() {
+        let d = Deadlines::new(100, 200);
+        assert_eq!(d.due(99), None);
+        assert_eq!(d.due(100), Some(CloseCode::HeartbeatTimeout));
+        assert_eq!(d.due(200), Some(CloseCode::TokenExpired));
+        d.heard(300);
+        assert_eq!(d.due(150), None);
+        assert_eq!(d.due(250), Some(CloseCode::TokenExpired));
+        d.token(400);
+        assert_eq!(d.due(350), Some(CloseCode::HeartbeatTimeout));
+        assert_eq!(Deadlines::none().due(u64::MAX - 1), None);
+    }
+
+    /// The sweep closes each connection past a deadline with its code, and
+    /// only those, within one sweep of the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_closes_connections_past_their_deadlines_only() {
+        let hub = Hub::new(Bus::local(&LocalBus::new()));
+        let now = hub.clock_ms(tokio::time::Instant::now());
+        let silent = entry(&hub, 1, Deadlines::new(now + 1_000, u64::MAX));
+        let expiring = entry(&hub, 2, Deadlines::new(now + 60_000, now + 2_000));
+        let talking = entry(&hub, 3, Deadlines::new(now + 1_000, u64::MAX));
+        let pusher = entry(&hub, 4, Deadlines::none());
+        let sweep = tokio::spawn(hub.clone().deadline_loop());
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        talking.deadlines.heard(hub.clock_ms(tokio::time::Instant::now()) + 60_000);
+        tokio::time::sleep(Duration::from_millis(100) + DEADLINE_SWEEP).await;
+        assert_eq!(silent.outbox.close_code().map(|c| c.0), Some(CloseCode::HeartbeatTimeout));
+        assert!(!expiring.outbox.is_closing());
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        assert_eq!(expiring.outbox.close_code().map(|c| c.0), Some(CloseCode::TokenExpired));
+        assert!(!talking.outbox.is_closing(), "heard from in time");
+        assert!(!pusher.outbox.is_closing(), "no deadline");
+        sweep.abort();
+    }
+}

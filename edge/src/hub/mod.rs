@@ -514,3 +514,19 @@ impl std::fmt::Debug for ConnectionId {
         std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionId;
+
+    #[test]
+    fn connection_ids_read_as_their_text_up_to_the_longest() {
+        for (prefix, id) in [(0, 0), (7, 42), (u32::MAX, u64::MAX)] {
+            let cid = ConnectionId::new(prefix, id);
+            assert_eq!(cid.as_str(), format!("{prefix}.{id}"));
+            assert_eq!(cid.to_string(), format!("{prefix}.{id}"));
+            assert_eq!(&*cid, cid.as_str());
+        }
+        assert_eq!(ConnectionId::new(u32::MAX, u64::MAX).len(), 31);
+    }
+}
