@@ -240,14 +240,7 @@ impl Outbox {
         }
         let bytes = state.bytes as usize + frame.len();
         if state.len() >= self.max_frames as usize || bytes > self.max_bytes as usize {
-            state.first = None;
-            state.rest = VecDeque::new();
-            state.bytes = 0;
-            state.close = Some(Box::new((CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason().to_owned())));
-            drop(state);
-            self.writer.wake();
-            self.signal.notify_waiters();
-            return Err(PushError::Overflow);
+            return Err(self.overflow(state));
         }
         // At most `max_bytes`: checked above.
         state.bytes = bytes as u32;
@@ -262,6 +255,55 @@ impl Outbox {
             self.writer.wake();
         }
         Ok(())
+    }
+
+    /// Drops what is queued and closes the connection as a slow consumer.
+    fn overflow(&self, mut state: std::sync::MutexGuard<'_, State>) -> PushError {
+        state.first = None;
+        state.rest = VecDeque::new();
+        state.bytes = 0;
+        state.close = Some(Box::new((CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason().to_owned())));
+        drop(state);
+        self.writer.wake();
+        self.signal.notify_waiters();
+        PushError::Overflow
+    }
+
+    /// Queues `frames` in order, as many [`Self::push`]es would, under one
+    /// lock and with one wake-up of the writer: the hub's burst of a busy
+    /// channel. Returns how many frames and bytes were queued.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::push`]: on [`PushError::Overflow`] nothing of what was
+    /// queued stays (the connection is closing).
+    pub fn push_many<'a>(&self, frames: impl Iterator<Item = &'a Bytes>) -> Result<(usize, usize), PushError> {
+        let mut state = self.lock();
+        if state.close.is_some() || state.closed {
+            return Err(PushError::Closed);
+        }
+        let was_empty = state.first.is_none();
+        let (mut n, mut queued) = (0, 0);
+        for frame in frames {
+            let bytes = state.bytes as usize + frame.len();
+            if state.len() >= self.max_frames as usize || bytes > self.max_bytes as usize {
+                return Err(self.overflow(state));
+            }
+            // At most `max_bytes`: checked above.
+            state.bytes = bytes as u32;
+            if state.first.is_none() {
+                state.first = Some(frame.clone());
+            } else {
+                state.rest.push_back(frame.clone());
+            }
+            n += 1;
+            queued += frame.len();
+        }
+        drop(state);
+        if was_empty && n > 0 {
+            self.writer.wake();
+        }
+        Ok((n, queued))
     }
 
     /// As [`Self::push`], but for a frame that may be written straight to

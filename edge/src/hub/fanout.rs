@@ -3,6 +3,17 @@
 //! when one of them does), and the same `Bytes` go to every local
 //! subscriber's bounded [`Outbox`]; and the release of the live frames kept
 //! aside for a subscriber while it recovered history.
+//!
+//! A busy channel with many subscribers (a message less than `CALM_GAP`
+//! after the previous one, at least `BURST_MIN_SUBSCRIBERS` subscribers
+//! here) has its messages pushed in bursts: they are kept in the channel's
+//! [`Burst`], in order, and a task pushes them all once the task that
+//! delivers them lets others run (a publisher's turn, a relay's batch) —
+//! each subscriber's outbox is then locked and its writer woken once per
+//! burst, not once per message. A burst holds at most `MAX_BURST`
+//! messages (a full one is pushed at once); while one waits, every message
+//! of the channel joins it, so per-subscriber order is that of the
+//! channel, as without bursts.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -26,6 +37,31 @@ use super::{Hub, Wire, lock};
 /// each writer coalesces what piles up into one write: under a steady
 /// stream, fewer syscalls matter more than the wake-ups saved.
 const CALM_GAP: Duration = Duration::from_millis(1);
+
+/// Subscribers a busy channel needs here before its messages are pushed in
+/// bursts: below it, a message's fan-out is short, and a burst's task would
+/// cost more than it saves.
+const BURST_MIN_SUBSCRIBERS: usize = 32;
+
+/// Most messages a burst holds: a full one is pushed at once, so a burst
+/// bounds both the memory and the delay it adds.
+const MAX_BURST: usize = 64;
+
+/// Messages of a busy channel waiting to be pushed together (see the
+/// module doc).
+#[derive(Default)]
+pub(super) struct Burst {
+    items: Vec<BurstItem>,
+}
+
+/// One message of a [`Burst`]: what its fan-out needs.
+struct BurstItem {
+    seq: u64,
+    epoch: EpochTag,
+    herald: Bytes,
+    pusher: Option<PusherParts>,
+    exclude: Option<u64>,
+}
 
 thread_local! {
     /// The outboxes a fan-out queued a frame in without waking their
@@ -92,7 +128,7 @@ impl Hub {
         channel: &ChannelName,
         subscription: u64,
         position: Option<&Position>,
-        delivery: &Delivery,
+        delivery: Delivery,
     ) -> usize {
         let seq = position.map_or(0, |p| p.seq);
         // Pusher's frame, encoded on meeting the first Pusher subscriber.
@@ -109,6 +145,31 @@ impl Hub {
                     return;
                 }
                 let calm = entry.last_fan_out.is_none_or(|t| t.elapsed() >= CALM_GAP);
+                // While a burst waits, every message joins it (order); a
+                // traced message starts none (its span counts subscribers).
+                if entry.burst.is_some()
+                    || (!calm
+                        && entry.subscribers.len() >= BURST_MIN_SUBSCRIBERS
+                        && delivery.traceparent.is_empty()
+                        && self.schedule_flush(app, channel, subscription))
+                {
+                    let burst = entry.burst.get_or_insert_default();
+                    burst.items.push(BurstItem {
+                        seq,
+                        epoch: EpochTag::of(position.map_or("", |p| p.epoch.as_str())),
+                        herald: delivery.herald,
+                        pusher: delivery.pusher,
+                        exclude: delivery.exclude,
+                    });
+                    entry.last_fan_out = Some(std::time::Instant::now());
+                    if burst.items.len() >= MAX_BURST
+                        && let Some(full) = entry.burst.take()
+                    {
+                        (delivered, slow) = self.push_burst(entry, channel, full.items);
+                    }
+                    return;
+                }
+                let delivery = &delivery;
                 for sub in &mut entry.subscribers {
                     if delivery.exclude == Some(sub.conn_id) {
                         continue;
@@ -178,6 +239,110 @@ impl Hub {
             metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
         }
         delivered
+    }
+}
+
+impl Hub {
+    /// Starts the task that pushes the burst of `channel` (entry `id`)
+    /// once the current task lets others run; `false` outside a runtime
+    /// (the message is then pushed at once).
+    fn schedule_flush(&self, app: &AppId, channel: &ChannelName, id: u64) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return false };
+        let (me, app, channel) = (self.me.clone(), app.clone(), channel.clone());
+        runtime.spawn(async move {
+            if let Some(hub) = me.upgrade() {
+                hub.flush_burst(&app, &channel, id);
+            }
+        });
+        true
+    }
+
+    /// Pushes the burst waiting for `channel` (entry `id`), if any.
+    fn flush_burst(&self, app: &AppId, channel: &ChannelName, id: u64) {
+        let (delivered, slow) = {
+            let mut shard = lock(self.shard(app, channel));
+            let Some(entry) = shard.get_mut(&(app.clone(), channel.clone())) else { return };
+            if entry.id != id {
+                return;
+            }
+            let Some(burst) = entry.burst.take() else { return };
+            self.push_burst(entry, channel, burst.items)
+        };
+        crate::outbox::flush_written();
+        metrics::counter!("herald_deliveries_total").increment(delivered as u64);
+        if slow > 0 {
+            metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
+        }
+    }
+
+    /// Pushes a burst's messages, in order, to each subscriber of `entry`
+    /// (its shard lock held): one lock of each outbox and one wake-up of its
+    /// writer for them all. Held subscribers keep them aside, as single
+    /// messages. Returns the deliveries made and the subscribers closed as
+    /// slow consumers.
+    fn push_burst(
+        &self,
+        entry: &mut super::registry::Channel,
+        channel: &ChannelName,
+        items: Vec<BurstItem>,
+    ) -> (usize, u64) {
+        // Pusher's frames, encoded once each when a Pusher subscriber is here.
+        let pusher: Vec<Option<Bytes>> = if entry.subscribers.iter().any(|s| s.wire == Wire::Pusher) {
+            items.iter().map(|i| i.pusher.as_ref().map(|p| p.frame(channel))).collect()
+        } else {
+            Vec::new()
+        };
+        let (mut delivered, mut bytes_out, mut slow) = (0usize, 0usize, 0u64);
+        for sub in &mut entry.subscribers {
+            let (conn_id, wire, pusher) = (sub.conn_id, sub.wire, &pusher);
+            if let Some(held) = &mut sub.held {
+                let frames =
+                    items.iter().enumerate().filter_map(|(i, item)| burst_frame(i, item, pusher, conn_id, wire));
+                for (i, frame) in frames {
+                    if held.len() >= self.settings.max_held {
+                        sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
+                        slow += 1;
+                        break;
+                    }
+                    held.push(Held { seq: items[i].seq, epoch: items[i].epoch, frame: frame.clone() });
+                    delivered += 1;
+                    bytes_out += frame.len();
+                }
+                continue;
+            }
+            let frames = items.iter().enumerate().filter_map(|(i, item)| burst_frame(i, item, pusher, conn_id, wire));
+            match sub.outbox.push_many(frames.map(|(_, f)| f)) {
+                Ok((n, bytes)) => {
+                    delivered += n;
+                    bytes_out += bytes;
+                }
+                Err(PushError::Overflow) => slow += 1,
+                Err(PushError::Closed) => {}
+            }
+        }
+        entry.last_fan_out = Some(std::time::Instant::now());
+        entry.usage.delivered(delivered as u64, bytes_out as u64);
+        entry.usage.refused_n(herald_bus::usage::Refused::Close(CloseCode::SlowConsumer), slow);
+        (delivered, slow)
+    }
+}
+
+/// The frame of a burst's `i`-th message for a subscriber (`conn_id`,
+/// speaking `wire`): `None` when the message excludes it, or has no Pusher
+/// frame for a Pusher subscriber (decoded before the edge had one).
+fn burst_frame<'a>(
+    i: usize,
+    item: &'a BurstItem,
+    pusher: &'a [Option<Bytes>],
+    conn_id: u64,
+    wire: Wire,
+) -> Option<(usize, &'a Bytes)> {
+    if item.exclude == Some(conn_id) {
+        return None;
+    }
+    match wire {
+        Wire::Herald => Some((i, &item.herald)),
+        Wire::Pusher => pusher.get(i).and_then(Option::as_ref).map(|f| (i, f)),
     }
 }
 
@@ -360,6 +525,74 @@ mod tests {
         release.await.expect("released");
         assert_eq!(got, (0..100).collect::<Vec<u8>>());
         assert!(!outbox.is_closing());
+    }
+
+    /// The Herald message bodies' first bytes in `outbox`, in order.
+    async fn first_bytes(outbox: &Outbox, n: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let batch = tokio::time::timeout(Duration::from_secs(5), outbox.take()).await.expect("frames come");
+            assert!(batch.close.is_none(), "closed after {} frames", got.len());
+            for frame in batch.frames() {
+                let payload = &frame[if frame[1] & 0x7f == 126 { 4 } else { 2 }..];
+                if let Some(server_frame::Kind::Message(m)) =
+                    client::ServerFrame::decode(payload).expect("decodes").kind
+                {
+                    got.push(m.data[0]);
+                }
+            }
+        }
+        got
+    }
+
+    /// Back-to-back messages to a channel with many subscribers are pushed
+    /// in bursts (more than one, as a burst holds at most `MAX_BURST`):
+    /// every subscriber gets every message in order, but the one a message
+    /// excludes, and a held subscriber gets them, in order, on release.
+    #[tokio::test]
+    async fn a_busy_channels_messages_come_in_bursts_in_order() {
+        const SUBSCRIBERS: u64 = BURST_MIN_SUBSCRIBERS as u64 + 8;
+        const MESSAGES: u8 = (MAX_BURST * 2 + 10) as u8;
+        let bus = LocalBus::new();
+        let bus = Bus::local(&bus);
+        let hub = Hub::new(bus.clone());
+        bus.attach(hub.clone()).await.expect("attach");
+        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
+        let mut outboxes = Vec::new();
+        for id in 1..=SUBSCRIBERS {
+            let outbox = Arc::new(Outbox::new(1024, 1 << 20));
+            let how = SubscribeOptions {
+                options: bus::NamespaceOptions::default(),
+                // Subscriber 1 replays history meanwhile.
+                hold: id == 1,
+                presence: None,
+                wire: Wire::Herald,
+                count: false,
+            };
+            hub.subscribe(&app, &channel, id, &outbox, how).await.expect("subscribe");
+            outboxes.push(outbox);
+        }
+        let excluded = hub.connection_id(2).to_string();
+        for i in 0..MESSAGES {
+            let message = bus::ChannelMessage {
+                app_id: app.as_str().into(),
+                channel: channel.as_str().into(),
+                data: Bytes::from(vec![i]),
+                // Message 5 is not for subscriber 2.
+                exclude_connection: if i == 5 { excluded.clone() } else { String::new() },
+                ..Default::default()
+            };
+            bus.publish(&app, &channel, &message).await.expect("publish");
+        }
+        let all: Vec<u8> = (0..MESSAGES).collect();
+        let but_5: Vec<u8> = all.iter().copied().filter(|&i| i != 5).collect();
+        for (n, outbox) in outboxes.iter().enumerate().skip(1) {
+            let want = if n == 1 { &but_5 } else { &all };
+            assert_eq!(&first_bytes(outbox, want.len()).await, want, "subscriber {}", n + 1);
+        }
+        assert!(outboxes[0].is_empty(), "the held subscriber got nothing yet");
+        hub.release(&app, &channel, 1, |_, _| false).await;
+        assert_eq!(first_bytes(&outboxes[0], all.len()).await, all);
     }
 
     /// A calm message to a channel of more than `WRITES_PER_TASK`

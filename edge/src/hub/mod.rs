@@ -187,6 +187,8 @@ pub struct Hub {
     quotas: Mutex<HashMap<AppId, limits::QuotaEntry>>,
     /// When the hub was made: the start of [`Self::clock_ms`].
     clock: tokio::time::Instant,
+    /// The hub itself, for the tasks it starts (a burst's flush).
+    me: std::sync::Weak<Hub>,
     /// Debug events of watched apps.
     tap: herald_bus::debug_tap::DebugTap,
 }
@@ -206,7 +208,8 @@ impl Hub {
     /// A hub with explicit presence settings.
     #[must_use]
     pub fn with_settings(bus: Bus, settings: HubSettings) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             shards: (0..registry::SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             conns: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
@@ -372,8 +375,11 @@ impl Sink for Hub {
             span
         });
         let entered = span.as_ref().map(tracing::Span::enter);
-        let delivered = self.fan_out(app, channel, subscription, position, &delivery);
-        if let Some(span) = &span {
+        let traced = span.is_some();
+        let delivered = self.fan_out(app, channel, subscription, position, delivery);
+        if let Some(span) = &span
+            && traced
+        {
             span.record("subscribers", delivered);
         }
         drop(entered);

@@ -81,6 +81,9 @@ pub(super) struct Channel {
     pub(super) last_fan_out: Option<std::time::Instant>,
     /// The app's usage counters (deliveries are counted there).
     pub(super) usage: Arc<herald_bus::usage::AppCounters>,
+    /// Messages of a busy channel waiting to be pushed together (see the
+    /// fan-out's `Burst`); boxed, as most channels never have one.
+    pub(super) burst: Option<Box<super::fanout::Burst>>,
 }
 
 /// What [`Hub::subscribe`] is to do besides adding the subscriber.
@@ -133,6 +136,7 @@ impl Hub {
                 options: how.options,
                 last_fan_out: None,
                 usage: self.usage.app(app),
+                burst: None,
             });
             entry.subscribers.push(Subscriber {
                 conn_id,
