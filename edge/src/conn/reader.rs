@@ -129,8 +129,9 @@ pub(super) async fn run<R: AsyncRead + Unpin>(
         }
         handled += 1;
         if handled.is_multiple_of(REQUESTS_PER_TURN) || outbox.len() * 2 > max_frames {
-            // A publisher streaming messages lets the writers it woke write
-            // them before it fans out more: queues stay a few frames deep
+            // A publisher streaming messages lets the bursts it started be
+            // pushed (see the hub's fan-out) and the writers they woke
+            // write them before it fans out more: queues stay a few frames deep
             // (each write still carries many), where they would otherwise
             // grow by everything one read brought. Its own writer runs in
             // this task: it writes the replies when the task yields, before
