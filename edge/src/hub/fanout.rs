@@ -116,8 +116,9 @@ impl Hub {
     }
 
     /// Fans a decoded message out to a channel's subscribers, each in its
-    /// protocol's frame, but the one it excludes. Returns how many received
-    /// it.
+    /// protocol's frame, but the one it excludes, or keeps it in the
+    /// channel's burst (see the module doc). Returns how many received a
+    /// message now: a burst's messages are counted when it is pushed.
     ///
     /// Under the shard lock frames are only queued (or held); on a calm
     /// channel a frame queued in an idle plain-TCP outbox is written to its
