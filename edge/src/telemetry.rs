@@ -17,7 +17,10 @@ pub const DESCRIPTIONS: &[(&str, &str)] = &[
     ("herald_client_publishes_total", "Messages published by clients over their connection."),
     ("herald_messages_in_total", "Messages received from the bus for local subscribers."),
     ("herald_deliveries_total", "Messages handed to local subscribers' send queues."),
-    ("herald_fanout_seconds", "Time to hand one message to every local subscriber of its channel."),
+    (
+        "herald_fanout_seconds",
+        "Time to hand one message to every local subscriber of its channel, or to add it to the channel's burst when the channel is busy.",
+    ),
     ("herald_frames_out_total", "WebSocket frames written to clients."),
     ("herald_slow_consumer_closes_total", "Connections closed because their send queue was full."),
     ("herald_presence_events_total", "Presence join and leave events delivered to subscribers."),
