@@ -7,10 +7,10 @@
 //! A busy channel with many subscribers (a message less than `CALM_GAP`
 //! after the previous one, at least `BURST_MIN_SUBSCRIBERS` subscribers
 //! here) has its messages pushed in bursts: they are kept in the channel's
-//! [`Burst`], in order, and a task pushes them all once the task that
-//! delivers them lets others run (a publisher's turn, a relay's batch) —
-//! each subscriber's outbox is then locked and its writer woken once per
-//! burst, not once per message. A burst holds at most `MAX_BURST`
+//! burst (`registry::Burst`), in order, and a task pushes them all once the
+//! task that delivers them lets others run (a publisher's turn, a relay's
+//! batch) — each subscriber's outbox is then locked and its writer woken
+//! once per burst, not once per message. A burst holds at most `MAX_BURST`
 //! messages (a full one is pushed at once); while one waits, every message
 //! of the channel joins it, so per-subscriber order is that of the
 //! channel, as without bursts.
@@ -28,7 +28,8 @@ use crate::outbox::{Outbox, PushError};
 use crate::ws;
 use herald_bus::Position;
 
-use super::registry::{EpochTag, Held};
+use super::pusher::PusherParts;
+use super::registry::{BurstItem, EpochTag, Held};
 use super::{Hub, Wire, lock};
 
 /// A message arriving at least this long after the channel's previous
@@ -46,22 +47,6 @@ const BURST_MIN_SUBSCRIBERS: usize = 32;
 /// Most messages a burst holds: a full one is pushed at once, so a burst
 /// bounds both the memory and the delay it adds.
 const MAX_BURST: usize = 64;
-
-/// Messages of a busy channel waiting to be pushed together (see the
-/// module doc).
-#[derive(Default)]
-pub(super) struct Burst {
-    items: Vec<BurstItem>,
-}
-
-/// One message of a [`Burst`]: what its fan-out needs.
-struct BurstItem {
-    seq: u64,
-    epoch: EpochTag,
-    herald: Bytes,
-    pusher: Option<PusherParts>,
-    exclude: Option<u64>,
-}
 
 thread_local! {
     /// The outboxes a fan-out queued a frame in without waking their
@@ -396,20 +381,6 @@ pub(super) struct Delivery {
     pub(super) exclude: Option<u64>,
     /// The publisher's trace (`traceparent`), when it is traced.
     pub(super) traceparent: String,
-}
-
-/// The parts of a message Pusher's frame is built from.
-pub(super) struct PusherParts {
-    event: Option<String>,
-    data: Bytes,
-    /// The publisher's user id, sent as `user_id` (presence channels only).
-    user_id: Option<String>,
-}
-
-impl PusherParts {
-    fn frame(&self, channel: &ChannelName) -> Bytes {
-        super::pusher::message_frame(channel.as_str(), self.event.as_deref(), &self.data, self.user_id.as_deref())
-    }
 }
 
 impl Delivery {

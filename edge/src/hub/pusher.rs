@@ -110,6 +110,22 @@ pub fn subscription_count_frame(channel: &str, count: u64) -> Bytes {
     event_frame("pusher_internal:subscription_count", Some(channel), &data, None)
 }
 
+/// The parts of a message Pusher's frame is built from, kept while the edge
+/// has Pusher subscribers (the frame is built once, for the first).
+pub(super) struct PusherParts {
+    pub(super) event: Option<String>,
+    pub(super) data: Bytes,
+    /// The publisher's user id, sent as `user_id` (presence channels only).
+    pub(super) user_id: Option<String>,
+}
+
+impl PusherParts {
+    /// The message's Pusher frame on `channel`.
+    pub(super) fn frame(&self, channel: &herald_proto::ChannelName) -> Bytes {
+        message_frame(channel.as_str(), self.event.as_deref(), &self.data, self.user_id.as_deref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 use crate::outbox::Outbox;
 use herald_bus::{BusError, ChannelSubscription};
 
+use super::pusher::PusherParts;
 use super::{Hub, Wire, lock};
 
 /// Shards of the channel map.
@@ -83,7 +84,23 @@ pub(super) struct Channel {
     pub(super) usage: Arc<herald_bus::usage::AppCounters>,
     /// Messages of a busy channel waiting to be pushed together (see the
     /// fan-out's `Burst`); boxed, as most channels never have one.
-    pub(super) burst: Option<Box<super::fanout::Burst>>,
+    pub(super) burst: Option<Box<Burst>>,
+}
+
+/// Messages of a busy channel waiting to be pushed together (see the
+/// fan-out's module doc).
+#[derive(Default)]
+pub(super) struct Burst {
+    pub(super) items: Vec<BurstItem>,
+}
+
+/// One message of a [`Burst`]: what its fan-out needs.
+pub(super) struct BurstItem {
+    pub(super) seq: u64,
+    pub(super) epoch: EpochTag,
+    pub(super) herald: Bytes,
+    pub(super) pusher: Option<PusherParts>,
+    pub(super) exclude: Option<u64>,
 }
 
 /// What [`Hub::subscribe`] is to do besides adding the subscriber.
