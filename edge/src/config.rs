@@ -120,6 +120,10 @@ pub struct EdgeConfig {
     /// Bytes queued for one connection before it is closed as a slow
     /// consumer.
     pub send_queue_bytes: ByteSize,
+    /// Most messages of a busy channel kept to be pushed to its
+    /// subscribers together (see docs/performance.md); 0 pushes every
+    /// message on its own.
+    pub fanout_burst: u32,
     /// A write to a client making no progress for this long drops the
     /// connection.
     pub write_timeout: HumanDuration,
@@ -227,6 +231,7 @@ impl Default for EdgeConfig {
             max_publishes_in_flight: 64,
             send_queue_frames: 16_384,
             send_queue_bytes: ByteSize::mib(2),
+            fanout_burst: 64,
             write_timeout: HumanDuration::secs(10),
             handshake_timeout: HumanDuration::secs(10),
             heartbeat_interval: HumanDuration::secs(25),
@@ -404,6 +409,9 @@ impl EdgeConfig {
         if self.send_queue_frames < 16 {
             return Err(err("send_queue_frames", "must be at least 16"));
         }
+        if self.fanout_burst > 4096 {
+            return Err(err("fanout_burst", "must be at most 4096"));
+        }
         if self.send_queue_bytes.0 < self.max_frame_size.0 {
             return Err(err("send_queue_bytes", "must be at least max_frame_size"));
         }
@@ -522,6 +530,7 @@ mod tests {
             (EdgeConfig { max_message_size: ByteSize::kib(68), ..Default::default() }, "max_message_size"),
             (EdgeConfig { heartbeat_timeout: HumanDuration::secs(25), ..Default::default() }, "heartbeat_timeout"),
             (EdgeConfig { send_queue_frames: 1, ..Default::default() }, "send_queue_frames"),
+            (EdgeConfig { fanout_burst: 5000, ..Default::default() }, "fanout_burst"),
             (EdgeConfig { max_subscriptions: 0, ..Default::default() }, "max_subscriptions"),
             (EdgeConfig { max_publishes_in_flight: 0, ..Default::default() }, "max_publishes_in_flight"),
             (EdgeConfig { max_publishes_in_flight: 4097, ..Default::default() }, "max_publishes_in_flight"),

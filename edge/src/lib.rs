@@ -128,6 +128,7 @@ pub async fn run(
         presence_events_max_members: config.presence_events_max_members as usize,
         namespace_cache_ttl: config.namespace_cache_ttl.0,
         max_held: config.send_queue_frames as usize,
+        fanout_burst: config.fanout_burst as usize,
         tap: herald_bus::debug_tap::TapSettings {
             rate: config.debug_tap_rate,
             burst: config.debug_tap_burst,

@@ -10,8 +10,10 @@
 //! burst (`registry::Burst`), in order, and a task pushes them all once the
 //! task that delivers them lets others run (a publisher's turn, a relay's
 //! batch) — each subscriber's outbox is then locked and its writer woken
-//! once per burst, not once per message. A burst holds at most `MAX_BURST`
-//! messages (a full one is pushed at once); while one waits, every message
+//! once per burst, not once per message. A burst holds at most
+//! `fanout_burst` messages (the edge's setting, 64 by default; a full one
+//! is pushed at once, so a burst bounds both the memory and the delay it
+//! adds); while one waits, every message
 //! of the channel joins it, so per-subscriber order is that of the
 //! channel, as without bursts.
 
@@ -43,10 +45,6 @@ const CALM_GAP: Duration = Duration::from_millis(1);
 /// bursts: below it, a message's fan-out is short, and a burst's task would
 /// cost more than it saves.
 const BURST_MIN_SUBSCRIBERS: usize = 32;
-
-/// Most messages a burst holds: a full one is pushed at once, so a burst
-/// bounds both the memory and the delay it adds.
-const MAX_BURST: usize = 64;
 
 thread_local! {
     /// The outboxes a fan-out queued a frame in without waking their
@@ -135,6 +133,7 @@ impl Hub {
                 // traced message starts none (its span counts subscribers).
                 if entry.burst.is_some()
                     || (!calm
+                        && self.settings.fanout_burst > 0
                         && entry.subscribers.len() >= BURST_MIN_SUBSCRIBERS
                         && delivery.traceparent.is_empty()
                         && self.schedule_flush(app, channel, subscription))
@@ -148,7 +147,7 @@ impl Hub {
                         exclude: delivery.exclude,
                     });
                     entry.last_fan_out = Some(std::time::Instant::now());
-                    if burst.items.len() >= MAX_BURST
+                    if burst.items.len() >= self.settings.fanout_burst
                         && let Some(full) = entry.burst.take()
                     {
                         (delivered, slow) = self.push_burst(entry, channel, full.items);
@@ -518,13 +517,13 @@ mod tests {
     }
 
     /// Back-to-back messages to a channel with many subscribers are pushed
-    /// in bursts (more than one, as a burst holds at most `MAX_BURST`):
+    /// in bursts (more than one, as a burst holds at most `fanout_burst`):
     /// every subscriber gets every message in order, but the one a message
     /// excludes, and a held subscriber gets them, in order, on release.
     #[tokio::test]
     async fn a_busy_channels_messages_come_in_bursts_in_order() {
         const SUBSCRIBERS: u64 = BURST_MIN_SUBSCRIBERS as u64 + 8;
-        const MESSAGES: u8 = (MAX_BURST * 2 + 10) as u8;
+        const MESSAGES: u8 = 138; // two full bursts of 64, and more
         let bus = LocalBus::new();
         let bus = Bus::local(&bus);
         let hub = Hub::new(bus.clone());

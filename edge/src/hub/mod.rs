@@ -121,6 +121,9 @@ pub struct HubSettings {
     /// Most live frames kept aside for a subscriber replaying history; past
     /// it the subscriber is closed as a slow consumer.
     pub max_held: usize,
+    /// Most messages a busy channel's burst holds; 0 for no bursts (see
+    /// the fan-out).
+    pub fanout_burst: usize,
     /// Bounds of the debug tap (rate, burst, preview size).
     pub tap: herald_bus::debug_tap::TapSettings,
 }
@@ -134,6 +137,7 @@ impl Default for HubSettings {
             presence_events_max_members: 1_000,
             namespace_cache_ttl: Duration::from_secs(30),
             max_held: 16_384,
+            fanout_burst: 64,
             tap: herald_bus::debug_tap::TapSettings::default(),
         }
     }
