@@ -238,23 +238,32 @@ impl Outbox {
                 Err(_) => {}
             }
         }
-        let bytes = state.bytes as usize + frame.len();
-        if state.len() >= self.max_frames as usize || bytes > self.max_bytes as usize {
-            return Err(self.overflow(state));
-        }
-        // At most `max_bytes`: checked above.
-        state.bytes = bytes as u32;
         let was_empty = state.first.is_none();
-        if was_empty {
-            state.first = Some(frame);
-        } else {
-            state.rest.push_back(frame);
+        if !self.enqueue(&mut state, frame) {
+            return Err(self.overflow(state));
         }
         drop(state);
         if was_empty {
             self.writer.wake();
         }
         Ok(())
+    }
+
+    /// Queues `frame` after what waits, unless that would pass a bound:
+    /// `false` then, and nothing is queued.
+    fn enqueue(&self, state: &mut State, frame: Bytes) -> bool {
+        let bytes = state.bytes as usize + frame.len();
+        if state.len() >= self.max_frames as usize || bytes > self.max_bytes as usize {
+            return false;
+        }
+        // At most `max_bytes`: checked above.
+        state.bytes = bytes as u32;
+        if state.first.is_none() {
+            state.first = Some(frame);
+        } else {
+            state.rest.push_back(frame);
+        }
+        true
     }
 
     /// Drops what is queued and closes the connection as a slow consumer.
@@ -285,16 +294,8 @@ impl Outbox {
         let was_empty = state.first.is_none();
         let (mut n, mut queued) = (0, 0);
         for frame in frames {
-            let bytes = state.bytes as usize + frame.len();
-            if state.len() >= self.max_frames as usize || bytes > self.max_bytes as usize {
+            if !self.enqueue(&mut state, frame.clone()) {
                 return Err(self.overflow(state));
-            }
-            // At most `max_bytes`: checked above.
-            state.bytes = bytes as u32;
-            if state.first.is_none() {
-                state.first = Some(frame.clone());
-            } else {
-                state.rest.push_back(frame.clone());
             }
             n += 1;
             queued += frame.len();

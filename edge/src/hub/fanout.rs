@@ -13,9 +13,8 @@
 //! once per burst, not once per message. A burst holds at most
 //! `fanout_burst` messages (the edge's setting, 64 by default; a full one
 //! is pushed at once, so a burst bounds both the memory and the delay it
-//! adds); while one waits, every message
-//! of the channel joins it, so per-subscriber order is that of the
-//! channel, as without bursts.
+//! adds); while one waits, every message of the channel joins it, so
+//! per-subscriber order is that of the channel, as without bursts.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -253,7 +252,6 @@ impl Hub {
             let Some(burst) = entry.burst.take() else { return };
             self.push_burst(entry, channel, burst.items)
         };
-        crate::outbox::flush_written();
         metrics::counter!("herald_deliveries_total").increment(delivered as u64);
         if slow > 0 {
             metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
@@ -280,22 +278,23 @@ impl Hub {
         let (mut delivered, mut bytes_out, mut slow) = (0usize, 0usize, 0u64);
         for sub in &mut entry.subscribers {
             let (conn_id, wire, pusher) = (sub.conn_id, sub.wire, &pusher);
+            let frames = items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| Some((item, burst_frame(i, item, pusher, conn_id, wire)?)));
             if let Some(held) = &mut sub.held {
-                let frames =
-                    items.iter().enumerate().filter_map(|(i, item)| burst_frame(i, item, pusher, conn_id, wire));
-                for (i, frame) in frames {
+                for (item, frame) in frames {
                     if held.len() >= self.settings.max_held {
                         sub.outbox.close(CloseCode::SlowConsumer, CloseCode::SlowConsumer.reason());
                         slow += 1;
                         break;
                     }
-                    held.push(Held { seq: items[i].seq, epoch: items[i].epoch, frame: frame.clone() });
+                    held.push(Held { seq: item.seq, epoch: item.epoch, frame: frame.clone() });
                     delivered += 1;
                     bytes_out += frame.len();
                 }
                 continue;
             }
-            let frames = items.iter().enumerate().filter_map(|(i, item)| burst_frame(i, item, pusher, conn_id, wire));
             match sub.outbox.push_many(frames.map(|(_, f)| f)) {
                 Ok((n, bytes)) => {
                     delivered += n;
@@ -321,13 +320,13 @@ fn burst_frame<'a>(
     pusher: &'a [Option<Bytes>],
     conn_id: u64,
     wire: Wire,
-) -> Option<(usize, &'a Bytes)> {
+) -> Option<&'a Bytes> {
     if item.exclude == Some(conn_id) {
         return None;
     }
     match wire {
-        Wire::Herald => Some((i, &item.herald)),
-        Wire::Pusher => pusher.get(i).and_then(Option::as_ref).map(|f| (i, f)),
+        Wire::Herald => Some(&item.herald),
+        Wire::Pusher => pusher.get(i).and_then(Option::as_ref),
     }
 }
 
@@ -478,33 +477,22 @@ mod tests {
             let (hub, app, channel) = (hub.clone(), app.clone(), channel.clone());
             tokio::spawn(async move { hub.release(&app, &channel, 1, |_, _| false).await })
         };
-        let mut got = Vec::new();
-        while got.len() < 100 {
-            let batch = tokio::time::timeout(Duration::from_secs(5), outbox.take()).await.expect("frames come");
-            assert!(batch.close.is_none(), "closed as a slow consumer after {} frames", got.len());
-            for frame in batch.frames() {
-                // An unmasked server frame: 2 header bytes, plus 2 for a
-                // 16-bit length (frames here are 4 KiB).
-                let payload = &frame[if frame[1] & 0x7f == 126 { 4 } else { 2 }..];
-                if let Some(server_frame::Kind::Message(m)) =
-                    client::ServerFrame::decode(payload).expect("decodes").kind
-                {
-                    got.push(m.data[0]);
-                }
-            }
-        }
+        let got = first_bytes(&outbox, 100).await;
         release.await.expect("released");
         assert_eq!(got, (0..100).collect::<Vec<u8>>());
         assert!(!outbox.is_closing());
     }
 
-    /// The Herald message bodies' first bytes in `outbox`, in order.
+    /// The first bytes of the first `n` Herald message bodies taken from
+    /// `outbox`, in order; the outbox must not close meanwhile.
     async fn first_bytes(outbox: &Outbox, n: usize) -> Vec<u8> {
         let mut got = Vec::new();
         while got.len() < n {
             let batch = tokio::time::timeout(Duration::from_secs(5), outbox.take()).await.expect("frames come");
             assert!(batch.close.is_none(), "closed after {} frames", got.len());
             for frame in batch.frames() {
+                // An unmasked server frame: 2 header bytes, plus 2 for a
+                // 16-bit length (up to 64 KiB here).
                 let payload = &frame[if frame[1] & 0x7f == 126 { 4 } else { 2 }..];
                 if let Some(server_frame::Kind::Message(m)) =
                     client::ServerFrame::decode(payload).expect("decodes").kind

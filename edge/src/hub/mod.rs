@@ -85,7 +85,7 @@ mod registry;
 mod usage;
 mod users;
 
-pub use connections::{ConnEntry, DEADLINE_SWEEP, Deadlines};
+pub use connections::{ConnEntry, Deadlines};
 use fanout::Delivery;
 pub use fanout::encode_replay;
 pub use limits::{AdmitError, AppLimits, ConnectionLimitReached, connection_limit, message_limit};
@@ -379,11 +379,8 @@ impl Sink for Hub {
             span
         });
         let entered = span.as_ref().map(tracing::Span::enter);
-        let traced = span.is_some();
         let delivered = self.fan_out(app, channel, subscription, position, delivery);
-        if let Some(span) = &span
-            && traced
-        {
+        if let Some(span) = &span {
             span.record("subscribers", delivered);
         }
         drop(entered);

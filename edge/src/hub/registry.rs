@@ -83,7 +83,7 @@ pub(super) struct Channel {
     /// The app's usage counters (deliveries are counted there).
     pub(super) usage: Arc<herald_bus::usage::AppCounters>,
     /// Messages of a busy channel waiting to be pushed together (see the
-    /// fan-out's `Burst`); boxed, as most channels never have one.
+    /// fan-out's module doc); boxed, as most channels never have one.
     pub(super) burst: Option<Box<Burst>>,
 }
 
