@@ -4,16 +4,16 @@
 //! awaiting it says whether the backplane has the message, as awaiting
 //! [`Bus::publish_encoded`] would have.
 //!
-//! Over NATS the receipts of one process are confirmed in the order their
-//! messages were handed over (a round trip to the server covers every
-//! publish sent before it started), so a caller that keeps its receipts in
-//! a queue and awaits the oldest learns about each in order. On the
+//! Over NATS every publish of a process joins one queue, which is handed to
+//! the client a batch at a time, each batch confirmed by one round trip to
+//! the server (the `nats::outgoing` module): receipts are confirmed in the
+//! order their messages were handed over, so a caller that keeps its
+//! receipts in a queue and awaits the oldest learns about each in order. On the
 //! in-process bus and for cache channels (whose last message is stored
 //! first) the message is published before `send_encoded` returns, and the
 //! receipt is ready.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use herald_proto::{AppId, ChannelName};
@@ -121,7 +121,6 @@ impl NatsBus {
     /// Hands a message to the client; its ticket for [`Self::receipt`].
     pub(crate) async fn send(&self, subject: String, payload: Bytes) -> Result<u64, BusError> {
         self.check_connected()?;
-        self.client.publish(subject, payload).await.map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(self.sent.fetch_add(1, Ordering::AcqRel) + 1)
+        self.outgoing.send(subject, payload).await
     }
 }

@@ -428,7 +428,7 @@ impl Publisher {
         items: Vec<Result<Prepared, ApiError>>,
     ) -> Vec<Result<Published, ApiError>> {
         let mut out = Vec::with_capacity(items.len());
-        let mut handed = VecDeque::new();
+        let mut handed = VecDeque::with_capacity(items.len().min(self.max_in_flight));
         let mut in_order = InOrder::new(self.max_in_flight);
         for item in items {
             let plain = match &item {

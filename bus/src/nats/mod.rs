@@ -1,6 +1,7 @@
 //! The NATS bus: core subjects, JetStream history streams, publish receipts.
 
 mod cache;
+mod outgoing;
 mod reads;
 mod relay;
 mod routes;
@@ -9,7 +10,7 @@ mod webhooks;
 
 pub(crate) use routes::RouteGuard;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct NatsOptions {
     pub cache_max_bytes: u64,
     /// How the channels with local subscribers are followed.
     pub channel_routing: ChannelRouting,
+    /// Most publishes waiting to be handed to the NATS client; past it a
+    /// publish waits for room, within `publish_timeout`.
+    pub publish_queue: usize,
 }
 
 /// How a node follows on NATS the channels it has local subscribers to.
@@ -101,6 +105,7 @@ impl Default for NatsOptions {
             cache_ttl: crate::cache::DEFAULT_CACHE_TTL,
             cache_max_bytes: 256 * 1024 * 1024,
             channel_routing: ChannelRouting::Bucket,
+            publish_queue: 8192,
         }
     }
 }
@@ -130,38 +135,16 @@ pub(crate) struct NatsBus {
     /// deleted.
     pub(crate) advisory_task: Mutex<Option<JoinHandle<()>>>,
     pub(crate) epochs: Arc<Epochs>,
-    /// Publishes handed to the client so far.
-    pub(crate) sent: AtomicU64,
-    /// How many of them the server is known to have (the first so many);
-    /// every publish waiting for its receipt watches it.
-    pub(crate) received: tokio::sync::watch::Sender<u64>,
-    /// Whether a receipt round trip is under way: one at a time, each
-    /// covering every publish handed to the client before it started.
-    pub(crate) round_running: AtomicBool,
+    /// The publishes on their way to the server, and their confirmations.
+    pub(crate) outgoing: Arc<outgoing::Outgoing>,
+    /// Hands the queued publishes to the client and confirms them.
+    flush_task: JoinHandle<()>,
     /// Set once the cache stream is known to exist.
     pub(crate) cache_ready: AtomicBool,
     /// The buckets of channels with local subscriptions.
     pub(crate) buckets: Arc<routes::Buckets>,
     /// History reads of the same page at the same moment, shared.
     reads: reads::SharedReads,
-}
-
-/// Ends a receipt round when dropped: records what it covered (when it
-/// succeeded), frees the slot and wakes every waiting publish (also after a
-/// failure: one of them starts the next round).
-pub(crate) struct RoundGuard<'a> {
-    pub(crate) running: &'a AtomicBool,
-    pub(crate) received: &'a tokio::sync::watch::Sender<u64>,
-    pub(crate) covered: Option<u64>,
-}
-
-impl Drop for RoundGuard<'_> {
-    fn drop(&mut self) {
-        self.running.store(false, Ordering::Release);
-        let covered = self.covered.unwrap_or(0);
-        // `send_modify` wakes the watchers whether or not the count grew.
-        self.received.send_modify(|n| *n = (*n).max(covered));
-    }
 }
 
 impl Drop for NatsBus {
@@ -171,6 +154,7 @@ impl Drop for NatsBus {
                 task.abort();
             }
         }
+        self.flush_task.abort();
     }
 }
 
@@ -189,6 +173,10 @@ impl NatsBus {
         let client = async_nats::ConnectOptions::new()
             .name(&options.connection_name)
             .subscription_capacity(options.subscription_capacity)
+            // Subjects are built from checked names (the prefix, app ids,
+            // channel names), never from raw input: checking each publish's
+            // again costs a scan per message.
+            .skip_subject_validation(true)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| Duration::from_millis((100 * attempts as u64).min(2_000)))
@@ -231,8 +219,9 @@ impl NatsBus {
         connected.store(true, Ordering::Release);
         crate::telemetry::connected(true);
         let epochs = Arc::new(Epochs { js: async_nats::jetstream::new(client.clone()), known: known_epochs });
+        let outgoing = Arc::new(outgoing::Outgoing::new(options.publish_queue));
+        let flush_task = tokio::spawn(outgoing.clone().flush(client.clone(), subjects.sync().into()));
         let nats = Self {
-            client,
             subjects,
             options,
             sink,
@@ -244,9 +233,9 @@ impl NatsBus {
             usage_task: Mutex::new(None),
             advisory_task: Mutex::new(None),
             epochs,
-            sent: AtomicU64::new(0),
-            received: tokio::sync::watch::Sender::new(0),
-            round_running: AtomicBool::new(false),
+            flush_task,
+            outgoing,
+            client,
             cache_ready: AtomicBool::new(false),
             buckets: Arc::default(),
             reads: reads::SharedReads::default(),
@@ -275,33 +264,10 @@ impl NatsBus {
         }
     }
 
-    /// Waits until the server has the `ticket`-th publish. Rounds run one
-    /// at a time; each covers every publish handed to the client before it
-    /// started, so under load one round trip answers many publishes.
+    /// Waits until the server has the `ticket`-th publish (see
+    /// [`outgoing`]).
     pub(crate) async fn receipt(&self, ticket: u64) -> Result<(), BusError> {
-        let mut watch = self.received.subscribe();
-        loop {
-            if *watch.borrow_and_update() >= ticket {
-                return Ok(());
-            }
-            if self.round_running.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                // Ends the round however this future ends (a publish
-                // timeout drops it): the next waiter may start another.
-                let mut round = RoundGuard { running: &self.round_running, received: &self.received, covered: None };
-                if *self.received.borrow() >= ticket {
-                    return Ok(());
-                }
-                let covers = self.sent.load(Ordering::Acquire);
-                // Boxed: one publish in many runs a round, and the round
-                // trip's future would otherwise weigh on every publish's.
-                Box::pin(self.sync()).await?;
-                round.covered = Some(covers);
-                drop(round);
-                continue;
-            }
-            // Another round is under way: its end (or failure) wakes us.
-            let _ = watch.changed().await;
-        }
+        self.outgoing.confirmed(ticket).await
     }
 
     /// Waits until the server processed everything this connection sent so
@@ -309,12 +275,9 @@ impl NatsBus {
     /// after the server handled the commands before it (a subscription is
     /// then live, and messages published from now on reach it).
     pub(crate) async fn sync(&self) -> Result<(), BusError> {
-        use async_nats::RequestErrorKind;
-        match self.client.request(self.subjects.sync(), Bytes::new()).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-            Err(e) => Err(BusError::Unavailable(format!("nats did not confirm the subscription: {e}"))),
-        }
+        outgoing::round_trip(&self.client, self.subjects.sync().into())
+            .await
+            .map_err(|e| BusError::Unavailable(format!("nats did not confirm the subscription: {e}")))
     }
 
     /// Follows JetStream's advisories about created and deleted streams, and

@@ -121,7 +121,33 @@ pub struct BatchMessage {
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
     /// The messages (at most `max_batch_messages`).
+    #[serde(deserialize_with = "batch_messages")]
     pub messages: Vec<BatchMessage>,
+}
+
+/// Room a batch's message list starts with: a typical batch fits, so the
+/// list (160 bytes a message) is not grown and copied as it is read.
+const BATCH_ROOM: usize = 64;
+
+/// Reads a batch's message list into room for [`BATCH_ROOM`] messages
+/// (growing past it for a longer one, which is refused later if it is over
+/// `max_batch_messages`).
+fn batch_messages<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<BatchMessage>, D::Error> {
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Vec<BatchMessage>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of messages")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut messages = Vec::with_capacity(seq.size_hint().unwrap_or(BATCH_ROOM).min(BATCH_ROOM));
+            while let Some(message) = seq.next_element()? {
+                messages.push(message);
+            }
+            Ok(messages)
+        }
+    }
+    deserializer.deserialize_seq(List)
 }
 
 /// The result of one message of a batch: `{"id", …}` or `{"error": …}`.
