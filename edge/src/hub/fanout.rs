@@ -120,6 +120,9 @@ impl Hub {
         let mut delivered = 0;
         let mut bytes_out = 0usize;
         let mut slow = 0u64;
+        // Deliveries and slow consumers of a burst pushed before this
+        // message (already in the channel's usage).
+        let (mut earlier, mut earlier_slow) = (0usize, 0u64);
         DEFERRED.with_borrow_mut(|deferred| {
             {
                 let mut shard = lock(self.shard(app, channel));
@@ -128,8 +131,15 @@ impl Hub {
                     return;
                 }
                 let calm = entry.last_fan_out.is_none_or(|t| t.elapsed() >= CALM_GAP);
-                // While a burst waits, every message joins it (order); a
-                // traced message starts none (its span counts subscribers).
+                // A traced message's span counts the subscribers it reached:
+                // it never joins a burst. A burst waiting goes out first
+                // (order); its deliveries are counted here, not in the span.
+                if !delivery.traceparent.is_empty()
+                    && let Some(waiting) = entry.burst.take()
+                {
+                    (earlier, earlier_slow) = self.push_burst(entry, channel, waiting.items);
+                }
+                // While a burst waits, every other message joins it (order).
                 if entry.burst.is_some()
                     || (!calm
                         && self.settings.fanout_burst > 0
@@ -219,6 +229,10 @@ impl Hub {
             }
         });
         crate::outbox::flush_written();
+        if earlier > 0 {
+            metrics::counter!("herald_deliveries_total").increment(earlier as u64);
+        }
+        let slow = slow + earlier_slow;
         if slow > 0 {
             metrics::counter!("herald_slow_consumer_closes_total").increment(slow);
         }
@@ -552,6 +566,60 @@ mod tests {
         assert!(outboxes[0].is_empty(), "the held subscriber got nothing yet");
         hub.release(&app, &channel, 1, |_, _| false).await;
         assert_eq!(first_bytes(&outboxes[0], all.len()).await, all);
+    }
+
+    /// A traced message that meets a waiting burst pushes the burst first
+    /// (order) and is counted on its own: what its span records as its
+    /// subscribers is every subscriber, not the 0 of a message kept aside.
+    #[tokio::test]
+    async fn a_traced_message_pushes_the_waiting_burst_first_and_counts_its_subscribers() {
+        const SUBSCRIBERS: u64 = BURST_MIN_SUBSCRIBERS as u64 + 2;
+        let bus = LocalBus::new();
+        let bus = Bus::local(&bus);
+        let hub = Hub::new(bus.clone());
+        bus.attach(hub.clone()).await.expect("attach");
+        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
+        let mut outboxes = Vec::new();
+        for id in 1..=SUBSCRIBERS {
+            let outbox = Arc::new(Outbox::new(1024, 1 << 20));
+            let how = SubscribeOptions {
+                options: bus::NamespaceOptions::default(),
+                hold: false,
+                presence: None,
+                wire: Wire::Herald,
+                count: false,
+            };
+            hub.subscribe(&app, &channel, id, &outbox, how).await.expect("subscribe");
+            outboxes.push(outbox);
+        }
+        let message = |i: u8, traceparent: &str| bus::ChannelMessage {
+            app_id: app.as_str().into(),
+            channel: channel.as_str().into(),
+            data: Bytes::from(vec![i]),
+            traceparent: traceparent.into(),
+            ..Default::default()
+        };
+        // Back to back: the second message starts a burst, whose flush task
+        // cannot run before this task lets it.
+        for i in 0..2 {
+            bus.publish(&app, &channel, &message(i, "")).await.expect("publish");
+        }
+        let key = (app.clone(), channel.clone());
+        let id = {
+            let shard = lock(hub.shard(&app, &channel));
+            let entry = shard.get(&key).expect("the channel's entry");
+            assert!(entry.burst.is_some(), "a burst waits");
+            entry.id
+        };
+        let traced = message(2, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+        let delivery =
+            Delivery::decode(&hub, &channel, Bytes::from(traced.encode_to_vec()), None, false).expect("decodes");
+        assert!(!delivery.traceparent.is_empty());
+        assert_eq!(hub.fan_out(&app, &channel, id, None, delivery), SUBSCRIBERS as usize);
+        assert!(lock(hub.shard(&app, &channel)).get(&key).expect("entry").burst.is_none());
+        for (n, outbox) in outboxes.iter().enumerate() {
+            assert_eq!(first_bytes(outbox, 3).await, [0, 1, 2], "subscriber {}", n + 1);
+        }
     }
 
     /// A calm message to a channel of more than `WRITES_PER_TASK`
