@@ -132,3 +132,54 @@ pub(crate) async fn round_trip(client: &Client, sync: Subject) -> Result<(), asy
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The queue holds at most its limit: past it a publish waits (here
+    /// without a flusher, for ever), and tickets follow queue order.
+    #[tokio::test]
+    async fn a_full_queue_makes_the_next_publish_wait_for_room() {
+        let outgoing = Outgoing::new(2);
+        assert_eq!(outgoing.send("a", Bytes::from_static(b"1")).await.expect("room"), 1);
+        assert_eq!(outgoing.send("a", Bytes::from_static(b"2")).await.expect("room"), 2);
+        let third = tokio::time::timeout(Duration::from_millis(50), outgoing.send("a", Bytes::new())).await;
+        assert!(third.is_err(), "the third waits for room");
+        // Unconfirmed until the flusher says so.
+        let first = tokio::time::timeout(Duration::from_millis(20), outgoing.confirmed(1)).await;
+        assert!(first.is_err());
+        outgoing.confirmed.send_replace(2);
+        outgoing.confirmed(1).await.expect("confirmed");
+        outgoing.confirmed(2).await.expect("confirmed");
+    }
+
+    /// The flusher hands queued messages to a real server and confirms
+    /// them, oldest first; a subscriber sees them in queue order.
+    #[tokio::test]
+    async fn the_flusher_publishes_in_order_and_confirms() {
+        use futures_util::StreamExt as _;
+        let url = std::env::var("HERALD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let client = async_nats::connect(&url).await.expect("nats is up");
+        let subject = format!("herald-test.outgoing.{}", std::process::id());
+        let mut sub = client.subscribe(subject.clone()).await.expect("subscribe");
+        client.flush().await.expect("flush");
+        let outgoing = Arc::new(Outgoing::new(8));
+        let flusher = tokio::spawn(outgoing.clone().flush(client.clone(), format!("{subject}.sync").into()));
+        let mut tickets = Vec::new();
+        for i in 0..20u8 {
+            tickets.push(outgoing.send(subject.clone(), Bytes::from(vec![i])).await.expect("queued"));
+        }
+        assert_eq!(tickets, (1..=20).collect::<Vec<u64>>());
+        tokio::time::timeout(Duration::from_secs(5), outgoing.confirmed(20))
+            .await
+            .expect("in time")
+            .expect("confirmed");
+        for i in 0..20u8 {
+            let msg =
+                tokio::time::timeout(Duration::from_secs(5), sub.next()).await.expect("in time").expect("a message");
+            assert_eq!(&msg.payload[..], &[i]);
+        }
+        flusher.abort();
+    }
+}
