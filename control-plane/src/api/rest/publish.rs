@@ -244,12 +244,8 @@ pub(super) async fn publish_batch(
         .map(|m| {
             let channels = message_channels(m.channel.as_deref(), m.channels.as_deref())?;
             let data = payload(&m.data, m.encoding.as_deref())?;
-            let draft = Draft {
-                data,
-                event: m.name.clone(),
-                idempotency_id: m.id.clone(),
-                exclude_connection: m.exclude_connection.clone(),
-            };
+            // The strings move into the draft; the channels borrow others.
+            let draft = Draft { data, event: m.name, idempotency_id: m.id, exclude_connection: m.exclude_connection };
             core.prepare(key, &limits, &channels, draft)
         })
         .collect();
