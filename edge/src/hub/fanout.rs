@@ -453,24 +453,41 @@ mod tests {
     use crate::hub::SubscribeOptions;
     use herald_bus::{Bus, LocalBus};
 
-    /// A hub on an in-process bus with subscriber 1 of app/room held (for
-    /// a replay), its outbox bounded to `max_frames` and 64 KiB.
-    async fn held_subscriber(max_frames: usize) -> (Arc<Hub>, Bus, AppId, ChannelName, Arc<Outbox>) {
+    /// A hub on an in-process bus with subscribers 1..=`subscribers` to
+    /// app/room on Herald's wire, each with an outbox from `outbox`; those
+    /// `hold` picks are held (as for a replay).
+    async fn hub_with_subscribers(
+        subscribers: u64,
+        outbox: impl Fn() -> Outbox,
+        hold: impl Fn(u64) -> bool,
+    ) -> (Arc<Hub>, Bus, AppId, ChannelName, Vec<Arc<Outbox>>) {
         let bus = LocalBus::new();
         let bus = Bus::local(&bus);
         let hub = Hub::new(bus.clone());
         bus.attach(hub.clone()).await.expect("attach");
         let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
-        let outbox = Arc::new(Outbox::new(max_frames, 64 * 1024));
-        let how = SubscribeOptions {
-            options: bus::NamespaceOptions::default(),
-            hold: true,
-            presence: None,
-            wire: Wire::Herald,
-            count: false,
-        };
-        hub.subscribe(&app, &channel, 1, &outbox, how).await.expect("subscribe");
-        (hub, bus, app, channel, outbox)
+        let mut outboxes = Vec::new();
+        for id in 1..=subscribers {
+            let outbox = Arc::new(outbox());
+            let how = SubscribeOptions {
+                options: bus::NamespaceOptions::default(),
+                hold: hold(id),
+                presence: None,
+                wire: Wire::Herald,
+                count: false,
+            };
+            hub.subscribe(&app, &channel, id, &outbox, how).await.expect("subscribe");
+            outboxes.push(outbox);
+        }
+        (hub, bus, app, channel, outboxes)
+    }
+
+    /// A hub with subscriber 1 of app/room held, its outbox bounded to
+    /// `max_frames` and 64 KiB.
+    async fn held_subscriber(max_frames: usize) -> (Arc<Hub>, Bus, AppId, ChannelName, Arc<Outbox>) {
+        let (hub, bus, app, channel, mut outboxes) =
+            hub_with_subscribers(1, || Outbox::new(max_frames, 64 * 1024), |_| true).await;
+        (hub, bus, app, channel, outboxes.remove(0))
     }
 
     #[tokio::test]
@@ -526,25 +543,9 @@ mod tests {
     async fn a_busy_channels_messages_come_in_bursts_in_order() {
         const SUBSCRIBERS: u64 = BURST_MIN_SUBSCRIBERS as u64 + 8;
         const MESSAGES: u8 = 138; // two full bursts of 64, and more
-        let bus = LocalBus::new();
-        let bus = Bus::local(&bus);
-        let hub = Hub::new(bus.clone());
-        bus.attach(hub.clone()).await.expect("attach");
-        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
-        let mut outboxes = Vec::new();
-        for id in 1..=SUBSCRIBERS {
-            let outbox = Arc::new(Outbox::new(1024, 1 << 20));
-            let how = SubscribeOptions {
-                options: bus::NamespaceOptions::default(),
-                // Subscriber 1 replays history meanwhile.
-                hold: id == 1,
-                presence: None,
-                wire: Wire::Herald,
-                count: false,
-            };
-            hub.subscribe(&app, &channel, id, &outbox, how).await.expect("subscribe");
-            outboxes.push(outbox);
-        }
+        // Subscriber 1 replays history meanwhile.
+        let (hub, bus, app, channel, outboxes) =
+            hub_with_subscribers(SUBSCRIBERS, || Outbox::new(1024, 1 << 20), |id| id == 1).await;
         let excluded = hub.connection_id(2).to_string();
         for i in 0..MESSAGES {
             let message = bus::ChannelMessage {
@@ -574,24 +575,8 @@ mod tests {
     #[tokio::test]
     async fn a_traced_message_pushes_the_waiting_burst_first_and_counts_its_subscribers() {
         const SUBSCRIBERS: u64 = BURST_MIN_SUBSCRIBERS as u64 + 2;
-        let bus = LocalBus::new();
-        let bus = Bus::local(&bus);
-        let hub = Hub::new(bus.clone());
-        bus.attach(hub.clone()).await.expect("attach");
-        let (app, channel) = (AppId::new("app").expect("app"), ChannelName::new("room").expect("channel"));
-        let mut outboxes = Vec::new();
-        for id in 1..=SUBSCRIBERS {
-            let outbox = Arc::new(Outbox::new(1024, 1 << 20));
-            let how = SubscribeOptions {
-                options: bus::NamespaceOptions::default(),
-                hold: false,
-                presence: None,
-                wire: Wire::Herald,
-                count: false,
-            };
-            hub.subscribe(&app, &channel, id, &outbox, how).await.expect("subscribe");
-            outboxes.push(outbox);
-        }
+        let (hub, bus, app, channel, outboxes) =
+            hub_with_subscribers(SUBSCRIBERS, || Outbox::new(1024, 1 << 20), |_| false).await;
         let message = |i: u8, traceparent: &str| bus::ChannelMessage {
             app_id: app.as_str().into(),
             channel: channel.as_str().into(),
